@@ -1,0 +1,184 @@
+// swift-tools-version:6.1
+//
+// BankLink — a bank–enterprise direct-connect gateway.
+//
+// Module graph (one direction of dependency, pure at the bottom):
+//
+//   CLMDB ─────────────┐
+//   BankLinkCore ──────┼─> BankLinkStore ─┐
+//   BankLinkProto ─────┤                  ├─> BankLinkServer ─> BankLinkDaemon ─> banklinkd
+//   BankLinkPKI ───────┴─> BankLinkClient ┴──────────────────────────────────────> banklink
+//
+// BankLinkCore has no I/O. BankLinkProto is generated (scripts/generate-protos.sh) and committed.
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+  .enableUpcomingFeature("ExistentialAny"),
+  .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+  name: "banklink",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "banklinkd", targets: ["banklinkd"]),
+    .executable(name: "banklink", targets: ["banklink"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+    .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+  ],
+  targets: [
+    // LMDB from Debian's liblmdb-dev.
+    .systemLibrary(
+      name: "CLMDB",
+      pkgConfig: "lmdb",
+      providers: [.apt(["liblmdb-dev"])]
+    ),
+
+    // Domain core: no I/O, time is passed in.
+    .target(
+      name: "BankLinkCore",
+      swiftSettings: swiftSettings
+    ),
+
+    // LMDB environment, scoped transactions, typed errors.
+    .target(
+      name: "BankLinkStore",
+      dependencies: ["CLMDB", "BankLinkCore"],
+      swiftSettings: swiftSettings
+    ),
+
+    // Generated protobuf messages and gRPC stubs for banklink.v1 and grpc.health.v1.
+    .target(
+      name: "BankLinkProto",
+      dependencies: [
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+      ],
+      exclude: ["README.md"],
+      swiftSettings: [.swiftLanguageMode(.v6)]
+    ),
+
+    // X.509: identities from certificates and minting of a development PKI.
+    .target(
+      name: "BankLinkPKI",
+      dependencies: [
+        "BankLinkCore",
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // Mutual-TLS gRPC client shared by the CLI, the tests and the load generator.
+    .target(
+      name: "BankLinkClient",
+      dependencies: [
+        "BankLinkProto",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // Use cases, gRPC handlers, authorization, server assembly.
+    .target(
+      name: "BankLinkServer",
+      dependencies: [
+        "BankLinkCore", "BankLinkStore", "BankLinkProto", "BankLinkPKI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // Composition root as a library: configuration, service group, signals, systemd notify.
+    .target(
+      name: "BankLinkDaemon",
+      dependencies: [
+        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkPKI",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    .executableTarget(
+      name: "banklinkd",
+      dependencies: [
+        "BankLinkDaemon",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    .executableTarget(
+      name: "banklink",
+      dependencies: [
+        "BankLinkClient", "BankLinkProto", "BankLinkPKI",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // Shared by the test targets: minted PKI, temp directories, an in-process daemon on port 0.
+    .target(
+      name: "BankLinkTestSupport",
+      dependencies: [
+        "BankLinkCore", "BankLinkPKI", "BankLinkServer", "BankLinkDaemon", "BankLinkClient",
+        "BankLinkStore",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    .testTarget(
+      name: "BankLinkCoreTests",
+      dependencies: ["BankLinkCore"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BankLinkStoreTests",
+      dependencies: ["BankLinkStore", "BankLinkTestSupport"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BankLinkServerTests",
+      dependencies: [
+        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkPKI",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BankLinkDaemonTests",
+      dependencies: ["BankLinkDaemon", "BankLinkTestSupport"],
+      swiftSettings: swiftSettings
+    ),
+  ]
+)
