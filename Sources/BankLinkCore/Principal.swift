@@ -1,0 +1,42 @@
+/// A caller known to the daemon: a certificate identity and the roles granted to it.
+public struct Principal: Sendable, Hashable {
+  /// The certificate identity: URI SAN when present, else the subject common name.
+  public var identity: String
+  public var roles: Set<Role>
+
+  public init(identity: String, roles: Set<Role>) {
+    self.identity = identity
+    self.roles = roles
+  }
+
+  public func holds(_ role: Role) -> Bool {
+    self.roles.contains(role)
+  }
+}
+
+/// The principals table: who may call the daemon at all, and with which roles.
+///
+/// A value type so that a new table (from a reload or an admin RPC) replaces the old one whole.
+public struct PrincipalTable: Sendable, Hashable {
+  private var byIdentity: [String: Principal]
+
+  public init(_ principals: [Principal] = []) {
+    var byIdentity: [String: Principal] = [:]
+    for principal in principals {
+      byIdentity[principal.identity] = principal
+    }
+    self.byIdentity = byIdentity
+  }
+
+  /// The principal with this identity, or nil when the identity is unknown.
+  public func principal(for identity: String) -> Principal? {
+    self.byIdentity[identity]
+  }
+
+  /// All principals, ordered by identity.
+  public var principals: [Principal] {
+    self.byIdentity.values.sorted { $0.identity < $1.identity }
+  }
+
+  public var count: Int { self.byIdentity.count }
+}

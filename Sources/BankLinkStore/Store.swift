@@ -1,0 +1,235 @@
+internal import CLMDB
+import BankLinkCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The daemon's LMDB environment: one memory-mapped file under the data directory holding the
+/// named databases in ``Database/all``.
+///
+/// Transactions are synchronous closures, so nothing can suspend while one is open (an LMDB
+/// transaction must stay on one thread). Write transactions commit with a synced flush: when
+/// ``withWriteTransaction(_:)`` returns, the change is on disk.
+///
+/// ```swift
+/// let store = try Store(configuration: .init(directory: "/var/lib/banklink", mapSizeMiB: 1024))
+/// try store.withWriteTransaction { txn in try txn.put(Array("k".utf8), Array("v".utf8), in: .meta) }
+/// let value = try store.withReadTransaction { txn in try txn.get(Array("k".utf8), in: .meta) }
+/// ```
+public final class Store: Sendable {
+  /// The schema this build reads and writes. Bumped whenever stored records change shape; a data
+  /// directory with another version is refused at start rather than misread.
+  public static let schemaVersion: UInt32 = 1
+
+  static let schemaVersionKey: [UInt8] = Array("schema_version".utf8)
+
+  public struct Configuration: Sendable {
+    /// Directory holding `data.mdb` and `lock.mdb`; created if missing.
+    public var directory: String
+    /// Size of the memory map, which bounds the size of the data file.
+    public var mapSizeMiB: Int
+    /// The schema version to expect (tests use other values to exercise the check).
+    public var schemaVersion: UInt32
+
+    public init(directory: String, mapSizeMiB: Int = Limits.defaultMapSizeMiB, schemaVersion: UInt32 = Store.schemaVersion) {
+      self.directory = directory
+      self.mapSizeMiB = mapSizeMiB
+      self.schemaVersion = schemaVersion
+    }
+  }
+
+  // The environment pointer is immutable after init; LMDB itself synchronises access to it.
+  nonisolated(unsafe) private let env: OpaquePointer
+  private let handles: [Database: MDB_dbi]
+  public let configuration: Configuration
+
+  /// Opens (creating if needed) the environment, its named databases and checks the schema
+  /// version. Throws ``StoreError`` with code `.schemaMismatch` when the directory holds data of
+  /// another schema version.
+  public init(configuration: Configuration) throws {
+    self.configuration = configuration
+    guard (Limits.minMapSizeMiB...Limits.maxMapSizeMiB).contains(configuration.mapSizeMiB) else {
+      throw StoreError(
+        code: .invalidArgument,
+        message: "storage.map_size_mib must be between \(Limits.minMapSizeMiB) and \(Limits.maxMapSizeMiB), got \(configuration.mapSizeMiB)"
+      )
+    }
+    try Store.makeDirectory(configuration.directory)
+
+    var env: OpaquePointer?
+    try check(mdb_env_create(&env), "creating the LMDB environment")
+    guard let env else { throw StoreError(code: .other, message: "mdb_env_create returned no environment") }
+    do {
+      try check(mdb_env_set_mapsize(env, configuration.mapSizeMiB * 1024 * 1024), "setting the map size")
+      try check(mdb_env_set_maxdbs(env, MDB_dbi(Limits.maxNamedDatabases)), "setting the database count")
+      try check(mdb_env_set_maxreaders(env, UInt32(Limits.maxReaders)), "setting the reader count")
+      // MDB_NOTLS: read transactions are not tied to an OS thread (Swift tasks move between
+      // threads). Commits stay synced: no MDB_NOSYNC / MDB_NOMETASYNC.
+      try check(
+        mdb_env_open(env, configuration.directory, UInt32(MDB_NOTLS), 0o640),
+        "opening the LMDB environment in \(configuration.directory)"
+      )
+      var deadReaders: Int32 = 0
+      _ = mdb_reader_check(env, &deadReaders)
+      self.handles = try Store.openDatabases(env)
+    } catch {
+      mdb_env_close(env)
+      throw error
+    }
+    self.env = env
+    do {
+      try self.checkSchemaVersion()
+    } catch {
+      mdb_env_close(env)
+      throw error
+    }
+  }
+
+  deinit {
+    mdb_env_close(self.env)
+  }
+
+  /// Runs `body` in a read-only transaction: a consistent snapshot that never blocks writers.
+  public func withReadTransaction<Result>(
+    _ body: (borrowing ReadTransaction) throws -> Result
+  ) throws -> Result {
+    var txn: OpaquePointer?
+    try check(mdb_txn_begin(self.env, nil, UInt32(MDB_RDONLY), &txn), "beginning a read transaction")
+    guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
+    defer { mdb_txn_abort(txn) }
+    return try body(ReadTransaction(txn: txn, handles: self.handles))
+  }
+
+  /// Runs `body` in a write transaction and commits it with a synced flush when `body` returns.
+  /// If `body` throws, or the commit fails, nothing of the transaction is written. Write
+  /// transactions are serialised by LMDB: a second writer waits (blocking its thread).
+  public func withWriteTransaction<Result>(
+    _ body: (inout WriteTransaction) throws -> Result
+  ) throws -> Result {
+    var txn: OpaquePointer?
+    try check(mdb_txn_begin(self.env, nil, 0, &txn), "beginning a write transaction")
+    guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
+    var transaction = WriteTransaction(txn: txn, handles: self.handles, mapSizeMiB: self.configuration.mapSizeMiB)
+    let result: Result
+    do {
+      result = try body(&transaction)
+    } catch {
+      mdb_txn_abort(txn)
+      throw error
+    }
+    // mdb_txn_commit frees the transaction whether or not it succeeds.
+    try check(mdb_txn_commit(txn), "committing a write transaction", mapSizeMiB: self.configuration.mapSizeMiB)
+    return result
+  }
+
+  /// The schema version recorded in the data directory.
+  public func storedSchemaVersion() throws -> UInt32? {
+    try self.withReadTransaction { txn in
+      try txn.get(Store.schemaVersionKey, in: .meta).map(Store.decodeVersion)
+    }
+  }
+
+  private func checkSchemaVersion() throws {
+    let expected = self.configuration.schemaVersion
+    if let stored = try self.storedSchemaVersion() {
+      guard stored == expected else {
+        throw StoreError(
+          code: .schemaMismatch,
+          message: """
+            the data directory \(self.configuration.directory) holds schema version \(stored), \
+            but this banklinkd reads schema version \(expected); run the matching banklinkd or \
+            migrate the data before starting
+            """
+        )
+      }
+      return
+    }
+    try self.withWriteTransaction { txn in
+      try txn.put(Store.schemaVersionKey, Store.encodeVersion(expected), in: .meta)
+    }
+  }
+
+  static func encodeVersion(_ version: UInt32) -> [UInt8] {
+    withUnsafeBytes(of: version.bigEndian) { Array($0) }
+  }
+
+  static func decodeVersion(_ bytes: [UInt8]) throws -> UInt32 {
+    guard bytes.count == 4 else {
+      throw StoreError(code: .corrupted, message: "schema version record has \(bytes.count) bytes, expected 4")
+    }
+    return bytes.reduce(0) { ($0 << 8) | UInt32($1) }
+  }
+
+  private static func openDatabases(_ env: OpaquePointer) throws -> [Database: MDB_dbi] {
+    var txn: OpaquePointer?
+    try check(mdb_txn_begin(env, nil, 0, &txn), "beginning the set-up transaction")
+    guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
+    var handles: [Database: MDB_dbi] = [:]
+    do {
+      for database in Database.all {
+        var dbi: MDB_dbi = 0
+        try check(mdb_dbi_open(txn, database.name, UInt32(MDB_CREATE), &dbi), "opening database \(database)")
+        handles[database] = dbi
+      }
+    } catch {
+      mdb_txn_abort(txn)
+      throw error
+    }
+    try check(mdb_txn_commit(txn), "committing the set-up transaction")
+    return handles
+  }
+
+  private static func makeDirectory(_ path: String) throws {
+    var isDirectory = stat()
+    if stat(path, &isDirectory) == 0 {
+      guard (isDirectory.st_mode & S_IFMT) == S_IFDIR else {
+        throw StoreError(code: .ioFailure, message: "\(path) exists and is not a directory")
+      }
+      return
+    }
+    // Create parents one by one (like mkdir -p), owner-only: the cache holds financial data.
+    var prefix = path.hasPrefix("/") ? "/" : ""
+    for component in path.split(separator: "/") {
+      prefix += component
+      if mkdir(prefix, 0o750) != 0 && errno != EEXIST {
+        let code = errno
+        throw StoreError(
+          code: .ioFailure,
+          message: "cannot create data directory \(prefix): \(String(cString: strerror(code)))",
+          returnCode: code
+        )
+      }
+      prefix += "/"
+    }
+  }
+}
+
+/// Wraps an LMDB or errno return code into a ``StoreError``; the one place C codes are mapped.
+func check(_ rc: Int32, _ action: @autoclosure () -> String, mapSizeMiB: Int? = nil) throws {
+  guard rc != 0 else { return }
+  let text = String(cString: mdb_strerror(rc))
+  switch rc {
+  case MDB_MAP_FULL:
+    let size = mapSizeMiB.map { " (\($0) MiB)" } ?? ""
+    throw StoreError(
+      code: .mapFull,
+      message: "\(action()): the LMDB map\(size) is full; raise storage.map_size_mib in the configuration",
+      returnCode: rc
+    )
+  case MDB_READERS_FULL:
+    throw StoreError(code: .readersFull, message: "\(action()): \(text)", returnCode: rc)
+  case MDB_CORRUPTED, MDB_PANIC, MDB_VERSION_MISMATCH, MDB_INVALID, MDB_PAGE_NOTFOUND:
+    throw StoreError(code: .corrupted, message: "\(action()): \(text)", returnCode: rc)
+  case MDB_BAD_VALSIZE, EINVAL:
+    throw StoreError(code: .invalidArgument, message: "\(action()): \(text)", returnCode: rc)
+  case MDB_NOTFOUND:
+    throw StoreError(code: .notFound, message: "\(action()): \(text)", returnCode: rc)
+  case EACCES, ENOENT, ENOSPC, EIO, EROFS, EPERM, ENOMEM:
+    throw StoreError(code: .ioFailure, message: "\(action()): \(text)", returnCode: rc)
+  default:
+    throw StoreError(code: .other, message: "\(action()): \(text)", returnCode: rc)
+  }
+}

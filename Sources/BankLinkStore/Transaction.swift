@@ -1,0 +1,106 @@
+internal import CLMDB
+
+/// A read-only LMDB transaction: a consistent snapshot. Only valid inside
+/// ``Store/withReadTransaction(_:)``; non-copyable so it cannot escape.
+public struct ReadTransaction: ~Copyable {
+  let txn: OpaquePointer
+  let handles: [Database: MDB_dbi]
+
+  /// The value stored under `key`, or nil when there is none.
+  public func get(_ key: [UInt8], in database: Database) throws -> [UInt8]? {
+    try lookup(txn: self.txn, dbi: self.handles[database]!, key: key)
+  }
+
+  /// Visits records in key order starting at the first key ≥ `start` (or the first key) until
+  /// `body` returns false.
+  public func scan(
+    _ database: Database,
+    from start: [UInt8]? = nil,
+    _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
+  ) throws {
+    try scanRecords(txn: self.txn, dbi: self.handles[database]!, from: start, body)
+  }
+}
+
+/// A read-write LMDB transaction. Only valid inside ``Store/withWriteTransaction(_:)``.
+public struct WriteTransaction: ~Copyable {
+  let txn: OpaquePointer
+  let handles: [Database: MDB_dbi]
+  let mapSizeMiB: Int
+
+  public func get(_ key: [UInt8], in database: Database) throws -> [UInt8]? {
+    try lookup(txn: self.txn, dbi: self.handles[database]!, key: key)
+  }
+
+  public func scan(
+    _ database: Database,
+    from start: [UInt8]? = nil,
+    _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
+  ) throws {
+    try scanRecords(txn: self.txn, dbi: self.handles[database]!, from: start, body)
+  }
+
+  /// Stores `value` under `key`, replacing any previous value.
+  public mutating func put(_ key: [UInt8], _ value: [UInt8], in database: Database) throws {
+    let dbi = self.handles[database]!
+    try key.withUnsafeBytes { keyBytes in
+      try value.withUnsafeBytes { valueBytes in
+        var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+        var v = MDB_val(mv_size: valueBytes.count, mv_data: UnsafeMutableRawPointer(mutating: valueBytes.baseAddress))
+        try check(mdb_put(self.txn, dbi, &k, &v, 0), "writing to \(database)", mapSizeMiB: self.mapSizeMiB)
+      }
+    }
+  }
+
+  /// Removes the record under `key`; returns false when there was none.
+  @discardableResult
+  public mutating func delete(_ key: [UInt8], in database: Database) throws -> Bool {
+    let dbi = self.handles[database]!
+    return try key.withUnsafeBytes { keyBytes in
+      var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+      let rc = mdb_del(self.txn, dbi, &k, nil)
+      if rc == MDB_NOTFOUND { return false }
+      try check(rc, "deleting from \(database)", mapSizeMiB: self.mapSizeMiB)
+      return true
+    }
+  }
+}
+
+private func lookup(txn: OpaquePointer, dbi: MDB_dbi, key: [UInt8]) throws -> [UInt8]? {
+  try key.withUnsafeBytes { keyBytes in
+    var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+    var v = MDB_val()
+    let rc = mdb_get(txn, dbi, &k, &v)
+    if rc == MDB_NOTFOUND { return nil }
+    try check(rc, "reading a record")
+    return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+  }
+}
+
+private func scanRecords(
+  txn: OpaquePointer,
+  dbi: MDB_dbi,
+  from start: [UInt8]?,
+  _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
+) throws {
+  var cursor: OpaquePointer?
+  try check(mdb_cursor_open(txn, dbi, &cursor), "opening a cursor")
+  defer { mdb_cursor_close(cursor) }
+  var k = MDB_val()
+  var v = MDB_val()
+  var startBytes = start ?? []
+  var rc: Int32 = try startBytes.withUnsafeMutableBytes { startBuffer in
+    if start != nil {
+      k = MDB_val(mv_size: startBuffer.count, mv_data: startBuffer.baseAddress)
+      return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
+    }
+    return mdb_cursor_get(cursor, &k, &v, MDB_FIRST)
+  }
+  while rc == 0 {
+    let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
+    let value = Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    guard try body(key, value) else { return }
+    rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)
+  }
+  if rc != MDB_NOTFOUND { try check(rc, "scanning records") }
+}
