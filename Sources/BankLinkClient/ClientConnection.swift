@@ -1,0 +1,98 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+
+/// How a client reaches banklinkd: address and the mutual-TLS files.
+///
+/// Defaults are the development PKI and `127.0.0.1:7443`; environment variables
+/// (``EnvironmentKey``) override the defaults and flags override both.
+public struct ClientConfiguration: Sendable, Hashable {
+  /// `HOST:PORT`; HOST is an IPv4 literal, `[IPv6]` literal or a DNS name.
+  public var address: String
+  /// PEM bundle of the CA that signed the daemon's certificate. Nothing else is trusted.
+  public var caPath: String
+  /// The client certificate (PEM) that identifies the caller, and its private key.
+  public var certificatePath: String
+  public var keyPath: String
+
+  public init(address: String, caPath: String, certificatePath: String, keyPath: String) {
+    self.address = address
+    self.caPath = caPath
+    self.certificatePath = certificatePath
+    self.keyPath = keyPath
+  }
+
+  public enum EnvironmentKey {
+    public static let address = "BANKLINK_ADDRESS"
+    public static let ca = "BANKLINK_CA"
+    public static let certificate = "BANKLINK_CERT"
+    public static let key = "BANKLINK_KEY"
+  }
+
+  public static let defaultAddress = "127.0.0.1:7443"
+
+  /// The development defaults (as principal `admin`), overridden by the environment.
+  public static func defaults(environment: [String: String]) -> ClientConfiguration {
+    ClientConfiguration(
+      address: environment[EnvironmentKey.address] ?? defaultAddress,
+      caPath: environment[EnvironmentKey.ca] ?? "certs/dev/ca.pem",
+      certificatePath: environment[EnvironmentKey.certificate] ?? "certs/dev/admin.pem",
+      keyPath: environment[EnvironmentKey.key] ?? "certs/dev/admin.key"
+    )
+  }
+
+  /// Parses the address into a resolvable target.
+  public func target() throws -> any ResolvableTarget {
+    var host: Substring
+    let portText: Substring
+    if self.address.hasPrefix("[") {
+      guard let close = self.address.firstIndex(of: "]"),
+        self.address[self.address.index(after: close)...].hasPrefix(":")
+      else { throw invalidAddress(self.address) }
+      host = self.address[self.address.index(after: self.address.startIndex)..<close]
+      portText = self.address[self.address.index(close, offsetBy: 2)...]
+      guard let port = Int(portText), (1...65535).contains(port) else { throw invalidAddress(self.address) }
+      return .ipv6(address: String(host), port: port)
+    }
+    guard let colon = self.address.lastIndex(of: ":") else { throw invalidAddress(self.address) }
+    host = self.address[..<colon]
+    portText = self.address[self.address.index(after: colon)...]
+    guard !host.isEmpty, let port = Int(portText), (1...65535).contains(port) else {
+      throw invalidAddress(self.address)
+    }
+    if host.split(separator: ".").count == 4, host.allSatisfy({ $0.isNumber || $0 == "." }) {
+      return .ipv4(address: String(host), port: port)
+    }
+    return .dns(host: String(host), port: port)
+  }
+}
+
+private func invalidAddress(_ address: String) -> RPCError {
+  RPCError(code: .invalidArgument, message: "address '\(address)' is not HOST:PORT")
+}
+
+/// Opens a mutual-TLS gRPC client to banklinkd for the duration of `body`.
+///
+/// ```swift
+/// let me = try await withBankLinkClient(.defaults(environment: env)) { client in
+///   try await Banklink_V1_AdminService.Client(wrapping: client).whoAmI(.init())
+/// }
+/// ```
+public func withBankLinkClient<Result: Sendable>(
+  _ configuration: ClientConfiguration,
+  _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+) async throws -> Result {
+  let transport = try HTTP2ClientTransport.Posix(
+    target: try configuration.target(),
+    transportSecurity: .mTLS(
+      certificateChain: [.file(path: configuration.certificatePath, format: .pem)],
+      privateKey: .file(path: configuration.keyPath, format: .pem)
+    ) { tls in
+      // Trust exactly the configured CA, not the system roots.
+      tls.trustRoots = .certificates([.file(path: configuration.caPath, format: .pem)])
+      tls.serverCertificateVerification = .fullVerification
+    }
+  )
+  return try await withGRPCClient(transport: transport) { client in
+    try await body(client)
+  }
+}

@@ -1,0 +1,76 @@
+import BankLinkCore
+import BankLinkPKI
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Synchronization
+import X509
+
+/// The principals table currently in force. Replaced whole (from a reload or, later, an admin
+/// RPC); every call reads the table at the time it arrives, so a change applies to the next call
+/// on connections that are already open.
+public final class PrincipalDirectory: Sendable {
+  private let table: Mutex<PrincipalTable>
+
+  public init(_ table: PrincipalTable) {
+    self.table = Mutex(table)
+  }
+
+  public var current: PrincipalTable {
+    self.table.withLock { $0 }
+  }
+
+  public func replace(with table: PrincipalTable) {
+    self.table.withLock { $0 = table }
+  }
+}
+
+/// Authorizes every RPC against the ``AuthorizationTable`` before any handler runs, and makes
+/// the ``Caller`` available to the handler (also inside response streams).
+public struct AuthorizationInterceptor: ServerInterceptor {
+  let table: AuthorizationTable
+  let principals: PrincipalDirectory
+  let logger: Logger
+
+  public init(table: AuthorizationTable, principals: PrincipalDirectory, logger: Logger) {
+    self.table = table
+    self.principals = principals
+    self.logger = logger
+  }
+
+  public func intercept<Input: Sendable, Output: Sendable>(
+    request: StreamingServerRequest<Input>,
+    context: ServerContext,
+    next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+  ) async throws -> StreamingServerResponse<Output> {
+    let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
+    let peer = certificate.flatMap(PeerIdentity.init(certificate:))
+    switch self.table.decide(method: context.descriptor, peer: peer, principals: self.principals.current) {
+    case .denied(let error):
+      self.logger.warning(
+        "call refused",
+        metadata: [
+          "method": "\(context.descriptor)",
+          "identity": "\(peer?.identity ?? "-")",
+          "peer": "\(context.remotePeer)",
+          "code": "\(error.code)",
+          "reason": "\(error.message)",
+        ]
+      )
+      throw error
+    case .allowed(let caller):
+      var response = try await Caller.$current.withValue(caller) {
+        try await next(request, context)
+      }
+      // Streaming handlers write their messages after `next` returns: carry the caller there too.
+      if case .success(var contents) = response.accepted {
+        let producer = contents.producer
+        contents.producer = { writer in
+          try await Caller.$current.withValue(caller) { try await producer(writer) }
+        }
+        response.accepted = .success(contents)
+      }
+      return response
+    }
+  }
+}

@@ -1,0 +1,166 @@
+import BankLinkCore
+import BankLinkProto
+import BankLinkStore
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+
+/// The gRPC server of banklinkd: every banklink.v1 service and grpc.health.v1 behind the
+/// authorization interceptor, on HTTP/2 with mutual TLS only.
+///
+/// It is a ``ServiceLifecycle/Service``: `run()` serves until graceful shutdown is triggered,
+/// then stops accepting connections, lets in-flight calls finish and returns.
+public final class GatewayServer: Service {
+  public struct Configuration: Sendable {
+    public var listen: ListenAddress
+    /// PEM bundle of the CA(s) whose client certificates are accepted. Nothing else is trusted:
+    /// not the system roots.
+    public var caPath: String
+    /// PEM certificate chain and private key of the server.
+    public var certificatePath: String
+    public var keyPath: String
+
+    public init(listen: ListenAddress, caPath: String, certificatePath: String, keyPath: String) {
+      self.listen = listen
+      self.caPath = caPath
+      self.certificatePath = certificatePath
+      self.keyPath = keyPath
+    }
+  }
+
+  public let configuration: Configuration
+  public let health: HealthStatus
+  public let principals: PrincipalDirectory
+  private let transport: HTTP2ServerTransport.Posix
+  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+  private let logger: Logger
+
+  public init(
+    configuration: Configuration,
+    principals: PrincipalDirectory,
+    store: Store,
+    logger: Logger
+  ) {
+    self.configuration = configuration
+    self.principals = principals
+    self.logger = logger
+
+    let services: [any RegistrableRPCService] = [
+      AccountServiceHandler(),
+      PaymentServiceHandler(),
+      MonitoringServiceHandler(),
+      ReconciliationServiceHandler(),
+      AdminServiceHandler(),
+    ]
+    let serviceNames = [
+      Banklink_V1_AccountService.descriptor, Banklink_V1_PaymentService.descriptor,
+      Banklink_V1_MonitoringService.descriptor, Banklink_V1_ReconciliationService.descriptor,
+      Banklink_V1_AdminService.descriptor,
+    ].map(\.fullyQualifiedService)
+    self.health = HealthStatus(services: Set(serviceNames))
+
+    let address: GRPCNIOTransportCore.SocketAddress =
+      switch configuration.listen.family {
+      case .ipv4: .ipv4(host: configuration.listen.host, port: configuration.listen.port)
+      case .ipv6: .ipv6(host: configuration.listen.host, port: configuration.listen.port)
+      }
+    self.transport = HTTP2ServerTransport.Posix(
+      address: address,
+      transportSecurity: .mTLS(
+        certificateChain: [.file(path: configuration.certificatePath, format: .pem)],
+        privateKey: .file(path: configuration.keyPath, format: .pem)
+      ) { tls in
+        // Trust exactly the configured CA bundle; the helper's default is the system store.
+        tls.trustRoots = .certificates([.file(path: configuration.caPath, format: .pem)])
+        // Require and verify a client certificate (chain to the CA, validity period).
+        tls.clientCertificateVerification = .noHostnameVerification
+      },
+      config: .defaults { config in
+        config.http2.maxConcurrentStreams = Limits.maxConcurrentStreamsPerConnection
+        config.rpc.maxRequestPayloadSize = Limits.maxRequestMessageBytes
+      }
+    )
+    let interceptor = AuthorizationInterceptor(
+      table: .standard,
+      principals: principals,
+      logger: logger
+    )
+    self.server = GRPCServer(
+      transport: self.transport,
+      services: services + [HealthServiceHandler(status: self.health)],
+      interceptors: [interceptor]
+    )
+  }
+
+  /// The bound address, once listening (resolves port 0 to the real port).
+  public var listeningAddress: GRPCNIOTransportCore.SocketAddress {
+    get async throws { try await self.transport.listeningAddress }
+  }
+
+  public func run() async throws {
+    try await withGracefulShutdownHandler {
+      try await self.server.serve()
+    } onGracefulShutdown: {
+      self.logger.info("draining: refusing new connections, finishing in-flight calls")
+      self.health.beginShutdown()
+      self.server.beginGracefulShutdown()
+    }
+  }
+
+  /// Stops the server (tests and embedders without a ServiceGroup).
+  public func beginGracefulShutdown() {
+    self.health.beginShutdown()
+    self.server.beginGracefulShutdown()
+  }
+}
+
+/// A host and port to listen on: an IPv4 or IPv6 literal (DNS names are refused so that the
+/// daemon never listens on an address it did not mean to).
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+  public enum Family: Sendable, Hashable { case ipv4, ipv6 }
+
+  public var host: String
+  public var port: Int
+  public var family: Family
+
+  /// Parses `127.0.0.1:7443`, `[::1]:7443` or `localhost:7443` (= 127.0.0.1).
+  public init?(_ text: String) {
+    var host: Substring
+    let portText: Substring
+    if text.hasPrefix("[") {
+      guard let close = text.firstIndex(of: "]") else { return nil }
+      host = text[text.index(after: text.startIndex)..<close]
+      let rest = text[text.index(after: close)...]
+      guard rest.hasPrefix(":") else { return nil }
+      portText = rest.dropFirst()
+    } else {
+      guard let colon = text.lastIndex(of: ":") else { return nil }
+      host = text[..<colon]
+      portText = text[text.index(after: colon)...]
+    }
+    guard let port = Int(portText), (0...65535).contains(port) else { return nil }
+    if host == "localhost" { host = "127.0.0.1" }
+    if isIPv4Literal(host) {
+      self.family = .ipv4
+    } else if host.contains(":"), host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) {
+      self.family = .ipv6
+    } else {
+      return nil
+    }
+    self.host = String(host)
+    self.port = port
+  }
+
+  public var description: String {
+    self.family == .ipv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+  }
+}
+
+private func isIPv4Literal(_ text: Substring) -> Bool {
+  let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+  return parts.count == 4 && parts.allSatisfy { part in
+    !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber)
+      && Int(part).map { $0 <= 255 } == true
+  }
+}
