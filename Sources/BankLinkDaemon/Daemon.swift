@@ -1,0 +1,83 @@
+import BankLinkCore
+import BankLinkServer
+import BankLinkStore
+import Foundation
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// The composition root of banklinkd: opens the store, builds the gRPC server and runs them in
+/// a ServiceGroup that drains on SIGTERM/SIGINT within ``Limits/shutdownDrainSeconds``.
+public enum Daemon {
+  /// Runs until SIGTERM or SIGINT, then drains and returns (the process exits 0). Throws when
+  /// the store cannot be opened or the server cannot listen.
+  public static func run(
+    configuration: DaemonConfiguration,
+    notifier: SystemdNotifier? = SystemdNotifier.fromEnvironment(ProcessInfo.processInfo.environment),
+    logger: Logger
+  ) async throws {
+    let store = try Store(
+      configuration: .init(directory: configuration.dataDirectory, mapSizeMiB: configuration.storage.mapSizeMiB)
+    )
+    logger.info(
+      "store opened",
+      metadata: [
+        "data_dir": "\(configuration.dataDirectory)",
+        "map_size_mib": "\(configuration.storage.mapSizeMiB)",
+        "schema_version": "\(Store.schemaVersion)",
+      ]
+    )
+    let server = GatewayServer(
+      configuration: .init(
+        listen: configuration.listen,
+        caPath: configuration.tls.caPath,
+        certificatePath: configuration.tls.certificatePath,
+        keyPath: configuration.tls.keyPath
+      ),
+      principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
+      store: store,
+      logger: logger
+    )
+    let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
+
+    var groupConfiguration = ServiceGroupConfiguration(
+      services: [
+        .init(service: server),
+        // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the
+        // server drains.
+        .init(service: readiness, successTerminationBehavior: .gracefullyShutdownGroup),
+      ],
+      gracefulShutdownSignals: [.sigterm, .sigint],
+      logger: logger
+    )
+    groupConfiguration.maximumGracefulShutdownDuration = .seconds(Limits.shutdownDrainSeconds)
+    let group = ServiceGroup(configuration: groupConfiguration)
+    try await group.run()
+    logger.info("stopped")
+  }
+}
+
+/// Reports readiness once the server listens (log line and systemd `READY=1`) and `STOPPING=1`
+/// when graceful shutdown begins.
+struct ReadinessReporter: Service {
+  let server: GatewayServer
+  let notifier: SystemdNotifier?
+  let logger: Logger
+
+  func run() async throws {
+    let address = try await self.server.listeningAddress
+    self.logger.info("listening", metadata: ["address": "\(address)", "tls": "mutual"])
+    self.send("READY=1\nSTATUS=serving on \(address)")
+    try? await gracefulShutdown()
+    self.send("STOPPING=1\nSTATUS=draining")
+  }
+
+  private func send(_ state: String) {
+    guard let notifier = self.notifier else { return }
+    do {
+      try notifier.notify(state)
+    } catch {
+      self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
+    }
+  }
+}

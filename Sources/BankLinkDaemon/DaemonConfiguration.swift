@@ -1,0 +1,336 @@
+import BankLinkCore
+import BankLinkPKI
+import BankLinkServer
+import Foundation
+import Logging
+
+/// A configuration error: which key is wrong and why. banklinkd prints it and exits with
+/// `EX_CONFIG` (78) before listening.
+public struct ConfigError: Error, Sendable, CustomStringConvertible, Equatable {
+  /// Dotted path of the offending key, e.g. `tls.ca` or `principals[2].roles[0]`.
+  public var key: String
+  public var message: String
+
+  public init(key: String, message: String) {
+    self.key = key
+    self.message = message
+  }
+
+  public var description: String { "configuration error at '\(self.key)': \(self.message)" }
+}
+
+/// Everything banklinkd needs to start. Built from embedded development defaults, then a
+/// config file (JSON, see docs/configuration.md), then environment variables, then command-line
+/// flags, each overriding the one before.
+public struct DaemonConfiguration: Sendable {
+  public var listen: ListenAddress
+  public var dataDirectory: String
+  public var tls: TLS
+  public var storage: Storage
+  public var logLevel: Logger.Level
+  public var principals: [Principal]
+
+  public struct TLS: Sendable, Equatable {
+    public var caPath: String
+    public var certificatePath: String
+    public var keyPath: String
+  }
+
+  public struct Storage: Sendable, Equatable {
+    public var mapSizeMiB: Int
+  }
+
+  /// Environment variables that override the file (documented in docs/configuration.md).
+  public enum EnvironmentKey {
+    public static let listen = "BANKLINK_LISTEN"
+    public static let dataDirectory = "BANKLINK_DATA_DIR"
+    public static let logLevel = "BANKLINK_LOG_LEVEL"
+  }
+
+  /// Development mode: loopback on port 7443, data under `./var/`, the development PKI from
+  /// `certs/dev/` and the demo principals. Paths are relative to `root`.
+  public static func development(root: String = FileManager.default.currentDirectoryPath) -> DaemonConfiguration {
+    let certs = root + "/" + DevelopmentPKI.defaultDirectory
+    return DaemonConfiguration(
+      listen: ListenAddress("127.0.0.1:7443")!,
+      dataDirectory: root + "/var",
+      tls: TLS(caPath: certs + "/ca.pem", certificatePath: certs + "/server.pem", keyPath: certs + "/server.key"),
+      storage: Storage(mapSizeMiB: Limits.defaultMapSizeMiB),
+      logLevel: .info,
+      principals: DevelopmentPKI.principals
+    )
+  }
+
+  /// Command-line overrides.
+  public struct Overrides: Sendable {
+    public var listen: String?
+    public var dataDirectory: String?
+    public var logLevel: String?
+
+    public init(listen: String? = nil, dataDirectory: String? = nil, logLevel: String? = nil) {
+      self.listen = listen
+      self.dataDirectory = dataDirectory
+      self.logLevel = logLevel
+    }
+  }
+
+  /// Resolves the configuration the daemon runs with and validates it, including that the TLS
+  /// files can be read. Throws ``ConfigError`` naming the key at fault.
+  public static func resolve(
+    file: String?,
+    environment: [String: String] = ProcessInfo.processInfo.environment,
+    overrides: Overrides = Overrides(),
+    developmentRoot: String = FileManager.default.currentDirectoryPath
+  ) throws -> DaemonConfiguration {
+    var configuration: DaemonConfiguration
+    if let file {
+      configuration = try DaemonConfiguration.load(file: file)
+    } else {
+      configuration = .development(root: developmentRoot)
+    }
+    if let value = environment[EnvironmentKey.listen] {
+      configuration.listen = try parseListen(value, key: EnvironmentKey.listen)
+    }
+    if let value = environment[EnvironmentKey.dataDirectory] {
+      configuration.dataDirectory = try nonEmpty(value, key: EnvironmentKey.dataDirectory)
+    }
+    if let value = environment[EnvironmentKey.logLevel] {
+      configuration.logLevel = try parseLogLevel(value, key: EnvironmentKey.logLevel)
+    }
+    if let value = overrides.listen {
+      configuration.listen = try parseListen(value, key: "--listen")
+    }
+    if let value = overrides.dataDirectory {
+      configuration.dataDirectory = try nonEmpty(value, key: "--data-dir")
+    }
+    if let value = overrides.logLevel {
+      configuration.logLevel = try parseLogLevel(value, key: "--log-level")
+    }
+    try configuration.checkFiles(developmentMode: file == nil)
+    return configuration
+  }
+
+  /// Parses a JSON config file. Relative paths in it are resolved against the file's directory.
+  public static func load(file: String) throws -> DaemonConfiguration {
+    guard let handle = FileHandle(forReadingAtPath: file) else {
+      throw ConfigError(key: "--config", message: "cannot read \(file)")
+    }
+    defer { try? handle.close() }
+    let data = (try? handle.read(upToCount: Limits.maxConfigFileBytes + 1)) ?? Data()
+    guard data.count <= Limits.maxConfigFileBytes else {
+      throw ConfigError(key: "--config", message: "\(file) is larger than \(Limits.maxConfigFileBytes) bytes")
+    }
+    let base = (file as NSString).deletingLastPathComponent
+    return try parse(json: data, baseDirectory: base.isEmpty ? "." : base)
+  }
+
+  /// Parses the JSON text of a config file; see docs/configuration.md for the keys.
+  public static func parse(json data: Data, baseDirectory: String) throws -> DaemonConfiguration {
+    let root: Any
+    do {
+      root = try JSONSerialization.jsonObject(with: data)
+    } catch {
+      throw ConfigError(key: "(file)", message: "not valid JSON: \(error.localizedDescription)")
+    }
+    var reader = try ObjectReader(root, path: "")
+    func path(_ value: String) -> String {
+      value.hasPrefix("/") ? value : baseDirectory + "/" + value
+    }
+
+    let listen = try parseListen(try reader.string("listen"), key: "listen")
+    let dataDirectory = path(try nonEmpty(try reader.string("data_dir"), key: "data_dir"))
+
+    var tlsReader = try reader.object("tls")
+    let tls = TLS(
+      caPath: path(try nonEmpty(try tlsReader.string("ca"), key: "tls.ca")),
+      certificatePath: path(try nonEmpty(try tlsReader.string("certificate"), key: "tls.certificate")),
+      keyPath: path(try nonEmpty(try tlsReader.string("key"), key: "tls.key"))
+    )
+    try tlsReader.finish()
+
+    var storage = Storage(mapSizeMiB: Limits.defaultMapSizeMiB)
+    if var storageReader = try reader.optionalObject("storage") {
+      if let size = try storageReader.optionalInt("map_size_mib") {
+        guard (Limits.minMapSizeMiB...Limits.maxMapSizeMiB).contains(size) else {
+          throw ConfigError(
+            key: "storage.map_size_mib",
+            message: "must be between \(Limits.minMapSizeMiB) and \(Limits.maxMapSizeMiB), got \(size)"
+          )
+        }
+        storage.mapSizeMiB = size
+      }
+      try storageReader.finish()
+    }
+
+    var logLevel = Logger.Level.info
+    if let level = try reader.optionalString("log_level") {
+      logLevel = try parseLogLevel(level, key: "log_level")
+    }
+
+    var principals: [Principal] = []
+    var seen: Set<String> = []
+    let entries = try reader.array("principals")
+    guard entries.count <= Limits.maxPrincipals else {
+      throw ConfigError(key: "principals", message: "at most \(Limits.maxPrincipals) principals, got \(entries.count)")
+    }
+    for (index, entry) in entries.enumerated() {
+      let key = "principals[\(index)]"
+      var principalReader = try ObjectReader(entry, path: key)
+      let identity = try nonEmpty(try principalReader.string("identity"), key: key + ".identity")
+      guard identity.count <= Limits.maxIdentityLength else {
+        throw ConfigError(key: key + ".identity", message: "longer than \(Limits.maxIdentityLength) characters")
+      }
+      guard seen.insert(identity).inserted else {
+        throw ConfigError(key: key + ".identity", message: "'\(identity)' is listed twice")
+      }
+      var roles: Set<Role> = []
+      for (roleIndex, value) in try principalReader.array("roles").enumerated() {
+        let roleKey = "\(key).roles[\(roleIndex)]"
+        guard let name = value as? String else {
+          throw ConfigError(key: roleKey, message: "must be a string")
+        }
+        guard let role = Role(rawValue: name) else {
+          throw ConfigError(
+            key: roleKey,
+            message: "unknown role '\(name)'; roles are \(Role.allCases.map(\.rawValue).joined(separator: ", "))"
+          )
+        }
+        roles.insert(role)
+      }
+      try principalReader.finish()
+      principals.append(Principal(identity: identity, roles: roles))
+    }
+    try reader.finish()
+
+    return DaemonConfiguration(
+      listen: listen,
+      dataDirectory: dataDirectory,
+      tls: tls,
+      storage: storage,
+      logLevel: logLevel,
+      principals: principals
+    )
+  }
+
+  /// Checks that the TLS files exist and hold PEM of the right kind, so a typo fails at start
+  /// with the key's name instead of as a handshake error later.
+  func checkFiles(developmentMode: Bool) throws {
+    let hint = developmentMode ? " (development mode: run `make certs` to create the development PKI)" : ""
+    for (key, path, marker) in [
+      ("tls.ca", self.tls.caPath, "BEGIN CERTIFICATE"),
+      ("tls.certificate", self.tls.certificatePath, "BEGIN CERTIFICATE"),
+      ("tls.key", self.tls.keyPath, "PRIVATE KEY"),
+    ] {
+      guard let data = FileManager.default.contents(atPath: path) else {
+        throw ConfigError(key: key, message: "cannot read \(path)\(hint)")
+      }
+      guard String(decoding: data, as: UTF8.self).contains(marker) else {
+        throw ConfigError(key: key, message: "\(path) is not a PEM file containing '\(marker)'")
+      }
+    }
+  }
+}
+
+private func parseListen(_ value: String, key: String) throws -> ListenAddress {
+  guard let address = ListenAddress(value) else {
+    throw ConfigError(
+      key: key,
+      message: "'\(value)' is not HOST:PORT with an IPv4 or [IPv6] literal (or localhost) and a port 0-65535"
+    )
+  }
+  return address
+}
+
+private func parseLogLevel(_ value: String, key: String) throws -> Logger.Level {
+  guard let level = Logger.Level(rawValue: value) else {
+    throw ConfigError(
+      key: key,
+      message: "unknown log level '\(value)'; use one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))"
+    )
+  }
+  return level
+}
+
+private func nonEmpty(_ value: String, key: String) throws -> String {
+  guard !value.isEmpty else { throw ConfigError(key: key, message: "must not be empty") }
+  return value
+}
+
+/// Reads keys of one JSON object, reporting wrong types and unknown keys by their full path.
+private struct ObjectReader {
+  private let object: [String: Any]
+  private let path: String
+  private var consumed: Set<String> = []
+
+  init(_ value: Any, path: String) throws {
+    guard let object = value as? [String: Any] else {
+      throw ConfigError(key: path.isEmpty ? "(file)" : path, message: "must be a JSON object")
+    }
+    self.object = object
+    self.path = path
+  }
+
+  private func key(_ name: String) -> String { self.path.isEmpty ? name : "\(self.path).\(name)" }
+
+  private mutating func value(_ name: String) throws -> Any {
+    guard let value = try self.optionalValue(name) else {
+      throw ConfigError(key: self.key(name), message: "is required")
+    }
+    return value
+  }
+
+  private mutating func optionalValue(_ name: String) throws -> Any? {
+    self.consumed.insert(name)
+    guard let value = self.object[name], !(value is NSNull) else { return nil }
+    return value
+  }
+
+  mutating func string(_ name: String) throws -> String {
+    guard let value = try self.value(name) as? String else {
+      throw ConfigError(key: self.key(name), message: "must be a string")
+    }
+    return value
+  }
+
+  mutating func optionalString(_ name: String) throws -> String? {
+    guard let value = try self.optionalValue(name) else { return nil }
+    guard let string = value as? String else { throw ConfigError(key: self.key(name), message: "must be a string") }
+    return string
+  }
+
+  mutating func optionalInt(_ name: String) throws -> Int? {
+    guard let value = try self.optionalValue(name) else { return nil }
+    // JSONSerialization gives NSNumber; refuse booleans and fractions.
+    guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+      let integer = Int(exactly: number.doubleValue), Double(integer) == number.doubleValue
+    else {
+      throw ConfigError(key: self.key(name), message: "must be an integer")
+    }
+    return integer
+  }
+
+  mutating func object(_ name: String) throws -> ObjectReader {
+    try ObjectReader(try self.value(name), path: self.key(name))
+  }
+
+  mutating func optionalObject(_ name: String) throws -> ObjectReader? {
+    guard let value = try self.optionalValue(name) else { return nil }
+    return try ObjectReader(value, path: self.key(name))
+  }
+
+  mutating func array(_ name: String) throws -> [Any] {
+    guard let value = try self.value(name) as? [Any] else {
+      throw ConfigError(key: self.key(name), message: "must be a JSON array")
+    }
+    return value
+  }
+
+  /// Fails on the first key that was never read: a misspelt key must not be silently ignored.
+  func finish() throws {
+    let unknown = Set(self.object.keys).subtracting(self.consumed).sorted()
+    if let first = unknown.first {
+      let known = self.consumed.sorted().joined(separator: ", ")
+      throw ConfigError(key: self.key(first), message: "unknown key (known keys here: \(known))")
+    }
+  }
+}

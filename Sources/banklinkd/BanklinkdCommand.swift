@@ -1,0 +1,58 @@
+import ArgumentParser
+import BankLinkDaemon
+import Foundation
+import Logging
+
+/// `banklinkd`: the BankLink gateway daemon.
+@main
+struct BanklinkdCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "banklinkd",
+    abstract: "BankLink gateway daemon: gRPC over mutual TLS between internal services and banks.",
+    discussion: """
+      Without --config it runs in development mode: 127.0.0.1:7443, data under ./var, the
+      development PKI from certs/dev (make certs) and the demo principals.
+      Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error,
+      1 for any other failure.
+      """
+  )
+
+  @Option(name: .long, help: "Production configuration file (JSON; see docs/configuration.md).")
+  var config: String?
+
+  @Option(name: .long, help: "Listen address HOST:PORT, overriding the configuration.")
+  var listen: String?
+
+  @Option(name: .customLong("data-dir"), help: "Data directory, overriding the configuration.")
+  var dataDir: String?
+
+  @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+  var logLevel: String?
+
+  func run() async throws {
+    let configuration: DaemonConfiguration
+    do {
+      configuration = try DaemonConfiguration.resolve(
+        file: self.config,
+        overrides: .init(listen: self.listen, dataDirectory: self.dataDir, logLevel: self.logLevel)
+      )
+    } catch let error as ConfigError {
+      FileHandle.standardError.write(Data("banklinkd: \(error)\n".utf8))
+      throw ExitCode(78)  // EX_CONFIG: systemd does not restart on it (RestartPreventExitStatus).
+    }
+
+    let level = configuration.logLevel
+    LoggingSystem.bootstrap { label in
+      var handler = StreamLogHandler.standardError(label: label)
+      handler.logLevel = level
+      return handler
+    }
+    let logger = Logger(label: "banklinkd")
+    do {
+      try await Daemon.run(configuration: configuration, logger: logger)
+    } catch {
+      logger.critical("banklinkd failed", metadata: ["error": "\(error)"])
+      throw ExitCode.failure
+    }
+  }
+}
