@@ -171,13 +171,16 @@ let package = Package(
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "X509", package: "swift-certificates"),
-        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: swiftSettings
     ),
     .testTarget(
       name: "BankLinkDaemonTests",
-      dependencies: ["BankLinkDaemon", "BankLinkTestSupport"],
+      dependencies: [
+        "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore",
+        .product(name: "Logging", package: "swift-log"),
+      ],
       swiftSettings: swiftSettings
     ),
   ]

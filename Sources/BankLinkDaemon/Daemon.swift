@@ -39,10 +39,12 @@ public enum Daemon {
       logger: logger
     )
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
+    let reload = ReloadListener(logger: logger)
 
     var groupConfiguration = ServiceGroupConfiguration(
       services: [
         .init(service: server),
+        .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the
         // server drains.
         .init(service: readiness, successTerminationBehavior: .gracefullyShutdownGroup),
@@ -78,6 +80,20 @@ struct ReadinessReporter: Service {
       try notifier.notify(state)
     } catch {
       self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
+    }
+  }
+}
+
+/// Traps SIGHUP so that `systemctl reload` (ExecReload=) never terminates the daemon — the
+/// default action of SIGHUP. Reloading certificates, rules and policy is not built yet: the
+/// signal is logged and nothing changes.
+struct ReloadListener: Service {
+  let logger: Logger
+
+  func run() async throws {
+    let signals = await UnixSignalsSequence(trapping: .sighup)
+    for await _ in signals.cancelOnGracefulShutdown() {
+      self.logger.notice("SIGHUP received: reload is not supported yet; configuration unchanged")
     }
   }
 }

@@ -80,12 +80,8 @@ public final class Store: Sendable {
       throw error
     }
     self.env = env
-    do {
-      try self.checkSchemaVersion()
-    } catch {
-      mdb_env_close(env)
-      throw error
-    }
+    // From here on `deinit` closes the environment, also when the check below throws.
+    try self.checkSchemaVersion()
   }
 
   deinit {

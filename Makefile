@@ -1,0 +1,52 @@
+# BankLink — developer entry points. The README gives two commands: `make run` and `make test`.
+#
+#   make run     install system packages, build, create the dev PKI if missing, start banklinkd
+#   make test    install system packages, check generated code, build, run every test
+#   make certs   create the development PKI under certs/dev (kept if it exists)
+#   make protos  regenerate Sources/BankLinkProto from proto/
+
+SWIFT     ?= swift
+BIN       := .build/debug
+APT_PKGS  := liblmdb-dev protobuf-compiler
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build certs run test unit-tests interop protos protos-check clean
+
+all: build
+
+# System packages: LMDB (the store) and protoc (generated-code check). Installed only if missing.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+certs: build
+	@if [ -f certs/dev/ca.pem ]; then echo "certs/dev exists (delete it or run '$(BIN)/banklink dev-certs --force' to replace it)"; \
+	else $(BIN)/banklink dev-certs --out certs/dev; fi
+
+run: certs
+	$(BIN)/banklinkd
+
+protos: deps
+	scripts/generate-protos.sh
+
+protos-check: deps
+	scripts/generate-protos.sh --check
+
+unit-tests: build
+	$(SWIFT) test
+
+interop: build
+	scripts/interop-check.sh
+
+# The whole suite: stale generated code, every Swift test (real LMDB, real mutual TLS, the real
+# banklinkd process), then a stock Python gRPC client calling Health/Check over mutual TLS.
+test: protos-check unit-tests interop
+
+clean:
+	rm -rf .build var

@@ -1,0 +1,52 @@
+import BankLinkCore
+import Testing
+
+@Suite("Money")
+struct MoneyTests {
+  @Test(arguments: [
+    ("1234.56", 2, Int64(123_456)),
+    ("0.01", 2, Int64(1)),
+    ("7", 2, Int64(700)),
+    ("-3.5", 2, Int64(-350)),
+    ("1000", 0, Int64(1000)),
+    ("1.234", 3, Int64(1234)),
+  ])
+  func parsesDecimals(text: String, exponent: Int, expected: Int64) {
+    #expect(Money.parseMinorUnits(text, exponent: exponent) == expected)
+  }
+
+  @Test(arguments: ["", ".5", "1.", "1.234", "1e3", "12a", "--1", "99999999999999999999"])
+  func refusesNonDecimals(text: String) {
+    #expect(Money.parseMinorUnits(text, exponent: 2) == nil)
+  }
+
+  @Test func formatsWithoutFloatingPoint() throws {
+    let cny = try #require(CurrencyCode("CNY"))
+    #expect(Money(minorUnits: 123_456, currency: cny).description == "1234.56 CNY")
+    #expect(Money(minorUnits: 5, currency: cny).description == "0.05 CNY")
+    #expect(Money(minorUnits: -5, currency: cny).description == "-0.05 CNY")
+    #expect(Money(minorUnits: 1000, currency: try #require(CurrencyCode("JPY"))).description == "1000 JPY")
+    #expect(Money(minorUnits: Int64.min, currency: cny).description == "-92233720368547758.08 CNY")
+  }
+
+  @Test func currencyCodes() {
+    #expect(CurrencyCode("USD") != nil)
+    #expect(CurrencyCode("usd") == nil)
+    #expect(CurrencyCode("US") == nil)
+    #expect(CurrencyCode("USDT") == nil)
+  }
+}
+
+@Suite("Principals")
+struct PrincipalTableTests {
+  @Test func lookup() {
+    let table = PrincipalTable([
+      Principal(identity: "erp", roles: [.payer]),
+      Principal(identity: "alice", roles: [.approver, .viewer]),
+    ])
+    #expect(table.principal(for: "erp")?.holds(.payer) == true)
+    #expect(table.principal(for: "erp")?.holds(.approver) == false)
+    #expect(table.principal(for: "mallory") == nil)
+    #expect(table.principals.map(\.identity) == ["alice", "erp"])
+  }
+}

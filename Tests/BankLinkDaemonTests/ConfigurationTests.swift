@@ -1,0 +1,166 @@
+import BankLinkCore
+import BankLinkDaemon
+import BankLinkPKI
+import BankLinkTestSupport
+import Foundation
+import BankLinkServer
+import Logging
+import Testing
+
+@Suite("Daemon configuration")
+struct ConfigurationTests {
+  static let valid = """
+    {
+      "listen": "127.0.0.1:9443",
+      "data_dir": "data",
+      "tls": { "ca": "tls/ca.pem", "certificate": "/etc/banklink/server.pem", "key": "tls/server.key" },
+      "storage": { "map_size_mib": 4096 },
+      "log_level": "notice",
+      "principals": [
+        { "identity": "erp", "roles": ["payer"] },
+        { "identity": "spiffe://corp.example/alice", "roles": ["approver", "viewer"] }
+      ]
+    }
+    """
+
+  static func parse(_ text: String) throws -> DaemonConfiguration {
+    try DaemonConfiguration.parse(json: Data(text.utf8), baseDirectory: "/srv/banklink")
+  }
+
+  /// Parses `text` and returns the error, which must be a ConfigError.
+  static func failure(_ text: String) -> ConfigError? {
+    #expect(throws: ConfigError.self) { try parse(text) }
+  }
+
+  static func replacing(_ old: String, with new: String) -> String {
+    precondition(valid.contains(old), "test fixture does not contain \(old)")
+    return valid.replacingOccurrences(of: old, with: new)
+  }
+
+  @Test("a complete file parses, with relative paths resolved against its directory")
+  func parsesValidFile() throws {
+    let configuration = try Self.parse(Self.valid)
+    #expect(configuration.listen.description == "127.0.0.1:9443")
+    #expect(configuration.dataDirectory == "/srv/banklink/data")
+    #expect(configuration.tls.caPath == "/srv/banklink/tls/ca.pem")
+    #expect(configuration.tls.certificatePath == "/etc/banklink/server.pem")
+    #expect(configuration.storage.mapSizeMiB == 4096)
+    #expect(configuration.logLevel == .notice)
+    #expect(configuration.principals.count == 2)
+    #expect(configuration.principals[1].roles == [.approver, .viewer])
+  }
+
+  @Test("errors name the key at fault", arguments: [
+    (#""listen": "127.0.0.1:9443""#, #""listen": "127.0.0.1:9443", "listn": "x""#, "listn"),
+    (#""key": "tls/server.key""#, #""key": "tls/server.key", "cert": "x""#, "tls.cert"),
+    (#""listen": "127.0.0.1:9443""#, #""listen": 9443"#, "listen"),
+    (#""listen": "127.0.0.1:9443""#, #""listen": "banklink.example:9443""#, "listen"),
+    (#""listen": "127.0.0.1:9443""#, #""listen": "127.0.0.1:70000""#, "listen"),
+    (#""map_size_mib": 4096"#, #""map_size_mib": 0"#, "storage.map_size_mib"),
+    (#""map_size_mib": 4096"#, #""map_size_mib": "big""#, "storage.map_size_mib"),
+    (#""map_size_mib": 4096"#, #""map_size_mib": 1.5"#, "storage.map_size_mib"),
+    (#""log_level": "notice""#, #""log_level": "loud""#, "log_level"),
+    (#""roles": ["approver", "viewer"]"#, #""roles": ["approver", "superuser"]"#, "principals[1].roles[1]"),
+    (#""identity": "erp""#, #""identity": """#, "principals[0].identity"),
+    (#""identity": "erp""#, #""identity": "spiffe://corp.example/alice""#, "principals[1].identity"),
+    (#""data_dir": "data","#, "", "data_dir"),
+  ])
+  func namesTheKey(old: String, new: String, key: String) {
+    let error = Self.failure(Self.replacing(old, with: new))
+    #expect(error?.key == key, "\(String(describing: error))")
+  }
+
+  @Test("a file that is not a JSON object is refused")
+  func notJSON() {
+    #expect(Self.failure("listen = 1")?.key == "(file)")
+    #expect(Self.failure("[1, 2]")?.key == "(file)")
+  }
+
+  @Test("TLS files are checked at start, naming the key")
+  func checksTLSFiles() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let file = directory.appending("banklinkd.json")
+      func write(ca: String) throws {
+        let text = """
+          {"listen": "127.0.0.1:0", "data_dir": "data",
+           "tls": {"ca": "\(ca)", "certificate": "server.pem", "key": "server.key"},
+           "principals": []}
+          """
+        try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+      }
+      try write(ca: "ca.pem")
+      let configuration = try DaemonConfiguration.resolve(file: file, environment: [:])
+      #expect(configuration.tls.caPath == pki.caPath)
+
+      try write(ca: "missing.pem")
+      let missing = #expect(throws: ConfigError.self) { try DaemonConfiguration.resolve(file: file, environment: [:]) }
+      #expect(missing?.key == "tls.ca")
+
+      try write(ca: "server.key")
+      let wrongKind = #expect(throws: ConfigError.self) { try DaemonConfiguration.resolve(file: file, environment: [:]) }
+      #expect(wrongKind?.key == "tls.ca")
+      #expect(wrongKind?.message.contains("BEGIN CERTIFICATE") == true)
+    }
+  }
+
+  @Test("environment overrides the file and flags override the environment")
+  func overrides() async throws {
+    try await withTemporaryDirectory { directory in
+      _ = try TestPKI(directory: directory)
+      let file = directory.appending("banklinkd.json")
+      try Data("""
+        {"listen": "127.0.0.1:1", "data_dir": "data",
+         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"}, "principals": []}
+        """.utf8).write(to: URL(fileURLWithPath: file))
+      let environment = ["BANKLINK_LISTEN": "[::1]:2", "BANKLINK_DATA_DIR": "/tmp/env-data"]
+
+      let fromEnvironment = try DaemonConfiguration.resolve(file: file, environment: environment)
+      #expect(fromEnvironment.listen.description == "[::1]:2")
+      #expect(fromEnvironment.dataDirectory == "/tmp/env-data")
+
+      let fromFlags = try DaemonConfiguration.resolve(
+        file: file,
+        environment: environment,
+        overrides: .init(listen: "127.0.0.1:3", dataDirectory: "/tmp/flag-data")
+      )
+      #expect(fromFlags.listen.description == "127.0.0.1:3")
+      #expect(fromFlags.dataDirectory == "/tmp/flag-data")
+
+      let badEnvironment = #expect(throws: ConfigError.self) {
+        try DaemonConfiguration.resolve(file: file, environment: ["BANKLINK_LISTEN": "nowhere"])
+      }
+      #expect(badEnvironment?.key == "BANKLINK_LISTEN")
+    }
+  }
+
+  @Test("development mode uses the development PKI and says how to create it when missing")
+  func developmentMode() async throws {
+    try await withTemporaryDirectory { directory in
+      let missing = #expect(throws: ConfigError.self) {
+        try DaemonConfiguration.resolve(file: nil, environment: [:], developmentRoot: directory.path)
+      }
+      #expect(missing?.key == "tls.ca")
+      #expect(missing?.message.contains("make certs") == true)
+
+      try DevelopmentPKI.write(to: directory.appending("certs/dev"))
+      let configuration = try DaemonConfiguration.resolve(file: nil, environment: [:], developmentRoot: directory.path)
+      #expect(configuration.listen.description == "127.0.0.1:7443")
+      #expect(configuration.dataDirectory == directory.appending("var"))
+      #expect(Set(configuration.principals.map(\.identity)) == ["admin", "erp", "alice", "bob", "viewer", "auditor"])
+    }
+  }
+}
+
+@Suite("Shipped configuration")
+struct ShippedConfigurationTests {
+  @Test("systemd/banklinkd.example.json parses")
+  func exampleParses() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent()
+    let data = try Data(contentsOf: root.appendingPathComponent("systemd/banklinkd.example.json"))
+    let configuration = try DaemonConfiguration.parse(json: data, baseDirectory: "/etc/banklink")
+    #expect(configuration.dataDirectory == "/var/lib/banklink")
+    #expect(configuration.principals.contains { $0.identity == "treasury-admin" && $0.roles == [.admin] })
+  }
+}

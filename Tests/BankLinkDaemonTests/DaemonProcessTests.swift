@@ -1,0 +1,90 @@
+import BankLinkDaemon
+import BankLinkTestSupport
+import Foundation
+import Testing
+
+/// The real `banklinkd` and `banklink` executables, as an operator and systemd run them.
+@Suite("banklinkd process")
+struct DaemonProcessTests {
+  @Test("sd_notify datagrams reach the socket named in NOTIFY_SOCKET")
+  func notifier() async throws {
+    try await withTemporaryDirectory { directory in
+      let socket = try NotifySocket(path: directory.appending("notify.sock"))
+      let notifier = try #require(SystemdNotifier.fromEnvironment(["NOTIFY_SOCKET": socket.path]))
+      try notifier.notify("READY=1")
+      #expect(socket.receive(timeoutSeconds: 5) == "READY=1")
+      #expect(SystemdNotifier.fromEnvironment([:]) == nil)
+    }
+  }
+
+  @Test("starts, reports READY=1, answers the CLI over mutual TLS, survives SIGHUP, drains on SIGTERM with exit 0")
+  func lifecycle() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let admin = try pki.client(commonName: "admin")
+      let config = directory.appending("banklinkd.json")
+      try Data("""
+        {"listen": "127.0.0.1:0", "data_dir": "data",
+         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+         "principals": [{"identity": "admin", "roles": ["admin"]}]}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+      let socket = try NotifySocket(path: directory.appending("notify.sock"))
+
+      let daemon = Process()
+      daemon.executableURL = URL(fileURLWithPath: Binaries.daemon)
+      daemon.arguments = ["--config", config, "--log-level", "warning"]
+      var environment = ProcessInfo.processInfo.environment
+      environment["NOTIFY_SOCKET"] = socket.path
+      daemon.environment = environment
+      try daemon.run()
+      defer { if daemon.isRunning { daemon.terminate() } }
+
+      let ready = try #require(socket.receive(timeoutSeconds: 30), "banklinkd never sent READY=1")
+      #expect(ready.hasPrefix("READY=1"))
+      // STATUS=serving on [ipv4]127.0.0.1:PORT
+      let port = try #require(ready.split(separator: ":").last.flatMap { Int($0) })
+
+      var cliEnvironment = ProcessInfo.processInfo.environment
+      cliEnvironment["BANKLINK_ADDRESS"] = "127.0.0.1:\(port)"
+      cliEnvironment["BANKLINK_CA"] = pki.caPath
+      cliEnvironment["BANKLINK_CERT"] = admin.certificatePath
+      cliEnvironment["BANKLINK_KEY"] = admin.keyPath
+      let whoami = try runProgram(Binaries.cli, ["whoami", "--json"], environment: cliEnvironment)
+      #expect(whoami.status == 0, "\(whoami.stderr)")
+      #expect(whoami.stdout.contains(#""identity":"admin""#))
+      #expect(whoami.stdout.contains("ROLE_ADMIN"))
+
+      // SIGHUP (systemctl reload) must not terminate the daemon.
+      kill(daemon.processIdentifier, SIGHUP)
+      try await Task.sleep(for: .milliseconds(200))
+      let health = try runProgram(Binaries.cli, ["health"], environment: cliEnvironment)
+      #expect(health.status == 0, "\(health.stderr)")
+      #expect(health.stdout.contains("SERVING"))
+
+      // A failing call exits non-zero with the gRPC status in the message.
+      let denied = try runProgram(Binaries.cli, ["whoami", "--cert", pki.serverCertificatePath, "--key", pki.serverKeyPath],
+                                  environment: cliEnvironment)
+      #expect(denied.status == 1)
+      #expect(denied.stderr.contains("permission denied") || denied.stderr.contains("unavailable"), "\(denied.stderr)")
+
+      daemon.terminate()  // SIGTERM
+      let stopping = socket.receive(timeoutSeconds: 15)
+      #expect(stopping?.hasPrefix("STOPPING=1") == true)
+      daemon.waitUntilExit()
+      #expect(daemon.terminationReason == .exit)
+      #expect(daemon.terminationStatus == 0)
+    }
+  }
+
+  @Test("a configuration error names the key and exits 78 before listening")
+  func configurationError() async throws {
+    try await withTemporaryDirectory { directory in
+      let config = directory.appending("bad.json")
+      try Data(#"{"listen": "127.0.0.1:0", "data_dir": "d", "tls": {"ca": "x", "certificate": "y", "key": "z"}, "principals": [], "principles": []}"#.utf8)
+        .write(to: URL(fileURLWithPath: config))
+      let result = try runProgram(Binaries.daemon, ["--config", config])
+      #expect(result.status == 78)
+      #expect(result.stderr.contains("'principles'"), "\(result.stderr)")
+    }
+  }
+}

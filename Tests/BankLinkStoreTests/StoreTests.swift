@@ -1,0 +1,125 @@
+import BankLinkCore
+import BankLinkStore
+import BankLinkTestSupport
+import Testing
+
+@Suite("LMDB store on a real environment in a temporary directory")
+struct StoreTests {
+  static func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+  @Test("committed data survives closing and reopening the environment")
+  func survivesReopen() async throws {
+    try await withTemporaryDirectory { directory in
+      let path = directory.appending("data")
+      do {
+        let store = try Store(configuration: .init(directory: path, mapSizeMiB: 8))
+        try store.withWriteTransaction { txn in
+          try txn.put(Self.bytes("alice"), Self.bytes("approver"), in: .principals)
+          try txn.put(Self.bytes("erp"), Self.bytes("payer"), in: .principals)
+        }
+      }
+      let reopened = try Store(configuration: .init(directory: path, mapSizeMiB: 8))
+      let values = try reopened.withReadTransaction { txn in
+        (try txn.get(Self.bytes("alice"), in: .principals), try txn.get(Self.bytes("erp"), in: .principals))
+      }
+      #expect(values.0 == Self.bytes("approver"))
+      #expect(values.1 == Self.bytes("payer"))
+      #expect(try reopened.storedSchemaVersion() == Store.schemaVersion)
+    }
+  }
+
+  @Test("a throwing write transaction writes nothing")
+  func abortedTransactionWritesNothing() async throws {
+    struct Boom: Error {}
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      #expect(throws: Boom.self) {
+        try store.withWriteTransaction { txn in
+          try txn.put(Self.bytes("half"), Self.bytes("written"), in: .principals)
+          throw Boom()
+        }
+      }
+      let value = try store.withReadTransaction { txn in try txn.get(Self.bytes("half"), in: .principals) }
+      #expect(value == nil)
+    }
+  }
+
+  @Test("map full is the typed error naming the setting, and reads keep working after it")
+  func mapFull() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: Limits.minMapSizeMiB))
+      try store.withWriteTransaction { txn in try txn.put(Self.bytes("kept"), Self.bytes("yes"), in: .principals) }
+
+      let value = [UInt8](repeating: 0xAB, count: 64 * 1024)
+      var failure: StoreError?
+      // 1 MiB cannot hold 64 records of 64 KiB: one of these commits must fail.
+      for batch in 0..<64 {
+        do {
+          try store.withWriteTransaction { txn in
+            try txn.put(Self.bytes("filler-\(batch)"), value, in: .principals)
+          }
+        } catch let error as StoreError {
+          failure = error
+          break
+        }
+      }
+      let error = try #require(failure)
+      #expect(error.code == .mapFull)
+      #expect(error.message.contains("storage.map_size_mib"))
+
+      let kept = try store.withReadTransaction { txn in try txn.get(Self.bytes("kept"), in: .principals) }
+      #expect(kept == Self.bytes("yes"))
+      // A small write still fits after the failed one was rolled back... or fails typed again.
+      do {
+        try store.withWriteTransaction { txn in _ = try txn.delete(Self.bytes("filler-0"), in: .principals) }
+      } catch let error as StoreError {
+        #expect(error.code == .mapFull)
+      }
+    }
+  }
+
+  @Test("a data directory of another schema version is refused")
+  func schemaMismatch() async throws {
+    try await withTemporaryDirectory { directory in
+      do {
+        _ = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8, schemaVersion: Store.schemaVersion))
+      }
+      let error = #expect(throws: StoreError.self) {
+        _ = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8, schemaVersion: Store.schemaVersion + 1))
+      }
+      #expect(error?.code == .schemaMismatch)
+      #expect(error?.message.contains("schema version \(Store.schemaVersion)") == true)
+    }
+  }
+
+  @Test("a map size outside the limits is refused before anything is opened")
+  func mapSizeLimits() async throws {
+    try await withTemporaryDirectory { directory in
+      let error = #expect(throws: StoreError.self) {
+        _ = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 0))
+      }
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.message.contains("storage.map_size_mib") == true)
+    }
+  }
+
+  @Test("scans visit keys in order from a start key, and stop when asked")
+  func scanOrder() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      try store.withWriteTransaction { txn in
+        for key in ["d", "a", "c", "b", "e"] {
+          try txn.put(Self.bytes(key), Self.bytes(key.uppercased()), in: .principals)
+        }
+      }
+      var visited: [String] = []
+      try store.withReadTransaction { txn in
+        try txn.scan(.principals, from: Self.bytes("b")) { key, value in
+          visited.append(String(decoding: key, as: UTF8.self) + String(decoding: value, as: UTF8.self))
+          return visited.count < 3
+        }
+      }
+      #expect(visited == ["bB", "cC", "dD"])
+    }
+  }
+}
