@@ -57,6 +57,13 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Bank connectors: the connector protocols and the embedded bank simulator.
+    .target(
+      name: "BankLinkBanks",
+      dependencies: ["BankLinkCore", "BankLinkStore"],
+      swiftSettings: swiftSettings
+    ),
+
     // Generated protobuf messages and gRPC stubs for banklink.v1 and grpc.health.v1.
     .target(
       name: "BankLinkProto",
@@ -96,7 +103,7 @@ let package = Package(
     .target(
       name: "BankLinkServer",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkProto", "BankLinkPKI",
+        "BankLinkCore", "BankLinkStore", "BankLinkProto", "BankLinkPKI", "BankLinkBanks",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -112,7 +119,7 @@ let package = Package(
     .target(
       name: "BankLinkDaemon",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkPKI",
+        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkPKI", "BankLinkBanks",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -133,7 +140,7 @@ let package = Package(
     .executableTarget(
       name: "banklink",
       dependencies: [
-        "BankLinkClient", "BankLinkProto", "BankLinkPKI",
+        "BankLinkClient", "BankLinkProto", "BankLinkPKI", "BankLinkCore",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -145,7 +152,7 @@ let package = Package(
     .target(
       name: "BankLinkTestSupport",
       dependencies: [
-        "BankLinkCore", "BankLinkPKI", "BankLinkServer", "BankLinkDaemon", "BankLinkClient",
+        "BankLinkCore", "BankLinkPKI", "BankLinkServer", "BankLinkDaemon", "BankLinkClient", "BankLinkBanks",
         "BankLinkStore",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -157,6 +164,11 @@ let package = Package(
     .testTarget(
       name: "BankLinkCoreTests",
       dependencies: ["BankLinkCore"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BankLinkBanksTests",
+      dependencies: ["BankLinkBanks", "BankLinkTestSupport", "BankLinkCore"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -66,6 +66,23 @@ public struct ClientConfiguration: Sendable, Hashable {
   }
 }
 
+extension ClientConfiguration {
+  /// A mutual-TLS HTTP/2 transport to the daemon: presents the client certificate and trusts
+  /// exactly the configured CA (not the system roots), verifying the daemon's name or address.
+  public func makeTransport() throws -> HTTP2ClientTransport.Posix {
+    try HTTP2ClientTransport.Posix(
+      target: try self.target(),
+      transportSecurity: .mTLS(
+        certificateChain: [.file(path: self.certificatePath, format: .pem)],
+        privateKey: .file(path: self.keyPath, format: .pem)
+      ) { tls in
+        tls.trustRoots = .certificates([.file(path: self.caPath, format: .pem)])
+        tls.serverCertificateVerification = .fullVerification
+      }
+    )
+  }
+}
+
 private func invalidAddress(_ address: String) -> RPCError {
   RPCError(code: .invalidArgument, message: "address '\(address)' is not HOST:PORT")
 }
@@ -81,18 +98,31 @@ public func withBankLinkClient<Result: Sendable>(
   _ configuration: ClientConfiguration,
   _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
 ) async throws -> Result {
-  let transport = try HTTP2ClientTransport.Posix(
-    target: try configuration.target(),
-    transportSecurity: .mTLS(
-      certificateChain: [.file(path: configuration.certificatePath, format: .pem)],
-      privateKey: .file(path: configuration.keyPath, format: .pem)
-    ) { tls in
-      // Trust exactly the configured CA, not the system roots.
-      tls.trustRoots = .certificates([.file(path: configuration.caPath, format: .pem)])
-      tls.serverCertificateVerification = .fullVerification
-    }
-  )
-  return try await withGRPCClient(transport: transport) { client in
+  return try await withGRPCClient(transport: try configuration.makeTransport()) { client in
     try await body(client)
+  }
+}
+
+/// Opens `count` independent connections (one gRPC client each) for the duration of `body`:
+/// load generation spreads calls over several HTTP/2 connections as real callers would.
+public func withBankLinkClients<Result: Sendable>(
+  _ configuration: ClientConfiguration,
+  count: Int,
+  _ body: @Sendable ([GRPCClient<HTTP2ClientTransport.Posix>]) async throws -> Result
+) async throws -> Result {
+  var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+  for _ in 0..<max(1, count) {
+    clients.append(GRPCClient(transport: try configuration.makeTransport()))
+  }
+  let all = clients
+  return try await withThrowingTaskGroup(of: Void.self) { group in
+    for client in all {
+      group.addTask { try await client.runConnections() }
+    }
+    defer { for client in all { client.beginGracefulShutdown() } }
+    let result = try await body(all)
+    for client in all { client.beginGracefulShutdown() }
+    try await group.waitForAll()
+    return result
   }
 }

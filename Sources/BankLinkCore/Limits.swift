@@ -51,3 +51,52 @@ extension Limits {
   /// misbehaving client from pinning memory with idle streams.
   public static let maxHealthWatchers = 64
 }
+
+extension Limits {
+  /// Page size used when a List request gives 0.
+  public static let defaultPageSize = 100
+
+  /// Largest page any List method returns, whatever the request asks: bounds the memory and
+  /// time of one call (1,000 transactions encode to roughly 300 KB).
+  public static let maxPageSize = 1_000
+
+  /// Longest page token accepted (bytes of base64 text); real tokens are well under 200.
+  public static let maxPageTokenLength = 1_024
+
+  /// Longest account id accepted in a request.
+  public static let maxAccountIDLength = 64
+
+  /// Transactions fetched from a bank per request during sync: bounds one write transaction.
+  public static let syncBatchSize = 500
+
+  /// How long a `GetBalance(refresh: true)` waits for the bank when the call has no deadline.
+  public static let maxRefreshWaitMilliseconds: Int64 = 2_000
+
+  /// Time kept back from the call's deadline for answering from the cache after a slow bank.
+  public static let refreshAnswerReserveMilliseconds: Int64 = 50
+
+  /// Upper bound on one bank call during background sync.
+  public static let syncCallTimeoutMilliseconds: Int64 = 5_000
+
+  /// Longest wait between sync attempts after repeated bank failures (exponential backoff cap).
+  public static let maxSyncBackoffMilliseconds: Int64 = 30_000
+}
+
+extension Limits {
+  /// Feed pages fetched per account in one sync round (× `syncBatchSize` entries).
+  public static let maxSyncPagesPerRound = 40
+
+  /// A cached balance older than this is reported `stale` even without a refresh request.
+  public static let balanceStaleAfterMilliseconds: Int64 = 60_000
+}
+
+extension Limits {
+  /// Longest simulated history (days): a year of entries for six accounts seeds in seconds.
+  public static let maxSimulatorHistoryDays = 366
+
+  /// Largest configurable simulated bank latency (ms), to keep fault tests bounded.
+  public static let maxSimulatedLatencyMilliseconds = 60_000
+
+  /// Shortest pause between sync rounds: protects a real bank from being hammered.
+  public static let minSyncIntervalMilliseconds = 100
+}

@@ -1,3 +1,4 @@
+import BankLinkBanks
 import BankLinkCore
 import BankLinkServer
 import BankLinkStore
@@ -27,6 +28,16 @@ public enum Daemon {
         "schema_version": "\(Store.schemaVersion)",
       ]
     )
+    let simulator = try BankSimulator(
+      configuration: .init(
+        directory: configuration.dataDirectory + "/simulator",
+        seed: configuration.connector.simulator.seed,
+        historyDays: configuration.connector.simulator.historyDays,
+        faults: configuration.connector.simulator.faults
+      ),
+      clock: WallClock.now
+    )
+    let cache = AccountCache(store: store)
     let server = GatewayServer(
       configuration: .init(
         listen: configuration.listen,
@@ -35,8 +46,22 @@ public enum Daemon {
         keyPath: configuration.tls.keyPath
       ),
       principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
-      store: store,
+      accountCache: cache,
+      connector: simulator,
       logger: logger
+    )
+    let sync = AccountSyncService(
+      connector: simulator,
+      cache: cache,
+      configuration: .init(intervalMilliseconds: configuration.sync.intervalMilliseconds),
+      logger: logger,
+      now: WallClock.now
+    )
+    let activity = SimulatorActivityService(
+      simulator: simulator,
+      intervalMilliseconds: configuration.connector.simulator.activityIntervalMilliseconds,
+      logger: logger,
+      now: WallClock.now
     )
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
     let reload = ReloadListener(logger: logger)
@@ -44,6 +69,8 @@ public enum Daemon {
     var groupConfiguration = ServiceGroupConfiguration(
       services: [
         .init(service: server),
+        .init(service: sync),
+        .init(service: activity, successTerminationBehavior: .ignore),
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the
         // server drains.

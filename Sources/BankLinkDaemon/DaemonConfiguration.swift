@@ -1,3 +1,4 @@
+import BankLinkBanks
 import BankLinkCore
 import BankLinkPKI
 import BankLinkServer
@@ -29,6 +30,30 @@ public struct DaemonConfiguration: Sendable {
   public var storage: Storage
   public var logLevel: Logger.Level
   public var principals: [Principal]
+  public var connector: Connector
+  public var sync: Sync
+
+  /// Which bank connector the daemon uses. Only the embedded simulator exists so far.
+  public struct Connector: Sendable {
+    public var simulator: Simulator
+
+    public struct Simulator: Sendable {
+      public var seed: UInt64
+      public var historyDays: Int
+      /// How often the simulated banks book new entries; 0 freezes them.
+      public var activityIntervalMilliseconds: Int64
+      public var faults: BankSimulator.Faults
+    }
+
+    public static let defaultSimulator = Connector(
+      simulator: Simulator(seed: 20_261_127, historyDays: 60, activityIntervalMilliseconds: 1_000, faults: .none)
+    )
+  }
+
+  public struct Sync: Sendable {
+    /// Pause between background sync rounds with the bank.
+    public var intervalMilliseconds: Int64
+  }
 
   public struct TLS: Sendable, Equatable {
     public var caPath: String
@@ -57,7 +82,9 @@ public struct DaemonConfiguration: Sendable {
       tls: TLS(caPath: certs + "/ca.pem", certificatePath: certs + "/server.pem", keyPath: certs + "/server.key"),
       storage: Storage(mapSizeMiB: Limits.defaultMapSizeMiB),
       logLevel: .info,
-      principals: DevelopmentPKI.principals
+      principals: DevelopmentPKI.principals,
+      connector: .defaultSimulator,
+      sync: Sync(intervalMilliseconds: 1_000)
     )
   }
 
@@ -167,6 +194,63 @@ public struct DaemonConfiguration: Sendable {
       logLevel = try parseLogLevel(level, key: "log_level")
     }
 
+    var connector = Connector.defaultSimulator
+    if var connectorReader = try reader.optionalObject("connector") {
+      let type = try connectorReader.optionalString("type") ?? "simulator"
+      guard type == "simulator" else {
+        throw ConfigError(key: "connector.type", message: "unknown connector '\(type)'; available: simulator")
+      }
+      var simulator = connector.simulator
+      if let seed = try connectorReader.optionalInt("seed") {
+        guard seed >= 0 else { throw ConfigError(key: "connector.seed", message: "must not be negative") }
+        simulator.seed = UInt64(seed)
+      }
+      if let days = try connectorReader.optionalInt("history_days") {
+        guard (0...Limits.maxSimulatorHistoryDays).contains(days) else {
+          throw ConfigError(key: "connector.history_days", message: "must be between 0 and \(Limits.maxSimulatorHistoryDays)")
+        }
+        simulator.historyDays = days
+      }
+      if let interval = try connectorReader.optionalInt("activity_interval_ms") {
+        guard interval >= 0 else { throw ConfigError(key: "connector.activity_interval_ms", message: "must not be negative") }
+        simulator.activityIntervalMilliseconds = Int64(interval)
+      }
+      if let latency = try connectorReader.optionalInt("latency_ms") {
+        guard (0...Limits.maxSimulatedLatencyMilliseconds).contains(latency) else {
+          throw ConfigError(key: "connector.latency_ms", message: "must be between 0 and \(Limits.maxSimulatedLatencyMilliseconds)")
+        }
+        simulator.faults.latencyMilliseconds = latency
+      }
+      if let jitter = try connectorReader.optionalInt("jitter_ms") {
+        guard (0...Limits.maxSimulatedLatencyMilliseconds).contains(jitter) else {
+          throw ConfigError(key: "connector.jitter_ms", message: "must be between 0 and \(Limits.maxSimulatedLatencyMilliseconds)")
+        }
+        simulator.faults.jitterMilliseconds = jitter
+      }
+      for (key, path) in [("error_rate", \BankSimulator.Faults.errorRate), ("timeout_rate", \BankSimulator.Faults.timeoutRate)] {
+        if let rate = try connectorReader.optionalDouble(key) {
+          guard (0...1).contains(rate) else { throw ConfigError(key: "connector.\(key)", message: "must be between 0 and 1") }
+          simulator.faults[keyPath: path] = rate
+        }
+      }
+      if let outage = try connectorReader.optionalBool("outage") {
+        simulator.faults.outage = outage
+      }
+      try connectorReader.finish()
+      connector.simulator = simulator
+    }
+
+    var sync = Sync(intervalMilliseconds: 1_000)
+    if var syncReader = try reader.optionalObject("sync") {
+      if let interval = try syncReader.optionalInt("interval_ms") {
+        guard interval >= Limits.minSyncIntervalMilliseconds else {
+          throw ConfigError(key: "sync.interval_ms", message: "must be at least \(Limits.minSyncIntervalMilliseconds)")
+        }
+        sync.intervalMilliseconds = Int64(interval)
+      }
+      try syncReader.finish()
+    }
+
     var principals: [Principal] = []
     var seen: Set<String> = []
     let entries = try reader.array("principals")
@@ -208,7 +292,9 @@ public struct DaemonConfiguration: Sendable {
       tls: tls,
       storage: storage,
       logLevel: logLevel,
-      principals: principals
+      principals: principals,
+      connector: connector,
+      sync: sync
     )
   }
 
@@ -307,6 +393,22 @@ private struct ObjectReader {
       throw ConfigError(key: self.key(name), message: "must be an integer")
     }
     return integer
+  }
+
+  mutating func optionalDouble(_ name: String) throws -> Double? {
+    guard let value = try self.optionalValue(name) else { return nil }
+    guard let number = value as? NSNumber, String(cString: number.objCType) != "c" else {
+      throw ConfigError(key: self.key(name), message: "must be a number")
+    }
+    return number.doubleValue
+  }
+
+  mutating func optionalBool(_ name: String) throws -> Bool? {
+    guard let value = try self.optionalValue(name) else { return nil }
+    guard let number = value as? NSNumber, String(cString: number.objCType) == "c" else {
+      throw ConfigError(key: self.key(name), message: "must be true or false")
+    }
+    return number.boolValue
   }
 
   mutating func object(_ name: String) throws -> ObjectReader {

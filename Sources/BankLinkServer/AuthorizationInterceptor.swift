@@ -59,14 +59,19 @@ public struct AuthorizationInterceptor: ServerInterceptor {
       )
       throw error
     case .allowed(let caller):
+      let deadline = RequestDeadline.from(request.metadata)
       var response = try await Caller.$current.withValue(caller) {
-        try await next(request, context)
+        try await RequestDeadline.$current.withValue(deadline) {
+          try await next(request, context)
+        }
       }
       // Streaming handlers write their messages after `next` returns: carry the caller there too.
       if case .success(var contents) = response.accepted {
         let producer = contents.producer
         contents.producer = { writer in
-          try await Caller.$current.withValue(caller) { try await producer(writer) }
+          try await Caller.$current.withValue(caller) {
+            try await RequestDeadline.$current.withValue(deadline) { try await producer(writer) }
+          }
         }
         response.accepted = .success(contents)
       }

@@ -1,3 +1,4 @@
+import BankLinkBanks
 import BankLinkCore
 import BankLinkProto
 import BankLinkStore
@@ -39,15 +40,17 @@ public final class GatewayServer: Service {
   public init(
     configuration: Configuration,
     principals: PrincipalDirectory,
-    store: Store,
-    logger: Logger
+    accountCache: AccountCache,
+    connector: any AccountInformationConnector,
+    logger: Logger,
+    now: @escaping @Sendable () -> Instant = WallClock.now
   ) {
     self.configuration = configuration
     self.principals = principals
     self.logger = logger
 
     let services: [any RegistrableRPCService] = [
-      AccountServiceHandler(),
+      AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(),
       MonitoringServiceHandler(),
       ReconciliationServiceHandler(),

@@ -1,19 +1,33 @@
 /// A named LMDB database inside the store's environment.
 ///
-/// The store opens exactly the databases in ``Database/all`` when it starts; a module that needs
-/// a new database adds it here (and bumps ``Store/schemaVersion`` if existing data changes shape).
+/// A store opens exactly the databases its configuration lists (the daemon: ``Database/all``);
+/// a module that needs a new database adds it here (and bumps ``Store/schemaVersion`` if
+/// existing data changes shape).
 public struct Database: Hashable, Sendable, CustomStringConvertible {
   public let name: String
 
-  private init(_ name: String) { self.name = name }
+  public init(_ name: String) { self.name = name }
 
   /// Store metadata: the schema version and other environment-wide records.
   public static let meta = Database("meta")
   /// Principals managed at run time (overrides and additions to the configured table).
   public static let principals = Database("principals")
 
-  /// Every database of the current schema.
-  public static let all: [Database] = [.meta, .principals]
+  /// Cached accounts, by account id.
+  public static let accounts = Database("accounts")
+  /// Cached ledger balances and their sync state, by account id.
+  public static let balances = Database("balances")
+  /// Cached booked transactions, by (account id, booking time, arrival sequence).
+  public static let transactions = Database("transactions")
+  /// Transaction id → key in ``transactions``: deduplicates re-delivered entries.
+  public static let transactionIDs = Database("transaction_ids")
+  /// Per-account sync cursors into the bank's transaction feed.
+  public static let syncCursors = Database("sync_cursors")
+
+  /// Every database of the daemon's current schema.
+  public static let all: [Database] = [
+    .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
+  ]
 
   public var description: String { self.name }
 }

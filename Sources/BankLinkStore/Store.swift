@@ -33,11 +33,19 @@ public final class Store: Sendable {
     public var mapSizeMiB: Int
     /// The schema version to expect (tests use other values to exercise the check).
     public var schemaVersion: UInt32
+    /// The named databases to open; ``Database/meta`` is always opened.
+    public var databases: [Database]
 
-    public init(directory: String, mapSizeMiB: Int = Limits.defaultMapSizeMiB, schemaVersion: UInt32 = Store.schemaVersion) {
+    public init(
+      directory: String,
+      mapSizeMiB: Int = Limits.defaultMapSizeMiB,
+      schemaVersion: UInt32 = Store.schemaVersion,
+      databases: [Database] = Database.all
+    ) {
       self.directory = directory
       self.mapSizeMiB = mapSizeMiB
       self.schemaVersion = schemaVersion
+      self.databases = databases
     }
   }
 
@@ -74,7 +82,7 @@ public final class Store: Sendable {
       )
       var deadReaders: Int32 = 0
       _ = mdb_reader_check(env, &deadReaders)
-      self.handles = try Store.openDatabases(env)
+      self.handles = try Store.openDatabases(env, Set(configuration.databases + [.meta]))
     } catch {
       mdb_env_close(env)
       throw error
@@ -159,13 +167,13 @@ public final class Store: Sendable {
     return bytes.reduce(0) { ($0 << 8) | UInt32($1) }
   }
 
-  private static func openDatabases(_ env: OpaquePointer) throws -> [Database: MDB_dbi] {
+  private static func openDatabases(_ env: OpaquePointer, _ databases: Set<Database>) throws -> [Database: MDB_dbi] {
     var txn: OpaquePointer?
     try check(mdb_txn_begin(env, nil, 0, &txn), "beginning the set-up transaction")
     guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
     var handles: [Database: MDB_dbi] = [:]
     do {
-      for database in Database.all {
+      for database in databases.sorted(by: { $0.name < $1.name }) {
         var dbi: MDB_dbi = 0
         try check(mdb_dbi_open(txn, database.name, UInt32(MDB_CREATE), &dbi), "opening database \(database)")
         handles[database] = dbi

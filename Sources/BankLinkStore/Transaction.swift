@@ -8,7 +8,7 @@ public struct ReadTransaction: ~Copyable {
 
   /// The value stored under `key`, or nil when there is none.
   public func get(_ key: [UInt8], in database: Database) throws -> [UInt8]? {
-    try lookup(txn: self.txn, dbi: self.handles[database]!, key: key)
+    try lookup(txn: self.txn, dbi: try handle(self.handles, database), key: key)
   }
 
   /// Visits records in key order starting at the first key ≥ `start` (or the first key) until
@@ -18,7 +18,7 @@ public struct ReadTransaction: ~Copyable {
     from start: [UInt8]? = nil,
     _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
   ) throws {
-    try scanRecords(txn: self.txn, dbi: self.handles[database]!, from: start, body)
+    try scanRecords(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
   }
 }
 
@@ -29,7 +29,7 @@ public struct WriteTransaction: ~Copyable {
   let mapSizeMiB: Int
 
   public func get(_ key: [UInt8], in database: Database) throws -> [UInt8]? {
-    try lookup(txn: self.txn, dbi: self.handles[database]!, key: key)
+    try lookup(txn: self.txn, dbi: try handle(self.handles, database), key: key)
   }
 
   public func scan(
@@ -37,12 +37,12 @@ public struct WriteTransaction: ~Copyable {
     from start: [UInt8]? = nil,
     _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
   ) throws {
-    try scanRecords(txn: self.txn, dbi: self.handles[database]!, from: start, body)
+    try scanRecords(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
   }
 
   /// Stores `value` under `key`, replacing any previous value.
   public mutating func put(_ key: [UInt8], _ value: [UInt8], in database: Database) throws {
-    let dbi = self.handles[database]!
+    let dbi = try handle(self.handles, database)
     try key.withUnsafeBytes { keyBytes in
       try value.withUnsafeBytes { valueBytes in
         var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
@@ -55,7 +55,7 @@ public struct WriteTransaction: ~Copyable {
   /// Removes the record under `key`; returns false when there was none.
   @discardableResult
   public mutating func delete(_ key: [UInt8], in database: Database) throws -> Bool {
-    let dbi = self.handles[database]!
+    let dbi = try handle(self.handles, database)
     return try key.withUnsafeBytes { keyBytes in
       var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
       let rc = mdb_del(self.txn, dbi, &k, nil)
@@ -89,7 +89,7 @@ private func scanRecords(
   var k = MDB_val()
   var v = MDB_val()
   var startBytes = start ?? []
-  var rc: Int32 = try startBytes.withUnsafeMutableBytes { startBuffer in
+  var rc: Int32 = startBytes.withUnsafeMutableBytes { startBuffer in
     if start != nil {
       k = MDB_val(mv_size: startBuffer.count, mv_data: startBuffer.baseAddress)
       return mdb_cursor_get(cursor, &k, &v, MDB_SET_RANGE)
@@ -103,4 +103,13 @@ private func scanRecords(
     rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)
   }
   if rc != MDB_NOTFOUND { try check(rc, "scanning records") }
+}
+
+private func handle(_ handles: [Database: MDB_dbi], _ database: Database) throws -> MDB_dbi {
+  guard let dbi = handles[database] else {
+    // A programmer error (a database missing from the store's configuration), reported as a
+    // typed error rather than a crash of the daemon.
+    throw StoreError(code: .notFound, message: "database \(database) is not opened by this store")
+  }
+  return dbi
 }

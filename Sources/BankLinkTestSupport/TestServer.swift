@@ -1,3 +1,4 @@
+import BankLinkBanks
 import BankLinkClient
 import BankLinkCore
 import BankLinkServer
@@ -6,12 +7,16 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 
-/// A real ``GatewayServer`` on 127.0.0.1, port 0, over mutual TLS with a minted PKI and a
-/// store in a temporary directory.
+/// A real ``GatewayServer`` on 127.0.0.1, port 0, over mutual TLS with a minted PKI, a store in
+/// a temporary directory and the embedded bank simulator (with its own store beside it).
 public struct TestServer: Sendable {
   public let pki: TestPKI
   public let server: GatewayServer
   public let port: Int
+  public let simulator: BankSimulator
+  public let cache: AccountCache
+  /// Not running in the background: tests call `syncOnce()` when they want the cache to move.
+  public let sync: AccountSyncService
 
   public var address: String { "127.0.0.1:\(self.port)" }
 
@@ -21,16 +26,29 @@ public struct TestServer: Sendable {
   }
 }
 
-/// Starts a server with `principals`, runs `body`, then shuts the server down gracefully.
+/// Starts a server with `principals`, syncs the cache once from the simulator (unless
+/// `initialSync` is false), runs `body`, then shuts the server down gracefully.
 public func withTestServer<Result: Sendable>(
   principals: [Principal],
+  historyDays: Int = 3,
+  initialSync: Bool = true,
   _ body: @Sendable (TestServer) async throws -> Result
 ) async throws -> Result {
   try await withTemporaryDirectory { directory in
     let pki = try TestPKI(directory: directory)
-    let store = try Store(configuration: .init(directory: directory.appending("data"), mapSizeMiB: 16))
+    let store = try Store(configuration: .init(directory: directory.appending("data"), mapSizeMiB: 64))
     var logger = Logger(label: "banklink-test")
     logger.logLevel = .error
+    let simulator = try BankSimulator(
+      configuration: .init(directory: directory.appending("simulator"), historyDays: historyDays, mapSizeMiB: 64),
+      clock: WallClock.now
+    )
+    let cache = AccountCache(store: store)
+    let sync = AccountSyncService(
+      connector: simulator, cache: cache, configuration: .init(), logger: logger, now: WallClock.now)
+    if initialSync {
+      try await sync.syncOnce()
+    }
     let server = GatewayServer(
       configuration: .init(
         listen: ListenAddress("127.0.0.1:0")!,
@@ -39,7 +57,8 @@ public func withTestServer<Result: Sendable>(
         keyPath: pki.serverKeyPath
       ),
       principals: PrincipalDirectory(PrincipalTable(principals)),
-      store: store,
+      accountCache: cache,
+      connector: simulator,
       logger: logger
     )
     return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -49,7 +68,8 @@ public func withTestServer<Result: Sendable>(
       guard let port = address.ipv4?.port else {
         throw RPCError(code: .internalError, message: "test server bound to \(address), not IPv4")
       }
-      let result = try await body(TestServer(pki: pki, server: server, port: port))
+      let result = try await body(
+        TestServer(pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync))
       server.beginGracefulShutdown()
       try await group.waitForAll()
       return result

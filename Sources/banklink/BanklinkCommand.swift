@@ -14,7 +14,10 @@ struct BanklinkCommand: AsyncParsableCommand {
       with certs/dev). Exit codes: 0 success, 1 the call failed (the gRPC status is printed),
       64 bad usage.
       """,
-    subcommands: [HealthCommand.self, WhoAmICommand.self, DevCertsCommand.self]
+    subcommands: [
+      HealthCommand.self, WhoAmICommand.self, AccountsCommand.self, BalanceCommand.self, TransactionsCommand.self,
+      BenchCommand.self, DevCertsCommand.self,
+    ]
   )
 }
 

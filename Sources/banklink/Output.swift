@@ -24,7 +24,7 @@ func reportingFailures<T>(_ body: () async throws -> T) async throws -> T {
   do {
     return try await body()
   } catch let error as RPCError {
-    FileHandle.standardError.write(Data("banklink: \(error.code): \(error.message)\n".utf8))
+    FileHandle.standardError.write(Data("banklink: \(statusName(error.code)): \(error.message)\n".utf8))
     throw ExitCode.failure
   } catch let error as ExitCode {
     throw error
@@ -32,4 +32,32 @@ func reportingFailures<T>(_ body: () async throws -> T) async throws -> T {
     FileHandle.standardError.write(Data("banklink: \(error)\n".utf8))
     throw ExitCode.failure
   }
+}
+
+/// Prints rows as an aligned table with a header; long cells are cut to keep rows on one line.
+func printTable(_ headers: [String], _ rows: [[String]], maxCellWidth: Int = 48) {
+  let cells = rows.map { row in
+    row.map { $0.count > maxCellWidth ? String($0.prefix(maxCellWidth - 1)) + "…" : $0 }
+  }
+  var widths = headers.map(\.count)
+  for row in cells {
+    for (index, cell) in row.enumerated() { widths[index] = max(widths[index], cell.count) }
+  }
+  func line(_ row: [String]) -> String {
+    zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+      .trimmingCharacters(in: .whitespaces)
+  }
+  print(line(headers))
+  for row in cells { print(line(row)) }
+  if rows.isEmpty { print("(none)") }
+}
+
+/// The canonical gRPC status name (`NOT_FOUND`), as scripts and other gRPC tools print it.
+func statusName(_ code: RPCError.Code) -> String {
+  var name = ""
+  for character in "\(code)" {
+    if character.isUppercase { name += "_" }
+    name += character.uppercased()
+  }
+  return name == "INTERNAL_ERROR" ? "INTERNAL" : name
 }

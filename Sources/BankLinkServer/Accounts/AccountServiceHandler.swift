@@ -1,0 +1,191 @@
+import BankLinkBanks
+import BankLinkCore
+import BankLinkProto
+import Foundation
+import GRPCCore
+import Logging
+import SwiftProtobuf
+
+/// `banklink.v1.AccountService`: real-time queries served from the LMDB cache.
+struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
+  let cache: AccountCache
+  let connector: any AccountInformationConnector
+  let logger: Logger
+  let now: @Sendable () -> Instant
+
+  func listAccounts(
+    request: Banklink_V1_ListAccountsRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ListAccountsResponse {
+    let pageSize = try pageSize(request.pageSize)
+    var after: String?
+    if !request.pageToken.isEmpty {
+      guard let data = Data(base64Encoded: request.pageToken), let id = String(data: data, encoding: .utf8),
+        id.utf8.count <= Limits.maxAccountIDLength
+      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
+      after = id
+    }
+    if !request.currencyCode.isEmpty, CurrencyCode(request.currencyCode) == nil {
+      throw APIError.invalidArgument("currency_code", "must be an ISO 4217 code such as CNY")
+    }
+    let accounts = try withStore { try self.cache.accounts() }.filter { account in
+      (after.map { account.id > $0 } ?? true)
+        && (request.bankBic.isEmpty || account.bankBIC == request.bankBic)
+        && (request.currencyCode.isEmpty || account.currency.code == request.currencyCode)
+    }
+    var response = Banklink_V1_ListAccountsResponse()
+    response.accounts = accounts.prefix(pageSize).map(Banklink_V1_Account.init)
+    if accounts.count > pageSize, let last = response.accounts.last {
+      response.nextPageToken = Data(last.accountID.utf8).base64EncodedString()
+    }
+    return response
+  }
+
+  func getBalance(request: Banklink_V1_GetBalanceRequest, context: ServerContext) async throws -> Banklink_V1_Balance {
+    let accountID = try validAccountID(request.accountID)
+    guard let (account, cached) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
+      throw APIError.notFound("account", accountID)
+    }
+    if request.refresh {
+      let deadline = self.refreshDeadline()
+      do {
+        let live = try await self.connector.fetchBalance(accountID: accountID, deadline: deadline)
+        do {
+          try self.cache.store(balance: live, syncedAt: self.now())
+        } catch {
+          // The live answer is still correct; the cache catches up on the next sync.
+          self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])
+        }
+        return self.balance(account, live, source: .bank, stale: false)
+      } catch {
+        self.logger.notice(
+          "live balance refresh failed; answering from cache",
+          metadata: ["account": "\(accountID)", "error": "\(error)"]
+        )
+        guard let cached else {
+          throw APIError.unavailable(
+            "the bank did not answer (\(error.message)) and no balance of \(accountID) is cached yet",
+            reason: "BANK_UNAVAILABLE"
+          )
+        }
+        return self.balance(account, cached.balance, source: .cache, stale: true)
+      }
+    }
+    guard let cached else {
+      throw APIError.unavailable(
+        "no balance of \(accountID) has been synced from the bank yet; retry shortly or ask with refresh=true",
+        reason: "NOT_SYNCED"
+      )
+    }
+    let age = self.now().milliseconds(since: cached.balance.asOf)
+    return self.balance(account, cached.balance, source: .cache, stale: age > Limits.balanceStaleAfterMilliseconds)
+  }
+
+  func listTransactions(
+    request: Banklink_V1_ListTransactionsRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ListTransactionsResponse {
+    let accountID = try validAccountID(request.accountID)
+    let pageSize = try pageSize(request.pageSize)
+    let direction: UInt8
+    switch request.direction {
+    case .unspecified: direction = 0
+    case .debit: direction = 1
+    case .credit: direction = 2
+    case .UNRECOGNIZED(let value):
+      throw APIError.invalidArgument("direction", "unknown direction \(value)")
+    }
+    var start = Instant(millisecondsSinceEpoch: 0)
+    if request.hasStartTime {
+      guard let value = Instant(request.startTime) else { throw APIError.invalidArgument("start_time", "not a valid timestamp") }
+      start = value
+    }
+    var end: Instant?
+    if request.hasEndTime {
+      guard let value = Instant(request.endTime) else { throw APIError.invalidArgument("end_time", "not a valid timestamp") }
+      end = value
+    }
+    if let end, end <= start {
+      throw APIError.invalidArgument("end_time", "must be after start_time")
+    }
+    guard try withStore({ try self.cache.account(accountID) }) != nil else {
+      throw APIError.notFound("account", accountID)
+    }
+
+    var token: TransactionPageToken?
+    if !request.pageToken.isEmpty {
+      guard let decoded = TransactionPageToken(encoded: request.pageToken) else {
+        throw APIError.invalidArgument("page_token", "not a token issued by this server")
+      }
+      guard decoded.accountID == accountID, decoded.start == start, decoded.direction == direction,
+        end == nil || end == decoded.end
+      else {
+        throw APIError.invalidArgument(
+          "page_token", "was issued for a different query; repeat account_id, start_time, end_time and direction")
+      }
+      token = decoded
+    }
+    // The first page freezes an open end at "now": later pages keep to the same range.
+    let frozenEnd = token?.end ?? end ?? self.now().adding(milliseconds: 1)
+
+    let page = try withStore {
+      try self.cache.transactions(
+        accountID: accountID,
+        start: start,
+        end: frozenEnd,
+        direction: direction == 0 ? nil : (direction == 1 ? .debit : .credit),
+        after: token?.after,
+        limit: pageSize
+      )
+    }
+    var response = Banklink_V1_ListTransactionsResponse()
+    response.transactions = page.transactions.map { Banklink_V1_Transaction($0.1) }
+    if page.more, let last = page.transactions.last {
+      response.nextPageToken = TransactionPageToken(
+        accountID: accountID, start: start, end: frozenEnd, direction: direction, after: last.0
+      ).encoded
+    }
+    return response
+  }
+
+  // MARK: Helpers
+
+  private func balance(_ account: Account, _ balance: LedgerBalance, source: Banklink_V1_BalanceSource, stale: Bool)
+    -> Banklink_V1_Balance
+  {
+    var response = Banklink_V1_Balance()
+    response.accountID = account.id
+    response.ledger = Banklink_V1_Money(balance.ledger)
+    // No payment reserves funds yet (payments are not built): available equals ledger.
+    response.available = Banklink_V1_Money(balance.ledger)
+    response.asOf = balance.asOf.timestamp
+    response.staleness = Google_Protobuf_Duration(milliseconds: max(0, self.now().milliseconds(since: balance.asOf)))
+    response.stale = stale
+    response.source = source
+    return response
+  }
+
+  /// How long a live refresh may take: the call's deadline less time to answer from the cache,
+  /// or a fixed bound when the call has no deadline.
+  private func refreshDeadline() -> ContinuousClock.Instant {
+    let bound = ContinuousClock.now.advanced(by: .milliseconds(Limits.maxRefreshWaitMilliseconds))
+    guard let callDeadline = RequestDeadline.current else { return bound }
+    return min(bound, callDeadline.advanced(by: .milliseconds(-Limits.refreshAnswerReserveMilliseconds)))
+  }
+}
+
+func validAccountID(_ id: String, field: String = "account_id") throws -> String {
+  guard !id.isEmpty else { throw APIError.invalidArgument(field, "is required") }
+  guard id.utf8.count <= Limits.maxAccountIDLength,
+    id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E })
+  else {
+    throw APIError.invalidArgument(field, "must be at most \(Limits.maxAccountIDLength) characters of A-Z a-z 0-9 . _ -")
+  }
+  return id
+}
+
+func pageSize(_ requested: Int32) throws -> Int {
+  guard requested >= 0 else { throw APIError.invalidArgument("page_size", "must not be negative") }
+  if requested == 0 { return Limits.defaultPageSize }
+  return min(Int(requested), Limits.maxPageSize)
+}

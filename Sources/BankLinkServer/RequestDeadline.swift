@@ -1,0 +1,31 @@
+import GRPCCore
+
+/// The deadline of the current call, from its `grpc-timeout` header; set by
+/// ``AuthorizationInterceptor`` so a handler can answer before it (e.g. fall back to the cache
+/// when a bank is slow) instead of being cancelled at it.
+public enum RequestDeadline {
+  @TaskLocal public static var current: ContinuousClock.Instant?
+
+  /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+  static func parse(_ value: String) -> Duration? {
+    guard let unit = value.last, value.count >= 2, value.count <= 9,
+      let amount = Int64(value.dropLast()), amount >= 0
+    else { return nil }
+    switch unit {
+    case "H": return .seconds(amount * 3600)
+    case "M": return .seconds(amount * 60)
+    case "S": return .seconds(amount)
+    case "m": return .milliseconds(amount)
+    case "u": return .microseconds(amount)
+    case "n": return .nanoseconds(amount)
+    default: return nil
+    }
+  }
+
+  static func from(_ metadata: Metadata) -> ContinuousClock.Instant? {
+    guard let value = metadata[stringValues: "grpc-timeout"].first(where: { _ in true }),
+      let timeout = parse(value)
+    else { return nil }
+    return ContinuousClock.now.advanced(by: timeout)
+  }
+}

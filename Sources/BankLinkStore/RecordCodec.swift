@@ -1,0 +1,186 @@
+import BankLinkCore
+
+/// Appends fields to a binary record: fixed-width big-endian integers (so keys sort
+/// numerically) and length-prefixed UTF-8 strings.
+public struct RecordWriter: Sendable {
+  public private(set) var bytes: [UInt8]
+
+  public init(capacity: Int = 64) {
+    self.bytes = []
+    self.bytes.reserveCapacity(capacity)
+  }
+
+  public mutating func write(_ value: UInt8) { self.bytes.append(value) }
+
+  public mutating func write(_ value: UInt32) {
+    withUnsafeBytes(of: value.bigEndian) { self.bytes.append(contentsOf: $0) }
+  }
+
+  public mutating func write(_ value: UInt64) {
+    withUnsafeBytes(of: value.bigEndian) { self.bytes.append(contentsOf: $0) }
+  }
+
+  /// Signed values are written with the sign bit flipped so that their byte order matches their
+  /// numeric order (for keys that contain times).
+  public mutating func write(_ value: Int64) {
+    self.write(UInt64(bitPattern: value) ^ (1 << 63))
+  }
+
+  public mutating func write(_ value: String) {
+    let utf8 = Array(value.utf8)
+    self.write(UInt32(utf8.count))
+    self.bytes.append(contentsOf: utf8)
+  }
+
+  /// Raw bytes without a length (for key prefixes).
+  public mutating func writeRaw(_ value: [UInt8]) { self.bytes.append(contentsOf: value) }
+}
+
+/// Reads fields written by ``RecordWriter``; every read checks bounds and throws
+/// ``StoreError`` `.corrupted` on a short or malformed record.
+public struct RecordReader: Sendable {
+  private let bytes: [UInt8]
+  private var offset = 0
+
+  public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+  public var isAtEnd: Bool { self.offset == self.bytes.count }
+
+  private mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
+    guard count >= 0, self.bytes.count - self.offset >= count else {
+      throw StoreError(code: .corrupted, message: "record truncated at byte \(self.offset) (wanted \(count) more)")
+    }
+    defer { self.offset += count }
+    return self.bytes[self.offset..<self.offset + count]
+  }
+
+  public mutating func readUInt8() throws -> UInt8 { try self.take(1).first! }
+
+  public mutating func readUInt32() throws -> UInt32 {
+    try self.take(4).reduce(0) { ($0 << 8) | UInt32($1) }
+  }
+
+  public mutating func readUInt64() throws -> UInt64 {
+    try self.take(8).reduce(0) { ($0 << 8) | UInt64($1) }
+  }
+
+  public mutating func readInt64() throws -> Int64 {
+    Int64(bitPattern: try self.readUInt64() ^ (1 << 63))
+  }
+
+  public mutating func readString() throws -> String {
+    let count = Int(try self.readUInt32())
+    return String(decoding: try self.take(count), as: UTF8.self)
+  }
+
+  /// Checks that the whole record was consumed: trailing bytes mean a format mismatch.
+  public func finish() throws {
+    guard self.isAtEnd else {
+      throw StoreError(code: .corrupted, message: "record has \(self.bytes.count - self.offset) unexpected trailing bytes")
+    }
+  }
+}
+
+/// Record layouts of the domain types. Each starts with a format byte so a later schema can
+/// read old records or refuse them clearly.
+extension Account {
+  static let recordFormat: UInt8 = 1
+
+  public var record: [UInt8] {
+    var writer = RecordWriter(capacity: 128)
+    writer.write(Account.recordFormat)
+    writer.write(self.id)
+    writer.write(self.number)
+    writer.write(self.iban)
+    writer.write(self.displayName)
+    writer.write(self.bankBIC)
+    writer.write(self.bankName)
+    writer.write(self.currency.code)
+    writer.write(self.status.rawValue)
+    return writer.bytes
+  }
+
+  public init(record: [UInt8]) throws {
+    var reader = RecordReader(record)
+    try expectFormat(try reader.readUInt8(), Account.recordFormat, "account")
+    let id = try reader.readString()
+    let number = try reader.readString()
+    let iban = try reader.readString()
+    let displayName = try reader.readString()
+    let bankBIC = try reader.readString()
+    let bankName = try reader.readString()
+    let currency = try decodeCurrency(try reader.readString())
+    guard let status = AccountStatus(rawValue: try reader.readString()) else {
+      throw StoreError(code: .corrupted, message: "account \(id) has an unknown status")
+    }
+    try reader.finish()
+    self.init(
+      id: id, number: number, iban: iban, displayName: displayName, bankBIC: bankBIC, bankName: bankName,
+      currency: currency, status: status
+    )
+  }
+}
+
+extension BookedTransaction {
+  static let recordFormat: UInt8 = 1
+
+  public var record: [UInt8] {
+    var writer = RecordWriter(capacity: 256)
+    writer.write(BookedTransaction.recordFormat)
+    writer.write(self.id)
+    writer.write(self.accountID)
+    writer.write(self.amount.minorUnits)
+    writer.write(self.amount.currency.code)
+    writer.write(self.direction == .credit ? UInt8(1) : UInt8(0))
+    writer.write(self.bookingTime.millisecondsSinceEpoch)
+    writer.write(self.valueDate)
+    writer.write(self.counterparty.name)
+    writer.write(self.counterparty.accountNumber)
+    writer.write(self.counterparty.bankBIC)
+    writer.write(self.counterparty.bankName)
+    writer.write(self.endToEndID)
+    writer.write(self.bankReference)
+    writer.write(self.description)
+    return writer.bytes
+  }
+
+  public init(record: [UInt8]) throws {
+    var reader = RecordReader(record)
+    try expectFormat(try reader.readUInt8(), BookedTransaction.recordFormat, "transaction")
+    let id = try reader.readString()
+    let accountID = try reader.readString()
+    let minorUnits = try reader.readInt64()
+    let currency = try decodeCurrency(try reader.readString())
+    let direction: Direction = try reader.readUInt8() == 1 ? .credit : .debit
+    let bookingTime = Instant(millisecondsSinceEpoch: try reader.readInt64())
+    let valueDate = try reader.readString()
+    let counterparty = Counterparty(
+      name: try reader.readString(),
+      accountNumber: try reader.readString(),
+      bankBIC: try reader.readString(),
+      bankName: try reader.readString()
+    )
+    let endToEndID = try reader.readString()
+    let bankReference = try reader.readString()
+    let description = try reader.readString()
+    try reader.finish()
+    self.init(
+      id: id, accountID: accountID, amount: Money(minorUnits: minorUnits, currency: currency), direction: direction,
+      bookingTime: bookingTime, valueDate: valueDate, counterparty: counterparty, endToEndID: endToEndID,
+      bankReference: bankReference, description: description
+    )
+  }
+}
+
+private func expectFormat(_ found: UInt8, _ expected: UInt8, _ kind: String) throws {
+  guard found == expected else {
+    throw StoreError(code: .corrupted, message: "\(kind) record has format \(found), expected \(expected)")
+  }
+}
+
+private func decodeCurrency(_ code: String) throws -> CurrencyCode {
+  guard let currency = CurrencyCode(code) else {
+    throw StoreError(code: .corrupted, message: "record holds an invalid currency code '\(code)'")
+  }
+  return currency
+}

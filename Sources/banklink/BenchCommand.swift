@@ -1,0 +1,220 @@
+import ArgumentParser
+import BankLinkClient
+import BankLinkProto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SwiftProtobuf
+
+/// `banklink bench`: a closed-loop load generator over mutual TLS.
+struct BenchCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bench",
+    abstract: "Drive the daemon with concurrent calls and report throughput and latency percentiles.",
+    discussion: """
+      Scenarios: noop (WhoAmI: authorization and transport only, the ceiling), balance
+      (GetBalance over random accounts, from the cache). Each of --concurrency workers issues
+      calls back to back over one of --connections connections for --duration seconds after a
+      warm-up. Run it against a release build (make bench) for figures worth recording.
+      """
+  )
+
+  enum Scenario: String, ExpressibleByArgument, CaseIterable {
+    case noop, balance
+  }
+
+  @OptionGroup var connection: ConnectionOptions
+
+  @Option(help: "noop or balance.")
+  var scenario: Scenario = .noop
+
+  @Option(help: "Measured seconds.")
+  var duration = 10.0
+
+  @Option(help: "Unmeasured seconds before measuring.")
+  var warmup = 2.0
+
+  @Option(help: "Concurrent calls in flight.")
+  var concurrency = 32
+
+  @Option(help: "Client connections the calls are spread over.")
+  var connections = 2
+
+  @Option(help: "Stop each worker after this many calls per second in total (0: as fast as possible).")
+  var rate = 0.0
+
+  func validate() throws {
+    guard self.duration > 0, self.duration <= 3600 else { throw ValidationError("--duration must be in (0, 3600]") }
+    guard self.warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
+    guard (1...4096).contains(self.concurrency) else { throw ValidationError("--concurrency must be 1...4096") }
+    guard (1...64).contains(self.connections) else { throw ValidationError("--connections must be 1...64") }
+    guard self.rate >= 0 else { throw ValidationError("--rate must not be negative") }
+  }
+
+  func run() async throws {
+    let result = try await reportingFailures {
+      try await withBankLinkClients(self.connection.client, count: self.connections) { clients in
+        let accounts = try await self.accountIDs(clients[0])
+        let call = self.makeCall(accounts: accounts)
+        return try await LoadRun(
+          clients: clients, concurrency: self.concurrency, warmup: self.warmup, duration: self.duration,
+          rate: self.rate, call: call
+        ).run()
+      }
+    }
+    let report = BenchReport(
+      scenario: self.scenario.rawValue, concurrency: self.concurrency, connections: self.connections,
+      durationSeconds: result.elapsedSeconds, calls: result.latenciesNanoseconds.count, errors: result.errors,
+      latenciesNanoseconds: result.latenciesNanoseconds, firstError: result.firstError
+    )
+    if self.connection.json {
+      print(report.json)
+    } else {
+      print(report.text)
+    }
+    if report.calls == 0 { throw ExitCode.failure }
+  }
+
+  private func accountIDs(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws -> [String] {
+    guard self.scenario == .balance else { return [] }
+    let service = Banklink_V1_AccountService.Client(wrapping: client)
+    // A freshly started daemon may not have synced yet: wait (bounded) for accounts and balances.
+    for _ in 0..<120 {
+      let accounts = try await service.listAccounts(.with { $0.pageSize = 1000 }).accounts.map(\.accountID)
+      if let first = accounts.first,
+        (try? await service.getBalance(.with { $0.accountID = first })) != nil
+      {
+        return accounts
+      }
+      try await Task.sleep(for: .milliseconds(250))
+    }
+    throw ValidationError("the daemon has no synced accounts after 30 s")
+  }
+
+  private func makeCall(accounts: [String]) -> @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void {
+    switch self.scenario {
+    case .noop:
+      return { client in
+        _ = try await Banklink_V1_AdminService.Client(wrapping: client).whoAmI(.init())
+      }
+    case .balance:
+      return { client in
+        let account = accounts.randomElement()!
+        _ = try await Banklink_V1_AccountService.Client(wrapping: client).getBalance(.with { $0.accountID = account })
+      }
+    }
+  }
+}
+
+/// A closed-loop run: each worker issues its next call when the previous one returns.
+struct LoadRun: Sendable {
+  let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
+  let concurrency: Int
+  let warmup: Double
+  let duration: Double
+  let rate: Double
+  let call: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void
+
+  struct Result: Sendable {
+    var latenciesNanoseconds: [Int64]
+    var errors: Int
+    var elapsedSeconds: Double
+    var firstError: String?
+  }
+
+  func run() async throws -> Result {
+    let clock = ContinuousClock()
+    let measureFrom = clock.now.advanced(by: .milliseconds(Int64(self.warmup * 1000)))
+    let stopAt = measureFrom.advanced(by: .milliseconds(Int64(self.duration * 1000)))
+    // Optional open pacing per worker, for latency at a fixed load (e.g. half of peak).
+    let interval: Duration? = self.rate > 0 ? .nanoseconds(Int64(1e9 * Double(self.concurrency) / self.rate)) : nil
+    let perWorker = try await withThrowingTaskGroup(of: Result.self) { group in
+      for worker in 0..<self.concurrency {
+        let client = self.clients[worker % self.clients.count]
+        group.addTask {
+          var latencies: [Int64] = []
+          latencies.reserveCapacity(4096)
+          var errors = 0
+          var firstError: String?
+          var next = clock.now
+          while true {
+            let start = clock.now
+            if start >= stopAt { break }
+            do {
+              try await self.call(client)
+              if start >= measureFrom {
+                let elapsed = clock.now - start
+                latencies.append(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+              }
+            } catch {
+              if start >= measureFrom { errors += 1 }
+              if firstError == nil { firstError = "\(error)" }
+            }
+            if let interval {
+              next = next.advanced(by: interval)
+              if next > clock.now { try await Task.sleep(until: next, clock: clock) }
+            }
+          }
+          return Result(latenciesNanoseconds: latencies, errors: errors, elapsedSeconds: 0, firstError: firstError)
+        }
+      }
+      var merged = Result(latenciesNanoseconds: [], errors: 0, elapsedSeconds: 0, firstError: nil)
+      for try await result in group {
+        merged.latenciesNanoseconds += result.latenciesNanoseconds
+        merged.errors += result.errors
+        merged.firstError = merged.firstError ?? result.firstError
+      }
+      return merged
+    }
+    var result = perWorker
+    result.elapsedSeconds = self.duration
+    result.latenciesNanoseconds.sort()
+    return result
+  }
+}
+
+struct BenchReport {
+  var scenario: String
+  var concurrency: Int
+  var connections: Int
+  var durationSeconds: Double
+  var calls: Int
+  var errors: Int
+  var latenciesNanoseconds: [Int64]
+  var firstError: String?
+
+  var throughput: Double { Double(self.calls) / self.durationSeconds }
+
+  func percentileMilliseconds(_ p: Double) -> Double {
+    guard !self.latenciesNanoseconds.isEmpty else { return 0 }
+    let index = min(self.latenciesNanoseconds.count - 1, Int((p / 100 * Double(self.latenciesNanoseconds.count)).rounded(.up)) - 1)
+    return Double(self.latenciesNanoseconds[max(0, index)]) / 1e6
+  }
+
+  var json: String {
+    let fields: [(String, String)] = [
+      ("scenario", "\"\(self.scenario)\""), ("concurrency", "\(self.concurrency)"),
+      ("connections", "\(self.connections)"), ("duration_s", "\(self.durationSeconds)"),
+      ("calls", "\(self.calls)"), ("errors", "\(self.errors)"),
+      ("throughput_per_s", String(format: "%.1f", self.throughput)),
+      ("p50_ms", String(format: "%.3f", self.percentileMilliseconds(50))),
+      ("p90_ms", String(format: "%.3f", self.percentileMilliseconds(90))),
+      ("p99_ms", String(format: "%.3f", self.percentileMilliseconds(99))),
+      ("p999_ms", String(format: "%.3f", self.percentileMilliseconds(99.9))),
+    ]
+    return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
+  }
+
+  var text: String {
+    var lines = [
+      "scenario     \(self.scenario)  (concurrency \(self.concurrency), connections \(self.connections), \(self.durationSeconds) s)",
+      "calls        \(self.calls) ok, \(self.errors) failed",
+      String(format: "throughput   %.0f calls/s", self.throughput),
+      String(
+        format: "latency ms   p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f", self.percentileMilliseconds(50),
+        self.percentileMilliseconds(90), self.percentileMilliseconds(99), self.percentileMilliseconds(99.9)),
+    ]
+    if let firstError { lines.append("first error  \(firstError)") }
+    return lines.joined(separator: "\n")
+  }
+}
