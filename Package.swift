@@ -184,6 +184,9 @@ let package = Package(
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "Logging", package: "swift-log"),
+        "BankLinkBanks", "BankLinkStore", "BankLinkCore",
       ],
       swiftSettings: swiftSettings
     ),
