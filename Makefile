@@ -4,13 +4,14 @@
 #   make test    install system packages, check generated code, build, run every test
 #   make certs   create the development PKI under certs/dev (kept if it exists)
 #   make protos  regenerate Sources/BankLinkProto from proto/
+#   make bench   release build; noop vs balance load on one daemon; records docs/BENCHMARKS.md
 
 SWIFT     ?= swift
 BIN       := .build/debug
 APT_PKGS  := liblmdb-dev protobuf-compiler
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check clean
+.PHONY: all deps build certs run test unit-tests interop protos protos-check bench clean
 
 all: build
 
@@ -47,6 +48,9 @@ interop: build
 # The whole suite: stale generated code, every Swift test (real LMDB, real mutual TLS, the real
 # banklinkd process), then a stock Python gRPC client calling Health/Check over mutual TLS.
 test: protos-check unit-tests interop
+
+bench: deps
+	scripts/bench.sh
 
 clean:
 	rm -rf .build var

@@ -92,7 +92,7 @@ let package = Package(
     .target(
       name: "BankLinkClient",
       dependencies: [
-        "BankLinkProto",
+        "BankLinkProto", "BankLinkCore",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
       ],
@@ -193,7 +193,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkDaemonTests",
       dependencies: [
-        "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore",
+        "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks",
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: swiftSettings

@@ -255,7 +255,7 @@ public final class BankSimulator: AccountInformationConnector {
     key.suffix(8).reduce(0) { ($0 << 8) | UInt64($1) }
   }
 
-  static func ledgerState(_ accountID: String, txn: borrowing WriteTransaction) throws -> LedgerState {
+  static func ledgerState(_ accountID: String, txn: WriteTransaction) throws -> LedgerState {
     guard let bytes = try txn.get(Array(accountID.utf8), in: ledgerDB) else {
       throw BankError(.notFound, "no ledger for \(accountID)")
     }

@@ -1,3 +1,4 @@
+import BankLinkCore
 import GRPCCore
 import GRPCNIOTransportHTTP2
 
@@ -42,27 +43,12 @@ public struct ClientConfiguration: Sendable, Hashable {
 
   /// Parses the address into a resolvable target.
   public func target() throws -> any ResolvableTarget {
-    var host: Substring
-    let portText: Substring
-    if self.address.hasPrefix("[") {
-      guard let close = self.address.firstIndex(of: "]"),
-        self.address[self.address.index(after: close)...].hasPrefix(":")
-      else { throw invalidAddress(self.address) }
-      host = self.address[self.address.index(after: self.address.startIndex)..<close]
-      portText = self.address[self.address.index(close, offsetBy: 2)...]
-      guard let port = Int(portText), (1...65535).contains(port) else { throw invalidAddress(self.address) }
-      return .ipv6(address: String(host), port: port)
+    guard let parsed = HostPort(self.address), parsed.port > 0 else {
+      throw RPCError(code: .invalidArgument, message: "address '\(self.address)' is not HOST:PORT")
     }
-    guard let colon = self.address.lastIndex(of: ":") else { throw invalidAddress(self.address) }
-    host = self.address[..<colon]
-    portText = self.address[self.address.index(after: colon)...]
-    guard !host.isEmpty, let port = Int(portText), (1...65535).contains(port) else {
-      throw invalidAddress(self.address)
-    }
-    if host.split(separator: ".").count == 4, host.allSatisfy({ $0.isNumber || $0 == "." }) {
-      return .ipv4(address: String(host), port: port)
-    }
-    return .dns(host: String(host), port: port)
+    if parsed.bracketed { return .ipv6(address: parsed.host, port: parsed.port) }
+    if parsed.isIPv4Literal { return .ipv4(address: parsed.host, port: parsed.port) }
+    return .dns(host: parsed.host, port: parsed.port)
   }
 }
 
@@ -83,9 +69,6 @@ extension ClientConfiguration {
   }
 }
 
-private func invalidAddress(_ address: String) -> RPCError {
-  RPCError(code: .invalidArgument, message: "address '\(address)' is not HOST:PORT")
-}
 
 /// Opens a mutual-TLS gRPC client to banklinkd for the duration of `body`.
 ///

@@ -129,41 +129,20 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 
   /// Parses `127.0.0.1:7443`, `[::1]:7443` or `localhost:7443` (= 127.0.0.1).
   public init?(_ text: String) {
-    var host: Substring
-    let portText: Substring
-    if text.hasPrefix("[") {
-      guard let close = text.firstIndex(of: "]") else { return nil }
-      host = text[text.index(after: text.startIndex)..<close]
-      let rest = text[text.index(after: close)...]
-      guard rest.hasPrefix(":") else { return nil }
-      portText = rest.dropFirst()
-    } else {
-      guard let colon = text.lastIndex(of: ":") else { return nil }
-      host = text[..<colon]
-      portText = text[text.index(after: colon)...]
-    }
-    guard let port = Int(portText), (0...65535).contains(port) else { return nil }
-    if host == "localhost" { host = "127.0.0.1" }
-    if isIPv4Literal(host) {
+    guard var parsed = HostPort(text) else { return nil }
+    if parsed.host == "localhost" && !parsed.bracketed { parsed.host = "127.0.0.1" }
+    if parsed.isIPv4Literal && !parsed.bracketed {
       self.family = .ipv4
-    } else if host.contains(":"), host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) {
+    } else if parsed.isIPv6Literal {
       self.family = .ipv6
     } else {
       return nil
     }
-    self.host = String(host)
-    self.port = port
+    self.host = parsed.host
+    self.port = parsed.port
   }
 
   public var description: String {
     self.family == .ipv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
-  }
-}
-
-private func isIPv4Literal(_ text: Substring) -> Bool {
-  let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-  return parts.count == 4 && parts.allSatisfy { part in
-    !part.isEmpty && part.count <= 3 && part.allSatisfy(\.isASCII) && part.allSatisfy(\.isNumber)
-      && Int(part).map { $0 <= 255 } == true
   }
 }

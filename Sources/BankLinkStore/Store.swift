@@ -98,7 +98,7 @@ public final class Store: Sendable {
 
   /// Runs `body` in a read-only transaction: a consistent snapshot that never blocks writers.
   public func withReadTransaction<Result>(
-    _ body: (borrowing ReadTransaction) throws -> Result
+    _ body: (ReadTransaction) throws -> Result
   ) throws -> Result {
     var txn: OpaquePointer?
     try check(mdb_txn_begin(self.env, nil, UInt32(MDB_RDONLY), &txn), "beginning a read transaction")

@@ -1,8 +1,11 @@
 internal import CLMDB
 
 /// A read-only LMDB transaction: a consistent snapshot. Only valid inside
-/// ``Store/withReadTransaction(_:)``; non-copyable so it cannot escape.
-public struct ReadTransaction: ~Copyable {
+/// ``Store/withReadTransaction(_:)``: never keep it beyond the closure.
+///
+/// (It would be `~Copyable` to make escaping impossible, but Swift 6.3.1's optimizer crashes
+/// specialising generic closures over non-copyable parameters in release builds.)
+public struct ReadTransaction {
   let txn: OpaquePointer
   let handles: [Database: MDB_dbi]
 
@@ -23,7 +26,7 @@ public struct ReadTransaction: ~Copyable {
 }
 
 /// A read-write LMDB transaction. Only valid inside ``Store/withWriteTransaction(_:)``.
-public struct WriteTransaction: ~Copyable {
+public struct WriteTransaction {
   let txn: OpaquePointer
   let handles: [Database: MDB_dbi]
   let mapSizeMiB: Int

@@ -50,3 +50,21 @@ struct PrincipalTableTests {
     #expect(table.principals.map(\.identity) == ["alice", "erp"])
   }
 }
+
+@Suite("Host and port")
+struct HostPortTests {
+  @Test func parses() throws {
+    let v4 = try #require(HostPort("127.0.0.1:7443"))
+    #expect(v4.host == "127.0.0.1" && v4.port == 7443 && v4.isIPv4Literal && !v4.bracketed)
+    let v6 = try #require(HostPort("[::1]:0"))
+    #expect(v6.host == "::1" && v6.port == 0 && v6.bracketed && v6.isIPv6Literal)
+    let name = try #require(HostPort("bank.example:443"))
+    #expect(!name.isIPv4Literal && !name.isIPv6Literal)
+    #expect(HostPort("256.1.1.1:1")?.isIPv4Literal == false)
+  }
+
+  @Test(arguments: ["", "7443", ":7443", "host:", "host:65536", "host:-1", "[::1]7443", "[::1:7443", "host:+1"])
+  func refuses(text: String) {
+    #expect(HostPort(text) == nil)
+  }
+}

@@ -1,3 +1,4 @@
+import BankLinkBanks
 import BankLinkCore
 import BankLinkDaemon
 import BankLinkPKI
@@ -68,6 +69,35 @@ struct ConfigurationTests {
   func namesTheKey(old: String, new: String, key: String) {
     let error = Self.failure(Self.replacing(old, with: new))
     #expect(error?.key == key, "\(String(describing: error))")
+  }
+
+  @Test("connector and sync settings parse, and their errors name the key", arguments: [
+    (#""connector": {"type": "swift"}"#, "connector.type"),
+    (#""connector": {"error_rate": 1.5}"#, "connector.error_rate"),
+    (#""connector": {"timeout_rate": "often"}"#, "connector.timeout_rate"),
+    (#""connector": {"outage": "yes"}"#, "connector.outage"),
+    (#""connector": {"latency_ms": -1}"#, "connector.latency_ms"),
+    (#""connector": {"history_days": 1000}"#, "connector.history_days"),
+    (#""connector": {"speed": 1}"#, "connector.speed"),
+    (#""sync": {"interval_ms": 10}"#, "sync.interval_ms"),
+  ])
+  func connectorErrors(fragment: String, key: String) {
+    let error = Self.failure(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "# + fragment))
+    #expect(error?.key == key, "\(String(describing: error))")
+  }
+
+  @Test("simulator faults and sync interval are read from the file")
+  func connectorSettings() throws {
+    let configuration = try Self.parse(Self.replacing(
+      #""log_level": "notice""#,
+      with: #""log_level": "notice", "connector": {"type": "simulator", "seed": 9, "history_days": 7, "latency_ms": 20, "jitter_ms": 5, "error_rate": 0.1, "timeout_rate": 0.05, "outage": true, "activity_interval_ms": 0}, "sync": {"interval_ms": 250}"#
+    ))
+    let simulator = configuration.connector.simulator
+    #expect(simulator.seed == 9)
+    #expect(simulator.historyDays == 7)
+    #expect(simulator.activityIntervalMilliseconds == 0)
+    #expect(simulator.faults == .init(latencyMilliseconds: 20, jitterMilliseconds: 5, errorRate: 0.1, timeoutRate: 0.05, outage: true))
+    #expect(configuration.sync.intervalMilliseconds == 250)
   }
 
   @Test("a file that is not a JSON object is refused")

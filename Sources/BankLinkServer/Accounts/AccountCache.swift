@@ -140,7 +140,7 @@ public struct AccountCache: Sendable {
 
   // MARK: Transactions
 
-  func syncState(_ accountID: String, txn: borrowing WriteTransaction) throws -> SyncState {
+  func syncState(_ accountID: String, txn: WriteTransaction) throws -> SyncState {
     guard let bytes = try txn.get(Self.accountKey(accountID), in: .syncCursors) else {
       return SyncState(cursor: nil, nextSequence: 0, lastSync: Instant(millisecondsSinceEpoch: 0))
     }

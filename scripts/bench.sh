@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# make bench: builds in release mode, starts banklinkd on a temporary data directory and port,
+# runs the noop (WhoAmI) and balance (GetBalance) scenarios back to back against the same daemon,
+# then balance again paced at half its peak for the latency target, prints the ratios and records
+# the figures with the command in docs/BENCHMARKS.md.
+#
+# Knobs (environment): DURATION (s, default 10), CONCURRENCY (default 32), CONNECTIONS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration="${DURATION:-10}"
+concurrency="${CONCURRENCY:-32}"
+connections="${CONNECTIONS:-2}"
+
+swift build -c release --product banklinkd >/dev/null
+swift build -c release --product banklink >/dev/null
+bin=".build/release"
+work="$(mktemp -d)"
+daemon_pid=""
+cleanup() {
+  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin/banklink" dev-certs --out "$work/pki" >/dev/null
+cat >"$work/banklinkd.json" <<'JSON'
+{
+  "listen": "127.0.0.1:0",
+  "data_dir": "data",
+  "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
+  "log_level": "notice",
+  "principals": [ { "identity": "viewer", "roles": ["viewer"] } ]
+}
+JSON
+"$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
+daemon_pid=$!
+port=""
+for _ in $(seq 1 100); do
+  port="$(sed -n 's/.*address=\[ipv4\]127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/daemon.log" | head -n 1)"
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$work/daemon.log" >&2; echo "banklinkd did not start" >&2; exit 1; }
+
+export BANKLINK_ADDRESS="127.0.0.1:$port" BANKLINK_CA="$work/pki/ca.pem"
+export BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key"
+common=(--duration "$duration" --concurrency "$concurrency" --connections "$connections" --json)
+
+echo "noop (WhoAmI), then balance (GetBalance), $duration s each, concurrency $concurrency, $connections connections"
+"$bin/banklink" bench --scenario noop "${common[@]}" | tee "$work/noop.json"
+"$bin/banklink" bench --scenario balance "${common[@]}" | tee "$work/balance.json"
+half="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["throughput_per_s"] / 2))' "$work/balance.json")"
+"$bin/banklink" bench --scenario balance "${common[@]}" --rate "$half" | tee "$work/balance-half.json"
+rss_kib="$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")"
+
+python3 - "$work" "$rss_kib" "$duration" "$concurrency" "$connections" <<'PY'
+import json, os, subprocess, sys, datetime
+work, rss_kib, duration, concurrency, connections = sys.argv[1:]
+noop = json.load(open(f"{work}/noop.json"))
+balance = json.load(open(f"{work}/balance.json"))
+half = json.load(open(f"{work}/balance-half.json"))
+ratio = balance["throughput_per_s"] / noop["throughput_per_s"]
+rss_mb = int(rss_kib) / 1024
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+print()
+print(f"balance/noop throughput ratio: {ratio:.2f}  (target >= 0.9)")
+print(f"balance p99 at half of peak ({half['throughput_per_s']:.0f}/s): {half['p99_ms']:.3f} ms  (target < 2 ms)")
+print(f"daemon RSS after the runs: {rss_mb:.1f} MB  (target < 50 MB)")
+
+def row(name, r):
+    return (f"| {name} | {r['throughput_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
+            f"{r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['errors']} |")
+
+section = f"""
+## {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC — commit {commit}
+
+Command: `DURATION={duration} CONCURRENCY={concurrency} CONNECTIONS={connections} make bench`
+(release build; daemon and load generator share this {os.cpu_count()}-core machine over loopback
+with mutual TLS).
+
+| scenario | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |
+|---|---|---|---|---|---|---|
+{row("noop (WhoAmI)", noop)}
+{row("balance (GetBalance)", balance)}
+{row(f"balance at half of peak ({half['throughput_per_s']:.0f}/s)", half)}
+
+- balance/noop throughput: **{ratio:.2f}×** (target ≥ 0.9×)
+- GetBalance p99 at half of peak: **{half['p99_ms']:.3f} ms** (target < 2 ms)
+- daemon RSS after the runs: **{rss_mb:.1f} MB** (target < 50 MB)
+"""
+path = "docs/BENCHMARKS.md"
+header = """# Benchmarks
+
+Figures from `make bench` (scripts/bench.sh). Each run measures its own baseline in the same
+run — the `noop` scenario (WhoAmI: TLS, HTTP/2, authorization, no storage) — and reports the
+other scenarios as ratios against it, because this machine is shared and noisy. Newest first.
+"""
+existing = open(path).read() if os.path.exists(path) else header
+if existing.startswith("# Benchmarks"):
+    head, _, rest = existing.partition("Newest first.\n")
+    text = head + "Newest first.\n" + section + rest
+else:
+    text = header + section
+open(path, "w").write(text)
+print(f"recorded in {path}")
+PY
