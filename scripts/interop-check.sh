@@ -12,7 +12,12 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's own python3 ships venv support separately.
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    rm -rf "$venv" && python3 -m venv "$venv"
+  fi
 fi
 "$venv/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null ||
   "$venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools

@@ -136,7 +136,9 @@ struct LoadRun: Sendable {
           latencies.reserveCapacity(4096)
           var errors = 0
           var firstError: String?
-          var next = clock.now
+          // Stagger paced workers across one interval so their calls do not arrive in bursts.
+          var next = clock.now.advanced(by: (interval ?? .zero) * (Double(worker) / Double(self.concurrency)))
+          if interval != nil { try await Task.sleep(until: next, clock: clock) }
           while true {
             let start = clock.now
             if start >= stopAt { break }
