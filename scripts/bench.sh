@@ -33,7 +33,13 @@ cat >"$work/banklinkd.json" <<'JSON'
   "principals": [ { "identity": "viewer", "roles": ["viewer"] } ]
 }
 JSON
-"$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
+# Keep the load generator off the daemon's core where the machine has two or more, so the
+# latency measured is the daemon's and not the generator's CPU queueing (PIN=0 disables).
+daemon_pin=(); client_pin=()
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  daemon_pin=(taskset -c 0); client_pin=(taskset -c 1)
+fi
+"${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
 daemon_pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -48,10 +54,10 @@ export BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key"
 common=(--duration "$duration" --concurrency "$concurrency" --connections "$connections" --json)
 
 echo "noop (WhoAmI), then balance (GetBalance), $duration s each, concurrency $concurrency, $connections connections"
-"$bin/banklink" bench --scenario noop "${common[@]}" | tee "$work/noop.json"
-"$bin/banklink" bench --scenario balance "${common[@]}" | tee "$work/balance.json"
+"${client_pin[@]}" "$bin/banklink" bench --scenario noop "${common[@]}" | tee "$work/noop.json"
+"${client_pin[@]}" "$bin/banklink" bench --scenario balance "${common[@]}" | tee "$work/balance.json"
 half="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["throughput_per_s"] / 2))' "$work/balance.json")"
-"$bin/banklink" bench --scenario balance "${common[@]}" --rate "$half" | tee "$work/balance-half.json"
+"${client_pin[@]}" "$bin/banklink" bench --scenario balance "${common[@]}" --rate "$half" | tee "$work/balance-half.json"
 rss_kib="$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")"
 
 python3 - "$work" "$rss_kib" "$duration" "$concurrency" "$connections" <<'PY'

@@ -11,10 +11,14 @@ public struct PeerIdentity: Sendable, Hashable {
 
   public var identity: String
   public var source: Source
-  /// Serial number, lower-case hex with colons removed.
-  public var serialNumberHex: String
-  public var notValidAfter: Date
-  public var subject: String
+  /// The certificate the identity came from. Its descriptive fields below are derived on demand:
+  /// the authorization of every call needs only the identity.
+  public var certificate: Certificate
+
+  /// Serial number, lower-case hex.
+  public var serialNumberHex: String { self.certificate.serialNumber.hex }
+  public var notValidAfter: Date { self.certificate.notValidAfter }
+  public var subject: String { self.certificate.subject.description }
 
   /// Derives the identity of `certificate`; nil when it has neither a URI SAN nor a common name.
   public init?(certificate: Certificate) {
@@ -41,9 +45,7 @@ public struct PeerIdentity: Sendable, Hashable {
     guard let (value, source) = identity else { return nil }
     self.identity = value
     self.source = source
-    self.serialNumberHex = certificate.serialNumber.hex
-    self.notValidAfter = certificate.notValidAfter
-    self.subject = certificate.subject.description
+    self.certificate = certificate
   }
 }
 
