@@ -100,3 +100,24 @@ extension Limits {
   /// Shortest pause between sync rounds: protects a real bank from being hammered.
   public static let minSyncIntervalMilliseconds = 100
 }
+
+extension Limits {
+  /// Largest single payment in minor units (10 billion units of the currency, e.g. CNY 10 bn):
+  /// beyond any real treasury transfer, and far from Int64 overflow when amounts are summed.
+  public static let maxPaymentMinorUnits: Int64 = 1_000_000_000_000
+
+  /// pain.001 `Nm` (Max140Text).
+  public static let maxPartyNameLength = 140
+
+  /// pain.001 `Ustrd` remittance information (Max140Text).
+  public static let maxRemittanceLength = 140
+
+  /// pain.001 `Othr/Id` (Max34Text).
+  public static let maxAccountNumberLength = 34
+}
+
+extension Limits {
+  /// Most write requests committed together in one group commit: bounds the time one commit
+  /// holds the writer and the work lost to a single failing commit.
+  public static let maxGroupCommitBatch = 256
+}

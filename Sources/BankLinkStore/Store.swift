@@ -116,7 +116,7 @@ public final class Store: Sendable {
     var txn: OpaquePointer?
     try check(mdb_txn_begin(self.env, nil, 0, &txn), "beginning a write transaction")
     guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
-    var transaction = WriteTransaction(txn: txn, handles: self.handles, mapSizeMiB: self.configuration.mapSizeMiB)
+    var transaction = WriteTransaction(env: self.env, txn: txn, handles: self.handles, mapSizeMiB: self.configuration.mapSizeMiB)
     let result: Result
     do {
       result = try body(&transaction)

@@ -27,9 +27,28 @@ public struct ReadTransaction {
 
 /// A read-write LMDB transaction. Only valid inside ``Store/withWriteTransaction(_:)``.
 public struct WriteTransaction {
+  let env: OpaquePointer
   let txn: OpaquePointer
   let handles: [Database: MDB_dbi]
   let mapSizeMiB: Int
+
+  /// Runs `body` in a nested transaction: its writes join this transaction when `body`
+  /// returns, and are discarded (leaving this transaction as it was) when it throws.
+  public func withNestedTransaction<Result>(_ body: (inout WriteTransaction) throws -> Result) throws -> Result {
+    var child: OpaquePointer?
+    try check(mdb_txn_begin(self.env, self.txn, 0, &child), "beginning a nested transaction", mapSizeMiB: self.mapSizeMiB)
+    guard let child else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
+    var nested = WriteTransaction(env: self.env, txn: child, handles: self.handles, mapSizeMiB: self.mapSizeMiB)
+    let result: Result
+    do {
+      result = try body(&nested)
+    } catch {
+      mdb_txn_abort(child)
+      throw error
+    }
+    try check(mdb_txn_commit(child), "committing a nested transaction", mapSizeMiB: self.mapSizeMiB)
+    return result
+  }
 
   public func get(_ key: [UInt8], in database: Database) throws -> [UInt8]? {
     try lookup(txn: self.txn, dbi: try handle(self.handles, database), key: key)
