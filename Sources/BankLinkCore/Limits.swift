@@ -121,3 +121,11 @@ extension Limits {
   /// holds the writer and the work lost to a single failing commit.
   public static let maxGroupCommitBatch = 256
 }
+
+extension Limits {
+  /// Longest idempotency key: room for a UUID or an ERP document number with a prefix.
+  public static let maxIdempotencyKeyLength = 128
+
+  /// Longest payment id accepted in a request (ids the daemon issues are about 30 characters).
+  public static let maxPaymentIDLength = 64
+}

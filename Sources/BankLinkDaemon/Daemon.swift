@@ -38,6 +38,11 @@ public enum Daemon {
       clock: WallClock.now
     )
     let cache = AccountCache(store: store)
+    let payments = PaymentLedger(
+      writer: GroupCommitWriter(store: store, configuration: .init(groupCommit: configuration.storage.groupCommit)),
+      configuration: .init(approvalThresholdMinorUnits: configuration.payments.approvalThresholdMinorUnits),
+      now: WallClock.now
+    )
     let server = GatewayServer(
       configuration: .init(
         listen: configuration.listen,
@@ -48,6 +53,7 @@ public enum Daemon {
       principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
       accountCache: cache,
       connector: simulator,
+      payments: payments,
       logger: logger
     )
     let sync = AccountSyncService(

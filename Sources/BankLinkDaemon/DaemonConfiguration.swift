@@ -32,6 +32,7 @@ public struct DaemonConfiguration: Sendable {
   public var principals: [Principal]
   public var connector: Connector
   public var sync: Sync
+  public var payments = Payments()
 
   /// Which bank connector the daemon uses. Only the embedded simulator exists so far.
   public struct Connector: Sendable {
@@ -63,6 +64,13 @@ public struct DaemonConfiguration: Sendable {
 
   public struct Storage: Sendable, Equatable {
     public var mapSizeMiB: Int
+    /// Batch concurrent mutations into one synced commit (off: one synced commit per call).
+    public var groupCommit: Bool = true
+  }
+
+  public struct Payments: Sendable, Equatable {
+    /// Payments of at least this many minor units wait for approval (until approval policy exists).
+    public var approvalThresholdMinorUnits: Int64 = 100_000_000
   }
 
   /// Environment variables that override the file (documented in docs/configuration.md).
@@ -186,6 +194,9 @@ public struct DaemonConfiguration: Sendable {
         }
         storage.mapSizeMiB = size
       }
+      if let groupCommit = try storageReader.optionalBool("group_commit") {
+        storage.groupCommit = groupCommit
+      }
       try storageReader.finish()
     }
 
@@ -251,6 +262,17 @@ public struct DaemonConfiguration: Sendable {
       try syncReader.finish()
     }
 
+    var payments = Payments()
+    if var paymentsReader = try reader.optionalObject("payments") {
+      if let threshold = try paymentsReader.optionalInt("approval_threshold_minor") {
+        guard threshold >= 0 else {
+          throw ConfigError(key: "payments.approval_threshold_minor", message: "must not be negative")
+        }
+        payments.approvalThresholdMinorUnits = Int64(threshold)
+      }
+      try paymentsReader.finish()
+    }
+
     var principals: [Principal] = []
     var seen: Set<String> = []
     let entries = try reader.array("principals")
@@ -286,7 +308,7 @@ public struct DaemonConfiguration: Sendable {
     }
     try reader.finish()
 
-    return DaemonConfiguration(
+    var configuration = DaemonConfiguration(
       listen: listen,
       dataDirectory: dataDirectory,
       tls: tls,
@@ -296,6 +318,8 @@ public struct DaemonConfiguration: Sendable {
       connector: connector,
       sync: sync
     )
+    configuration.payments = payments
+    return configuration
   }
 
   /// Checks that the TLS files exist and hold PEM of the right kind, so a typo fails at start

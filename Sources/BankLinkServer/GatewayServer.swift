@@ -42,6 +42,7 @@ public final class GatewayServer: Service {
     principals: PrincipalDirectory,
     accountCache: AccountCache,
     connector: any AccountInformationConnector,
+    payments: PaymentLedger,
     logger: Logger,
     now: @escaping @Sendable () -> Instant = WallClock.now
   ) {
@@ -51,7 +52,7 @@ public final class GatewayServer: Service {
 
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
-      PaymentServiceHandler(),
+      PaymentServiceHandler(ledger: payments),
       MonitoringServiceHandler(),
       ReconciliationServiceHandler(),
       AdminServiceHandler(),

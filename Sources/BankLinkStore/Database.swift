@@ -24,9 +24,21 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// Per-account sync cursors into the bank's transaction feed.
   public static let syncCursors = Database("sync_cursors")
 
+  /// Payments by their time-ordered id.
+  public static let payments = Database("payments")
+  /// (creator identity, 0x00, idempotency key) → canonical request and the payment id.
+  public static let idempotency = Database("idempotency")
+  /// Account id → total minor units reserved by its payments in flight.
+  public static let reservations = Database("reservations")
+  /// Append-only audit records by sequence number (chained into the journal later).
+  public static let audit = Database("audit")
+  /// Messages for the bank, written with the state change that causes them, by sequence.
+  public static let outbox = Database("outbox")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
+    .payments, .idempotency, .reservations, .audit, .outbox,
   ]
 
   public var description: String { self.name }

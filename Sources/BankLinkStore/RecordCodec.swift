@@ -184,3 +184,83 @@ private func decodeCurrency(_ code: String) throws -> CurrencyCode {
   }
   return currency
 }
+
+extension PaymentInstruction {
+  /// Canonical bytes of the money-moving fields: equal instructions encode equally. Used to
+  /// tell a retried request from a different request under the same idempotency key.
+  public var canonicalRecord: [UInt8] {
+    var writer = RecordWriter(capacity: 256)
+    self.write(to: &writer)
+    return writer.bytes
+  }
+
+  func write(to writer: inout RecordWriter) {
+    writer.write(self.debtorAccountID)
+    writer.write(self.creditor.name)
+    writer.write(self.creditor.accountNumber)
+    writer.write(self.creditor.iban)
+    writer.write(self.creditor.bic)
+    writer.write(self.creditor.country)
+    writer.write(self.amount.minorUnits)
+    writer.write(self.amount.currency.code)
+    writer.write(self.purpose)
+    writer.write(self.requestedExecutionDate)
+    writer.write(self.type.rawValue)
+  }
+
+  init(reading reader: inout RecordReader) throws {
+    let debtor = try reader.readString()
+    let creditor = Creditor(
+      name: try reader.readString(), accountNumber: try reader.readString(), iban: try reader.readString(),
+      bic: try reader.readString(), country: try reader.readString())
+    let minorUnits = try reader.readInt64()
+    let currency = try decodeCurrency(try reader.readString())
+    let purpose = try reader.readString()
+    let date = try reader.readString()
+    guard let type = PaymentType(rawValue: try reader.readString()) else {
+      throw StoreError(code: .corrupted, message: "payment record has an unknown payment type")
+    }
+    self.init(
+      debtorAccountID: debtor, creditor: creditor, amount: Money(minorUnits: minorUnits, currency: currency),
+      purpose: purpose, requestedExecutionDate: date, type: type)
+  }
+}
+
+extension Payment {
+  static let recordFormat: UInt8 = 1
+
+  public var record: [UInt8] {
+    var writer = RecordWriter(capacity: 384)
+    writer.write(Payment.recordFormat)
+    writer.write(self.id)
+    self.instruction.write(to: &writer)
+    writer.write(self.status.rawValue)
+    writer.write(self.creator)
+    writer.write(self.idempotencyKey)
+    writer.write(self.endToEndID)
+    writer.write(self.batchID)
+    writer.write(self.createdAt.millisecondsSinceEpoch)
+    writer.write(self.updatedAt.millisecondsSinceEpoch)
+    writer.write(self.statusReason)
+    writer.write(self.bankStatusCode)
+    writer.write(self.bankReasonCode)
+    return writer.bytes
+  }
+
+  public init(record: [UInt8]) throws {
+    var reader = RecordReader(record)
+    try expectFormat(try reader.readUInt8(), Payment.recordFormat, "payment")
+    let id = try reader.readString()
+    let instruction = try PaymentInstruction(reading: &reader)
+    guard let status = PaymentStatus(rawValue: try reader.readString()) else {
+      throw StoreError(code: .corrupted, message: "payment \(id) has an unknown status")
+    }
+    self.init(
+      id: id, instruction: instruction, status: status, creator: try reader.readString(),
+      idempotencyKey: try reader.readString(), endToEndID: try reader.readString(), batchID: try reader.readString(),
+      createdAt: Instant(millisecondsSinceEpoch: try reader.readInt64()),
+      updatedAt: Instant(millisecondsSinceEpoch: try reader.readInt64()), statusReason: try reader.readString(),
+      bankStatusCode: try reader.readString(), bankReasonCode: try reader.readString())
+    try reader.finish()
+  }
+}

@@ -17,6 +17,7 @@ public struct TestServer: Sendable {
   public let cache: AccountCache
   /// Not running in the background: tests call `syncOnce()` when they want the cache to move.
   public let sync: AccountSyncService
+  public let payments: PaymentLedger
 
   public var address: String { "127.0.0.1:\(self.port)" }
 
@@ -32,6 +33,7 @@ public func withTestServer<Result: Sendable>(
   principals: [Principal],
   historyDays: Int = 3,
   initialSync: Bool = true,
+  approvalThresholdMinorUnits: Int64 = 100_000_000,
   _ body: @Sendable (TestServer) async throws -> Result
 ) async throws -> Result {
   try await withTemporaryDirectory { directory in
@@ -49,6 +51,10 @@ public func withTestServer<Result: Sendable>(
     if initialSync {
       try await sync.syncOnce()
     }
+    let payments = PaymentLedger(
+      writer: GroupCommitWriter(store: store),
+      configuration: .init(approvalThresholdMinorUnits: approvalThresholdMinorUnits),
+      now: WallClock.now)
     let server = GatewayServer(
       configuration: .init(
         listen: ListenAddress("127.0.0.1:0")!,
@@ -59,6 +65,7 @@ public func withTestServer<Result: Sendable>(
       principals: PrincipalDirectory(PrincipalTable(principals)),
       accountCache: cache,
       connector: simulator,
+      payments: payments,
       logger: logger
     )
     return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -69,7 +76,8 @@ public func withTestServer<Result: Sendable>(
         throw RPCError(code: .internalError, message: "test server bound to \(address), not IPv4")
       }
       let result = try await body(
-        TestServer(pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync))
+        TestServer(
+          pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync, payments: payments))
       server.beginGracefulShutdown()
       try await group.waitForAll()
       return result

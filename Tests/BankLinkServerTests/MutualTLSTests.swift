@@ -148,14 +148,14 @@ struct MutualTLSTests {
   @Test("the right role passes authorization; methods not built yet answer UNIMPLEMENTED")
   func rightRoleReachesHandler() async throws {
     try await withTestServer(principals: Self.principals) { server in
-      let erp = try server.pki.client(commonName: "erp")
+      let admin = try server.pki.client(commonName: "admin")
       let error = await #expect(throws: RPCError.self) {
-        try await withBankLinkClient(server.client(erp)) { client in
-          try await Banklink_V1_PaymentService.Client(wrapping: client).createPayment(.init(), options: Self.failFast)
+        try await withBankLinkClient(server.client(admin)) { client in
+          try await Banklink_V1_AdminService.Client(wrapping: client).putApprovalPolicy(.init(), options: Self.failFast)
         }
       }
       #expect(error?.code == .unimplemented)
-      #expect(error?.message.contains("banklink.v1.PaymentService/CreatePayment") == true)
+      #expect(error?.message.contains("banklink.v1.AdminService/PutApprovalPolicy") == true)
     }
   }
 

@@ -113,12 +113,14 @@ public struct AccountCache: Sendable {
     }
   }
 
-  /// The account and its cached balance in one snapshot (the GetBalance hot path).
-  public func accountAndBalance(_ accountID: String) throws -> (Account, CachedBalance?)? {
-    try self.store.withReadTransaction { txn -> (Account, CachedBalance?)? in
+  /// The account, its cached balance and the minor units reserved by its payments in flight,
+  /// in one snapshot (the GetBalance hot path).
+  public func accountAndBalance(_ accountID: String) throws -> (Account, CachedBalance?, reserved: Int64)? {
+    try self.store.withReadTransaction { txn -> (Account, CachedBalance?, reserved: Int64)? in
       guard let accountBytes = try txn.get(Self.accountKey(accountID), in: .accounts) else { return nil }
       let balance = try txn.get(Self.accountKey(accountID), in: .balances).map { try Self.decodeBalance(accountID, $0) }
-      return (try Account(record: accountBytes), balance)
+      let reserved = try PaymentLedger.reserved(accountID) { try txn.get($0, in: .reservations) }
+      return (try Account(record: accountBytes), balance, reserved)
     }
   }
 

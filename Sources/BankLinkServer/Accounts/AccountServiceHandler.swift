@@ -43,7 +43,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
 
   func getBalance(request: Banklink_V1_GetBalanceRequest, context: ServerContext) async throws -> Banklink_V1_Balance {
     let accountID = try validAccountID(request.accountID)
-    guard let (account, cached) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
+    guard let (account, cached, reserved) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
       throw APIError.notFound("account", accountID)
     }
     if request.refresh {
@@ -56,7 +56,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
           // The live answer is still correct; the cache catches up on the next sync.
           self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])
         }
-        return self.balance(account, live, source: .bank, stale: false)
+        return self.balance(account, live, reserved: reserved, source: .bank, stale: false)
       } catch {
         self.logger.notice(
           "live balance refresh failed; answering from cache",
@@ -68,7 +68,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
             reason: "BANK_UNAVAILABLE"
           )
         }
-        return self.balance(account, cached.balance, source: .cache, stale: true)
+        return self.balance(account, cached.balance, reserved: reserved, source: .cache, stale: true)
       }
     }
     guard let cached else {
@@ -78,7 +78,8 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
       )
     }
     let age = self.now().milliseconds(since: cached.balance.asOf)
-    return self.balance(account, cached.balance, source: .cache, stale: age > Limits.balanceStaleAfterMilliseconds)
+    return self.balance(
+      account, cached.balance, reserved: reserved, source: .cache, stale: age > Limits.balanceStaleAfterMilliseconds)
   }
 
   func listTransactions(
@@ -150,14 +151,15 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
 
   // MARK: Helpers
 
-  private func balance(_ account: Account, _ balance: LedgerBalance, source: Banklink_V1_BalanceSource, stale: Bool)
-    -> Banklink_V1_Balance
-  {
+  private func balance(
+    _ account: Account, _ balance: LedgerBalance, reserved: Int64, source: Banklink_V1_BalanceSource, stale: Bool
+  ) -> Banklink_V1_Balance {
     var response = Banklink_V1_Balance()
     response.accountID = account.id
     response.ledger = Banklink_V1_Money(balance.ledger)
-    // No payment reserves funds yet (payments are not built): available equals ledger.
-    response.available = Banklink_V1_Money(balance.ledger)
+    // Available = ledger − what this daemon's payments in flight have reserved.
+    response.available = Banklink_V1_Money(
+      Money(minorUnits: balance.ledger.minorUnits - reserved, currency: balance.ledger.currency))
     response.asOf = balance.asOf.timestamp
     response.staleness = Google_Protobuf_Duration(milliseconds: max(0, self.now().milliseconds(since: balance.asOf)))
     response.stale = stale

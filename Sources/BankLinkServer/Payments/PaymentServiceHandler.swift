@@ -1,0 +1,195 @@
+import BankLinkCore
+import BankLinkStore
+import BankLinkProto
+import Foundation
+import GRPCCore
+import GRPCProtobuf
+import SwiftProtobuf
+
+/// `banklink.v1.PaymentService`.
+struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
+  typealias Method = Banklink_V1_PaymentService.Method
+
+  let ledger: PaymentLedger
+
+  func createPayment(
+    request: Banklink_V1_CreatePaymentRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_CreatePaymentResponse {
+    let caller = try Caller.required()
+    try validIdempotencyKey(request.idempotencyKey)
+    guard request.hasInstruction else { throw APIError.invalidArgument("instruction", "is required") }
+    let instruction = try domainInstruction(request.instruction)
+    let created = try await self.mapping {
+      try await self.ledger.create(instruction, idempotencyKey: request.idempotencyKey, creator: caller.principal.identity)
+    }
+    return .with {
+      $0.payment = Banklink_V1_Payment(created.payment)
+      $0.replayed = created.replayed
+    }
+  }
+
+  func createPaymentBatch(
+    request: Banklink_V1_CreatePaymentBatchRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_CreatePaymentBatchResponse {
+    throw unimplemented(Method.CreatePaymentBatch.descriptor)
+  }
+
+  func getPayment(request: Banklink_V1_GetPaymentRequest, context: ServerContext) async throws -> Banklink_V1_Payment {
+    let id = try validPaymentID(request.paymentID)
+    guard let payment = try withStore({ try self.ledger.payment(id) }) else { throw APIError.notFound("payment", id) }
+    return Banklink_V1_Payment(payment)
+  }
+
+  func listPayments(
+    request: Banklink_V1_ListPaymentsRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ListPaymentsResponse {
+    let size = try pageSize(request.pageSize)
+    var filter = PaymentLedger.Filter()
+    for (index, status) in request.statuses.enumerated() {
+      guard let value = PaymentStatus(status) else {
+        throw APIError.invalidArgument("statuses[\(index)]", "is not a payment status")
+      }
+      filter.statuses.insert(value)
+    }
+    if !request.debtorAccountID.isEmpty {
+      filter.debtorAccountID = try validAccountID(request.debtorAccountID, field: "debtor_account_id")
+    }
+    filter.creator = request.creator
+    if request.hasCreateTimeStart {
+      guard let start = Instant(request.createTimeStart) else {
+        throw APIError.invalidArgument("create_time_start", "not a valid timestamp")
+      }
+      filter.createdFrom = start
+    }
+    if request.hasCreateTimeEnd {
+      guard let end = Instant(request.createTimeEnd) else { throw APIError.invalidArgument("create_time_end", "not a valid timestamp") }
+      filter.createdBefore = end
+    }
+    var after: String?
+    if !request.pageToken.isEmpty {
+      guard let data = Data(base64Encoded: request.pageToken), let id = String(data: data, encoding: .utf8),
+        id.hasPrefix("pay-"), id.utf8.count <= Limits.maxPaymentIDLength
+      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
+      after = id
+    }
+    let page = try withStore { try self.ledger.list(filter, after: after, limit: size) }
+    return .with {
+      $0.payments = page.payments.map(Banklink_V1_Payment.init)
+      if page.more, let last = page.payments.last {
+        $0.nextPageToken = Data(last.id.utf8).base64EncodedString()
+      }
+    }
+  }
+
+  func cancelPayment(
+    request: Banklink_V1_CancelPaymentRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_CancelPaymentResponse {
+    let caller = try Caller.required()
+    let id = try validPaymentID(request.paymentID)
+    if let problem = PaymentValidation.textProblem(request.reason, maxLength: Limits.maxRemittanceLength) {
+      throw APIError.invalidArgument("reason", problem)
+    }
+    let payment = try await self.mapping {
+      try await self.ledger.cancel(
+        id, by: caller.principal.identity, isAdmin: caller.principal.holds(.admin), reason: request.reason)
+    }
+    return .with { $0.payment = Banklink_V1_Payment(payment) }
+  }
+
+  func approvePayment(
+    request: Banklink_V1_ApprovePaymentRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ApprovePaymentResponse {
+    throw unimplemented(Method.ApprovePayment.descriptor)
+  }
+
+  func rejectPayment(
+    request: Banklink_V1_RejectPaymentRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_RejectPaymentResponse {
+    throw unimplemented(Method.RejectPayment.descriptor)
+  }
+
+  func listPendingApprovals(
+    request: Banklink_V1_ListPendingApprovalsRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ListPendingApprovalsResponse {
+    throw unimplemented(Method.ListPendingApprovals.descriptor)
+  }
+
+  /// Maps the ledger's refusals and storage errors to gRPC statuses.
+  private func mapping<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await body()
+    } catch let refusal as PaymentLedger.Refusal {
+      throw refusal.status
+    } catch let error as StoreError {
+      throw APIError.storage(error)
+    }
+  }
+}
+
+extension PaymentLedger.Refusal {
+  var status: GoogleRPCStatus {
+    switch self {
+    case .invalid(let violations):
+      return badRequest(violations)
+    case .accountNotFound(let id):
+      return GoogleRPCStatus(
+        code: .invalidArgument, message: "instruction.debtor_account_id: no account '\(id)'",
+        details: [.badRequest(violations: [.init(field: "instruction.debtor_account_id", description: "no such account")])])
+    case .accountNotActive(let id, let status):
+      return GoogleRPCStatus(
+        code: .failedPrecondition, message: "account \(id) is \(status.rawValue); only active accounts can pay",
+        details: [.preconditionFailure(violations: [.init(type: "ACCOUNT_STATUS", subject: id, description: "account is \(status.rawValue)")])])
+    case .insufficientFunds(let available, let requested, let currency):
+      let shortfall = Money(minorUnits: requested - available, currency: currency)
+      return GoogleRPCStatus(
+        code: .failedPrecondition,
+        message: "insufficient available funds: shortfall \(shortfall) (available \(Money(minorUnits: available, currency: currency)))",
+        details: [
+          .preconditionFailure(violations: [.init(type: "INSUFFICIENT_FUNDS", subject: "instruction.amount", description: "shortfall \(shortfall)")]),
+          .errorInfo(reason: "INSUFFICIENT_FUNDS", domain: APIError.domain, metadata: ["shortfall_minor_units": "\(requested - available)", "currency": currency.code]),
+        ])
+    case .idempotencyConflict(let key, let paymentID):
+      return GoogleRPCStatus(
+        code: .alreadyExists,
+        message: "idempotency_key '\(key)' was already used for a different request (payment \(paymentID))",
+        details: [.errorInfo(reason: "IDEMPOTENCY_KEY_REUSED", domain: APIError.domain, metadata: ["payment_id": paymentID])])
+    case .paymentNotFound(let id):
+      return APIError.notFound("payment", id)
+    case .notCreator(let id):
+      return GoogleRPCStatus(code: .permissionDenied, message: "only the creator of payment \(id) or an admin may cancel it", details: [])
+    case .notCancellable(let id, let status):
+      return GoogleRPCStatus(
+        code: .failedPrecondition, message: "payment \(id) is \(status.rawValue): only payments not yet submitted to the bank can be cancelled",
+        details: [.preconditionFailure(violations: [.init(type: "PAYMENT_STATUS", subject: id, description: status.rawValue)])])
+    }
+  }
+}
+
+func badRequest(_ violations: [FieldViolation]) -> GoogleRPCStatus {
+  GoogleRPCStatus(
+    code: .invalidArgument,
+    message: violations.map { "\($0.field): \($0.description)" }.joined(separator: "; "),
+    details: [.badRequest(violations: violations.map { .init(field: $0.field, description: $0.description) })])
+}
+
+func validIdempotencyKey(_ key: String, field: String = "idempotency_key") throws {
+  guard !key.isEmpty else { throw APIError.invalidArgument(field, "is required") }
+  guard key.utf8.count <= Limits.maxIdempotencyKeyLength, key.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+    throw APIError.invalidArgument(field, "must be at most \(Limits.maxIdempotencyKeyLength) printable ASCII characters without spaces")
+  }
+}
+
+func validPaymentID(_ id: String) throws -> String {
+  guard !id.isEmpty else { throw APIError.invalidArgument("payment_id", "is required") }
+  guard id.utf8.count <= Limits.maxPaymentIDLength, id.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else {
+    throw APIError.invalidArgument("payment_id", "is not a payment id")
+  }
+  return id
+}
