@@ -179,14 +179,19 @@ public protocol PaymentInitiationConnector: Sendable {
   func submitPayment(_ submission: PaymentSubmission, deadline: ContinuousClock.Instant) async throws(BankError)
     -> SubmissionAcknowledgement
 
-  /// Status reports after `cursor`, at most `limit`.
+  /// Status reports after `cursor` (nil: from the first), at most `limit`. Reports may repeat
+  /// and arrive in any order; consumers apply them idempotently.
   func fetchStatusReports(after cursor: String?, limit: Int, deadline: ContinuousClock.Instant) async throws(BankError)
     -> StatusReportPage
+}
 
+/// Statements for reconciliation (camt.053/054, MT940 files).
+public protocol StatementConnector: Sendable {
   /// Statement files for an account and booking date (ISO 8601).
   func fetchStatements(accountID: String, date: String, deadline: ContinuousClock.Instant) async throws(BankError)
     -> [StatementFile]
 }
 
-/// Everything a bank connector offers.
+/// What the daemon needs of a bank today: account information and payment initiation.
+/// (Statements join when reconciliation is built.)
 public typealias BankConnector = AccountInformationConnector & PaymentInitiationConnector

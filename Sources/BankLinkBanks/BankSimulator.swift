@@ -27,16 +27,25 @@ public final class BankSimulator: AccountInformationConnector {
     public var timeoutRate: Double
     /// Every call fails with `unavailable` while true.
     public var outage: Bool
+    /// Share of submitted payments (0...1) the bank rejects (RJCT) instead of settling.
+    public var rejectionRate: Double
+    /// Share of status reports (0...1) the bank sends twice.
+    public var duplicateReportRate: Double
+    /// Send the settlement report (ACSC) before the acceptance report (ACTC).
+    public var reorderReports: Bool
 
     public init(
       latencyMilliseconds: Int = 0, jitterMilliseconds: Int = 0, errorRate: Double = 0, timeoutRate: Double = 0,
-      outage: Bool = false
+      outage: Bool = false, rejectionRate: Double = 0, duplicateReportRate: Double = 0, reorderReports: Bool = false
     ) {
       self.latencyMilliseconds = latencyMilliseconds
       self.jitterMilliseconds = jitterMilliseconds
       self.errorRate = errorRate
       self.timeoutRate = timeoutRate
       self.outage = outage
+      self.rejectionRate = rejectionRate
+      self.duplicateReportRate = duplicateReportRate
+      self.reorderReports = reorderReports
     }
 
     public static let none = Faults()
@@ -51,13 +60,19 @@ public final class BankSimulator: AccountInformationConnector {
     public var historyDays: Int
     public var faults: Faults
     public var mapSizeMiB: Int
+    /// How long after receipt the bank settles (or rejects) a submitted payment.
+    public var settlementDelayMilliseconds: Int64
 
-    public init(directory: String, seed: UInt64 = 20_261_127, historyDays: Int = 60, faults: Faults = .none, mapSizeMiB: Int = 512) {
+    public init(
+      directory: String, seed: UInt64 = 20_261_127, historyDays: Int = 60, faults: Faults = .none, mapSizeMiB: Int = 512,
+      settlementDelayMilliseconds: Int64 = 2_000
+    ) {
       self.directory = directory
       self.seed = seed
       self.historyDays = historyDays
       self.faults = faults
       self.mapSizeMiB = mapSizeMiB
+      self.settlementDelayMilliseconds = settlementDelayMilliseconds
     }
   }
 
@@ -67,10 +82,10 @@ public final class BankSimulator: AccountInformationConnector {
   static let schemaVersion: UInt32 = 1
   static let seededKey = Array("seeded_at".utf8)
 
-  private let store: Store
+  let store: Store
   private let faults: Mutex<Faults>
-  private let random: Mutex<SplitMix64>
-  private let clock: @Sendable () -> Instant
+  let random: Mutex<SplitMix64>
+  let clock: @Sendable () -> Instant
   public let configuration: Configuration
 
   /// Opens the simulator's state, generating the seeded history on first start. The history
@@ -84,7 +99,10 @@ public final class BankSimulator: AccountInformationConnector {
         directory: configuration.directory,
         mapSizeMiB: configuration.mapSizeMiB,
         schemaVersion: BankSimulator.schemaVersion,
-        databases: [BankSimulator.accountsDB, BankSimulator.ledgerDB, BankSimulator.entriesDB]
+        databases: [
+          BankSimulator.accountsDB, BankSimulator.ledgerDB, BankSimulator.entriesDB, BankSimulator.submissionsDB,
+          BankSimulator.messageIDsDB, BankSimulator.pendingDB, BankSimulator.reportsDB,
+        ]
       )
     )
     self.faults = Mutex(configuration.faults)
@@ -105,7 +123,7 @@ public final class BankSimulator: AccountInformationConnector {
   }
 
   /// Applies latency and faults, then runs `body` (a read or write of the bank's own state).
-  private func perform<Result>(
+  func perform<Result>(
     deadline: ContinuousClock.Instant,
     _ body: () throws -> Result
   ) async throws(BankError) -> Result {
@@ -198,7 +216,7 @@ public final class BankSimulator: AccountInformationConnector {
         decisions.append((simulated, count, random.next()))
       }
     }
-    return try self.store.withWriteTransaction { txn in
+    let booked = try self.store.withWriteTransaction { txn in
       var booked: [BookedTransaction] = []
       for (simulated, count, seed) in decisions where count > 0 {
         var random = SplitMix64(seed: seed)
@@ -206,6 +224,7 @@ public final class BankSimulator: AccountInformationConnector {
       }
       return booked
     }
+    return booked + (try self.processSubmissions(now: now))
   }
 
   /// Books one specific entry (tests: a known transaction to look for).

@@ -129,3 +129,8 @@ extension Limits {
   /// Longest payment id accepted in a request (ids the daemon issues are about 30 characters).
   public static let maxPaymentIDLength = 64
 }
+
+extension Limits {
+  /// Outbox entries read per submission pass.
+  public static let submissionBatchSize = 100
+}

@@ -63,6 +63,12 @@ public enum Daemon {
       logger: logger,
       now: WallClock.now
     )
+    let submitter = PaymentSubmitter(
+      ledger: payments,
+      connector: simulator,
+      intervalMilliseconds: configuration.payments.submitIntervalMilliseconds,
+      logger: logger
+    )
     let activity = SimulatorActivityService(
       simulator: simulator,
       intervalMilliseconds: configuration.connector.simulator.activityIntervalMilliseconds,
@@ -76,6 +82,7 @@ public enum Daemon {
       services: [
         .init(service: server),
         .init(service: sync),
+        .init(service: submitter),
         .init(service: activity, successTerminationBehavior: .ignore),
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the

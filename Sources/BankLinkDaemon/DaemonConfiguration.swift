@@ -71,6 +71,8 @@ public struct DaemonConfiguration: Sendable {
   public struct Payments: Sendable, Equatable {
     /// Payments of at least this many minor units wait for approval (until approval policy exists).
     public var approvalThresholdMinorUnits: Int64 = 100_000_000
+    /// Pause between passes that deliver the outbox to the bank and read its status reports.
+    public var submitIntervalMilliseconds: Int64 = 500
   }
 
   /// Environment variables that override the file (documented in docs/configuration.md).
@@ -269,6 +271,12 @@ public struct DaemonConfiguration: Sendable {
           throw ConfigError(key: "payments.approval_threshold_minor", message: "must not be negative")
         }
         payments.approvalThresholdMinorUnits = Int64(threshold)
+      }
+      if let interval = try paymentsReader.optionalInt("submit_interval_ms") {
+        guard interval >= Limits.minSyncIntervalMilliseconds else {
+          throw ConfigError(key: "payments.submit_interval_ms", message: "must be at least \(Limits.minSyncIntervalMilliseconds)")
+        }
+        payments.submitIntervalMilliseconds = Int64(interval)
       }
       try paymentsReader.finish()
     }

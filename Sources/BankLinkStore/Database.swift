@@ -34,11 +34,18 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   public static let audit = Database("audit")
   /// Messages for the bank, written with the state change that causes them, by sequence.
   public static let outbox = Database("outbox")
+  /// EndToEndId → payment id, for applying the bank's status reports.
+  public static let paymentsByEndToEnd = Database("payments_by_end_to_end")
+  /// Payment id → minor units it still reserves (absent once released).
+  public static let paymentReservations = Database("payment_reservations")
+  /// EndToEndIds seen on booked debits in the account cache: the ledger already shows them.
+  public static let bookedEndToEnd = Database("booked_end_to_end")
 
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
-    .payments, .idempotency, .reservations, .audit, .outbox,
+    .payments, .idempotency, .reservations, .audit, .outbox, .paymentsByEndToEnd, .paymentReservations,
+    .bookedEndToEnd,
   ]
 
   public var description: String { self.name }

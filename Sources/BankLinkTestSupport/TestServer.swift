@@ -18,6 +18,8 @@ public struct TestServer: Sendable {
   /// Not running in the background: tests call `syncOnce()` when they want the cache to move.
   public let sync: AccountSyncService
   public let payments: PaymentLedger
+  /// Not running in the background: tests call `submitPending()` / `pollStatusReports()`.
+  public let submitter: PaymentSubmitter
 
   public var address: String { "127.0.0.1:\(self.port)" }
 
@@ -77,7 +79,8 @@ public func withTestServer<Result: Sendable>(
       }
       let result = try await body(
         TestServer(
-          pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync, payments: payments))
+          pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync, payments: payments,
+          submitter: PaymentSubmitter(ledger: payments, connector: simulator, intervalMilliseconds: 100, logger: logger)))
       server.beginGracefulShutdown()
       try await group.waitForAll()
       return result

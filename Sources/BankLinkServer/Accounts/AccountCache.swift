@@ -185,6 +185,16 @@ public struct AccountCache: Sendable {
         try txn.put(key, transaction.record, in: .transactions)
         try txn.put(idKey, key, in: .transactionIDs)
         inserted += 1
+        if transaction.direction == .debit && !transaction.endToEndID.isEmpty {
+          // The ledger now shows this payment's debit: a settled payment stops reserving funds.
+          let e2e = Array(transaction.endToEndID.utf8)
+          try txn.put(e2e, [1], in: .bookedEndToEnd)
+          if let paymentID = try txn.get(e2e, in: .paymentsByEndToEnd),
+            let bytes = try txn.get(paymentID, in: .payments)
+          {
+            try PaymentLedger.releaseIfDue(try Payment(record: bytes), txn: &txn)
+          }
+        }
       }
       var writer = RecordWriter(capacity: 48)
       writer.write(UInt8(1))

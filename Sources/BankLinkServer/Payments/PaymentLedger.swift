@@ -108,7 +108,8 @@ public struct PaymentLedger: Sendable {
         try Self.enqueueOutbox(payment, txn: &txn)
       }
       try txn.put(Array(id.utf8), payment.record, in: .payments)
-      try Self.adjustReservation(account.id, by: instruction.amount.minorUnits, txn: &txn)
+      try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
+      try Self.reserve(payment, txn: &txn)
       var record = RecordWriter(capacity: canonical.count * 2 + 64)
       record.write(Self.hex(canonical))
       record.write(id)
@@ -182,13 +183,10 @@ public struct PaymentLedger: Sendable {
       var payment = try Payment(record: bytes)
       guard payment.creator == principal || isAdmin else { throw Refusal.notCreator(paymentID: id) }
       if payment.status == .cancelled { return payment }
-      let held = payment.status.holdsReservation
       guard case .success = payment.apply(.cancelled, at: now, reason: reason) else {
         throw Refusal.notCancellable(paymentID: id, status: payment.status)
       }
-      if held {
-        try Self.adjustReservation(payment.instruction.debtorAccountID, by: -payment.instruction.amount.minorUnits, txn: &txn)
-      }
+      try Self.releaseIfDue(payment, txn: &txn)
       try txn.put(Array(id.utf8), payment.record, in: .payments)
       try Self.audit(&txn, at: now, principal: principal, action: "payment.cancelled", object: id, detail: reason)
       return payment
@@ -226,6 +224,32 @@ public struct PaymentLedger: Sendable {
     var writer = RecordWriter(capacity: 8)
     writer.write(current + delta)
     try txn.put(Array(accountID.utf8), writer.bytes, in: .reservations)
+  }
+
+  static func reserve(_ payment: Payment, txn: inout WriteTransaction) throws {
+    var amount = RecordWriter(capacity: 8)
+    amount.write(payment.instruction.amount.minorUnits)
+    try txn.put(Array(payment.id.utf8), amount.bytes, in: .paymentReservations)
+    try adjustReservation(payment.instruction.debtorAccountID, by: payment.instruction.amount.minorUnits, txn: &txn)
+  }
+
+  /// Releases the payment's reservation once it no longer needs one: at once when it ends
+  /// without paying, and for a settled payment only once the account cache holds the booked
+  /// debit (so available never counts the money twice, nor frees it before the ledger shows
+  /// it gone). Idempotent.
+  static func releaseIfDue(_ payment: Payment, txn: inout WriteTransaction) throws {
+    let due: Bool
+    switch payment.status {
+    case .settled:
+      due = try txn.get(Array(payment.endToEndID.utf8), in: .bookedEndToEnd) != nil
+    default:
+      due = !payment.status.holdsReservation
+    }
+    guard due, let bytes = try txn.get(Array(payment.id.utf8), in: .paymentReservations) else { return }
+    var reader = RecordReader(bytes)
+    let amount = try reader.readInt64()
+    try txn.delete(Array(payment.id.utf8), in: .paymentReservations)
+    try adjustReservation(payment.instruction.debtorAccountID, by: -amount, txn: &txn)
   }
 
   static func nextSequence(_ key: [UInt8], txn: inout WriteTransaction) throws -> UInt64 {

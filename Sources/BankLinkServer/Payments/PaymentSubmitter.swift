@@ -1,0 +1,101 @@
+import BankLinkBanks
+import BankLinkCore
+import Logging
+import ServiceLifecycle
+
+/// Delivers approved payments to the bank exactly once and applies the bank's status reports.
+///
+/// Exactly once rests on three facts: the outbox entry is written in the same transaction that
+/// approves the payment; it is removed only after the bank acknowledged it; and every retry
+/// (after a timeout, an outage or a crash) reuses the entry's message id and the payment's
+/// EndToEndId, which the bank deduplicates.
+public final class PaymentSubmitter: Service {
+  let ledger: PaymentLedger
+  let connector: any PaymentInitiationConnector
+  let intervalMilliseconds: Int64
+  let logger: Logger
+
+  public init(ledger: PaymentLedger, connector: any PaymentInitiationConnector, intervalMilliseconds: Int64, logger: Logger) {
+    self.ledger = ledger
+    self.connector = connector
+    self.intervalMilliseconds = intervalMilliseconds
+    self.logger = logger
+  }
+
+  public func run() async throws {
+    var failures = 0
+    while !Task.isCancelled && !Task.isShuttingDownGracefully {
+      var delay = self.intervalMilliseconds
+      do {
+        try await self.submitPending()
+        try await self.pollStatusReports()
+        failures = 0
+      } catch {
+        failures += 1
+        delay = min(self.intervalMilliseconds << min(failures, 10), Limits.maxSyncBackoffMilliseconds)
+        self.logger.warning(
+          "bank submission round failed; will retry with the same message ids",
+          metadata: ["error": "\(error)", "retry_in_ms": "\(delay)"])
+      }
+      let pause = delay
+      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(pause)) }
+    }
+  }
+
+  /// Sends every outbox entry to the bank; stops at the first bank failure (kept for retry).
+  /// Returns how many entries were acknowledged.
+  @discardableResult
+  public func submitPending() async throws -> Int {
+    var acknowledged = 0
+    while true {
+      let entries = try self.ledger.outbox(limit: Limits.submissionBatchSize)
+      if entries.isEmpty { return acknowledged }
+      for entry in entries {
+        guard let payment = try self.ledger.payment(entry.paymentID), payment.status == .approved else {
+          // Cancelled before delivery, or a report already moved it on: nothing to send.
+          if let payment = try self.ledger.payment(entry.paymentID), payment.status != .approved,
+            payment.status != .cancelled
+          {
+            try await self.ledger.markSubmitted(entry)
+          } else {
+            try await self.ledger.discard(entry)
+          }
+          continue
+        }
+        var failure: BankError?
+        do {
+          _ = try await self.connector.submitPayment(
+            self.ledger.submission(for: entry, payment),
+            deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
+        } catch {
+          failure = error
+        }
+        if let failure {
+          // Refused outright: retrying cannot help. Anything else (timeout, outage): keep the
+          // entry and retry later with the same ids; the bank deduplicates.
+          guard failure.code == .rejected else { throw failure }
+          try await self.ledger.markRefused(entry, reason: failure.message)
+          continue
+        }
+        try await self.ledger.markSubmitted(entry)
+        acknowledged += 1
+      }
+    }
+  }
+
+  /// Applies every status report the bank has after the stored cursor.
+  @discardableResult
+  public func pollStatusReports() async throws -> Int {
+    var changed = 0
+    var cursor = try self.ledger.statusCursor()
+    while true {
+      let page = try await self.connector.fetchStatusReports(
+        after: cursor, limit: Limits.syncBatchSize,
+        deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
+      if page.reports.isEmpty && page.nextCursor == cursor { return changed }
+      changed += try await self.ledger.apply(page.reports, nextCursor: page.nextCursor)
+      cursor = page.nextCursor
+      if !page.hasMore { return changed }
+    }
+  }
+}
