@@ -5,13 +5,15 @@
 #   make certs   create the development PKI under certs/dev (kept if it exists)
 #   make protos  regenerate Sources/BankLinkProto from proto/
 #   make bench   release build; noop vs balance load on one daemon; records docs/BENCHMARKS.md
+#   make crash-test  kill -9 banklinkd repeatedly under payment load and check nothing was lost
+#                    or paid twice (make test runs a short form)
 
 SWIFT     ?= swift
 BIN       := .build/debug
 APT_PKGS  := liblmdb-dev protobuf-compiler
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check bench clean
+.PHONY: all deps build certs run test unit-tests interop protos protos-check bench crash-test clean
 
 all: build
 
@@ -48,6 +50,9 @@ interop: build
 # The whole suite: stale generated code, every Swift test (real LMDB, real mutual TLS, the real
 # banklinkd process), then a stock Python gRPC client calling Health/Check over mutual TLS.
 test: protos-check unit-tests interop
+
+crash-test: build
+	BANKLINK_CRASH_ROUNDS=$${ROUNDS:-6} BANKLINK_CRASH_LOAD_MS=$${LOAD_MS:-3000} $(SWIFT) test --filter CrashTests
 
 bench: deps
 	scripts/bench.sh

@@ -194,7 +194,10 @@ let package = Package(
       name: "BankLinkDaemonTests",
       dependencies: [
         "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks",
+        "BankLinkClient", "BankLinkProto",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -31,12 +31,13 @@ public final class NotifySocket: @unchecked Sendable {
     unlink(self.path)
   }
 
-  /// The next datagram, or nil when none arrives within `timeoutSeconds`.
+  /// The next datagram, or nil when none arrives within `timeoutSeconds` (0: only one already
+  /// waiting; a zero SO_RCVTIMEO would block forever).
   public func receive(timeoutSeconds: Int) -> String? {
-    var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+    var timeout = timeval(tv_sec: max(0, timeoutSeconds), tv_usec: 0)
     setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var buffer = [UInt8](repeating: 0, count: 4096)
-    let count = recv(self.fd, &buffer, buffer.count, 0)
+    let count = recv(self.fd, &buffer, buffer.count, timeoutSeconds <= 0 ? Int32(MSG_DONTWAIT) : 0)
     guard count > 0 else { return nil }
     return String(decoding: buffer[..<count], as: UTF8.self)
   }

@@ -1,0 +1,223 @@
+import BankLinkBanks
+import BankLinkClient
+import BankLinkCore
+import BankLinkProto
+import BankLinkTestSupport
+import Foundation
+import GRPCCore
+import BankLinkServer
+import SwiftProtobuf
+import Synchronization
+import Testing
+
+/// `kill -9` under payment load against the real banklinkd process.
+///
+/// `make test` runs a short form; `make crash-test` sets BANKLINK_CRASH_ROUNDS and
+/// BANKLINK_CRASH_LOAD_MS for a longer one.
+@Suite("Crash safety", .serialized)
+struct CrashTests {
+  static var rounds: Int { Int(ProcessInfo.processInfo.environment["BANKLINK_CRASH_ROUNDS"] ?? "") ?? 2 }
+  static var loadMilliseconds: Int { Int(ProcessInfo.processInfo.environment["BANKLINK_CRASH_LOAD_MS"] ?? "") ?? 1_500 }
+  static let workers = 16
+  static let accounts = ["icbc-cny-001", "icbc-cny-002"]
+
+  /// What the load generator learned.
+  struct Outcome: Sendable {
+    var acknowledged: [String: String] = [:]  // idempotency key → payment id
+    var unacknowledged: Set<String> = []
+  }
+
+  static func instruction(_ key: String) -> Banklink_V1_PaymentInstruction {
+    .with {
+      $0.debtorAccountID = accounts[abs(key.hashValue) % accounts.count]
+      $0.creditor = .with {
+        $0.name = "Zhejiang Lianda Electronics Co., Ltd."
+        $0.accountNumber = "1202 0212 0990 0033 218"
+        $0.bic = "ICBKCNBJ"
+        $0.country = "CN"
+      }
+      // Deterministic per key, so a retry is the same request.
+      $0.amount = .with { $0.minorUnits = 100 + Int64(key.utf8.reduce(0) { ($0 &* 31 &+ Int($1)) & 0xFFFF }); $0.currencyCode = "CNY" }
+      $0.purpose = "crash test \(key)"
+      $0.type = .domestic
+    }
+  }
+
+  final class Recorder: Sendable {
+    let state = Mutex(Outcome())
+    func acknowledged(_ key: String, _ id: String) { self.state.withLock { $0.acknowledged[key] = id } }
+    func failed(_ key: String) { self.state.withLock { _ = $0.unacknowledged.insert(key) } }
+    var outcome: Outcome { self.state.withLock { $0 } }
+  }
+
+  /// Creates payments from `workers` tasks until the load window ends, while the daemon is
+  /// killed mid-load by the caller.
+  static func load(round: Int, client: ClientConfiguration, until stopAt: ContinuousClock.Instant, recorder: Recorder) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for worker in 0..<Self.workers {
+        group.addTask {
+          try await withBankLinkClient(client) { grpc in
+            let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
+            var index = 0
+            while ContinuousClock.now < stopAt {
+              let key = "r\(round)-w\(worker)-\(index)"
+              index += 1
+              do {
+                let response = try await payments.createPayment(
+                  .with { $0.idempotencyKey = key; $0.instruction = Self.instruction(key) }, options: Self.failFast)
+                recorder.acknowledged(key, response.payment.paymentID)
+              } catch {
+                recorder.failed(key)
+                try? await Task.sleep(for: .milliseconds(50))
+              }
+            }
+          }
+        }
+      }
+      try await group.waitForAll()
+    }
+  }
+
+  static var failFast: CallOptions {
+    var options = CallOptions.defaults
+    options.timeout = .seconds(3)
+    options.waitForReady = false
+    return options
+  }
+
+  final class Daemon: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+
+    init(config: String, socket: NotifySocket) throws {
+      self.process.executableURL = URL(fileURLWithPath: Binaries.daemon)
+      self.process.arguments = ["--config", config, "--log-level", "error"]
+      var environment = ProcessInfo.processInfo.environment
+      environment["NOTIFY_SOCKET"] = socket.path
+      self.process.environment = environment
+      try self.process.run()
+      guard let ready = socket.receive(timeoutSeconds: 60), ready.hasPrefix("READY=1"),
+        let port = ready.split(separator: ":").last.flatMap({ Int($0) })
+      else { throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"]) }
+      self.port = port
+    }
+
+    func kill9() {
+      kill(self.process.processIdentifier, SIGKILL)
+      self.process.waitUntilExit()
+    }
+
+    func stop() {
+      self.process.terminate()
+      self.process.waitUntilExit()
+    }
+  }
+
+  @Test("kill -9 under load loses no acknowledged payment, creates none twice, pays each once")
+  func killNineUnderLoad() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let erp = try pki.client(commonName: "erp")
+      let config = directory.appending("banklinkd.json")
+      try Data("""
+        {"listen": "127.0.0.1:0", "data_dir": "data",
+         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+         "connector": {"history_days": 2, "activity_interval_ms": 200},
+         "sync": {"interval_ms": 200},
+         "payments": {"approval_threshold_minor": 1000000000000, "submit_interval_ms": 100},
+         "principals": [{"identity": "erp", "roles": ["payer"]}]}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+      let socket = try NotifySocket(path: directory.appending("notify.sock"))
+      let recorder = Recorder()
+
+      for round in 0..<Self.rounds {
+        let daemon = try Daemon(config: config, socket: socket)
+        let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
+        let stopAt = ContinuousClock.now.advanced(by: .milliseconds(Self.loadMilliseconds + 1_000))
+        async let loaded: Void = Self.load(round: round, client: client, until: stopAt, recorder: recorder)
+        try await Task.sleep(for: .milliseconds(Self.loadMilliseconds))
+        daemon.kill9()
+        try await loaded
+        _ = socket.receive(timeoutSeconds: 0)  // drain a stray STOPPING, if any
+      }
+
+      // Restart, retry every unacknowledged key, and let the bank finish.
+      let daemon = try Daemon(config: config, socket: socket)
+      defer { daemon.stop() }
+      let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
+      let result = recorder.outcome
+      #expect(result.acknowledged.count > Self.rounds * 10, "the load must actually create payments")
+      let retried = try await withBankLinkClient(client) { grpc in
+        let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
+        var ids: [String: String] = [:]
+        for key in result.unacknowledged.union(result.acknowledged.keys) {
+          let response = try await payments.createPayment(.with { $0.idempotencyKey = key; $0.instruction = Self.instruction(key) })
+          ids[key] = response.payment.paymentID
+        }
+        return ids
+      }
+      for (key, id) in result.acknowledged {
+        #expect(retried[key] == id, "acknowledged payment \(key) changed id or vanished")
+      }
+
+      let all = try await withBankLinkClient(client) { grpc -> [Banklink_V1_Payment] in
+        let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
+        let deadline = ContinuousClock.now.advanced(by: .seconds(90))
+        while true {
+          var listed: [Banklink_V1_Payment] = []
+          var token = ""
+          repeat {
+            let page = try await payments.listPayments(.with { $0.pageSize = 1000; $0.pageToken = token })
+            listed += page.payments
+            token = page.nextPageToken
+          } while !token.isEmpty
+          let open = listed.filter { [.approved, .submitted, .accepted].contains($0.status) }
+          if open.isEmpty || ContinuousClock.now > deadline { return listed }
+          try await Task.sleep(for: .milliseconds(250))
+        }
+      }
+      // Exactly one payment per key, and nothing but what was asked for.
+      let keys = all.map(\.idempotencyKey)
+      #expect(Set(keys).count == keys.count, "a key created two payments")
+      #expect(Set(keys) == Set(retried.keys))
+      #expect(all.allSatisfy { $0.status == .settled }, "\(Dictionary(grouping: all, by: \.status).mapValues(\.count))")
+
+      // Give the cache time to see the booked debits, then compare balances.
+      try await Task.sleep(for: .seconds(2))
+      let balances = try await withBankLinkClient(pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)) { grpc in
+        let accounts = Banklink_V1_AccountService.Client(wrapping: grpc)
+        var balances: [Banklink_V1_Balance] = []
+        for account in Self.accounts { balances.append(try await accounts.getBalance(.with { $0.accountID = account })) }
+        return balances
+      }
+      daemon.stop()
+
+      // The bank's own records: every payment received, and booked exactly once.
+      let bank = try BankSimulator(
+        configuration: .init(directory: directory.appending("data/simulator"), historyDays: 2), clock: WallClock.now)
+      let receipts = try bank.receipts()
+      let duplicates = receipts.values.filter { $0 > 1 }.count
+      for payment in all {
+        #expect(receipts[payment.endToEndID] != nil, "the bank never received \(payment.paymentID)")
+      }
+      var booked: [String: Int] = [:]
+      for account in Self.accounts {
+        var cursor: String?
+        while true {
+          let page = try await bank.fetchTransactions(accountID: account, after: cursor, limit: 1000, deadline: .now.advanced(by: .seconds(5)))
+          for entry in page.transactions where !entry.endToEndID.isEmpty { booked[entry.endToEndID, default: 0] += 1 }
+          cursor = page.nextCursor
+          if !page.hasMore { break }
+        }
+      }
+      for payment in all {
+        #expect(booked[payment.endToEndID] == 1, "\(payment.paymentID) booked \(booked[payment.endToEndID] ?? 0) times")
+      }
+      // Everything settled and booked: nothing is reserved any more.
+      for balance in balances {
+        #expect(balance.available == balance.ledger, "\(balance.accountID): available \(balance.available.minorUnits) ≠ ledger \(balance.ledger.minorUnits)")
+      }
+      print("crash test: \(Self.rounds) kill -9 rounds, \(all.count) payments, \(result.unacknowledged.count) unacknowledged keys retried, \(duplicates) resends deduplicated by the bank")
+    }
+  }
+}
