@@ -134,3 +134,9 @@ extension Limits {
   /// Outbox entries read per submission pass.
   public static let submissionBatchSize = 100
 }
+
+extension Limits {
+  /// Items in one CreatePaymentBatch: a large payroll run, and the most one group-committed
+  /// transaction should carry.
+  public static let maxBatchItems = 5_000
+}

@@ -270,4 +270,41 @@ struct PaymentTests {
       #expect(listed.payments.isEmpty)
     }
   }
+
+  @Test("a batch is created whole or not at all, with every failing item named")
+  func batches() async throws {
+    try await Self.withPayments { server, client in
+      try await Self.as_(client("payroll")) { payments in
+        let items = (1...3).map { Self.instruction(amount: Int64($0) * 1_000, account: "icbc-cny-002") }
+        let batch = try await payments.createPaymentBatch(.with { $0.idempotencyKey = "payroll-nov"; $0.items = items })
+        #expect(batch.payments.count == 3)
+        #expect(batch.payments.allSatisfy { $0.batchID == batch.batchID && $0.status == .approved })
+        let replay = try await payments.createPaymentBatch(.with { $0.idempotencyKey = "payroll-nov"; $0.items = items })
+        #expect(replay.replayed)
+        #expect(replay.payments.map(\.paymentID) == batch.payments.map(\.paymentID))
+
+        var invalid = items
+        invalid[1].creditor.bic = "NOPE"
+        let refused = await #expect(throws: RPCError.self) {
+          try await payments.createPaymentBatch(.with { $0.idempotencyKey = "payroll-bad"; $0.items = invalid })
+        }
+        #expect(try Self.violations(refused) == ["items[1].creditor.bic"])
+
+        let available = try #require(try server.payments.available(accountID: "icbc-cny-002"))
+        var tooMuch = items
+        tooMuch[2].amount.minorUnits = available
+        let unfunded = await #expect(throws: RPCError.self) {
+          try await payments.createPaymentBatch(.with { $0.idempotencyKey = "payroll-big"; $0.items = tooMuch })
+        }
+        #expect(unfunded?.code == .failedPrecondition)
+        #expect(unfunded?.message.contains("items[2]") == true)
+        #expect(unfunded?.message.contains("items[0]") == false)
+        // Nothing of the refused batches was created or reserved.
+        let listed = try await payments.listPayments(.with { $0.pageSize = 100 })
+        #expect(listed.payments.count == 3)
+        let after = try server.payments.available(accountID: "icbc-cny-002")
+        #expect(after == available)
+      }
+    }
+  }
 }

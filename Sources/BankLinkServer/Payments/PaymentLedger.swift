@@ -37,6 +37,12 @@ public struct PaymentLedger: Sendable {
     case paymentNotFound(String)
     case notCreator(paymentID: String)
     case notCancellable(paymentID: String, status: PaymentStatus)
+    case batchRejected([BatchItemRefusal])
+  }
+
+  public struct BatchItemRefusal: Sendable, Hashable {
+    public var index: Int
+    public var refusal: Refusal
   }
 
   public struct Created: Sendable, Hashable {
@@ -71,7 +77,7 @@ public struct PaymentLedger: Sendable {
         var reader = RecordReader(existing)
         let storedRequest = try reader.readString()
         let paymentID = try reader.readString()
-        guard Array(storedRequest.utf8) == Self.hex(canonical).utf8.map({ $0 }) else {
+        guard storedRequest == Self.hex(canonical) else {
           throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: paymentID)
         }
         guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else {
@@ -80,41 +86,124 @@ public struct PaymentLedger: Sendable {
         return Created(payment: try Payment(record: bytes), replayed: true)
       }
 
-      let account = try Self.account(instruction.debtorAccountID, txn: txn)
-      guard account.currency == instruction.amount.currency else {
-        throw Refusal.invalid([
-          FieldViolation(
-            field: "instruction.amount.currency_code",
-            description: "must be the debtor account's currency \(account.currency), not \(instruction.amount.currency)")
-        ])
-      }
-      guard account.status == .active else { throw Refusal.accountNotActive(account.id, account.status) }
-      let available = try Self.available(account.id, txn: txn)
-      guard instruction.amount.minorUnits <= available else {
-        throw Refusal.insufficientFunds(available: available, requested: instruction.amount.minorUnits, currency: account.currency)
-      }
-
-      let sequence = try Self.nextSequence(Self.paymentSequenceKey, txn: &txn)
-      let id = "pay-\(now.millisecondsSinceEpoch)-\(sequence)"
-      var payment = Payment(
-        id: id, instruction: instruction, status: .pendingRisk, creator: creator, idempotencyKey: idempotencyKey,
-        endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", createdAt: now, updatedAt: now)
-      try Self.audit(&txn, at: now, principal: creator, action: "payment.created", object: id, detail: "\(instruction.amount)")
-      // No risk evaluator yet: every payment clears risk; the threshold stands in for policy.
-      let needsApproval = instruction.amount.minorUnits >= threshold
-      _ = payment.apply(.riskCleared(needsApproval: needsApproval), at: now)
-      try Self.audit(&txn, at: now, principal: "system", action: "payment.\(payment.status.rawValue)", object: id, detail: "")
-      if payment.status == .approved {
-        try Self.enqueueOutbox(payment, txn: &txn)
-      }
-      try txn.put(Array(id.utf8), payment.record, in: .payments)
-      try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
-      try Self.reserve(payment, txn: &txn)
+      let payment = try Self.insert(
+        instruction, field: "instruction.", creator: creator, idempotencyKey: idempotencyKey, batchID: "",
+        threshold: threshold, at: now, txn: &txn)
+      let id = payment.id
       var record = RecordWriter(capacity: canonical.count * 2 + 64)
       record.write(Self.hex(canonical))
       record.write(id)
       try txn.put(idemKey, record.bytes, in: .idempotency)
       return Created(payment: payment, replayed: false)
+    }
+  }
+
+  /// Creates one payment inside the caller's transaction: account and funds checks, state,
+  /// reservation, outbox entry and audit records.
+  static func insert(
+    _ instruction: PaymentInstruction, field: String, creator: String, idempotencyKey: String, batchID: String,
+    threshold: Int64, at now: Instant, txn: inout WriteTransaction
+  ) throws -> Payment {
+    let account = try Self.account(instruction.debtorAccountID, txn: txn)
+    guard account.currency == instruction.amount.currency else {
+      throw Refusal.invalid([
+        FieldViolation(
+          field: field + "amount.currency_code",
+          description: "must be the debtor account's currency \(account.currency), not \(instruction.amount.currency)")
+      ])
+    }
+    guard account.status == .active else { throw Refusal.accountNotActive(account.id, account.status) }
+    let available = try Self.available(account.id, txn: txn)
+    guard instruction.amount.minorUnits <= available else {
+      throw Refusal.insufficientFunds(available: available, requested: instruction.amount.minorUnits, currency: account.currency)
+    }
+    let sequence = try Self.nextSequence(Self.paymentSequenceKey, txn: &txn)
+    let id = "pay-\(now.millisecondsSinceEpoch)-\(sequence)"
+    var payment = Payment(
+      id: id, instruction: instruction, status: .pendingRisk, creator: creator, idempotencyKey: idempotencyKey,
+      endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", batchID: batchID, createdAt: now, updatedAt: now)
+    try Self.audit(&txn, at: now, principal: creator, action: "payment.created", object: id, detail: "\(instruction.amount)")
+    // No risk evaluator yet: every payment clears risk; the threshold stands in for policy.
+    _ = payment.apply(.riskCleared(needsApproval: instruction.amount.minorUnits >= threshold), at: now)
+    try Self.audit(&txn, at: now, principal: "system", action: "payment.\(payment.status.rawValue)", object: id, detail: "")
+    if payment.status == .approved {
+      try Self.enqueueOutbox(payment, txn: &txn)
+    }
+    try txn.put(Array(id.utf8), payment.record, in: .payments)
+    try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
+    try Self.reserve(payment, txn: &txn)
+    return payment
+  }
+
+  // MARK: Batch
+
+  public struct CreatedBatch: Sendable, Hashable {
+    public var batchID: String
+    public var payments: [Payment]
+    public var replayed: Bool
+  }
+
+  /// Creates every item of a batch or none: a refusal of any item (validation, funds, account)
+  /// rolls the whole batch back and reports every failing item by index.
+  public func createBatch(_ items: [PaymentInstruction], idempotencyKey: String, creator: String) async throws -> CreatedBatch {
+    guard !items.isEmpty else { throw Refusal.invalid([FieldViolation(field: "items", description: "must not be empty")]) }
+    guard items.count <= Limits.maxBatchItems else {
+      throw Refusal.invalid([FieldViolation(field: "items", description: "at most \(Limits.maxBatchItems) items per batch")])
+    }
+    let today = self.now().isoDate
+    let violations = items.enumerated().flatMap { index, item in
+      PaymentValidation.violations(of: item, today: today, prefix: "items[\(index)].")
+    }
+    guard violations.isEmpty else { throw Refusal.invalid(violations) }
+    let threshold = self.configuration.approvalThresholdMinorUnits
+    let now = self.now()
+    return try await self.writer.write { txn in
+      let idemKey = Self.idempotencyKey(creator: creator, key: "batch\u{0}" + idempotencyKey)
+      var canonical: [UInt8] = []
+      for item in items { canonical += item.canonicalRecord }
+      let fingerprint = Self.hex(canonical)
+      if let existing = try txn.get(idemKey, in: .idempotency) {
+        var reader = RecordReader(existing)
+        guard try reader.readString() == fingerprint else {
+          throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: "")
+        }
+        let batchID = try reader.readString()
+        var payments: [Payment] = []
+        while !reader.isAtEnd {
+          let id = try reader.readString()
+          guard let bytes = try txn.get(Array(id.utf8), in: .payments) else {
+            throw StoreError(code: .corrupted, message: "batch \(batchID) points at missing payment \(id)")
+          }
+          payments.append(try Payment(record: bytes))
+        }
+        return CreatedBatch(batchID: batchID, payments: payments, replayed: true)
+      }
+      let sequence = try Self.nextSequence(Self.paymentSequenceKey, txn: &txn)
+      let batchID = "batch-\(now.millisecondsSinceEpoch)-\(sequence)"
+      var payments: [Payment] = []
+      var failures: [(Int, Refusal)] = []
+      for (index, item) in items.enumerated() {
+        do {
+          // Each item in its own nested transaction so that every failing item is reported;
+          // any failure aborts the whole batch below.
+          let payment = try txn.withNestedTransaction { nested in
+            try Self.insert(
+              item, field: "items[\(index)].", creator: creator, idempotencyKey: "\(idempotencyKey)#\(index)",
+              batchID: batchID, threshold: threshold, at: now, txn: &nested)
+          }
+          payments.append(payment)
+        } catch let refusal as Refusal {
+          failures.append((index, refusal))
+        }
+      }
+      if !failures.isEmpty { throw Refusal.batchRejected(failures.map { BatchItemRefusal(index: $0.0, refusal: $0.1) }) }
+      var record = RecordWriter(capacity: fingerprint.utf8.count + 32 * payments.count)
+      record.write(fingerprint)
+      record.write(batchID)
+      for payment in payments { record.write(payment.id) }
+      try txn.put(idemKey, record.bytes, in: .idempotency)
+      try Self.audit(&txn, at: now, principal: creator, action: "batch.created", object: batchID, detail: "\(payments.count) payments")
+      return CreatedBatch(batchID: batchID, payments: payments, replayed: false)
     }
   }
 

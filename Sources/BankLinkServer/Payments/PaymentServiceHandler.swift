@@ -33,7 +33,28 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     request: Banklink_V1_CreatePaymentBatchRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_CreatePaymentBatchResponse {
-    throw unimplemented(Method.CreatePaymentBatch.descriptor)
+    let caller = try Caller.required()
+    try validIdempotencyKey(request.idempotencyKey)
+    var items: [PaymentInstruction] = []
+    var violations: [FieldViolation] = []
+    for (index, item) in request.items.enumerated() {
+      do {
+        items.append(try domainInstruction(item, prefix: "items[\(index)]."))
+      } catch let status as GoogleRPCStatus {
+        violations += status.details.compactMap(\.badRequest).flatMap(\.violations).map {
+          FieldViolation(field: $0.field, description: $0.violationDescription)
+        }
+      }
+    }
+    guard violations.isEmpty else { throw badRequest(violations) }
+    let created = try await self.mapping {
+      try await self.ledger.createBatch(items, idempotencyKey: request.idempotencyKey, creator: caller.principal.identity)
+    }
+    return .with {
+      $0.batchID = created.batchID
+      $0.payments = created.payments.map(Banklink_V1_Payment.init)
+      $0.replayed = created.replayed
+    }
   }
 
   func getPayment(request: Banklink_V1_GetPaymentRequest, context: ServerContext) async throws -> Banklink_V1_Payment {
@@ -164,6 +185,20 @@ extension PaymentLedger.Refusal {
       return APIError.notFound("payment", id)
     case .notCreator(let id):
       return GoogleRPCStatus(code: .permissionDenied, message: "only the creator of payment \(id) or an admin may cancel it", details: [])
+    case .batchRejected(let items):
+      // Validation problems of any item make the batch INVALID_ARGUMENT; otherwise it is a
+      // precondition (funds, account state) — with every failing item named either way.
+      let invalid = items.flatMap { item -> [FieldViolation] in
+        if case .invalid(let violations) = item.refusal { return violations }
+        return []
+      }
+      if !invalid.isEmpty { return badRequest(invalid) }
+      return GoogleRPCStatus(
+        code: .failedPrecondition,
+        message: "batch refused, nothing created: " + items.map { "items[\($0.index)]: \($0.refusal.status.message)" }.joined(separator: "; "),
+        details: [
+          .preconditionFailure(violations: items.map { .init(type: "BATCH_ITEM", subject: "items[\($0.index)]", description: $0.refusal.status.message) })
+        ])
     case .notCancellable(let id, let status):
       return GoogleRPCStatus(
         code: .failedPrecondition, message: "payment \(id) is \(status.rawValue): only payments not yet submitted to the bank can be cancelled",
