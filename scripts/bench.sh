@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: builds in release mode, starts banklinkd on a temporary data directory and port,
 # runs the noop (WhoAmI) and balance (GetBalance) scenarios back to back against the same daemon,
-# then balance again paced at half its peak for the latency target, prints the ratios and records
-# the figures with the command in docs/BENCHMARKS.md.
+# then balance again paced at half its peak for the latency target, then pay (CreatePayment,
+# durable) with group commit on, and against a second daemon with group commit off; prints the
+# ratios and records the figures with the command in docs/BENCHMARKS.md.
 #
 # Knobs (environment): DURATION (s, default 10), CONCURRENCY (default 32), CONNECTIONS (default 2).
 set -euo pipefail
@@ -17,8 +18,11 @@ swift build -c release --product banklink >/dev/null
 bin=".build/release"
 work="$(mktemp -d)"
 daemon_pid=""
+nogc_pid=""
 cleanup() {
-  if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; fi
+  for pid in $daemon_pid $nogc_pid; do
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -30,9 +34,12 @@ cat >"$work/banklinkd.json" <<'JSON'
   "data_dir": "data",
   "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
   "log_level": "notice",
-  "principals": [ { "identity": "viewer", "roles": ["viewer"] } ]
+  "payments": { "approval_threshold_minor": 1000000000000 },
+  "principals": [ { "identity": "viewer", "roles": ["viewer"] }, { "identity": "erp", "roles": ["payer"] } ]
 }
 JSON
+sed -e 's/"data_dir": "data"/"data_dir": "data-nogc"/' -e 's/"log_level": "notice",/"log_level": "notice", "storage": { "group_commit": false },/' \
+  "$work/banklinkd.json" >"$work/banklinkd-nogc.json"
 # Keep the load generator off the daemon's core where the machine has two or more, so the
 # latency measured is the daemon's and not the generator's CPU queueing (PIN=0 disables).
 daemon_pin=(); client_pin=()
@@ -60,19 +67,40 @@ half="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["t
 "${client_pin[@]}" "$bin/banklink" bench --scenario balance "${common[@]}" --rate "$half" | tee "$work/balance-half.json"
 rss_kib="$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")"
 
+# Durable writes: group commit on (this daemon), then off (a second daemon, same load).
+export BANKLINK_CERT="$work/pki/erp.pem" BANKLINK_KEY="$work/pki/erp.key"
+"${client_pin[@]}" "$bin/banklink" bench --scenario pay "${common[@]}" | tee "$work/pay.json"
+kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=""
+"${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-nogc.json" --log-level info 2>"$work/nogc.log" &
+nogc_pid=$!
+nogc_port=""
+for _ in $(seq 1 100); do
+  nogc_port="$(sed -n 's/.*address=\[ipv4\]127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/nogc.log" | head -n 1)"
+  [ -n "$nogc_port" ] && break
+  sleep 0.1
+done
+[ -n "$nogc_port" ] || { cat "$work/nogc.log" >&2; echo "second banklinkd did not start" >&2; exit 1; }
+BANKLINK_ADDRESS="127.0.0.1:$nogc_port" "${client_pin[@]}" "$bin/banklink" bench --scenario pay "${common[@]}" | tee "$work/pay-nogc.json"
+
 python3 - "$work" "$rss_kib" "$duration" "$concurrency" "$connections" <<'PY'
 import json, os, subprocess, sys, datetime
 work, rss_kib, duration, concurrency, connections = sys.argv[1:]
 noop = json.load(open(f"{work}/noop.json"))
 balance = json.load(open(f"{work}/balance.json"))
 half = json.load(open(f"{work}/balance-half.json"))
+pay = json.load(open(f"{work}/pay.json"))
+pay_nogc = json.load(open(f"{work}/pay-nogc.json"))
 ratio = balance["throughput_per_s"] / noop["throughput_per_s"]
+gc_ratio = pay["throughput_per_s"] / max(pay_nogc["throughput_per_s"], 0.001)
+pay_ratio = pay["throughput_per_s"] / balance["throughput_per_s"]
 rss_mb = int(rss_kib) / 1024
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print()
 print(f"balance/noop throughput ratio: {ratio:.2f}  (target >= 0.9)")
 print(f"balance p99 at half of peak ({half['throughput_per_s']:.0f}/s): {half['p99_ms']:.3f} ms  (target < 2 ms)")
 print(f"daemon RSS after the runs: {rss_mb:.1f} MB  (target < 50 MB)")
+print(f"pay group commit on/off: {gc_ratio:.2f}  (target >= 3)")
+print(f"pay/balance: {pay_ratio:.2f}  (target >= 0.7)")
 
 def row(name, r):
     return (f"| {name} | {r['throughput_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
@@ -90,10 +118,14 @@ with mutual TLS).
 {row("noop (WhoAmI)", noop)}
 {row("balance (GetBalance)", balance)}
 {row(f"balance at half of peak ({half['throughput_per_s']:.0f}/s)", half)}
+{row("pay (CreatePayment), group commit on", pay)}
+{row("pay (CreatePayment), group commit off", pay_nogc)}
 
 - balance/noop throughput: **{ratio:.2f}×** (target ≥ 0.9×)
 - GetBalance p99 at half of peak: **{half['p99_ms']:.3f} ms** (target < 2 ms)
 - daemon RSS after the runs: **{rss_mb:.1f} MB** (target < 50 MB)
+- pay with group commit on/off: **{gc_ratio:.2f}×** (target ≥ 3×)
+- pay/balance: **{pay_ratio:.2f}×** (target ≥ 0.7×)
 """
 path = "docs/BENCHMARKS.md"
 header = """# Benchmarks

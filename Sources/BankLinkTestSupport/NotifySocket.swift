@@ -42,3 +42,22 @@ public final class NotifySocket: @unchecked Sendable {
     return String(decoding: buffer[..<count], as: UTF8.self)
   }
 }
+
+/// Runs a blocking call on a thread of its own, so that waiting for a process or a socket never
+/// occupies one of the few threads of Swift's cooperative pool (which the servers under test
+/// need).
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+  try await withCheckedThrowingContinuation { continuation in
+    let thread = Thread {
+      do { continuation.resume(returning: try body()) } catch { continuation.resume(throwing: error) }
+    }
+    thread.start()
+  }
+}
+
+extension NotifySocket {
+  /// ``receive(timeoutSeconds:)`` without blocking the cooperative pool.
+  public func next(timeoutSeconds: Int) async -> String? {
+    (try? await offPool { self.receive(timeoutSeconds: timeoutSeconds) }) ?? nil
+  }
+}

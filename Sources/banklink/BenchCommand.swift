@@ -13,14 +13,16 @@ struct BenchCommand: AsyncParsableCommand {
     abstract: "Drive the daemon with concurrent calls and report throughput and latency percentiles.",
     discussion: """
       Scenarios: noop (WhoAmI: authorization and transport only, the ceiling), balance
-      (GetBalance over random accounts, from the cache). Each of --concurrency workers issues
+      (GetBalance over random accounts, from the cache), pay (CreatePayment of 1.00 CNY from
+      icbc-cny-001 with a fresh idempotency key per call: a durable write; needs a payer
+      certificate). Each of --concurrency workers issues
       calls back to back over one of --connections connections for --duration seconds after a
       warm-up. Run it against a release build (make bench) for figures worth recording.
       """
   )
 
   enum Scenario: String, ExpressibleByArgument, CaseIterable {
-    case noop, balance
+    case noop, balance, pay
   }
 
   @OptionGroup var connection: ConnectionOptions
@@ -76,7 +78,7 @@ struct BenchCommand: AsyncParsableCommand {
   }
 
   private func accountIDs(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws -> [String] {
-    guard self.scenario == .balance else { return [] }
+    guard self.scenario != .noop else { return [] }
     let service = Banklink_V1_AccountService.Client(wrapping: client)
     // A freshly started daemon may not have synced yet: wait (bounded) for accounts and balances.
     for _ in 0..<120 {
@@ -101,6 +103,25 @@ struct BenchCommand: AsyncParsableCommand {
       return { client in
         let account = accounts.randomElement()!
         _ = try await Banklink_V1_AccountService.Client(wrapping: client).getBalance(.with { $0.accountID = account })
+      }
+    case .pay:
+      let run = UInt64.random(in: 0...UInt64.max)
+      return { client in
+        _ = try await Banklink_V1_PaymentService.Client(wrapping: client).createPayment(.with {
+          $0.idempotencyKey = "bench-\(run)-\(UInt64.random(in: 0...UInt64.max))"
+          $0.instruction = .with {
+            $0.debtorAccountID = "icbc-cny-001"
+            $0.creditor = .with {
+              $0.name = "Shanghai Huaxin Trading Co., Ltd."
+              $0.accountNumber = "3100 2011 0904 0012 345"
+              $0.bic = "CMBCCNBS"
+              $0.country = "CN"
+            }
+            $0.amount = .with { $0.minorUnits = 100; $0.currencyCode = "CNY" }
+            $0.purpose = "benchmark"
+            $0.type = .domestic
+          }
+        })
       }
     }
   }

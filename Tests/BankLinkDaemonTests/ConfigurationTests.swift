@@ -60,6 +60,7 @@ struct ConfigurationTests {
     (#""map_size_mib": 4096"#, #""map_size_mib": 0"#, "storage.map_size_mib"),
     (#""map_size_mib": 4096"#, #""map_size_mib": "big""#, "storage.map_size_mib"),
     (#""map_size_mib": 4096"#, #""map_size_mib": 1.5"#, "storage.map_size_mib"),
+    (#""map_size_mib": 4096"#, #""map_size_mib": 4096, "group_commit": "yes""#, "storage.group_commit"),
     (#""log_level": "notice""#, #""log_level": "loud""#, "log_level"),
     (#""roles": ["approver", "viewer"]"#, #""roles": ["approver", "superuser"]"#, "principals[1].roles[1]"),
     (#""identity": "erp""#, #""identity": """#, "principals[0].identity"),
@@ -80,6 +81,9 @@ struct ConfigurationTests {
     (#""connector": {"history_days": 1000}"#, "connector.history_days"),
     (#""connector": {"speed": 1}"#, "connector.speed"),
     (#""sync": {"interval_ms": 10}"#, "sync.interval_ms"),
+    (#""payments": {"approval_threshold_minor": -1}"#, "payments.approval_threshold_minor"),
+    (#""payments": {"submit_interval_ms": 1}"#, "payments.submit_interval_ms"),
+    (#""payments": {"auto_approve": true}"#, "payments.auto_approve"),
   ])
   func connectorErrors(fragment: String, key: String) {
     let error = Self.failure(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "# + fragment))

@@ -86,30 +86,36 @@ struct CrashTests {
   }
 
   final class Daemon: @unchecked Sendable {
-    let process = Process()
+    let process: Process
     let port: Int
 
-    init(config: String, socket: NotifySocket) throws {
-      self.process.executableURL = URL(fileURLWithPath: Binaries.daemon)
-      self.process.arguments = ["--config", config, "--log-level", "error"]
-      var environment = ProcessInfo.processInfo.environment
-      environment["NOTIFY_SOCKET"] = socket.path
-      self.process.environment = environment
-      try self.process.run()
-      guard let ready = socket.receive(timeoutSeconds: 60), ready.hasPrefix("READY=1"),
-        let port = ready.split(separator: ":").last.flatMap({ Int($0) })
-      else { throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"]) }
+    private init(process: Process, port: Int) {
+      self.process = process
       self.port = port
     }
 
-    func kill9() {
-      kill(self.process.processIdentifier, SIGKILL)
-      self.process.waitUntilExit()
+    static func start(config: String, socket: NotifySocket) async throws -> Daemon {
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: Binaries.daemon)
+      process.arguments = ["--config", config, "--log-level", "error"]
+      var environment = ProcessInfo.processInfo.environment
+      environment["NOTIFY_SOCKET"] = socket.path
+      process.environment = environment
+      try process.run()
+      guard let ready = await socket.next(timeoutSeconds: 60), ready.hasPrefix("READY=1"),
+        let port = ready.split(separator: ":").last.flatMap({ Int($0) })
+      else { throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"]) }
+      return Daemon(process: process, port: port)
     }
 
-    func stop() {
+    func kill9() async {
+      kill(self.process.processIdentifier, SIGKILL)
+      _ = try? await offPool { self.process.waitUntilExit() }
+    }
+
+    func stop() async {
       self.process.terminate()
-      self.process.waitUntilExit()
+      _ = try? await offPool { self.process.waitUntilExit() }
     }
   }
 
@@ -131,19 +137,18 @@ struct CrashTests {
       let recorder = Recorder()
 
       for round in 0..<Self.rounds {
-        let daemon = try Daemon(config: config, socket: socket)
+        let daemon = try await Daemon.start(config: config, socket: socket)
         let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
         let stopAt = ContinuousClock.now.advanced(by: .milliseconds(Self.loadMilliseconds + 1_000))
         async let loaded: Void = Self.load(round: round, client: client, until: stopAt, recorder: recorder)
         try await Task.sleep(for: .milliseconds(Self.loadMilliseconds))
-        daemon.kill9()
+        await daemon.kill9()
         try await loaded
-        _ = socket.receive(timeoutSeconds: 0)  // drain a stray STOPPING, if any
+        _ = socket.receive(timeoutSeconds: 0)  // drain a stray STOPPING, if any (non-blocking)
       }
 
       // Restart, retry every unacknowledged key, and let the bank finish.
-      let daemon = try Daemon(config: config, socket: socket)
-      defer { daemon.stop() }
+      let daemon = try await Daemon.start(config: config, socket: socket)
       let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
       let result = recorder.outcome
       #expect(result.acknowledged.count > Self.rounds * 10, "the load must actually create payments")
@@ -190,7 +195,7 @@ struct CrashTests {
         for account in Self.accounts { balances.append(try await accounts.getBalance(.with { $0.accountID = account })) }
         return balances
       }
-      daemon.stop()
+      await daemon.stop()
 
       // The bank's own records: every payment received, and booked exactly once.
       let bank = try BankSimulator(

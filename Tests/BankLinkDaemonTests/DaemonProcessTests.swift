@@ -39,7 +39,7 @@ struct DaemonProcessTests {
       try daemon.run()
       defer { if daemon.isRunning { daemon.terminate() } }
 
-      let ready = try #require(socket.receive(timeoutSeconds: 30), "banklinkd never sent READY=1")
+      let ready = try #require(await socket.next(timeoutSeconds: 30), "banklinkd never sent READY=1")
       #expect(ready.hasPrefix("READY=1"))
       // STATUS=serving on [ipv4]127.0.0.1:PORT
       let port = try #require(ready.split(separator: ":").last.flatMap { Int($0) })
@@ -49,7 +49,8 @@ struct DaemonProcessTests {
       cliEnvironment["BANKLINK_CA"] = pki.caPath
       cliEnvironment["BANKLINK_CERT"] = admin.certificatePath
       cliEnvironment["BANKLINK_KEY"] = admin.keyPath
-      let whoami = try runProgram(Binaries.cli, ["whoami", "--json"], environment: cliEnvironment)
+      let environmentForCLI = cliEnvironment
+      let whoami = try await offPool { try runProgram(Binaries.cli, ["whoami", "--json"], environment: environmentForCLI) }
       #expect(whoami.status == 0, "\(whoami.stderr)")
       #expect(whoami.stdout.contains(#""identity":"admin""#))
       #expect(whoami.stdout.contains("ROLE_ADMIN"))
@@ -57,21 +58,23 @@ struct DaemonProcessTests {
       // SIGHUP (systemctl reload) must not terminate the daemon.
       kill(daemon.processIdentifier, SIGHUP)
       try await Task.sleep(for: .milliseconds(200))
-      let health = try runProgram(Binaries.cli, ["health"], environment: cliEnvironment)
+      let health = try await offPool { try runProgram(Binaries.cli, ["health"], environment: environmentForCLI) }
       #expect(health.status == 0, "\(health.stderr)")
       #expect(health.stdout.contains("SERVING"))
 
       // A failing call exits non-zero with the gRPC status in the message (here: the server's
       // own certificate is not a client certificate, so the handshake fails).
-      let denied = try runProgram(Binaries.cli, ["whoami", "--cert", pki.serverCertificatePath, "--key", pki.serverKeyPath],
-                                  environment: cliEnvironment)
+      let denied = try await offPool {
+        try runProgram(
+          Binaries.cli, ["whoami", "--cert", pki.serverCertificatePath, "--key", pki.serverKeyPath], environment: environmentForCLI)
+      }
       #expect(denied.status == 1)
       #expect(denied.stderr.contains("banklink: UNAVAILABLE:"), "\(denied.stderr)")
 
       daemon.terminate()  // SIGTERM
-      let stopping = socket.receive(timeoutSeconds: 15)
+      let stopping = await socket.next(timeoutSeconds: 15)
       #expect(stopping?.hasPrefix("STOPPING=1") == true)
-      daemon.waitUntilExit()
+      _ = try await offPool { daemon.waitUntilExit() }
       #expect(daemon.terminationReason == .exit)
       #expect(daemon.terminationStatus == 0)
     }
@@ -83,7 +86,7 @@ struct DaemonProcessTests {
       let config = directory.appending("bad.json")
       try Data(#"{"listen": "127.0.0.1:0", "data_dir": "d", "tls": {"ca": "x", "certificate": "y", "key": "z"}, "principals": [], "principles": []}"#.utf8)
         .write(to: URL(fileURLWithPath: config))
-      let result = try runProgram(Binaries.daemon, ["--config", config])
+      let result = try await offPool { try runProgram(Binaries.daemon, ["--config", config]) }
       #expect(result.status == 78)
       #expect(result.stderr.contains("'principles'"), "\(result.stderr)")
     }

@@ -122,7 +122,7 @@ struct AccountQueryTests {
       // A bank slower than the deadline: the call still succeeds, from the cache, stale.
       server.simulator.setFaults(.init(latencyMilliseconds: 10_000))
       let fallback = try await accounts.getBalance(
-        .with { $0.accountID = "boc-usd-002"; $0.refresh = true }, options: Self.options(timeoutMilliseconds: 500))
+        .with { $0.accountID = "boc-usd-002"; $0.refresh = true }, options: Self.options(timeoutMilliseconds: 1_500))
       #expect(fallback.source == .cache)
       #expect(fallback.stale)
     }

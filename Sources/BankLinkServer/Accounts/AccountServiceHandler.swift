@@ -167,12 +167,15 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
     return response
   }
 
-  /// How long a live refresh may take: the call's deadline less time to answer from the cache,
-  /// or a fixed bound when the call has no deadline.
+  /// How long a live refresh may take: the call's deadline less time to answer from the cache
+  /// (a fifth of what is left, at least `refreshAnswerReserveMilliseconds`), or a fixed bound
+  /// when the call has no deadline.
   private func refreshDeadline() -> ContinuousClock.Instant {
-    let bound = ContinuousClock.now.advanced(by: .milliseconds(Limits.maxRefreshWaitMilliseconds))
+    let now = ContinuousClock.now
+    let bound = now.advanced(by: .milliseconds(Limits.maxRefreshWaitMilliseconds))
     guard let callDeadline = RequestDeadline.current else { return bound }
-    return min(bound, callDeadline.advanced(by: .milliseconds(-Limits.refreshAnswerReserveMilliseconds)))
+    let reserve = max(.milliseconds(Limits.refreshAnswerReserveMilliseconds), (callDeadline - now) / 5)
+    return min(bound, callDeadline.advanced(by: .zero - reserve))
   }
 }
 
