@@ -48,13 +48,19 @@ if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ];
 fi
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
 daemon_pid=$!
-port=""
-for _ in $(seq 1 100); do
-  port="$(sed -n 's/.*address=\[ipv4\]127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/daemon.log" | head -n 1)"
-  [ -n "$port" ] && break
-  sleep 0.1
-done
-[ -n "$port" ] || { cat "$work/daemon.log" >&2; echo "banklinkd did not start" >&2; exit 1; }
+# Waits (bounded) for a daemon's "listening" log line and prints its port.
+listening_port() {
+  local log="$1" port=""
+  for _ in $(seq 1 100); do
+    port="$(sed -n 's/.*address=\[ipv4\]127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)"
+    [ -n "$port" ] && { echo "$port"; return 0; }
+    sleep 0.1
+  done
+  cat "$log" >&2
+  echo "banklinkd did not start" >&2
+  return 1
+}
+port="$(listening_port "$work/daemon.log")"
 
 export BANKLINK_ADDRESS="127.0.0.1:$port" BANKLINK_CA="$work/pki/ca.pem"
 export BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key"
@@ -73,13 +79,7 @@ export BANKLINK_CERT="$work/pki/erp.pem" BANKLINK_KEY="$work/pki/erp.key"
 kill -TERM "$daemon_pid"; wait "$daemon_pid" || true; daemon_pid=""
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-nogc.json" --log-level info 2>"$work/nogc.log" &
 nogc_pid=$!
-nogc_port=""
-for _ in $(seq 1 100); do
-  nogc_port="$(sed -n 's/.*address=\[ipv4\]127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/nogc.log" | head -n 1)"
-  [ -n "$nogc_port" ] && break
-  sleep 0.1
-done
-[ -n "$nogc_port" ] || { cat "$work/nogc.log" >&2; echo "second banklinkd did not start" >&2; exit 1; }
+nogc_port="$(listening_port "$work/nogc.log")"
 BANKLINK_ADDRESS="127.0.0.1:$nogc_port" "${client_pin[@]}" "$bin/banklink" bench --scenario pay "${common[@]}" | tee "$work/pay-nogc.json"
 
 python3 - "$work" "$rss_kib" "$duration" "$concurrency" "$connections" <<'PY'
