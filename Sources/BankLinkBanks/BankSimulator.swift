@@ -324,9 +324,7 @@ public final class BankSimulator: AccountInformationConnector {
       let account = try Account(record: accountBytes)
       var reader = RecordReader(ledgerBytes)
       let minorUnits = try reader.readInt64()
-      let asOf = Instant(millisecondsSinceEpoch: try reader.readInt64())
-      // A bank states its balance as of the moment it answers.
-      _ = asOf
+      // The stored as-of is the last booking; a bank states its balance as of the moment it answers.
       return LedgerBalance(accountID: accountID, ledger: Money(minorUnits: minorUnits, currency: account.currency), asOf: self.clock())
     }
   }

@@ -23,7 +23,8 @@ public enum RequestDeadline {
   }
 
   static func from(_ metadata: Metadata) -> ContinuousClock.Instant? {
-    guard let value = metadata[stringValues: "grpc-timeout"].first(where: { _ in true }),
+    var values = metadata[stringValues: "grpc-timeout"].makeIterator()
+    guard let value = values.next(),
       let timeout = parse(value)
     else { return nil }
     return ContinuousClock.now.advanced(by: timeout)

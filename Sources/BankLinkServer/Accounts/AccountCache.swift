@@ -143,9 +143,11 @@ public struct AccountCache: Sendable {
   // MARK: Transactions
 
   func syncState(_ accountID: String, txn: WriteTransaction) throws -> SyncState {
-    guard let bytes = try txn.get(Self.accountKey(accountID), in: .syncCursors) else {
-      return SyncState(cursor: nil, nextSequence: 0, lastSync: Instant(millisecondsSinceEpoch: 0))
-    }
+    try Self.decodeSyncState(try txn.get(Self.accountKey(accountID), in: .syncCursors))
+  }
+
+  static func decodeSyncState(_ bytes: [UInt8]?) throws -> SyncState {
+    guard let bytes else { return SyncState(cursor: nil, nextSequence: 0, lastSync: Instant(millisecondsSinceEpoch: 0)) }
     var reader = RecordReader(bytes)
     let hasCursor = try reader.readUInt8() == 1
     let cursor = try reader.readString()
@@ -161,11 +163,7 @@ public struct AccountCache: Sendable {
   /// The bank feed cursor to resume from (nil: from the start of the bank's history).
   public func syncCursor(_ accountID: String) throws -> String? {
     try self.store.withReadTransaction { txn in
-      guard let bytes = try txn.get(Self.accountKey(accountID), in: .syncCursors) else { return nil }
-      var reader = RecordReader(bytes)
-      let hasCursor = try reader.readUInt8() == 1
-      let cursor = try reader.readString()
-      return hasCursor ? cursor : nil
+      try Self.decodeSyncState(try txn.get(Self.accountKey(accountID), in: .syncCursors)).cursor
     }
   }
 

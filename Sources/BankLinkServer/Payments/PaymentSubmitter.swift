@@ -51,11 +51,11 @@ public final class PaymentSubmitter: Service {
       let entries = try self.ledger.outbox(limit: Limits.submissionBatchSize)
       if entries.isEmpty { return acknowledged }
       for entry in entries {
-        guard let payment = try self.ledger.payment(entry.paymentID), payment.status == .approved else {
-          // Cancelled before delivery, or a report already moved it on: nothing to send.
-          if let payment = try self.ledger.payment(entry.paymentID), payment.status != .approved,
-            payment.status != .cancelled
-          {
+        let stored = try self.ledger.payment(entry.paymentID)
+        guard let payment = stored, payment.status == .approved else {
+          // Nothing to send: a report already moved it on (the bank has it), or it was
+          // cancelled (or is gone) before delivery.
+          if let stored, stored.status != .cancelled {
             try await self.ledger.markSubmitted(entry)
           } else {
             try await self.ledger.discard(entry)
