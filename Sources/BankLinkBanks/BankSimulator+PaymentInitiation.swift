@@ -26,7 +26,7 @@ extension BankSimulator: PaymentInitiationConnector {
   ) async throws(BankError) -> SubmissionAcknowledgement {
     let faults = self.currentFaults
     return try await self.perform(deadline: deadline) {
-      try self.store.withWriteTransaction { txn in
+      try await self.store.write { txn in
         let now = self.clock()
         let e2eKey = Array(submission.endToEndID.utf8)
         let existingE2E = try txn.get(Array(submission.messageID.utf8), in: Self.messageIDsDB).map { $0 } ?? (
@@ -96,10 +96,10 @@ extension BankSimulator: PaymentInitiationConnector {
 
   /// Settles or rejects submissions whose settlement delay has passed; returns booked debits.
   @discardableResult
-  public func processSubmissions(now: Instant) throws -> [BookedTransaction] {
+  public func processSubmissions(now: Instant) async throws -> [BookedTransaction] {
     let faults = self.currentFaults
     let delay = self.configuration.settlementDelayMilliseconds
-    return try self.store.withWriteTransaction { txn in
+    return try await self.store.write { txn in
       var due: [[UInt8]] = []
       try txn.scan(Self.pendingDB) { key, _ in
         due.append(key)

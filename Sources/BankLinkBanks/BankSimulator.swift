@@ -125,7 +125,7 @@ public final class BankSimulator: AccountInformationConnector {
   /// Applies latency and faults, then runs `body` (a read or write of the bank's own state).
   func perform<Result>(
     deadline: ContinuousClock.Instant,
-    _ body: () throws -> Result
+    _ body: () async throws -> Result
   ) async throws(BankError) -> Result {
     let faults = self.faults.withLock { $0 }
     if faults.outage { throw BankError(.unavailable, "simulated outage") }
@@ -147,7 +147,7 @@ public final class BankSimulator: AccountInformationConnector {
     }
     if Task.isCancelled { throw BankError(.timeout, "call cancelled") }
     do {
-      return try body()
+      return try await body()
     } catch {
       throw BankError(.unavailable, "simulator storage failed: \(error)")
     }
@@ -208,7 +208,7 @@ public final class BankSimulator: AccountInformationConnector {
   /// Books new entries as a real bank would during the day: for each account, with some
   /// probability, one or two incoming or outgoing entries at `now`. Returns what was booked.
   @discardableResult
-  public func advance(now: Instant) throws -> [BookedTransaction] {
+  public func advance(now: Instant) async throws -> [BookedTransaction] {
     var decisions: [(SimulatorCatalogue.SimulatedAccount, Int, UInt64)] = []
     self.random.withLock { random in
       for simulated in SimulatorCatalogue.accounts {
@@ -216,15 +216,16 @@ public final class BankSimulator: AccountInformationConnector {
         decisions.append((simulated, count, random.next()))
       }
     }
-    let booked = try self.store.withWriteTransaction { txn in
+    let chosen = decisions
+    let booked = try await self.store.write { txn in
       var booked: [BookedTransaction] = []
-      for (simulated, count, seed) in decisions where count > 0 {
+      for (simulated, count, seed) in chosen where count > 0 {
         var random = SplitMix64(seed: seed)
         booked += try BankSimulator.book(simulated, count: count, at: [Instant](repeating: now, count: count), random: &random, txn: &txn)
       }
       return booked
     }
-    return booked + (try self.processSubmissions(now: now))
+    return booked + (try await self.processSubmissions(now: now))
   }
 
   /// Books one specific entry (tests: a known transaction to look for).
@@ -236,8 +237,8 @@ public final class BankSimulator: AccountInformationConnector {
     at time: Instant,
     counterparty: Counterparty,
     description: String
-  ) throws -> BookedTransaction {
-    try self.store.withWriteTransaction { txn in
+  ) async throws -> BookedTransaction {
+    try await self.store.write { txn in
       guard let simulated = SimulatorCatalogue.accounts.first(where: { $0.account.id == accountID }) else {
         throw BankError(.notFound, "no account \(accountID)")
       }

@@ -43,9 +43,10 @@ public final class GroupCommitWriter: Sendable {
   public let store: Store
   public let configuration: Configuration
   private let state = Mutex(State())
-  // One serial queue: LMDB allows one write transaction at a time, and a transaction must begin
-  // and commit on the same thread (each drain runs entirely inside one queue item).
-  private let queue = DispatchQueue(label: "banklink.store.writer")
+  // The store's serial writer queue: LMDB allows one write transaction at a time, and a
+  // transaction must begin and commit on the same thread (each drain runs entirely inside one
+  // queue item). Sharing it with ``Store/write(_:)`` keeps all writers of the environment in line.
+  private var queue: DispatchQueue { self.store.writerQueue }
 
   public init(store: Store, configuration: Configuration = .init()) {
     self.store = store

@@ -1,5 +1,6 @@
 internal import CLMDB
 import BankLinkCore
+import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -13,6 +14,10 @@ import Darwin
 /// Transactions are synchronous closures, so nothing can suspend while one is open (an LMDB
 /// transaction must stay on one thread). Write transactions commit with a synced flush: when
 /// ``withWriteTransaction(_:)`` returns, the change is on disk.
+///
+/// Async code writes with ``write(_:)``, which runs the transaction on the store's writer queue:
+/// the calling task suspends while LMDB's writer lock and the synced flush block that queue's
+/// thread, never an event loop or a thread of Swift's cooperative pool.
 ///
 /// ```swift
 /// let store = try Store(configuration: .init(directory: "/var/lib/banklink", mapSizeMiB: 1024))
@@ -53,12 +58,17 @@ public final class Store: Sendable {
   nonisolated(unsafe) private let env: OpaquePointer
   private let handles: [Database: MDB_dbi]
   public let configuration: Configuration
+  /// Where write transactions of async callers run (see ``write(_:)``); the
+  /// ``GroupCommitWriter`` drains on it too, so writers of one environment queue here instead of
+  /// blocking threads on LMDB's writer lock.
+  public let writerQueue: DispatchQueue
 
   /// Opens (creating if needed) the environment, its named databases and checks the schema
   /// version. Throws ``StoreError`` with code `.schemaMismatch` when the directory holds data of
   /// another schema version.
   public init(configuration: Configuration) throws {
     self.configuration = configuration
+    self.writerQueue = DispatchQueue(label: "banklink.store.writer")
     guard (Limits.minMapSizeMiB...Limits.maxMapSizeMiB).contains(configuration.mapSizeMiB) else {
       throw StoreError(
         code: .invalidArgument,
@@ -127,6 +137,19 @@ public final class Store: Sendable {
     // mdb_txn_commit frees the transaction whether or not it succeeds.
     try check(mdb_txn_commit(txn), "committing a write transaction", mapSizeMiB: self.configuration.mapSizeMiB)
     return result
+  }
+
+  /// Runs `body` in a synced write transaction on ``writerQueue`` and resumes the caller once it
+  /// is committed (or has failed, writing nothing). For async callers: the blocking part happens
+  /// on the queue's thread.
+  public func write<Result: Sendable>(
+    _ body: @escaping @Sendable (inout WriteTransaction) throws -> Result
+  ) async throws -> Result {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
+      self.writerQueue.async {
+        continuation.resume(with: Swift.Result { try self.withWriteTransaction(body) })
+      }
+    }
   }
 
   /// The schema version recorded in the data directory.

@@ -63,7 +63,7 @@ struct BankSimulatorTests {
       do {
         let simulator = try Self.open(directory.path)
         var entries: [BookedTransaction] = []
-        for step in 1...20 { entries += try simulator.advance(now: Self.start.adding(milliseconds: Int64(step) * 1000)) }
+        for step in 1...20 { entries += try await simulator.advance(now: Self.start.adding(milliseconds: Int64(step) * 1000)) }
         booked = entries
       }
       #expect(!booked.isEmpty)

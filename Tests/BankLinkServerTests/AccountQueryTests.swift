@@ -106,7 +106,7 @@ struct AccountQueryTests {
   func refreshWithinDeadline() async throws {
     try await Self.withAccounts { server, accounts in
       // The bank moves after the last sync: only a live answer can know.
-      _ = try server.simulator.book(
+      _ = try await server.simulator.book(
         accountID: "boc-usd-002", amountMinorUnits: 12_345, direction: .credit, at: WallClock.now(),
         counterparty: Counterparty(name: "Test Payer", accountNumber: "1", bankBIC: "CHASUS33", bankName: "Chase"),
         description: "refresh test")
@@ -192,7 +192,7 @@ struct AccountQueryTests {
         pages += 1
         // New entries arrive at the bank and reach the cache between pages.
         for _ in 0..<3 {
-          _ = try server.simulator.advance(now: WallClock.now().adding(milliseconds: 1_000))
+          _ = try await server.simulator.advance(now: WallClock.now().adding(milliseconds: 1_000))
         }
         try await server.sync.syncOnce()
       } while !token.isEmpty

@@ -34,7 +34,7 @@ struct AccountSyncTests {
       try await sync.syncOnce()
       #expect(try cache.transactionCount(accountID: account) == firstCount)
 
-      let booked = try simulator.book(
+      let booked = try await simulator.book(
         accountID: account, amountMinorUnits: 500, direction: .debit, at: WallClock.now(),
         counterparty: Counterparty(name: "X", accountNumber: "1", bankBIC: "ICBKCNBJ", bankName: "ICBC"), description: "new")
       try await sync.syncOnce()
@@ -42,7 +42,7 @@ struct AccountSyncTests {
 
       // A page delivered twice (e.g. the bank re-sends after a timeout) is stored once.
       let page = TransactionFeedPage(transactions: [booked], nextCursor: try #require(try cache.syncCursor(account)), hasMore: false)
-      #expect(try cache.apply(page, accountID: account, syncedAt: WallClock.now()) == 0)
+      #expect(try await cache.apply(page, accountID: account, syncedAt: WallClock.now()) == 0)
       #expect(try cache.transactionCount(accountID: account) == firstCount + 1)
 
       // The cached balance equals the bank's.

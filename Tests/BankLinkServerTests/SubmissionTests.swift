@@ -26,8 +26,8 @@ struct SubmissionTests {
   }
 
   /// Lets the simulated bank process everything received so far.
-  static func bankProcesses(_ server: TestServer) throws {
-    try server.simulator.processSubmissions(now: WallClock.now().adding(milliseconds: 60_000))
+  static func bankProcesses(_ server: TestServer) async throws {
+    try await server.simulator.processSubmissions(now: WallClock.now().adding(milliseconds: 60_000))
   }
 
   static func statuses(_ server: TestServer, _ payments: [Payment]) throws -> [PaymentStatus] {
@@ -48,7 +48,7 @@ struct SubmissionTests {
       let receipts = try server.simulator.receipts()
       #expect(payments.allSatisfy { receipts[$0.endToEndID] == 1 })
 
-      try Self.bankProcesses(server)
+      try await Self.bankProcesses(server)
       try await server.submitter.pollStatusReports()
       #expect(try Self.statuses(server, payments) == Array(repeating: .settled, count: 5))
       let settled = try #require(try server.payments.payment(payments[0].id))
@@ -82,7 +82,7 @@ struct SubmissionTests {
       #expect(!first.duplicate)
       #expect(try await server.submitter.submitPending() == 1)
       #expect(try server.simulator.receipts()[payment.endToEndID] == 2)
-      try Self.bankProcesses(server)
+      try await Self.bankProcesses(server)
       try await server.submitter.pollStatusReports()
       try await server.sync.syncOnce()
       #expect(try server.payments.payment(payment.id)?.status == .settled)
@@ -106,7 +106,7 @@ struct SubmissionTests {
 
       server.simulator.setFaults(.init(timeoutRate: 0, rejectionRate: 1, duplicateReportRate: 1, reorderReports: true))
       #expect(try await server.submitter.submitPending() == 6)
-      try Self.bankProcesses(server)
+      try await Self.bankProcesses(server)
       try await server.submitter.pollStatusReports()
       let failed = try Self.statuses(server, payments)
       #expect(failed == Array(repeating: .failed, count: 6))

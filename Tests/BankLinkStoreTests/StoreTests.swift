@@ -44,6 +44,44 @@ struct StoreTests {
     }
   }
 
+  @Test("async write: committed when it returns, nothing written when it throws, concurrent writers all land")
+  func asyncWrite() async throws {
+    struct Boom: Error {}
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      let echoed = try await store.write { txn in
+        try txn.put(Self.bytes("async"), Self.bytes("kept"), in: .principals)
+        return "done"
+      }
+      #expect(echoed == "done")
+      await #expect(throws: Boom.self) {
+        try await store.write { txn in
+          try txn.put(Self.bytes("half"), Self.bytes("written"), in: .principals)
+          throw Boom()
+        }
+      }
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for index in 0..<50 {
+          group.addTask {
+            try await store.write { txn in try txn.put(Self.bytes("key-\(index)"), Self.bytes("\(index)"), in: .principals) }
+          }
+        }
+        try await group.waitForAll()
+      }
+      let (kept, half, count) = try store.withReadTransaction { txn in
+        var count = 0
+        try txn.scan(.principals) { key, _ in
+          if key.starts(with: Self.bytes("key-")) { count += 1 }
+          return true
+        }
+        return (try txn.get(Self.bytes("async"), in: .principals), try txn.get(Self.bytes("half"), in: .principals), count)
+      }
+      #expect(kept == Self.bytes("kept"))
+      #expect(half == nil)
+      #expect(count == 50)
+    }
+  }
+
   @Test("map full is the typed error naming the setting, and reads keep working after it")
   func mapFull() async throws {
     try await withTemporaryDirectory { directory in

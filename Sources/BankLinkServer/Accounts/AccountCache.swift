@@ -67,8 +67,8 @@ public struct AccountCache: Sendable {
   // MARK: Accounts
 
   /// Replaces the cached data of each account given (accounts the bank no longer lists stay).
-  public func store(accounts: [Account]) throws {
-    try self.store.withWriteTransaction { txn in
+  public func store(accounts: [Account]) async throws {
+    try await self.store.write { txn in
       for account in accounts {
         try txn.put(Self.accountKey(account.id), account.record, in: .accounts)
       }
@@ -95,15 +95,16 @@ public struct AccountCache: Sendable {
 
   // MARK: Balances
 
-  public func store(balance: LedgerBalance, syncedAt: Instant) throws {
+  public func store(balance: LedgerBalance, syncedAt: Instant) async throws {
     var writer = RecordWriter(capacity: 40)
     writer.write(UInt8(1))
     writer.write(balance.ledger.minorUnits)
     writer.write(balance.ledger.currency.code)
     writer.write(balance.asOf.millisecondsSinceEpoch)
     writer.write(syncedAt.millisecondsSinceEpoch)
-    try self.store.withWriteTransaction { txn in
-      try txn.put(Self.accountKey(balance.accountID), writer.bytes, in: .balances)
+    let record = writer.bytes
+    try await self.store.write { txn in
+      try txn.put(Self.accountKey(balance.accountID), record, in: .balances)
     }
   }
 
@@ -171,8 +172,8 @@ public struct AccountCache: Sendable {
   /// entries already cached (a re-delivered page after a crash or a retry). Returns how many
   /// entries were new.
   @discardableResult
-  public func apply(_ page: TransactionFeedPage, accountID: String, syncedAt: Instant) throws -> Int {
-    try self.store.withWriteTransaction { txn in
+  public func apply(_ page: TransactionFeedPage, accountID: String, syncedAt: Instant) async throws -> Int {
+    try await self.store.write { txn in
       var state = try self.syncState(accountID, txn: txn)
       var inserted = 0
       for transaction in page.transactions {

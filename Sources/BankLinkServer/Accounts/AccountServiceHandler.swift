@@ -51,7 +51,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
       do {
         let live = try await self.connector.fetchBalance(accountID: accountID, deadline: deadline)
         do {
-          try self.cache.store(balance: live, syncedAt: self.now())
+          try await self.cache.store(balance: live, syncedAt: self.now())
         } catch {
           // The live answer is still correct; the cache catches up on the next sync.
           self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])

@@ -77,11 +77,11 @@ public final class AccountSyncService: Service {
   public func syncOnce() async throws {
     do {
       let accounts = try await self.connector.listAccounts(deadline: Self.deadline())
-      try self.cache.store(accounts: accounts)
+      try await self.cache.store(accounts: accounts)
       for account in accounts {
         try await self.syncTransactions(account.id)
         let balance = try await self.connector.fetchBalance(accountID: account.id, deadline: Self.deadline())
-        try self.cache.store(balance: balance, syncedAt: self.now())
+        try await self.cache.store(balance: balance, syncedAt: self.now())
       }
       self.state.withLock {
         $0.rounds += 1
@@ -108,7 +108,7 @@ public final class AccountSyncService: Service {
         limit: Limits.syncBatchSize,
         deadline: Self.deadline()
       )
-      try self.cache.apply(page, accountID: accountID, syncedAt: self.now())
+      try await self.cache.apply(page, accountID: accountID, syncedAt: self.now())
       cursor = page.nextCursor
       if !page.hasMore { return }
     }

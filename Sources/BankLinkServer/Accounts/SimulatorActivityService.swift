@@ -26,7 +26,7 @@ public struct SimulatorActivityService: Service {
       }
       if Task.isCancelled || Task.isShuttingDownGracefully { return }
       do {
-        try self.simulator.advance(now: self.now())
+        try await self.simulator.advance(now: self.now())
       } catch {
         self.logger.warning("simulated bank activity failed", metadata: ["error": "\(error)"])
       }
