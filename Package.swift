@@ -35,6 +35,9 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
     .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+    .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
   ],
   targets: [
     // LMDB from Debian's liblmdb-dev.
@@ -127,12 +130,23 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Process set-up shared by the two executables: event loops and the global executor.
+    .target(
+      name: "BankLinkRuntime",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
     .executableTarget(
       name: "banklinkd",
       dependencies: [
         "BankLinkDaemon",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
+        "BankLinkRuntime",
       ],
       swiftSettings: swiftSettings
     ),
@@ -144,6 +158,12 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        "BankLinkRuntime",
       ],
       swiftSettings: swiftSettings
     ),
@@ -194,7 +214,7 @@ let package = Package(
       name: "BankLinkDaemonTests",
       dependencies: [
         "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks",
-        "BankLinkClient", "BankLinkProto",
+        "BankLinkClient", "BankLinkProto", "BankLinkRuntime",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -3,7 +3,7 @@ import BankLinkClient
 import Foundation
 
 /// `banklink`: the admin CLI. Talks to banklinkd only over gRPC with mutual TLS.
-@main
+
 struct BanklinkCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "banklink",

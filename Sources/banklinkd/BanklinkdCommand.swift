@@ -4,7 +4,7 @@ import Foundation
 import Logging
 
 /// `banklinkd`: the BankLink gateway daemon.
-@main
+
 struct BanklinkdCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "banklinkd",

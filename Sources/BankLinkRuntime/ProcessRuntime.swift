@@ -1,0 +1,45 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Process-wide set-up of the threads that run BankLink's async code, for `banklinkd` and
+/// `banklink`. Call ``configure()`` first thing in `main`, on the main thread, once.
+///
+/// - The event loops number the CPUs this process may run on: NIO counts cgroup quotas and
+///   cpusets, and this adds the scheduler affinity (systemd's `CPUAffinity=`, `taskset`), so a
+///   daemon confined to one core does not time-slice two loops on it.
+/// - Those event loops also become Swift concurrency's global executor: a handler's task runs on
+///   the loop thread that does the I/O instead of hopping to the cooperative pool and back,
+///   which saves two thread wake-ups per call. The price is that async code must never block;
+///   BankLink's blocking work (LMDB write transactions and their synced flush) runs on the
+///   store's writer queue (`Store.write`, `GroupCommitWriter`).
+///
+/// `NIO_SINGLETON_GROUP_LOOP_COUNT` still overrides the loop count;
+/// `BANKLINK_GLOBAL_EXECUTOR=default` keeps Swift's own cooperative pool (for comparison).
+public enum ProcessRuntime {
+  public static func configure(environment: [String: String]) {
+    if environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] == nil, let allowed = allowedCPUCount() {
+      NIOSingletons.groupLoopCountSuggestion = max(1, min(System.coreCount, allowed))
+    }
+    if environment["BANKLINK_GLOBAL_EXECUTOR"] != "default" {
+      NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+  }
+
+  /// CPUs in this process's scheduler affinity mask (Linux: `Cpus_allowed` in
+  /// /proc/self/status), or nil where that is unknown.
+  public static func allowedCPUCount(status: String? = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) -> Int? {
+    guard let status else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("Cpus_allowed:") {
+      // A hex mask in comma-separated 32-bit groups, e.g. "ff,ffffffff".
+      let mask = line.dropFirst("Cpus_allowed:".count).filter { $0 != "," && $0 != " " && $0 != "\t" }
+      var count = 0
+      for digit in mask {
+        guard let value = digit.hexDigitValue else { return nil }
+        count += value.nonzeroBitCount
+      }
+      return count > 0 ? count : nil
+    }
+    return nil
+  }
+}
