@@ -80,6 +80,75 @@ struct DaemonProcessTests {
     }
   }
 
+  @Test("banklink bench drives a real daemon with both drivers, paces at --rate and counts refused calls")
+  func bench() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let viewer = try pki.client(commonName: "viewer")
+      let erp = try pki.client(commonName: "erp")
+      let config = directory.appending("banklinkd.json")
+      try Data("""
+        {"listen": "127.0.0.1:0", "data_dir": "data", "connector": {"history_days": 2},
+         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+         "principals": [{"identity": "viewer", "roles": ["viewer"]}, {"identity": "erp", "roles": ["payer"]}]}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+      let socket = try NotifySocket(path: directory.appending("notify.sock"))
+      let daemon = Process()
+      daemon.executableURL = URL(fileURLWithPath: Binaries.daemon)
+      daemon.arguments = ["--config", config, "--log-level", "warning"]
+      var environment = ProcessInfo.processInfo.environment
+      environment["NOTIFY_SOCKET"] = socket.path
+      daemon.environment = environment
+      try daemon.run()
+      defer { if daemon.isRunning { daemon.terminate() } }
+      let ready = try #require(await socket.next(timeoutSeconds: 30), "banklinkd never sent READY=1")
+      let port = try #require(ready.split(separator: ":").last.flatMap { Int($0) })
+
+      func bench(_ identity: ClientIdentityFiles, _ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        var cli = ProcessInfo.processInfo.environment
+        cli["BANKLINK_ADDRESS"] = "127.0.0.1:\(port)"
+        cli["BANKLINK_CA"] = pki.caPath
+        cli["BANKLINK_CERT"] = identity.certificatePath
+        cli["BANKLINK_KEY"] = identity.keyPath
+        let environment = cli
+        return try await offPool {
+          try runProgram(Binaries.cli, ["bench", "--duration", "1", "--warmup", "0.2"] + arguments, environment: environment)
+        }
+      }
+      func field(_ json: String, _ name: String) -> Double? {
+        guard let range = json.range(of: "\"\(name)\":") else { return nil }
+        return Double(json[range.upperBound...].prefix { "0123456789.".contains($0) })
+      }
+
+      for (driver, scenario) in [("h2", "noop"), ("h2", "balance"), ("grpc-swift", "balance")] {
+        let run = try await bench(viewer, ["--driver", driver, "--scenario", scenario, "--concurrency", "4", "--connections", "2", "--json"])
+        #expect(run.status == 0, "\(driver) \(scenario): \(run.stderr)")
+        #expect((field(run.stdout, "calls") ?? 0) > 0, "\(driver) \(scenario): \(run.stdout)")
+        #expect(field(run.stdout, "errors") == 0, "\(driver) \(scenario): \(run.stdout)")
+      }
+
+      // Paced: never more calls than the schedule allows (200/s for 1 s, plus one per worker).
+      let paced = try await bench(viewer, ["--scenario", "balance", "--concurrency", "4", "--rate", "200", "--json"])
+      #expect(paced.status == 0, "\(paced.stderr)")
+      let pacedCalls = try #require(field(paced.stdout, "calls"), "\(paced.stdout)")
+      #expect(pacedCalls > 0 && pacedCalls <= 204, "\(paced.stdout)")
+
+      // Durable writes as the payer.
+      let pay = try await bench(erp, ["--scenario", "pay", "--concurrency", "8", "--json"])
+      #expect(pay.status == 0, "\(pay.stderr)")
+      #expect((field(pay.stdout, "calls") ?? 0) > 0 && field(pay.stdout, "errors") == 0, "\(pay.stdout)")
+
+      // A viewer may not pay: every call fails, the report says why and the exit status is 1.
+      let refused = try await bench(viewer, ["--scenario", "pay", "--concurrency", "2"])
+      #expect(refused.status == 1)
+      #expect(refused.stdout.contains("grpc-status 7"), "\(refused.stdout)")
+      #expect(refused.stdout.contains("calls        0 ok"), "\(refused.stdout)")
+
+      daemon.terminate()
+      _ = try await offPool { daemon.waitUntilExit() }
+    }
+  }
+
   @Test("a configuration error names the key and exits 78 before listening")
   func configurationError() async throws {
     try await withTemporaryDirectory { directory in
