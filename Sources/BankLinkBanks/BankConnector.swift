@@ -174,15 +174,31 @@ public struct StatementFile: Sendable, Hashable {
 
 /// Payment initiation: submitting instructions and receiving what the bank says about them.
 public protocol PaymentInitiationConnector: Sendable {
-  /// Hands one instruction to the bank. Safe to retry with the same message id and EndToEndId:
-  /// the bank deduplicates and answers `duplicate: true`.
-  func submitPayment(_ submission: PaymentSubmission, deadline: ContinuousClock.Instant) async throws(BankError)
-    -> SubmissionAcknowledgement
+  /// Hands instructions to the bank in one message (a pain.001 carrying one credit transfer per
+  /// submission, as bank-direct channels take them) and returns one acknowledgement per
+  /// submission, in order. Safe to retry with the same message ids and EndToEndIds: the bank
+  /// deduplicates and answers `duplicate: true`. `.rejected` refuses the whole message; a single
+  /// transaction's rejection arrives later as a status report (RJCT).
+  func submitPayments(_ submissions: [PaymentSubmission], deadline: ContinuousClock.Instant) async throws(BankError)
+    -> [SubmissionAcknowledgement]
 
   /// Status reports after `cursor` (nil: from the first), at most `limit`. Reports may repeat
   /// and arrive in any order; consumers apply them idempotently.
   func fetchStatusReports(after cursor: String?, limit: Int, deadline: ContinuousClock.Instant) async throws(BankError)
     -> StatusReportPage
+}
+
+extension PaymentInitiationConnector {
+  /// One instruction in a message of its own.
+  public func submitPayment(_ submission: PaymentSubmission, deadline: ContinuousClock.Instant) async throws(BankError)
+    -> SubmissionAcknowledgement
+  {
+    let acknowledgements = try await self.submitPayments([submission], deadline: deadline)
+    guard acknowledgements.count == 1, let acknowledgement = acknowledgements.first else {
+      throw BankError(.malformed, "the bank acknowledged \(acknowledgements.count) transactions of 1")
+    }
+    return acknowledgement
+  }
 }
 
 /// Statements for reconciliation (camt.053/054, MT940 files).

@@ -20,35 +20,47 @@ extension BankSimulator: PaymentInitiationConnector {
     var receipts: UInt64
   }
 
-  public func submitPayment(
-    _ submission: PaymentSubmission,
+  public func submitPayments(
+    _ submissions: [PaymentSubmission],
     deadline: ContinuousClock.Instant
-  ) async throws(BankError) -> SubmissionAcknowledgement {
+  ) async throws(BankError) -> [SubmissionAcknowledgement] {
     let faults = self.currentFaults
     return try await self.perform(deadline: deadline) {
-      try await self.store.write { txn in
-        let now = self.clock()
-        let e2eKey = Array(submission.endToEndID.utf8)
-        let existingE2E = try txn.get(Array(submission.messageID.utf8), in: Self.messageIDsDB).map { $0 } ?? (
-          try txn.get(e2eKey, in: Self.submissionsDB) != nil ? e2eKey : nil)
-        if let existingE2E, let bytes = try txn.get(existingE2E, in: Self.submissionsDB) {
-          var stored = try Self.decodeSubmission(bytes)
-          stored.receipts += 1
-          try txn.put(existingE2E, Self.encode(stored), in: Self.submissionsDB)
-          return SubmissionAcknowledgement(
-            messageID: stored.submission.messageID, endToEndID: stored.submission.endToEndID, duplicate: true, receivedAt: now)
-        }
-        let record = Submission(submission: submission, receivedAt: now, receipts: 1)
-        try txn.put(e2eKey, Self.encode(record), in: Self.submissionsDB)
-        try txn.put(Array(submission.messageID.utf8), e2eKey, in: Self.messageIDsDB)
-        try txn.put(e2eKey, [], in: Self.pendingDB)
-        if !faults.reorderReports {
-          try self.report(PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "ACTC", time: now), faults: faults, txn: &txn)
-        }
-        return SubmissionAcknowledgement(
-          messageID: submission.messageID, endToEndID: submission.endToEndID, duplicate: false, receivedAt: now)
+      // One message, one durable write: every receipt of it is counted, or none.
+      let acknowledgements = try await self.store.write { txn in
+        try submissions.map { submission in try self.receive(submission, faults: faults, txn: &txn) }
       }
+      self.messages.withLock { $0 += 1 }
+      return acknowledgements
     }
+  }
+
+  /// Payment messages (pain.001) received since this simulator started.
+  public var messagesReceived: Int { self.messages.withLock { $0 } }
+
+  private func receive(_ submission: PaymentSubmission, faults: Faults, txn: inout WriteTransaction) throws
+    -> SubmissionAcknowledgement
+  {
+    let now = self.clock()
+    let e2eKey = Array(submission.endToEndID.utf8)
+    let existingE2E = try txn.get(Array(submission.messageID.utf8), in: Self.messageIDsDB).map { $0 } ?? (
+      try txn.get(e2eKey, in: Self.submissionsDB) != nil ? e2eKey : nil)
+    if let existingE2E, let bytes = try txn.get(existingE2E, in: Self.submissionsDB) {
+      var stored = try Self.decodeSubmission(bytes)
+      stored.receipts += 1
+      try txn.put(existingE2E, Self.encode(stored), in: Self.submissionsDB)
+      return SubmissionAcknowledgement(
+        messageID: stored.submission.messageID, endToEndID: stored.submission.endToEndID, duplicate: true, receivedAt: now)
+    }
+    let record = Submission(submission: submission, receivedAt: now, receipts: 1)
+    try txn.put(e2eKey, Self.encode(record), in: Self.submissionsDB)
+    try txn.put(Array(submission.messageID.utf8), e2eKey, in: Self.messageIDsDB)
+    try txn.put(e2eKey, [], in: Self.pendingDB)
+    if !faults.reorderReports {
+      try self.report(PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "ACTC", time: now), faults: faults, txn: &txn)
+    }
+    return SubmissionAcknowledgement(
+      messageID: submission.messageID, endToEndID: submission.endToEndID, duplicate: false, receivedAt: now)
   }
 
   public func fetchStatusReports(

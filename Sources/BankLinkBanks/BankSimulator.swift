@@ -85,6 +85,8 @@ public final class BankSimulator: AccountInformationConnector {
   let store: Store
   private let faults: Mutex<Faults>
   let random: Mutex<SplitMix64>
+  /// Payment messages received since start (tests: how the submitter batches).
+  let messages = Mutex(0)
   let clock: @Sendable () -> Instant
   public let configuration: Configuration
 

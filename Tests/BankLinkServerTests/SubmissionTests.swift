@@ -70,13 +70,35 @@ struct SubmissionTests {
     }
   }
 
+  @Test("the outbox goes to the bank in messages of at most submissionBatchSize, each payment once")
+  func batchedMessages() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let count = Limits.submissionBatchSize + 20
+      let payments = try await Self.create(server, count: count, amount: 100)
+      let messagesBefore = server.simulator.messagesReceived
+      #expect(try await server.submitter.submitPending() == count)
+      #expect(server.simulator.messagesReceived - messagesBefore == 2)
+      #expect(try server.payments.outbox(limit: 1_000).isEmpty)
+      #expect(try Self.statuses(server, payments) == Array(repeating: .submitted, count: count))
+      let receipts = try server.simulator.receipts()
+      #expect(payments.allSatisfy { receipts[$0.endToEndID] == 1 })
+
+      // A message that repeats a transaction: the bank counts the second receipt and marks it.
+      let entry = PaymentLedger.OutboxEntry(key: [], paymentID: payments[0].id, messageID: "MSG-REPEAT")
+      let submission = server.payments.submissionForTesting(entry, payments[0])
+      let acknowledgements = try await server.simulator.submitPayments([submission, submission], deadline: .now.advanced(by: .seconds(5)))
+      #expect(acknowledgements.map(\.duplicate) == [true, true])
+      #expect(try server.simulator.receipts()[payments[0].endToEndID] == 3)
+    }
+  }
+
   @Test("a lost acknowledgement is resent with the same ids and the bank deduplicates it")
   func lostAcknowledgement() async throws {
     try await withTestServer(principals: Self.principals) { server in
       let payment = try #require(try await Self.create(server, count: 1).first)
       // The bank receives it but the daemon never learns (as after a crash before the outbox
       // entry was removed).
-      let entry = try #require(try server.payments.outbox(limit: 10).first)
+      let entry = try #require(try server.payments.outbox(limit: 10).first?.entry)
       let first = try await server.simulator.submitPayment(
         server.payments.submissionForTesting(entry, payment), deadline: .now.advanced(by: .seconds(5)))
       #expect(!first.duplicate)

@@ -9,12 +9,29 @@ extension PaymentLedger {
     public var key: [UInt8]
     public var paymentID: String
     public var messageID: String
+
+    public init(key: [UInt8], paymentID: String, messageID: String) {
+      self.key = key
+      self.paymentID = paymentID
+      self.messageID = messageID
+    }
   }
 
   static let statusCursorKey = Array("bank_status_cursor".utf8)
 
-  /// The oldest outbox entries, at most `limit`.
-  public func outbox(limit: Int) throws -> [OutboxEntry] {
+  /// What became of an outbox entry in one submission round.
+  public enum Delivery: Sendable, Hashable {
+    /// The bank acknowledged it (or a status report already proved the bank holds it).
+    case submitted(OutboxEntry)
+    /// The bank refused the message itself: the payment fails.
+    case refused(OutboxEntry, reason: String)
+    /// Its payment no longer goes to the bank (cancelled or gone).
+    case discarded(OutboxEntry)
+  }
+
+  /// The oldest outbox entries, at most `limit`, each with its payment as stored now (nil if
+  /// gone), from one snapshot.
+  public func outbox(limit: Int) throws -> [(entry: OutboxEntry, payment: Payment?)] {
     try self.store.withReadTransaction { txn in
       var entries: [OutboxEntry] = []
       try txn.scan(.outbox) { key, value in
@@ -24,43 +41,43 @@ extension PaymentLedger {
         entries.append(OutboxEntry(key: key, paymentID: try reader.readString(), messageID: try reader.readString()))
         return true
       }
-      return entries
-    }
-  }
-
-  /// Records the bank's acknowledgement of an outbox entry: the payment becomes `submitted`
-  /// (unless a status report already moved it further) and the entry is removed.
-  public func markSubmitted(_ entry: OutboxEntry) async throws {
-    let now = self.now()
-    try await self.writer.write { txn in
-      try txn.delete(entry.key, in: .outbox)
-      guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { return }
-      var payment = try Payment(record: bytes)
-      let before = payment.status
-      if case .success(let after) = payment.apply(.submitted, at: now), after != before {
-        try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-        try Self.audit(&txn, at: now, principal: "system", action: "payment.submitted", object: payment.id, detail: entry.messageID)
+      return try entries.map { entry in
+        (entry, try txn.get(Array(entry.paymentID.utf8), in: .payments).map(Payment.init(record:)))
       }
     }
   }
 
-  /// Drops an outbox entry whose payment no longer goes to the bank (e.g. cancelled).
-  public func discard(_ entry: OutboxEntry) async throws {
-    try await self.writer.write { txn in _ = try txn.delete(entry.key, in: .outbox) }
-  }
-
-  /// The bank refused the submission itself (not a status report): the payment fails.
-  public func markRefused(_ entry: OutboxEntry, reason: String) async throws {
+  /// Records a submission round in one transaction: acknowledged payments become `submitted`
+  /// (unless a status report already moved them further), refused ones fail and release their
+  /// reservation, and every entry named leaves the outbox.
+  public func record(_ deliveries: [Delivery]) async throws {
+    guard !deliveries.isEmpty else { return }
     let now = self.now()
     try await self.writer.write { txn in
-      try txn.delete(entry.key, in: .outbox)
-      guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { return }
-      var payment = try Payment(record: bytes)
-      _ = payment.apply(.submitted, at: now)
-      guard case .success = payment.apply(.bankRejected, at: now, reason: reason) else { return }
-      try Self.releaseIfDue(payment, txn: &txn)
-      try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-      try Self.audit(&txn, at: now, principal: "system", action: "payment.failed", object: payment.id, detail: reason)
+      for delivery in deliveries {
+        switch delivery {
+        case .submitted(let entry):
+          try txn.delete(entry.key, in: .outbox)
+          guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { continue }
+          var payment = try Payment(record: bytes)
+          let before = payment.status
+          if case .success(let after) = payment.apply(.submitted, at: now), after != before {
+            try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+            try Self.audit(&txn, at: now, principal: "system", action: "payment.submitted", object: payment.id, detail: entry.messageID)
+          }
+        case .refused(let entry, let reason):
+          try txn.delete(entry.key, in: .outbox)
+          guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { continue }
+          var payment = try Payment(record: bytes)
+          _ = payment.apply(.submitted, at: now)
+          guard case .success = payment.apply(.bankRejected, at: now, reason: reason) else { continue }
+          try Self.releaseIfDue(payment, txn: &txn)
+          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try Self.audit(&txn, at: now, principal: "system", action: "payment.failed", object: payment.id, detail: reason)
+        case .discarded(let entry):
+          _ = try txn.delete(entry.key, in: .outbox)
+        }
+      }
     }
   }
 

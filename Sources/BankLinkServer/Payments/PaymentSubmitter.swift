@@ -42,44 +42,51 @@ public final class PaymentSubmitter: Service {
     }
   }
 
-  /// Sends every outbox entry to the bank; stops at the first bank failure (kept for retry).
-  /// Returns how many entries were acknowledged.
+  /// Sends every outbox entry to the bank, up to ``Limits/submissionBatchSize`` per message,
+  /// and records each round in one transaction; stops at the first bank failure (the entries
+  /// stay for the retry). Returns how many entries the bank acknowledged.
   @discardableResult
   public func submitPending() async throws -> Int {
     var acknowledged = 0
     while true {
-      let entries = try self.ledger.outbox(limit: Limits.submissionBatchSize)
-      if entries.isEmpty { return acknowledged }
-      for entry in entries {
-        let stored = try self.ledger.payment(entry.paymentID)
+      let round = try self.ledger.outbox(limit: Limits.submissionBatchSize)
+      if round.isEmpty { return acknowledged }
+      var deliveries: [PaymentLedger.Delivery] = []
+      var sending: [(PaymentLedger.OutboxEntry, Payment)] = []
+      for (entry, stored) in round {
         guard let payment = stored, payment.status == .approved else {
           // Nothing to send: a report already moved it on (the bank has it), or it was
           // cancelled (or is gone) before delivery.
           if let stored, stored.status != .cancelled {
-            try await self.ledger.markSubmitted(entry)
+            deliveries.append(.submitted(entry))
           } else {
-            try await self.ledger.discard(entry)
+            deliveries.append(.discarded(entry))
           }
           continue
         }
-        var failure: BankError?
-        do {
-          _ = try await self.connector.submitPayment(
-            self.ledger.submission(for: entry, payment),
-            deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
-        } catch {
-          failure = error
-        }
-        if let failure {
-          // Refused outright: retrying cannot help. Anything else (timeout, outage): keep the
-          // entry and retry later with the same ids; the bank deduplicates.
-          guard failure.code == .rejected else { throw failure }
-          try await self.ledger.markRefused(entry, reason: failure.message)
-          continue
-        }
-        try await self.ledger.markSubmitted(entry)
-        acknowledged += 1
+        sending.append((entry, payment))
       }
+      if !sending.isEmpty {
+        do throws(BankError) {
+          let acknowledgements = try await self.connector.submitPayments(
+            sending.map { self.ledger.submission(for: $0.0, $0.1) },
+            deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
+          guard acknowledgements.count == sending.count else {
+            throw BankError(.malformed, "the bank acknowledged \(acknowledgements.count) of \(sending.count) transactions")
+          }
+          deliveries += sending.map { .submitted($0.0) }
+          acknowledged += sending.count
+        } catch {
+          // Refused outright: retrying cannot help. Anything else (timeout, outage, a garbled
+          // answer): keep the entries and retry later with the same ids; the bank deduplicates.
+          guard error.code == .rejected else {
+            try await self.ledger.record(deliveries)
+            throw error
+          }
+          deliveries += sending.map { .refused($0.0, reason: error.message) }
+        }
+      }
+      try await self.ledger.record(deliveries)
     }
   }
 
