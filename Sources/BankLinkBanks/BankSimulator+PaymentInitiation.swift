@@ -25,6 +25,9 @@ extension BankSimulator: PaymentInitiationConnector {
     deadline: ContinuousClock.Instant
   ) async throws(BankError) -> [SubmissionAcknowledgement] {
     let faults = self.currentFaults
+    if let refused = submissions.first(where: { faults.refusedEndToEndIDs.contains($0.endToEndID) }) {
+      throw BankError(.rejected, "message refused: transaction \(refused.endToEndID) fails validation")
+    }
     return try await self.perform(deadline: deadline) {
       // One message, one durable write: every receipt of it is counted, or none.
       let acknowledgements = try await self.store.write { txn in

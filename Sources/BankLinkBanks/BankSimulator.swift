@@ -33,11 +33,16 @@ public final class BankSimulator: AccountInformationConnector {
     public var duplicateReportRate: Double
     /// Send the settlement report (ACSC) before the acceptance report (ACTC).
     public var reorderReports: Bool
+    /// The bank refuses, as a whole and without recording it, any payment message carrying one
+    /// of these EndToEndIds (as a real bank refuses a file that fails its validation).
+    public var refusedEndToEndIDs: Set<String>
 
     public init(
       latencyMilliseconds: Int = 0, jitterMilliseconds: Int = 0, errorRate: Double = 0, timeoutRate: Double = 0,
-      outage: Bool = false, rejectionRate: Double = 0, duplicateReportRate: Double = 0, reorderReports: Bool = false
+      outage: Bool = false, rejectionRate: Double = 0, duplicateReportRate: Double = 0, reorderReports: Bool = false,
+      refusedEndToEndIDs: Set<String> = []
     ) {
+      self.refusedEndToEndIDs = refusedEndToEndIDs
       self.latencyMilliseconds = latencyMilliseconds
       self.jitterMilliseconds = jitterMilliseconds
       self.errorRate = errorRate

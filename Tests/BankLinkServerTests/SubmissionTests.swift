@@ -92,6 +92,25 @@ struct SubmissionTests {
     }
   }
 
+  @Test("a message the bank refuses is split: only the transaction refused on its own fails")
+  func refusedMessage() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let payments = try await Self.create(server, count: 3)
+      let bad = payments[1]
+      let availableBefore = try #require(try server.payments.available(accountID: "icbc-cny-001"))
+      server.simulator.setFaults(.init(refusedEndToEndIDs: [bad.endToEndID]))
+      #expect(try await server.submitter.submitPending() == 2)
+      #expect(try Self.statuses(server, payments) == [.submitted, .failed, .submitted])
+      let receipts = try server.simulator.receipts()
+      #expect(receipts[payments[0].endToEndID] == 1)
+      #expect(receipts[payments[2].endToEndID] == 1)
+      #expect(receipts[bad.endToEndID] == nil, "a refused message leaves no record at the bank")
+      // The failed payment no longer reserves funds; the others still do.
+      #expect(try server.payments.available(accountID: "icbc-cny-001") == availableBefore + bad.instruction.amount.minorUnits)
+      #expect(try server.payments.outbox(limit: 10).isEmpty)
+    }
+  }
+
   @Test("a lost acknowledgement is resent with the same ids and the bank deduplicates it")
   func lostAcknowledgement() async throws {
     try await withTestServer(principals: Self.principals) { server in

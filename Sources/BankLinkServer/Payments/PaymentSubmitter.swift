@@ -67,26 +67,44 @@ public final class PaymentSubmitter: Service {
         sending.append((entry, payment))
       }
       if !sending.isEmpty {
-        do throws(BankError) {
-          let acknowledgements = try await self.connector.submitPayments(
-            sending.map { self.ledger.submission(for: $0.0, $0.1) },
-            deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
-          guard acknowledgements.count == sending.count else {
-            throw BankError(.malformed, "the bank acknowledged \(acknowledgements.count) of \(sending.count) transactions")
-          }
-          deliveries += sending.map { .submitted($0.0) }
-          acknowledged += sending.count
+        do {
+          let sent = try await self.deliver(sending)
+          acknowledged += sent.filter { if case .submitted = $0 { true } else { false } }.count
+          deliveries += sent
         } catch {
-          // Refused outright: retrying cannot help. Anything else (timeout, outage, a garbled
-          // answer): keep the entries and retry later with the same ids; the bank deduplicates.
-          guard error.code == .rejected else {
-            try await self.ledger.record(deliveries)
-            throw error
-          }
-          deliveries += sending.map { .refused($0.0, reason: error.message) }
+          // Timeout, outage, a garbled answer: keep the entries and retry later with the same
+          // ids; the bank deduplicates. What this round settled before is recorded first.
+          try await self.ledger.record(deliveries)
+          throw error
         }
       }
       try await self.ledger.record(deliveries)
+    }
+  }
+
+  /// Hands `sending` to the bank in one message. The acknowledgements must name exactly the
+  /// transactions sent. When the bank refuses a message of several transactions, each is sent
+  /// again on its own, so only a transaction the bank refuses by itself fails: one bad
+  /// instruction must not fail the others (some of which the bank may already hold from an
+  /// earlier, timed-out attempt).
+  private func deliver(_ sending: [(PaymentLedger.OutboxEntry, Payment)]) async throws(BankError) -> [PaymentLedger.Delivery] {
+    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds))
+    do throws(BankError) {
+      let acknowledgements = try await self.connector.submitPayments(
+        sending.map { self.ledger.submission(for: $0.0, $0.1) }, deadline: deadline)
+      guard acknowledgements.map(\.endToEndID) == sending.map(\.1.endToEndID) else {
+        throw BankError(
+          .malformed, "the bank acknowledged \(acknowledgements.count) transactions that are not the \(sending.count) sent")
+      }
+      return sending.map { .submitted($0.0) }
+    } catch {
+      guard error.code == .rejected else { throw error }
+      guard sending.count > 1 else { return [.refused(sending[0].0, reason: error.message)] }
+      var deliveries: [PaymentLedger.Delivery] = []
+      for item in sending {
+        deliveries += try await self.deliver([item])
+      }
+      return deliveries
     }
   }
 
