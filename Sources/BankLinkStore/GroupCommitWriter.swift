@@ -84,33 +84,34 @@ public final class GroupCommitWriter: Sendable {
     }
   }
 
+  /// Commits one batch, then queues itself again behind whatever else waits on the writer queue
+  /// (``Store/write(_:)`` callers), so a steady stream of group commits cannot starve them.
   private func drain() {
-    while true {
-      let batch = self.state.withLock { state -> [Pending] in
-        guard !state.pending.isEmpty else {
-          state.draining = false
-          return []
-        }
-        let size = self.configuration.groupCommit ? min(self.configuration.maxBatch, state.pending.count) : 1
-        let batch = Array(state.pending.prefix(size))
-        state.pending.removeFirst(size)
-        return batch
+    let batch = self.state.withLock { state -> [Pending] in
+      guard !state.pending.isEmpty else {
+        state.draining = false
+        return []
       }
-      if batch.isEmpty { return }
-      do {
-        let completions = try self.store.withWriteTransaction { txn in
-          batch.map { $0.run(&txn) }
-        }
-        self.state.withLock {
-          $0.statistics.writes += batch.count
-          $0.statistics.commits += 1
-          $0.statistics.largestBatch = max($0.statistics.largestBatch, batch.count)
-        }
-        for completion in completions { completion() }
-      } catch {
-        // The commit failed: nothing of the batch is written; every caller learns why.
-        for pending in batch { pending.fail(error) }
-      }
+      let size = self.configuration.groupCommit ? min(self.configuration.maxBatch, state.pending.count) : 1
+      let batch = Array(state.pending.prefix(size))
+      state.pending.removeFirst(size)
+      return batch
     }
+    if batch.isEmpty { return }
+    do {
+      let completions = try self.store.withWriteTransaction { txn in
+        batch.map { $0.run(&txn) }
+      }
+      self.state.withLock {
+        $0.statistics.writes += batch.count
+        $0.statistics.commits += 1
+        $0.statistics.largestBatch = max($0.statistics.largestBatch, batch.count)
+      }
+      for completion in completions { completion() }
+    } catch {
+      // The commit failed: nothing of the batch is written; every caller learns why.
+      for pending in batch { pending.fail(error) }
+    }
+    self.queue.async { self.drain() }
   }
 }
