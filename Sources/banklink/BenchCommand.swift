@@ -217,8 +217,11 @@ struct LoadRun: Sendable {
           var next = clock.now.advanced(by: (interval ?? .zero) * (Double(worker) / Double(self.concurrency)))
           if interval != nil { try await Task.sleep(until: next, clock: clock) }
           while true {
-            let start = clock.now
-            if start >= stopAt { break }
+            let now = clock.now
+            if now >= stopAt { break }
+            // Paced: latency counts from when the call was due (a worker behind schedule
+            // charges the wait to the calls that waited), as in the h2 driver.
+            let start = interval != nil ? min(next, now) : now
             do {
               try await self.call(client)
               if start >= measureFrom {

@@ -136,6 +136,8 @@ final class UnaryLoadHandler: ChannelInboundHandler, RemovableChannelHandler {
   private var nextStart: [NIODeadline] = []
   private var activeWorkers = 0
   private var unacknowledgedBytes = 0
+  /// Set when the daemon sent GOAWAY: the reason no further calls start.
+  private var goAway: String?
   /// HTTP/2's initial connection window (RFC 9113, 6.9.2).
   static let connectionWindow = 65_535
   private var result = LoadRun.Result(latenciesNanoseconds: [], errors: 0, elapsedSeconds: 0, firstError: nil)
@@ -184,6 +186,8 @@ final class UnaryLoadHandler: ChannelInboundHandler, RemovableChannelHandler {
 
   private func start(_ worker: Int) {
     guard let context = self.context, let plan = self.plan, self.promise != nil else { return }
+    guard context.channel.isActive else { return self.fail("connection closed") }
+    if let goAway = self.goAway { return self.retireAfterGoAway(worker, goAway) }
     let now = NIODeadline.now()
     guard now < plan.stopAt else { return self.retire(worker) }
     let request = plan.nextRequest()
@@ -197,11 +201,15 @@ final class UnaryLoadHandler: ChannelInboundHandler, RemovableChannelHandler {
     body.writeInteger(UInt8(0))  // not compressed
     body.writeInteger(UInt32(request.message.count))
     body.writeBytes(request.message)
-    self.inFlight[streamID] = Call(worker: worker, start: now)
+    // Latency counts from when the call was due, not when it went out: a paced worker that
+    // fell behind (its previous call was slow) charges the wait to the calls that waited.
+    self.inFlight[streamID] = Call(worker: worker, start: min(self.nextStart[worker], now))
     context.write(self.wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers)))), promise: nil)
     let written = context.eventLoop.makePromise(of: Void.self)
     let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-    written.futureResult.whenFailure { error in loopBound.value.complete(streamID, error: "writing the request failed: \(error)") }
+    // A write fails when the connection is gone: end the run rather than start the next call
+    // into the same closed channel (which would fail at once, and again, ...).
+    written.futureResult.whenFailure { error in loopBound.value.fail("writing a request failed: \(error)") }
     context.writeAndFlush(
       self.wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(body), endStream: true)))),
       promise: written
@@ -218,12 +226,13 @@ final class UnaryLoadHandler: ChannelInboundHandler, RemovableChannelHandler {
       }
       if headers.endStream { self.complete(frame.streamID, error: nil) }
     case .data(let data):
-      self.consumed(data.data.readableBytes + (data.paddingBytes ?? 0), context: context)
+      // Flow control counts the padding and its length byte too (RFC 9113, 6.1).
+      self.consumed(data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0), context: context)
       if data.endStream { self.complete(frame.streamID, error: nil) }
     case .rstStream(let code):
       self.complete(frame.streamID, error: "stream reset by the daemon (\(code))")
-    case .goAway(_, let code, _):
-      self.fail("connection closed by the daemon (GOAWAY \(code))")
+    case .goAway(let lastStreamID, let code, _):
+      self.goingAway(lastStreamID: lastStreamID, code: code)
     default:
       break
     }
@@ -240,7 +249,9 @@ final class UnaryLoadHandler: ChannelInboundHandler, RemovableChannelHandler {
   }
 
   /// Without a stream multiplexer nothing returns the connection-level flow-control window to
-  /// the daemon: hand back what the responses used once half of the window is gone.
+  /// the daemon: hand back what the responses used once half of the window is gone. (Stream
+  /// windows are not returned: a unary response must fit the initial 64 KiB, which every
+  /// scenario's does by far.)
   private func consumed(_ bytes: Int, context: ChannelHandlerContext) {
     self.unacknowledgedBytes += bytes
     if self.unacknowledgedBytes >= Self.connectionWindow / 2 {
@@ -269,6 +280,22 @@ final class UnaryLoadHandler: ChannelInboundHandler, RemovableChannelHandler {
       self.nextStart[call.worker] = end
     }
     self.startWhenDue(call.worker)
+  }
+
+  /// The daemon is closing the connection (GOAWAY): calls it will still answer (ids up to
+  /// `lastStreamID`) run to completion; later ones were never processed and count as failed;
+  /// no new calls start on this connection.
+  private func goingAway(lastStreamID: HTTP2StreamID, code: HTTP2ErrorCode) {
+    let reason = "the daemon closed the connection early (GOAWAY \(code))"
+    self.goAway = reason
+    for streamID in self.inFlight.keys where streamID > lastStreamID {
+      self.complete(streamID, error: reason)
+    }
+  }
+
+  private func retireAfterGoAway(_ worker: Int, _ reason: String) {
+    self.result.firstError = self.result.firstError ?? reason
+    self.retire(worker)
   }
 
   /// The worker has started its last call; the run ends when every worker has and no call is

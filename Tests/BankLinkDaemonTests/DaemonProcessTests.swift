@@ -120,8 +120,10 @@ struct DaemonProcessTests {
         return Double(json[range.upperBound...].prefix { "0123456789.".contains($0) })
       }
 
+      // Paced low: this checks the driver, not the machine, and runs beside other suites.
       for (driver, scenario) in [("h2", "noop"), ("h2", "balance"), ("grpc-swift", "balance")] {
-        let run = try await bench(viewer, ["--driver", driver, "--scenario", scenario, "--concurrency", "4", "--connections", "2", "--json"])
+        let run = try await bench(
+          viewer, ["--driver", driver, "--scenario", scenario, "--concurrency", "4", "--connections", "2", "--rate", "300", "--json"])
         #expect(run.status == 0, "\(driver) \(scenario): \(run.stderr)")
         #expect((field(run.stdout, "calls") ?? 0) > 0, "\(driver) \(scenario): \(run.stdout)")
         #expect(field(run.stdout, "errors") == 0, "\(driver) \(scenario): \(run.stdout)")
@@ -134,17 +136,23 @@ struct DaemonProcessTests {
       #expect(pacedCalls > 0 && pacedCalls <= 204, "\(paced.stdout)")
 
       // Durable writes as the payer.
-      let pay = try await bench(erp, ["--scenario", "pay", "--concurrency", "8", "--json"])
+      let pay = try await bench(erp, ["--scenario", "pay", "--concurrency", "8", "--rate", "300", "--json"])
       #expect(pay.status == 0, "\(pay.stderr)")
       #expect((field(pay.stdout, "calls") ?? 0) > 0 && field(pay.stdout, "errors") == 0, "\(pay.stdout)")
 
       // A viewer may not pay: every call fails, the report says why and the exit status is 1.
-      let refused = try await bench(viewer, ["--scenario", "pay", "--concurrency", "2"])
+      let refused = try await bench(viewer, ["--scenario", "pay", "--concurrency", "2", "--rate", "200"])
       #expect(refused.status == 1)
       #expect(refused.stdout.contains("grpc-status 7"), "\(refused.stdout)")
       #expect(refused.stdout.contains("calls        0 ok"), "\(refused.stdout)")
 
+      // The daemon shuts down mid-run: the driver stops cleanly and says why.
+      async let interrupted = bench(viewer, ["--scenario", "balance", "--concurrency", "4", "--rate", "200", "--duration", "30"])
+      try await Task.sleep(for: .seconds(2))
       daemon.terminate()
+      let cut = try await interrupted
+      #expect(cut.stdout.contains("first error"), "\(cut.stdout) \(cut.stderr)")
+      #expect(cut.stdout.contains("GOAWAY") || cut.stdout.contains("connection closed"), "\(cut.stdout)")
       _ = try await offPool { daemon.waitUntilExit() }
     }
   }
