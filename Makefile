@@ -13,7 +13,7 @@ BIN       := .build/debug
 APT_PKGS  := liblmdb-dev protobuf-compiler
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check bench crash-test clean
+.PHONY: all deps build certs run test unit-tests interop protos protos-check bench microbench crash-test clean
 
 all: build
 
@@ -56,6 +56,11 @@ crash-test: build
 
 bench: deps
 	scripts/bench.sh
+
+# Storage micro-benchmarks (ordo-one/benchmark, release build): the LMDB read behind GetBalance
+# and group-committed CreatePayment writes, each beside a same-run baseline.
+microbench: deps
+	$(SWIFT) package benchmark --target StorageBenchmarks
 
 clean:
 	rm -rf .build var

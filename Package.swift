@@ -38,6 +38,9 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+    // Micro-benchmarks (Benchmarks/, `make microbench`). The runtime interposer trait is left off:
+    // its package is not mirrored here.
+    .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
   ],
   targets: [
     // LMDB from Debian's liblmdb-dev.
@@ -220,6 +223,18 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: swiftSettings
+    ),
+
+    // Storage micro-benchmarks: run with `make microbench` (release build, not part of make test).
+    .executableTarget(
+      name: "StorageBenchmarks",
+      dependencies: [
+        "BankLinkCore", "BankLinkStore", "BankLinkServer",
+        .product(name: "Benchmark", package: "benchmark"),
+      ],
+      path: "Benchmarks/StorageBenchmarks",
+      swiftSettings: swiftSettings,
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ),
   ]
 )
