@@ -137,6 +137,7 @@ let package = Package(
     .target(
       name: "BankLinkRuntime",
       dependencies: [
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
       ],

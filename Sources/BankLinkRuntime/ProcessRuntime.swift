@@ -1,9 +1,18 @@
+import ArgumentParser
 import Foundation
 import NIOCore
 import NIOPosix
 
 /// Process-wide set-up of the threads that run BankLink's async code, for `banklinkd` and
-/// `banklink`. Call ``configure()`` first thing in `main`, on the main thread, once.
+/// `banklink`: their `main.swift` is
+///
+/// ```swift
+/// ProcessRuntime.configure(environment: ProcessInfo.processInfo.environment)
+/// await ProcessRuntime.run(BanklinkdCommand.self)
+/// ```
+///
+/// ``configure(environment:)`` must come first, on the main thread, once — before anything
+/// touches Swift concurrency or NIO, which is why the commands have no `@main`.
 ///
 /// - The event loops number the CPUs this process may run on: NIO counts cgroup quotas and
 ///   cpusets, and this adds the scheduler affinity (systemd's `CPUAffinity=`, `taskset`), so a
@@ -23,6 +32,21 @@ public enum ProcessRuntime {
     }
     if environment["BANKLINK_GLOBAL_EXECUTOR"] != "default" {
       NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    }
+  }
+
+  /// ArgumentParser's async entry point (what `@main` would run): parses the arguments, runs
+  /// the command or subcommand, and exits with its error if it throws.
+  public static func run<Command: AsyncParsableCommand>(_ command: Command.Type) async {
+    do {
+      var parsed = try await command.asyncParseAsRoot(nil)
+      if var asyncCommand = parsed as? any AsyncParsableCommand {
+        try await asyncCommand.run()
+      } else {
+        try parsed.run()
+      }
+    } catch {
+      command.exit(withError: error)
     }
   }
 

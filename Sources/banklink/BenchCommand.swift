@@ -72,16 +72,12 @@ struct BenchCommand: AsyncParsableCommand {
         return try await withBankLinkClients(self.connection.client, count: self.connections) { clients in
           let accounts = try await self.accountIDs(clients[0])
           let call = self.makeCall(accounts: accounts)
-          return try await LoadRun(
-            clients: clients, concurrency: self.concurrency, warmup: self.warmup, duration: self.duration,
-            rate: self.rate, call: call
-          ).run()
+          return try await LoadRun(clients: clients, shape: self.shape, call: call).run()
         }
       case .h2:
         let accounts = try await withBankLinkClient(self.connection.client) { try await self.accountIDs($0) }
         return try await H2LoadDriver(
-          configuration: self.connection.client, connections: self.connections, concurrency: self.concurrency,
-          warmup: self.warmup, duration: self.duration, rate: self.rate,
+          configuration: self.connection.client, connections: self.connections, shape: self.shape,
           nextRequest: try self.makeRequest(accounts: accounts)
         ).run()
       }
@@ -97,6 +93,10 @@ struct BenchCommand: AsyncParsableCommand {
       print(report.text)
     }
     if report.calls == 0 { throw ExitCode.failure }
+  }
+
+  private var shape: LoadShape {
+    LoadShape(concurrency: self.concurrency, warmup: self.warmup, duration: self.duration, rate: self.rate)
   }
 
   private func accountIDs(_ client: GRPCClient<HTTP2ClientTransport.Posix>) async throws -> [String] {
@@ -183,13 +183,32 @@ struct BenchCommand: AsyncParsableCommand {
   }
 }
 
-/// A closed-loop run: each worker issues its next call when the previous one returns.
+/// The shape of a run, shared by both drivers so that they load the daemon the same way.
+struct LoadShape: Sendable {
+  var concurrency: Int
+  /// Unmeasured seconds first.
+  var warmup: Double
+  /// Measured seconds.
+  var duration: Double
+  /// Calls per second in total; 0: every worker starts its next call when the last returns.
+  var rate: Double
+
+  var warmupNanoseconds: Int64 { Int64(self.warmup * 1e9) }
+  var durationNanoseconds: Int64 { Int64(self.duration * 1e9) }
+  /// Paced: each worker starts one call per interval (open pacing at a fixed load); nil when not.
+  var intervalNanoseconds: Int64? { self.rate > 0 ? Int64(1e9 * Double(self.concurrency) / self.rate) : nil }
+
+  /// Paced workers start staggered across one interval, so their calls do not arrive in bursts.
+  func startOffsetNanoseconds(worker: Int) -> Int64 {
+    (self.intervalNanoseconds ?? 0) * Int64(worker) / Int64(self.concurrency)
+  }
+}
+
+/// The grpc-swift driver: each worker issues its next call when the previous one returns, or
+/// when it is due (paced).
 struct LoadRun: Sendable {
   let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
-  let concurrency: Int
-  let warmup: Double
-  let duration: Double
-  let rate: Double
+  let shape: LoadShape
   let call: @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void
 
   struct Result: Sendable {
@@ -201,20 +220,19 @@ struct LoadRun: Sendable {
 
   func run() async throws -> Result {
     let clock = ContinuousClock()
-    let measureFrom = clock.now.advanced(by: .milliseconds(Int64(self.warmup * 1000)))
-    let stopAt = measureFrom.advanced(by: .milliseconds(Int64(self.duration * 1000)))
-    // Optional open pacing per worker, for latency at a fixed load (e.g. half of peak).
-    let interval: Duration? = self.rate > 0 ? .nanoseconds(Int64(1e9 * Double(self.concurrency) / self.rate)) : nil
+    let shape = self.shape
+    let measureFrom = clock.now.advanced(by: .nanoseconds(shape.warmupNanoseconds))
+    let stopAt = measureFrom.advanced(by: .nanoseconds(shape.durationNanoseconds))
+    let interval: Duration? = shape.intervalNanoseconds.map { .nanoseconds($0) }
     let perWorker = try await withThrowingTaskGroup(of: Result.self) { group in
-      for worker in 0..<self.concurrency {
+      for worker in 0..<shape.concurrency {
         let client = self.clients[worker % self.clients.count]
         group.addTask {
           var latencies: [Int64] = []
           latencies.reserveCapacity(4096)
           var errors = 0
           var firstError: String?
-          // Stagger paced workers across one interval so their calls do not arrive in bursts.
-          var next = clock.now.advanced(by: (interval ?? .zero) * (Double(worker) / Double(self.concurrency)))
+          var next = clock.now.advanced(by: .nanoseconds(shape.startOffsetNanoseconds(worker: worker)))
           if interval != nil { try await Task.sleep(until: next, clock: clock) }
           while true {
             let now = clock.now
@@ -249,7 +267,7 @@ struct LoadRun: Sendable {
       return merged
     }
     var result = perWorker
-    result.elapsedSeconds = self.duration
+    result.elapsedSeconds = shape.duration
     result.latenciesNanoseconds.sort()
     return result
   }

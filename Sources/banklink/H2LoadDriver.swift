@@ -21,10 +21,7 @@ struct UnaryRequest: Sendable {
 struct H2LoadDriver: Sendable {
   let configuration: ClientConfiguration
   let connections: Int
-  let concurrency: Int
-  let warmup: Double
-  let duration: Double
-  let rate: Double
+  let shape: LoadShape
   let nextRequest: @Sendable () -> UnaryRequest
 
   /// How long after the end of the run calls still in flight are waited for before they count
@@ -66,17 +63,16 @@ struct H2LoadDriver: Sendable {
     }
 
     let now = NIODeadline.now()
-    let measureFrom = now + .nanoseconds(Int64(self.warmup * 1e9))
-    let stopAt = measureFrom + .nanoseconds(Int64(self.duration * 1e9))
-    // Open pacing for a fixed load: each worker starts a call every `interval`.
-    let interval: TimeAmount? = self.rate > 0 ? .nanoseconds(Int64(1e9 * Double(self.concurrency) / self.rate)) : nil
+    let measureFrom = now + .nanoseconds(self.shape.warmupNanoseconds)
+    let stopAt = measureFrom + .nanoseconds(self.shape.durationNanoseconds)
+    let interval: TimeAmount? = self.shape.intervalNanoseconds.map { .nanoseconds($0) }
     var runs: [EventLoopFuture<LoadRun.Result>] = []
     for (index, channel) in channels.enumerated() {
-      // Workers are spread over the connections; paced workers are staggered over one interval.
-      let workers = (0..<self.concurrency).filter { $0 % channels.count == index }
+      // Workers are spread over the connections.
+      let workers = (0..<self.shape.concurrency).filter { $0 % channels.count == index }
       let plan = UnaryLoadHandler.Plan(
         workers: workers.map { worker in
-          now + .nanoseconds((interval?.nanoseconds ?? 0) * Int64(worker) / Int64(self.concurrency))
+          now + .nanoseconds(self.shape.startOffsetNanoseconds(worker: worker))
         },
         measureFrom: measureFrom, stopAt: stopAt, interval: interval,
         giveUpAt: stopAt + .seconds(Self.drainGraceSeconds), nextRequest: self.nextRequest
@@ -91,7 +87,7 @@ struct H2LoadDriver: Sendable {
         }
       )
     }
-    var merged = LoadRun.Result(latenciesNanoseconds: [], errors: 0, elapsedSeconds: self.duration, firstError: nil)
+    var merged = LoadRun.Result(latenciesNanoseconds: [], errors: 0, elapsedSeconds: self.shape.duration, firstError: nil)
     for run in runs {
       let result = try await run.get()
       merged.latenciesNanoseconds += result.latenciesNanoseconds

@@ -85,40 +85,6 @@ struct CrashTests {
     return options
   }
 
-  final class Daemon: @unchecked Sendable {
-    let process: Process
-    let port: Int
-
-    private init(process: Process, port: Int) {
-      self.process = process
-      self.port = port
-    }
-
-    static func start(config: String, socket: NotifySocket) async throws -> Daemon {
-      let process = Process()
-      process.executableURL = URL(fileURLWithPath: Binaries.daemon)
-      process.arguments = ["--config", config, "--log-level", "error"]
-      var environment = ProcessInfo.processInfo.environment
-      environment["NOTIFY_SOCKET"] = socket.path
-      process.environment = environment
-      try process.run()
-      guard let ready = await socket.next(timeoutSeconds: 60), ready.hasPrefix("READY=1"),
-        let port = ready.split(separator: ":").last.flatMap({ Int($0) })
-      else { throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"]) }
-      return Daemon(process: process, port: port)
-    }
-
-    func kill9() async {
-      kill(self.process.processIdentifier, SIGKILL)
-      _ = try? await offPool { self.process.waitUntilExit() }
-    }
-
-    func stop() async {
-      self.process.terminate()
-      _ = try? await offPool { self.process.waitUntilExit() }
-    }
-  }
-
   @Test("kill -9 under load loses no acknowledged payment, creates none twice, pays each once")
   func killNineUnderLoad() async throws {
     try await withTemporaryDirectory { directory in
@@ -137,7 +103,7 @@ struct CrashTests {
       let recorder = Recorder()
 
       for round in 0..<Self.rounds {
-        let daemon = try await Daemon.start(config: config, socket: socket)
+        let daemon = try await RunningDaemon.start(config: config, socket: socket)
         let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
         let stopAt = ContinuousClock.now.advanced(by: .milliseconds(Self.loadMilliseconds + 1_000))
         async let loaded: Void = Self.load(round: round, client: client, until: stopAt, recorder: recorder)
@@ -148,7 +114,7 @@ struct CrashTests {
       }
 
       // Restart, retry every unacknowledged key, and let the bank finish.
-      let daemon = try await Daemon.start(config: config, socket: socket)
+      let daemon = try await RunningDaemon.start(config: config, socket: socket)
       let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
       let result = recorder.outcome
       #expect(result.acknowledged.count > Self.rounds * 10, "the load must actually create payments")

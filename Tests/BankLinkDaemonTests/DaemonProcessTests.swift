@@ -93,16 +93,9 @@ struct DaemonProcessTests {
          "principals": [{"identity": "viewer", "roles": ["viewer"]}, {"identity": "erp", "roles": ["payer"]}]}
         """.utf8).write(to: URL(fileURLWithPath: config))
       let socket = try NotifySocket(path: directory.appending("notify.sock"))
-      let daemon = Process()
-      daemon.executableURL = URL(fileURLWithPath: Binaries.daemon)
-      daemon.arguments = ["--config", config, "--log-level", "warning"]
-      var environment = ProcessInfo.processInfo.environment
-      environment["NOTIFY_SOCKET"] = socket.path
-      daemon.environment = environment
-      try daemon.run()
-      defer { if daemon.isRunning { daemon.terminate() } }
-      let ready = try #require(await socket.next(timeoutSeconds: 30), "banklinkd never sent READY=1")
-      let port = try #require(ready.split(separator: ":").last.flatMap { Int($0) })
+      let daemon = try await RunningDaemon.start(config: config, socket: socket, logLevel: "warning")
+      defer { if daemon.process.isRunning { daemon.process.terminate() } }
+      let port = daemon.port
 
       func bench(_ identity: ClientIdentityFiles, _ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         var cli = ProcessInfo.processInfo.environment
@@ -149,11 +142,10 @@ struct DaemonProcessTests {
       // The daemon shuts down mid-run: the driver stops cleanly and says why.
       async let interrupted = bench(viewer, ["--scenario", "balance", "--concurrency", "4", "--rate", "200", "--duration", "30"])
       try await Task.sleep(for: .seconds(2))
-      daemon.terminate()
+      await daemon.stop()
       let cut = try await interrupted
       #expect(cut.stdout.contains("first error"), "\(cut.stdout) \(cut.stderr)")
       #expect(cut.stdout.contains("GOAWAY") || cut.stdout.contains("connection closed"), "\(cut.stdout)")
-      _ = try await offPool { daemon.waitUntilExit() }
     }
   }
 

@@ -1,0 +1,42 @@
+import BankLinkTestSupport
+import Foundation
+
+/// The real `banklinkd` started on a configuration, up once it has sent READY=1 (with its port)
+/// to `socket`.
+final class RunningDaemon: @unchecked Sendable {
+  let process: Process
+  let port: Int
+
+  private init(process: Process, port: Int) {
+    self.process = process
+    self.port = port
+  }
+
+  static func start(config: String, socket: NotifySocket, logLevel: String = "error") async throws -> RunningDaemon {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: Binaries.daemon)
+    process.arguments = ["--config", config, "--log-level", logLevel]
+    var environment = ProcessInfo.processInfo.environment
+    environment["NOTIFY_SOCKET"] = socket.path
+    process.environment = environment
+    try process.run()
+    guard let ready = await socket.next(timeoutSeconds: 60), ready.hasPrefix("READY=1"),
+      let port = ready.split(separator: ":").last.flatMap({ Int($0) })
+    else {
+      if process.isRunning { process.terminate() }
+      throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"])
+    }
+    return RunningDaemon(process: process, port: port)
+  }
+
+  func kill9() async {
+    kill(self.process.processIdentifier, SIGKILL)
+    _ = try? await offPool { self.process.waitUntilExit() }
+  }
+
+  /// SIGTERM, then waits for the exit.
+  func stop() async {
+    self.process.terminate()
+    _ = try? await offPool { self.process.waitUntilExit() }
+  }
+}
