@@ -38,8 +38,9 @@ public enum Daemon {
       clock: WallClock.now
     )
     let cache = AccountCache(store: store)
+    let writer = GroupCommitWriter(store: store, configuration: .init(groupCommit: configuration.storage.groupCommit))
     let payments = PaymentLedger(
-      writer: GroupCommitWriter(store: store, configuration: .init(groupCommit: configuration.storage.groupCommit)),
+      writer: writer,
       configuration: .init(approvalThresholdMinorUnits: configuration.payments.approvalThresholdMinorUnits),
       now: WallClock.now
     )
@@ -95,7 +96,15 @@ public enum Daemon {
     groupConfiguration.maximumGracefulShutdownDuration = .seconds(Limits.shutdownDrainSeconds)
     let group = ServiceGroup(configuration: groupConfiguration)
     try await group.run()
-    logger.info("stopped")
+    let statistics = writer.statistics
+    logger.info(
+      "stopped",
+      metadata: [
+        "group_commit_writes": "\(statistics.writes)",
+        "group_commit_commits": "\(statistics.commits)",
+        "group_commit_largest_batch": "\(statistics.largestBatch)",
+      ]
+    )
   }
 }
 

@@ -26,7 +26,9 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
 
   /// Payments by their time-ordered id.
   public static let payments = Database("payments")
-  /// (creator identity, 0x00, idempotency key) → canonical request and the payment id.
+  /// (creator identity, 0x00, idempotency key) → SHA-256 fingerprint of the canonical request
+  /// and the payment id (records written by earlier builds hold the whole request in hex; both
+  /// forms are read).
   public static let idempotency = Database("idempotency")
   /// Account id → total minor units reserved by its payments in flight.
   public static let reservations = Database("reservations")

@@ -155,6 +155,44 @@ struct PaymentTests {
     }
   }
 
+  @Test("idempotency records keep a digest of the request; records holding the whole request still guard their keys")
+  func idempotencyFingerprints() async throws {
+    try await Self.withPayments { server, client in
+      let store = server.payments.writer.store
+      func record(_ key: String) throws -> [UInt8]? {
+        try store.withReadTransaction { try $0.get(Array("erp".utf8) + [0] + Array(key.utf8), in: .idempotency) }
+      }
+      // A long request: the record stays the size of a digest and an id.
+      var long = Self.instruction()
+      long.purpose = String(repeating: "Payroll November ", count: 8)
+      let created = try await Self.as_(client("erp")) { try await Self.create($0, key: "digest-1", long) }
+      let stored = try #require(try record("digest-1"))
+      var reader = RecordReader(stored)
+      let fingerprint = try reader.readString()
+      #expect(fingerprint.hasPrefix("sha256:") && fingerprint.utf8.count == 7 + 64)
+      #expect(try reader.readString() == created.payment.paymentID)
+      #expect(stored.count < 120)
+
+      // A record in the earlier form (the canonical request in hex), as a data directory written
+      // by an earlier build holds it.
+      let original = try await Self.as_(client("erp")) { try await Self.create($0, key: "legacy-1") }
+      let canonical = try #require(try server.payments.payment(original.payment.paymentID)).instruction.canonicalRecord
+      var legacy = RecordWriter()
+      let digits = Array("0123456789abcdef")
+      legacy.write(String(canonical.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }))
+      legacy.write(original.payment.paymentID)
+      try store.withWriteTransaction { txn in
+        try txn.put(Array("erp".utf8) + [0] + Array("legacy-1".utf8), legacy.bytes, in: .idempotency)
+      }
+      let replay = try await Self.as_(client("erp")) { try await Self.create($0, key: "legacy-1") }
+      #expect(replay.replayed && replay.payment.paymentID == original.payment.paymentID)
+      let conflict = await #expect(throws: RPCError.self) {
+        try await Self.as_(client("erp")) { try await Self.create($0, key: "legacy-1", Self.instruction(amount: 1)) }
+      }
+      #expect(conflict?.code == .alreadyExists)
+    }
+  }
+
   @Test("every field is validated and named")
   func validation() async throws {
     try await Self.withPayments { server, client in

@@ -1,5 +1,6 @@
 import BankLinkCore
 import BankLinkStore
+import Crypto
 
 /// The payment use cases over the store: create (idempotent, validated, funds reserved),
 /// read, list and cancel. Every mutation runs through the ``GroupCommitWriter`` and writes its
@@ -77,7 +78,7 @@ public struct PaymentLedger: Sendable {
         var reader = RecordReader(existing)
         let storedRequest = try reader.readString()
         let paymentID = try reader.readString()
-        guard storedRequest == Self.hex(canonical) else {
+        guard Self.fingerprint(storedRequest, matches: canonical) else {
           throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: paymentID)
         }
         guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else {
@@ -90,8 +91,8 @@ public struct PaymentLedger: Sendable {
         instruction, field: "instruction.", creator: creator, idempotencyKey: idempotencyKey, batchID: "",
         threshold: threshold, at: now, txn: &txn)
       let id = payment.id
-      var record = RecordWriter(capacity: canonical.count * 2 + 64)
-      record.write(Self.hex(canonical))
+      var record = RecordWriter(capacity: 128)
+      record.write(Self.fingerprint(canonical))
       record.write(id)
       try txn.put(idemKey, record.bytes, in: .idempotency)
       return Created(payment: payment, replayed: false)
@@ -161,10 +162,10 @@ public struct PaymentLedger: Sendable {
       let idemKey = Self.idempotencyKey(creator: creator, key: "batch\u{0}" + idempotencyKey)
       var canonical: [UInt8] = []
       for item in items { canonical += item.canonicalRecord }
-      let fingerprint = Self.hex(canonical)
+      let fingerprint = Self.fingerprint(canonical)
       if let existing = try txn.get(idemKey, in: .idempotency) {
         var reader = RecordReader(existing)
-        guard try reader.readString() == fingerprint else {
+        guard Self.fingerprint(try reader.readString(), matches: canonical) else {
           throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: "")
         }
         let batchID = try reader.readString()
@@ -378,6 +379,22 @@ public struct PaymentLedger: Sendable {
     // The message id is fixed here, once: every retry of this submission reuses it.
     record.write("MSG\(payment.endToEndID)")
     try txn.put(key.bytes, record.bytes, in: .outbox)
+  }
+
+  /// What an idempotency record keeps of the request it guards: a SHA-256 digest of the
+  /// canonical request, so that records stay small (one B-tree page holds ~40 of them) however
+  /// long the request's texts are.
+  static func fingerprint(_ canonical: [UInt8]) -> String {
+    Self.fingerprintPrefix + Self.hex(Array(SHA256.hash(data: canonical)))
+  }
+
+  static let fingerprintPrefix = "sha256:"
+
+  /// Whether a stored fingerprint is that of `canonical`. Records written before digests were
+  /// introduced hold the whole canonical request in hex, and are compared as such.
+  static func fingerprint(_ stored: String, matches canonical: [UInt8]) -> Bool {
+    if stored.hasPrefix(Self.fingerprintPrefix) { return stored == Self.fingerprint(canonical) }
+    return stored == Self.hex(canonical)
   }
 
   static func hex(_ bytes: [UInt8]) -> String {
