@@ -60,6 +60,12 @@ extension Limits {
   /// time of one call (1,000 transactions encode to roughly 300 KB).
   public static let maxPageSize = 1_000
 
+  /// Most stored records one List call reads to fill its page. A selective filter over a long
+  /// history then returns a short (even empty) page with a token to continue, instead of one
+  /// call walking the whole history while it holds an event loop. At least `maxPageSize`, so an
+  /// unfiltered page always fills.
+  public static let maxListScanRecords = 2 * maxPageSize
+
   /// Longest page token accepted (bytes of base64 text); real tokens are well under 200.
   public static let maxPageTokenLength = 1_024
 

@@ -592,6 +592,9 @@ public nonisolated struct Banklink_V1_ListPaymentsResponse: Sendable {
 
   public var payments: [Banklink_V1_Payment] = []
 
+  /// Set while later payments may match. A page can hold fewer than page_size payments, even
+  /// none, when the server stopped reading a long history for this call: keep paging until the
+  /// token comes back empty.
   public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

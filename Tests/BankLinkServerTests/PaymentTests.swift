@@ -142,6 +142,40 @@ struct PaymentTests {
     }
   }
 
+  @Test("a selective filter pages through a long history reading a bounded number of payments per call")
+  func boundedListScan() async throws {
+    try await Self.withPayments { server, client in
+      var payrollIDs: Set<String> = []
+      for index in 0..<8 {
+        let creator = index == 5 ? "payroll" : "erp"
+        let created = try await Self.as_(client(creator)) { try await Self.create($0, key: "scan-\(index)", Self.instruction(amount: 100)) }
+        if creator == "payroll" { payrollIDs.insert(created.payment.paymentID) }
+      }
+      var filter = PaymentLedger.Filter()
+      filter.creator = "payroll"
+      var seen: [String] = []
+      var after: String?
+      var calls = 0
+      repeat {
+        let page = try server.payments.list(filter, after: after, limit: 10, scanLimit: 2)
+        calls += 1
+        #expect(page.payments.allSatisfy { $0.creator == "payroll" })
+        seen += page.payments.map(\.id)
+        after = page.resumeAfter
+      } while after != nil && calls < 20
+      #expect(seen.count == 1 && Set(seen) == payrollIDs)
+      // Eight payments, two read per call: four calls, the last one ending the listing.
+      #expect(calls == 4)
+
+      // A full page stops at the page: the next one starts after its last payment.
+      let full = try server.payments.list(.init(), after: nil, limit: 3)
+      #expect(full.payments.count == 3 && full.resumeAfter == full.payments.last?.id)
+      let rest = try server.payments.list(.init(), after: full.resumeAfter, limit: 10)
+      #expect(rest.payments.count == 5 && rest.resumeAfter == nil)
+      #expect(Set(full.payments.map(\.id)).isDisjoint(with: rest.payments.map(\.id)))
+    }
+  }
+
   @Test("the same payment survives a restart of the ledger and is replayed from the store")
   func replayAfterRestart() async throws {
     try await Self.withPayments { server, client in

@@ -234,23 +234,46 @@ public struct PaymentLedger: Sendable {
     }
   }
 
-  /// Payments in creation order after `afterID`, at most `limit`, and whether more follow.
-  public func list(_ filter: Filter, after afterID: String?, limit: Int) throws -> (payments: [Payment], more: Bool) {
+  /// One page of ``list(_:after:limit:scanLimit:)``.
+  public struct Page: Sendable {
+    public var payments: [Payment]
+    /// The payment id the next page starts after, or nil when no later payment matches.
+    public var resumeAfter: String?
+  }
+
+  /// Payments matching `filter` in id order after `afterID`, at most `limit` of them.
+  ///
+  /// The scan reads at most `scanLimit` payments, so a call costs the same on a long history
+  /// with a selective filter as on a short one: when the budget runs out first the page is
+  /// short (possibly empty) and `resumeAfter` names the last payment read. Callers page on
+  /// until `resumeAfter` is nil.
+  public func list(
+    _ filter: Filter, after afterID: String?, limit: Int, scanLimit: Int = Limits.maxListScanRecords
+  ) throws -> Page {
     try self.store.withReadTransaction { txn in
       var found: [Payment] = []
-      var more = false
+      var scanned = 0
+      var lastRead: String?
+      var resumeAfter: String?
       let start = afterID.map { Array($0.utf8) + [0] }
       try txn.scan(.payments, from: start) { _, value in
+        if scanned == scanLimit {
+          // More payments follow, none of them read: continue after the last one read.
+          resumeAfter = lastRead
+          return false
+        }
+        scanned += 1
         let payment = try Payment(record: value)
+        lastRead = payment.id
         guard filter.matches(payment) else { return true }
         if found.count == limit {
-          more = true
+          resumeAfter = found.last?.id
           return false
         }
         found.append(payment)
         return true
       }
-      return (found, more)
+      return Page(payments: found, resumeAfter: resumeAfter)
     }
   }
 

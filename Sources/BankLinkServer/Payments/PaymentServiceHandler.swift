@@ -99,8 +99,8 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     let page = try withStore { try self.ledger.list(filter, after: after, limit: size) }
     return .with {
       $0.payments = page.payments.map(Banklink_V1_Payment.init)
-      if page.more, let last = page.payments.last {
-        $0.nextPageToken = Data(last.id.utf8).base64EncodedString()
+      if let resumeAfter = page.resumeAfter {
+        $0.nextPageToken = Data(resumeAfter.utf8).base64EncodedString()
       }
     }
   }
