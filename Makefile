@@ -4,7 +4,8 @@
 #   make test    install system packages, check generated code, build, run every test
 #   make certs   create the development PKI under certs/dev (kept if it exists)
 #   make protos  regenerate Sources/BankLinkProto from proto/
-#   make bench   release build; noop vs balance load on one daemon; records docs/BENCHMARKS.md
+#   make bench   release build; noop vs balance, then rounds of balance and pay (group commit
+#                on/off, held); records docs/BENCHMARKS.md
 #   make crash-test  kill -9 banklinkd repeatedly under payment load and check nothing was lost
 #                    or paid twice (make test runs a short form)
 
