@@ -5,6 +5,7 @@
 // Module graph (one direction of dependency, pure at the bottom):
 //
 //   CLMDB ─────────────┐
+//   CBankLinkThreads ──┤
 //   BankLinkCore ──────┼─> BankLinkStore ─┐
 //   BankLinkProto ─────┤                  ├─> BankLinkServer ─> BankLinkDaemon ─> banklinkd
 //   BankLinkPKI ───────┴─> BankLinkClient ┴──────────────────────────────────────> banklink
@@ -50,6 +51,9 @@ let package = Package(
       providers: [.apt(["liblmdb-dev"])]
     ),
 
+    // Thread placement (pinning, names) for the store's writer thread: GNU pthread calls.
+    .target(name: "CBankLinkThreads"),
+
     // Domain core: no I/O, time is passed in.
     .target(
       name: "BankLinkCore",
@@ -59,7 +63,7 @@ let package = Package(
     // LMDB environment, scoped transactions, typed errors.
     .target(
       name: "BankLinkStore",
-      dependencies: ["CLMDB", "BankLinkCore"],
+      dependencies: ["CLMDB", "CBankLinkThreads", "BankLinkCore"],
       swiftSettings: swiftSettings
     ),
 

@@ -2,13 +2,14 @@
 # make bench: builds in release mode, starts banklinkd on a temporary data directory and port,
 # runs the noop (WhoAmI) and balance (GetBalance) scenarios back to back against the same daemon,
 # then noop and balance again paced at half of balance's peak (the latency target, with the
-# transport's own latency at that load as the same-run baseline). Then ROUNDS rounds of four
+# transport's own latency at that load as the same-run baseline). Then ROUNDS rounds of five
 # runs each: balance, pay (CreatePayment, durable, auto-approved so it flows on to the simulated
-# bank) with group commit on, pay against a second daemon with group commit off, and pay against
-# a third that holds every payment for approval (the create path alone). The three daemons run
-# side by side and the rounds interleave them, so a slow spell of this shared machine lands on
-# every scenario of a round rather than on one of them; the ratios are taken within each round
-# and reported as the median with the range. Prints them and records the figures with the
+# bank) with group commit on, pay against a second daemon with group commit off, against a
+# third that holds every payment for approval (the create path alone), and against a fourth
+# whose writer thread shares the event loop's core. The four daemons run side by side and the
+# rounds interleave them, so a slow spell of this shared machine lands on every scenario of a
+# round rather than on one of them; the ratios are taken within each round and reported as the
+# median with the range. Prints them and records the figures with the
 # command in docs/BENCHMARKS.md. Load comes from `banklink bench`'s lean h2 driver.
 #
 # Knobs (environment): DURATION (s, default 10), CONCURRENCY (default 32), CONNECTIONS (default 2),
@@ -28,8 +29,9 @@ work="$(mktemp -d)"
 daemon_pid=""
 nogc_pid=""
 held_pid=""
+shared_pid=""
 cleanup() {
-  for pid in $daemon_pid $nogc_pid $held_pid; do
+  for pid in $daemon_pid $nogc_pid $held_pid $shared_pid; do
     if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
   done
   rm -rf "$work"
@@ -37,26 +39,34 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin/banklink" dev-certs --out "$work/pki" >/dev/null
-cat >"$work/banklinkd.json" <<'JSON'
+# Keep the load generator off the daemon's core where the machine has two or more, so the
+# latency measured is the daemon's and not the generator's CPU queueing (PIN=0 disables). The
+# daemon's writer thread (synced commits) goes to the other core too, as `storage.writer_cpus`
+# is meant for: its wake-ups would otherwise preempt the event loop about twice per payment. A
+# fourth daemon keeps it on the event loop's core, to show what that costs.
+daemon_pin=(); client_pin=(); writer_cpus=""
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  daemon_pin=(taskset -c 0); client_pin=(taskset -c 1); writer_cpus='"writer_cpus": [1]'
+fi
+# config NAME DATA_DIR STORAGE_SETTINGS APPROVAL_THRESHOLD: writes $work/NAME.json.
+config() {
+  cat >"$work/$1.json" <<JSON
 {
   "listen": "127.0.0.1:0",
-  "data_dir": "data",
+  "data_dir": "$2",
   "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
   "log_level": "notice",
-  "payments": { "approval_threshold_minor": 1000000000000 },
+  "storage": { $3 },
+  "payments": { "approval_threshold_minor": $4 },
   "principals": [ { "identity": "viewer", "roles": ["viewer"] }, { "identity": "erp", "roles": ["payer"] } ]
 }
 JSON
-sed -e 's/"data_dir": "data"/"data_dir": "data-nogc"/' -e 's/"log_level": "notice",/"log_level": "notice", "storage": { "group_commit": false },/' \
-  "$work/banklinkd.json" >"$work/banklinkd-nogc.json"
-sed -e 's/"data_dir": "data"/"data_dir": "data-held"/' -e 's/"approval_threshold_minor": 1000000000000/"approval_threshold_minor": 1/' \
-  "$work/banklinkd.json" >"$work/banklinkd-held.json"
-# Keep the load generator off the daemon's core where the machine has two or more, so the
-# latency measured is the daemon's and not the generator's CPU queueing (PIN=0 disables).
-daemon_pin=(); client_pin=()
-if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  daemon_pin=(taskset -c 0); client_pin=(taskset -c 1)
-fi
+}
+auto_approve=1000000000000
+config banklinkd data "$writer_cpus" "$auto_approve"
+config banklinkd-nogc data-nogc "\"group_commit\": false${writer_cpus:+, $writer_cpus}" "$auto_approve"
+config banklinkd-held data-held "$writer_cpus" 1
+config banklinkd-shared data-shared "" "$auto_approve"
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
 daemon_pid=$!
 # Waits (bounded) for a daemon's "listening" log line and prints its port.
@@ -105,10 +115,13 @@ rss_kib="$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")"
 nogc_pid=$!
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-held.json" --log-level info 2>"$work/held.log" &
 held_pid=$!
+"${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-shared.json" --log-level info 2>"$work/shared.log" &
+shared_pid=$!
 gc_address="127.0.0.1:$port"
 nogc_address="127.0.0.1:$(listening_port "$work/nogc.log")"
 held_address="127.0.0.1:$(listening_port "$work/held.log")"
-echo "$rounds rounds of balance, pay (group commit on), pay (off), pay (held for approval)"
+shared_address="127.0.0.1:$(listening_port "$work/shared.log")"
+echo "$rounds rounds of balance, pay (group commit on), pay (off), pay (held for approval), pay (writer on the loop's core)"
 for round in $(seq 1 "$rounds"); do
   BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key" BANKLINK_ADDRESS="$gc_address" \
     run "balance-r$round" --scenario balance
@@ -116,9 +129,10 @@ for round in $(seq 1 "$rounds"); do
   BANKLINK_ADDRESS="$gc_address" run "pay-r$round" --scenario pay
   BANKLINK_ADDRESS="$nogc_address" run "pay-nogc-r$round" --scenario pay
   BANKLINK_ADDRESS="$held_address" run "pay-held-r$round" --scenario pay
+  BANKLINK_ADDRESS="$shared_address" run "pay-shared-r$round" --scenario pay
 done
-for pid in $daemon_pid $nogc_pid $held_pid; do kill -TERM "$pid"; wait "$pid" || true; done
-daemon_pid=""; nogc_pid=""; held_pid=""
+for pid in $daemon_pid $nogc_pid $held_pid $shared_pid; do kill -TERM "$pid"; wait "$pid" || true; done
+daemon_pid=""; nogc_pid=""; held_pid=""; shared_pid=""
 # Each daemon logs its group commit counts when it stops: payments per commit, for the record.
 batch() { sed -n 's/.*group_commit_commits=\([0-9]*\).*group_commit_writes=\([0-9]*\).*/\2 \1/p' "$1" | awk '{ if ($2 > 0) printf "%.1f", $1 / $2 }'; }
 gc_batch="$(batch "$work/daemon.log")"
@@ -130,7 +144,8 @@ work, rss_kib, duration, concurrency, connections, rounds, gc_batch, held_batch 
 rounds = int(rounds)
 load = lambda name: json.load(open(f"{work}/{name}.json"))
 noop, balance, half, noop_half = load("noop"), load("balance"), load("balance-half"), load("noop-half")
-per_round = [{kind: load(f"{kind}-r{r}") for kind in ["balance", "pay", "pay-nogc", "pay-held"]} for r in range(1, rounds + 1)]
+per_round = [{kind: load(f"{kind}-r{r}") for kind in ["balance", "pay", "pay-nogc", "pay-held", "pay-shared"]}
+             for r in range(1, rounds + 1)]
 tput = lambda run: run["throughput_per_s"]
 ratio = tput(balance) / tput(noop)
 p99_ratio = half["p99_ms"] / max(noop_half["p99_ms"], 0.001)
@@ -143,6 +158,7 @@ def spread(values):
 gc = spread([tput(r["pay"]) / max(tput(r["pay-nogc"]), 0.001) for r in per_round])
 pay = spread([tput(r["pay"]) / tput(r["balance"]) for r in per_round])
 held = spread([tput(r["pay-held"]) / tput(r["balance"]) for r in per_round])
+shared = spread([tput(r["pay-shared"]) / tput(r["balance"]) for r in per_round])
 fmt = lambda s: f"{s[0]:.2f}× (rounds: {s[1]:.2f}–{s[2]:.2f})"
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print()
@@ -152,6 +168,7 @@ print(f"balance p99 at half of peak ({tput(half):.0f}/s): {half['p99_ms']:.3f} m
 print(f"daemon RSS after the query runs: {rss_mb:.1f} MB  (target < 50 MB)")
 print(f"pay group commit on/off: {fmt(gc)}  (target >= 3)")
 print(f"pay/balance: {fmt(pay)}  (target >= 0.7); create path alone (held for approval): {fmt(held)}")
+print(f"pay/balance with the writer thread on the event loop's core: {fmt(shared)}")
 print(f"group-committed writes per commit: {gc_batch or '?'} (pay), {held_batch or '?'} (held)")
 
 def row(name, r):
@@ -164,15 +181,17 @@ round_rows = "\n".join(
         row(f"round {i}: pay (CreatePayment, auto-approved, on to the bank), group commit on", r["pay"]),
         row(f"round {i}: pay, group commit off", r["pay-nogc"]),
         row(f"round {i}: pay, create path alone (held for approval), group commit on", r["pay-held"]),
+        row(f"round {i}: pay, group commit on, writer thread on the event loop's core", r["pay-shared"]),
     ])
     for i, r in enumerate(per_round, 1))
 section = f"""
 ## {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC — commit {commit}
 
 Command: `DURATION={duration} CONCURRENCY={concurrency} CONNECTIONS={connections} ROUNDS={rounds} make bench`
-(release build; `banklink bench` h2 driver; daemons and load generator pinned to separate cores
-of this {os.cpu_count()}-core VM, over loopback with mutual TLS; "steal" is CPU time the
-hypervisor took from this VM during the run; the pay rounds interleave three daemons).
+(release build; `banklink bench` h2 driver; daemons pinned to core 0 and the load generator to
+core 1 of this {os.cpu_count()}-core VM, over loopback with mutual TLS; the daemons' writer thread on
+core 1 (`storage.writer_cpus`) except in the "writer on the event loop's core" rows; "steal" is
+CPU time the hypervisor took from this VM during the run; the pay rounds interleave four daemons).
 
 | scenario | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | steal ms |
 |---|---|---|---|---|---|---|---|
@@ -187,7 +206,8 @@ hypervisor took from this VM during the run; the pay rounds interleave three dae
   (noop) at the same load: {noop_half['p99_ms']:.3f} ms (ratio {p99_ratio:.2f})
 - daemon RSS after the query runs: **{rss_mb:.1f} MB** (target < 50 MB)
 - pay with group commit on/off: **{fmt(gc)}** (target ≥ 3×)
-- pay/balance: **{fmt(pay)}** (target ≥ 0.7×); the create path alone: {fmt(held)}
+- pay/balance: **{fmt(pay)}** (target ≥ 0.7×); the create path alone: {fmt(held)}; with the
+  writer thread on the event loop's core: {fmt(shared)}
 - group-committed writes per commit: {gc_batch or '?'} (pay, including the bank side's updates),
   {held_batch or '?'} (held)
 """

@@ -19,6 +19,9 @@ public enum Limits {
   /// space, not disk, so a generous default costs nothing until used.
   public static let defaultMapSizeMiB = 1024
 
+  /// Highest CPU number `storage.writer_cpus` accepts (Linux's CPU_SETSIZE is 1024).
+  public static let maxCPUIndex = 1023
+
   /// Smallest accepted LMDB map size (MiB): below this the environment cannot hold its own
   /// metadata and the first sync would fail.
   public static let minMapSizeMiB = 1

@@ -18,7 +18,11 @@ public enum Daemon {
     logger: Logger
   ) async throws {
     let store = try Store(
-      configuration: .init(directory: configuration.dataDirectory, mapSizeMiB: configuration.storage.mapSizeMiB)
+      configuration: .init(
+        directory: configuration.dataDirectory,
+        mapSizeMiB: configuration.storage.mapSizeMiB,
+        writerCPUs: configuration.storage.writerCPUs
+      )
     )
     logger.info(
       "store opened",
@@ -26,6 +30,7 @@ public enum Daemon {
         "data_dir": "\(configuration.dataDirectory)",
         "map_size_mib": "\(configuration.storage.mapSizeMiB)",
         "schema_version": "\(Store.schemaVersion)",
+        "writer_cpus": "\(configuration.storage.writerCPUs.isEmpty ? "any" : configuration.storage.writerCPUs.map(String.init).joined(separator: ","))",
       ]
     )
     let simulator = try BankSimulator(

@@ -66,6 +66,8 @@ public struct DaemonConfiguration: Sendable {
     public var mapSizeMiB: Int
     /// Batch concurrent mutations into one synced commit (off: one synced commit per call).
     public var groupCommit: Bool = true
+    /// CPUs for the store's writer thread (synced commits); empty: any the process may use.
+    public var writerCPUs: [Int] = []
   }
 
   public struct Payments: Sendable, Equatable {
@@ -198,6 +200,18 @@ public struct DaemonConfiguration: Sendable {
       }
       if let groupCommit = try storageReader.optionalBool("group_commit") {
         storage.groupCommit = groupCommit
+      }
+      if let cpus = try storageReader.optionalArray("writer_cpus") {
+        for (index, value) in cpus.enumerated() {
+          let key = "storage.writer_cpus[\(index)]"
+          guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+            let cpu = Int(exactly: number.doubleValue), (0...Limits.maxCPUIndex).contains(cpu)
+          else {
+            throw ConfigError(key: key, message: "must be a CPU number between 0 and \(Limits.maxCPUIndex)")
+          }
+          guard !storage.writerCPUs.contains(cpu) else { throw ConfigError(key: key, message: "CPU \(cpu) is listed twice") }
+          storage.writerCPUs.append(cpu)
+        }
       }
       try storageReader.finish()
     }
@@ -450,6 +464,12 @@ private struct ObjectReader {
   mutating func optionalObject(_ name: String) throws -> ObjectReader? {
     guard let value = try self.optionalValue(name) else { return nil }
     return try ObjectReader(value, path: self.key(name))
+  }
+
+  mutating func optionalArray(_ name: String) throws -> [Any]? {
+    guard let value = try self.optionalValue(name) else { return nil }
+    guard let array = value as? [Any] else { throw ConfigError(key: self.key(name), message: "must be a JSON array") }
+    return array
   }
 
   mutating func array(_ name: String) throws -> [Any] {

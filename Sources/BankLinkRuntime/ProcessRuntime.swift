@@ -21,7 +21,7 @@ import NIOPosix
 ///   the loop thread that does the I/O instead of hopping to the cooperative pool and back,
 ///   which saves two thread wake-ups per call. The price is that async code must never block;
 ///   BankLink's blocking work (LMDB write transactions and their synced flush) runs on the
-///   store's writer queue (`Store.write`, `GroupCommitWriter`).
+///   store's writer thread (`Store.write`, `GroupCommitWriter`).
 ///
 /// `NIO_SINGLETON_GROUP_LOOP_COUNT` still overrides the loop count;
 /// `BANKLINK_GLOBAL_EXECUTOR=default` keeps Swift's own cooperative pool (for comparison).

@@ -1,5 +1,4 @@
 import BankLinkCore
-import Dispatch
 internal import CLMDB
 import Synchronization
 
@@ -43,10 +42,10 @@ public final class GroupCommitWriter: Sendable {
   public let store: Store
   public let configuration: Configuration
   private let state = Mutex(State())
-  // The store's serial writer queue: LMDB allows one write transaction at a time, and a
-  // transaction must begin and commit on the same thread (each drain runs entirely inside one
-  // queue item). Sharing it with ``Store/write(_:)`` keeps all writers of the environment in line.
-  private var queue: DispatchQueue { self.store.writerQueue }
+  // The store's writer thread: LMDB allows one write transaction at a time, and a transaction
+  // must begin and commit on the same thread (each drain runs entirely inside one job). Sharing
+  // it with ``Store/write(_:)`` keeps all writers of the environment in line.
+  private var writerThread: WriterThread { self.store.writerThread }
 
   public init(store: Store, configuration: Configuration = .init()) {
     self.store = store
@@ -79,12 +78,12 @@ public final class GroupCommitWriter: Sendable {
         return true
       }
       if startDrain {
-        self.queue.async { self.drain() }
+        self.writerThread.submit { self.drain() }
       }
     }
   }
 
-  /// Commits one batch, then queues itself again behind whatever else waits on the writer queue
+  /// Commits one batch, then queues itself again behind whatever else waits on the writer thread
   /// (``Store/write(_:)`` callers), so a steady stream of group commits cannot starve them.
   private func drain() {
     let batch = self.state.withLock { state -> [Pending] in
@@ -112,6 +111,6 @@ public final class GroupCommitWriter: Sendable {
       // The commit failed: nothing of the batch is written; every caller learns why.
       for pending in batch { pending.fail(error) }
     }
-    self.queue.async { self.drain() }
+    self.writerThread.submit { self.drain() }
   }
 }

@@ -15,8 +15,8 @@ import Darwin
 /// transaction must stay on one thread). Write transactions commit with a synced flush: when
 /// ``withWriteTransaction(_:)`` returns, the change is on disk.
 ///
-/// Async code writes with ``write(_:)``, which runs the transaction on the store's writer queue:
-/// the calling task suspends while LMDB's writer lock and the synced flush block that queue's
+/// Async code writes with ``write(_:)``, which runs the transaction on the store's writer thread:
+/// the calling task suspends while LMDB's writer lock and the synced flush block that
 /// thread, never an event loop or a thread of Swift's cooperative pool.
 ///
 /// ```swift
@@ -40,17 +40,22 @@ public final class Store: Sendable {
     public var schemaVersion: UInt32
     /// The named databases to open; ``Database/meta`` is always opened.
     public var databases: [Database]
+    /// CPUs the writer thread (every write transaction and synced commit) runs on; empty: any
+    /// the process may use. See ``WriterThread``.
+    public var writerCPUs: [Int]
 
     public init(
       directory: String,
       mapSizeMiB: Int = Limits.defaultMapSizeMiB,
       schemaVersion: UInt32 = Store.schemaVersion,
-      databases: [Database] = Database.all
+      databases: [Database] = Database.all,
+      writerCPUs: [Int] = []
     ) {
       self.directory = directory
       self.mapSizeMiB = mapSizeMiB
       self.schemaVersion = schemaVersion
       self.databases = databases
+      self.writerCPUs = writerCPUs
     }
   }
 
@@ -61,20 +66,20 @@ public final class Store: Sendable {
   /// Where write transactions of async callers run (see ``write(_:)``); the
   /// ``GroupCommitWriter`` drains on it too, so writers of one environment queue here instead of
   /// blocking threads on LMDB's writer lock.
-  public let writerQueue: DispatchQueue
+  let writerThread: WriterThread
 
   /// Opens (creating if needed) the environment, its named databases and checks the schema
   /// version. Throws ``StoreError`` with code `.schemaMismatch` when the directory holds data of
   /// another schema version.
   public init(configuration: Configuration) throws {
     self.configuration = configuration
-    self.writerQueue = DispatchQueue(label: "banklink.store.writer")
     guard (Limits.minMapSizeMiB...Limits.maxMapSizeMiB).contains(configuration.mapSizeMiB) else {
       throw StoreError(
         code: .invalidArgument,
         message: "storage.map_size_mib must be between \(Limits.minMapSizeMiB) and \(Limits.maxMapSizeMiB), got \(configuration.mapSizeMiB)"
       )
     }
+    self.writerThread = try WriterThread(name: "banklink-writer", cpus: configuration.writerCPUs)
     try Store.makeDirectory(configuration.directory)
 
     var env: OpaquePointer?
@@ -103,6 +108,8 @@ public final class Store: Sendable {
   }
 
   deinit {
+    // Every write job holds the store, so none is left to run when this does (the writer
+    // thread ends when its WriterThread is released).
     mdb_env_close(self.env)
   }
 
@@ -139,14 +146,14 @@ public final class Store: Sendable {
     return result
   }
 
-  /// Runs `body` in a synced write transaction on ``writerQueue`` and resumes the caller once it
+  /// Runs `body` in a synced write transaction on the writer thread and resumes the caller once it
   /// is committed (or has failed, writing nothing). For async callers: the blocking part happens
-  /// on the queue's thread.
+  /// on the writer thread.
   public func write<Result: Sendable>(
     _ body: @escaping @Sendable (inout WriteTransaction) throws -> Result
   ) async throws -> Result {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
-      self.writerQueue.async {
+      self.writerThread.submit {
         continuation.resume(with: Swift.Result { try self.withWriteTransaction(body) })
       }
     }

@@ -15,7 +15,7 @@ struct ConfigurationTests {
       "listen": "127.0.0.1:9443",
       "data_dir": "data",
       "tls": { "ca": "tls/ca.pem", "certificate": "/etc/banklink/server.pem", "key": "tls/server.key" },
-      "storage": { "map_size_mib": 4096 },
+      "storage": { "map_size_mib": 4096, "writer_cpus": [1, 0] },
       "log_level": "notice",
       "principals": [
         { "identity": "erp", "roles": ["payer"] },
@@ -46,6 +46,7 @@ struct ConfigurationTests {
     #expect(configuration.tls.caPath == "/srv/banklink/tls/ca.pem")
     #expect(configuration.tls.certificatePath == "/etc/banklink/server.pem")
     #expect(configuration.storage.mapSizeMiB == 4096)
+    #expect(configuration.storage.writerCPUs == [1, 0])
     #expect(configuration.logLevel == .notice)
     #expect(configuration.principals.count == 2)
     #expect(configuration.principals[1].roles == [.approver, .viewer])
@@ -61,6 +62,11 @@ struct ConfigurationTests {
     (#""map_size_mib": 4096"#, #""map_size_mib": "big""#, "storage.map_size_mib"),
     (#""map_size_mib": 4096"#, #""map_size_mib": 1.5"#, "storage.map_size_mib"),
     (#""map_size_mib": 4096"#, #""map_size_mib": 4096, "group_commit": "yes""#, "storage.group_commit"),
+    (#""writer_cpus": [1, 0]"#, #""writer_cpus": 1"#, "storage.writer_cpus"),
+    (#""writer_cpus": [1, 0]"#, #""writer_cpus": [1, -1]"#, "storage.writer_cpus[1]"),
+    (#""writer_cpus": [1, 0]"#, #""writer_cpus": [1024]"#, "storage.writer_cpus[0]"),
+    (#""writer_cpus": [1, 0]"#, #""writer_cpus": [1, 1]"#, "storage.writer_cpus[1]"),
+    (#""writer_cpus": [1, 0]"#, #""writer_cpus": ["1"]"#, "storage.writer_cpus[0]"),
     (#""log_level": "notice""#, #""log_level": "loud""#, "log_level"),
     (#""roles": ["approver", "viewer"]"#, #""roles": ["approver", "superuser"]"#, "principals[1].roles[1]"),
     (#""identity": "erp""#, #""identity": """#, "principals[0].identity"),

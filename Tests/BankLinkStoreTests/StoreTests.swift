@@ -1,6 +1,7 @@
 import BankLinkCore
 import BankLinkStore
 import BankLinkTestSupport
+import Foundation
 import Testing
 
 @Suite("LMDB store on a real environment in a temporary directory")
@@ -127,6 +128,32 @@ struct StoreTests {
       }
       #expect(error?.code == .schemaMismatch)
       #expect(error?.message.contains("schema version \(Store.schemaVersion)") == true)
+    }
+  }
+
+  @Test("write transactions run on one named writer thread, on the CPUs configured for it")
+  func writerThreadPlacement() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 16, writerCPUs: [0]))
+      let (cpus, name) = try await store.write { _ in
+        (currentThreadCPUs(), (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "")
+      }
+      #expect(cpus == [0])
+      #expect(name == "banklink-writer\n")
+      // Group-committed writes use the same thread.
+      let grouped = try await GroupCommitWriter(store: store).write { _ in currentThreadCPUs() }
+      #expect(grouped == [0])
+    }
+  }
+
+  @Test("a writer CPU the process cannot use is refused, naming the setting")
+  func writerThreadBadCPU() async throws {
+    try await withTemporaryDirectory { directory in
+      let error = #expect(throws: StoreError.self) {
+        _ = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 16, writerCPUs: [Limits.maxCPUIndex]))
+      }
+      #expect(error?.code == .invalidArgument)
+      #expect(error?.message.contains("storage.writer_cpus") == true)
     }
   }
 
