@@ -67,10 +67,13 @@ public final class BankSimulator: AccountInformationConnector {
     public var mapSizeMiB: Int
     /// How long after receipt the bank settles (or rejects) a submitted payment.
     public var settlementDelayMilliseconds: Int64
+    /// CPUs for the writer thread of the simulator's environment (the daemon passes
+    /// `storage.writer_cpus`: the simulated bank's synced commits stay off the event loops too).
+    public var writerCPUs: [Int]
 
     public init(
       directory: String, seed: UInt64 = 20_261_127, historyDays: Int = 60, faults: Faults = .none, mapSizeMiB: Int = 512,
-      settlementDelayMilliseconds: Int64 = 2_000
+      settlementDelayMilliseconds: Int64 = 2_000, writerCPUs: [Int] = []
     ) {
       self.directory = directory
       self.seed = seed
@@ -78,6 +81,7 @@ public final class BankSimulator: AccountInformationConnector {
       self.faults = faults
       self.mapSizeMiB = mapSizeMiB
       self.settlementDelayMilliseconds = settlementDelayMilliseconds
+      self.writerCPUs = writerCPUs
     }
   }
 
@@ -109,7 +113,8 @@ public final class BankSimulator: AccountInformationConnector {
         databases: [
           BankSimulator.accountsDB, BankSimulator.ledgerDB, BankSimulator.entriesDB, BankSimulator.submissionsDB,
           BankSimulator.messageIDsDB, BankSimulator.pendingDB, BankSimulator.reportsDB,
-        ]
+        ],
+        writerCPUs: configuration.writerCPUs
       )
     )
     self.faults = Mutex(configuration.faults)

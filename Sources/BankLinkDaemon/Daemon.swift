@@ -38,7 +38,8 @@ public enum Daemon {
         directory: configuration.dataDirectory + "/simulator",
         seed: configuration.connector.simulator.seed,
         historyDays: configuration.connector.simulator.historyDays,
-        faults: configuration.connector.simulator.faults
+        faults: configuration.connector.simulator.faults,
+        writerCPUs: configuration.storage.writerCPUs
       ),
       clock: WallClock.now
     )
