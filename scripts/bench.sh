@@ -13,7 +13,7 @@
 # command in docs/BENCHMARKS.md. Load comes from `banklink bench`'s lean h2 driver.
 #
 # Knobs (environment): DURATION (s, default 10), CONCURRENCY (default 32), CONNECTIONS (default 2),
-# ROUNDS (default 3).
+# ROUNDS (default 3), SETTLE (s of pause after each run that leaves bank work behind, default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,10 @@ duration="${DURATION:-10}"
 concurrency="${CONCURRENCY:-32}"
 connections="${CONNECTIONS:-2}"
 rounds="${ROUNDS:-3}"
+case "$rounds" in '' | *[!0-9]* | 0) echo "ROUNDS must be a positive integer, got '$rounds'" >&2; exit 2 ;; esac
+# Pause after each pay run: the simulated bank settles a payment 2 s after receiving it, and that
+# work must not fall into the next run, which measures another daemon on the same core.
+settle_s="${SETTLE:-3}"
 
 swift build -c release --product banklinkd >/dev/null
 swift build -c release --product banklink >/dev/null
@@ -32,7 +36,7 @@ held_pid=""
 shared_pid=""
 cleanup() {
   for pid in $daemon_pid $nogc_pid $held_pid $shared_pid; do
-    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
+    if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; fi
   done
   rm -rf "$work"
 }
@@ -126,10 +130,10 @@ for round in $(seq 1 "$rounds"); do
   BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key" BANKLINK_ADDRESS="$gc_address" \
     run "balance-r$round" --scenario balance
   export BANKLINK_CERT="$work/pki/erp.pem" BANKLINK_KEY="$work/pki/erp.key"
-  BANKLINK_ADDRESS="$gc_address" run "pay-r$round" --scenario pay
-  BANKLINK_ADDRESS="$nogc_address" run "pay-nogc-r$round" --scenario pay
+  BANKLINK_ADDRESS="$gc_address" run "pay-r$round" --scenario pay; sleep "$settle_s"
+  BANKLINK_ADDRESS="$nogc_address" run "pay-nogc-r$round" --scenario pay; sleep "$settle_s"
   BANKLINK_ADDRESS="$held_address" run "pay-held-r$round" --scenario pay
-  BANKLINK_ADDRESS="$shared_address" run "pay-shared-r$round" --scenario pay
+  BANKLINK_ADDRESS="$shared_address" run "pay-shared-r$round" --scenario pay; sleep "$settle_s"
 done
 for pid in $daemon_pid $nogc_pid $held_pid $shared_pid; do kill -TERM "$pid"; wait "$pid" || true; done
 daemon_pid=""; nogc_pid=""; held_pid=""; shared_pid=""
@@ -138,9 +142,9 @@ batch() { sed -n 's/.*group_commit_commits=\([0-9]*\).*group_commit_writes=\([0-
 gc_batch="$(batch "$work/daemon.log")"
 held_batch="$(batch "$work/held.log")"
 
-python3 - "$work" "$rss_kib" "$duration" "$concurrency" "$connections" "$rounds" "$gc_batch" "$held_batch" <<'PY'
+python3 - "$work" "$rss_kib" "$duration" "$concurrency" "$connections" "$rounds" "$gc_batch" "$held_batch" "$settle_s" <<'PY'
 import json, os, statistics, subprocess, sys, datetime
-work, rss_kib, duration, concurrency, connections, rounds, gc_batch, held_batch = sys.argv[1:]
+work, rss_kib, duration, concurrency, connections, rounds, gc_batch, held_batch, settle_s = sys.argv[1:]
 rounds = int(rounds)
 load = lambda name: json.load(open(f"{work}/{name}.json"))
 noop, balance, half, noop_half = load("noop"), load("balance"), load("balance-half"), load("noop-half")
@@ -187,11 +191,12 @@ round_rows = "\n".join(
 section = f"""
 ## {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC — commit {commit}
 
-Command: `DURATION={duration} CONCURRENCY={concurrency} CONNECTIONS={connections} ROUNDS={rounds} make bench`
+Command: `DURATION={duration} CONCURRENCY={concurrency} CONNECTIONS={connections} ROUNDS={rounds} SETTLE={settle_s} make bench`
 (release build; `banklink bench` h2 driver; daemons pinned to core 0 and the load generator to
 core 1 of this {os.cpu_count()}-core VM, over loopback with mutual TLS; the daemons' writer thread on
 core 1 (`storage.writer_cpus`) except in the "writer on the event loop's core" rows; "steal" is
-CPU time the hypervisor took from this VM during the run; the pay rounds interleave four daemons).
+CPU time the hypervisor took from this VM during the run; the pay rounds interleave four daemons,
+pausing {settle_s} s after each run whose payments flow on to the simulated bank).
 
 | scenario | calls/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | steal ms |
 |---|---|---|---|---|---|---|---|

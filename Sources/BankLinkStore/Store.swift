@@ -40,8 +40,8 @@ public final class Store: Sendable {
     public var schemaVersion: UInt32
     /// The named databases to open; ``Database/meta`` is always opened.
     public var databases: [Database]
-    /// CPUs the writer thread (every write transaction and synced commit) runs on; empty: any
-    /// the process may use. See ``WriterThread``.
+    /// CPUs the writer thread (every write transaction and synced commit) runs on; empty: not
+    /// placed (it keeps the CPUs of the thread that opens the store). See ``WriterThread``.
     public var writerCPUs: [Int]
 
     public init(

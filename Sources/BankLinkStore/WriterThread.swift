@@ -4,6 +4,8 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// One dedicated OS thread that runs jobs one at a time in submission order: where the store's
@@ -39,7 +41,10 @@ final class WriterThread: Sendable {
     let body: @Sendable () -> Void = { [queue] in
       _ = banklink_name_current_thread(name)
       if !cpus.isEmpty {
-        let rc = cpus.map(Int32.init).withUnsafeBufferPointer { banklink_pin_current_thread($0.baseAddress, Int32($0.count)) }
+        var rc = cpus.map(Int32.init).withUnsafeBufferPointer { banklink_pin_current_thread($0.baseAddress, Int32($0.count)) }
+        // The kernel accepts a list when any of its CPUs is usable and drops the rest: read the
+        // placement back so that a CPU that does not exist is refused, not silently ignored.
+        if rc == 0 && Set(currentThreadCPUs()) != Set(cpus) { rc = EINVAL }
         placement.withLock { $0 = rc }
       }
       placed.signal()
@@ -84,18 +89,13 @@ final class WriterThread: Sendable {
 
   private static func spawn(_ body: @escaping @Sendable () -> Void) throws {
     let context = Unmanaged.passRetained(Body(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(
-      &thread, nil,
-      { context in
-        Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
-        return nil
-      }, context)
+    let rc = banklink_thread_start({ context in
+      Unmanaged<Body>.fromOpaque(context!).takeRetainedValue().run()
+    }, context)
     guard rc == 0 else {
       Unmanaged<Body>.fromOpaque(context).release()
       throw StoreError(code: .other, message: "cannot start the writer thread: \(String(cString: strerror(rc)))", returnCode: rc)
     }
-    pthread_detach(thread)
   }
 }
 

@@ -250,14 +250,15 @@ public struct PaymentLedger: Sendable {
   public func list(
     _ filter: Filter, after afterID: String?, limit: Int, scanLimit: Int = Limits.maxListScanRecords
   ) throws -> Page {
-    try self.store.withReadTransaction { txn in
+    let budget = max(1, scanLimit)
+    return try self.store.withReadTransaction { txn in
       var found: [Payment] = []
       var scanned = 0
       var lastRead: String?
       var resumeAfter: String?
       let start = afterID.map { Array($0.utf8) + [0] }
       try txn.scan(.payments, from: start) { _, value in
-        if scanned == scanLimit {
+        if scanned == budget {
           // More payments follow, none of them read: continue after the last one read.
           resumeAfter = lastRead
           return false

@@ -1,11 +1,15 @@
 #ifndef CBANKLINK_THREADS_H
 #define CBANKLINK_THREADS_H
 
-// Thread placement for banklinkd's own threads (Linux): the GNU pthread calls Swift's Glibc
-// module does not import.
+// Threads for banklinkd's own use: starting one, naming it and placing it on CPUs. Placement
+// needs Linux's GNU pthread calls, which Swift's Glibc module does not import; elsewhere it
+// reports ENOSYS.
+
+/// Starts a detached thread running `body(context)`. Returns 0, or an errno value.
+int banklink_thread_start(void (*body)(void *context), void *context);
 
 /// Restricts the calling thread to the `count` CPUs in `cpus`. Returns 0, or an errno value
-/// (EINVAL: a CPU this process may not use or that does not exist).
+/// (EINVAL: none of the CPUs exists or may be used by this process; ENOSYS: not on Linux).
 int banklink_pin_current_thread(const int *cpus, int count);
 
 /// Writes the CPUs the calling thread may run on into `cpus` (at most `capacity`) and returns
