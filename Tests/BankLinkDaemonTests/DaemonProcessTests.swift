@@ -44,12 +44,7 @@ struct DaemonProcessTests {
       // STATUS=serving on [ipv4]127.0.0.1:PORT
       let port = try #require(ready.split(separator: ":").last.flatMap { Int($0) })
 
-      var cliEnvironment = ProcessInfo.processInfo.environment
-      cliEnvironment["BANKLINK_ADDRESS"] = "127.0.0.1:\(port)"
-      cliEnvironment["BANKLINK_CA"] = pki.caPath
-      cliEnvironment["BANKLINK_CERT"] = admin.certificatePath
-      cliEnvironment["BANKLINK_KEY"] = admin.keyPath
-      let environmentForCLI = cliEnvironment
+      let environmentForCLI = cliEnvironment(port: port, caPath: pki.caPath, identity: admin)
       let whoami = try await offPool { try runProgram(Binaries.cli, ["whoami", "--json"], environment: environmentForCLI) }
       #expect(whoami.status == 0, "\(whoami.stderr)")
       #expect(whoami.stdout.contains(#""identity":"admin""#))
@@ -98,12 +93,7 @@ struct DaemonProcessTests {
       let port = daemon.port
 
       func bench(_ identity: ClientIdentityFiles, _ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
-        var cli = ProcessInfo.processInfo.environment
-        cli["BANKLINK_ADDRESS"] = "127.0.0.1:\(port)"
-        cli["BANKLINK_CA"] = pki.caPath
-        cli["BANKLINK_CERT"] = identity.certificatePath
-        cli["BANKLINK_KEY"] = identity.keyPath
-        let environment = cli
+        let environment = cliEnvironment(port: port, caPath: pki.caPath, identity: identity)
         return try await offPool {
           try runProgram(Binaries.cli, ["bench", "--duration", "1", "--warmup", "0.2"] + arguments, environment: environment)
         }

@@ -40,3 +40,14 @@ final class RunningDaemon: @unchecked Sendable {
     _ = try? await offPool { self.process.waitUntilExit() }
   }
 }
+
+/// The environment for running the `banklink` CLI against a daemon listening on `port` as
+/// `identity` (certificate paths from the environment, as the README shows).
+func cliEnvironment(port: Int, caPath: String, identity: ClientIdentityFiles) -> [String: String] {
+  var environment = ProcessInfo.processInfo.environment
+  environment["BANKLINK_ADDRESS"] = "127.0.0.1:\(port)"
+  environment["BANKLINK_CA"] = caPath
+  environment["BANKLINK_CERT"] = identity.certificatePath
+  environment["BANKLINK_KEY"] = identity.keyPath
+  return environment
+}
