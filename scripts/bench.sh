@@ -61,15 +61,15 @@ config() {
   "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
   "log_level": "notice",
   "storage": { $3 },
-  "payments": { "approval_threshold_minor": $4 },
+  "payments": { "approval_threshold_major": $4 },
   "principals": [ { "identity": "viewer", "roles": ["viewer"] }, { "identity": "erp", "roles": ["payer"] } ]
 }
 JSON
 }
-auto_approve=1000000000000
+auto_approve=10000000000
 config banklinkd data "$writer_cpus" "$auto_approve"
 config banklinkd-nogc data-nogc "\"group_commit\": false${writer_cpus:+, $writer_cpus}" "$auto_approve"
-config banklinkd-held data-held "$writer_cpus" 1
+config banklinkd-held data-held "$writer_cpus" 0
 config banklinkd-shared data-shared "" "$auto_approve"
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
 daemon_pid=$!

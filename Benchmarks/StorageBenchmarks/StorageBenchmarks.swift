@@ -31,7 +31,7 @@ final class Fixture: Sendable {
         currency: CurrencyCode(currency)!)
     }
     self.accountIDs = accounts.map(\.id)
-    try await self.cache.store(accounts: accounts)
+    try await self.cache.store(accounts: accounts, at: WallClock.now())
     let now = Instant(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
     for account in accounts {
       // Enough for any number of benchmark payments.
@@ -48,7 +48,7 @@ final class Fixture: Sendable {
 func ledger(_ fixture: Fixture, groupCommit: Bool) -> PaymentLedger {
   PaymentLedger(
     writer: GroupCommitWriter(store: fixture.store, configuration: .init(groupCommit: groupCommit)),
-    configuration: .init(approvalThresholdMinorUnits: 1),  // every payment waits for approval: no outbox
+    configuration: .init(approvalThresholdMajorUnits: 0),  // every payment waits for approval: no outbox
     now: { Instant(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000)) }
   )
 }

@@ -129,24 +129,29 @@ extension BankSimulator: PaymentInitiationConnector {
         let submission = stored.submission
         let accepted = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "ACTC", time: stored.receivedAt)
         let roll = self.random.withLock { Double.random(in: 0..<1, using: &$0) }
-        let state = try? Self.ledgerState(submission.debtorAccountID, txn: txn)
+        // Only an account the bank does not hold is AC01; a storage failure of the bank's own
+        // state fails the whole processing round (it is retried), never a payment.
+        let state = try txn.get(Array(submission.debtorAccountID.utf8), in: Self.ledgerDB) == nil
+          ? nil : try Self.ledgerState(submission.debtorAccountID, txn: txn)
+        let simulated = SimulatorCatalogue.accounts.first { $0.account.id == submission.debtorAccountID }
         var outcome: PaymentStatusReport
-        if state == nil {
-          outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "RJCT", reasonCode: "AC01", reasonText: "account unknown", time: now)
-        } else if let state, state.minorUnits < submission.amount.minorUnits {
-          outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "RJCT", reasonCode: "AM04", reasonText: "insufficient funds", time: now)
-        } else if roll < faults.rejectionRate {
-          outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "RJCT", reasonCode: "AC04", reasonText: "creditor account closed", time: now)
+        if let state, let simulated {
+          if state.minorUnits < submission.amount.minorUnits {
+            outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "RJCT", reasonCode: "AM04", reasonText: "insufficient funds", time: now)
+          } else if roll < faults.rejectionRate {
+            outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "RJCT", reasonCode: "AC04", reasonText: "creditor account closed", time: now)
+          } else {
+            let entry = BookedTransaction(
+              id: "\(submission.debtorAccountID)-\(state.nextSequence)", accountID: submission.debtorAccountID,
+              amount: submission.amount, direction: .debit, bookingTime: max(now, state.asOf), valueDate: now.isoDate,
+              counterparty: submission.creditor, endToEndID: submission.endToEndID,
+              bankReference: Self.reference(simulated, now, state.nextSequence), description: submission.remittanceInformation)
+            try Self.append(entry, state: state, txn: &txn)
+            booked.append(entry)
+            outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "ACSC", time: now)
+          }
         } else {
-          let simulated = SimulatorCatalogue.accounts.first { $0.account.id == submission.debtorAccountID }!
-          let entry = BookedTransaction(
-            id: "\(submission.debtorAccountID)-\(state!.nextSequence)", accountID: submission.debtorAccountID,
-            amount: submission.amount, direction: .debit, bookingTime: max(now, state!.asOf), valueDate: now.isoDate,
-            counterparty: submission.creditor, endToEndID: submission.endToEndID,
-            bankReference: Self.reference(simulated, now, state!.nextSequence), description: submission.remittanceInformation)
-          try Self.append(entry, state: state!, txn: &txn)
-          booked.append(entry)
-          outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "ACSC", time: now)
+          outcome = PaymentStatusReport(endToEndID: submission.endToEndID, statusCode: "RJCT", reasonCode: "AC01", reasonText: "account unknown", time: now)
         }
         try self.report(outcome, faults: faults, txn: &txn)
         if faults.reorderReports {

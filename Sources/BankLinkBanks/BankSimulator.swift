@@ -36,13 +36,17 @@ public final class BankSimulator: AccountInformationConnector {
     /// The bank refuses, as a whole and without recording it, any payment message carrying one
     /// of these EndToEndIds (as a real bank refuses a file that fails its validation).
     public var refusedEndToEndIDs: Set<String>
+    /// Balance and transaction calls for these accounts fail with `unavailable` (one account's
+    /// line to the bank is down while the others work).
+    public var failingAccountIDs: Set<String>
 
     public init(
       latencyMilliseconds: Int = 0, jitterMilliseconds: Int = 0, errorRate: Double = 0, timeoutRate: Double = 0,
       outage: Bool = false, rejectionRate: Double = 0, duplicateReportRate: Double = 0, reorderReports: Bool = false,
-      refusedEndToEndIDs: Set<String> = []
+      refusedEndToEndIDs: Set<String> = [], failingAccountIDs: Set<String> = []
     ) {
       self.refusedEndToEndIDs = refusedEndToEndIDs
+      self.failingAccountIDs = failingAccountIDs
       self.latencyMilliseconds = latencyMilliseconds
       self.jitterMilliseconds = jitterMilliseconds
       self.errorRate = errorRate
@@ -125,6 +129,12 @@ public final class BankSimulator: AccountInformationConnector {
     }
   }
 
+  /// The opening ledger balance (minor units) of a simulated account at the start of its
+  /// history, or nil for an account the simulator does not hold.
+  public static func openingBalance(of accountID: String) -> Int64? {
+    SimulatorCatalogue.accounts.first { $0.account.id == accountID }?.openingMinorUnits
+  }
+
   // MARK: Fault injection
 
   public var currentFaults: Faults { self.faults.withLock { $0 } }
@@ -172,6 +182,9 @@ public final class BankSimulator: AccountInformationConnector {
   }
 
   public func fetchBalance(accountID: String, deadline: ContinuousClock.Instant) async throws(BankError) -> LedgerBalance {
+    if self.currentFaults.failingAccountIDs.contains(accountID) {
+      throw BankError(.unavailable, "simulated failure of account \(accountID)")
+    }
     let balance = try await self.perform(deadline: deadline) { try self.ledger(accountID) }
     guard let balance else { throw BankError(.notFound, "no account \(accountID) at the simulated bank") }
     return balance
@@ -183,6 +196,9 @@ public final class BankSimulator: AccountInformationConnector {
     limit: Int,
     deadline: ContinuousClock.Instant
   ) async throws(BankError) -> TransactionFeedPage {
+    if self.currentFaults.failingAccountIDs.contains(accountID) {
+      throw BankError(.unavailable, "simulated failure of account \(accountID)")
+    }
     let start: UInt64
     if let cursor {
       guard let value = UInt64(cursor) else { throw BankError(.rejected, "cursor '\(cursor)' is not one the bank issued") }
@@ -337,8 +353,12 @@ public final class BankSimulator: AccountInformationConnector {
       let account = try Account(record: accountBytes)
       var reader = RecordReader(ledgerBytes)
       let minorUnits = try reader.readInt64()
-      // The stored as-of is the last booking; a bank states its balance as of the moment it answers.
-      return LedgerBalance(accountID: accountID, ledger: Money(minorUnits: minorUnits, currency: account.currency), asOf: self.clock())
+      let lastBooking = Instant(millisecondsSinceEpoch: try reader.readInt64())
+      // A bank states its balance as of the moment it answers; never earlier than an entry the
+      // balance includes (entries can be booked ahead of the clock, e.g. by tests).
+      return LedgerBalance(
+        accountID: accountID, ledger: Money(minorUnits: minorUnits, currency: account.currency),
+        asOf: max(self.clock(), lastBooking))
     }
   }
 

@@ -53,6 +53,11 @@ extension Limits {
   /// Concurrent `grpc.health.v1.Health/Watch` streams. Probes need a handful; the bound stops a
   /// misbehaving client from pinning memory with idle streams.
   public static let maxHealthWatchers = 64
+
+  /// Concurrent Watch streams one principal may hold: enough for a few probes and a dashboard,
+  /// and small enough that one caller cannot take every slot of ``maxHealthWatchers``. Every
+  /// server stream to come (alerts) keeps the same two bounds.
+  public static let maxHealthWatchersPerPrincipal = 8
 }
 
 extension Limits {
@@ -68,6 +73,10 @@ extension Limits {
   /// call walking the whole history while it holds an event loop. At least `maxPageSize`, so an
   /// unfiltered page always fills.
   public static let maxListScanRecords = 2 * maxPageSize
+
+  /// Field violations named in one error (message and details): a status travels in HTTP/2
+  /// trailers, which stock clients bound to a few KiB; the count of the rest is given.
+  public static let maxReportedViolations = 20
 
   /// Longest page token accepted (bytes of base64 text); real tokens are well under 200.
   public static let maxPageTokenLength = 1_024
@@ -115,6 +124,10 @@ extension Limits {
   /// beyond any real treasury transfer, and far from Int64 overflow when amounts are summed.
   public static let maxPaymentMinorUnits: Int64 = 1_000_000_000_000
 
+  /// Largest amount or balance magnitude accepted from a bank (minor units): 1,000 × the largest
+  /// payment, and still far from Int64 overflow when thousands are summed.
+  public static let maxBankAmountMinorUnits: Int64 = 1_000 * maxPaymentMinorUnits
+
   /// pain.001 `Nm` (Max140Text).
   public static let maxPartyNameLength = 140
 
@@ -123,6 +136,13 @@ extension Limits {
 
   /// pain.001 `Othr/Id` (Max34Text).
   public static let maxAccountNumberLength = 34
+
+  /// An IBAN as people print it: 34 characters in groups of four separated by single spaces.
+  public static let maxIBANPrintedLength = 34 + 8
+
+  /// UTF-8 bytes one character (Unicode scalar) takes at most: text fields are bounded in
+  /// bytes (`maxLength` × this) before their characters are counted.
+  public static let maxUTF8BytesPerCharacter = 4
 }
 
 extension Limits {

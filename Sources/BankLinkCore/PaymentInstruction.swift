@@ -70,7 +70,11 @@ public enum PaymentValidation {
     var violations: [FieldViolation] = []
     func fail(_ field: String, _ text: String) { violations.append(FieldViolation(field: prefix + field, description: text)) }
 
-    if instruction.debtorAccountID.isEmpty { fail("debtor_account_id", "is required") }
+    if instruction.debtorAccountID.isEmpty {
+      fail("debtor_account_id", "is required")
+    } else if !isAccountID(instruction.debtorAccountID) {
+      fail("debtor_account_id", accountIDRule)
+    }
     let creditor = instruction.creditor
     if creditor.name.isEmpty {
       fail("creditor.name", "is required")
@@ -81,7 +85,7 @@ public enum PaymentValidation {
     case (true, true): fail("creditor.account_number", "an account number or an IBAN is required")
     case (false, false): fail("creditor.iban", "give either an IBAN or an account number, not both")
     case (false, true):
-      if creditor.accountNumber.count > Limits.maxAccountNumberLength
+      if creditor.accountNumber.utf8.count > Limits.maxAccountNumberLength
         || !creditor.accountNumber.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == " " || $0 == "-") })
       {
         fail("creditor.account_number", "must be at most \(Limits.maxAccountNumberLength) letters, digits, spaces or dashes")
@@ -112,8 +116,14 @@ public enum PaymentValidation {
 
   /// Nil when `text` fits a pain.001 text field: at most `maxLength` characters, no control
   /// characters and nothing XML 1.0 cannot carry.
+  ///
+  /// Characters are Unicode scalars, as an XML schema's `maxLength` counts them, never
+  /// grapheme clusters (`"X"` + 500,000 combining accents is one cluster and 1 MB). The UTF-8
+  /// byte length is checked first, before anything walks the text.
   public static func textProblem(_ text: String, maxLength: Int) -> String? {
-    if text.count > maxLength { return "must be at most \(maxLength) characters" }
+    if text.utf8.count > maxLength * Limits.maxUTF8BytesPerCharacter || text.unicodeScalars.count > maxLength {
+      return "must be at most \(maxLength) characters"
+    }
     for scalar in text.unicodeScalars {
       let value = scalar.value
       if value < 0x20 || (0x7F...0x9F).contains(value) || (0xFFFE...0xFFFF).contains(value) {
@@ -126,6 +136,8 @@ public enum PaymentValidation {
   /// ISO 13616: 2 letters, 2 check digits, up to 30 alphanumerics; mod 97 of the rearranged
   /// number is 1.
   public static func isValidIBAN(_ iban: String) -> Bool {
+    // Bytes first: 34 characters in groups of four with a space between the groups.
+    guard iban.utf8.count <= Limits.maxIBANPrintedLength else { return false }
     let compact = iban.filter { $0 != " " }.uppercased()
     guard (15...34).contains(compact.count), compact.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
       return false
@@ -151,6 +163,7 @@ public enum PaymentValidation {
   /// ISO 9362: 4 letters (institution), 2 letters (country), 2 alphanumerics (location),
   /// optionally 3 alphanumerics (branch).
   public static func isValidBIC(_ bic: String) -> Bool {
+    guard bic.utf8.count <= 11 else { return false }
     let chars = Array(bic)
     guard chars.count == 8 || chars.count == 11, chars.allSatisfy({ $0.isASCII && ($0.isUppercase || $0.isNumber) }) else {
       return false
@@ -158,11 +171,20 @@ public enum PaymentValidation {
     return chars[0..<6].allSatisfy(\.isLetter) && isCountryCode(String(chars[4..<6]))
   }
 
+  /// Account ids as the daemon issues and stores them (LMDB keys): bounded, plain ASCII.
+  public static func isAccountID(_ id: String) -> Bool {
+    !id.isEmpty && id.utf8.count <= Limits.maxAccountIDLength
+      && id.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
+  }
+
+  public static let accountIDRule = "must be at most \(Limits.maxAccountIDLength) characters of A-Z a-z 0-9 . _ -"
+
   public static func isCountryCode(_ code: String) -> Bool {
-    code.count == 2 && countryCodes.contains(code)
+    code.utf8.count == 2 && countryCodes.contains(code)
   }
 
   public static func isISODate(_ text: String) -> Bool {
+    guard text.utf8.count == 10 else { return false }
     let parts = text.split(separator: "-", omittingEmptySubsequences: false)
     guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
       let year = Int(parts[0]), let month = Int(parts[1]), let day = Int(parts[2]),

@@ -1,16 +1,23 @@
 /// Lifecycle state of a payment. The legal transitions are decided here and nowhere else.
 ///
 /// ```
-/// pending_risk → pending_approval → approved → submitted → accepted → settled → returned
-///      │               │  │  │          │           │          │
-///      ├→ blocked      │  │  └→ expired  └→ failed   └→ failed  └→ (settled is final
-///      └→ approved     │  └→ rejected                              unless returned)
-///                      └→ cancelled (also from pending_risk and approved, before submission)
+/// pending_risk → pending_approval → approved → submitting → submitted → accepted → settled → returned
+///      │               │  │  │          │            │           │           │
+///      ├→ blocked      │  │  └→ expired  │            └→ failed   └→ failed   └→ (settled is final
+///      └→ approved     │  └→ rejected    └→ failed                               unless returned)
+///                      └→ cancelled (also from pending_risk and approved, never once claimed)
 /// ```
+///
+/// `submitting` is the claim: the submitter commits it *before* it calls the bank, so a cancel
+/// serialised after the claim sees that the instruction may already be with the bank and is
+/// refused, and a cancel serialised before it makes the submitter discard the entry.
 public enum PaymentStatus: String, Sendable, Hashable, CaseIterable {
   case pendingRisk = "pending_risk"
   case pendingApproval = "pending_approval"
   case approved
+  /// Claimed for submission: the instruction is on its way to the bank (or already there; the
+  /// acknowledgement has not been recorded). No longer cancellable.
+  case submitting
   case submitted
   case accepted
   case settled
@@ -34,12 +41,13 @@ public enum PaymentStatus: String, Sendable, Hashable, CaseIterable {
   /// from creation until the bank books it (settled) or the payment ends without paying.
   public var holdsReservation: Bool {
     switch self {
-    case .pendingRisk, .pendingApproval, .approved, .submitted, .accepted: true
+    case .pendingRisk, .pendingApproval, .approved, .submitting, .submitted, .accepted: true
     case .settled, .rejected, .blocked, .cancelled, .failed, .returned, .expired: false
     }
   }
 
-  /// Whether the payment may still be cancelled: only before it is handed to the bank.
+  /// Whether the payment may still be cancelled: only before the submitter claims it for the
+  /// bank (see ``PaymentStatus/submitting``).
   public var isCancellable: Bool {
     switch self {
     case .pendingRisk, .pendingApproval, .approved: true
@@ -58,6 +66,8 @@ public enum PaymentEvent: Sendable, Hashable {
   case rejectedByApprover
   case cancelled
   case approvalWindowExpired
+  /// The submitter claimed the payment for delivery, in a commit before the bank call.
+  case claimedForSubmission
   /// The outbox delivered the instruction to the bank.
   case submitted
   /// pain.002 ACTC / ACSP / ACWC: accepted for execution.
@@ -102,8 +112,18 @@ public enum PaymentStateMachine {
       return .success(.expired)
     case (.pendingRisk, .cancelled), (.pendingApproval, .cancelled), (.approved, .cancelled):
       return .success(.cancelled)
-    case (.approved, .submitted):
+    case (.approved, .claimedForSubmission), (.submitting, .claimedForSubmission):
+      return .success(.submitting)
+    case (.approved, .submitted), (.submitting, .submitted):
+      // From approved only for a report proving the bank holds a payment claimed by an
+      // earlier build (which sent without claiming).
       return .success(.submitted)
+    case (.submitting, .bankAccepted):
+      return .success(.accepted)
+    case (.submitting, .bankSettled):
+      return .success(.settled)
+    case (.submitting, .bankRejected):
+      return .success(.failed)
 
     // Bank reports, tolerant of duplicates and reordering.
     case (.submitted, .bankAccepted), (.accepted, .bankAccepted):

@@ -24,6 +24,10 @@ public enum Daemon {
         writerCPUs: configuration.storage.writerCPUs
       )
     )
+    if configuration.developmentMode {
+      logger.warning(
+        "DEVELOPMENT MODE: no --config given; trusting the development CA in certs/dev and granting admin to CN 'admin'. Never run this way in production.")
+    }
     logger.info(
       "store opened",
       metadata: [
@@ -47,7 +51,7 @@ public enum Daemon {
     let writer = GroupCommitWriter(store: store, configuration: .init(groupCommit: configuration.storage.groupCommit))
     let payments = PaymentLedger(
       writer: writer,
-      configuration: .init(approvalThresholdMinorUnits: configuration.payments.approvalThresholdMinorUnits),
+      configuration: .init(approvalThresholdMajorUnits: configuration.payments.approvalThresholdMajorUnits),
       now: WallClock.now
     )
     let server = GatewayServer(

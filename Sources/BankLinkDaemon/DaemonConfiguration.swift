@@ -33,6 +33,10 @@ public struct DaemonConfiguration: Sendable {
   public var connector: Connector
   public var sync: Sync
   public var payments = Payments()
+  /// True when no configuration file was given: the development PKI and demo principals
+  /// (CN `admin` is an admin). Logged loudly at start; refused under systemd unless
+  /// `BANKLINK_ALLOW_DEVELOPMENT_MODE=1`.
+  public var developmentMode = false
 
   /// Which bank connector the daemon uses. Only the embedded simulator exists so far.
   public struct Connector: Sendable {
@@ -71,8 +75,9 @@ public struct DaemonConfiguration: Sendable {
   }
 
   public struct Payments: Sendable, Equatable {
-    /// Payments of at least this many minor units wait for approval (until approval policy exists).
-    public var approvalThresholdMinorUnits: Int64 = 100_000_000
+    /// Payments of at least this many major units of their currency wait for approval (until
+    /// approval policy exists); converted per currency by its ISO 4217 exponent.
+    public var approvalThresholdMajorUnits: Int64 = 1_000_000
     /// Pause between passes that deliver the outbox to the bank and read its status reports.
     public var submitIntervalMilliseconds: Int64 = 500
   }
@@ -82,6 +87,8 @@ public struct DaemonConfiguration: Sendable {
     public static let listen = "BANKLINK_LISTEN"
     public static let dataDirectory = "BANKLINK_DATA_DIR"
     public static let logLevel = "BANKLINK_LOG_LEVEL"
+    /// `1` lets development mode (no `--config`) start under systemd.
+    public static let allowDevelopmentMode = "BANKLINK_ALLOW_DEVELOPMENT_MODE"
   }
 
   /// Development mode: loopback on port 7443, data under `./var/`, the development PKI from
@@ -125,7 +132,16 @@ public struct DaemonConfiguration: Sendable {
     if let file {
       configuration = try DaemonConfiguration.load(file: file)
     } else {
+      // systemd sets INVOCATION_ID for every unit it starts (and NOTIFY_SOCKET for Type=notify):
+      // a production host must never fall back to the development PKI and its CN `admin`.
+      let underSystemd = environment["INVOCATION_ID"] != nil || environment["NOTIFY_SOCKET"] != nil
+      if underSystemd && environment[EnvironmentKey.allowDevelopmentMode] != "1" {
+        throw ConfigError(
+          key: "--config",
+          message: "no configuration file given under systemd: development mode (the development PKI in certs/dev, CN 'admin' is an admin) is refused; pass --config, or set \(EnvironmentKey.allowDevelopmentMode)=1 to run it anyway")
+      }
       configuration = .development(root: developmentRoot)
+      configuration.developmentMode = true
     }
     if let value = environment[EnvironmentKey.listen] {
       configuration.listen = try parseListen(value, key: EnvironmentKey.listen)
@@ -280,11 +296,17 @@ public struct DaemonConfiguration: Sendable {
 
     var payments = Payments()
     if var paymentsReader = try reader.optionalObject("payments") {
-      if let threshold = try paymentsReader.optionalInt("approval_threshold_minor") {
+      if try paymentsReader.optionalInt("approval_threshold_minor") != nil {
+        // Minor units meant different amounts in different currencies (100 JPY vs 1 USD).
+        throw ConfigError(
+          key: "payments.approval_threshold_minor",
+          message: "was replaced by payments.approval_threshold_major: the threshold in major units of each payment's currency")
+      }
+      if let threshold = try paymentsReader.optionalInt("approval_threshold_major") {
         guard threshold >= 0 else {
-          throw ConfigError(key: "payments.approval_threshold_minor", message: "must not be negative")
+          throw ConfigError(key: "payments.approval_threshold_major", message: "must not be negative")
         }
-        payments.approvalThresholdMinorUnits = Int64(threshold)
+        payments.approvalThresholdMajorUnits = Int64(threshold)
       }
       if let interval = try paymentsReader.optionalInt("submit_interval_ms") {
         guard interval >= Limits.minSyncIntervalMilliseconds else {
@@ -359,6 +381,14 @@ public struct DaemonConfiguration: Sendable {
       guard String(decoding: data, as: UTF8.self).contains(marker) else {
         throw ConfigError(key: key, message: "\(path) is not a PEM file containing '\(marker)'")
       }
+    }
+    // The private key must not be readable by others (group read is allowed, for a
+    // deployment that shares it with a dedicated group: mode 0640 at most).
+    var info = stat()
+    if stat(self.tls.keyPath, &info) == 0, info.st_mode & 0o037 != 0 {
+      throw ConfigError(
+        key: "tls.key",
+        message: "\(self.tls.keyPath) has mode \(String(info.st_mode & 0o777, radix: 8)): a private key must not be writable by its group nor accessible to others (chmod 600 or 640)")
     }
   }
 }

@@ -124,6 +124,11 @@ public nonisolated enum Banklink_V1_PaymentStatus: SwiftProtobuf.Enum, Swift.Cas
 
   /// The approval window passed.
   case expired // = 12
+
+  /// Claimed for submission: committed before the bank is called, so the instruction may
+  /// already be with the bank; it can no longer be cancelled (CancelPayment answers
+  /// FAILED_PRECONDITION). Added so that a cancel can never race the submission.
+  case submitting // = 13
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -145,6 +150,7 @@ public nonisolated enum Banklink_V1_PaymentStatus: SwiftProtobuf.Enum, Swift.Cas
     case 10: self = .failed
     case 11: self = .returned
     case 12: self = .expired
+    case 13: self = .submitting
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -164,6 +170,7 @@ public nonisolated enum Banklink_V1_PaymentStatus: SwiftProtobuf.Enum, Swift.Cas
     case .failed: return 10
     case .returned: return 11
     case .expired: return 12
+    case .submitting: return 13
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -183,6 +190,7 @@ public nonisolated enum Banklink_V1_PaymentStatus: SwiftProtobuf.Enum, Swift.Cas
     .failed,
     .returned,
     .expired,
+    .submitting,
   ]
 
 }
@@ -243,7 +251,9 @@ public nonisolated struct Banklink_V1_PaymentInstruction: Sendable {
   /// Purpose / unstructured remittance information (at most 140 characters).
   public var purpose: String = String()
 
-  /// ISO 8601 date, not in the past; empty means the next execution day.
+  /// ISO 8601 date (UTC), not in the past when the payment is created; empty means the day it
+  /// is created, which the server fills in (the stored payment shows the date). A retry with
+  /// the same idempotency key is answered with the stored payment whatever the date.
   public var requestedExecutionDate: String = String()
 
   public var type: Banklink_V1_PaymentType = .unspecified
@@ -609,7 +619,8 @@ public nonisolated struct Banklink_V1_CancelPaymentRequest: Sendable {
 
   public var paymentID: String = String()
 
-  /// Idempotency key for the cancellation.
+  /// Optional caller's correlation id, written to the audit record. Cancelling is idempotent
+  /// without it: cancelling a cancelled payment returns it unchanged.
   public var requestID: String = String()
 
   public var reason: String = String()
@@ -789,7 +800,7 @@ nonisolated extension Banklink_V1_PaymentType: SwiftProtobuf._ProtoNameProviding
 }
 
 nonisolated extension Banklink_V1_PaymentStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PAYMENT_STATUS_UNSPECIFIED\0\u{1}PAYMENT_STATUS_PENDING_RISK\0\u{1}PAYMENT_STATUS_PENDING_APPROVAL\0\u{1}PAYMENT_STATUS_APPROVED\0\u{1}PAYMENT_STATUS_SUBMITTED\0\u{1}PAYMENT_STATUS_ACCEPTED\0\u{1}PAYMENT_STATUS_SETTLED\0\u{1}PAYMENT_STATUS_REJECTED\0\u{1}PAYMENT_STATUS_BLOCKED\0\u{1}PAYMENT_STATUS_CANCELLED\0\u{1}PAYMENT_STATUS_FAILED\0\u{1}PAYMENT_STATUS_RETURNED\0\u{1}PAYMENT_STATUS_EXPIRED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PAYMENT_STATUS_UNSPECIFIED\0\u{1}PAYMENT_STATUS_PENDING_RISK\0\u{1}PAYMENT_STATUS_PENDING_APPROVAL\0\u{1}PAYMENT_STATUS_APPROVED\0\u{1}PAYMENT_STATUS_SUBMITTED\0\u{1}PAYMENT_STATUS_ACCEPTED\0\u{1}PAYMENT_STATUS_SETTLED\0\u{1}PAYMENT_STATUS_REJECTED\0\u{1}PAYMENT_STATUS_BLOCKED\0\u{1}PAYMENT_STATUS_CANCELLED\0\u{1}PAYMENT_STATUS_FAILED\0\u{1}PAYMENT_STATUS_RETURNED\0\u{1}PAYMENT_STATUS_EXPIRED\0\u{1}PAYMENT_STATUS_SUBMITTING\0")
 }
 
 nonisolated extension Banklink_V1_Creditor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -1,7 +1,9 @@
 import BankLinkBanks
+import BankLinkCore
 import BankLinkStore
 import GRPCCore
 import GRPCProtobuf
+import Logging
 
 /// The one place where failures become gRPC statuses. Bad input names its field in a
 /// google.rpc.BadRequest; nothing internal leaks as UNKNOWN.
@@ -20,8 +22,8 @@ enum APIError {
   static func notFound(_ resource: String, _ name: String) -> GoogleRPCStatus {
     GoogleRPCStatus(
       code: .notFound,
-      message: "\(resource) '\(name)' not found",
-      details: [.resourceInfo(type: resource, name: name, errorDescription: "not found")]
+      message: "\(resource) '\(LogText.prefix(name))' not found",
+      details: [.resourceInfo(type: resource, name: LogText.prefix(name), errorDescription: "not found")]
     )
   }
 
@@ -33,21 +35,34 @@ enum APIError {
     )
   }
 
-  /// Maps a storage failure: map full is an operating condition the admin can fix
-  /// (RESOURCE_EXHAUSTED names the setting); anything else is INTERNAL with the store's text.
+  /// Where internal failures are logged in full (the client gets a short text and an id).
+  static let logger = Logger(label: "banklinkd.errors")
+
+  /// Maps a storage failure. The store's own text (paths, configuration keys, LMDB codes) is
+  /// logged at error level with a correlation id and never sent: the client gets
+  /// RESOURCE_EXHAUSTED (the store is full) or INTERNAL, a short message and the id, which an
+  /// operator finds in the log.
   static func storage(_ error: StoreError) -> GoogleRPCStatus {
+    let incident = Self.incidentID()
+    Self.logger.error(
+      "storage failure answered to a client", metadata: ["incident": "\(incident)", "code": "\(error.code)", "error": "\(error.message)"])
     if error.code == .mapFull {
       return GoogleRPCStatus(
         code: .resourceExhausted,
-        message: error.message,
-        details: [.errorInfo(reason: "STORAGE_FULL", domain: domain)]
+        message: "the daemon's store is full; an operator must enlarge it (incident \(incident))",
+        details: [.errorInfo(reason: "STORAGE_FULL", domain: domain, metadata: ["incident": incident])]
       )
     }
     return GoogleRPCStatus(
       code: .internalError,
-      message: "storage failure: \(error.message)",
-      details: [.errorInfo(reason: "STORAGE_FAILURE", domain: domain)]
+      message: "internal storage failure (incident \(incident))",
+      details: [.errorInfo(reason: "STORAGE_FAILURE", domain: domain, metadata: ["incident": incident])]
     )
+  }
+
+  /// A short random id tying a client's error to the server's log line.
+  static func incidentID() -> String {
+    String(UInt64.random(in: 0...UInt64.max), radix: 16)
   }
 }
 

@@ -40,14 +40,19 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   public static let paymentsByEndToEnd = Database("payments_by_end_to_end")
   /// Payment id → minor units it still reserves (absent once released).
   public static let paymentReservations = Database("payment_reservations")
-  /// EndToEndIds seen on booked debits in the account cache: the ledger already shows them.
+  /// EndToEndId → format byte and booking time of the debit carrying it in the account cache
+  /// (format 1, written by earlier builds: `[1]`, no time).
   public static let bookedEndToEnd = Database("booked_end_to_end")
+  /// (account id, 0x00, EndToEndId) → booking time: a settled payment whose debit is booked but
+  /// not yet included in the cached balance; its reservation is released by the balance write
+  /// that includes it.
+  public static let awaitingLedger = Database("awaiting_ledger")
 
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
     .payments, .idempotency, .reservations, .audit, .outbox, .paymentsByEndToEnd, .paymentReservations,
-    .bookedEndToEnd,
+    .bookedEndToEnd, .awaitingLedger,
   ]
 
   public var description: String { self.name }

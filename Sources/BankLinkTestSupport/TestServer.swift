@@ -35,7 +35,7 @@ public func withTestServer<Result: Sendable>(
   principals: [Principal],
   historyDays: Int = 3,
   initialSync: Bool = true,
-  approvalThresholdMinorUnits: Int64 = 100_000_000,
+  approvalThresholdMajorUnits: Int64 = 1_000_000,
   _ body: @Sendable (TestServer) async throws -> Result
 ) async throws -> Result {
   try await withTemporaryDirectory { directory in
@@ -55,7 +55,7 @@ public func withTestServer<Result: Sendable>(
     }
     let payments = PaymentLedger(
       writer: GroupCommitWriter(store: store),
-      configuration: .init(approvalThresholdMinorUnits: approvalThresholdMinorUnits),
+      configuration: .init(approvalThresholdMajorUnits: approvalThresholdMajorUnits),
       now: WallClock.now)
     let server = GatewayServer(
       configuration: .init(

@@ -37,6 +37,8 @@ struct BankSimulatorTests {
         total += entries.count
         // The ledger is the opening balance plus every booked entry, and never negative.
         let balance = try await simulator.fetchBalance(accountID: account.id, deadline: .now.advanced(by: .seconds(5)))
+        let opening = try #require(BankSimulator.openingBalance(of: account.id))
+        #expect(balance.ledger.minorUnits == opening + entries.reduce(0) { $0 + $1.signedMinorUnits })
         #expect(balance.ledger.minorUnits > 0)
         #expect(entries.allSatisfy { $0.amount.currency == account.currency && $0.amount.minorUnits > 0 })
         #expect(zip(entries, entries.dropFirst()).allSatisfy { $0.bookingTime <= $1.bookingTime })

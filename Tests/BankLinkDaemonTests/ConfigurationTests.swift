@@ -87,7 +87,8 @@ struct ConfigurationTests {
     (#""connector": {"history_days": 1000}"#, "connector.history_days"),
     (#""connector": {"speed": 1}"#, "connector.speed"),
     (#""sync": {"interval_ms": 10}"#, "sync.interval_ms"),
-    (#""payments": {"approval_threshold_minor": -1}"#, "payments.approval_threshold_minor"),
+    (#""payments": {"approval_threshold_minor": 100}"#, "payments.approval_threshold_minor"),
+    (#""payments": {"approval_threshold_major": -1}"#, "payments.approval_threshold_major"),
     (#""payments": {"submit_interval_ms": 1}"#, "payments.submit_interval_ms"),
     (#""payments": {"auto_approve": true}"#, "payments.auto_approve"),
   ])

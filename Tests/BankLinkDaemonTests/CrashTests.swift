@@ -29,7 +29,9 @@ struct CrashTests {
 
   static func instruction(_ key: String) -> Banklink_V1_PaymentInstruction {
     .with {
-      $0.debtorAccountID = accounts[abs(key.hashValue) % accounts.count]
+      // Deterministic per key (String.hashValue is seeded per process): a retry after a crash is
+      // the same request, and a run is reproducible.
+      $0.debtorAccountID = accounts[key.utf8.reduce(0) { ($0 &* 31 &+ Int($1)) & 0xFFFF } % accounts.count]
       $0.creditor = .with {
         $0.name = "Zhejiang Lianda Electronics Co., Ltd."
         $0.accountNumber = "1202 0212 0990 0033 218"
@@ -96,7 +98,7 @@ struct CrashTests {
          "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
          "connector": {"history_days": 2, "activity_interval_ms": 200},
          "sync": {"interval_ms": 200},
-         "payments": {"approval_threshold_minor": 1000000000000, "submit_interval_ms": 100},
+         "payments": {"approval_threshold_major": 10000000000, "submit_interval_ms": 100},
          "principals": [{"identity": "erp", "roles": ["payer"]}]}
         """.utf8).write(to: URL(fileURLWithPath: config))
       let socket = try NotifySocket(path: directory.appending("notify.sock"))

@@ -227,8 +227,22 @@ struct AccountQueryTests {
       #expect(later.transactions.count == all.transactions.filter {
         ($0.bookingTime.seconds, $0.bookingTime.nanos) >= (middle.seconds, middle.nanos)
       }.count)
+      // The page cap: more rows than a page may hold (crafted straight into the cache), asked
+      // for with a page size beyond the cap.
+      let usd = CurrencyCode("USD")!
+      let filler = (0..<(Limits.maxPageSize + 50)).map { index in
+        BookedTransaction(
+          id: "filler-\(index)", accountID: "icbc-usd-001", amount: Money(minorUnits: 1, currency: usd), direction: .credit,
+          bookingTime: Instant(millisecondsSinceEpoch: 1_000 + Int64(index)), valueDate: "1970-01-01",
+          counterparty: Counterparty(name: "X", accountNumber: "1", bankBIC: "ICBKUS33", bankName: "ICBC"),
+          endToEndID: "", bankReference: "F\(index)", description: "filler")
+      }
+      let cursor = try server.cache.syncCursor("icbc-usd-001") ?? ""
+      try await server.cache.apply(
+        TransactionFeedPage(transactions: filler, nextCursor: cursor, hasMore: false), accountID: "icbc-usd-001", syncedAt: WallClock.now())
       let capped = try await accounts.listTransactions(.with { $0.accountID = "icbc-usd-001"; $0.pageSize = 100_000 })
-      #expect(capped.transactions.count <= Limits.maxPageSize)
+      #expect(capped.transactions.count == Limits.maxPageSize)
+      #expect(!capped.nextPageToken.isEmpty)
     }
   }
 

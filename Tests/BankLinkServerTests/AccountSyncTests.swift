@@ -42,7 +42,7 @@ struct AccountSyncTests {
 
       // A page delivered twice (e.g. the bank re-sends after a timeout) is stored once.
       let page = TransactionFeedPage(transactions: [booked], nextCursor: try #require(try cache.syncCursor(account)), hasMore: false)
-      #expect(try await cache.apply(page, accountID: account, syncedAt: WallClock.now()) == 0)
+      #expect(try await cache.apply(page, accountID: account, syncedAt: WallClock.now()).inserted == 0)
       #expect(try cache.transactionCount(accountID: account) == firstCount + 1)
 
       // The cached balance equals the bank's.

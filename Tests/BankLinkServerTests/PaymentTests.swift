@@ -47,10 +47,10 @@ struct PaymentTests {
 
   /// Runs `body` with a PaymentService client per identity.
   static func withPayments<T: Sendable>(
-    approvalThreshold: Int64 = 100_000_000,
+    approvalThreshold: Int64 = 1_000_000,
     _ body: @Sendable (TestServer, _ client: @Sendable (String) -> ClientConfiguration) async throws -> T
   ) async throws -> T {
-    try await withTestServer(principals: Self.principals, approvalThresholdMinorUnits: approvalThreshold) { server in
+    try await withTestServer(principals: Self.principals, approvalThresholdMajorUnits: approvalThreshold) { server in
       var files: [String: ClientIdentityFiles] = [:]
       for principal in Self.principals { files[principal.identity] = try server.pki.client(commonName: principal.identity) }
       let frozen = files
@@ -182,7 +182,10 @@ struct PaymentTests {
       let first = try await Self.as_(client("erp")) { try await Self.create($0, key: "restart-1") }
       // A new ledger over the same store, as after a daemon restart.
       let reopened = PaymentLedger(writer: GroupCommitWriter(store: server.payments.writer.store), configuration: .init(), now: WallClock.now)
-      let instruction = try #require(try server.payments.payment(first.payment.paymentID)).instruction
+      // The request as the client sent it: the stored payment carries the execution date the
+      // server filled in for the empty one.
+      var instruction = try #require(try server.payments.payment(first.payment.paymentID)).instruction
+      instruction.requestedExecutionDate = ""
       let replay = try await reopened.create(instruction, idempotencyKey: "restart-1", creator: "erp")
       #expect(replay.replayed)
       #expect(replay.payment.id == first.payment.paymentID)
@@ -210,7 +213,9 @@ struct PaymentTests {
       // A record in the earlier form (the canonical request in hex), as a data directory written
       // by an earlier build holds it.
       let original = try await Self.as_(client("erp")) { try await Self.create($0, key: "legacy-1") }
-      let canonical = try #require(try server.payments.payment(original.payment.paymentID)).instruction.canonicalRecord
+      var sent = try #require(try server.payments.payment(original.payment.paymentID)).instruction
+      sent.requestedExecutionDate = ""  // as the client sent it (the server fills in the day)
+      let canonical = sent.canonicalRecord
       var legacy = RecordWriter()
       let digits = Array("0123456789abcdef")
       legacy.write(String(canonical.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }))

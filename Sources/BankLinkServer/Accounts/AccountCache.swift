@@ -67,11 +67,22 @@ public struct AccountCache: Sendable {
   // MARK: Accounts
 
   /// Replaces the cached data of each account given (accounts the bank no longer lists stay).
-  public func store(accounts: [Account]) async throws {
+  /// An account that breaks ``BankDataLimits`` is skipped and recorded; the anomalies are
+  /// returned for the caller to log.
+  @discardableResult
+  public func store(accounts: [Account], at now: Instant) async throws -> [BankAnomaly] {
     try await self.store.write { txn in
+      var anomalies: [BankAnomaly] = []
       for account in accounts {
+        if let problem = BankDataLimits.accountProblem(account) {
+          let anomaly = BankAnomaly(subject: account.id, description: "account list: \(problem); skipped")
+          try anomaly.record(&txn, at: now)
+          anomalies.append(anomaly)
+          continue
+        }
         try txn.put(Self.accountKey(account.id), account.record, in: .accounts)
       }
+      return anomalies
     }
   }
 
@@ -95,17 +106,56 @@ public struct AccountCache: Sendable {
 
   // MARK: Balances
 
-  public func store(balance: LedgerBalance, syncedAt: Instant) async throws {
+  /// What a balance write did.
+  public enum BalanceWrite: Sendable, Hashable {
+    /// Stored; reservations of settled payments whose debit it includes were released with it.
+    case stored
+    /// The cache already holds a balance as of a later time: kept (a refresh that lost a race
+    /// with the sync, or a bank answering out of order).
+    case keptNewer
+  }
+
+  /// Stores a balance the bank reported, with the release of every settled payment's
+  /// reservation whose debit it includes, in one transaction (see ``Reservations``). Never
+  /// replaces a balance with a later as-of time. A balance that is not the account's (other
+  /// account, other currency, absurd amount) is refused with ``BankError/Code/malformed``.
+  @discardableResult
+  public func store(balance: LedgerBalance, syncedAt: Instant) async throws -> BalanceWrite {
+    let record = Self.encodeBalance(balance, syncedAt: syncedAt)
+    return try await self.store.write { txn in
+      guard let accountBytes = try txn.get(Self.accountKey(balance.accountID), in: .accounts) else {
+        throw BankError(.malformed, "balance for \(LogText.prefix(balance.accountID)), an account the bank did not list")
+      }
+      let account = try Account(record: accountBytes)
+      if let problem = BankDataLimits.balanceProblem(balance, accountID: account.id, currency: account.currency) {
+        throw BankError(.malformed, problem)
+      }
+      if let current = try Self.cachedBalance(balance.accountID, { try txn.get($0, in: .balances) }),
+        current.balance.asOf > balance.asOf
+      {
+        return .keptNewer
+      }
+      try txn.put(Self.accountKey(balance.accountID), record, in: .balances)
+      try Reservations.releaseIncluded(accountID: balance.accountID, asOf: balance.asOf, txn: &txn)
+      return .stored
+    }
+  }
+
+  static let balanceRecordFormat: UInt8 = 1
+
+  static func encodeBalance(_ balance: LedgerBalance, syncedAt: Instant) -> [UInt8] {
     var writer = RecordWriter(capacity: 40)
-    writer.write(UInt8(1))
+    writer.write(Self.balanceRecordFormat)
     writer.write(balance.ledger.minorUnits)
     writer.write(balance.ledger.currency.code)
     writer.write(balance.asOf.millisecondsSinceEpoch)
     writer.write(syncedAt.millisecondsSinceEpoch)
-    let record = writer.bytes
-    try await self.store.write { txn in
-      try txn.put(Self.accountKey(balance.accountID), record, in: .balances)
-    }
+    return writer.bytes
+  }
+
+  /// The cached balance of `accountID` read through `get` (a read or a write transaction).
+  static func cachedBalance(_ accountID: String, _ get: ([UInt8]) throws -> [UInt8]?) throws -> CachedBalance? {
+    try get(Self.accountKey(accountID)).map { try Self.decodeBalance(accountID, $0) }
   }
 
   public func balance(_ accountID: String) throws -> CachedBalance? {
@@ -120,14 +170,16 @@ public struct AccountCache: Sendable {
     try self.store.withReadTransaction { txn -> (Account, CachedBalance?, reserved: Int64)? in
       guard let accountBytes = try txn.get(Self.accountKey(accountID), in: .accounts) else { return nil }
       let balance = try txn.get(Self.accountKey(accountID), in: .balances).map { try Self.decodeBalance(accountID, $0) }
-      let reserved = try PaymentLedger.reserved(accountID) { try txn.get($0, in: .reservations) }
+      let reserved = try Reservations.reserved(accountID) { try txn.get($0, in: .reservations) }
       return (try Account(record: accountBytes), balance, reserved)
     }
   }
 
   static func decodeBalance(_ accountID: String, _ bytes: [UInt8]) throws -> CachedBalance {
     var reader = RecordReader(bytes)
-    guard try reader.readUInt8() == 1 else { throw StoreError(code: .corrupted, message: "unknown balance record format") }
+    guard try reader.readUInt8() == Self.balanceRecordFormat else {
+      throw StoreError(code: .corrupted, message: "unknown balance record format")
+    }
     let minorUnits = try reader.readInt64()
     guard let currency = CurrencyCode(try reader.readString()) else {
       throw StoreError(code: .corrupted, message: "balance of \(accountID) has an invalid currency")
@@ -168,30 +220,48 @@ public struct AccountCache: Sendable {
     }
   }
 
+  /// What storing a feed page did.
+  public struct AppliedPage: Sendable, Hashable {
+    /// Entries that were new.
+    public var inserted = 0
+    /// Entries skipped because they break ``BankDataLimits`` (recorded in the audit).
+    public var anomalies: [BankAnomaly] = []
+  }
+
   /// Stores a page of the bank's feed and the cursor after it in one transaction, skipping
-  /// entries already cached (a re-delivered page after a crash or a retry). Returns how many
-  /// entries were new.
+  /// entries already cached (a re-delivered page after a crash or a retry) and recording, then
+  /// skipping, entries that break ``BankDataLimits``: the cursor always moves past the page.
   @discardableResult
-  public func apply(_ page: TransactionFeedPage, accountID: String, syncedAt: Instant) async throws -> Int {
-    try await self.store.write { txn in
+  public func apply(_ page: TransactionFeedPage, accountID: String, syncedAt: Instant) async throws -> AppliedPage {
+    guard page.nextCursor.utf8.count <= BankDataLimits.maxCursorBytes else {
+      throw BankError(.malformed, "feed cursor of \(page.nextCursor.utf8.count) bytes exceeds \(BankDataLimits.maxCursorBytes)")
+    }
+    return try await self.store.write { txn in
       var state = try self.syncState(accountID, txn: txn)
-      var inserted = 0
+      let currency = try txn.get(Self.accountKey(accountID), in: .accounts).map { try Account(record: $0).currency }
+      var result = AppliedPage()
       for transaction in page.transactions {
+        if let problem = BankDataLimits.transactionProblem(transaction, accountID: accountID, currency: currency) {
+          let anomaly = BankAnomaly(subject: transaction.id.isEmpty ? accountID : transaction.id, description: "feed of \(accountID): \(problem); skipped")
+          try anomaly.record(&txn, at: syncedAt)
+          result.anomalies.append(anomaly)
+          continue
+        }
         let idKey = Array(transaction.id.utf8)
         if try txn.get(idKey, in: .transactionIDs) != nil { continue }
         let key = Self.transactionKey(accountID, Position(bookingTime: transaction.bookingTime, sequence: state.nextSequence))
         state.nextSequence += 1
         try txn.put(key, transaction.record, in: .transactions)
         try txn.put(idKey, key, in: .transactionIDs)
-        inserted += 1
+        result.inserted += 1
         if transaction.direction == .debit && !transaction.endToEndID.isEmpty {
-          // The ledger now shows this payment's debit: a settled payment stops reserving funds.
-          let e2e = Array(transaction.endToEndID.utf8)
-          try txn.put(e2e, [1], in: .bookedEndToEnd)
-          if let paymentID = try txn.get(e2e, in: .paymentsByEndToEnd),
+          // The history now holds this payment's debit; its reservation goes once a cached
+          // balance includes it (at once if the cached one already does).
+          try Reservations.noteBookedDebit(transaction.endToEndID, at: transaction.bookingTime, txn: &txn)
+          if let paymentID = try txn.get(Array(transaction.endToEndID.utf8), in: .paymentsByEndToEnd),
             let bytes = try txn.get(paymentID, in: .payments)
           {
-            try PaymentLedger.releaseIfDue(try Payment(record: bytes), txn: &txn)
+            try Reservations.releaseIfDue(try Payment(record: bytes), txn: &txn)
           }
         }
       }
@@ -201,7 +271,7 @@ public struct AccountCache: Sendable {
       writer.write(state.nextSequence)
       writer.write(syncedAt.millisecondsSinceEpoch)
       try txn.put(Self.accountKey(accountID), writer.bytes, in: .syncCursors)
-      return inserted
+      return result
     }
   }
 

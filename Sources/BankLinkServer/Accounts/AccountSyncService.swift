@@ -49,7 +49,12 @@ public final class AccountSyncService: Service {
 
   public var status: Status { self.state.withLock { $0 } }
 
+  /// Per-account failure counts and when each failing account may be tried again: one failing
+  /// account backs off on its own while the others keep syncing every round.
+  private let accountBackoff = Mutex([String: (failures: Int, retryAt: ContinuousClock.Instant)]())
+
   public func run() async throws {
+    let backoff = RetryBackoff(baseMilliseconds: self.configuration.intervalMilliseconds)
     var failures = 0
     while !Task.isCancelled && !Task.isShuttingDownGracefully {
       let delay: Int64
@@ -59,8 +64,7 @@ public final class AccountSyncService: Service {
         delay = self.configuration.intervalMilliseconds
       } catch {
         failures += 1
-        let backoff = self.configuration.intervalMilliseconds << min(failures, 10)
-        delay = min(backoff, Limits.maxSyncBackoffMilliseconds)
+        delay = backoff.delay(afterFailures: failures)
         self.logger.warning(
           "account sync failed; serving from cache",
           metadata: ["error": "\(error)", "consecutive_failures": "\(failures)", "retry_in_ms": "\(delay)"]
@@ -72,17 +76,34 @@ public final class AccountSyncService: Service {
     }
   }
 
-  /// One full round: the account list, then each account's new transactions and balance.
-  /// Throws the first bank or store error; what was stored before it stays stored.
+  /// One full round: the account list, then each account's new transactions and balance. Each
+  /// account is synced on its own: a failing one (bank error, bad data) is recorded, backs off
+  /// and does not stop the accounts after it. Throws when the account list itself fails, or,
+  /// after every account was tried, the first account failure (the round counts as failed).
   public func syncOnce() async throws {
     do {
       let accounts = try await self.connector.listAccounts(deadline: Self.deadline())
-      try await self.cache.store(accounts: accounts)
-      for account in accounts {
-        try await self.syncTransactions(account.id)
-        let balance = try await self.connector.fetchBalance(accountID: account.id, deadline: Self.deadline())
-        try await self.cache.store(balance: balance, syncedAt: self.now())
+      let listed = Array(accounts.prefix(BankDataLimits.maxAccounts))
+      if accounts.count > listed.count {
+        self.logger.error(
+          "the bank listed more accounts than the daemon takes; the rest are ignored",
+          metadata: ["listed": "\(accounts.count)", "limit": "\(BankDataLimits.maxAccounts)"])
       }
+      self.log(try await self.cache.store(accounts: listed, at: self.now()))
+      var firstFailure: (any Error)?
+      for account in listed where BankDataLimits.accountProblem(account) == nil {
+        guard self.isDue(account.id) else { continue }
+        do {
+          try await self.syncTransactions(account.id)
+          let balance = try await self.connector.fetchBalance(accountID: account.id, deadline: Self.deadline())
+          try await self.cache.store(balance: balance, syncedAt: self.now())
+          self.accountBackoff.withLock { _ = $0.removeValue(forKey: account.id) }
+        } catch {
+          firstFailure = firstFailure ?? AccountSyncError(accountID: account.id, underlying: error)
+          self.recordFailure(account.id, error)
+        }
+      }
+      if let firstFailure { throw firstFailure }
       self.state.withLock {
         $0.rounds += 1
         $0.lastSuccess = self.now()
@@ -98,6 +119,32 @@ public final class AccountSyncService: Service {
     }
   }
 
+  private func isDue(_ accountID: String) -> Bool {
+    self.accountBackoff.withLock { entries in
+      guard let entry = entries[accountID] else { return true }
+      return entry.retryAt <= .now
+    }
+  }
+
+  private func recordFailure(_ accountID: String, _ error: any Error) {
+    let backoff = RetryBackoff(baseMilliseconds: self.configuration.intervalMilliseconds)
+    let (failures, delay) = self.accountBackoff.withLock { entries in
+      let failures = (entries[accountID]?.failures ?? 0) + 1
+      let delay = backoff.delay(afterFailures: failures)
+      entries[accountID] = (failures, .now.advanced(by: .milliseconds(delay)))
+      return (failures, delay)
+    }
+    self.logger.warning(
+      "account sync failed for one account; the others go on",
+      metadata: ["account": "\(accountID)", "error": "\(error)", "consecutive_failures": "\(failures)", "retry_in_ms": "\(delay)"])
+  }
+
+  private func log(_ anomalies: [BankAnomaly]) {
+    for anomaly in anomalies {
+      self.logger.error("bad data from the bank, recorded and skipped", metadata: ["subject": "\(LogText.prefix(anomaly.subject))", "anomaly": "\(anomaly.description)"])
+    }
+  }
+
   private func syncTransactions(_ accountID: String) async throws {
     var cursor = try self.cache.syncCursor(accountID)
     // Bounded per round so one account with a long backlog cannot starve the others.
@@ -108,7 +155,8 @@ public final class AccountSyncService: Service {
         limit: Limits.syncBatchSize,
         deadline: Self.deadline()
       )
-      try await self.cache.apply(page, accountID: accountID, syncedAt: self.now())
+      self.log(try await self.cache.apply(page, accountID: accountID, syncedAt: self.now()).anomalies)
+      if page.nextCursor == cursor && page.transactions.isEmpty { return }
       cursor = page.nextCursor
       if !page.hasMore { return }
     }
@@ -116,5 +164,25 @@ public final class AccountSyncService: Service {
 
   static func deadline() -> ContinuousClock.Instant {
     .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds))
+  }
+}
+
+/// One account's sync failed (the others went on).
+public struct AccountSyncError: Error, CustomStringConvertible {
+  public var accountID: String
+  public var underlying: any Error
+
+  public var description: String { "account \(self.accountID): \(self.underlying)" }
+}
+
+/// Exponential backoff shared by the background services that talk to the bank: the base
+/// interval doubled per consecutive failure, capped at ``Limits/maxSyncBackoffMilliseconds``.
+struct RetryBackoff {
+  var baseMilliseconds: Int64
+
+  func delay(afterFailures failures: Int) -> Int64 {
+    guard failures > 0 else { return self.baseMilliseconds }
+    let shifted = self.baseMilliseconds << Int64(min(failures, 10))
+    return min(max(shifted, self.baseMilliseconds), Limits.maxSyncBackoffMilliseconds)
   }
 }

@@ -8,6 +8,7 @@ extension PaymentStatus {
     case .pendingRisk: .pendingRisk
     case .pendingApproval: .pendingApproval
     case .approved: .approved
+    case .submitting: .submitting
     case .submitted: .submitted
     case .accepted: .accepted
     case .settled: .settled

@@ -2,8 +2,9 @@ import BankLinkBanks
 import BankLinkCore
 import BankLinkStore
 
-/// The ledger's side of talking to the bank: the outbox entries to deliver, marking them
-/// delivered, and applying status reports — each in one group-committed transaction.
+/// The ledger's side of talking to the bank: claiming outbox entries for delivery, recording
+/// what the bank did with them, and applying status reports — each in one group-committed
+/// transaction.
 extension PaymentLedger {
   public struct OutboxEntry: Sendable, Hashable {
     public var key: [UInt8]
@@ -30,20 +31,71 @@ extension PaymentLedger {
   }
 
   /// The oldest outbox entries, at most `limit`, each with its payment as stored now (nil if
-  /// gone), from one snapshot.
+  /// gone), from one snapshot; claims nothing (tests and diagnostics).
   public func outbox(limit: Int) throws -> [(entry: OutboxEntry, payment: Payment?)] {
     try self.store.withReadTransaction { txn in
       var entries: [OutboxEntry] = []
       try txn.scan(.outbox) { key, value in
         guard entries.count < limit else { return false }
-        var reader = RecordReader(value)
-        _ = try reader.readUInt8()
-        entries.append(OutboxEntry(key: key, paymentID: try reader.readString(), messageID: try reader.readString()))
+        entries.append(try OutboxRecord.decode(key: key, value: value))
         return true
       }
       return try entries.map { entry in
         (entry, try txn.get(Array(entry.paymentID.utf8), in: .payments).map(Payment.init(record:)))
       }
+    }
+  }
+
+  /// Audit records after sequence `after`, at most `limit`, oldest first (tests and
+  /// diagnostics until the journal's RPCs exist).
+  public func auditRecords(after: UInt64 = 0, limit: Int = Limits.maxPageSize) throws -> [AuditRecord] {
+    try self.store.withReadTransaction { txn in
+      var records: [AuditRecord] = []
+      try txn.scan(.audit, from: Sequences.key(after + 1)) { key, value in
+        guard records.count < limit else { return false }
+        records.append(try AuditLog.decode(key: key, value: value))
+        return true
+      }
+      return records
+    }
+  }
+
+  /// Claims the oldest outbox entries, at most `limit`, for delivery, in one committed write
+  /// *before* anything is sent: each `approved` payment becomes `submitting` (no longer
+  /// cancellable); a payment already `submitting` (a round that timed out, or a crash after the
+  /// claim) is sent again with the same ids. Entries whose payment was cancelled first, or
+  /// that a status report already moved on, leave the outbox here. Returns what to send.
+  public func claimForSubmission(limit: Int) async throws -> [(entry: OutboxEntry, payment: Payment)] {
+    let now = self.now()
+    return try await self.writer.write { txn in
+      var entries: [OutboxEntry] = []
+      try txn.scan(.outbox) { key, value in
+        guard entries.count < limit else { return false }
+        entries.append(try OutboxRecord.decode(key: key, value: value))
+        return true
+      }
+      var claimed: [(entry: OutboxEntry, payment: Payment)] = []
+      for entry in entries {
+        guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else {
+          try txn.delete(entry.key, in: .outbox)
+          continue
+        }
+        var payment = try Payment(record: bytes)
+        switch payment.status {
+        case .approved:
+          _ = payment.apply(.claimedForSubmission, at: now)
+          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try AuditLog.append(
+            &txn, at: now, principal: "system", action: "payment.submitting", object: payment.id, detail: entry.messageID)
+          claimed.append((entry, payment))
+        case .submitting:
+          claimed.append((entry, payment))
+        default:
+          // Cancelled before the claim (nothing is sent), or already reported on by the bank.
+          try txn.delete(entry.key, in: .outbox)
+        }
+      }
+      return claimed
     }
   }
 
@@ -63,17 +115,16 @@ extension PaymentLedger {
           let before = payment.status
           if case .success(let after) = payment.apply(.submitted, at: now), after != before {
             try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-            try Self.audit(&txn, at: now, principal: "system", action: "payment.submitted", object: payment.id, detail: entry.messageID)
+            try AuditLog.append(&txn, at: now, principal: "system", action: "payment.submitted", object: payment.id, detail: entry.messageID)
           }
         case .refused(let entry, let reason):
           try txn.delete(entry.key, in: .outbox)
           guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { continue }
           var payment = try Payment(record: bytes)
-          _ = payment.apply(.submitted, at: now)
           guard case .success = payment.apply(.bankRejected, at: now, reason: reason) else { continue }
-          try Self.releaseIfDue(payment, txn: &txn)
+          try Reservations.releaseIfDue(payment, txn: &txn)
           try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-          try Self.audit(&txn, at: now, principal: "system", action: "payment.failed", object: payment.id, detail: reason)
+          try AuditLog.append(&txn, at: now, principal: "system", action: "payment.failed", object: payment.id, detail: reason)
         case .discarded(let entry):
           _ = try txn.delete(entry.key, in: .outbox)
         }
@@ -88,44 +139,84 @@ extension PaymentLedger {
     }
   }
 
+  /// What applying a page of status reports did.
+  public struct AppliedReports: Sendable, Hashable {
+    /// Payments whose state changed.
+    public var changed = 0
+    /// Reports that could not be applied, each recorded in the audit in the same transaction.
+    public var anomalies: [BankAnomaly] = []
+  }
+
+  /// Status codes that carry no lifecycle change (pain.002 `PDNG` pending, `RCVD` received).
+  static let informationalStatusCodes: Set<String> = ["PDNG", "RCVD"]
+
   /// Applies a page of status reports and stores the cursor after it, in one transaction.
   /// Duplicates and reordered reports are harmless: the state machine keeps the most advanced
-  /// state. Returns how many payments changed state.
+  /// state. A report that cannot be applied (no usable EndToEndId, an unknown one, an unknown
+  /// status code, or one the payment's state cannot take — e.g. settled after cancelled) is
+  /// never dropped: it is recorded as a ``BankAnomaly`` and the cursor moves past it.
   @discardableResult
-  public func apply(_ reports: [PaymentStatusReport], nextCursor: String) async throws -> Int {
+  public func apply(_ reports: [PaymentStatusReport], nextCursor: String) async throws -> AppliedReports {
+    guard nextCursor.utf8.count <= BankDataLimits.maxCursorBytes else {
+      throw BankError(.malformed, "status report cursor of \(nextCursor.utf8.count) bytes exceeds \(BankDataLimits.maxCursorBytes)")
+    }
     let now = self.now()
     return try await self.writer.write { txn in
-      var changed = 0
+      var result = AppliedReports()
+      func anomaly(_ subject: String, _ text: String) throws {
+        let found = BankAnomaly(subject: subject, description: text)
+        try found.record(&txn, at: now)
+        result.anomalies.append(found)
+      }
       for report in reports {
-        guard let event = PaymentStateMachine.event(forBankStatus: report.statusCode),
-          let paymentID = try txn.get(Array(report.endToEndID.utf8), in: .paymentsByEndToEnd),
+        let code = LogText.prefix(report.statusCode)
+        if let problem = BankDataLimits.endToEndIDProblem(report.endToEndID) {
+          try anomaly(report.endToEndID, "status report \(code) \(problem); not applied")
+          continue
+        }
+        guard let event = PaymentStateMachine.event(forBankStatus: report.statusCode) else {
+          if !Self.informationalStatusCodes.contains(report.statusCode.uppercased()) {
+            try anomaly(report.endToEndID, "status report with unknown status code \(code); not applied")
+          }
+          continue
+        }
+        guard let paymentID = try txn.get(Array(report.endToEndID.utf8), in: .paymentsByEndToEnd),
           let bytes = try txn.get(paymentID, in: .payments)
-        else { continue }
+        else {
+          try anomaly(report.endToEndID, "status report \(code) for an EndToEndId no payment carries; not applied")
+          continue
+        }
         var payment = try Payment(record: bytes)
         let before = payment.status
         if before == .approved {
-          // A report proves the bank holds the payment, even if our acknowledgement was lost.
+          // A payment claimed by an earlier build, which sent without claiming: the report
+          // proves the bank holds it.
           _ = payment.apply(.submitted, at: now)
         }
-        let reason = report.reasonText.isEmpty ? report.reasonCode : "\(report.reasonCode) \(report.reasonText)"
+        let reason = LogText.prefix(
+          report.reasonText.isEmpty ? report.reasonCode : "\(report.reasonCode) \(report.reasonText)",
+          maxBytes: BankDataLimits.maxReasonBytes)
         guard case .success(let after) = payment.apply(event, at: now, reason: event == .bankRejected ? reason : "") else {
+          try anomaly(
+            payment.id,
+            "bank reports \(code) \(reason) for payment \(payment.id) in state \(before.rawValue); not applied — the bank and the daemon disagree")
           continue
         }
         if after != before || payment.bankStatusCode.isEmpty {
-          payment.bankStatusCode = report.statusCode
-          payment.bankReasonCode = report.reasonCode
+          payment.bankStatusCode = String(report.statusCode.prefix(BankDataLimits.maxStatusCodeBytes))
+          payment.bankReasonCode = String(report.reasonCode.prefix(BankDataLimits.maxStatusCodeBytes))
         }
-        try Self.releaseIfDue(payment, txn: &txn)
+        try Reservations.releaseIfDue(payment, txn: &txn)
         try txn.put(paymentID, payment.record, in: .payments)
         if after != before {
-          changed += 1
-          try Self.audit(
+          result.changed += 1
+          try AuditLog.append(
             &txn, at: now, principal: "bank", action: "payment.\(after.rawValue)", object: payment.id,
-            detail: "\(report.statusCode) \(reason)")
+            detail: "\(code) \(reason)")
         }
       }
       try txn.put(Self.statusCursorKey, Array(nextCursor.utf8), in: .meta)
-      return changed
+      return result
     }
   }
 

@@ -7,12 +7,25 @@ import Crypto
 /// payment, idempotency record, reservation, outbox entry and audit record in one transaction.
 public struct PaymentLedger: Sendable {
   public struct Configuration: Sendable {
-    /// Payments of at least this many minor units wait in `pending_approval`; smaller ones are
-    /// released to the bank at once. Stands in for the approval policy until it is built.
-    public var approvalThresholdMinorUnits: Int64
+    /// Payments of at least this many major units of their currency (1,000,000 = CNY 1,000,000.00,
+    /// JPY 1,000,000, KWD 1,000,000.000) wait in `pending_approval`; smaller ones are released to
+    /// the bank at once. Stands in for the approval policy until it is built.
+    public var approvalThresholdMajorUnits: Int64
 
-    public init(approvalThresholdMinorUnits: Int64 = 100_000_000) {
-      self.approvalThresholdMinorUnits = approvalThresholdMinorUnits
+    public init(approvalThresholdMajorUnits: Int64 = 1_000_000) {
+      self.approvalThresholdMajorUnits = approvalThresholdMajorUnits
+    }
+
+    /// The threshold in minor units of `currency` (by its ISO 4217 exponent); saturates rather
+    /// than overflows.
+    public func approvalThreshold(in currency: CurrencyCode) -> Int64 {
+      var threshold = self.approvalThresholdMajorUnits
+      for _ in 0..<Money.minorUnitExponent(of: currency) {
+        let (next, overflow) = threshold.multipliedReportingOverflow(by: 10)
+        if overflow { return .max }
+        threshold = next
+      }
+      return threshold
     }
   }
 
@@ -52,59 +65,69 @@ public struct PaymentLedger: Sendable {
     public var replayed: Bool
   }
 
-  // MARK: Keys
-
-  static func idempotencyKey(creator: String, key: String) -> [UInt8] {
-    Array(creator.utf8) + [0] + Array(key.utf8)
-  }
-
-  static let paymentSequenceKey = Array("payment_sequence".utf8)
-  static let auditSequenceKey = Array("audit_sequence".utf8)
-  static let outboxSequenceKey = Array("outbox_sequence".utf8)
-
   // MARK: Create
 
   /// Creates a payment, or returns the one an earlier call with the same key created.
+  ///
+  /// The key is looked up before the request is validated: a retry is answered with the
+  /// stored payment whatever today's date is (a request dated "today" retried after midnight
+  /// must not be refused, or a client may re-key and pay twice).
   public func create(_ instruction: PaymentInstruction, idempotencyKey: String, creator: String) async throws -> Created {
-    let today = self.now().isoDate
-    let violations = PaymentValidation.violations(of: instruction, today: today)
-    guard violations.isEmpty else { throw Refusal.invalid(violations) }
-    let threshold = self.configuration.approvalThresholdMinorUnits
+    let idemKey = IdempotencyRecord.key(creator: creator, key: idempotencyKey)
+    let canonical = instruction.canonicalRecord
+    if let replay = try self.store.withReadTransaction({ txn in
+      try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey) { try txn.get($0, in: $1) }
+    }) {
+      return replay
+    }
     let now = self.now()
+    let violations = PaymentValidation.violations(of: instruction, today: now.isoDate)
+    guard violations.isEmpty else { throw Refusal.invalid(violations) }
+    let configuration = self.configuration
     return try await self.writer.write { txn in
-      let idemKey = Self.idempotencyKey(creator: creator, key: idempotencyKey)
-      let canonical = instruction.canonicalRecord
-      if let existing = try txn.get(idemKey, in: .idempotency) {
-        var reader = RecordReader(existing)
-        let storedRequest = try reader.readString()
-        let paymentID = try reader.readString()
-        guard Self.fingerprint(storedRequest, matches: canonical) else {
-          throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: paymentID)
-        }
-        guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else {
-          throw StoreError(code: .corrupted, message: "idempotency record points at missing payment \(paymentID)")
-        }
-        return Created(payment: try Payment(record: bytes), replayed: true)
+      if let replay = try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
+        return replay
       }
-
       let payment = try Self.insert(
         instruction, field: "instruction.", creator: creator, idempotencyKey: idempotencyKey, batchID: "",
-        threshold: threshold, at: now, txn: &txn)
-      let id = payment.id
+        configuration: configuration, at: now, txn: &txn)
       var record = RecordWriter(capacity: 128)
-      record.write(Self.fingerprint(canonical))
-      record.write(id)
+      record.write(IdempotencyRecord.fingerprint(canonical))
+      record.write(payment.id)
       try txn.put(idemKey, record.bytes, in: .idempotency)
       return Created(payment: payment, replayed: false)
     }
+  }
+
+  /// The payment an earlier create with this key made, or nil; a different request under the
+  /// same key is refused.
+  private static func replay(
+    _ idemKey: [UInt8], canonical: [UInt8], idempotencyKey: String, _ get: ([UInt8], Database) throws -> [UInt8]?
+  ) throws -> Created? {
+    guard let existing = try get(idemKey, .idempotency) else { return nil }
+    var reader = RecordReader(existing)
+    let storedRequest = try reader.readString()
+    let paymentID = try reader.readString()
+    guard IdempotencyRecord.fingerprint(storedRequest, matches: canonical) else {
+      throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: paymentID)
+    }
+    guard let bytes = try get(Array(paymentID.utf8), .payments) else {
+      throw StoreError(code: .corrupted, message: "idempotency record points at missing payment \(paymentID)")
+    }
+    return Created(payment: try Payment(record: bytes), replayed: true)
   }
 
   /// Creates one payment inside the caller's transaction: account and funds checks, state,
   /// reservation, outbox entry and audit records.
   static func insert(
     _ instruction: PaymentInstruction, field: String, creator: String, idempotencyKey: String, batchID: String,
-    threshold: Int64, at now: Instant, txn: inout WriteTransaction
+    configuration: Configuration, at now: Instant, txn: inout WriteTransaction
   ) throws -> Payment {
+    var instruction = instruction
+    if instruction.requestedExecutionDate.isEmpty {
+      // As the contract says: empty means the day the payment is created.
+      instruction.requestedExecutionDate = now.isoDate
+    }
     let account = try Self.account(instruction.debtorAccountID, txn: txn)
     guard account.currency == instruction.amount.currency else {
       throw Refusal.invalid([
@@ -114,25 +137,26 @@ public struct PaymentLedger: Sendable {
       ])
     }
     guard account.status == .active else { throw Refusal.accountNotActive(account.id, account.status) }
-    let available = try Self.available(account.id, txn: txn)
+    let available = try Reservations.available(account.id, txn: txn)
     guard instruction.amount.minorUnits <= available else {
       throw Refusal.insufficientFunds(available: available, requested: instruction.amount.minorUnits, currency: account.currency)
     }
-    let sequence = try Self.nextSequence(Self.paymentSequenceKey, txn: &txn)
-    let id = "pay-\(now.millisecondsSinceEpoch)-\(sequence)"
+    let sequence = try Sequences.next(Sequences.payment, txn: &txn)
+    let id = PaymentIDs.make(sequence: sequence)
     var payment = Payment(
       id: id, instruction: instruction, status: .pendingRisk, creator: creator, idempotencyKey: idempotencyKey,
       endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", batchID: batchID, createdAt: now, updatedAt: now)
-    try Self.audit(&txn, at: now, principal: creator, action: "payment.created", object: id, detail: "\(instruction.amount)")
+    try AuditLog.append(&txn, at: now, principal: creator, action: "payment.created", object: id, detail: "\(instruction.amount)")
     // No risk evaluator yet: every payment clears risk; the threshold stands in for policy.
+    let threshold = configuration.approvalThreshold(in: instruction.amount.currency)
     _ = payment.apply(.riskCleared(needsApproval: instruction.amount.minorUnits >= threshold), at: now)
-    try Self.audit(&txn, at: now, principal: "system", action: "payment.\(payment.status.rawValue)", object: id, detail: "")
+    try AuditLog.append(&txn, at: now, principal: "system", action: "payment.\(payment.status.rawValue)", object: id, detail: "")
     if payment.status == .approved {
-      try Self.enqueueOutbox(payment, txn: &txn)
+      try OutboxRecord.enqueue(payment, txn: &txn)
     }
     try txn.put(Array(id.utf8), payment.record, in: .payments)
     try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
-    try Self.reserve(payment, txn: &txn)
+    try Reservations.reserve(payment, txn: &txn)
     return payment
   }
 
@@ -151,35 +175,27 @@ public struct PaymentLedger: Sendable {
     guard items.count <= Limits.maxBatchItems else {
       throw Refusal.invalid([FieldViolation(field: "items", description: "at most \(Limits.maxBatchItems) items per batch")])
     }
-    let today = self.now().isoDate
+    let idemKey = IdempotencyRecord.batchKey(creator: creator, key: idempotencyKey)
+    let canonical = items.reduce(into: [UInt8]()) { $0 += $1.canonicalRecord }
+    // A replay is answered before validation, whatever the date (see `create`).
+    if let replay = try self.store.withReadTransaction({ txn in
+      try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey) { try txn.get($0, in: $1) }
+    }) {
+      return replay
+    }
+    let now = self.now()
+    let today = now.isoDate
     let violations = items.enumerated().flatMap { index, item in
       PaymentValidation.violations(of: item, today: today, prefix: "items[\(index)].")
     }
     guard violations.isEmpty else { throw Refusal.invalid(violations) }
-    let threshold = self.configuration.approvalThresholdMinorUnits
-    let now = self.now()
+    let configuration = self.configuration
+    let fingerprint = IdempotencyRecord.fingerprint(canonical)
     return try await self.writer.write { txn in
-      let idemKey = Self.idempotencyKey(creator: creator, key: "batch\u{0}" + idempotencyKey)
-      var canonical: [UInt8] = []
-      for item in items { canonical += item.canonicalRecord }
-      let fingerprint = Self.fingerprint(canonical)
-      if let existing = try txn.get(idemKey, in: .idempotency) {
-        var reader = RecordReader(existing)
-        guard Self.fingerprint(try reader.readString(), matches: canonical) else {
-          throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: "")
-        }
-        let batchID = try reader.readString()
-        var payments: [Payment] = []
-        while !reader.isAtEnd {
-          let id = try reader.readString()
-          guard let bytes = try txn.get(Array(id.utf8), in: .payments) else {
-            throw StoreError(code: .corrupted, message: "batch \(batchID) points at missing payment \(id)")
-          }
-          payments.append(try Payment(record: bytes))
-        }
-        return CreatedBatch(batchID: batchID, payments: payments, replayed: true)
+      if let replay = try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
+        return replay
       }
-      let sequence = try Self.nextSequence(Self.paymentSequenceKey, txn: &txn)
+      let sequence = try Sequences.next(Sequences.payment, txn: &txn)
       let batchID = "batch-\(now.millisecondsSinceEpoch)-\(sequence)"
       var payments: [Payment] = []
       var failures: [(Int, Refusal)] = []
@@ -190,7 +206,7 @@ public struct PaymentLedger: Sendable {
           let payment = try txn.withNestedTransaction { nested in
             try Self.insert(
               item, field: "items[\(index)].", creator: creator, idempotencyKey: "\(idempotencyKey)#\(index)",
-              batchID: batchID, threshold: threshold, at: now, txn: &nested)
+              batchID: batchID, configuration: configuration, at: now, txn: &nested)
           }
           payments.append(payment)
         } catch let refusal as Refusal {
@@ -203,9 +219,29 @@ public struct PaymentLedger: Sendable {
       record.write(batchID)
       for payment in payments { record.write(payment.id) }
       try txn.put(idemKey, record.bytes, in: .idempotency)
-      try Self.audit(&txn, at: now, principal: creator, action: "batch.created", object: batchID, detail: "\(payments.count) payments")
+      try AuditLog.append(&txn, at: now, principal: creator, action: "batch.created", object: batchID, detail: "\(payments.count) payments")
       return CreatedBatch(batchID: batchID, payments: payments, replayed: false)
     }
+  }
+
+  private static func replayBatch(
+    _ idemKey: [UInt8], canonical: [UInt8], idempotencyKey: String, _ get: ([UInt8], Database) throws -> [UInt8]?
+  ) throws -> CreatedBatch? {
+    guard let existing = try get(idemKey, .idempotency) else { return nil }
+    var reader = RecordReader(existing)
+    guard IdempotencyRecord.fingerprint(try reader.readString(), matches: canonical) else {
+      throw Refusal.idempotencyConflict(key: idempotencyKey, paymentID: "")
+    }
+    let batchID = try reader.readString()
+    var payments: [Payment] = []
+    while !reader.isAtEnd {
+      let id = try reader.readString()
+      guard let bytes = try get(Array(id.utf8), .payments) else {
+        throw StoreError(code: .corrupted, message: "batch \(batchID) points at missing payment \(id)")
+      }
+      payments.append(try Payment(record: bytes))
+    }
+    return CreatedBatch(batchID: batchID, payments: payments, replayed: true)
   }
 
   // MARK: Read
@@ -282,15 +318,20 @@ public struct PaymentLedger: Sendable {
   public func available(accountID: String) throws -> Int64? {
     try self.store.withReadTransaction { txn in
       guard try txn.get(Array(accountID.utf8), in: .balances) != nil else { return nil }
-      return try Self.available(accountID, reading: txn)
+      return try Reservations.available(accountID, reading: txn)
     }
   }
 
   // MARK: Cancel
 
-  /// Cancels a payment not yet handed to the bank, by its creator or an admin. Cancelling an
-  /// already cancelled payment returns it unchanged.
-  public func cancel(_ id: String, by principal: String, isAdmin: Bool, reason: String) async throws -> Payment {
+  /// Cancels a payment the submitter has not claimed for the bank, by its creator or an admin.
+  /// Cancelling an already cancelled payment returns it unchanged. Serialised with the
+  /// submitter's claim (both are write transactions): a cancel committed first makes the
+  /// submitter discard the outbox entry; a claim committed first makes the cancel fail with
+  /// ``Refusal/notCancellable(paymentID:status:)`` (`submitting`: it may be with the bank).
+  public func cancel(
+    _ id: String, by principal: String, isAdmin: Bool, reason: String, requestID: String = ""
+  ) async throws -> Payment {
     let now = self.now()
     return try await self.writer.write { txn in
       guard let bytes = try txn.get(Array(id.utf8), in: .payments) else { throw Refusal.paymentNotFound(id) }
@@ -300,9 +341,10 @@ public struct PaymentLedger: Sendable {
       guard case .success = payment.apply(.cancelled, at: now, reason: reason) else {
         throw Refusal.notCancellable(paymentID: id, status: payment.status)
       }
-      try Self.releaseIfDue(payment, txn: &txn)
+      try Reservations.releaseIfDue(payment, txn: &txn)
       try txn.put(Array(id.utf8), payment.record, in: .payments)
-      try Self.audit(&txn, at: now, principal: principal, action: "payment.cancelled", object: id, detail: reason)
+      let detail = requestID.isEmpty ? reason : "\(reason) [request_id \(requestID)]"
+      try AuditLog.append(&txn, at: now, principal: principal, action: "payment.cancelled", object: id, detail: detail)
       return payment
     }
   }
@@ -312,123 +354,5 @@ public struct PaymentLedger: Sendable {
   static func account(_ id: String, txn: WriteTransaction) throws -> Account {
     guard let bytes = try txn.get(Array(id.utf8), in: .accounts) else { throw Refusal.accountNotFound(id) }
     return try Account(record: bytes)
-  }
-
-  static func reserved(_ accountID: String, _ get: ([UInt8]) throws -> [UInt8]?) throws -> Int64 {
-    guard let bytes = try get(Array(accountID.utf8)) else { return 0 }
-    var reader = RecordReader(bytes)
-    return try reader.readInt64()
-  }
-
-  static func ledger(_ accountID: String, _ get: ([UInt8]) throws -> [UInt8]?) throws -> Int64 {
-    guard let bytes = try get(Array(accountID.utf8)) else { return 0 }
-    return try AccountCache.decodeBalance(accountID, bytes).balance.ledger.minorUnits
-  }
-
-  static func available(_ accountID: String, txn: WriteTransaction) throws -> Int64 {
-    try ledger(accountID) { try txn.get($0, in: .balances) } - reserved(accountID) { try txn.get($0, in: .reservations) }
-  }
-
-  static func available(_ accountID: String, reading txn: ReadTransaction) throws -> Int64 {
-    try ledger(accountID) { try txn.get($0, in: .balances) } - reserved(accountID) { try txn.get($0, in: .reservations) }
-  }
-
-  static func adjustReservation(_ accountID: String, by delta: Int64, txn: inout WriteTransaction) throws {
-    let current = try reserved(accountID) { try txn.get($0, in: .reservations) }
-    var writer = RecordWriter(capacity: 8)
-    writer.write(current + delta)
-    try txn.put(Array(accountID.utf8), writer.bytes, in: .reservations)
-  }
-
-  static func reserve(_ payment: Payment, txn: inout WriteTransaction) throws {
-    var amount = RecordWriter(capacity: 8)
-    amount.write(payment.instruction.amount.minorUnits)
-    try txn.put(Array(payment.id.utf8), amount.bytes, in: .paymentReservations)
-    try adjustReservation(payment.instruction.debtorAccountID, by: payment.instruction.amount.minorUnits, txn: &txn)
-  }
-
-  /// Releases the payment's reservation once it no longer needs one: at once when it ends
-  /// without paying, and for a settled payment only once the account cache holds the booked
-  /// debit (so available never counts the money twice, nor frees it before the ledger shows
-  /// it gone). Idempotent.
-  static func releaseIfDue(_ payment: Payment, txn: inout WriteTransaction) throws {
-    let due: Bool
-    switch payment.status {
-    case .settled:
-      due = try txn.get(Array(payment.endToEndID.utf8), in: .bookedEndToEnd) != nil
-    default:
-      due = !payment.status.holdsReservation
-    }
-    guard due, let bytes = try txn.get(Array(payment.id.utf8), in: .paymentReservations) else { return }
-    var reader = RecordReader(bytes)
-    let amount = try reader.readInt64()
-    try txn.delete(Array(payment.id.utf8), in: .paymentReservations)
-    try adjustReservation(payment.instruction.debtorAccountID, by: -amount, txn: &txn)
-  }
-
-  static func nextSequence(_ key: [UInt8], txn: inout WriteTransaction) throws -> UInt64 {
-    var next: UInt64 = 1
-    if let bytes = try txn.get(key, in: .meta) {
-      var reader = RecordReader(bytes)
-      next = try reader.readUInt64() + 1
-    }
-    var writer = RecordWriter(capacity: 8)
-    writer.write(next)
-    try txn.put(key, writer.bytes, in: .meta)
-    return next
-  }
-
-  /// Appends an audit record in the caller's transaction (hash chaining comes with the journal).
-  static func audit(_ txn: inout WriteTransaction, at time: Instant, principal: String, action: String, object: String, detail: String) throws {
-    let sequence = try nextSequence(auditSequenceKey, txn: &txn)
-    var key = RecordWriter(capacity: 8)
-    key.write(sequence)
-    var record = RecordWriter(capacity: 96)
-    record.write(UInt8(1))
-    record.write(time.millisecondsSinceEpoch)
-    record.write(principal)
-    record.write(action)
-    record.write(object)
-    record.write(detail)
-    try txn.put(key.bytes, record.bytes, in: .audit)
-  }
-
-  static func enqueueOutbox(_ payment: Payment, txn: inout WriteTransaction) throws {
-    let sequence = try nextSequence(outboxSequenceKey, txn: &txn)
-    var key = RecordWriter(capacity: 8)
-    key.write(sequence)
-    var record = RecordWriter(capacity: 64)
-    record.write(UInt8(1))
-    record.write(payment.id)
-    // The message id is fixed here, once: every retry of this submission reuses it.
-    record.write("MSG\(payment.endToEndID)")
-    try txn.put(key.bytes, record.bytes, in: .outbox)
-  }
-
-  /// What an idempotency record keeps of the request it guards: a SHA-256 digest of the
-  /// canonical request, so that records stay small (one B-tree page holds ~40 of them) however
-  /// long the request's texts are.
-  static func fingerprint(_ canonical: [UInt8]) -> String {
-    Self.fingerprintPrefix + Self.hex(Array(SHA256.hash(data: canonical)))
-  }
-
-  static let fingerprintPrefix = "sha256:"
-
-  /// Whether a stored fingerprint is that of `canonical`. Records written before digests were
-  /// introduced hold the whole canonical request in hex, and are compared as such.
-  static func fingerprint(_ stored: String, matches canonical: [UInt8]) -> Bool {
-    if stored.hasPrefix(Self.fingerprintPrefix) { return stored == Self.fingerprint(canonical) }
-    return stored == Self.hex(canonical)
-  }
-
-  static func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for byte in bytes {
-      out.append(digits[Int(byte >> 4)])
-      out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
   }
 }

@@ -78,7 +78,12 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     if !request.debtorAccountID.isEmpty {
       filter.debtorAccountID = try validAccountID(request.debtorAccountID, field: "debtor_account_id")
     }
-    filter.creator = request.creator
+    if !request.creator.isEmpty {
+      guard request.creator.utf8.count <= Limits.maxIdentityLength else {
+        throw APIError.invalidArgument("creator", "must be at most \(Limits.maxIdentityLength) bytes")
+      }
+      filter.creator = request.creator
+    }
     if request.hasCreateTimeStart {
       guard let start = Instant(request.createTimeStart) else {
         throw APIError.invalidArgument("create_time_start", "not a valid timestamp")
@@ -114,9 +119,11 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     if let problem = PaymentValidation.textProblem(request.reason, maxLength: Limits.maxRemittanceLength) {
       throw APIError.invalidArgument("reason", problem)
     }
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
     let payment = try await self.mapping {
       try await self.ledger.cancel(
-        id, by: caller.principal.identity, isAdmin: caller.principal.holds(.admin), reason: request.reason)
+        id, by: caller.principal.identity, isAdmin: caller.principal.holds(.admin), reason: request.reason,
+        requestID: request.requestID)
     }
     return .with { $0.payment = Banklink_V1_Payment(payment) }
   }
@@ -161,7 +168,7 @@ extension PaymentLedger.Refusal {
       return badRequest(violations)
     case .accountNotFound(let id):
       return GoogleRPCStatus(
-        code: .invalidArgument, message: "instruction.debtor_account_id: no account '\(id)'",
+        code: .invalidArgument, message: "instruction.debtor_account_id: no account '\(LogText.prefix(id))'",
         details: [.badRequest(violations: [.init(field: "instruction.debtor_account_id", description: "no such account")])])
     case .accountNotActive(let id, let status):
       return GoogleRPCStatus(
@@ -193,25 +200,36 @@ extension PaymentLedger.Refusal {
         return []
       }
       if !invalid.isEmpty { return badRequest(invalid) }
+      let reported = items.prefix(Limits.maxReportedViolations)
+      let more = items.count > reported.count ? "; and \(items.count - reported.count) more items" : ""
       return GoogleRPCStatus(
         code: .failedPrecondition,
-        message: "batch refused, nothing created: " + items.map { "items[\($0.index)]: \($0.refusal.status.message)" }.joined(separator: "; "),
+        message: "batch refused, nothing created (\(items.count) items failed): "
+          + reported.map { "items[\($0.index)]: \($0.refusal.status.message)" }.joined(separator: "; ") + more,
         details: [
-          .preconditionFailure(violations: items.map { .init(type: "BATCH_ITEM", subject: "items[\($0.index)]", description: $0.refusal.status.message) })
+          .preconditionFailure(violations: reported.map { .init(type: "BATCH_ITEM", subject: "items[\($0.index)]", description: $0.refusal.status.message) })
         ])
     case .notCancellable(let id, let status):
+      let why =
+        status == .submitting || status == .submitted || status == .accepted
+        ? "it is with the bank (claimed for submission), so it can no longer be cancelled here; ask the bank to recall it"
+        : "only payments not yet claimed for submission to the bank can be cancelled"
       return GoogleRPCStatus(
-        code: .failedPrecondition, message: "payment \(id) is \(status.rawValue): only payments not yet submitted to the bank can be cancelled",
+        code: .failedPrecondition, message: "payment \(id) is \(status.rawValue): \(why)",
         details: [.preconditionFailure(violations: [.init(type: "PAYMENT_STATUS", subject: id, description: status.rawValue)])])
     }
   }
 }
 
+/// INVALID_ARGUMENT naming every failing field, up to ``Limits/maxReportedViolations`` of them
+/// (the status travels in trailers, which clients bound to a few KiB).
 func badRequest(_ violations: [FieldViolation]) -> GoogleRPCStatus {
-  GoogleRPCStatus(
+  let reported = violations.prefix(Limits.maxReportedViolations)
+  let more = violations.count > reported.count ? "; and \(violations.count - reported.count) more" : ""
+  return GoogleRPCStatus(
     code: .invalidArgument,
-    message: violations.map { "\($0.field): \($0.description)" }.joined(separator: "; "),
-    details: [.badRequest(violations: violations.map { .init(field: $0.field, description: $0.description) })])
+    message: reported.map { "\($0.field): \($0.description)" }.joined(separator: "; ") + more,
+    details: [.badRequest(violations: reported.map { .init(field: $0.field, description: $0.description) })])
 }
 
 func validIdempotencyKey(_ key: String, field: String = "idempotency_key") throws {

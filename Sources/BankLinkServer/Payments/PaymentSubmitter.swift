@@ -8,7 +8,8 @@ import ServiceLifecycle
 /// Exactly once rests on three facts: the outbox entry is written in the same transaction that
 /// approves the payment; it is removed only after the bank acknowledged it; and every retry
 /// (after a timeout, an outage or a crash) reuses the entry's message id and the payment's
-/// EndToEndId, which the bank deduplicates.
+/// EndToEndId, which the bank deduplicates. And nothing is sent that a cancel could still
+/// stop: each payment is claimed (`submitting`) in a committed write before the bank call.
 public final class PaymentSubmitter: Service {
   let ledger: PaymentLedger
   let connector: any PaymentInitiationConnector
@@ -23,6 +24,7 @@ public final class PaymentSubmitter: Service {
   }
 
   public func run() async throws {
+    let backoff = RetryBackoff(baseMilliseconds: self.intervalMilliseconds)
     var failures = 0
     while !Task.isCancelled && !Task.isShuttingDownGracefully {
       var delay = self.intervalMilliseconds
@@ -32,7 +34,7 @@ public final class PaymentSubmitter: Service {
         failures = 0
       } catch {
         failures += 1
-        delay = min(self.intervalMilliseconds << min(failures, 10), Limits.maxSyncBackoffMilliseconds)
+        delay = backoff.delay(afterFailures: failures)
         self.logger.warning(
           "bank submission round failed; will retry with the same message ids",
           metadata: ["error": "\(error)", "retry_in_ms": "\(delay)"])
@@ -42,42 +44,20 @@ public final class PaymentSubmitter: Service {
     }
   }
 
-  /// Sends every outbox entry to the bank, up to ``Limits/submissionBatchSize`` per message,
-  /// and records each round in one transaction; stops at the first bank failure (the entries
-  /// stay for the retry). Returns how many entries the bank acknowledged.
+  /// Claims outbox entries for delivery (a committed write, so no cancel can race the bank
+  /// call), sends them, up to ``Limits/submissionBatchSize`` per message, and records each round
+  /// in one transaction; stops at the first bank failure (the claimed entries stay and are sent
+  /// again with the same ids). Returns how many entries the bank acknowledged.
   @discardableResult
   public func submitPending() async throws -> Int {
     var acknowledged = 0
     while true {
-      let round = try self.ledger.outbox(limit: Limits.submissionBatchSize)
-      if round.isEmpty { return acknowledged }
-      var deliveries: [PaymentLedger.Delivery] = []
-      var sending: [(PaymentLedger.OutboxEntry, Payment)] = []
-      for (entry, stored) in round {
-        guard let payment = stored, payment.status == .approved else {
-          // Nothing to send: a report already moved it on (the bank has it), or it was
-          // cancelled (or is gone) before delivery.
-          if let stored, stored.status != .cancelled {
-            deliveries.append(.submitted(entry))
-          } else {
-            deliveries.append(.discarded(entry))
-          }
-          continue
-        }
-        sending.append((entry, payment))
-      }
-      if !sending.isEmpty {
-        do {
-          let sent = try await self.deliver(sending)
-          acknowledged += sent.filter { if case .submitted = $0 { true } else { false } }.count
-          deliveries += sent
-        } catch {
-          // Timeout, outage, a garbled answer: keep the entries and retry later with the same
-          // ids; the bank deduplicates. What this round settled before is recorded first.
-          try await self.ledger.record(deliveries)
-          throw error
-        }
-      }
+      let sending = try await self.ledger.claimForSubmission(limit: Limits.submissionBatchSize)
+      if sending.isEmpty { return acknowledged }
+      // On a timeout, an outage or a garbled answer this throws: the entries stay (their
+      // payments stay `submitting`) and are sent again with the same ids; the bank deduplicates.
+      let deliveries = try await self.deliver(sending.map { ($0.entry, $0.payment) })
+      acknowledged += deliveries.filter { if case .submitted = $0 { true } else { false } }.count
       try await self.ledger.record(deliveries)
     }
   }
@@ -99,7 +79,7 @@ public final class PaymentSubmitter: Service {
       return sending.map { .submitted($0.0) }
     } catch {
       guard error.code == .rejected else { throw error }
-      guard sending.count > 1 else { return [.refused(sending[0].0, reason: error.message)] }
+      guard sending.count > 1 else { return [.refused(sending[0].0, reason: LogText.prefix(error.message, maxBytes: BankDataLimits.maxReasonBytes))] }
       var deliveries: [PaymentLedger.Delivery] = []
       for item in sending {
         deliveries += try await self.deliver([item])
@@ -108,19 +88,28 @@ public final class PaymentSubmitter: Service {
     }
   }
 
-  /// Applies every status report the bank has after the stored cursor.
+  /// Applies the status reports the bank has after the stored cursor, at most
+  /// ``BankDataLimits/maxStatusPagesPerRound`` pages per call. Reports that cannot be applied
+  /// are recorded by the ledger and logged here at error level.
   @discardableResult
   public func pollStatusReports() async throws -> Int {
     var changed = 0
     var cursor = try self.ledger.statusCursor()
-    while true {
+    for _ in 0..<BankDataLimits.maxStatusPagesPerRound {
       let page = try await self.connector.fetchStatusReports(
         after: cursor, limit: Limits.syncBatchSize,
         deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
       if page.reports.isEmpty && page.nextCursor == cursor { return changed }
-      changed += try await self.ledger.apply(page.reports, nextCursor: page.nextCursor)
+      let applied = try await self.ledger.apply(page.reports, nextCursor: page.nextCursor)
+      changed += applied.changed
+      for anomaly in applied.anomalies {
+        self.logger.error(
+          "bank status report not applied; recorded as an anomaly",
+          metadata: ["subject": "\(LogText.prefix(anomaly.subject))", "anomaly": "\(anomaly.description)"])
+      }
       cursor = page.nextCursor
       if !page.hasMore { return changed }
     }
+    return changed
   }
 }

@@ -1,0 +1,34 @@
+/// Client- and bank-supplied text made safe to quote in an error message, a log line or an
+/// audit record: at most a short prefix, with control characters, quotes, backslashes and
+/// anything outside printable ASCII escaped. A 1 MiB account id then costs a caller a short
+/// `grpc-message`, and a certificate name with a newline cannot forge a log line.
+public enum LogText {
+  /// How many bytes of the original are quoted before `…` is appended.
+  public static let maxQuotedBytes = 64
+
+  /// `text` escaped and cut to ``maxQuotedBytes`` bytes of the original.
+  public static func prefix(_ text: String, maxBytes: Int = LogText.maxQuotedBytes) -> String {
+    var out = ""
+    var taken = 0
+    for scalar in text.unicodeScalars {
+      let width = String(scalar).utf8.count
+      if taken + width > maxBytes {
+        out += "…"
+        break
+      }
+      taken += width
+      switch scalar {
+      case "\\": out += "\\\\"
+      case "\"": out += "\\\""
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      case " "..."~": out.unicodeScalars.append(scalar)
+      default:
+        let hex = String(scalar.value, radix: 16, uppercase: true)
+        out += "\\u{\(hex)}"
+      }
+    }
+    return out
+  }
+}
