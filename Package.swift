@@ -122,6 +122,9 @@ let package = Package(
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -205,6 +208,25 @@ let package = Package(
       dependencies: ["BankLinkStore", "BankLinkTestSupport"],
       swiftSettings: swiftSettings
     ),
+    // The attack suite: the real server under hostile headers, streams and strings
+    // (`make attack-test`; part of `make test`).
+    .testTarget(
+      name: "BankLinkAttackTests",
+      dependencies: [
+        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkCore",
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
     .testTarget(
       name: "BankLinkServerTests",
       dependencies: [
@@ -215,6 +237,7 @@ let package = Package(
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
         "BankLinkBanks", "BankLinkStore", "BankLinkCore",
       ],
       swiftSettings: swiftSettings

@@ -1,5 +1,8 @@
 import Crypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import SwiftASN1
 import X509
 
@@ -144,16 +147,29 @@ public struct IssuedCertificate: Sendable {
   }
 }
 
+/// Writes `contents` to `path` with exactly `permissions`, atomically: the bytes go to a new file
+/// created with that mode by `open(2)` (`O_CREAT | O_EXCL`, so a private key is never readable
+/// by others, not even for an instant), then the file is renamed over `path`.
 func writeFile(_ path: String, contents: String, permissions: Int) throws {
-  let manager = FileManager.default
-  if manager.fileExists(atPath: path) {
-    try manager.removeItem(atPath: path)
+  let temporary = path + ".tmp-\(getpid())"
+  let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode_t(permissions))
+  guard fd >= 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temporary]) }
+  // The process umask may have narrowed the mode; never widened it. Set it exactly.
+  _ = fchmod(fd, mode_t(permissions))
+  let bytes = Array(contents.utf8)
+  var written = 0
+  while written < bytes.count {
+    let result = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, bytes.count - written) }
+    if result < 0 {
+      if errno == EINTR { continue }
+      close(fd)
+      unlink(temporary)
+      throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: temporary])
+    }
+    written += result
   }
-  guard manager.createFile(
-    atPath: path,
-    contents: Data(contents.utf8),
-    attributes: [.posixPermissions: permissions]
-  ) else {
+  guard fsync(fd) == 0, close(fd) == 0, rename(temporary, path) == 0 else {
+    unlink(temporary)
     throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
   }
 }

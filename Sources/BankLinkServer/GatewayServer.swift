@@ -83,6 +83,11 @@ public final class GatewayServer: Service {
       config: .defaults { config in
         config.http2.maxConcurrentStreams = Limits.maxConcurrentStreamsPerConnection
         config.rpc.maxRequestPayloadSize = Limits.maxRequestMessageBytes
+        // Refuse requests whose headers would trap inside grpc-swift (grpc-timeout: -1S) before
+        // grpc-swift parses them.
+        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
+          RequestHeaderGuard.install(on: channel)
+        }
       }
     )
     let interceptor = AuthorizationInterceptor(

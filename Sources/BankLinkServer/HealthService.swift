@@ -13,7 +13,7 @@ public final class HealthStatus: Sendable {
     var serving = true
     var stopped = false
     var nextWatcherID = 0
-    var watchers: [Int: AsyncStream<Bool>.Continuation] = [:]
+    var watchers: [Int: (principal: String, continuation: AsyncStream<Bool>.Continuation)] = [:]
   }
 
   /// The services reported, besides the overall server status under "".
@@ -33,7 +33,7 @@ public final class HealthStatus: Sendable {
       state.serving = false
       state.stopped = true
       defer { state.watchers.removeAll() }
-      return Array(state.watchers.values)
+      return state.watchers.values.map(\.continuation)
     }
     for watcher in watchers {
       watcher.yield(false)
@@ -46,32 +46,56 @@ public final class HealthStatus: Sendable {
     return self.isServing ? .serving : .notServing
   }
 
-  /// A stream of serving flags, starting with the current one; nil when too many are open.
-  func watch() -> AsyncStream<Bool>? {
+  /// Why a Watch was not registered.
+  enum WatchRefusal: Error, Equatable {
+    /// All ``Limits/maxHealthWatchers`` slots are taken.
+    case serverFull
+    /// This principal holds ``Limits/maxHealthWatchersPerPrincipal`` slots already.
+    case principalFull
+  }
+
+  /// One registered Watch: its updates, and `end()` to free its slot (idempotent).
+  struct Watcher: Sendable {
+    let updates: AsyncStream<Bool>
+    let continuation: AsyncStream<Bool>.Continuation
+
+    func end() { self.continuation.finish() }
+  }
+
+  /// A stream of serving flags for `principal`, starting with the current one. The slot is
+  /// freed when the stream ends: the server drains, the watcher calls `end()`, or the consuming
+  /// task is cancelled.
+  func watch(principal: String) -> Result<Watcher, WatchRefusal> {
     let (stream, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(1))
-    let registered: Bool? = self.state.withLock { state in
-      if state.stopped { return false }
-      guard state.watchers.count < Limits.maxHealthWatchers else { return nil }
+    let registered: Result<Bool, WatchRefusal> = self.state.withLock { state in
+      if state.stopped { return .success(false) }
+      guard state.watchers.count < Limits.maxHealthWatchers else { return .failure(.serverFull) }
+      guard state.watchers.values.lazy.filter({ $0.principal == principal }).count < Limits.maxHealthWatchersPerPrincipal else {
+        return .failure(.principalFull)
+      }
       let id = state.nextWatcherID
       state.nextWatcherID += 1
-      state.watchers[id] = continuation
+      state.watchers[id] = (principal, continuation)
       continuation.onTermination = { [weak self] _ in
         self?.state.withLock { _ = $0.watchers.removeValue(forKey: id) }
       }
       continuation.yield(state.serving)
-      return true
+      return .success(true)
     }
     switch registered {
-    case nil:
-      return nil
-    case false?:
+    case .failure(let refusal):
+      return .failure(refusal)
+    case .success(false):
       continuation.yield(false)
       continuation.finish()
-      return stream
-    case true?:
-      return stream
+      return .success(Watcher(updates: stream, continuation: continuation))
+    case .success(true):
+      return .success(Watcher(updates: stream, continuation: continuation))
     }
   }
+
+  /// Open Watch slots (tests and diagnostics).
+  public var watcherCount: Int { self.state.withLock { $0.watchers.count } }
 }
 
 /// `grpc.health.v1.Health`: the standard health checking protocol.
@@ -83,7 +107,7 @@ struct HealthServiceHandler: Grpc_Health_V1_Health.SimpleServiceProtocol {
     context: ServerContext
   ) async throws -> Grpc_Health_V1_HealthCheckResponse {
     guard let status = self.status.status(of: request.service) else {
-      throw RPCError(code: .notFound, message: "unknown service '\(request.service)'")
+      throw RPCError(code: .notFound, message: "unknown service '\(LogText.prefix(request.service))'")
     }
     return .with { $0.status = status }
   }
@@ -105,11 +129,27 @@ struct HealthServiceHandler: Grpc_Health_V1_Health.SimpleServiceProtocol {
       try await response.write(.with { $0.status = .serviceUnknown })
       return
     }
-    guard let updates = self.status.watch() else {
+    let principal = Caller.current?.principal.identity ?? ""
+    let watcher: HealthStatus.Watcher
+    switch self.status.watch(principal: principal) {
+    case .success(let registered): watcher = registered
+    case .failure(.serverFull):
       throw RPCError(code: .resourceExhausted, message: "too many Health/Watch streams (limit \(Limits.maxHealthWatchers))")
+    case .failure(.principalFull):
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "too many Health/Watch streams for this caller (limit \(Limits.maxHealthWatchersPerPrincipal) per principal)")
     }
-    for await serving in updates {
-      try await response.write(.with { $0.status = serving ? .serving : .notServing })
+    // gRPC signals a cancelled RPC (the caller went away, its deadline passed, the server is
+    // stopping) through the context, not by cancelling this task: end the stream then, so the
+    // slot is freed at once.
+    defer { watcher.end() }
+    try await withRPCCancellationHandler {
+      for await serving in watcher.updates {
+        try await response.write(.with { $0.status = serving ? .serving : .notServing })
+      }
+    } onCancelRPC: {
+      watcher.end()
     }
   }
 }

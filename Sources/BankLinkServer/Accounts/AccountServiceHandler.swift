@@ -181,11 +181,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
 
 func validAccountID(_ id: String, field: String = "account_id") throws -> String {
   guard !id.isEmpty else { throw APIError.invalidArgument(field, "is required") }
-  guard id.utf8.count <= Limits.maxAccountIDLength,
-    id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E })
-  else {
-    throw APIError.invalidArgument(field, "must be at most \(Limits.maxAccountIDLength) characters of A-Z a-z 0-9 . _ -")
-  }
+  guard PaymentValidation.isAccountID(id) else { throw APIError.invalidArgument(field, PaymentValidation.accountIDRule) }
   return id
 }
 

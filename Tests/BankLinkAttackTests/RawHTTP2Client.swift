@@ -1,0 +1,148 @@
+import BankLinkClient
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+
+/// An attacker's HTTP/2 client: mutual TLS with a certificate the CA signed, then streams with
+/// whatever headers and bytes the test chooses — nothing a gRPC library would refuse to send.
+final class RawHTTP2Client: Sendable {
+  /// What came back on one stream.
+  struct Response: Sendable {
+    var headers: [(String, String)] = []
+    var trailers: [(String, String)] = []
+    /// The stream was reset by the server (RST_STREAM) with this code.
+    var reset: HTTP2ErrorCode?
+
+    var all: [(String, String)] { self.headers + self.trailers }
+    var grpcStatus: String? { self.all.first { $0.0 == "grpc-status" }?.1 }
+    var grpcMessage: String? { self.all.first { $0.0 == "grpc-message" }?.1 }
+    var httpStatus: String? { self.headers.first { $0.0 == ":status" }?.1 }
+  }
+
+  let channel: any Channel
+  let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+
+  private init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer) {
+    self.channel = channel
+    self.multiplexer = multiplexer
+  }
+
+  static func connect(host: String, port: Int, configuration: ClientConfiguration) async throws -> RawHTTP2Client {
+    var tls = TLSConfiguration.makeClientConfiguration()
+    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(configuration.caPath))
+    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(configuration.certificatePath).map { .certificate($0) }
+    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: configuration.keyPath, format: .pem))
+    tls.certificateVerification = .noHostnameVerification
+    tls.applicationProtocols = ["h2"]
+    let context = try NIOSSLContext(configuration: tls)
+    // TLS and HTTP/2 go into the pipeline together, before the first byte is read: the
+    // server's SETTINGS must reach the HTTP/2 handler, not the end of the pipeline.
+    let (channel, multiplexer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .connect(host: host, port: port) { channel in
+        channel.eventLoop.makeCompletedFuture { () throws -> ((any Channel), NIOHTTP2Handler.StreamMultiplexer) in
+          try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+          // The attacker's side validates nothing: what it sends is for the server to judge.
+          var connection = NIOHTTP2Handler.ConnectionConfiguration()
+          connection.headerBlockValidation = .disabled
+          connection.contentLengthValidation = .disabled
+          let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .client, connectionConfiguration: connection, streamConfiguration: .init()
+          ) { $0.eventLoop.makeSucceededVoidFuture() }
+          return (channel, multiplexer)
+        }
+      }
+    return RawHTTP2Client(channel: channel, multiplexer: multiplexer)
+  }
+
+  /// Standard request headers of a unary gRPC call to `path`, in order, for tests to edit.
+  static func grpcHeaders(path: String, authority: String = "localhost") -> [(String, String)] {
+    [
+      (":method", "POST"), (":scheme", "https"), (":path", path), (":authority", authority),
+      ("content-type", "application/grpc"), ("te", "trailers"),
+    ]
+  }
+
+  /// A gRPC length-prefixed message: flag byte, 4-byte big-endian length, payload.
+  static func frame(_ payload: [UInt8], flag: UInt8 = 0) -> [UInt8] {
+    let length = UInt32(payload.count)
+    return [flag, UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF), UInt8(length & 0xFF)] + payload
+  }
+
+  /// Opens a stream, sends `headers` (validated by nobody) and `body` (if any), ends the stream
+  /// and collects the answer until the server ends or resets it, or `timeout` passes.
+  func call(headers: [(String, String)], body: [UInt8]? = nil, timeout: TimeAmount = .seconds(10)) async throws -> Response {
+    let promise = self.channel.eventLoop.makePromise(of: Response.self)
+    let streamPromise = self.channel.eventLoop.makePromise(of: (any Channel).self)
+    self.multiplexer.createStreamChannel(promise: streamPromise) { stream in
+      stream.eventLoop.makeCompletedFuture {
+        try stream.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
+      }
+    }
+    let stream = try await streamPromise.futureResult.get()
+    var hpack = HPACKHeaders()
+    for (name, value) in headers { hpack.add(name: name, value: value) }
+    stream.write(HTTP2Frame.FramePayload.headers(.init(headers: hpack, endStream: body == nil)), promise: nil)
+    if let body {
+      var buffer = stream.allocator.buffer(capacity: body.count)
+      buffer.writeBytes(body)
+      stream.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer), endStream: true)), promise: nil)
+    }
+    stream.flush()
+    // No answer in time: close the stream; the collector then reports what it has (nothing).
+    let deadline = stream.eventLoop.scheduleTask(in: timeout) { stream.close(promise: nil) }
+    defer { deadline.cancel() }
+    return try await promise.futureResult.get()
+  }
+
+  func close() async {
+    try? await self.channel.close()
+  }
+}
+
+/// Collects the HEADERS frames of one stream until it ends.
+private final class ResponseCollector: ChannelInboundHandler {
+  typealias InboundIn = HTTP2Frame.FramePayload
+
+  private let promise: EventLoopPromise<RawHTTP2Client.Response>
+  private var response = RawHTTP2Client.Response()
+  private var sawHeaders = false
+  private var done = false
+
+  init(promise: EventLoopPromise<RawHTTP2Client.Response>) {
+    self.promise = promise
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch self.unwrapInboundIn(data) {
+    case .headers(let headers):
+      let fields = headers.headers.map { ($0.name, $0.value) }
+      if self.sawHeaders { self.response.trailers += fields } else { self.response.headers = fields }
+      self.sawHeaders = true
+      if headers.endStream { self.finish() }
+    case .data(let data):
+      if data.endStream { self.finish() }
+    case .rstStream(let code):
+      self.response.reset = code
+      self.finish()
+    default:
+      break
+    }
+  }
+
+  private func finish() {
+    guard !self.done else { return }
+    self.done = true
+    self.promise.succeed(self.response)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.finish()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    // A stream error (e.g. a reset) ends the stream; what was collected is the answer.
+    self.finish()
+  }
+}
