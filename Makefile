@@ -6,6 +6,8 @@
 #   make protos  regenerate Sources/BankLinkProto from proto/
 #   make bench   release build; noop vs balance, then rounds of balance and pay (group commit
 #                on/off, held); records docs/BENCHMARKS.md
+#   make attack-test the attack suite alone (raw HTTP/2 header fuzzing, Watch slots, oversized
+#                    strings) against the real server over mutual TLS (make test runs it too)
 #   make crash-test  kill -9 banklinkd repeatedly under payment load and check nothing was lost
 #                    or paid twice (make test runs a short form)
 
@@ -14,7 +16,7 @@ BIN       := .build/debug
 APT_PKGS  := liblmdb-dev protobuf-compiler
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check bench microbench crash-test clean
+.PHONY: all deps build certs run test unit-tests interop protos protos-check bench microbench crash-test attack-test clean
 
 all: build
 
@@ -51,6 +53,9 @@ interop: build
 # The whole suite: stale generated code, every Swift test (real LMDB, real mutual TLS, the real
 # banklinkd process), then a stock Python gRPC client calling Health/Check over mutual TLS.
 test: protos-check unit-tests interop
+
+attack-test: build
+	$(SWIFT) test --filter BankLinkAttackTests
 
 crash-test: build
 	BANKLINK_CRASH_ROUNDS=$${ROUNDS:-6} BANKLINK_CRASH_LOAD_MS=$${LOAD_MS:-3000} $(SWIFT) test --filter CrashTests

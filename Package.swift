@@ -2,13 +2,14 @@
 //
 // BankLink — a bank–enterprise direct-connect gateway.
 //
-// Module graph (one direction of dependency, pure at the bottom):
+// Module graph (one direction of dependency, pure at the bottom; arrows point at dependants):
 //
-//   CLMDB ─────────────┐
-//   CBankLinkThreads ──┤
-//   BankLinkCore ──────┼─> BankLinkStore ─┐
-//   BankLinkProto ─────┤                  ├─> BankLinkServer ─> BankLinkDaemon ─> banklinkd
-//   BankLinkPKI ───────┴─> BankLinkClient ┴──────────────────────────────────────> banklink
+//   BankLinkCore ─────┬─> BankLinkStore (+ CLMDB, CBankLinkThreads) ─┐
+//                     ├─> BankLinkBanks (connectors, simulator) ─────┤
+//                     ├─> BankLinkPKI ─> BankLinkClient ─────────────┼─> banklink (CLI)
+//   BankLinkProto ────┴──────────────────────────────────────────────┴─> BankLinkServer
+//   BankLinkServer ─> BankLinkDaemon ─> banklinkd;  BankLinkRuntime ─> banklinkd, banklink
+//   BankLinkTestSupport: every library above, for the test targets only.
 //
 // BankLinkCore has no I/O. BankLinkProto is generated (scripts/generate-protos.sh) and committed.
 import PackageDescription
