@@ -27,6 +27,10 @@ public enum BankDataLimits {
   public static let maxStatusPagesPerRound = 40
   /// Accounts taken from one `listAccounts` answer.
   public static let maxAccounts = 10_000
+  /// How far ahead of the daemon's clock a bank's balance `as_of` may be (clock skew). A balance
+  /// dated later would keep every real balance after it out of the cache and count debits booked
+  /// before its date as included.
+  public static let maxClockSkewMilliseconds: Int64 = 5 * 60_000
 
   /// Nil when `endToEndID` can key a lookup; otherwise why not.
   public static func endToEndIDProblem(_ endToEndID: String) -> String? {
@@ -74,7 +78,10 @@ public enum BankDataLimits {
   }
 
   /// Nil when `balance`, asked for `accountID` held in `currency`, can be cached.
-  public static func balanceProblem(_ balance: LedgerBalance, accountID: String, currency: CurrencyCode) -> String? {
+  public static func balanceProblem(_ balance: LedgerBalance, accountID: String, currency: CurrencyCode, now: Instant) -> String? {
+    if balance.asOf.millisecondsSinceEpoch > now.millisecondsSinceEpoch + maxClockSkewMilliseconds {
+      return "balance dated \(balance.asOf.millisecondsSinceEpoch - now.millisecondsSinceEpoch) ms ahead of this clock (at most \(maxClockSkewMilliseconds))"
+    }
     if balance.accountID != accountID { return "balance of \(LogText.prefix(balance.accountID)) returned for \(accountID)" }
     if balance.ledger.currency != currency { return "balance in \(balance.ledger.currency) for a \(currency) account" }
     if balance.ledger.minorUnits.magnitude > UInt64(Limits.maxBankAmountMinorUnits) {

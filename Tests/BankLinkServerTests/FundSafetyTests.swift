@@ -211,6 +211,44 @@ struct FundSafetyTests {
     }
   }
 
+  @Test("a balance dated ahead of the clock is refused: it would freeze the cache and release early")
+  func futureBalanceRefused() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let before = try #require(try server.cache.balance(Self.account))
+      let future = LedgerBalance(
+        accountID: Self.account, ledger: before.balance.ledger,
+        asOf: WallClock.now().adding(milliseconds: BankDataLimits.maxClockSkewMilliseconds + 60_000))
+      await #expect(throws: BankError.self) { try await server.cache.store(balance: future, syncedAt: WallClock.now()) }
+      #expect(try server.cache.balance(Self.account) == before)
+    }
+  }
+
+  @Test("a debit carrying a payment's EndToEndId on another account or for another amount releases nothing")
+  func foreignDebitNotMatched() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let payment = try await server.payments.create(Self.instruction(70_000), idempotencyKey: "f", creator: "erp").payment
+      try await server.submitter.submitPending()
+      _ = try await server.payments.apply(
+        [PaymentStatusReport(endToEndID: payment.endToEndID, statusCode: "ACSC", time: WallClock.now())], nextCursor: "x")
+      #expect(try server.payments.payment(payment.id)?.status == .settled)
+      let availableBefore = try #require(try server.payments.available(accountID: Self.account))
+      // A fee of 1.00 carrying the payment's EndToEndId, then a balance that includes it.
+      let fee = BookedTransaction(
+        id: "fee-1", accountID: Self.account, amount: Money(minorUnits: 100, currency: CurrencyCode("CNY")!), direction: .debit,
+        bookingTime: WallClock.now(), valueDate: WallClock.now().isoDate,
+        counterparty: Counterparty(name: "Bank", accountNumber: "1", bankBIC: "ICBKCNBJ", bankName: "ICBC"),
+        endToEndID: payment.endToEndID, bankReference: "FEE", description: "fee")
+      let applied = try await server.cache.apply(
+        TransactionFeedPage(transactions: [fee], nextCursor: try server.cache.syncCursor(Self.account) ?? "", hasMore: false),
+        accountID: Self.account, syncedAt: WallClock.now())
+      #expect(applied.anomalies.count == 1)
+      let ledger = try #require(try server.cache.balance(Self.account)).balance.ledger
+      try await server.cache.store(
+        balance: LedgerBalance(accountID: Self.account, ledger: ledger, asOf: WallClock.now().adding(milliseconds: 1)), syncedAt: WallClock.now())
+      #expect(try server.payments.available(accountID: Self.account) == availableBefore, "the reservation must stay")
+    }
+  }
+
   // MARK: 3. Bad bank data
 
   @Test("bad feed entries are skipped and recorded while the cursor moves on")

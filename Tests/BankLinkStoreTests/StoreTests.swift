@@ -108,12 +108,32 @@ struct StoreTests {
 
       let kept = try store.withReadTransaction { txn in try txn.get(Self.bytes("kept"), in: .principals) }
       #expect(kept == Self.bytes("yes"))
-      // A small write still fits after the failed one was rolled back... or fails typed again.
+    }
+    // The operator's fix: the same data directory opened with a larger map takes writes again,
+    // and nothing committed before the failure was lost.
+    try await withTemporaryDirectory { directory in
       do {
-        try store.withWriteTransaction { txn in _ = try txn.delete(Self.bytes("filler-0"), in: .principals) }
-      } catch let error as StoreError {
-        #expect(error.code == .mapFull)
+        let small = try Store(configuration: .init(directory: directory.path, mapSizeMiB: Limits.minMapSizeMiB))
+        var batch = 0
+        while true {
+          do {
+            try small.withWriteTransaction { txn in
+              try txn.put(Self.bytes("filler-\(batch)"), [UInt8](repeating: 0xAB, count: 64 * 1024), in: .principals)
+            }
+            batch += 1
+          } catch let error as StoreError {
+            #expect(error.code == .mapFull)
+            break
+          }
+        }
+        #expect(batch > 0)
       }
+      let larger = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      try larger.withWriteTransaction { txn in
+        #expect(try txn.delete(Self.bytes("filler-0"), in: .principals))
+        try txn.put(Self.bytes("after"), Self.bytes("fits"), in: .principals)
+      }
+      #expect(try larger.withReadTransaction { try $0.get(Self.bytes("after"), in: .principals) } == Self.bytes("fits"))
     }
   }
 

@@ -127,7 +127,7 @@ public struct AccountCache: Sendable {
         throw BankError(.malformed, "balance for \(LogText.prefix(balance.accountID)), an account the bank did not list")
       }
       let account = try Account(record: accountBytes)
-      if let problem = BankDataLimits.balanceProblem(balance, accountID: account.id, currency: account.currency) {
+      if let problem = BankDataLimits.balanceProblem(balance, accountID: account.id, currency: account.currency, now: syncedAt) {
         throw BankError(.malformed, problem)
       }
       if let current = try Self.cachedBalance(balance.accountID, { try txn.get($0, in: .balances) }),
@@ -254,15 +254,25 @@ public struct AccountCache: Sendable {
         try txn.put(key, transaction.record, in: .transactions)
         try txn.put(idKey, key, in: .transactionIDs)
         result.inserted += 1
-        if transaction.direction == .debit && !transaction.endToEndID.isEmpty {
+        if transaction.direction == .debit && !transaction.endToEndID.isEmpty,
+          let paymentID = try txn.get(Array(transaction.endToEndID.utf8), in: .paymentsByEndToEnd),
+          let bytes = try txn.get(paymentID, in: .payments)
+        {
+          let payment = try Payment(record: bytes)
+          // Only the payment's own debit counts: its account, its amount. An EndToEndId is sent
+          // to the payee and can be reused by others; a mismatch is recorded, never matched.
+          guard payment.instruction.debtorAccountID == accountID, payment.instruction.amount == transaction.amount else {
+            let anomaly = BankAnomaly(
+              subject: transaction.id,
+              description: "debit of \(transaction.amount) on \(accountID) carries the EndToEndId of payment \(payment.id) (\(payment.instruction.amount) from \(payment.instruction.debtorAccountID)); not matched")
+            try anomaly.record(&txn, at: syncedAt)
+            result.anomalies.append(anomaly)
+            continue
+          }
           // The history now holds this payment's debit; its reservation goes once a cached
           // balance includes it (at once if the cached one already does).
           try Reservations.noteBookedDebit(transaction.endToEndID, at: transaction.bookingTime, txn: &txn)
-          if let paymentID = try txn.get(Array(transaction.endToEndID.utf8), in: .paymentsByEndToEnd),
-            let bytes = try txn.get(paymentID, in: .payments)
-          {
-            try Reservations.releaseIfDue(try Payment(record: bytes), txn: &txn)
-          }
+          try Reservations.releaseIfDue(payment, txn: &txn)
         }
       }
       var writer = RecordWriter(capacity: 48)

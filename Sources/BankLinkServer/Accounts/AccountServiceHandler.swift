@@ -48,15 +48,15 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
     }
     if request.refresh {
       let deadline = self.refreshDeadline()
-      do {
-        let live = try await self.connector.fetchBalance(accountID: accountID, deadline: deadline)
-        do {
-          try await self.cache.store(balance: live, syncedAt: self.now())
-        } catch {
-          // The live answer is still correct; the cache catches up on the next sync.
-          self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])
+      let live: LedgerBalance
+      do throws(BankError) {
+        live = try await self.connector.fetchBalance(accountID: accountID, deadline: deadline)
+        // What the bank said is checked like any synced balance: the account asked for, in its
+        // currency, in range.
+        if let problem = BankDataLimits.balanceProblem(live, accountID: accountID, currency: account.currency, now: self.now()) {
+          self.logger.error("bad balance from the bank on refresh; not used", metadata: ["account": "\(accountID)", "problem": "\(problem)"])
+          throw BankError(.malformed, problem)
         }
-        return self.balance(account, live, reserved: reserved, source: .bank, stale: false)
       } catch {
         self.logger.notice(
           "live balance refresh failed; answering from cache",
@@ -64,12 +64,27 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
         )
         guard let cached else {
           throw APIError.unavailable(
-            "the bank did not answer (\(error.message)) and no balance of \(accountID) is cached yet",
+            "the bank did not answer usefully (\(LogText.prefix(error.message))) and no balance of \(accountID) is cached yet",
             reason: "BANK_UNAVAILABLE"
           )
         }
-        return self.balance(account, cached.balance, reserved: reserved, source: .cache, stale: true)
+        return try self.balance(account, cached.balance, reserved: reserved, source: .cache, stale: true)
       }
+      do {
+        try await self.cache.store(balance: live, syncedAt: self.now())
+      } catch {
+        // The live answer is still correct; the cache catches up on the next sync.
+        self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])
+      }
+      // Read again after the bank call: payments created meanwhile reserve funds, and the
+      // sync may have stored a newer balance (and released what it includes) — answer that one.
+      guard let (_, current, reservedNow) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
+        throw APIError.notFound("account", accountID)
+      }
+      if let current, current.balance.asOf > live.asOf {
+        return try self.balance(account, current.balance, reserved: reservedNow, source: .cache, stale: false)
+      }
+      return try self.balance(account, live, reserved: max(reserved, reservedNow), source: .bank, stale: false)
     }
     guard let cached else {
       throw APIError.unavailable(
@@ -78,7 +93,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
       )
     }
     let age = self.now().milliseconds(since: cached.balance.asOf)
-    return self.balance(
+    return try self.balance(
       account, cached.balance, reserved: reserved, source: .cache, stale: age > Limits.balanceStaleAfterMilliseconds)
   }
 
@@ -153,13 +168,13 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
 
   private func balance(
     _ account: Account, _ balance: LedgerBalance, reserved: Int64, source: Banklink_V1_BalanceSource, stale: Bool
-  ) -> Banklink_V1_Balance {
+  ) throws -> Banklink_V1_Balance {
     var response = Banklink_V1_Balance()
     response.accountID = account.id
     response.ledger = Banklink_V1_Money(balance.ledger)
     // Available = ledger − what this daemon's payments in flight have reserved.
-    response.available = Banklink_V1_Money(
-      Money(minorUnits: balance.ledger.minorUnits - reserved, currency: balance.ledger.currency))
+    let available = try withStore { try Reservations.available(ledger: balance.ledger.minorUnits, reserved: reserved) }
+    response.available = Banklink_V1_Money(Money(minorUnits: available, currency: balance.ledger.currency))
     response.asOf = balance.asOf.timestamp
     response.staleness = Google_Protobuf_Duration(milliseconds: max(0, self.now().milliseconds(since: balance.asOf)))
     response.stale = stale

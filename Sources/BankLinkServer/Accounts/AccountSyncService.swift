@@ -155,6 +155,9 @@ public final class AccountSyncService: Service {
         limit: Limits.syncBatchSize,
         deadline: Self.deadline()
       )
+      guard page.transactions.count <= Limits.syncBatchSize else {
+        throw BankError(.malformed, "the bank returned \(page.transactions.count) transactions for a page of \(Limits.syncBatchSize)")
+      }
       self.log(try await self.cache.apply(page, accountID: accountID, syncedAt: self.now()).anomalies)
       if page.nextCursor == cursor && page.transactions.isEmpty { return }
       cursor = page.nextCursor

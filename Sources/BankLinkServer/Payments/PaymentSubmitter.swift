@@ -29,8 +29,12 @@ public final class PaymentSubmitter: Service {
     while !Task.isCancelled && !Task.isShuttingDownGracefully {
       var delay = self.intervalMilliseconds
       do {
-        try await self.submitPending()
+        // Status reports are read even when this round's submission failed: one undeliverable
+        // message must not hide what the bank says about everything else.
+        var submitError: (any Error)?
+        do { try await self.submitPending() } catch { submitError = error }
         try await self.pollStatusReports()
+        if let submitError { throw submitError }
         failures = 0
       } catch {
         failures += 1
@@ -100,6 +104,9 @@ public final class PaymentSubmitter: Service {
         after: cursor, limit: Limits.syncBatchSize,
         deadline: .now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds)))
       if page.reports.isEmpty && page.nextCursor == cursor { return changed }
+      guard page.reports.count <= Limits.syncBatchSize else {
+        throw BankError(.malformed, "the bank returned \(page.reports.count) status reports for a page of \(Limits.syncBatchSize)")
+      }
       let applied = try await self.ledger.apply(page.reports, nextCursor: page.nextCursor)
       changed += applied.changed
       for anomaly in applied.anomalies {

@@ -134,6 +134,8 @@ enum Reservations {
   /// Records that the cached ledger history holds a debit carrying `endToEndID`, booked at
   /// `bookingTime`.
   static func noteBookedDebit(_ endToEndID: String, at bookingTime: Instant, txn: inout WriteTransaction) throws {
+    // Keep the latest booking seen: a balance must include every debit carrying the id.
+    if let known = try bookedDebit(endToEndID, txn: txn), known >= bookingTime { return }
     var value = RecordWriter(capacity: 9)
     value.write(UInt8(2))
     value.write(bookingTime.millisecondsSinceEpoch)
