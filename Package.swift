@@ -126,6 +126,8 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
       ],
       swiftSettings: swiftSettings
     ),
@@ -214,11 +216,14 @@ let package = Package(
     .testTarget(
       name: "BankLinkAttackTests",
       dependencies: [
-        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkCore",
+        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkCore", "BankLinkPKI",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),

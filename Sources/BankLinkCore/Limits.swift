@@ -3,9 +3,33 @@
 /// Changing a limit is a product decision: the tests and docs/configuration.md refer to these
 /// names rather than to literal numbers.
 public enum Limits {
-  /// Largest gRPC request message accepted (bytes). Statement imports are the largest requests;
-  /// 16 MiB carries a camt.053 file of roughly 20,000 entries. Larger files must be split.
+  /// Largest gRPC request message accepted by any method (bytes): the transport's own bound.
+  /// Statement imports are the largest requests; 16 MiB carries a camt.053 file of roughly
+  /// 20,000 entries. Larger files must be split.
   public static let maxRequestMessageBytes = 16 * 1024 * 1024
+
+  /// Largest request message of every method but those in ``largeRequestMethodPaths``: one
+  /// payment instruction at its longest fields is a few KiB.
+  public static let maxOrdinaryRequestMessageBytes = 1024 * 1024
+
+  /// Methods whose requests may use ``maxRequestMessageBytes``: statement files, and payment
+  /// batches (``maxBatchItems`` instructions of a few hundred bytes to a few KiB each).
+  public static let largeRequestMethodPaths: Set<String> = [
+    "/banklink.v1.ReconciliationService/ImportStatement",
+    "/banklink.v1.PaymentService/CreatePaymentBatch",
+  ]
+
+  /// The largest request message accepted on the method at `path` (an HTTP/2 `:path`).
+  public static func maxRequestMessageBytes(forPath path: String) -> Int {
+    Self.largeRequestMethodPaths.contains(path) ? Self.maxRequestMessageBytes : Self.maxOrdinaryRequestMessageBytes
+  }
+
+  /// Certificates a client may present in its chain (leaf and intermediates). Real chains have
+  /// two or three; the bound caps the work of chain building per handshake.
+  public static let maxClientCertificateChainLength = 4
+
+  /// Longest reason quoted in a log line (bytes, escaped).
+  public static let maxLoggedReasonBytes = 512
 
   /// Concurrent HTTP/2 streams one client connection may open. Bounds the work one caller can
   /// put in flight; load generators open more connections instead.
@@ -14,6 +38,10 @@ public enum Limits {
   /// How long SIGTERM/SIGINT waits for in-flight calls and streams to finish before cancelling
   /// them. systemd's default `TimeoutStopSec` is 90 s; this stays well inside it.
   public static let shutdownDrainSeconds = 10
+
+  /// How long the server lets open connections drain on shutdown before closing them: inside
+  /// ``shutdownDrainSeconds``, leaving time for the other services to stop.
+  public static let connectionDrainTimeoutMilliseconds = 7_000
 
   /// Default LMDB map size (MiB) when the configuration does not say. LMDB reserves address
   /// space, not disk, so a generous default costs nothing until used.
@@ -38,8 +66,12 @@ public enum Limits {
   /// that can read at once: the cooperative pool, the event loops and background services.
   public static let maxReaders = 256
 
-  /// Longest principal identity accepted (characters), from a URI SAN or a common name.
+  /// Longest principal identity accepted (bytes; identities are ASCII, see ``IdentityRules``),
+  /// from a URI SAN or a common name.
   public static let maxIdentityLength = 256
+
+  /// Longest `tls.trust_domain` (a DNS name: 253 bytes at most, rounded up).
+  public static let maxTrustDomainBytes = 255
 
   /// Largest number of principals in the table. The table is consulted on every call and kept in
   /// memory; thousands are plenty for internal services and operators.
@@ -168,4 +200,38 @@ extension Limits {
   /// Items in one CreatePaymentBatch: a large payroll run, and the most one group-committed
   /// transaction should carry.
   public static let maxBatchItems = 5_000
+}
+
+extension Limits {
+  /// Open client connections in all, authenticated or not. Each costs a file descriptor and a
+  /// TLS session (tens of KiB); the daemon raises its file limit well above this at start.
+  public static let maxConnections = 1_000
+
+  /// Open connections from one source IP address: an internal service needs a handful; the bound
+  /// stops one host (or one attacker) from taking every slot of ``maxConnections``.
+  public static let maxConnectionsPerAddress = 100
+
+  /// Time from accepting a TCP connection to its first HTTP/2 bytes after the TLS handshake. A
+  /// handshake on a LAN takes milliseconds; a connection that never starts TLS is closed then.
+  public static let handshakeTimeoutMilliseconds = 10_000
+
+  /// A connection without streams for this long is closed gracefully (GOAWAY). gRPC clients
+  /// reconnect on their next call.
+  public static let connectionIdleTimeoutMilliseconds = 5 * 60 * 1000
+
+  /// Bytes of unfinished request messages one connection may hold buffered over all its streams:
+  /// a few large imports at once, not 256 streams × 16 MiB.
+  public static let maxBufferedRequestBytesPerConnection = 32 * 1024 * 1024
+
+  /// Time from the first byte of a request message to its last. A 16 MiB import over a slow
+  /// 10 Mbit/s link takes about 14 s.
+  public static let messageReceiveTimeoutMilliseconds = 30_000
+
+  /// File descriptors the daemon keeps for itself beyond client connections: LMDB, log files,
+  /// event loop and signal descriptors, the listening socket.
+  public static let reservedFileDescriptors = 256
+
+  /// Lowest and highest values the configuration accepts for the connection limits.
+  public static let connectionLimitRange = 1...100_000
+  public static let connectionTimeoutRangeMilliseconds = 100...3_600_000
 }

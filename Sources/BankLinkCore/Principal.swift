@@ -17,20 +17,23 @@ public struct Principal: Sendable, Hashable {
 /// The principals table: who may call the daemon at all, and with which roles.
 ///
 /// A value type so that a new table (from a reload or an admin RPC) replaces the old one whole.
+///
+/// Identities are compared by their UTF-8 bytes, never by Swift's `String` equality (which
+/// treats canonically equivalent strings as equal); ``IdentityRules`` keeps both sides ASCII.
 public struct PrincipalTable: Sendable, Hashable {
-  private var byIdentity: [String: Principal]
+  private var byIdentity: [[UInt8]: Principal]
 
   public init(_ principals: [Principal] = []) {
-    var byIdentity: [String: Principal] = [:]
+    var byIdentity: [[UInt8]: Principal] = [:]
     for principal in principals {
-      byIdentity[principal.identity] = principal
+      byIdentity[Array(principal.identity.utf8)] = principal
     }
     self.byIdentity = byIdentity
   }
 
-  /// The principal with this identity, or nil when the identity is unknown.
+  /// The principal with exactly this identity (byte for byte), or nil when it is unknown.
   public func principal(for identity: String) -> Principal? {
-    self.byIdentity[identity]
+    self.byIdentity[Array(identity.utf8)]
   }
 
   /// All principals, ordered by identity.

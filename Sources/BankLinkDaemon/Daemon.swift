@@ -1,5 +1,6 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkPKI
 import BankLinkServer
 import BankLinkStore
 import Foundation
@@ -24,6 +25,7 @@ public enum Daemon {
         writerCPUs: configuration.storage.writerCPUs
       )
     )
+    Self.raiseFileLimit(connections: configuration.connections.maxConnections, logger: logger)
     if configuration.developmentMode {
       logger.warning(
         "DEVELOPMENT MODE: no --config given; trusting the development CA in certs/dev and granting admin to CN 'admin'. Never run this way in production.")
@@ -54,12 +56,14 @@ public enum Daemon {
       configuration: .init(approvalThresholdMajorUnits: configuration.payments.approvalThresholdMajorUnits),
       now: WallClock.now
     )
-    let server = GatewayServer(
+    let server = try GatewayServer(
       configuration: .init(
         listen: configuration.listen,
         caPath: configuration.tls.caPath,
         certificatePath: configuration.tls.certificatePath,
-        keyPath: configuration.tls.keyPath
+        keyPath: configuration.tls.keyPath,
+        identityPolicy: PeerIdentity.Policy(trustDomain: configuration.tls.trustDomain),
+        connections: configuration.connections
       ),
       principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
       accountCache: cache,
@@ -153,6 +157,27 @@ struct ReloadListener: Service {
     let signals = await UnixSignalsSequence(trapping: .sighup)
     for await _ in signals.cancelOnGracefulShutdown() {
       self.logger.notice("SIGHUP received: reload is not supported yet; configuration unchanged")
+    }
+  }
+}
+
+extension Daemon {
+  /// Raises the soft limit on open files so that `connections` clients plus the daemon's own
+  /// files (LMDB, logs, event loops: ``Limits/reservedFileDescriptors``) fit, up to the hard
+  /// limit; warns when the hard limit is too low, since clients would then be refused by the
+  /// kernel before the daemon's own connection limits apply.
+  static func raiseFileLimit(connections: Int, logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    let needed = rlim_t(connections + Limits.reservedFileDescriptors)
+    if limit.rlim_cur < needed {
+      limit.rlim_cur = min(needed, limit.rlim_max)
+      _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+    if limit.rlim_cur < needed {
+      logger.warning(
+        "the open-file limit is below connections.max_total plus the daemon's own files; raise LimitNOFILE",
+        metadata: ["limit": "\(limit.rlim_cur)", "needed": "\(needed)"])
     }
   }
 }

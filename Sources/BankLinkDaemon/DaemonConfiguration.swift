@@ -33,6 +33,8 @@ public struct DaemonConfiguration: Sendable {
   public var connector: Connector
   public var sync: Sync
   public var payments = Payments()
+  /// Connection, buffering and drain limits (`connections`).
+  public var connections = ConnectionLimits()
   /// True when no configuration file was given: the development PKI and demo principals
   /// (CN `admin` is an admin). Logged loudly at start; refused under systemd unless
   /// `BANKLINK_ALLOW_DEVELOPMENT_MODE=1`.
@@ -64,6 +66,8 @@ public struct DaemonConfiguration: Sendable {
     public var caPath: String
     public var certificatePath: String
     public var keyPath: String
+    /// When set, URI SAN identities must be `scheme://<trust domain>/…` (`tls.trust_domain`).
+    public var trustDomain: String? = nil
   }
 
   public struct Storage: Sendable, Equatable {
@@ -196,11 +200,23 @@ public struct DaemonConfiguration: Sendable {
     let dataDirectory = path(try nonEmpty(try reader.string("data_dir"), key: "data_dir"))
 
     var tlsReader = try reader.object("tls")
-    let tls = TLS(
+    var tls = TLS(
       caPath: path(try nonEmpty(try tlsReader.string("ca"), key: "tls.ca")),
       certificatePath: path(try nonEmpty(try tlsReader.string("certificate"), key: "tls.certificate")),
       keyPath: path(try nonEmpty(try tlsReader.string("key"), key: "tls.key"))
     )
+    if let domain = try tlsReader.optionalString("trust_domain") {
+      let allowed = domain.utf8.allSatisfy {
+        ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+          || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+      }
+      guard !domain.isEmpty, domain.utf8.count <= Limits.maxTrustDomainBytes, allowed else {
+        throw ConfigError(
+          key: "tls.trust_domain",
+          message: "must be a lower-case domain name (a-z, 0-9, '.', '-') of at most \(Limits.maxTrustDomainBytes) bytes")
+      }
+      tls.trustDomain = domain
+    }
     try tlsReader.finish()
 
     var storage = Storage(mapSizeMiB: Limits.defaultMapSizeMiB)
@@ -317,6 +333,30 @@ public struct DaemonConfiguration: Sendable {
       try paymentsReader.finish()
     }
 
+    var connections = ConnectionLimits()
+    if var connectionsReader = try reader.optionalObject("connections") {
+      let counts: [(String, WritableKeyPath<ConnectionLimits, Int>, ClosedRange<Int>)] = [
+        ("max_total", \.maxConnections, Limits.connectionLimitRange),
+        ("max_per_address", \.maxConnectionsPerAddress, Limits.connectionLimitRange),
+        ("handshake_timeout_ms", \.handshakeTimeoutMilliseconds, Limits.connectionTimeoutRangeMilliseconds),
+        ("idle_timeout_ms", \.idleTimeoutMilliseconds, Limits.connectionTimeoutRangeMilliseconds),
+        ("max_buffered_bytes", \.maxBufferedBytesPerConnection, Limits.maxRequestMessageBytes...Int(Int32.max)),
+        ("message_timeout_ms", \.messageReceiveTimeoutMilliseconds, Limits.connectionTimeoutRangeMilliseconds),
+        ("drain_timeout_ms", \.drainTimeoutMilliseconds, 0...(Limits.shutdownDrainSeconds * 1000 - 1000)),
+      ]
+      for (key, path, range) in counts {
+        guard let value = try connectionsReader.optionalInt(key) else { continue }
+        guard range.contains(value) else {
+          throw ConfigError(key: "connections.\(key)", message: "must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
+        }
+        connections[keyPath: path] = value
+      }
+      guard connections.maxConnectionsPerAddress <= connections.maxConnections else {
+        throw ConfigError(key: "connections.max_per_address", message: "must not exceed connections.max_total")
+      }
+      try connectionsReader.finish()
+    }
+
     var principals: [Principal] = []
     var seen: Set<String> = []
     let entries = try reader.array("principals")
@@ -327,8 +367,17 @@ public struct DaemonConfiguration: Sendable {
       let key = "principals[\(index)]"
       var principalReader = try ObjectReader(entry, path: key)
       let identity = try nonEmpty(try principalReader.string("identity"), key: key + ".identity")
-      guard identity.count <= Limits.maxIdentityLength else {
-        throw ConfigError(key: key + ".identity", message: "longer than \(Limits.maxIdentityLength) characters")
+      switch IdentityRules.check(identity) {
+      case .failure(let problem):
+        throw ConfigError(key: key + ".identity", message: "\(problem)")
+      case .success(.uri(_, let authority)):
+        if let domain = tls.trustDomain, authority != domain {
+          throw ConfigError(
+            key: key + ".identity",
+            message: "is outside tls.trust_domain '\(domain)': no certificate could present it")
+        }
+      case .success(.name):
+        break
       }
       guard seen.insert(identity).inserted else {
         throw ConfigError(key: key + ".identity", message: "'\(identity)' is listed twice")
@@ -363,6 +412,7 @@ public struct DaemonConfiguration: Sendable {
       sync: sync
     )
     configuration.payments = payments
+    configuration.connections = connections
     return configuration
   }
 

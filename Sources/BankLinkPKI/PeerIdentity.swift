@@ -1,8 +1,14 @@
+import BankLinkCore
 import Foundation
 import X509
 
 /// The identity the daemon derives from a client certificate: the URI SAN when the certificate
 /// has one (e.g. `spiffe://corp.example/erp`), otherwise the subject common name.
+///
+/// Derivation refuses rather than guesses: a subject-alternative-name extension that does not
+/// parse, more than one URI SAN, more than one common name, a common name that is not a printable
+/// or UTF-8 string, an identity outside ``IdentityRules``, or a URI outside the configured trust
+/// domain each refuse the certificate (never a fall-back to the common name).
 public struct PeerIdentity: Sendable, Hashable {
   public enum Source: String, Sendable, Hashable {
     case uriSAN = "uri_san"
@@ -20,30 +26,90 @@ public struct PeerIdentity: Sendable, Hashable {
   public var notValidAfter: Date { self.certificate.notValidAfter }
   public var subject: String { self.certificate.subject.description }
 
-  /// Derives the identity of `certificate`; nil when it has neither a URI SAN nor a common name.
-  public init?(certificate: Certificate) {
-    var identity: (String, Source)?
-    if let names = try? certificate.extensions.subjectAlternativeNames {
+  /// What the daemon requires of the identities in client certificates.
+  public struct Policy: Sendable, Hashable {
+    /// When set, a URI SAN identity must have this authority (`spiffe://<trust domain>/…`);
+    /// compared byte for byte, lower-case.
+    public var trustDomain: String?
+
+    public init(trustDomain: String? = nil) {
+      self.trustDomain = trustDomain
+    }
+
+    public static let standard = Policy()
+  }
+
+  /// Why a certificate carries no usable identity: a short clause safe to log and to return to
+  /// the caller (it quotes nothing from the certificate).
+  public struct Refusal: Error, Sendable, Hashable, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+  }
+
+  /// Derives the identity of `certificate`, or the reason it has none.
+  public static func derive(from certificate: Certificate, policy: Policy = .standard) -> Result<PeerIdentity, Refusal> {
+    let names: SubjectAlternativeNames?
+    do {
+      names = try certificate.extensions.subjectAlternativeNames
+    } catch {
+      return .failure(Refusal("its subject alternative names do not parse"))
+    }
+    var uris: [String] = []
+    if let names {
       for name in names {
-        if case .uniformResourceIdentifier(let uri) = name, !uri.isEmpty {
-          identity = (uri, .uriSAN)
-          break
-        }
+        if case .uniformResourceIdentifier(let uri) = name { uris.append(uri) }
       }
     }
-    if identity == nil {
-      outer: for rdn in certificate.subject {
-        for attribute in rdn where attribute.type == .RDNAttributeType.commonName {
-          let name = attribute.value.description
-          if !name.isEmpty {
-            identity = (name, .commonName)
-            break outer
-          }
+    if uris.count > 1 {
+      return .failure(Refusal("it has \(uris.count) URI SANs; exactly one names a principal"))
+    }
+    if let uri = uris.first {
+      switch IdentityRules.check(uri) {
+      case .failure(let problem):
+        return .failure(Refusal("its URI SAN \(problem)"))
+      case .success(.name):
+        return .failure(Refusal("its URI SAN is not a scheme://authority URI"))
+      case .success(.uri(_, let authority)):
+        if let domain = policy.trustDomain, !authority.utf8.elementsEqual(domain.utf8) {
+          return .failure(Refusal("its URI SAN is outside the trust domain \(domain)"))
         }
+        return .success(PeerIdentity(identity: uri, source: .uriSAN, certificate: certificate))
       }
     }
-    guard let (value, source) = identity else { return nil }
-    self.identity = value
+    var commonNames: [RelativeDistinguishedName.Attribute.Value] = []
+    for rdn in certificate.subject {
+      for attribute in rdn where attribute.type == .RDNAttributeType.commonName {
+        commonNames.append(attribute.value)
+      }
+    }
+    guard commonNames.count == 1 else {
+      return .failure(Refusal(
+        commonNames.isEmpty
+          ? "it has neither a URI SAN nor a common name"
+          : "it has \(commonNames.count) common names and no URI SAN; exactly one names a principal"
+      ))
+    }
+    guard let name = String(commonNames[0]) else {
+      return .failure(Refusal("its common name is not a printable or UTF-8 string"))
+    }
+    switch IdentityRules.check(name) {
+    case .failure(let problem):
+      return .failure(Refusal("its common name \(problem)"))
+    case .success(.uri):
+      return .failure(Refusal("its common name looks like a URI; a URI identity must be a URI SAN"))
+    case .success(.name):
+      return .success(PeerIdentity(identity: name, source: .commonName, certificate: certificate))
+    }
+  }
+
+  /// Derives the identity of `certificate` under the standard policy; nil when it has none.
+  public init?(certificate: Certificate) {
+    guard case .success(let identity) = Self.derive(from: certificate) else { return nil }
+    self = identity
+  }
+
+  init(identity: String, source: Source, certificate: Certificate) {
+    self.identity = identity
     self.source = source
     self.certificate = certificate
   }

@@ -30,11 +30,18 @@ public final class PrincipalDirectory: Sendable {
 public struct AuthorizationInterceptor: ServerInterceptor {
   let table: AuthorizationTable
   let principals: PrincipalDirectory
+  let identityPolicy: PeerIdentity.Policy
   let logger: Logger
 
-  public init(table: AuthorizationTable, principals: PrincipalDirectory, logger: Logger) {
+  public init(
+    table: AuthorizationTable,
+    principals: PrincipalDirectory,
+    identityPolicy: PeerIdentity.Policy = .standard,
+    logger: Logger
+  ) {
     self.table = table
     self.principals = principals
+    self.identityPolicy = identityPolicy
     self.logger = logger
   }
 
@@ -44,7 +51,26 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
-    let peer = certificate.flatMap(PeerIdentity.init(certificate:))
+    var peer: PeerIdentity?
+    if let certificate {
+      switch PeerIdentity.derive(from: certificate, policy: self.identityPolicy) {
+      case .success(let identity):
+        peer = identity
+      case .failure(let refusal):
+        // Nothing from the certificate is quoted but its serial number (hex): a subject may hold
+        // control characters that would forge log lines.
+        self.logger.warning(
+          "call refused: the client certificate names no acceptable identity",
+          metadata: [
+            "method": "\(context.descriptor)",
+            "serial": "\(certificate.serialNumber.hex)",
+            "peer": "\(context.remotePeer)",
+            "reason": "\(refusal)",
+          ]
+        )
+        throw RPCError(code: .unauthenticated, message: "the client certificate is refused: \(refusal)")
+      }
+    }
     switch self.table.decide(method: context.descriptor, peer: peer, principals: self.principals.current) {
     case .denied(let error):
       self.logger.warning(

@@ -1,11 +1,13 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkPKI
 import BankLinkProto
 import BankLinkStore
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// The gRPC server of banklinkd: every banklink.v1 service and grpc.health.v1 behind the
 /// authorization interceptor, on HTTP/2 with mutual TLS only.
@@ -21,18 +23,34 @@ public final class GatewayServer: Service {
     /// PEM certificate chain and private key of the server.
     public var certificatePath: String
     public var keyPath: String
+    /// What client certificate identities must look like (e.g. a SPIFFE trust domain).
+    public var identityPolicy: PeerIdentity.Policy
+    /// Connection, buffering and drain limits.
+    public var connections: ConnectionLimits
 
-    public init(listen: ListenAddress, caPath: String, certificatePath: String, keyPath: String) {
+    public init(
+      listen: ListenAddress,
+      caPath: String,
+      certificatePath: String,
+      keyPath: String,
+      identityPolicy: PeerIdentity.Policy = .standard,
+      connections: ConnectionLimits = .standard
+    ) {
       self.listen = listen
       self.caPath = caPath
       self.certificatePath = certificatePath
       self.keyPath = keyPath
+      self.identityPolicy = identityPolicy
+      self.connections = connections
     }
   }
 
   public let configuration: Configuration
   public let health: HealthStatus
   public let principals: PrincipalDirectory
+  /// The open connections and the limits on them.
+  public let admission: ConnectionAdmission
+  private let shutdownBegun = Mutex(false)
   private let transport: HTTP2ServerTransport.Posix
   private let server: GRPCServer<HTTP2ServerTransport.Posix>
   private let logger: Logger
@@ -45,7 +63,7 @@ public final class GatewayServer: Service {
     payments: PaymentLedger,
     logger: Logger,
     now: @escaping @Sendable () -> Instant = WallClock.now
-  ) {
+  ) throws {
     self.configuration = configuration
     self.principals = principals
     self.logger = logger
@@ -64,6 +82,11 @@ public final class GatewayServer: Service {
     ].map(\.fullyQualifiedService)
     self.health = HealthStatus(services: Set(serviceNames))
 
+    let verifier = try ClientCertificateVerifier(caBundlePath: configuration.caPath, logger: logger)
+    let limits = configuration.connections
+    let admission = ConnectionAdmission(limits: limits, logger: logger)
+    self.admission = admission
+
     let address: GRPCNIOTransportCore.SocketAddress =
       switch configuration.listen.family {
       case .ipv4: .ipv4(host: configuration.listen.host, port: configuration.listen.port)
@@ -77,22 +100,31 @@ public final class GatewayServer: Service {
       ) { tls in
         // Trust exactly the configured CA bundle; the helper's default is the system store.
         tls.trustRoots = .certificates([.file(path: configuration.caPath, format: .pem)])
-        // Require and verify a client certificate (chain to the CA, validity period).
+        // Require a client certificate, and verify its chain with swift-certificates' RFC 5280
+        // policy (path length constraints included) instead of BoringSSL's check.
         tls.clientCertificateVerification = .noHostnameVerification
+        tls.customVerificationCallback = verifier.callback
       },
       config: .defaults { config in
         config.http2.maxConcurrentStreams = Limits.maxConcurrentStreamsPerConnection
+        // The transport's bound; RequestStreamGuard applies each method's own, smaller one.
         config.rpc.maxRequestPayloadSize = Limits.maxRequestMessageBytes
+        config.connection.maxIdleTime = .milliseconds(Int64(limits.idleTimeoutMilliseconds))
+        // Admit connections within the limits, close those that do not start HTTP/2 in time.
+        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+          admission.install(on: channel)
+        }
         // Refuse requests whose headers would trap inside grpc-swift (grpc-timeout: -1S) before
-        // grpc-swift parses them.
+        // grpc-swift parses them, and bound the request bytes each stream buffers.
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
-          RequestHeaderGuard.install(on: channel)
+          RequestStreamGuard.install(on: channel, limits: limits)
         }
       }
     )
     let interceptor = AuthorizationInterceptor(
       table: .standard,
       principals: principals,
+      identityPolicy: configuration.identityPolicy,
       logger: logger
     )
     self.server = GRPCServer(
@@ -111,16 +143,30 @@ public final class GatewayServer: Service {
     try await withGracefulShutdownHandler {
       try await self.server.serve()
     } onGracefulShutdown: {
-      self.logger.info("draining: refusing new connections, finishing in-flight calls")
-      self.health.beginShutdown()
-      self.server.beginGracefulShutdown()
+      self.beginGracefulShutdown()
     }
   }
 
-  /// Stops the server (tests and embedders without a ServiceGroup).
+  /// Stops the server: refuses new connections, lets in-flight calls finish, and closes the
+  /// connections still open when ``ConnectionLimits/drainTimeoutMilliseconds`` is up (a stream a
+  /// client never ends must not hold the daemon past its documented stop time). Also for tests
+  /// and embedders without a ServiceGroup.
   public func beginGracefulShutdown() {
+    guard self.shutdownBegun.withLock({ begun in defer { begun = true }; return !begun }) else { return }
+    self.logger.info("draining: refusing new connections, finishing in-flight calls")
     self.health.beginShutdown()
     self.server.beginGracefulShutdown()
+    let admission = self.admission
+    let logger = self.logger
+    let drain = Duration.milliseconds(self.configuration.connections.drainTimeoutMilliseconds)
+    Task.detached {
+      try? await Task.sleep(for: drain)
+      let open = admission.openConnections
+      if open > 0 {
+        logger.warning("drain time is up: closing connections still open", metadata: ["connections": "\(open)"])
+        admission.closeAll()
+      }
+    }
   }
 }
 

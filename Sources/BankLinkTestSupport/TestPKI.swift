@@ -64,4 +64,9 @@ public struct TestPKI: Sendable {
 public struct ClientIdentityFiles: Sendable, Hashable {
   public var certificatePath: String
   public var keyPath: String
+
+  public init(certificatePath: String, keyPath: String) {
+    self.certificatePath = certificatePath
+    self.keyPath = keyPath
+  }
 }

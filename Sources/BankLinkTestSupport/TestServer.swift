@@ -36,6 +36,7 @@ public func withTestServer<Result: Sendable>(
   historyDays: Int = 3,
   initialSync: Bool = true,
   approvalThresholdMajorUnits: Int64 = 1_000_000,
+  configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in },
   _ body: @Sendable (TestServer) async throws -> Result
 ) async throws -> Result {
   try await withTemporaryDirectory { directory in
@@ -57,13 +58,15 @@ public func withTestServer<Result: Sendable>(
       writer: GroupCommitWriter(store: store),
       configuration: .init(approvalThresholdMajorUnits: approvalThresholdMajorUnits),
       now: WallClock.now)
-    let server = GatewayServer(
-      configuration: .init(
-        listen: ListenAddress("127.0.0.1:0")!,
-        caPath: pki.caPath,
-        certificatePath: pki.serverCertificatePath,
-        keyPath: pki.serverKeyPath
-      ),
+    var configuration = GatewayServer.Configuration(
+      listen: ListenAddress("127.0.0.1:0")!,
+      caPath: pki.caPath,
+      certificatePath: pki.serverCertificatePath,
+      keyPath: pki.serverKeyPath
+    )
+    configure(&configuration)
+    let server = try GatewayServer(
+      configuration: configuration,
       principals: PrincipalDirectory(PrincipalTable(principals)),
       accountCache: cache,
       connector: simulator,

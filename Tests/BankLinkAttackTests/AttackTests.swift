@@ -195,7 +195,8 @@ struct AttackTests {
             $0.type = .domestic
           }
         }
-        let iban = "DE89 3704 0044 0532 0130 00" + String(repeating: " ", count: 1 << 20)
+        // Spaces up to just under the method's message limit: the field check must refuse it.
+        let iban = "DE89 3704 0044 0532 0130 00" + String(repeating: " ", count: Limits.maxOrdinaryRequestMessageBytes - 4_096)
         let edits: [(String, (inout Banklink_V1_PaymentInstruction) -> Void)] = [
           ("instruction.debtor_account_id", { $0.debtorAccountID = Self.combining }),
           ("instruction.creditor.name", { $0.creditor.name = Self.combining }),

@@ -71,8 +71,14 @@ final class RawHTTP2Client: Sendable {
   }
 
   /// Opens a stream, sends `headers` (validated by nobody) and `body` (if any), ends the stream
-  /// and collects the answer until the server ends or resets it, or `timeout` passes.
-  func call(headers: [(String, String)], body: [UInt8]? = nil, timeout: TimeAmount = .seconds(10)) async throws -> Response {
+  /// (unless `endStream` is false: a client that stops mid-message) and collects the answer
+  /// until the server ends or resets it, or `timeout` passes.
+  func call(
+    headers: [(String, String)],
+    body: [UInt8]? = nil,
+    endStream: Bool = true,
+    timeout: TimeAmount = .seconds(10)
+  ) async throws -> Response {
     let promise = self.channel.eventLoop.makePromise(of: Response.self)
     let streamPromise = self.channel.eventLoop.makePromise(of: (any Channel).self)
     self.multiplexer.createStreamChannel(promise: streamPromise) { stream in
@@ -83,11 +89,11 @@ final class RawHTTP2Client: Sendable {
     let stream = try await streamPromise.futureResult.get()
     var hpack = HPACKHeaders()
     for (name, value) in headers { hpack.add(name: name, value: value) }
-    stream.write(HTTP2Frame.FramePayload.headers(.init(headers: hpack, endStream: body == nil)), promise: nil)
+    stream.write(HTTP2Frame.FramePayload.headers(.init(headers: hpack, endStream: body == nil && endStream)), promise: nil)
     if let body {
       var buffer = stream.allocator.buffer(capacity: body.count)
       buffer.writeBytes(body)
-      stream.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer), endStream: true)), promise: nil)
+      stream.write(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer), endStream: endStream)), promise: nil)
     }
     stream.flush()
     // No answer in time: close the stream; the collector then reports what it has (nothing).

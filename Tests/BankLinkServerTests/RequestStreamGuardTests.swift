@@ -3,7 +3,7 @@ import NIOHPACK
 import Testing
 
 @Suite("Request header guard")
-struct RequestHeaderGuardTests {
+struct RequestStreamGuardTests {
   /// A request's headers as a gRPC client sends them, plus the given `grpc-timeout` values.
   static func request(timeouts: [String]) -> HPACKHeaders {
     var headers: HPACKHeaders = [
@@ -24,7 +24,7 @@ struct RequestHeaderGuardTests {
     arguments: ["0S", "1S", "1H", "1M", "1m", "1u", "1n", "250m", "00000001S", "99999999H", "9999999n"]
   )
   func validTimeout(value: String) {
-    #expect(RequestHeaderGuard.problem(in: Self.request(timeouts: [value])) == nil)
+    #expect(RequestStreamGuard.problem(in: Self.request(timeouts: [value])) == nil)
   }
 
   @Test(
@@ -51,33 +51,33 @@ struct RequestHeaderGuardTests {
     ]
   )
   func malformedTimeout(value: String) {
-    let reason = RequestHeaderGuard.problem(in: Self.request(timeouts: [value]))
-    #expect(reason == RequestHeaderGuard.malformedTimeoutReason)
+    let reason = RequestStreamGuard.problem(in: Self.request(timeouts: [value]))
+    #expect(reason == RequestStreamGuard.malformedTimeoutReason)
     #expect(reason?.contains("grpc-timeout") == true)
   }
 
   @Test("a request without grpc-timeout passes")
   func noTimeout() {
-    #expect(RequestHeaderGuard.problem(in: Self.request(timeouts: [])) == nil)
-    #expect(RequestHeaderGuard.problem(in: HPACKHeaders()) == nil)
+    #expect(RequestStreamGuard.problem(in: Self.request(timeouts: [])) == nil)
+    #expect(RequestStreamGuard.problem(in: HPACKHeaders()) == nil)
   }
 
   @Test("every grpc-timeout field is checked, not only the first")
   func everyField() {
-    #expect(RequestHeaderGuard.problem(in: Self.request(timeouts: ["1S", "-1S"])) != nil)
-    #expect(RequestHeaderGuard.problem(in: Self.request(timeouts: ["-1S", "1S"])) != nil)
-    #expect(RequestHeaderGuard.problem(in: Self.request(timeouts: ["1S", "2m"])) == nil)
+    #expect(RequestStreamGuard.problem(in: Self.request(timeouts: ["1S", "-1S"])) != nil)
+    #expect(RequestStreamGuard.problem(in: Self.request(timeouts: ["-1S", "1S"])) != nil)
+    #expect(RequestStreamGuard.problem(in: Self.request(timeouts: ["1S", "2m"])) == nil)
   }
 
   @Test("the header name is matched without regard to case")
   func headerNameCase() {
     let headers: HPACKHeaders = [":path": "/a.B/C", "Grpc-Timeout": "-1S"]
-    #expect(RequestHeaderGuard.problem(in: headers) != nil)
+    #expect(RequestStreamGuard.problem(in: headers) != nil)
   }
 
   @Test("the refusal is a trailers-only INVALID_ARGUMENT response")
   func trailers() {
-    let trailers = RequestHeaderGuard.trailers(for: "bad grpc-timeout: 100%\n")
+    let trailers = RequestStreamGuard.trailers(for: "bad grpc-timeout: 100%\n")
     #expect(trailers.first(name: ":status") == "200")
     #expect(trailers.first(name: "content-type") == "application/grpc")
     #expect(trailers.first(name: "grpc-status") == "3")
@@ -89,8 +89,8 @@ struct RequestHeaderGuardTests {
 
   @Test("the reason text needs no percent-encoding beyond printable ASCII")
   func reasonIsPrintableASCII() {
-    let reason = RequestHeaderGuard.malformedTimeoutReason
+    let reason = RequestStreamGuard.malformedTimeoutReason
     #expect(reason.utf8.allSatisfy { (0x20...0x7E).contains($0) && $0 != UInt8(ascii: "%") })
-    #expect(RequestHeaderGuard.trailers(for: reason).first(name: "grpc-message") == reason)
+    #expect(RequestStreamGuard.trailers(for: reason).first(name: "grpc-message") == reason)
   }
 }

@@ -1,18 +1,17 @@
-import BankLinkTestSupport
 import Foundation
 
 /// The real `banklinkd` started on a configuration, up once it has sent READY=1 (with its port)
 /// to `socket`.
-final class RunningDaemon: @unchecked Sendable {
-  let process: Process
-  let port: Int
+public final class RunningDaemon: @unchecked Sendable {
+  public let process: Process
+  public let port: Int
 
   private init(process: Process, port: Int) {
     self.process = process
     self.port = port
   }
 
-  static func start(config: String, socket: NotifySocket, logLevel: String = "error") async throws -> RunningDaemon {
+  public static func start(config: String, socket: NotifySocket, logLevel: String = "error") async throws -> RunningDaemon {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Binaries.daemon)
     process.arguments = ["--config", config, "--log-level", logLevel]
@@ -29,13 +28,22 @@ final class RunningDaemon: @unchecked Sendable {
     return RunningDaemon(process: process, port: port)
   }
 
-  func kill9() async {
+  public func kill9() async {
     kill(self.process.processIdentifier, SIGKILL)
     _ = try? await offPool { self.process.waitUntilExit() }
   }
 
+  /// Resident set size of the daemon now (bytes), from `/proc/PID/status`.
+  public var residentBytes: Int? {
+    guard let status = try? String(contentsOfFile: "/proc/\(self.process.processIdentifier)/status", encoding: .utf8),
+      let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+      let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+    else { return nil }
+    return kib * 1024
+  }
+
   /// SIGTERM, then waits for the exit.
-  func stop() async {
+  public func stop() async {
     self.process.terminate()
     _ = try? await offPool { self.process.waitUntilExit() }
   }
@@ -43,7 +51,7 @@ final class RunningDaemon: @unchecked Sendable {
 
 /// The environment for running the `banklink` CLI against a daemon listening on `port` as
 /// `identity` (certificate paths from the environment, as the README shows).
-func cliEnvironment(port: Int, caPath: String, identity: ClientIdentityFiles) -> [String: String] {
+public func cliEnvironment(port: Int, caPath: String, identity: ClientIdentityFiles) -> [String: String] {
   var environment = ProcessInfo.processInfo.environment
   environment["BANKLINK_ADDRESS"] = "127.0.0.1:\(port)"
   environment["BANKLINK_CA"] = caPath
