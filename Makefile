@@ -44,8 +44,11 @@ protos: deps
 protos-check: deps
 	scripts/generate-protos.sh --check
 
+# The connection attacks (socket floods, second-scale deadlines) run on their own after the rest:
+# on a 2-core machine, running them beside the other suites starves both of CPU.
 unit-tests: build
-	$(SWIFT) test
+	$(SWIFT) test --skip ConnectionAttackTests
+	$(SWIFT) test --skip-build --filter ConnectionAttackTests
 
 interop: build
 	scripts/interop-check.sh

@@ -86,6 +86,9 @@ final class RawHTTP2Client: Sendable {
         try stream.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise))
       }
     }
+    // A stream the connection cannot open (closed, GOAWAY, stream limit) never runs the
+    // initializer: fail the response promise too, or NIO traps on a promise left unfulfilled.
+    streamPromise.futureResult.whenFailure { promise.fail($0) }
     let stream = try await streamPromise.futureResult.get()
     var hpack = HPACKHeaders()
     for (name, value) in headers { hpack.add(name: name, value: value) }
