@@ -44,10 +44,14 @@ protos: deps
 protos-check: deps
 	scripts/generate-protos.sh --check
 
-# The connection attacks (socket floods, second-scale deadlines) run on their own after the rest:
-# on a 2-core machine, running them beside the other suites starves both of CPU.
+# Most tests start a real server over mutual TLS or a real banklinkd; with every test of the
+# suite running at once, a 2-core machine starves them past their deadlines. At most TEST_WIDTH
+# tests run at a time (Swift Testing's SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH). The
+# connection attacks (socket floods, second-scale deadlines) run on their own after the rest.
+TEST_WIDTH ?= 6
+
 unit-tests: build
-	$(SWIFT) test --skip ConnectionAttackTests
+	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) $(SWIFT) test --skip ConnectionAttackTests
 	$(SWIFT) test --skip-build --filter ConnectionAttackTests
 
 interop: build
