@@ -63,7 +63,7 @@ public enum Daemon {
         certificatePath: configuration.tls.certificatePath,
         keyPath: configuration.tls.keyPath,
         identityPolicy: PeerIdentity.Policy(trustDomain: configuration.tls.trustDomain),
-        connections: configuration.connections
+        connections: configuration.connections.with { $0.minimumTLSVersion = configuration.tls.minimumVersion }
       ),
       principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
       accountCache: cache,

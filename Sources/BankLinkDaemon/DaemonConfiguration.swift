@@ -68,6 +68,8 @@ public struct DaemonConfiguration: Sendable {
     public var keyPath: String
     /// When set, URI SAN identities must be `scheme://<trust domain>/…` (`tls.trust_domain`).
     public var trustDomain: String? = nil
+    /// The oldest TLS version a client may negotiate (`tls.minimum_version`, "1.2" or "1.3").
+    public var minimumVersion: MinimumTLSVersion = .tls12
   }
 
   public struct Storage: Sendable, Equatable {
@@ -216,6 +218,12 @@ public struct DaemonConfiguration: Sendable {
           message: "must be a lower-case domain name (a-z, 0-9, '.', '-') of at most \(Limits.maxTrustDomainBytes) bytes")
       }
       tls.trustDomain = domain
+    }
+    if let version = try tlsReader.optionalString("minimum_version") {
+      guard let minimum = MinimumTLSVersion(rawValue: version) else {
+        throw ConfigError(key: "tls.minimum_version", message: "must be \"1.2\" or \"1.3\"")
+      }
+      tls.minimumVersion = minimum
     }
     try tlsReader.finish()
 

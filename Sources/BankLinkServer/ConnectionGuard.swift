@@ -2,7 +2,27 @@ import BankLinkCore
 import Logging
 import NIOCore
 import NIOHTTP2
+import NIOSSL
+import NIOTLS
 import Synchronization
+
+/// The oldest TLS version a client may negotiate (`tls.minimum_version`).
+///
+/// TLS 1.2 is the default (SPEC: 1.2 minimum, 1.3 preferred). With 1.2 allowed, the suites the
+/// server offers are swift-nio-ssl's defaults, which include CBC suites: grpc-swift-nio-transport's
+/// server TLS configuration has no cipher-suite setting. `1.3` admits only TLS 1.3, whose suites
+/// are all AEAD; a client that negotiated 1.2 is disconnected right after the handshake.
+public enum MinimumTLSVersion: String, Sendable, Equatable, CaseIterable {
+  case tls12 = "1.2"
+  case tls13 = "1.3"
+
+  func admits(_ version: TLSVersion?) -> Bool {
+    switch self {
+    case .tls12: return true
+    case .tls13: return version == .tlsv13
+    }
+  }
+}
 
 /// Limits on connections, before and after authentication. Defaults from ``Limits``;
 /// configurable (docs/configuration.md, `connections`).
@@ -21,10 +41,19 @@ public struct ConnectionLimits: Sendable, Equatable {
   public var messageReceiveTimeoutMilliseconds = Limits.messageReceiveTimeoutMilliseconds
   /// On shutdown, connections still open this long after draining began are closed.
   public var drainTimeoutMilliseconds = Limits.connectionDrainTimeoutMilliseconds
+  /// The oldest TLS version admitted.
+  public var minimumTLSVersion = MinimumTLSVersion.tls12
 
   public init() {}
 
   public static let standard = ConnectionLimits()
+
+  /// A copy with `change` applied.
+  public func with(_ change: (inout ConnectionLimits) -> Void) -> ConnectionLimits {
+    var copy = self
+    change(&copy)
+    return copy
+  }
 }
 
 /// Admits or refuses each accepted TCP connection (total and per source address), and keeps the
@@ -85,6 +114,17 @@ public final class ConnectionAdmission: Sendable {
       }
     }
     return refusal
+  }
+
+  /// Logs a connection closed because it negotiated an older TLS version than the minimum.
+  func refusedOldTLS(_ version: TLSVersion?, address: String) {
+    self.state.withLock { $0.refused += 1 }
+    self.logger.warning(
+      "connection closed: TLS version below tls.minimum_version",
+      metadata: [
+        "peer_address": "\(address)", "tls_version": "\(version.map { "\($0)" } ?? "-")",
+        "minimum": "\(self.limits.minimumTLSVersion.rawValue)",
+      ])
   }
 
   func release(_ channel: any Channel, address: String) {
@@ -167,6 +207,18 @@ public final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandl
   public func channelInactive(context: ChannelHandlerContext) {
     self.finish(context.channel)
     context.fireChannelInactive()
+  }
+
+  public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if case TLSUserEvent.handshakeCompleted = event {
+      let version = try? context.pipeline.syncOperations.nioSSL_tlsVersion()
+      if !self.admission.limits.minimumTLSVersion.admits(version) {
+        self.admission.refusedOldTLS(version, address: self.address)
+        context.close(promise: nil)
+        return
+      }
+    }
+    context.fireUserInboundEventTriggered(event)
   }
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -8,6 +8,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SwiftProtobuf
 import Testing
 
@@ -217,6 +218,35 @@ struct ConnectionAttackTests {
       }
       _ = try? await stuck.value
       await raw.close()
+    }
+  }
+
+  @Test("tls.minimum_version 1.3 disconnects a client that negotiated TLS 1.2; the default admits it")
+  func minimumTLSVersion() async throws {
+    @Sendable func whoAmI(_ server: TestServer, maximum: TLSVersion) async throws -> RawHTTP2Client.Response? {
+      let viewer = try server.pki.client(commonName: "viewer")
+      let raw = try await RawHTTP2Client.connect(
+        host: "127.0.0.1", port: server.port, configuration: server.client(viewer), maximumTLSVersion: maximum)
+      // A connection the server closes after the handshake fails the call or answers nothing.
+      let answer = try? await raw.call(
+        headers: RawHTTP2Client.grpcHeaders(path: "/banklink.v1.AdminService/WhoAmI"),
+        body: RawHTTP2Client.frame([]), timeout: .seconds(5))
+      await raw.close()
+      return answer
+    }
+    // Default (1.2 minimum, as SPEC.md asks): a TLS 1.2 client is served.
+    try await withTestServer(principals: Self.principals) { server in
+      let answer = try await whoAmI(server, maximum: .tlsv12)
+      #expect(answer?.grpcStatus == "0", "\(answer?.all ?? [])")
+    }
+    try await withTestServer(
+      principals: Self.principals, configure: { $0.connections.minimumTLSVersion = .tls13 }
+    ) { server in
+      let refused = try await whoAmI(server, maximum: .tlsv12)
+      #expect(refused?.grpcStatus == nil, "a TLS 1.2 client was answered: \(refused?.all ?? [])")
+      #expect(server.server.admission.refusedConnections == 1)
+      let answer = try await whoAmI(server, maximum: .tlsv13)
+      #expect(answer?.grpcStatus == "0", "\(answer?.all ?? [])")
     }
   }
 

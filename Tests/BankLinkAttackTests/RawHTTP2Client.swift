@@ -29,8 +29,11 @@ final class RawHTTP2Client: Sendable {
     self.multiplexer = multiplexer
   }
 
-  static func connect(host: String, port: Int, configuration: ClientConfiguration) async throws -> RawHTTP2Client {
+  static func connect(
+    host: String, port: Int, configuration: ClientConfiguration, maximumTLSVersion: TLSVersion? = nil
+  ) async throws -> RawHTTP2Client {
     var tls = TLSConfiguration.makeClientConfiguration()
+    tls.maximumTLSVersion = maximumTLSVersion
     tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(configuration.caPath))
     tls.certificateChain = try NIOSSLCertificate.fromPEMFile(configuration.certificatePath).map { .certificate($0) }
     tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: configuration.keyPath, format: .pem))

@@ -91,9 +91,48 @@ struct ConfigurationTests {
     (#""payments": {"approval_threshold_major": -1}"#, "payments.approval_threshold_major"),
     (#""payments": {"submit_interval_ms": 1}"#, "payments.submit_interval_ms"),
     (#""payments": {"auto_approve": true}"#, "payments.auto_approve"),
+    (#""connections": {"max_total": 0}"#, "connections.max_total"),
+    (#""connections": {"max_total": 10, "max_per_address": 11}"#, "connections.max_per_address"),
+    (#""connections": {"handshake_timeout_ms": 0}"#, "connections.handshake_timeout_ms"),
+    (#""connections": {"max_buffered_bytes": 1024}"#, "connections.max_buffered_bytes"),
+    (#""connections": {"drain_timeout_ms": 60000}"#, "connections.drain_timeout_ms"),
+    (#""connections": {"max_streams": 10}"#, "connections.max_streams"),
   ])
   func connectorErrors(fragment: String, key: String) {
     let error = Self.failure(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "# + fragment))
+    #expect(error?.key == key, "\(String(describing: error))")
+  }
+
+  @Test("connection limits and the TLS policy are read from the file")
+  func connectionSettings() throws {
+    let configuration = try Self.parse(Self.replacing(#""log_level": "notice""#, with: """
+      "log_level": "notice", "connections": {"max_total": 50, "max_per_address": 5, "handshake_timeout_ms": 2000,
+        "idle_timeout_ms": 60000, "max_buffered_bytes": 33554432, "message_timeout_ms": 5000, "drain_timeout_ms": 3000}
+      """).replacingOccurrences(of: #""key": "tls/server.key""#, with: #""key": "tls/server.key", "trust_domain": "corp.example", "minimum_version": "1.3""#))
+    #expect(configuration.connections.maxConnections == 50)
+    #expect(configuration.connections.maxConnectionsPerAddress == 5)
+    #expect(configuration.connections.handshakeTimeoutMilliseconds == 2000)
+    #expect(configuration.connections.idleTimeoutMilliseconds == 60000)
+    #expect(configuration.connections.maxBufferedBytesPerConnection == 33_554_432)
+    #expect(configuration.connections.messageReceiveTimeoutMilliseconds == 5000)
+    #expect(configuration.connections.drainTimeoutMilliseconds == 3000)
+    #expect(configuration.tls.trustDomain == "corp.example")
+    #expect(configuration.tls.minimumVersion == .tls13)
+    // Defaults: SPEC.md's TLS 1.2 minimum, no trust domain, the Limits.swift values.
+    let defaults = try Self.parse(Self.valid)
+    #expect(defaults.tls.minimumVersion == .tls12)
+    #expect(defaults.tls.trustDomain == nil)
+    #expect(defaults.connections == .standard)
+  }
+
+  @Test("TLS policy errors name the key", arguments: [
+    (#""trust_domain": "Corp.Example""#, "tls.trust_domain"),
+    (#""trust_domain": """#, "tls.trust_domain"),
+    (#""minimum_version": "1.1""#, "tls.minimum_version"),
+    (#""minimum_version": 1.3"#, "tls.minimum_version"),
+  ])
+  func tlsPolicyErrors(fragment: String, key: String) {
+    let error = Self.failure(Self.replacing(#""key": "tls/server.key""#, with: #""key": "tls/server.key", "# + fragment))
     #expect(error?.key == key, "\(String(describing: error))")
   }
 
