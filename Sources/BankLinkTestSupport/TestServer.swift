@@ -36,12 +36,13 @@ public func withTestServer<Result: Sendable>(
   historyDays: Int = 3,
   initialSync: Bool = true,
   approvalThresholdMajorUnits: Int64 = 1_000_000,
+  mapSizeMiB: Int = 64,
   configure: @Sendable (inout GatewayServer.Configuration) -> Void = { _ in },
   _ body: @Sendable (TestServer) async throws -> Result
 ) async throws -> Result {
   try await withTemporaryDirectory { directory in
     let pki = try TestPKI(directory: directory)
-    let store = try Store(configuration: .init(directory: directory.appending("data"), mapSizeMiB: 64))
+    let store = try Store(configuration: .init(directory: directory.appending("data"), mapSizeMiB: mapSizeMiB))
     var logger = Logger(label: "banklink-test")
     logger.logLevel = .error
     let simulator = try BankSimulator(

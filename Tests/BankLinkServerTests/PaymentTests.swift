@@ -67,6 +67,40 @@ struct PaymentTests {
     return try error.unpackGoogleRPCStatus()?.details.compactMap(\.badRequest).flatMap(\.violations).map(\.field) ?? []
   }
 
+  @Test("a full store is RESOURCE_EXHAUSTED with an incident id, never a path or configuration key")
+  func fullStore() async throws {
+    try await withTestServer(principals: Self.principals, historyDays: 1, mapSizeMiB: Limits.minMapSizeMiB) { server in
+      let erp = try server.pki.client(commonName: "erp")
+      try await Self.as_(server.client(erp)) { payments in
+        var instruction = Self.instruction(amount: 1)
+        instruction.creditor.name = String(repeating: "N", count: Limits.maxPartyNameLength)
+        instruction.purpose = String(repeating: "P", count: Limits.maxRemittanceLength)
+        // 1 MiB holds a few thousand payments: create until the store refuses.
+        var failure: RPCError?
+        for index in 0..<20_000 {
+          do {
+            _ = try await Self.create(payments, key: "fill-\(index)", instruction)
+          } catch let error as RPCError {
+            failure = error
+            break
+          }
+        }
+        let error = try #require(failure, "1 MiB never filled")
+        #expect(error.code == .resourceExhausted, "\(error)")
+        #expect(error.message.contains("incident"), "\(error.message)")
+        for leak in ["map_size", "storage.", "/", "MDB_", "mdb"] {
+          #expect(!error.message.contains(leak), "\(error.message)")
+        }
+        let info = try error.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first
+        #expect(info?.reason == "STORAGE_FULL")
+        #expect(info?.metadata["incident"].map { !$0.isEmpty } == true)
+        // Reads keep working on a full store.
+        let listed = try await payments.listPayments(.with { $0.pageSize = 10 })
+        #expect(listed.payments.count == 10)
+      }
+    }
+  }
+
   @Test("create, read back, list; small payments are released, large ones wait for approval")
   func createAndRead() async throws {
     try await Self.withPayments { server, client in
