@@ -7,7 +7,8 @@
 #   make bench   release build; noop vs balance, then rounds of balance and pay (group commit
 #                on/off, held); records docs/BENCHMARKS.md
 #   make attack-test the attack suite alone (raw HTTP/2 header fuzzing, Watch slots, oversized
-#                    strings) against the real server over mutual TLS (make test runs it too)
+#                    strings, crafted certificates, connection and buffer floods) against the
+#                    real server and daemon over mutual TLS (make test runs it too)
 #   make crash-test  kill -9 banklinkd repeatedly under payment load and check nothing was lost
 #                    or paid twice (make test runs a short form)
 
@@ -62,7 +63,8 @@ interop: build
 test: protos-check unit-tests interop
 
 attack-test: build
-	$(SWIFT) test --filter BankLinkAttackTests
+	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) $(SWIFT) test --filter BankLinkAttackTests --skip ConnectionAttackTests
+	$(SWIFT) test --skip-build --filter ConnectionAttackTests
 
 crash-test: build
 	BANKLINK_CRASH_ROUNDS=$${ROUNDS:-6} BANKLINK_CRASH_LOAD_MS=$${LOAD_MS:-3000} $(SWIFT) test --filter CrashTests
