@@ -68,6 +68,19 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // The hash-chained audit journal: entries, their canonical encoding, verification.
+    .target(
+      name: "BankLinkJournal",
+      dependencies: [
+        "BankLinkCore", "BankLinkStore",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "_CryptoExtras", package: "swift-crypto"),
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
     // Bank connectors: the connector protocols and the embedded bank simulator.
     .target(
       name: "BankLinkBanks",
@@ -114,7 +127,7 @@ let package = Package(
     .target(
       name: "BankLinkServer",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkProto", "BankLinkPKI", "BankLinkBanks",
+        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkProto", "BankLinkPKI", "BankLinkBanks",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -137,7 +150,7 @@ let package = Package(
     .target(
       name: "BankLinkDaemon",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkPKI", "BankLinkBanks",
+        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkServer", "BankLinkPKI", "BankLinkBanks",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -170,7 +183,7 @@ let package = Package(
     .executableTarget(
       name: "banklink",
       dependencies: [
-        "BankLinkClient", "BankLinkProto", "BankLinkPKI", "BankLinkCore",
+        "BankLinkClient", "BankLinkProto", "BankLinkPKI", "BankLinkCore", "BankLinkStore", "BankLinkJournal",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -209,7 +222,7 @@ let package = Package(
     ),
     .testTarget(
       name: "BankLinkStoreTests",
-      dependencies: ["BankLinkStore", "BankLinkTestSupport"],
+      dependencies: ["BankLinkStore", "BankLinkJournal", "BankLinkTestSupport"],
       swiftSettings: swiftSettings
     ),
     // The attack suite: the real server under hostile headers, streams and strings
@@ -237,7 +250,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkServerTests",
       dependencies: [
-        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkPKI",
+        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkPKI", "BankLinkJournal",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "X509", package: "swift-certificates"),
@@ -253,7 +266,7 @@ let package = Package(
       name: "BankLinkDaemonTests",
       dependencies: [
         "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks",
-        "BankLinkClient", "BankLinkProto", "BankLinkRuntime",
+        "BankLinkClient", "BankLinkProto", "BankLinkRuntime", "BankLinkJournal", "BankLinkStore",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),

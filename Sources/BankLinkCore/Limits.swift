@@ -99,6 +99,25 @@ extension Limits {
   /// Largest page any List method returns, whatever the request asks: bounds the memory and
   /// time of one call (1,000 transactions encode to roughly 300 KB).
   public static let maxPageSize = 1_000
+  /// Journal entries read when looking up an object's receipt (a payment has one per state it
+  /// went through: a dozen at most). Bounds the read, not what is journaled.
+  /// A signed checkpoint of the journal's head once this many entries were appended since the
+  /// last one…
+  public static let journalCheckpointEntries: UInt64 = 1_000
+  /// …or once this long passed with any appended (and on shutdown). An export is provably
+  /// unrewritten up to its last checkpoint: these bound what is not yet covered.
+  public static let journalCheckpointIntervalMilliseconds: Int64 = 60_000
+  /// How often the checkpoint service looks at the head (one read of one record).
+  public static let journalCheckpointPollMilliseconds: Int64 = 1_000
+  /// The longest object name a journal query may ask for (ids are shorter; this bounds the
+  /// index read's key).
+  public static let maxAuditObjectLength = 256
+  /// The longest action name a journal query may ask for (actions are `noun.verb`).
+  public static let maxAuditActionLength = 64
+  public static let maxJournalEntriesPerObject = 1_000
+  /// Entries `VerifyAuditJournal` walks in one read transaction before answering with what it
+  /// verified so far (a reader holds old pages from reuse while it runs).
+  public static let maxJournalEntriesPerVerification: UInt64 = 10_000_000
 
   /// Most stored records one List call reads to fill its page. A selective filter over a long
   /// history then returns a short (even empty) page with a token to continue, instead of one

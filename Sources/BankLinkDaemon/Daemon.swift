@@ -2,6 +2,7 @@ import BankLinkBanks
 import BankLinkCore
 import BankLinkPKI
 import BankLinkServer
+import BankLinkJournal
 import BankLinkStore
 import Foundation
 import Logging
@@ -22,9 +23,13 @@ public enum Daemon {
       configuration: .init(
         directory: configuration.dataDirectory,
         mapSizeMiB: configuration.storage.mapSizeMiB,
-        writerCPUs: configuration.storage.writerCPUs
+        writerCPUs: configuration.storage.writerCPUs,
+        migrations: [AuditJournal.migration]
       )
     )
+    if let from = store.migratedFrom {
+      logger.notice("data directory migrated", metadata: ["from_schema": "\(from)", "to_schema": "\(Store.schemaVersion)"])
+    }
     Self.raiseFileLimit(connections: configuration.connections.maxConnections, logger: logger)
     if configuration.developmentMode {
       logger.warning(

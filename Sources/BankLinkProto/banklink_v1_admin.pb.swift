@@ -892,12 +892,41 @@ public nonisolated struct Banklink_V1_ListAuditEntriesRequest: Sendable {
 
   public var pageToken: String = String()
 
-  /// Only entries about this object.
+  /// Only entries about this object (a payment id, a batch id, …): read from an index.
   public var object: String = String()
+
+  /// Only entries by this principal ("system" and "bank" for the daemon's own changes).
+  /// Added with the journal: an auditor asks "what did this person do".
+  public var principal: String = String()
+
+  /// Only entries with this action, e.g. "payment.cancelled".
+  public var action: String = String()
+
+  /// Only entries at or after / before these times.
+  public var startTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_startTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_startTime = newValue}
+  }
+  /// Returns true if `startTime` has been explicitly set.
+  public var hasStartTime: Bool {self._startTime != nil}
+  /// Clears the value of `startTime`. Subsequent reads from it will return its default value.
+  public mutating func clearStartTime() {self._startTime = nil}
+
+  public var endTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_endTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_endTime = newValue}
+  }
+  /// Returns true if `endTime` has been explicitly set.
+  public var hasEndTime: Bool {self._endTime != nil}
+  /// Clears the value of `endTime`. Subsequent reads from it will return its default value.
+  public mutating func clearEndTime() {self._endTime = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _startTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _endTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Banklink_V1_ListAuditEntriesResponse: Sendable {
@@ -907,6 +936,9 @@ public nonisolated struct Banklink_V1_ListAuditEntriesResponse: Sendable {
 
   public var entries: [Banklink_V1_AuditEntry] = []
 
+  /// Set while entries may remain. With a principal, action or time filter a call reads a
+  /// bounded number of entries, so a page can be short or empty with a token: page on until
+  /// the token is empty.
   public var nextPageToken: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2428,7 +2460,7 @@ nonisolated extension Banklink_V1_AuditEntry: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Banklink_V1_ListAuditEntriesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListAuditEntriesRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_sequence\0\u{3}page_size\0\u{3}page_token\0\u{1}object\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_sequence\0\u{3}page_size\0\u{3}page_token\0\u{1}object\0\u{1}principal\0\u{1}action\0\u{3}start_time\0\u{3}end_time\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2440,12 +2472,20 @@ nonisolated extension Banklink_V1_ListAuditEntriesRequest: SwiftProtobuf.Message
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.object) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.principal) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._startTime) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._endTime) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.afterSequence != 0 {
       try visitor.visitSingularUInt64Field(value: self.afterSequence, fieldNumber: 1)
     }
@@ -2458,6 +2498,18 @@ nonisolated extension Banklink_V1_ListAuditEntriesRequest: SwiftProtobuf.Message
     if !self.object.isEmpty {
       try visitor.visitSingularStringField(value: self.object, fieldNumber: 4)
     }
+    if !self.principal.isEmpty {
+      try visitor.visitSingularStringField(value: self.principal, fieldNumber: 5)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 6)
+    }
+    try { if let v = self._startTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try { if let v = self._endTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2466,6 +2518,10 @@ nonisolated extension Banklink_V1_ListAuditEntriesRequest: SwiftProtobuf.Message
     if lhs.pageSize != rhs.pageSize {return false}
     if lhs.pageToken != rhs.pageToken {return false}
     if lhs.object != rhs.object {return false}
+    if lhs.principal != rhs.principal {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs._startTime != rhs._startTime {return false}
+    if lhs._endTime != rhs._endTime {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

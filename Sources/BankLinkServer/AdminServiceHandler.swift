@@ -1,5 +1,8 @@
 import BankLinkCore
+import BankLinkJournal
 import BankLinkPKI
+import BankLinkStore
+import Foundation
 import BankLinkProto
 import GRPCCore
 import SwiftProtobuf
@@ -7,6 +10,9 @@ import SwiftProtobuf
 /// `banklink.v1.AdminService`.
 struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
   typealias Method = Banklink_V1_AdminService.Method
+
+  /// The daemon's store, where the journal is.
+  let store: Store
 
   func whoAmI(request: Banklink_V1_WhoAmIRequest, context: ServerContext) async throws -> Banklink_V1_WhoAmIResponse {
     let caller = try Caller.required()
@@ -82,14 +88,75 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     request: Banklink_V1_ListAuditEntriesRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_ListAuditEntriesResponse {
-    throw unimplemented(Method.ListAuditEntries.descriptor)
+    let size = try pageSize(request.pageSize)
+    var after = request.afterSequence
+    if !request.pageToken.isEmpty {
+      guard let data = Data(base64Encoded: request.pageToken), let text = String(data: data, encoding: .utf8),
+        text.hasPrefix(Self.auditTokenPrefix), let sequence = UInt64(text.dropFirst(Self.auditTokenPrefix.count))
+      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
+      after = max(after, sequence)
+    }
+    var filter = AuditFilter()
+    if !request.object.isEmpty {
+      guard request.object.utf8.count <= Limits.maxAuditObjectLength else {
+        throw APIError.invalidArgument("object", "must be at most \(Limits.maxAuditObjectLength) bytes")
+      }
+      filter.object = request.object
+    }
+    if !request.principal.isEmpty {
+      guard request.principal.utf8.count <= Limits.maxIdentityLength else {
+        throw APIError.invalidArgument("principal", "must be at most \(Limits.maxIdentityLength) bytes")
+      }
+      filter.principal = request.principal
+    }
+    if !request.action.isEmpty {
+      guard request.action.utf8.count <= Limits.maxAuditActionLength else {
+        throw APIError.invalidArgument("action", "must be at most \(Limits.maxAuditActionLength) bytes")
+      }
+      filter.action = request.action
+    }
+    if request.hasStartTime {
+      guard let start = Instant(request.startTime) else { throw APIError.invalidArgument("start_time", "not a valid timestamp") }
+      filter.from = start
+    }
+    if request.hasEndTime {
+      guard let end = Instant(request.endTime) else { throw APIError.invalidArgument("end_time", "not a valid timestamp") }
+      filter.before = end
+    }
+    let page = try withStore {
+      try self.store.withReadTransaction { txn in
+        try AuditQuery.page(filter, after: after, limit: size, scanLimit: Limits.maxListScanRecords, in: txn)
+      }
+    }
+    return .with {
+      $0.entries = page.entries.map(Banklink_V1_AuditEntry.init)
+      if let resume = page.resumeAfter {
+        $0.nextPageToken = Data((Self.auditTokenPrefix + String(resume)).utf8).base64EncodedString()
+      }
+    }
   }
+
+  static let auditTokenPrefix = "audit:"
 
   func verifyAuditJournal(
     request: Banklink_V1_VerifyAuditJournalRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_VerifyAuditJournalResponse {
-    throw unimplemented(Method.VerifyAuditJournal.descriptor)
+    if request.toSequence != 0 && request.toSequence < request.fromSequence {
+      throw APIError.invalidArgument("to_sequence", "must not be below from_sequence")
+    }
+    let report = try withStore {
+      try self.store.withReadTransaction { txn in
+        try JournalVerifier.verify(from: request.fromSequence, to: request.toSequence, in: txn)
+      }
+    }
+    return .with {
+      $0.valid = report.valid
+      $0.entriesVerified = report.entriesVerified
+      $0.firstInvalidSequence = report.firstInvalidSequence
+      $0.headHash = Data(report.headHash)
+      $0.message = report.message
+    }
   }
 }
 

@@ -73,7 +73,7 @@ public final class GatewayServer: Service {
       PaymentServiceHandler(ledger: payments),
       MonitoringServiceHandler(),
       ReconciliationServiceHandler(),
-      AdminServiceHandler(),
+      AdminServiceHandler(store: payments.store),
     ]
     let serviceNames = [
       Banklink_V1_AccountService.descriptor, Banklink_V1_PaymentService.descriptor,

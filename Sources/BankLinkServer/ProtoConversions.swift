@@ -1,4 +1,6 @@
 import BankLinkCore
+import BankLinkJournal
+import Foundation
 import BankLinkProto
 import SwiftProtobuf
 
@@ -75,5 +77,28 @@ extension Banklink_V1_Transaction {
     self.endToEndID = transaction.endToEndID
     self.bankReference = transaction.bankReference
     self.description_p = transaction.description
+  }
+}
+
+extension Banklink_V1_Receipt {
+  init(_ receipt: JournalReceipt) {
+    self.init()
+    self.journalSequence = receipt.sequence
+    self.entryHash = Data(receipt.entryHash)
+  }
+}
+
+extension Banklink_V1_AuditEntry {
+  init(_ entry: AuditEntry) {
+    self.init()
+    self.sequence = entry.sequence
+    self.time = entry.time.timestamp
+    self.principal = entry.principal
+    self.action = entry.action
+    self.object = entry.object
+    self.payloadDigest = Data(entry.payloadDigest)
+    self.previousHash = Data(entry.previousHash)
+    self.entryHash = Data(entry.entryHash)
+    self.payload = entry.payload
   }
 }

@@ -32,8 +32,10 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   public static let idempotency = Database("idempotency")
   /// Account id → total minor units reserved by its payments in flight.
   public static let reservations = Database("reservations")
-  /// Append-only audit records by sequence number (chained into the journal later).
+  /// The audit journal: hash-chained entries by sequence number (BankLinkJournal).
   public static let audit = Database("audit")
+  /// (object, 0x00, sequence) → empty: the journal entries about one object, in order.
+  public static let auditByObject = Database("audit_by_object")
   /// Messages for the bank, written with the state change that causes them, by sequence.
   public static let outbox = Database("outbox")
   /// EndToEndId → payment id, for applying the bank's status reports.
@@ -51,7 +53,7 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
-    .payments, .idempotency, .reservations, .audit, .outbox, .paymentsByEndToEnd, .paymentReservations,
+    .payments, .idempotency, .reservations, .audit, .auditByObject, .outbox, .paymentsByEndToEnd, .paymentReservations,
     .bookedEndToEnd, .awaitingLedger,
   ]
 

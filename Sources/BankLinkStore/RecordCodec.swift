@@ -68,6 +68,10 @@ public struct RecordReader: Sendable {
     Int64(bitPattern: try self.readUInt64() ^ (1 << 63))
   }
 
+  public mutating func readBytes(_ count: Int) throws -> [UInt8] {
+    Array(try self.take(count))
+  }
+
   public mutating func readString() throws -> String {
     let count = Int(try self.readUInt32())
     return String(decoding: try self.take(count), as: UTF8.self)

@@ -1,4 +1,5 @@
 internal import CLMDB
+import Synchronization
 import BankLinkCore
 import Dispatch
 
@@ -24,10 +25,25 @@ import Darwin
 /// try store.withWriteTransaction { txn in try txn.put(Array("k".utf8), Array("v".utf8), in: .meta) }
 /// let value = try store.withReadTransaction { txn in try txn.get(Array("k".utf8), in: .meta) }
 /// ```
+/// A conversion of the stored data from schema `from` to `from + 1`.
+public struct SchemaMigration: Sendable {
+  public var from: UInt32
+  public var description: String
+  public var apply: @Sendable (inout WriteTransaction) throws -> Void
+
+  public init(from: UInt32, description: String, apply: @escaping @Sendable (inout WriteTransaction) throws -> Void) {
+    self.from = from
+    self.description = description
+    self.apply = apply
+  }
+}
+
 public final class Store: Sendable {
   /// The schema this build reads and writes. Bumped whenever stored records change shape; a data
   /// directory with another version is refused at start rather than misread.
-  public static let schemaVersion: UInt32 = 1
+  ///
+  /// 2: the audit records are a hash-chained journal (BankLinkJournal), with an object index.
+  public static let schemaVersion: UInt32 = 2
 
   static let schemaVersionKey: [UInt8] = Array("schema_version".utf8)
 
@@ -43,19 +59,30 @@ public final class Store: Sendable {
     /// CPUs the writer thread (every write transaction and synced commit) runs on; empty: not
     /// placed (it keeps the CPUs of the thread that opens the store). See ``WriterThread``.
     public var writerCPUs: [Int]
+    /// Conversions from older schema versions, applied at open in one write transaction with
+    /// the new version number: all or nothing. Without one for the stored version the store
+    /// refuses to open (`.schemaMismatch`).
+    public var migrations: [SchemaMigration]
+    /// Opens the environment read-only (MDB_RDONLY): no write, no migration, no lock taken for
+    /// writing — for reading a copy of a data directory with no daemon (`banklink audit verify`).
+    public var readOnly: Bool
 
     public init(
       directory: String,
       mapSizeMiB: Int = Limits.defaultMapSizeMiB,
       schemaVersion: UInt32 = Store.schemaVersion,
       databases: [Database] = Database.all,
-      writerCPUs: [Int] = []
+      writerCPUs: [Int] = [],
+      migrations: [SchemaMigration] = [],
+      readOnly: Bool = false
     ) {
       self.directory = directory
       self.mapSizeMiB = mapSizeMiB
       self.schemaVersion = schemaVersion
       self.databases = databases
       self.writerCPUs = writerCPUs
+      self.migrations = migrations
+      self.readOnly = readOnly
     }
   }
 
@@ -67,6 +94,13 @@ public final class Store: Sendable {
   /// ``GroupCommitWriter`` drains on it too, so writers of one environment queue here instead of
   /// blocking threads on LMDB's writer lock.
   let writerThread: WriterThread
+  /// The schema version the data directory held before this open migrated it; nil when it
+  /// needed no migration.
+  public private(set) var migratedFrom: UInt32? {
+    get { self.migration.withLock { $0 } }
+    set { self.migration.withLock { $0 = newValue } }
+  }
+  private let migration = Mutex<UInt32?>(nil)
 
   /// Opens (creating if needed) the environment, its named databases and checks the schema
   /// version. Throws ``StoreError`` with code `.schemaMismatch` when the directory holds data of
@@ -80,7 +114,9 @@ public final class Store: Sendable {
       )
     }
     self.writerThread = try WriterThread(name: "banklink-writer", cpus: configuration.writerCPUs)
-    try Store.makeDirectory(configuration.directory)
+    if !configuration.readOnly {
+      try Store.makeDirectory(configuration.directory)
+    }
 
     var env: OpaquePointer?
     try check(mdb_env_create(&env), "creating the LMDB environment")
@@ -92,12 +128,12 @@ public final class Store: Sendable {
       // MDB_NOTLS: read transactions are not tied to an OS thread (Swift tasks move between
       // threads). Commits stay synced: no MDB_NOSYNC / MDB_NOMETASYNC.
       try check(
-        mdb_env_open(env, configuration.directory, UInt32(MDB_NOTLS), 0o640),
+        mdb_env_open(env, configuration.directory, UInt32(MDB_NOTLS) | (configuration.readOnly ? UInt32(MDB_RDONLY) : 0), 0o640),
         "opening the LMDB environment in \(configuration.directory)"
       )
       var deadReaders: Int32 = 0
       _ = mdb_reader_check(env, &deadReaders)
-      self.handles = try Store.openDatabases(env, Set(configuration.databases + [.meta]))
+      self.handles = try Store.openDatabases(env, Set(configuration.databases + [.meta]), readOnly: configuration.readOnly)
     } catch {
       mdb_env_close(env)
       throw error
@@ -169,6 +205,10 @@ public final class Store: Sendable {
   private func checkSchemaVersion() throws {
     let expected = self.configuration.schemaVersion
     if let stored = try self.storedSchemaVersion() {
+      if stored < expected && !self.configuration.readOnly, try self.migrate(from: stored, to: expected) {
+        self.migratedFrom = stored
+        return
+      }
       guard stored == expected else {
         throw StoreError(
           code: .schemaMismatch,
@@ -181,9 +221,31 @@ public final class Store: Sendable {
       }
       return
     }
+    guard !self.configuration.readOnly else {
+      throw StoreError(code: .schemaMismatch, message: "the data directory \(self.configuration.directory) records no schema version")
+    }
     try self.withWriteTransaction { txn in
       try txn.put(Store.schemaVersionKey, Store.encodeVersion(expected), in: .meta)
     }
+  }
+
+  /// Applies the migrations from `stored` up to `expected` and records `expected`, in one write
+  /// transaction. False when a step is missing (nothing is written then).
+  private func migrate(from stored: UInt32, to expected: UInt32) throws -> Bool {
+    var steps: [SchemaMigration] = []
+    var version = stored
+    while version < expected {
+      guard let step = self.configuration.migrations.first(where: { $0.from == version }) else { return false }
+      steps.append(step)
+      version += 1
+    }
+    try self.withWriteTransaction { txn in
+      for step in steps {
+        try step.apply(&txn)
+      }
+      try txn.put(Store.schemaVersionKey, Store.encodeVersion(expected), in: .meta)
+    }
+    return true
   }
 
   static func encodeVersion(_ version: UInt32) -> [UInt8] {
@@ -197,15 +259,19 @@ public final class Store: Sendable {
     return bytes.reduce(0) { ($0 << 8) | UInt32($1) }
   }
 
-  private static func openDatabases(_ env: OpaquePointer, _ databases: Set<Database>) throws -> [Database: MDB_dbi] {
+  private static func openDatabases(
+    _ env: OpaquePointer, _ databases: Set<Database>, readOnly: Bool
+  ) throws -> [Database: MDB_dbi] {
     var txn: OpaquePointer?
-    try check(mdb_txn_begin(env, nil, 0, &txn), "beginning the set-up transaction")
+    try check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn), "beginning the set-up transaction")
     guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
     var handles: [Database: MDB_dbi] = [:]
     do {
       for database in databases.sorted(by: { $0.name < $1.name }) {
         var dbi: MDB_dbi = 0
-        try check(mdb_dbi_open(txn, database.name, UInt32(MDB_CREATE), &dbi), "opening database \(database)")
+        // Read-only, a database the directory lacks is an error (not a BankLink directory of
+        // this schema); otherwise it is created.
+        try check(mdb_dbi_open(txn, database.name, readOnly ? 0 : UInt32(MDB_CREATE), &dbi), "opening database \(database)")
         handles[database] = dbi
       }
     } catch {

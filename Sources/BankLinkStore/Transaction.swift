@@ -1,11 +1,17 @@
 internal import CLMDB
 
+/// What both kinds of transaction can do: read records.
+public protocol ReadableTransaction {
+  func get(_ key: [UInt8], in database: Database) throws -> [UInt8]?
+  func scan(_ database: Database, from start: [UInt8]?, _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool) throws
+}
+
 /// A read-only LMDB transaction: a consistent snapshot. Only valid inside
 /// ``Store/withReadTransaction(_:)``: never keep it beyond the closure.
 ///
 /// (It would be `~Copyable` to make escaping impossible, but Swift 6.3.1's optimizer crashes
 /// specialising generic closures over non-copyable parameters in release builds.)
-public struct ReadTransaction {
+public struct ReadTransaction: ReadableTransaction {
   let txn: OpaquePointer
   let handles: [Database: MDB_dbi]
 
@@ -26,7 +32,7 @@ public struct ReadTransaction {
 }
 
 /// A read-write LMDB transaction. Only valid inside ``Store/withWriteTransaction(_:)``.
-public struct WriteTransaction {
+public struct WriteTransaction: ReadableTransaction {
   let env: OpaquePointer
   let txn: OpaquePointer
   let handles: [Database: MDB_dbi]

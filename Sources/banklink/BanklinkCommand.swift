@@ -16,7 +16,7 @@ struct BanklinkCommand: AsyncParsableCommand {
       """,
     subcommands: [
       HealthCommand.self, WhoAmICommand.self, AccountsCommand.self, BalanceCommand.self, TransactionsCommand.self,
-      PayCommand.self, PaymentsCommand.self, BenchCommand.self, DevCertsCommand.self,
+      PayCommand.self, PaymentsCommand.self, AuditCommand.self, BenchCommand.self, DevCertsCommand.self,
     ]
   )
 }

@@ -1,6 +1,7 @@
 import BankLinkBanks
 import BankLinkClient
 import BankLinkCore
+import BankLinkJournal
 import BankLinkProto
 import BankLinkServer
 import BankLinkStore
@@ -140,7 +141,7 @@ struct FundSafetyTests {
         #expect(try server.payments.payment(payment.id)?.status == .settled)
       }
       #expect(try server.payments.available(accountID: Self.account) == Self.expectedAvailable(server))
-      #expect(try server.payments.auditRecords(limit: 100_000).filter { $0.action == "bank.anomaly" }.isEmpty)
+      #expect(try server.payments.auditEntries(limit: 100_000).filter { $0.action == "bank.anomaly" }.isEmpty)
     }
   }
 
@@ -155,9 +156,9 @@ struct FundSafetyTests {
       #expect(applied.changed == 0)
       #expect(applied.anomalies.count == 1)
       #expect(applied.anomalies.first?.subject == payment.id)
-      let recorded = try server.payments.auditRecords(limit: 10_000).filter { $0.action == "bank.anomaly" }
+      let recorded = try server.payments.auditEntries(limit: 10_000).filter { $0.action == "bank.anomaly" }
       #expect(recorded.count == 1)
-      #expect(recorded.first?.detail.contains("cancelled") == true)
+      #expect(recorded.first?.payload.contains("cancelled") == true)
       #expect(try server.payments.payment(payment.id)?.status == .cancelled)
       #expect(try server.payments.statusCursor() == cursor)
     }
@@ -269,7 +270,7 @@ struct FundSafetyTests {
       #expect(applied.anomalies.count == 2)
       #expect(try server.cache.syncCursor(Self.account) == "crafted-cursor")
       #expect(try server.cache.transactionCount(accountID: Self.account) == before + 1)
-      #expect(try server.payments.auditRecords(limit: 10_000).filter { $0.action == "bank.anomaly" }.count == 2)
+      #expect(try server.payments.auditEntries(limit: 10_000).filter { $0.action == "bank.anomaly" }.count == 2)
     }
   }
 
@@ -386,7 +387,7 @@ struct FundSafetyTests {
       #expect(Set(created.map(\.id.utf8.count)).count == 1, "fixed width")
       // Commit order is audit order: each payment's "payment.created" record follows the
       // previous payment's.
-      let audited = try server.payments.auditRecords(limit: 10_000).filter { $0.action == "payment.created" }.map(\.object)
+      let audited = try server.payments.auditEntries(limit: 10_000).filter { $0.action == "payment.created" }.map(\.object)
       #expect(audited == audited.sorted())
       #expect(audited.count == 120)
       let listed = try server.payments.list(.init(), after: nil, limit: 1_000).payments.map(\.id)

@@ -18,6 +18,7 @@ struct PaymentTests {
     Principal(identity: "payroll", roles: [.payer]),
     Principal(identity: "admin", roles: [.admin]),
     Principal(identity: "viewer", roles: [.viewer]),
+    Principal(identity: "auditor", roles: [.auditor]),
   ]
 
   typealias Payments = Banklink_V1_PaymentService.Client<HTTP2ClientTransport.Posix>
@@ -65,6 +66,69 @@ struct PaymentTests {
   static func violations(_ error: RPCError?) throws -> [String] {
     guard let error, error.code == .invalidArgument else { return [] }
     return try error.unpackGoogleRPCStatus()?.details.compactMap(\.badRequest).flatMap(\.violations).map(\.field) ?? []
+  }
+
+  @Test("every mutating reply carries the receipt of its journal entry; a replay returns the original receipt")
+  func receipts() async throws {
+    try await Self.withPayments { server, client in
+      let auditor = try server.pki.client(commonName: "auditor")
+      let (created, replay, cancelled, cancelledAgain, batch) = try await Self.as_(client("erp")) { payments in
+        let created = try await Self.create(payments, key: "r-1")
+        let replay = try await Self.create(payments, key: "r-1")
+        let cancelled = try await payments.cancelPayment(.with { $0.paymentID = created.payment.paymentID; $0.reason = "receipt test" })
+        let again = try await payments.cancelPayment(.with { $0.paymentID = created.payment.paymentID; $0.reason = "again" })
+        let batch = try await payments.createPaymentBatch(.with {
+          $0.idempotencyKey = "r-batch"
+          $0.items = [Self.instruction(amount: 10), Self.instruction(amount: 20)]
+        })
+        return (created, replay, cancelled, again, batch)
+      }
+      #expect(created.hasReceipt && created.receipt.journalSequence > 0 && created.receipt.entryHash.count == 32)
+      #expect(replay.replayed && replay.receipt == created.receipt)
+      #expect(cancelled.receipt.journalSequence > created.receipt.journalSequence)
+      #expect(cancelledAgain.receipt == cancelled.receipt)
+      #expect(batch.receipt.journalSequence > cancelled.receipt.journalSequence)
+
+      try await withBankLinkClient(server.client(auditor)) { client in
+        let admin = Banklink_V1_AdminService.Client(wrapping: client)
+        // The receipts are the journal's entries: same sequence, same hash.
+        let about = try await admin.listAuditEntries(.with { $0.object = created.payment.paymentID }).entries
+        #expect(about.map(\.action) == ["payment.created", "payment.cancelled"])
+        #expect(about.first.map { $0.sequence == created.receipt.journalSequence && $0.entryHash == created.receipt.entryHash } == true)
+        #expect(about.last.map { $0.sequence == cancelled.receipt.journalSequence && $0.entryHash == cancelled.receipt.entryHash } == true)
+        #expect(about.last?.payload == #"{"reason":"receipt test"}"#)
+        #expect(about.first?.principal == "erp")
+        // Filters: by principal and action, paged with a token.
+        let byAction = try await admin.listAuditEntries(.with { $0.action = "payment.created"; $0.pageSize = 1 })
+        #expect(byAction.entries.count == 1 && !byAction.nextPageToken.isEmpty)
+        var all: [Banklink_V1_AuditEntry] = []
+        var token = ""
+        repeat {
+          let page = try await admin.listAuditEntries(.with { $0.principal = "erp"; $0.pageSize = 2; $0.pageToken = token })
+          all += page.entries
+          token = page.nextPageToken
+        } while !token.isEmpty
+        #expect(all.count == 5)  // created, cancelled, two batch items, the batch
+        #expect(all.allSatisfy { $0.principal == "erp" })
+        // The whole journal verifies and ends at the last receipt.
+        let report = try await admin.verifyAuditJournal(.init())
+        #expect(report.valid, "\(report.message)")
+        #expect(report.headHash == batch.receipt.entryHash)
+        // Bad arguments are named.
+        let error = await #expect(throws: RPCError.self) {
+          _ = try await admin.listAuditEntries(.with { $0.pageToken = "bm90IGEgdG9rZW4=" })
+        }
+        #expect(error?.code == .invalidArgument && error?.message.contains("page_token") == true)
+      }
+      // Viewers do not read the journal.
+      let viewer = try server.pki.client(commonName: "viewer")
+      let denied = await #expect(throws: RPCError.self) {
+        try await withBankLinkClient(server.client(viewer)) { client in
+          _ = try await Banklink_V1_AdminService.Client(wrapping: client).verifyAuditJournal(.init())
+        }
+      }
+      #expect(denied?.code == .permissionDenied)
+    }
   }
 
   @Test("a full store is RESOURCE_EXHAUSTED with an incident id, never a path or configuration key")

@@ -1,4 +1,5 @@
 import BankLinkCore
+import BankLinkJournal
 import BankLinkStore
 import Crypto
 
@@ -9,7 +10,6 @@ import Crypto
 /// Monotonic counters kept in `meta`.
 enum Sequences {
   static let payment = Array("payment_sequence".utf8)
-  static let audit = Array("audit_sequence".utf8)
   static let outbox = Array("outbox_sequence".utf8)
 
   /// The next value of the counter under `key` (1 first), incremented in the caller's
@@ -49,47 +49,6 @@ enum PaymentIDs {
   }
 }
 
-/// The append-only audit records (`audit`, by sequence). Hash chaining comes with the journal.
-enum AuditLog {
-  static let recordFormat: UInt8 = 1
-
-  static func append(
-    _ txn: inout WriteTransaction, at time: Instant, principal: String, action: String, object: String, detail: String
-  ) throws {
-    let sequence = try Sequences.next(Sequences.audit, txn: &txn)
-    var record = RecordWriter(capacity: 96)
-    record.write(Self.recordFormat)
-    record.write(time.millisecondsSinceEpoch)
-    record.write(principal)
-    record.write(action)
-    record.write(object)
-    record.write(detail)
-    try txn.put(Sequences.key(sequence), record.bytes, in: .audit)
-  }
-
-  static func decode(key: [UInt8], value: [UInt8]) throws -> AuditRecord {
-    var keyReader = RecordReader(key)
-    var reader = RecordReader(value)
-    guard try reader.readUInt8() == Self.recordFormat else {
-      throw StoreError(code: .corrupted, message: "unknown audit record format")
-    }
-    return AuditRecord(
-      sequence: try keyReader.readUInt64(), time: Instant(millisecondsSinceEpoch: try reader.readInt64()),
-      principal: try reader.readString(), action: try reader.readString(), object: try reader.readString(),
-      detail: try reader.readString())
-  }
-}
-
-/// One decoded audit record.
-public struct AuditRecord: Sendable, Hashable {
-  public var sequence: UInt64
-  public var time: Instant
-  public var principal: String
-  public var action: String
-  public var object: String
-  public var detail: String
-}
-
 /// Something the bank sent that the daemon could not apply: recorded (audit, action
 /// `bank.anomaly`) and logged at error level by whoever received it; alerts will carry it once
 /// they exist. Never dropped silently.
@@ -104,9 +63,9 @@ public struct BankAnomaly: Sendable, Hashable, CustomStringConvertible {
   }
 
   func record(_ txn: inout WriteTransaction, at time: Instant) throws {
-    try AuditLog.append(
+    try AuditJournal.append(
       &txn, at: time, principal: "bank", action: "bank.anomaly", object: LogText.prefix(self.subject),
-      detail: self.description)
+      details: ["description": self.description])
   }
 }
 

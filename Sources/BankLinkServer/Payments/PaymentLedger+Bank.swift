@@ -1,5 +1,6 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkJournal
 import BankLinkStore
 
 /// The ledger's side of talking to the bank: claiming outbox entries for delivery, recording
@@ -46,18 +47,9 @@ extension PaymentLedger {
     }
   }
 
-  /// Audit records after sequence `after`, at most `limit`, oldest first (tests and
-  /// diagnostics until the journal's RPCs exist).
-  public func auditRecords(after: UInt64 = 0, limit: Int = Limits.maxPageSize) throws -> [AuditRecord] {
-    try self.store.withReadTransaction { txn in
-      var records: [AuditRecord] = []
-      try txn.scan(.audit, from: Sequences.key(after + 1)) { key, value in
-        guard records.count < limit else { return false }
-        records.append(try AuditLog.decode(key: key, value: value))
-        return true
-      }
-      return records
-    }
+  /// Journal entries after sequence `after`, at most `limit`, oldest first.
+  public func auditEntries(after: UInt64 = 0, limit: Int = Limits.maxPageSize) throws -> [AuditEntry] {
+    try self.store.withReadTransaction { txn in try AuditJournal.entries(after: after, limit: limit, in: txn) }
   }
 
   /// Claims the oldest outbox entries, at most `limit`, for delivery, in one committed write
@@ -85,8 +77,9 @@ extension PaymentLedger {
         case .approved:
           _ = payment.apply(.claimedForSubmission, at: now)
           try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-          try AuditLog.append(
-            &txn, at: now, principal: "system", action: "payment.submitting", object: payment.id, detail: entry.messageID)
+          try AuditJournal.append(
+            &txn, at: now, principal: "system", action: "payment.submitting", object: payment.id,
+            details: ["message_id": entry.messageID])
           claimed.append((entry, payment))
         case .submitting:
           claimed.append((entry, payment))
@@ -115,7 +108,9 @@ extension PaymentLedger {
           let before = payment.status
           if case .success(let after) = payment.apply(.submitted, at: now), after != before {
             try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-            try AuditLog.append(&txn, at: now, principal: "system", action: "payment.submitted", object: payment.id, detail: entry.messageID)
+            try AuditJournal.append(
+              &txn, at: now, principal: "system", action: "payment.submitted", object: payment.id,
+              details: ["message_id": entry.messageID])
           }
         case .refused(let entry, let reason):
           try txn.delete(entry.key, in: .outbox)
@@ -124,7 +119,8 @@ extension PaymentLedger {
           guard case .success = payment.apply(.bankRejected, at: now, reason: reason) else { continue }
           try Reservations.releaseIfDue(payment, txn: &txn)
           try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
-          try AuditLog.append(&txn, at: now, principal: "system", action: "payment.failed", object: payment.id, detail: reason)
+          try AuditJournal.append(
+            &txn, at: now, principal: "system", action: "payment.failed", object: payment.id, details: ["reason": reason])
         case .discarded(let entry):
           _ = try txn.delete(entry.key, in: .outbox)
         }
@@ -210,9 +206,9 @@ extension PaymentLedger {
         try txn.put(paymentID, payment.record, in: .payments)
         if after != before {
           result.changed += 1
-          try AuditLog.append(
+          try AuditJournal.append(
             &txn, at: now, principal: "bank", action: "payment.\(after.rawValue)", object: payment.id,
-            detail: "\(code) \(reason)")
+            details: ["status_code": code, "reason_code": reason])
         }
       }
       try txn.put(Self.statusCursorKey, Array(nextCursor.utf8), in: .meta)

@@ -1,10 +1,12 @@
 import BankLinkCore
+import BankLinkJournal
 import BankLinkStore
 import Crypto
 
 /// The payment use cases over the store: create (idempotent, validated, funds reserved),
 /// read, list and cancel. Every mutation runs through the ``GroupCommitWriter`` and writes its
-/// payment, idempotency record, reservation, outbox entry and audit record in one transaction.
+/// payment, idempotency record, reservation, outbox entry and journal entry in one transaction;
+/// the caller gets the entry's receipt (a replay: the receipt of the original change).
 public struct PaymentLedger: Sendable {
   public struct Configuration: Sendable {
     /// Payments of at least this many major units of their currency (1,000,000 = CNY 1,000,000.00,
@@ -63,6 +65,14 @@ public struct PaymentLedger: Sendable {
     public var payment: Payment
     /// True when an earlier call with the same key already created it.
     public var replayed: Bool
+    /// The journal entry of the creation.
+    public var receipt: JournalReceipt?
+  }
+
+  public struct Cancelled: Sendable, Hashable {
+    public var payment: Payment
+    /// The journal entry of the cancellation (of the earlier one, when it was cancelled before).
+    public var receipt: JournalReceipt?
   }
 
   // MARK: Create
@@ -75,8 +85,11 @@ public struct PaymentLedger: Sendable {
   public func create(_ instruction: PaymentInstruction, idempotencyKey: String, creator: String) async throws -> Created {
     let idemKey = IdempotencyRecord.key(creator: creator, key: idempotencyKey)
     let canonical = instruction.canonicalRecord
-    if let replay = try self.store.withReadTransaction({ txn in
-      try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey) { try txn.get($0, in: $1) }
+    if let replay = try self.store.withReadTransaction({ txn -> Created? in
+      guard var replay = try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) })
+      else { return nil }
+      replay.receipt = try Self.receipt(of: "payment.created", about: replay.payment.id, in: txn)
+      return replay
     }) {
       return replay
     }
@@ -85,17 +98,18 @@ public struct PaymentLedger: Sendable {
     guard violations.isEmpty else { throw Refusal.invalid(violations) }
     let configuration = self.configuration
     return try await self.writer.write { txn in
-      if let replay = try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
+      if var replay = try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
+        replay.receipt = try Self.receipt(of: "payment.created", about: replay.payment.id, in: txn)
         return replay
       }
-      let payment = try Self.insert(
+      let (payment, receipt) = try Self.insert(
         instruction, field: "instruction.", creator: creator, idempotencyKey: idempotencyKey, batchID: "",
         configuration: configuration, at: now, txn: &txn)
       var record = RecordWriter(capacity: 128)
       record.write(IdempotencyRecord.fingerprint(canonical))
       record.write(payment.id)
       try txn.put(idemKey, record.bytes, in: .idempotency)
-      return Created(payment: payment, replayed: false)
+      return Created(payment: payment, replayed: false, receipt: receipt)
     }
   }
 
@@ -114,15 +128,23 @@ public struct PaymentLedger: Sendable {
     guard let bytes = try get(Array(paymentID.utf8), .payments) else {
       throw StoreError(code: .corrupted, message: "idempotency record points at missing payment \(paymentID)")
     }
-    return Created(payment: try Payment(record: bytes), replayed: true)
+    return Created(payment: try Payment(record: bytes), replayed: true, receipt: nil)
+  }
+
+  /// The receipt of the first journal entry about `object` with `action` (the change a replay
+  /// acknowledges again), or of the last such entry when `last`.
+  static func receipt(of action: String, about object: String, last: Bool = false, in txn: some ReadableTransaction) throws -> JournalReceipt? {
+    let entries = try AuditJournal.entries(about: object, limit: Limits.maxJournalEntriesPerObject, in: txn)
+      .filter { $0.action == action }
+    return (last ? entries.last : entries.first)?.receipt
   }
 
   /// Creates one payment inside the caller's transaction: account and funds checks, state,
-  /// reservation, outbox entry and audit records.
+  /// reservation, outbox entry and its journal entry, whose receipt it returns.
   static func insert(
     _ instruction: PaymentInstruction, field: String, creator: String, idempotencyKey: String, batchID: String,
     configuration: Configuration, at now: Instant, txn: inout WriteTransaction
-  ) throws -> Payment {
+  ) throws -> (Payment, JournalReceipt) {
     var instruction = instruction
     if instruction.requestedExecutionDate.isEmpty {
       // As the contract says: empty means the day the payment is created.
@@ -146,18 +168,28 @@ public struct PaymentLedger: Sendable {
     var payment = Payment(
       id: id, instruction: instruction, status: .pendingRisk, creator: creator, idempotencyKey: idempotencyKey,
       endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", batchID: batchID, createdAt: now, updatedAt: now)
-    try AuditLog.append(&txn, at: now, principal: creator, action: "payment.created", object: id, detail: "\(instruction.amount)")
     // No risk evaluator yet: every payment clears risk; the threshold stands in for policy.
     let threshold = configuration.approvalThreshold(in: instruction.amount.currency)
     _ = payment.apply(.riskCleared(needsApproval: instruction.amount.minorUnits >= threshold), at: now)
-    try AuditLog.append(&txn, at: now, principal: "system", action: "payment.\(payment.status.rawValue)", object: id, detail: "")
+    // One entry for the whole creation: what was asked (the instruction's digest binds every
+    // field), by whom, and the state it was left in.
+    var details: AuditPayload = [
+      "debtor_account": instruction.debtorAccountID,
+      "amount_minor": String(instruction.amount.minorUnits),
+      "currency": instruction.amount.currency.description,
+      "instruction_sha256": IdempotencyRecord.fingerprint(instruction.canonicalRecord),
+      "end_to_end_id": payment.endToEndID,
+      "status": payment.status.rawValue,
+    ]
+    if !batchID.isEmpty { details["batch_id"] = batchID }
+    let receipt = try AuditJournal.append(&txn, at: now, principal: creator, action: "payment.created", object: id, details: details)
     if payment.status == .approved {
       try OutboxRecord.enqueue(payment, txn: &txn)
     }
     try txn.put(Array(id.utf8), payment.record, in: .payments)
     try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
     try Reservations.reserve(payment, txn: &txn)
-    return payment
+    return (payment, receipt)
   }
 
   // MARK: Batch
@@ -166,6 +198,8 @@ public struct PaymentLedger: Sendable {
     public var batchID: String
     public var payments: [Payment]
     public var replayed: Bool
+    /// The journal entry of the batch (after those of its payments).
+    public var receipt: JournalReceipt?
   }
 
   /// Creates every item of a batch or none: a refusal of any item (validation, funds, account)
@@ -178,8 +212,11 @@ public struct PaymentLedger: Sendable {
     let idemKey = IdempotencyRecord.batchKey(creator: creator, key: idempotencyKey)
     let canonical = items.reduce(into: [UInt8]()) { $0 += $1.canonicalRecord }
     // A replay is answered before validation, whatever the date (see `create`).
-    if let replay = try self.store.withReadTransaction({ txn in
-      try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey) { try txn.get($0, in: $1) }
+    if let replay = try self.store.withReadTransaction({ txn -> CreatedBatch? in
+      guard var replay = try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) })
+      else { return nil }
+      replay.receipt = try Self.receipt(of: "batch.created", about: replay.batchID, in: txn)
+      return replay
     }) {
       return replay
     }
@@ -192,7 +229,8 @@ public struct PaymentLedger: Sendable {
     let configuration = self.configuration
     let fingerprint = IdempotencyRecord.fingerprint(canonical)
     return try await self.writer.write { txn in
-      if let replay = try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
+      if var replay = try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
+        replay.receipt = try Self.receipt(of: "batch.created", about: replay.batchID, in: txn)
         return replay
       }
       let sequence = try Sequences.next(Sequences.payment, txn: &txn)
@@ -203,7 +241,7 @@ public struct PaymentLedger: Sendable {
         do {
           // Each item in its own nested transaction so that every failing item is reported;
           // any failure aborts the whole batch below.
-          let payment = try txn.withNestedTransaction { nested in
+          let (payment, _) = try txn.withNestedTransaction { nested in
             try Self.insert(
               item, field: "items[\(index)].", creator: creator, idempotencyKey: "\(idempotencyKey)#\(index)",
               batchID: batchID, configuration: configuration, at: now, txn: &nested)
@@ -219,8 +257,10 @@ public struct PaymentLedger: Sendable {
       record.write(batchID)
       for payment in payments { record.write(payment.id) }
       try txn.put(idemKey, record.bytes, in: .idempotency)
-      try AuditLog.append(&txn, at: now, principal: creator, action: "batch.created", object: batchID, detail: "\(payments.count) payments")
-      return CreatedBatch(batchID: batchID, payments: payments, replayed: false)
+      let receipt = try AuditJournal.append(
+        &txn, at: now, principal: creator, action: "batch.created", object: batchID,
+        details: ["payments": String(payments.count), "idempotency_key": idempotencyKey])
+      return CreatedBatch(batchID: batchID, payments: payments, replayed: false, receipt: receipt)
     }
   }
 
@@ -241,7 +281,7 @@ public struct PaymentLedger: Sendable {
       }
       payments.append(try Payment(record: bytes))
     }
-    return CreatedBatch(batchID: batchID, payments: payments, replayed: true)
+    return CreatedBatch(batchID: batchID, payments: payments, replayed: true, receipt: nil)
   }
 
   // MARK: Read
@@ -331,21 +371,24 @@ public struct PaymentLedger: Sendable {
   /// ``Refusal/notCancellable(paymentID:status:)`` (`submitting`: it may be with the bank).
   public func cancel(
     _ id: String, by principal: String, isAdmin: Bool, reason: String, requestID: String = ""
-  ) async throws -> Payment {
+  ) async throws -> Cancelled {
     let now = self.now()
     return try await self.writer.write { txn in
       guard let bytes = try txn.get(Array(id.utf8), in: .payments) else { throw Refusal.paymentNotFound(id) }
       var payment = try Payment(record: bytes)
       guard payment.creator == principal || isAdmin else { throw Refusal.notCreator(paymentID: id) }
-      if payment.status == .cancelled { return payment }
+      if payment.status == .cancelled {
+        return Cancelled(payment: payment, receipt: try Self.receipt(of: "payment.cancelled", about: id, last: true, in: txn))
+      }
       guard case .success = payment.apply(.cancelled, at: now, reason: reason) else {
         throw Refusal.notCancellable(paymentID: id, status: payment.status)
       }
       try Reservations.releaseIfDue(payment, txn: &txn)
       try txn.put(Array(id.utf8), payment.record, in: .payments)
-      let detail = requestID.isEmpty ? reason : "\(reason) [request_id \(requestID)]"
-      try AuditLog.append(&txn, at: now, principal: principal, action: "payment.cancelled", object: id, detail: detail)
-      return payment
+      var details: AuditPayload = ["reason": reason]
+      if !requestID.isEmpty { details["request_id"] = requestID }
+      let receipt = try AuditJournal.append(&txn, at: now, principal: principal, action: "payment.cancelled", object: id, details: details)
+      return Cancelled(payment: payment, receipt: receipt)
     }
   }
 

@@ -26,6 +26,7 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     return .with {
       $0.payment = Banklink_V1_Payment(created.payment)
       $0.replayed = created.replayed
+      if let receipt = created.receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
     }
   }
 
@@ -54,6 +55,7 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       $0.batchID = created.batchID
       $0.payments = created.payments.map(Banklink_V1_Payment.init)
       $0.replayed = created.replayed
+      if let receipt = created.receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
     }
   }
 
@@ -120,12 +122,15 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       throw APIError.invalidArgument("reason", problem)
     }
     if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
-    let payment = try await self.mapping {
+    let cancelled = try await self.mapping {
       try await self.ledger.cancel(
         id, by: caller.principal.identity, isAdmin: caller.principal.holds(.admin), reason: request.reason,
         requestID: request.requestID)
     }
-    return .with { $0.payment = Banklink_V1_Payment(payment) }
+    return .with {
+      $0.payment = Banklink_V1_Payment(cancelled.payment)
+      if let receipt = cancelled.receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
+    }
   }
 
   func approvePayment(
