@@ -95,11 +95,22 @@ public enum Daemon {
       logger: logger,
       now: WallClock.now
     )
+    // Checkpoints are signed with the daemon's own TLS key (checked at start: a key that does not
+    // match its certificate, or of a kind that cannot sign them, stops the daemon here).
+    let checkpoints = JournalCheckpointService(
+      writer: writer,
+      signer: try JournalCheckpoint.Signer(
+        certificatePEM: String(contentsOfFile: configuration.tls.certificatePath, encoding: .utf8),
+        privateKeyPEM: String(contentsOfFile: configuration.tls.keyPath, encoding: .utf8)),
+      logger: logger, now: WallClock.now)
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
     let reload = ReloadListener(logger: logger)
 
     var groupConfiguration = ServiceGroupConfiguration(
       services: [
+        // First in the list, so it is told of shutdown last: its final checkpoint covers what
+        // the drain let finish.
+        .init(service: checkpoints),
         .init(service: server),
         .init(service: sync),
         .init(service: submitter),

@@ -978,6 +978,16 @@ public nonisolated struct Banklink_V1_VerifyAuditJournalResponse: Sendable {
 
   public var message: String = String()
 
+  /// Signed checkpoints (journal.checkpoint entries) whose signature the daemon's current
+  /// certificate verifies, and the last of them: the journal up to it is provably as the daemon
+  /// wrote it. Added with checkpoints.
+  public var checkpointsVerified: UInt64 = 0
+
+  public var lastCheckpointSequence: UInt64 = 0
+
+  /// Checkpoints signed with another (earlier) certificate of the daemon's: not checked here.
+  public var checkpointsOtherCertificate: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2599,7 +2609,7 @@ nonisolated extension Banklink_V1_VerifyAuditJournalRequest: SwiftProtobuf.Messa
 
 nonisolated extension Banklink_V1_VerifyAuditJournalResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VerifyAuditJournalResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}valid\0\u{3}entries_verified\0\u{3}first_invalid_sequence\0\u{3}head_hash\0\u{1}message\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}valid\0\u{3}entries_verified\0\u{3}first_invalid_sequence\0\u{3}head_hash\0\u{1}message\0\u{3}checkpoints_verified\0\u{3}last_checkpoint_sequence\0\u{3}checkpoints_other_certificate\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2612,6 +2622,9 @@ nonisolated extension Banklink_V1_VerifyAuditJournalResponse: SwiftProtobuf.Mess
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.firstInvalidSequence) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.headHash) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.checkpointsVerified) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.lastCheckpointSequence) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.checkpointsOtherCertificate) }()
       default: break
       }
     }
@@ -2633,6 +2646,15 @@ nonisolated extension Banklink_V1_VerifyAuditJournalResponse: SwiftProtobuf.Mess
     if !self.message.isEmpty {
       try visitor.visitSingularStringField(value: self.message, fieldNumber: 5)
     }
+    if self.checkpointsVerified != 0 {
+      try visitor.visitSingularUInt64Field(value: self.checkpointsVerified, fieldNumber: 6)
+    }
+    if self.lastCheckpointSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastCheckpointSequence, fieldNumber: 7)
+    }
+    if self.checkpointsOtherCertificate != 0 {
+      try visitor.visitSingularUInt64Field(value: self.checkpointsOtherCertificate, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2642,6 +2664,9 @@ nonisolated extension Banklink_V1_VerifyAuditJournalResponse: SwiftProtobuf.Mess
     if lhs.firstInvalidSequence != rhs.firstInvalidSequence {return false}
     if lhs.headHash != rhs.headHash {return false}
     if lhs.message != rhs.message {return false}
+    if lhs.checkpointsVerified != rhs.checkpointsVerified {return false}
+    if lhs.lastCheckpointSequence != rhs.lastCheckpointSequence {return false}
+    if lhs.checkpointsOtherCertificate != rhs.checkpointsOtherCertificate {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

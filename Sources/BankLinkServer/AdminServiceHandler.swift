@@ -13,6 +13,8 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
 
   /// The daemon's store, where the journal is.
   let store: Store
+  /// Checks checkpoints with the daemon's own certificate.
+  let checkpoints: JournalCheckpoint.Verifier?
 
   func whoAmI(request: Banklink_V1_WhoAmIRequest, context: ServerContext) async throws -> Banklink_V1_WhoAmIResponse {
     let caller = try Caller.required()
@@ -147,7 +149,8 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     }
     let report = try withStore {
       try self.store.withReadTransaction { txn in
-        try JournalVerifier.verify(from: request.fromSequence, to: request.toSequence, in: txn)
+        try JournalVerifier.verify(
+          from: request.fromSequence, to: request.toSequence, checkpoints: self.checkpoints, in: txn)
       }
     }
     return .with {
@@ -156,6 +159,9 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       $0.firstInvalidSequence = report.firstInvalidSequence
       $0.headHash = Data(report.headHash)
       $0.message = report.message
+      $0.checkpointsVerified = report.checkpointsVerified
+      $0.lastCheckpointSequence = report.lastCheckpoint
+      $0.checkpointsOtherCertificate = report.checkpointsOtherCertificate
     }
   }
 }

@@ -1,8 +1,10 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkJournal
 import BankLinkPKI
 import BankLinkProto
 import BankLinkStore
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -73,7 +75,10 @@ public final class GatewayServer: Service {
       PaymentServiceHandler(ledger: payments),
       MonitoringServiceHandler(),
       ReconciliationServiceHandler(),
-      AdminServiceHandler(store: payments.store),
+      AdminServiceHandler(
+        store: payments.store,
+        checkpoints: try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: configuration.certificatePath, encoding: .utf8))
+      ),
     ]
     let serviceNames = [
       Banklink_V1_AccountService.descriptor, Banklink_V1_PaymentService.descriptor,

@@ -70,14 +70,25 @@ struct AuditCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Option(help: "Verify a copy of a data directory instead of asking the daemon (no daemon needed; opened read-only).")
     var dataDir: String?
+    @Option(help: "With --data-dir: the daemon's certificate (PEM), to check the signed checkpoints.")
+    var certificate: String?
     @Option(help: "First entry (0: the first).") var from: UInt64 = 0
     @Option(help: "Last entry (0: the last).") var to: UInt64 = 0
 
     func run() async throws {
       let response: Banklink_V1_VerifyAuditJournalResponse
       if let dataDir {
+        let checkpoints = try self.certificate.map { path in
+          do {
+            return try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: path, encoding: .utf8))
+          } catch {
+            throw ValidationError("--certificate \(path): \(error)")
+          }
+        }
         let report = try withOfflineStore(dataDir) { store in
-          try store.withReadTransaction { try JournalVerifier.verify(from: self.from, to: self.to, in: $0) }
+          try store.withReadTransaction {
+            try JournalVerifier.verify(from: self.from, to: self.to, checkpoints: checkpoints, in: $0)
+          }
         }
         response = .with {
           $0.valid = report.valid
@@ -85,6 +96,9 @@ struct AuditCommand: AsyncParsableCommand {
           $0.firstInvalidSequence = report.firstInvalidSequence
           $0.headHash = Data(report.headHash)
           $0.message = report.message
+          $0.checkpointsVerified = report.checkpointsVerified
+          $0.lastCheckpointSequence = report.lastCheckpoint
+          $0.checkpointsOtherCertificate = report.checkpointsOtherCertificate
         }
       } else {
         response = try await reportingFailures {
@@ -104,6 +118,10 @@ struct AuditCommand: AsyncParsableCommand {
           ("entries verified", String(response.entriesVerified)),
           ("first invalid", response.firstInvalidSequence == 0 ? "-" : String(response.firstInvalidSequence)),
           ("head hash", hex(response.headHash)),
+          ("checkpoints", self.dataDir != nil && self.certificate == nil
+            ? "not checked (give --certificate)"
+            : "\(response.checkpointsVerified) verified, the last at entry \(response.lastCheckpointSequence)"
+              + (response.checkpointsOtherCertificate > 0 ? "; \(response.checkpointsOtherCertificate) signed with another certificate" : "")),
           ("message", response.message),
         ])
       }

@@ -74,17 +74,21 @@ struct AuditJournalDaemonTests {
 
       // Offline, with no daemon: verify the directory read-only, export it, verify the export in
       // Python against the receipt's hash as the head it must reach (or pass).
-      let verify = try runProgram(Binaries.cli, ["audit", "verify", "--data-dir", directory.appending("data")])
+      let verify = try runProgram(
+        Binaries.cli, ["audit", "verify", "--data-dir", directory.appending("data"), "--certificate", pki.serverCertificatePath])
       #expect(verify.status == 0, "\(verify.stdout) \(verify.stderr)")
+      // The daemon signed a checkpoint on shutdown at the latest.
+      #expect(verify.stdout.split(separator: "\n").contains { $0.hasPrefix("checkpoints") && !$0.contains(" 0 verified") }, "\(verify.stdout)")
       #expect(verify.stdout.split(separator: "\n").contains { $0.hasPrefix("valid") && $0.hasSuffix(" yes") }, "\(verify.stdout)")
       let export = directory.appending("export.jsonl")
       let exported = try runProgram(Binaries.cli, ["audit", "export", "--data-dir", directory.appending("data"), "--out", export])
       #expect(exported.status == 0, "\(exported.stderr)")
       let lines = try String(contentsOfFile: export, encoding: .utf8).split(separator: "\n")
       #expect(lines.count >= Int(created.receipt.journalSequence))
-      let python = try runProgram("/usr/bin/env", ["python3", Self.verifyScript, export])
+      let python = try runProgram("/usr/bin/env", ["python3", Self.verifyScript, export, "--certificate", pki.serverCertificatePath])
       #expect(python.status == 0, "\(python.stdout) \(python.stderr)")
       #expect(python.stdout.contains("\(lines.count) entries verify"), "\(python.stdout)")
+      #expect(!python.stdout.contains("; 0 signed checkpoints verify"), "\(python.stdout)")
 
       // The receipt's entry is in the export with the hash the client was given.
       let receiptHex = created.receipt.entryHash.map { String(format: "%02x", $0) }.joined()

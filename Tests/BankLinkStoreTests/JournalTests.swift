@@ -191,6 +191,53 @@ struct JournalTests {
     }
   }
 
+  @Test("a signed checkpoint survives verification; a journal rewritten before it, hashes and all, does not")
+  func checkpoints() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let certificate = try String(contentsOfFile: pki.serverCertificatePath, encoding: .utf8)
+      let signer = try JournalCheckpoint.Signer(
+        certificatePEM: certificate, privateKeyPEM: String(contentsOfFile: pki.serverKeyPath, encoding: .utf8))
+      let verifier = try JournalCheckpoint.Verifier(certificatePEM: certificate)
+      let store = try Self.open(directory.appending("data"))
+      // Nothing to sign in an empty journal.
+      #expect(try store.withWriteTransaction { try signer.checkpoint(&$0, at: Instant(millisecondsSinceEpoch: 1)) } == nil)
+      _ = try await Self.fill(store, count: 10, concurrency: 1)
+      let checkpoint = try #require(try store.withWriteTransaction { try signer.checkpoint(&$0, at: Instant(millisecondsSinceEpoch: 2)) })
+      #expect(checkpoint.sequence == 11)
+      // A second one with nothing new in between is not written.
+      #expect(try store.withWriteTransaction { try signer.checkpoint(&$0, at: Instant(millisecondsSinceEpoch: 3)) } == nil)
+      #expect(try store.withReadTransaction { try JournalCheckpoint.lastCheckpoint($0) } == 11)
+      _ = try await Self.fill(store, count: 3, concurrency: 1)
+
+      var report = try store.withReadTransaction { try JournalVerifier.verify(checkpoints: verifier, in: $0) }
+      #expect(report.valid && report.checkpointsVerified == 1 && report.lastCheckpoint == 11, "\(report)")
+
+      // Another certificate's checkpoints are counted, not checked.
+      let otherDirectory = try TemporaryDirectory()
+      defer { otherDirectory.remove() }
+      let other = try TestPKI(directory: otherDirectory)
+      let otherVerifier = try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: other.serverCertificatePath, encoding: .utf8))
+      report = try store.withReadTransaction { try JournalVerifier.verify(checkpoints: otherVerifier, in: $0) }
+      #expect(report.valid && report.checkpointsVerified == 0 && report.checkpointsOtherCertificate == 1, "\(report)")
+
+      // An insider rewrites entry 4 and re-chains every entry after it, checkpoint included:
+      // every hash and link is consistent again, but the checkpoint's signature is not.
+      try store.withWriteTransaction { txn in
+        var entries = try AuditJournal.entries(after: 0, limit: 100, in: txn)
+        entries[3].payload = entries[3].payload.replacingOccurrences(of: #""n":"3""#, with: #""n":"7""#)
+        for index in 3..<entries.count {
+          if index > 3 { entries[index].previousHash = entries[index - 1].entryHash }
+          entries[index].entryHash = entries[index].computedHash
+          try AuditJournal.write(entries[index], txn: &txn)
+        }
+      }
+      #expect(try store.withReadTransaction { try JournalVerifier.verify(in: $0) }.valid)
+      report = try store.withReadTransaction { try JournalVerifier.verify(checkpoints: verifier, in: $0) }
+      #expect(!report.valid && report.firstInvalidSequence == 11, "\(report)")
+    }
+  }
+
   @Test("a read-only open verifies a data directory and cannot write to it")
   func readOnly() async throws {
     try await withTemporaryDirectory { directory in
