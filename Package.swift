@@ -72,9 +72,8 @@ let package = Package(
     .target(
       name: "BankLinkJournal",
       dependencies: [
-        "BankLinkCore", "BankLinkStore",
+        "BankLinkCore", "BankLinkStore", "BankLinkPKI",
         .product(name: "Crypto", package: "swift-crypto"),
-        .product(name: "_CryptoExtras", package: "swift-crypto"),
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
       ],
@@ -107,6 +106,7 @@ let package = Package(
         "BankLinkCore",
         .product(name: "X509", package: "swift-certificates"),
         .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "_CryptoExtras", package: "swift-crypto"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
       ],
       swiftSettings: swiftSettings
@@ -202,7 +202,7 @@ let package = Package(
       name: "BankLinkTestSupport",
       dependencies: [
         "BankLinkCore", "BankLinkPKI", "BankLinkServer", "BankLinkDaemon", "BankLinkClient", "BankLinkBanks",
-        "BankLinkStore",
+        "BankLinkStore", .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "Logging", package: "swift-log"),
@@ -278,7 +278,7 @@ let package = Package(
     .executableTarget(
       name: "StorageBenchmarks",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkServer",
+        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkJournal",
         .product(name: "Benchmark", package: "benchmark"),
       ],
       path: "Benchmarks/StorageBenchmarks",

@@ -41,6 +41,15 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
     }
     return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))"
   }
+
+  /// ISO 8601 `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds).
+  public var isoTimestamp: String {
+    let milliseconds = self.millisecondsSinceEpoch
+    var seconds = milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000
+    seconds = ((seconds % 86_400) + 86_400) % 86_400
+    func pad(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    return "\(self.isoDate)T\(pad(seconds / 3600)):\(pad(seconds / 60 % 60)):\(pad(seconds % 60))Z"
+  }
 }
 
 /// Lifecycle status of an account at its bank.

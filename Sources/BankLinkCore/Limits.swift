@@ -254,3 +254,47 @@ extension Limits {
   public static let connectionLimitRange = 1...100_000
   public static let connectionTimeoutRangeMilliseconds = 100...3_600_000
 }
+
+// MARK: Approvals
+
+extension Limits {
+  /// Rules in one approval policy: a treasury's matrix is tens of rules; each payment walks the
+  /// list once at creation.
+  public static let maxPolicyRules = 200
+  public static let maxPolicyRuleIDLength = 64
+  /// Descriptions and comments.
+  public static let maxPolicyTextLength = 256
+  /// Values in one match list (currencies, accounts, countries) or named principals of a level.
+  public static let maxPolicyMatchValues = 100
+  /// Levels of one requirement (maker → checker → treasurer → CFO is four).
+  public static let maxApprovalLevels = 5
+  public static let maxApprovalsPerLevel = 10
+  /// An approval window shorter than a minute cannot be met by people; longer than 30 days
+  /// holds funds reserved for too long.
+  public static let minApprovalWindowSeconds: Int64 = 60
+  public static let maxApprovalWindowSeconds: Int64 = 30 * 86_400
+  /// The window of the default requirement (no policy put yet).
+  public static let defaultApprovalWindowSeconds: Int64 = 86_400
+  /// An approval's comment.
+  public static let maxApprovalCommentLength = 256
+  /// A signature over an approval digest (an ECDSA P-521 DER signature is under 140 bytes; an
+  /// RSA-4096 one is 512).
+  public static let maxApprovalSignatureBytes = 1_024
+
+  /// RFC 6238 TOTP as authenticator apps implement it: HMAC-SHA1, 6 digits, 30 s steps, and
+  /// one step of clock drift either way.
+  public static let otpDigits = 6
+  public static let otpStepSeconds: Int64 = 30
+  public static let otpAllowedDriftSteps: Int64 = 1
+  /// Bytes of an enrolled secret (RFC 4226 recommends 160 bits).
+  public static let otpSecretBytes = 20
+  /// Wrong codes in a row before the principal's approvals are locked…
+  public static let maxOTPFailures = 5
+  /// …for this long. Every failure and lockout is journaled.
+  public static let otpLockoutSeconds: Int64 = 900
+}
+
+extension Limits {
+  /// How often overdue approvals are expired.
+  public static let approvalExpiryPollMilliseconds: Int64 = 5_000
+}

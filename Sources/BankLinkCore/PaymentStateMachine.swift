@@ -8,6 +8,9 @@
 ///                      └→ cancelled (also from pending_risk and approved, never once claimed)
 /// ```
 ///
+/// `approved → blocked` too: the check before release found the stored approvals no longer
+/// verify against the stored instruction.
+///
 /// `submitting` is the claim: the submitter commits it *before* it calls the bank, so a cancel
 /// serialised after the claim sees that the instruction may already be with the bank and is
 /// refused, and a cancel serialised before it makes the submitter discard the entry.
@@ -66,6 +69,9 @@ public enum PaymentEvent: Sendable, Hashable {
   case rejectedByApprover
   case cancelled
   case approvalWindowExpired
+  /// The check before release found the stored approvals no longer verify (the instruction or
+  /// an approval was altered after approval): the payment is never sent.
+  case releaseCheckFailed
   /// The submitter claimed the payment for delivery, in a commit before the bank call.
   case claimedForSubmission
   /// The outbox delivered the instruction to the bank.
@@ -110,6 +116,8 @@ public enum PaymentStateMachine {
       return .success(.rejected)
     case (.pendingApproval, .approvalWindowExpired):
       return .success(.expired)
+    case (.approved, .releaseCheckFailed):
+      return .success(.blocked)
     case (.pendingRisk, .cancelled), (.pendingApproval, .cancelled), (.approved, .cancelled):
       return .success(.cancelled)
     case (.approved, .claimedForSubmission), (.submitting, .claimedForSubmission):

@@ -61,6 +61,15 @@ public enum Daemon {
       configuration: .init(approvalThresholdMajorUnits: configuration.payments.approvalThresholdMajorUnits),
       now: WallClock.now
     )
+    // OTP secrets are sealed under a key outside the store. Without security.otp_key_file it is
+    // <data_dir>/otp.key, created on first start (docs/configuration.md says why to move it).
+    let otpVault: OTPVault
+    do {
+      otpVault = try OTPVault.load(
+        path: configuration.otpKeyPath ?? configuration.dataDirectory + "/otp.key", create: configuration.otpKeyPath == nil)
+    } catch let error as VaultError {
+      throw ConfigError(key: "security.otp_key_file", message: error.description)
+    }
     let server = try GatewayServer(
       configuration: .init(
         listen: configuration.listen,
@@ -74,6 +83,7 @@ public enum Daemon {
       accountCache: cache,
       connector: simulator,
       payments: payments,
+      otpVault: otpVault,
       logger: logger
     )
     let sync = AccountSyncService(
@@ -114,6 +124,7 @@ public enum Daemon {
         .init(service: server),
         .init(service: sync),
         .init(service: submitter),
+        .init(service: ApprovalExpiryService(ledger: payments, logger: logger)),
         .init(service: activity, successTerminationBehavior: .ignore),
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the

@@ -33,6 +33,9 @@ public struct DaemonConfiguration: Sendable {
   public var connector: Connector
   public var sync: Sync
   public var payments = Payments()
+  /// The key that seals OTP secrets at rest (`security.otp_key_file`); nil: `<data_dir>/otp.key`,
+  /// created with a new key on first start.
+  public var otpKeyPath: String?
   /// Connection, buffering and drain limits (`connections`).
   public var connections = ConnectionLimits()
   /// True when no configuration file was given: the development PKI and demo principals
@@ -407,6 +410,13 @@ public struct DaemonConfiguration: Sendable {
       try principalReader.finish()
       principals.append(Principal(identity: identity, roles: roles))
     }
+    var otpKeyPath: String?
+    if var securityReader = try reader.optionalObject("security") {
+      if let file = try securityReader.optionalString("otp_key_file") {
+        otpKeyPath = path(try nonEmpty(file, key: "security.otp_key_file"))
+      }
+      try securityReader.finish()
+    }
     try reader.finish()
 
     var configuration = DaemonConfiguration(
@@ -420,6 +430,7 @@ public struct DaemonConfiguration: Sendable {
       sync: sync
     )
     configuration.payments = payments
+    configuration.otpKeyPath = otpKeyPath
     configuration.connections = connections
     return configuration
   }

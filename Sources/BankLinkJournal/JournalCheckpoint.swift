@@ -1,10 +1,10 @@
 import BankLinkCore
+import BankLinkPKI
 import BankLinkStore
 import Crypto
 import Foundation
 import SwiftASN1
 import X509
-import _CryptoExtras
 
 /// Signed checkpoints: the daemon signs the journal's head (sequence and hash) with the private
 /// key of its own TLS certificate and appends the signature as a `journal.checkpoint` entry. An
@@ -53,7 +53,7 @@ public enum JournalCheckpoint {
       guard self.key.publicKey == certificate.publicKey else {
         throw CheckpointError("the private key does not belong to the certificate")
       }
-      self.algorithm = try JournalCheckpoint.algorithm(for: certificate.publicKey)
+      self.algorithm = try CertificateSignatures.algorithm(for: certificate.publicKey)
       self.certificateDigest = try JournalCheckpoint.digest(of: certificate)
     }
 
@@ -89,7 +89,7 @@ public enum JournalCheckpoint {
     public init(certificatePEM: String) throws {
       let certificate = try Certificate(pemEncoded: certificatePEM)
       self.publicKey = certificate.publicKey
-      self.algorithm = try JournalCheckpoint.algorithm(for: certificate.publicKey)
+      self.algorithm = try CertificateSignatures.algorithm(for: certificate.publicKey)
       self.certificateDigest = try JournalCheckpoint.digest(of: certificate)
     }
 
@@ -118,13 +118,6 @@ public enum JournalCheckpoint {
       }
       return .verified
     }
-  }
-
-  static func algorithm(for key: Certificate.PublicKey) throws -> Certificate.SignatureAlgorithm {
-    if P256.Signing.PublicKey(key) != nil { return .ecdsaWithSHA256 }
-    if P384.Signing.PublicKey(key) != nil { return .ecdsaWithSHA384 }
-    if _RSA.Signing.PublicKey(key) != nil { return .sha256WithRSAEncryption }
-    throw CheckpointError("checkpoints are signed with P-256, P-384 or RSA keys; the daemon's key is another kind")
   }
 
   /// OpenSSL's name of the algorithm (`openssl dgst` takes the digest; the key gives the rest).

@@ -447,6 +447,7 @@ public nonisolated struct Banklink_V1_PolicyMatch: Sendable {
 
   public var creditorCountries: [String] = []
 
+  /// Not evaluated until risk rules exist: a policy setting it is refused.
   public var riskOutcomes: [Banklink_V1_RuleAction] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -467,7 +468,16 @@ public nonisolated struct Banklink_V1_ApprovalLevel: Sendable {
   public var roles: [Banklink_V1_Role] = []
 
   /// At least one approver must also hold this role (unspecified: no such condition).
+  /// Not evaluated yet: a policy setting it is refused.
   public var atLeastOneRole: Banklink_V1_Role = .unspecified
+
+  /// Principals (identities) who count towards this level besides those holding `roles`.
+  /// Added with approvals: a level is often "two of these named treasurers".
+  public var principals: [String] = []
+
+  /// Each approver at this level may approve payments up to this amount (minor units of the
+  /// payment's currency); 0: no limit. Added with approvals.
+  public var maxAmountMinor: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -481,6 +491,8 @@ public nonisolated struct Banklink_V1_ApprovalRequirement: Sendable {
 
   public var levels: [Banklink_V1_ApprovalLevel] = []
 
+  /// Levels are always approved in order (level 2 only after level 1 is complete); this field
+  /// is ignored and answered as true.
   public var sequential: Bool = false
 
   /// Seconds after creation by which approvals must be complete; the payment expires after.
@@ -1717,7 +1729,7 @@ nonisolated extension Banklink_V1_PolicyMatch: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Banklink_V1_ApprovalLevel: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ApprovalLevel"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}required_approvals\0\u{1}roles\0\u{3}at_least_one_role\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}required_approvals\0\u{1}roles\0\u{3}at_least_one_role\0\u{1}principals\0\u{3}max_amount_minor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1728,6 +1740,8 @@ nonisolated extension Banklink_V1_ApprovalLevel: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeSingularInt32Field(value: &self.requiredApprovals) }()
       case 2: try { try decoder.decodeRepeatedEnumField(value: &self.roles) }()
       case 3: try { try decoder.decodeSingularEnumField(value: &self.atLeastOneRole) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.principals) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.maxAmountMinor) }()
       default: break
       }
     }
@@ -1743,6 +1757,12 @@ nonisolated extension Banklink_V1_ApprovalLevel: SwiftProtobuf.Message, SwiftPro
     if self.atLeastOneRole != .unspecified {
       try visitor.visitSingularEnumField(value: self.atLeastOneRole, fieldNumber: 3)
     }
+    if !self.principals.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.principals, fieldNumber: 4)
+    }
+    if self.maxAmountMinor != 0 {
+      try visitor.visitSingularInt64Field(value: self.maxAmountMinor, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1750,6 +1770,8 @@ nonisolated extension Banklink_V1_ApprovalLevel: SwiftProtobuf.Message, SwiftPro
     if lhs.requiredApprovals != rhs.requiredApprovals {return false}
     if lhs.roles != rhs.roles {return false}
     if lhs.atLeastOneRole != rhs.atLeastOneRole {return false}
+    if lhs.principals != rhs.principals {return false}
+    if lhs.maxAmountMinor != rhs.maxAmountMinor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

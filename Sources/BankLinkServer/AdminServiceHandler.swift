@@ -5,6 +5,7 @@ import BankLinkStore
 import Foundation
 import BankLinkProto
 import GRPCCore
+import GRPCProtobuf
 import SwiftProtobuf
 
 /// `banklink.v1.AdminService`.
@@ -13,6 +14,12 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
 
   /// The daemon's store, where the journal is.
   let store: Store
+  /// The payment ledger: approval policy and OTP enrolment live beside the payments.
+  let payments: PaymentLedger
+  /// Seals OTP secrets; nil when no key is configured.
+  let vault: OTPVault?
+  /// Who may call the daemon.
+  let principals: PrincipalDirectory
   /// Checks checkpoints with the daemon's own certificate.
   let checkpoints: JournalCheckpoint.Verifier?
 
@@ -51,14 +58,43 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     request: Banklink_V1_GetApprovalPolicyRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_ApprovalPolicy {
-    throw unimplemented(Method.GetApprovalPolicy.descriptor)
+    // Version 0: no policy put yet; the configured threshold applies (docs/approvals.md).
+    let policy = try withStore { try self.store.withReadTransaction { try self.payments.policies.current(in: $0) } }
+    return policy.map(Banklink_V1_ApprovalPolicy.init) ?? Banklink_V1_ApprovalPolicy()
   }
 
   func putApprovalPolicy(
     request: Banklink_V1_PutApprovalPolicyRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_PutApprovalPolicyResponse {
-    throw unimplemented(Method.PutApprovalPolicy.descriptor)
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard request.hasPolicy else { throw APIError.invalidArgument("policy", "is required") }
+    let policy: ApprovalPolicy
+    switch ApprovalPolicy.from(request.policy) {
+    case .success(let value): policy = value
+    case .failure(let problems): throw badRequest(problems.violations)
+    }
+    let violations = policy.violations()
+    guard violations.isEmpty else { throw badRequest(violations) }
+    let now = self.payments.now()
+    let policies = self.payments.policies
+    do {
+      let (stored, receipt) = try await self.payments.writer.write { txn in
+        try policies.put(policy, expectedVersion: request.expectedVersion, by: caller.principal.identity, at: now, txn: &txn)
+      }
+      return .with {
+        $0.policy = Banklink_V1_ApprovalPolicy(stored)
+        $0.receipt = Banklink_V1_Receipt(receipt)
+      }
+    } catch let conflict as PolicyConflict {
+      throw GoogleRPCStatus(
+        code: .aborted,
+        message: "expected_version \(conflict.expected) is not the policy in force (version \(conflict.current)); read it again",
+        details: [])
+    } catch let error as StoreError {
+      throw APIError.storage(error)
+    }
   }
 
   func listPrincipals(
@@ -76,7 +112,32 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
   }
 
   func enrollOtp(request: Banklink_V1_EnrollOtpRequest, context: ServerContext) async throws -> Banklink_V1_EnrollOtpResponse {
-    throw unimplemented(Method.EnrollOtp.descriptor)
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard case .success = IdentityRules.check(request.identity) else {
+      throw APIError.invalidArgument("identity", "is not a principal identity")
+    }
+    guard self.principals.current.principal(for: request.identity) != nil else {
+      throw APIError.notFound("principal", request.identity)
+    }
+    guard let vault = self.vault else {
+      throw GoogleRPCStatus(
+        code: .failedPrecondition, message: "no OTP key is configured (security.otp_key_file); secrets cannot be stored", details: [])
+    }
+    let secret = TOTP.newSecret()
+    let now = self.payments.now()
+    let receipt = try await self.mappingStorage {
+      try await self.payments.enrollOTP(request.identity, secret: secret, vault: vault, by: caller.principal.identity, at: now)
+    }
+    return .with {
+      $0.otpauthUri = TOTP.enrolmentURI(secret: secret, principal: request.identity)
+      $0.secretBase32 = Base32.encode(secret)
+      $0.receipt = Banklink_V1_Receipt(receipt)
+    }
+  }
+
+  private func mappingStorage<T>(_ body: () async throws -> T) async throws -> T {
+    do { return try await body() } catch let error as StoreError { throw APIError.storage(error) }
   }
 
   func revokeCertificate(

@@ -63,6 +63,7 @@ public final class GatewayServer: Service {
     accountCache: AccountCache,
     connector: any AccountInformationConnector,
     payments: PaymentLedger,
+    otpVault: OTPVault? = nil,
     logger: Logger,
     now: @escaping @Sendable () -> Instant = WallClock.now
   ) throws {
@@ -72,11 +73,14 @@ public final class GatewayServer: Service {
 
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
-      PaymentServiceHandler(ledger: payments),
+      PaymentServiceHandler(ledger: payments, vault: otpVault),
       MonitoringServiceHandler(),
       ReconciliationServiceHandler(),
       AdminServiceHandler(
         store: payments.store,
+        payments: payments,
+        vault: otpVault,
+        principals: principals,
         checkpoints: try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: configuration.certificatePath, encoding: .utf8))
       ),
     ]

@@ -50,11 +50,26 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// that includes it.
   public static let awaitingLedger = Database("awaiting_ledger")
 
+  /// Payment id → approval state: the pinned requirement and the approvals given, each with
+  /// its signature and certificate.
+  public static let approvals = Database("approvals")
+  /// Payment id → empty: payments waiting for approval, in creation order.
+  public static let pendingApprovals = Database("pending_approvals")
+  /// Deadline ms, payment id → empty: the expiry queue.
+  public static let approvalDeadlines = Database("approval_deadlines")
+  /// Version → approval policy (protobuf); the current version is in `meta`.
+  public static let approvalPolicies = Database("approval_policies")
+  /// Principal → OTP secret, sealed with AES-GCM under the configured key.
+  public static let otpSecrets = Database("otp_secrets")
+  /// Principal → last accepted OTP step, failures in a row, lockout.
+  public static let otpState = Database("otp_state")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
     .payments, .idempotency, .reservations, .audit, .auditByObject, .outbox, .paymentsByEndToEnd, .paymentReservations,
-    .bookedEndToEnd, .awaitingLedger,
+    .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
+    .otpSecrets, .otpState,
   ]
 
   public var description: String { self.name }

@@ -3,6 +3,7 @@ import BankLinkClient
 import BankLinkCore
 import BankLinkServer
 import BankLinkStore
+import Crypto
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -72,6 +73,7 @@ public func withTestServer<Result: Sendable>(
       accountCache: cache,
       connector: simulator,
       payments: payments,
+      otpVault: OTPVault(key: SymmetricKey(size: .bits256)),
       logger: logger
     )
     return try await withThrowingTaskGroup(of: Void.self) { group in

@@ -1,4 +1,6 @@
 import BankLinkCore
+import BankLinkPKI
+import Foundation
 import BankLinkProto
 import SwiftProtobuf
 
@@ -36,9 +38,46 @@ extension PaymentType {
     case .payrollItem: .payrollItem
     }
   }
+
+  init?(_ proto: Banklink_V1_PaymentType) {
+    guard let type = PaymentType.allCases.first(where: { $0.proto == proto }) else { return nil }
+    self = type
+  }
+}
+
+extension Banklink_V1_PaymentType {
+  init(_ type: PaymentType) { self = type.proto }
+}
+
+extension Role {
+  init?(_ proto: Banklink_V1_Role) {
+    guard let role = Role.allCases.first(where: { Banklink_V1_Role($0) == proto }) else { return nil }
+    self = role
+  }
 }
 
 extension Banklink_V1_Payment {
+  /// The payment, with its approvals, the digest the next approver signs and the deadline when
+  /// it needed approvals.
+  init(_ payment: Payment, approval: ApprovalState?) {
+    self.init(payment)
+    guard let approval else { return }
+    self.approvals = approval.approvals.map { given in
+      .with {
+        $0.approver = given.approver
+        $0.level = Int32(given.level)
+        $0.time = given.time.timestamp
+        $0.signature = Data(given.signature)
+        $0.comment = given.comment
+      }
+    }
+    self.approvalDeadline = approval.deadline.timestamp
+    if payment.status == .pendingApproval, let level = approval.currentLevel {
+      self.approvalDigest = Data(ApprovalDigest.digest(
+        paymentID: payment.id, instruction: payment.instruction, policyVersion: approval.policyVersion, level: level))
+    }
+  }
+
   init(_ payment: Payment) {
     self.init()
     self.paymentID = payment.id

@@ -75,6 +75,18 @@ extension PaymentLedger {
         var payment = try Payment(record: bytes)
         switch payment.status {
         case .approved:
+          // Before anything leaves for the bank: the approvals must still verify against the
+          // stored instruction. Bytes changed in the data file after approval block it here.
+          if let problem = try Self.releaseProblem(payment, in: txn) {
+            _ = payment.apply(.releaseCheckFailed, at: now, reason: "release check failed: \(problem)")
+            try Reservations.releaseIfDue(payment, txn: &txn)
+            try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+            try txn.delete(entry.key, in: .outbox)
+            try AuditJournal.append(
+              &txn, at: now, principal: "system", action: "payment.blocked", object: payment.id,
+              details: ["reason": problem, "check": "release"])
+            continue
+          }
           _ = payment.apply(.claimedForSubmission, at: now)
           try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
           try AuditJournal.append(

@@ -33,11 +33,17 @@ public struct PaymentLedger: Sendable {
 
   public let writer: GroupCommitWriter
   public let configuration: Configuration
+  /// The approval policy in force (``ApprovalPolicyStore``).
+  public let policies: ApprovalPolicyStore
   let now: @Sendable () -> Instant
 
-  public init(writer: GroupCommitWriter, configuration: Configuration, now: @escaping @Sendable () -> Instant) {
+  public init(
+    writer: GroupCommitWriter, configuration: Configuration, policies: ApprovalPolicyStore = ApprovalPolicyStore(),
+    now: @escaping @Sendable () -> Instant
+  ) {
     self.writer = writer
     self.configuration = configuration
+    self.policies = policies
     self.now = now
   }
 
@@ -97,6 +103,7 @@ public struct PaymentLedger: Sendable {
     let violations = PaymentValidation.violations(of: instruction, today: now.isoDate)
     guard violations.isEmpty else { throw Refusal.invalid(violations) }
     let configuration = self.configuration
+    let policies = self.policies
     return try await self.writer.write { txn in
       if var replay = try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
         replay.receipt = try Self.receipt(of: "payment.created", about: replay.payment.id, in: txn)
@@ -104,7 +111,7 @@ public struct PaymentLedger: Sendable {
       }
       let (payment, receipt) = try Self.insert(
         instruction, field: "instruction.", creator: creator, idempotencyKey: idempotencyKey, batchID: "",
-        configuration: configuration, at: now, txn: &txn)
+        configuration: configuration, policies: policies, at: now, txn: &txn)
       var record = RecordWriter(capacity: 128)
       record.write(IdempotencyRecord.fingerprint(canonical))
       record.write(payment.id)
@@ -143,7 +150,7 @@ public struct PaymentLedger: Sendable {
   /// reservation, outbox entry and its journal entry, whose receipt it returns.
   static func insert(
     _ instruction: PaymentInstruction, field: String, creator: String, idempotencyKey: String, batchID: String,
-    configuration: Configuration, at now: Instant, txn: inout WriteTransaction
+    configuration: Configuration, policies: ApprovalPolicyStore, at now: Instant, txn: inout WriteTransaction
   ) throws -> (Payment, JournalReceipt) {
     var instruction = instruction
     if instruction.requestedExecutionDate.isEmpty {
@@ -168,9 +175,22 @@ public struct PaymentLedger: Sendable {
     var payment = Payment(
       id: id, instruction: instruction, status: .pendingRisk, creator: creator, idempotencyKey: idempotencyKey,
       endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", batchID: batchID, createdAt: now, updatedAt: now)
-    // No risk evaluator yet: every payment clears risk; the threshold stands in for policy.
-    let threshold = configuration.approvalThreshold(in: instruction.amount.currency)
-    _ = payment.apply(.riskCleared(needsApproval: instruction.amount.minorUnits >= threshold), at: now)
+    // No risk evaluator yet: every payment clears risk. The approval policy in force in this
+    // transaction decides what it needs, and the payment is pinned to that requirement.
+    let policy = try policies.current(in: txn)
+    let (ruleID, requirement) = policy?.requirement(for: instruction)
+      ?? ApprovalPolicy.defaultRequirement(
+        for: instruction, thresholdMinor: configuration.approvalThreshold(in: instruction.amount.currency))
+    _ = payment.apply(.riskCleared(needsApproval: !requirement.levels.isEmpty), at: now)
+    var approval: ApprovalState?
+    if payment.status == .pendingApproval {
+      let state = ApprovalState(
+        policyVersion: policy?.version ?? 0, ruleID: ruleID, requirement: requirement,
+        deadline: now.adding(milliseconds: requirement.windowSeconds * 1000))
+      try state.save(id, txn: &txn)
+      try PendingApprovals.enter(id, deadline: state.deadline, txn: &txn)
+      approval = state
+    }
     // One entry for the whole creation: what was asked (the instruction's digest binds every
     // field), by whom, and the state it was left in.
     var details: AuditPayload = [
@@ -182,6 +202,11 @@ public struct PaymentLedger: Sendable {
       "status": payment.status.rawValue,
     ]
     if !batchID.isEmpty { details["batch_id"] = batchID }
+    if let approval {
+      details["policy_version"] = String(approval.policyVersion)
+      details["policy_rule"] = approval.ruleID
+      details["approval_deadline_ms"] = String(approval.deadline.millisecondsSinceEpoch)
+    }
     let receipt = try AuditJournal.append(&txn, at: now, principal: creator, action: "payment.created", object: id, details: details)
     if payment.status == .approved {
       try OutboxRecord.enqueue(payment, txn: &txn)
@@ -227,6 +252,7 @@ public struct PaymentLedger: Sendable {
     }
     guard violations.isEmpty else { throw Refusal.invalid(violations) }
     let configuration = self.configuration
+    let policies = self.policies
     let fingerprint = IdempotencyRecord.fingerprint(canonical)
     return try await self.writer.write { txn in
       if var replay = try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
@@ -244,7 +270,7 @@ public struct PaymentLedger: Sendable {
           let (payment, _) = try txn.withNestedTransaction { nested in
             try Self.insert(
               item, field: "items[\(index)].", creator: creator, idempotencyKey: "\(idempotencyKey)#\(index)",
-              batchID: batchID, configuration: configuration, at: now, txn: &nested)
+              batchID: batchID, configuration: configuration, policies: policies, at: now, txn: &nested)
           }
           payments.append(payment)
         } catch let refusal as Refusal {
@@ -384,6 +410,7 @@ public struct PaymentLedger: Sendable {
         throw Refusal.notCancellable(paymentID: id, status: payment.status)
       }
       try Reservations.releaseIfDue(payment, txn: &txn)
+      try PendingApprovals.leave(id, txn: &txn)
       try txn.put(Array(id.utf8), payment.record, in: .payments)
       var details: AuditPayload = ["reason": reason]
       if !requestID.isEmpty { details["request_id"] = requestID }

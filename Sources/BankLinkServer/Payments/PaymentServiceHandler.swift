@@ -1,4 +1,7 @@
 import BankLinkCore
+import BankLinkPKI
+import SwiftASN1
+import X509
 import BankLinkStore
 import BankLinkProto
 import Foundation
@@ -11,6 +14,9 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
   typealias Method = Banklink_V1_PaymentService.Method
 
   let ledger: PaymentLedger
+  /// Opens enrolled OTP secrets; nil when no key is configured (approvals needing OTP are then
+  /// refused as not enrolled).
+  let vault: OTPVault?
 
   func createPayment(
     request: Banklink_V1_CreatePaymentRequest,
@@ -23,8 +29,9 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     let created = try await self.mapping {
       try await self.ledger.create(instruction, idempotencyKey: request.idempotencyKey, creator: caller.principal.identity)
     }
+    let approval = try withStore { try self.ledger.approvalState(created.payment.id) }
     return .with {
-      $0.payment = Banklink_V1_Payment(created.payment)
+      $0.payment = Banklink_V1_Payment(created.payment, approval: approval)
       $0.replayed = created.replayed
       if let receipt = created.receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
     }
@@ -62,7 +69,7 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
   func getPayment(request: Banklink_V1_GetPaymentRequest, context: ServerContext) async throws -> Banklink_V1_Payment {
     let id = try validPaymentID(request.paymentID)
     guard let payment = try withStore({ try self.ledger.payment(id) }) else { throw APIError.notFound("payment", id) }
-    return Banklink_V1_Payment(payment)
+    return Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(id) })
   }
 
   func listPayments(
@@ -104,8 +111,10 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       after = id
     }
     let page = try withStore { try self.ledger.list(filter, after: after, limit: size) }
-    return .with {
-      $0.payments = page.payments.map(Banklink_V1_Payment.init)
+    return try .with {
+      $0.payments = try page.payments.map { payment in
+        Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(payment.id) })
+      }
       if let resumeAfter = page.resumeAfter {
         $0.nextPageToken = Data(resumeAfter.utf8).base64EncodedString()
       }
@@ -137,21 +146,74 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     request: Banklink_V1_ApprovePaymentRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_ApprovePaymentResponse {
-    throw unimplemented(Method.ApprovePayment.descriptor)
+    let caller = try Caller.required()
+    let id = try validPaymentID(request.paymentID)
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard !request.signature.isEmpty else {
+      throw APIError.invalidArgument("signature", "is required: sign the payment's approval_digest with your certificate's key")
+    }
+    guard request.signature.count <= Limits.maxApprovalSignatureBytes else {
+      throw APIError.invalidArgument("signature", "must be at most \(Limits.maxApprovalSignatureBytes) bytes")
+    }
+    guard request.otpCode.isEmpty || (request.otpCode.utf8.count == Limits.otpDigits && request.otpCode.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }) else {
+      throw APIError.invalidArgument("otp_code", "must be \(Limits.otpDigits) digits")
+    }
+    if let problem = PaymentValidation.textProblem(request.comment, maxLength: Limits.maxApprovalCommentLength) {
+      throw APIError.invalidArgument("comment", problem)
+    }
+    var serializer = DER.Serializer()
+    try serializer.serialize(caller.peer.certificate)
+    let approver = PaymentLedger.Approver(
+      principal: caller.principal, certificate: serializer.serializedBytes, publicKey: caller.peer.certificate.publicKey)
+    let approved = try await self.mapping {
+      try await self.ledger.approve(
+        id, by: approver, signature: Array(request.signature), otpCode: request.otpCode, comment: request.comment, vault: self.vault)
+    }
+    return .with {
+      $0.payment = Banklink_V1_Payment(approved.payment, approval: approved.state)
+      $0.receipt = Banklink_V1_Receipt(approved.receipt)
+    }
   }
 
   func rejectPayment(
     request: Banklink_V1_RejectPaymentRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_RejectPaymentResponse {
-    throw unimplemented(Method.RejectPayment.descriptor)
+    let caller = try Caller.required()
+    let id = try validPaymentID(request.paymentID)
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard !request.reason.isEmpty else { throw APIError.invalidArgument("reason", "is required: say why the payment is refused") }
+    if let problem = PaymentValidation.textProblem(request.reason, maxLength: Limits.maxRemittanceLength) {
+      throw APIError.invalidArgument("reason", problem)
+    }
+    let (payment, receipt) = try await self.mapping {
+      try await self.ledger.reject(id, by: caller.principal, reason: request.reason)
+    }
+    let state = try withStore { try self.ledger.approvalState(id) }
+    return .with {
+      $0.payment = Banklink_V1_Payment(payment, approval: state)
+      $0.receipt = Banklink_V1_Receipt(receipt)
+    }
   }
 
   func listPendingApprovals(
     request: Banklink_V1_ListPendingApprovalsRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_ListPendingApprovalsResponse {
-    throw unimplemented(Method.ListPendingApprovals.descriptor)
+    let caller = try Caller.required()
+    let size = try pageSize(request.pageSize)
+    var after: String?
+    if !request.pageToken.isEmpty {
+      guard let data = Data(base64Encoded: request.pageToken), let id = String(data: data, encoding: .utf8),
+        id.hasPrefix("pay-"), id.utf8.count <= Limits.maxPaymentIDLength
+      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
+      after = id
+    }
+    let page = try withStore { try self.ledger.pendingApprovals(for: caller.principal, after: after, limit: size) }
+    return .with {
+      $0.payments = page.payments.map { Banklink_V1_Payment($0.0, approval: $0.1) }
+      if let resume = page.resumeAfter { $0.nextPageToken = Data(resume.utf8).base64EncodedString() }
+    }
   }
 
   /// Maps the ledger's refusals and storage errors to gRPC statuses.
@@ -159,6 +221,8 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
     do {
       return try await body()
     } catch let refusal as PaymentLedger.Refusal {
+      throw refusal.status
+    } catch let refusal as PaymentLedger.ApprovalRefusal {
       throw refusal.status
     } catch let error as StoreError {
       throw APIError.storage(error)
@@ -222,6 +286,55 @@ extension PaymentLedger.Refusal {
       return GoogleRPCStatus(
         code: .failedPrecondition, message: "payment \(id) is \(status.rawValue): \(why)",
         details: [.preconditionFailure(violations: [.init(type: "PAYMENT_STATUS", subject: id, description: status.rawValue)])])
+    }
+  }
+}
+
+extension PaymentLedger.ApprovalRefusal {
+  var status: GoogleRPCStatus {
+    func precondition(_ type: String, _ message: String) -> GoogleRPCStatus {
+      GoogleRPCStatus(
+        code: .failedPrecondition, message: message,
+        details: [.preconditionFailure(violations: [.init(type: type, subject: "payment_id", description: message)])])
+    }
+    switch self {
+    case .paymentNotFound(let id):
+      return APIError.notFound("payment", id)
+    case .notPendingApproval(let id, let status):
+      return precondition("PAYMENT_STATUS", "payment \(id) is \(status.rawValue), not waiting for approval")
+    case .ownPayment:
+      return GoogleRPCStatus(
+        code: .permissionDenied, message: "separation of duties: the creator of a payment may not approve or reject it", details: [])
+    case .alreadyApproved(let level):
+      return precondition("ALREADY_APPROVED", "you approved this payment already (level \(level)); one principal counts once")
+    case .notEligible(let level, let detail):
+      return GoogleRPCStatus(code: .permissionDenied, message: "you may not approve level \(level) of this payment: \(detail)", details: [])
+    case .badSignature:
+      return GoogleRPCStatus(
+        code: .invalidArgument,
+        message: "signature: does not verify with your certificate's key over the payment's approval_digest (fetch the payment again: the digest names the level)",
+        details: [.badRequest(violations: [.init(field: "signature", description: "does not verify")])])
+    case .otpRequired:
+      return GoogleRPCStatus(
+        code: .invalidArgument, message: "otp_code: policy requires a one-time password for this approval",
+        details: [.badRequest(violations: [.init(field: "otp_code", description: "is required")])])
+    case .otpNotEnrolled:
+      return precondition("OTP_NOT_ENROLLED", "policy requires a one-time password and none is enrolled for you; an admin runs EnrollOtp")
+    case .otpRejected(let failures, let lockedUntil):
+      if let lockedUntil {
+        return GoogleRPCStatus(
+          code: .permissionDenied,
+          message: "otp_code is wrong or already used; your approvals are locked until \(lockedUntil.isoTimestamp)", details: [])
+      }
+      return GoogleRPCStatus(
+        code: .permissionDenied,
+        message: "otp_code is wrong or already used (\(failures) of \(Limits.maxOTPFailures) before a lockout)", details: [])
+    case .otpLocked(let until):
+      return GoogleRPCStatus(
+        code: .permissionDenied, message: "your approvals are locked after repeated wrong one-time passwords until \(until.isoTimestamp)",
+        details: [])
+    case .expired:
+      return precondition("APPROVAL_EXPIRED", "the approval window has passed; the payment expired and its funds were released")
     }
   }
 }

@@ -1,0 +1,327 @@
+import BankLinkCore
+import BankLinkJournal
+import BankLinkPKI
+import BankLinkStore
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+/// Approvals: approve (signature and one-time password), reject, expire, list what a caller may
+/// approve, and the check that runs again before release (docs/approvals.md).
+extension PaymentLedger {
+  /// Who is approving, from the connection: the principal and the certificate it presented.
+  public struct Approver: Sendable {
+    public var principal: Principal
+    /// DER of the client certificate of this connection.
+    public var certificate: [UInt8]
+    public var publicKey: Certificate.PublicKey
+
+    public init(principal: Principal, certificate: [UInt8], publicKey: Certificate.PublicKey) {
+      self.principal = principal
+      self.certificate = certificate
+      self.publicKey = publicKey
+    }
+  }
+
+  /// Why an approval or rejection was refused. Mapped to gRPC statuses by the handler; each
+  /// names the condition without quoting secrets.
+  public enum ApprovalRefusal: Error, Sendable, Hashable {
+    case paymentNotFound(String)
+    case notPendingApproval(paymentID: String, status: PaymentStatus)
+    case ownPayment
+    case alreadyApproved(level: Int)
+    case notEligible(level: Int, detail: String)
+    case badSignature
+    case otpRequired
+    case otpNotEnrolled
+    case otpRejected(failures: Int, lockedUntil: Instant?)
+    case otpLocked(until: Instant)
+    case expired
+  }
+
+  public struct Approved: Sendable, Hashable {
+    public var payment: Payment
+    public var state: ApprovalState
+    public var receipt: JournalReceipt
+  }
+
+  /// What `approve` did. Some refusals change state that must be committed (an OTP failure is
+  /// counted and journaled; a payment past its deadline expires): they are results, not throws,
+  /// so that the transaction commits, and the caller throws after.
+  enum ApprovalOutcome: Sendable {
+    case approved(Approved)
+    case refused(ApprovalRefusal)
+  }
+
+  // MARK: Approve
+
+  /// Records one approval of `paymentID` by `approver`, in one transaction: separation of duties,
+  /// the level in order, the signature over the approval digest, the one-time password (accepted
+  /// once), and — with the last approval required — the release (`approved` and its outbox
+  /// entry). Two approvers racing for the last slot: LMDB serialises them; one releases, the
+  /// other finds the payment no longer pending.
+  public func approve(
+    _ paymentID: String, by approver: Approver, signature: [UInt8], otpCode: String, comment: String, vault: OTPVault?
+  ) async throws -> Approved {
+    let now = self.now()
+    let outcome: ApprovalOutcome = try await self.writer.write { txn in
+      guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else { return .refused(.paymentNotFound(paymentID)) }
+      var payment = try Payment(record: bytes)
+      guard payment.status == .pendingApproval, var state = try ApprovalState.load(paymentID, in: txn) else {
+        return .refused(.notPendingApproval(paymentID: paymentID, status: payment.status))
+      }
+      if !(now < state.deadline) {
+        try Self.expire(&payment, at: now, txn: &txn)
+        return .refused(.expired)
+      }
+      let identity = approver.principal.identity
+      guard !payment.creator.utf8.elementsEqual(identity.utf8) else { return .refused(.ownPayment) }
+      if let earlier = state.approvals.first(where: { $0.approver.utf8.elementsEqual(identity.utf8) }) {
+        return .refused(.alreadyApproved(level: earlier.level))
+      }
+      guard let level = state.currentLevel else {
+        return .refused(.notPendingApproval(paymentID: paymentID, status: payment.status))
+      }
+      let requirement = state.requirement.levels[level - 1]
+      guard requirement.admits(approver.principal, amountMinor: payment.instruction.amount.minorUnits) else {
+        return .refused(.notEligible(level: level, detail: Self.describe(requirement, amount: payment.instruction.amount)))
+      }
+      // The signature first: it needs the certificate's private key, so a stolen password alone
+      // cannot burn one-time codes.
+      let digest = ApprovalDigest.digest(
+        paymentID: paymentID, instruction: payment.instruction, policyVersion: state.policyVersion, level: level)
+      guard CertificateSignatures.isValid(signature, for: digest, by: approver.publicKey) else {
+        return .refused(.badSignature)
+      }
+      if state.requirement.requireOTP {
+        if let refusal = try Self.checkOTP(otpCode, principal: identity, vault: vault, at: now, txn: &txn) {
+          return .refused(refusal)
+        }
+      }
+      state.approvals.append(.init(
+        approver: identity, level: level, time: now, signature: signature, certificate: approver.certificate, comment: comment))
+      var details: AuditPayload = [
+        "level": String(level),
+        "approvals_at_level": String(state.approvals.filter { $0.level == level }.count),
+        "required_at_level": String(requirement.required),
+        "approval_digest": Self.hex(digest),
+        "signature_sha256": Self.hex(Array(SHA256.hash(data: signature))),
+        "certificate_sha256": Self.hex(Array(SHA256.hash(data: approver.certificate))),
+      ]
+      if !comment.isEmpty { details["comment"] = comment }
+      if state.currentLevel == nil {
+        _ = payment.apply(.approvalsCompleted, at: now)
+        try PendingApprovals.leave(paymentID, txn: &txn)
+        try OutboxRecord.enqueue(payment, txn: &txn)
+        try txn.put(Array(paymentID.utf8), payment.record, in: .payments)
+        details["status"] = payment.status.rawValue
+      }
+      try state.save(paymentID, txn: &txn)
+      let receipt = try AuditJournal.append(&txn, at: now, principal: identity, action: "payment.approval", object: paymentID, details: details)
+      return .approved(Approved(payment: payment, state: state, receipt: receipt))
+    }
+    switch outcome {
+    case .approved(let approved): return approved
+    case .refused(let refusal): throw refusal
+    }
+  }
+
+  /// Checks `code` for `principal`; on a failure counts it (and locks after
+  /// ``Limits/maxOTPFailures``), journals it, and returns the refusal — written in the caller's
+  /// transaction, which commits.
+  static func checkOTP(
+    _ code: String, principal: String, vault: OTPVault?, at now: Instant, txn: inout WriteTransaction
+  ) throws -> ApprovalRefusal? {
+    guard !code.isEmpty else { return .otpRequired }
+    var state = try OTPState.load(principal, in: txn)
+    if now < state.lockedUntil { return .otpLocked(until: state.lockedUntil) }
+    guard let vault, let sealed = try txn.get(Array(principal.utf8), in: .otpSecrets) else { return .otpNotEnrolled }
+    let secret = try vault.unseal(sealed, for: principal)
+    if let step = TOTP.matchingStep(code, secret: secret, at: now), step > state.lastStep {
+      state.lastStep = step
+      state.failures = 0
+      try state.save(principal, txn: &txn)
+      return nil
+    }
+    // Wrong, or a code already used (replayed): both count.
+    state.failures += 1
+    var locked: Instant?
+    if state.failures >= Limits.maxOTPFailures {
+      state.lockedUntil = now.adding(milliseconds: Limits.otpLockoutSeconds * 1000)
+      state.failures = 0
+      locked = state.lockedUntil
+    }
+    try state.save(principal, txn: &txn)
+    try AuditJournal.append(
+      &txn, at: now, principal: principal, action: locked == nil ? "otp.failed" : "otp.locked", object: principal,
+      details: locked.map { ["locked_until_ms": String($0.millisecondsSinceEpoch)] } ?? ["failures": String(state.failures)])
+    return .otpRejected(failures: state.failures, lockedUntil: locked)
+  }
+
+  // MARK: Reject, expire
+
+  /// Rejects a payment waiting for approval (terminal; the reservation is released), by an
+  /// approver who could approve its current level, never its creator.
+  public func reject(_ paymentID: String, by principal: Principal, reason: String) async throws -> (Payment, JournalReceipt) {
+    let now = self.now()
+    return try await self.writer.write { txn in
+      guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else { throw ApprovalRefusal.paymentNotFound(paymentID) }
+      var payment = try Payment(record: bytes)
+      guard payment.status == .pendingApproval, let state = try ApprovalState.load(paymentID, in: txn),
+        let level = state.currentLevel
+      else { throw ApprovalRefusal.notPendingApproval(paymentID: paymentID, status: payment.status) }
+      guard !payment.creator.utf8.elementsEqual(principal.identity.utf8) else { throw ApprovalRefusal.ownPayment }
+      let requirement = state.requirement.levels[level - 1]
+      guard requirement.admits(principal, amountMinor: payment.instruction.amount.minorUnits) else {
+        throw ApprovalRefusal.notEligible(level: level, detail: Self.describe(requirement, amount: payment.instruction.amount))
+      }
+      _ = payment.apply(.rejectedByApprover, at: now, reason: reason)
+      try PendingApprovals.leave(paymentID, txn: &txn)
+      try Reservations.releaseIfDue(payment, txn: &txn)
+      try txn.put(Array(paymentID.utf8), payment.record, in: .payments)
+      let receipt = try AuditJournal.append(
+        &txn, at: now, principal: principal.identity, action: "payment.rejected", object: paymentID,
+        details: ["reason": reason, "level": String(level)])
+      return (payment, receipt)
+    }
+  }
+
+  static func expire(_ payment: inout Payment, at now: Instant, txn: inout WriteTransaction) throws {
+    guard case .success = payment.apply(.approvalWindowExpired, at: now, reason: "the approval window passed") else { return }
+    try PendingApprovals.leave(payment.id, txn: &txn)
+    try Reservations.releaseIfDue(payment, txn: &txn)
+    try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+    try AuditJournal.append(&txn, at: now, principal: "system", action: "payment.expired", object: payment.id)
+  }
+
+  /// Expires payments whose approval window has passed, at most `limit` per call; returns how
+  /// many. Index entries of payments that left `pending_approval` otherwise are removed.
+  @discardableResult
+  public func expireOverdue(limit: Int = Limits.maxListScanRecords) async throws -> Int {
+    let now = self.now()
+    return try await self.writer.write { txn in
+      var due: [[UInt8]] = []
+      try txn.scan(.approvalDeadlines, from: nil) { key, _ in
+        guard due.count < limit else { return false }
+        var reader = RecordReader(key)
+        guard try reader.readInt64() <= now.millisecondsSinceEpoch else { return false }
+        due.append(key)
+        return true
+      }
+      var expired = 0
+      for key in due {
+        let paymentID = String(decoding: key.dropFirst(8), as: UTF8.self)
+        _ = try txn.delete(key, in: .approvalDeadlines)
+        guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else { continue }
+        var payment = try Payment(record: bytes)
+        guard payment.status == .pendingApproval else { continue }
+        try Self.expire(&payment, at: now, txn: &txn)
+        expired += 1
+      }
+      return expired
+    }
+  }
+
+  // MARK: Read
+
+  /// The approval state of a payment, if it needed approvals.
+  public func approvalState(_ paymentID: String) throws -> ApprovalState? {
+    try self.store.withReadTransaction { try ApprovalState.load(paymentID, in: $0) }
+  }
+
+  /// Payments `principal` may approve now (never their own, nor ones they approved), oldest
+  /// first, after `afterID`; reads at most `scanLimit` pending payments per call.
+  public func pendingApprovals(
+    for principal: Principal, after afterID: String?, limit: Int, scanLimit: Int = Limits.maxListScanRecords
+  ) throws -> (payments: [(Payment, ApprovalState)], resumeAfter: String?) {
+    try self.store.withReadTransaction { txn in
+      var found: [(Payment, ApprovalState)] = []
+      var scanned = 0
+      var lastRead: String?
+      var more = false
+      try txn.scan(.pendingApprovals, from: afterID.map { Array($0.utf8) + [0] }) { key, _ in
+        if scanned == scanLimit || found.count == limit {
+          more = true
+          return false
+        }
+        scanned += 1
+        let id = String(decoding: key, as: UTF8.self)
+        lastRead = id
+        guard let bytes = try txn.get(key, in: .payments), let state = try ApprovalState.load(id, in: txn) else { return true }
+        let payment = try Payment(record: bytes)
+        guard payment.status == .pendingApproval, let level = state.currentLevel,
+          !payment.creator.utf8.elementsEqual(principal.identity.utf8), !state.hasApproved(principal.identity),
+          state.requirement.levels[level - 1].admits(principal, amountMinor: payment.instruction.amount.minorUnits)
+        else { return true }
+        found.append((payment, state))
+        return true
+      }
+      return (found, more ? lastRead : nil)
+    }
+  }
+
+  // MARK: Release check
+
+  /// Verifies, from the stored bytes alone, that a payment about to be handed to the bank was
+  /// approved as its pinned requirement demands: every stored approval's signature over the
+  /// digest of the *stored* instruction, by the stored certificate; distinct approvers, none
+  /// the creator, enough at every level. Nil when it holds (or the payment needed none).
+  static func releaseProblem(_ payment: Payment, in txn: some ReadableTransaction) throws -> String? {
+    guard let state = try ApprovalState.load(payment.id, in: txn) else { return nil }
+    var seen = Set<String>()
+    for (index, approval) in state.approvals.enumerated() {
+      guard seen.insert(approval.approver).inserted else { return "approval \(index + 1): \(approval.approver) approved twice" }
+      guard !approval.approver.utf8.elementsEqual(payment.creator.utf8) else { return "approval \(index + 1) is by the creator" }
+      guard (1...state.requirement.levels.count).contains(approval.level) else { return "approval \(index + 1) names no level of the requirement" }
+      guard let certificate = try? Certificate(derEncoded: approval.certificate) else {
+        return "approval \(index + 1): the stored certificate does not parse"
+      }
+      let digest = ApprovalDigest.digest(
+        paymentID: payment.id, instruction: payment.instruction, policyVersion: state.policyVersion, level: approval.level)
+      guard CertificateSignatures.isValid(approval.signature, for: digest, by: certificate.publicKey) else {
+        return "approval \(index + 1) by \(approval.approver): the signature does not verify against the stored instruction"
+      }
+    }
+    if let level = state.currentLevel { return "level \(level) of the requirement is not complete" }
+    return nil
+  }
+
+  static func describe(_ level: ApprovalPolicy.Level, amount: Money) -> String {
+    var who: [String] = level.roles.map { "role \($0.rawValue)" }
+    who += level.principals.prefix(5).map { "principal \(LogText.prefix($0))" }
+    var text = "it needs " + who.joined(separator: " or ")
+    if let limit = level.maxAmountMinor {
+      text += ", for amounts up to \(Money(minorUnits: limit, currency: amount.currency))"
+    }
+    return text
+  }
+
+  static func hex(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for byte in bytes {
+      out.append(digits[Int(byte >> 4)])
+      out.append(digits[Int(byte & 0x0F)])
+    }
+    return String(decoding: out, as: UTF8.self)
+  }
+}
+
+extension PaymentLedger {
+  /// Stores a new OTP secret for `principal`, sealed, replacing any earlier one (its codes stop
+  /// working at once), resets its OTP state, and journals the enrolment (never the secret).
+  public func enrollOTP(
+    _ principal: String, secret: [UInt8], vault: OTPVault, by admin: String, at now: Instant
+  ) async throws -> JournalReceipt {
+    let sealed = try vault.seal(secret, for: principal)
+    return try await self.writer.write { txn in
+      let replaced = try txn.get(Array(principal.utf8), in: .otpSecrets) != nil
+      try txn.put(Array(principal.utf8), sealed, in: .otpSecrets)
+      try OTPState().save(principal, txn: &txn)
+      return try AuditJournal.append(
+        &txn, at: now, principal: admin, action: "otp.enrolled", object: principal,
+        details: ["replaced": replaced ? "true" : "false"])
+    }
+  }
+}
