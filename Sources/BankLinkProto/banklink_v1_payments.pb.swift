@@ -431,6 +431,19 @@ public nonisolated struct Banklink_V1_Payment: @unchecked Sendable {
     set {_uniqueStorage()._statusReason = newValue}
   }
 
+  /// The approval policy version the payment is pinned to, and the level (1-based) the next
+  /// approval counts towards: with the instruction, what `approval_digest` covers, so that an
+  /// approver's client can recompute the digest before signing. Added with approvals.
+  public var approvalPolicyVersion: UInt64 {
+    get {_storage._approvalPolicyVersion}
+    set {_uniqueStorage()._approvalPolicyVersion = newValue}
+  }
+
+  public var approvalLevel: Int32 {
+    get {_storage._approvalLevel}
+    set {_uniqueStorage()._approvalLevel = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1017,7 +1030,7 @@ nonisolated extension Banklink_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Payment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}instruction\0\u{1}status\0\u{3}bank_status\0\u{1}creator\0\u{3}idempotency_key\0\u{3}end_to_end_id\0\u{3}batch_id\0\u{3}create_time\0\u{3}update_time\0\u{1}approvals\0\u{3}approval_digest\0\u{3}approval_deadline\0\u{3}status_reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}instruction\0\u{1}status\0\u{3}bank_status\0\u{1}creator\0\u{3}idempotency_key\0\u{3}end_to_end_id\0\u{3}batch_id\0\u{3}create_time\0\u{3}update_time\0\u{1}approvals\0\u{3}approval_digest\0\u{3}approval_deadline\0\u{3}status_reason\0\u{3}approval_policy_version\0\u{3}approval_level\0")
 
   fileprivate class _StorageClass {
     var _paymentID: String = String()
@@ -1034,6 +1047,8 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
     var _approvalDigest: Data = Data()
     var _approvalDeadline: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
     var _statusReason: String = String()
+    var _approvalPolicyVersion: UInt64 = 0
+    var _approvalLevel: Int32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1058,6 +1073,8 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
       _approvalDigest = source._approvalDigest
       _approvalDeadline = source._approvalDeadline
       _statusReason = source._statusReason
+      _approvalPolicyVersion = source._approvalPolicyVersion
+      _approvalLevel = source._approvalLevel
     }
   }
 
@@ -1090,6 +1107,8 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
         case 12: try { try decoder.decodeSingularBytesField(value: &_storage._approvalDigest) }()
         case 13: try { try decoder.decodeSingularMessageField(value: &_storage._approvalDeadline) }()
         case 14: try { try decoder.decodeSingularStringField(value: &_storage._statusReason) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._approvalPolicyVersion) }()
+        case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._approvalLevel) }()
         default: break
         }
       }
@@ -1144,6 +1163,12 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
       if !_storage._statusReason.isEmpty {
         try visitor.visitSingularStringField(value: _storage._statusReason, fieldNumber: 14)
       }
+      if _storage._approvalPolicyVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._approvalPolicyVersion, fieldNumber: 15)
+      }
+      if _storage._approvalLevel != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._approvalLevel, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1167,6 +1192,8 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
         if _storage._approvalDigest != rhs_storage._approvalDigest {return false}
         if _storage._approvalDeadline != rhs_storage._approvalDeadline {return false}
         if _storage._statusReason != rhs_storage._statusReason {return false}
+        if _storage._approvalPolicyVersion != rhs_storage._approvalPolicyVersion {return false}
+        if _storage._approvalLevel != rhs_storage._approvalLevel {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -72,7 +72,9 @@ extension Banklink_V1_Payment {
       }
     }
     self.approvalDeadline = approval.deadline.timestamp
+    self.approvalPolicyVersion = approval.policyVersion
     if payment.status == .pendingApproval, let level = approval.currentLevel {
+      self.approvalLevel = Int32(level)
       self.approvalDigest = Data(ApprovalDigest.digest(
         paymentID: payment.id, instruction: payment.instruction, policyVersion: approval.policyVersion, level: level))
     }
