@@ -24,7 +24,7 @@ public enum Daemon {
         directory: configuration.dataDirectory,
         mapSizeMiB: configuration.storage.mapSizeMiB,
         writerCPUs: configuration.storage.writerCPUs,
-        migrations: [AuditJournal.migration]
+        migrations: [PaymentLedger.schemaMigration(now: WallClock.now)]
       )
     )
     if let from = store.migratedFrom {
@@ -61,6 +61,9 @@ public enum Daemon {
       configuration: .init(approvalThresholdMajorUnits: configuration.payments.approvalThresholdMajorUnits),
       now: WallClock.now
     )
+    if let policy = configuration.payments.approvalPolicy, let version = try await payments.adoptConfiguredPolicy(policy) {
+      logger.notice("approval policy from the configuration put in force", metadata: ["version": "\(version)"])
+    }
     // OTP secrets are sealed under a key outside the store. Without security.otp_key_file it is
     // <data_dir>/otp.key, created on first start (docs/configuration.md says why to move it).
     let otpVault: OTPVault

@@ -89,6 +89,9 @@ public struct DaemonConfiguration: Sendable {
     public var approvalThresholdMajorUnits: Int64 = 1_000_000
     /// Pause between passes that deliver the outbox to the bank and read its status reports.
     public var submitIntervalMilliseconds: Int64 = 500
+    /// The approval policy of `payments.approval_policy_file`, checked at start; put as a new
+    /// version when its rules differ from the policy in force.
+    public var approvalPolicy: ApprovalPolicy?
   }
 
   /// Environment variables that override the file (documented in docs/configuration.md).
@@ -340,6 +343,19 @@ public struct DaemonConfiguration: Sendable {
           throw ConfigError(key: "payments.submit_interval_ms", message: "must be at least \(Limits.minSyncIntervalMilliseconds)")
         }
         payments.submitIntervalMilliseconds = Int64(interval)
+      }
+      if let file = try paymentsReader.optionalString("approval_policy_file") {
+        let policyPath = path(try nonEmpty(file, key: "payments.approval_policy_file"))
+        guard let data = FileManager.default.contents(atPath: policyPath), data.count <= Limits.maxConfigFileBytes else {
+          throw ConfigError(key: "payments.approval_policy_file", message: "cannot read \(policyPath) (at most \(Limits.maxConfigFileBytes) bytes)")
+        }
+        switch ApprovalPolicy.parse(json: String(decoding: data, as: UTF8.self)) {
+        case .success(let policy): payments.approvalPolicy = policy
+        case .failure(let problems):
+          throw ConfigError(
+            key: "payments.approval_policy_file",
+            message: problems.violations.prefix(Limits.maxReportedViolations).map { "\($0.field): \($0.description)" }.joined(separator: "; "))
+        }
       }
       try paymentsReader.finish()
     }

@@ -68,7 +68,7 @@ public enum JournalCheckpoint {
         &txn, at: time, principal: "system", action: JournalCheckpoint.action, object: JournalCheckpoint.object,
         details: [
           "signed_sequence": String(head.sequence),
-          "signed_hash": hexString(head.entryHash),
+          "signed_hash": Hex.encode(head.entryHash),
           "algorithm": JournalCheckpoint.name(of: self.algorithm),
           "signature": Data(signature.rawRepresentation).base64EncodedString(),
           "certificate_sha256": self.certificateDigest,
@@ -104,7 +104,7 @@ public enum JournalCheckpoint {
     public func check(_ entry: AuditEntry) -> Outcome {
       guard let fields = try? JSONSerialization.jsonObject(with: Data(entry.payload.utf8)) as? [String: String],
         let sequenceText = fields["signed_sequence"], let sequence = UInt64(sequenceText),
-        let hashText = fields["signed_hash"], let hash = bytes(fromHex: hashText),
+        let hashText = fields["signed_hash"], let hash = Hex.decode(hashText),
         let signatureText = fields["signature"], let signature = Data(base64Encoded: signatureText),
         let certificate = fields["certificate_sha256"]
       else { return .invalid("checkpoint \(entry.sequence) is malformed") }
@@ -133,44 +133,11 @@ public enum JournalCheckpoint {
   static func digest(of certificate: Certificate) throws -> String {
     var serializer = DER.Serializer()
     try serializer.serialize(certificate)
-    return hexString(Array(SHA256.hash(data: serializer.serializedBytes)))
+    return Hex.encode(Array(SHA256.hash(data: serializer.serializedBytes)))
   }
 }
 
 public struct CheckpointError: Error, Sendable, CustomStringConvertible {
   public var description: String
   init(_ description: String) { self.description = description }
-}
-
-func hexString(_ bytes: [UInt8]) -> String {
-  let digits = Array("0123456789abcdef".utf8)
-  var out: [UInt8] = []
-  out.reserveCapacity(bytes.count * 2)
-  for byte in bytes {
-    out.append(digits[Int(byte >> 4)])
-    out.append(digits[Int(byte & 0x0F)])
-  }
-  return String(decoding: out, as: UTF8.self)
-}
-
-func bytes(fromHex text: String) -> [UInt8]? {
-  let utf8 = Array(text.utf8)
-  guard utf8.count % 2 == 0 else { return nil }
-  var out: [UInt8] = []
-  out.reserveCapacity(utf8.count / 2)
-  var index = 0
-  while index < utf8.count {
-    guard let high = hexValue(utf8[index]), let low = hexValue(utf8[index + 1]) else { return nil }
-    out.append(high << 4 | low)
-    index += 2
-  }
-  return out
-}
-
-private func hexValue(_ byte: UInt8) -> UInt8? {
-  switch byte {
-  case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-  case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-  default: nil
-  }
 }

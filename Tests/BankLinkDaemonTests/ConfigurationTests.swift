@@ -125,6 +125,32 @@ struct ConfigurationTests {
     #expect(defaults.connections == .standard)
   }
 
+  static let examplePolicy = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("docs/examples/approval-policy.json").path
+
+  @Test("an approval policy file is read and checked at start; its problems name the key and the field")
+  func approvalPolicyFile() async throws {
+    let configuration = try Self.parse(Self.replacing(
+      #""log_level": "notice""#, with: #""log_level": "notice", "payments": {"approval_policy_file": "\#(Self.examplePolicy)"}"#))
+    let policy = try #require(configuration.payments.approvalPolicy)
+    #expect(policy.rules.map(\.id) == ["large-cny", "medium"])
+    #expect(policy.rules[0].requirement.levels[1].principals == ["bob"])
+
+    try await withTemporaryDirectory { directory in
+      let bad = directory.appending("policy.json")
+      try Data(#"{"rules": [{"id": "x", "match": {}, "requirement": {"levels": [{"required_approvals": 0, "roles": ["ROLE_APPROVER"]}], "approval_window_seconds": "3600"}}]}"#.utf8)
+        .write(to: URL(fileURLWithPath: bad))
+      let error = Self.failure(Self.replacing(
+        #""log_level": "notice""#, with: #""log_level": "notice", "payments": {"approval_policy_file": "\#(bad)"}"#))
+      #expect(error?.key == "payments.approval_policy_file")
+      #expect(error?.message.contains("policy.rules[0].requirement.levels[0].required_approvals") == true, "\(String(describing: error))")
+      try Data("not json".utf8).write(to: URL(fileURLWithPath: bad))
+      let notJSON = Self.failure(Self.replacing(
+        #""log_level": "notice""#, with: #""log_level": "notice", "payments": {"approval_policy_file": "\#(bad)"}"#))
+      #expect(notJSON?.key == "payments.approval_policy_file")
+    }
+  }
+
   @Test("TLS policy errors name the key", arguments: [
     (#""trust_domain": "Corp.Example""#, "tls.trust_domain"),
     (#""trust_domain": """#, "tls.trust_domain"),

@@ -469,6 +469,71 @@ struct ApprovalTests {
   }
 }
 
+@Suite("Approvals: the policy of the configuration file")
+struct ConfiguredPolicyTests {
+  @Test("a configured policy is put once as a new version, and not again while its rules are in force")
+  func adoptedOnce() async throws {
+    try await withTestServer(principals: ApprovalTests.principals) { server in
+      let json = try String(contentsOfFile: ConfigurationExample.policyPath, encoding: .utf8)
+      guard case .success(let policy) = ApprovalPolicy.parse(json: json) else {
+        Issue.record("the example policy does not parse")
+        return
+      }
+      #expect(try await server.payments.adoptConfiguredPolicy(policy) == 1)
+      #expect(try await server.payments.adoptConfiguredPolicy(policy) == nil)
+      let journal = try server.payments.auditEntries(limit: 100).filter { $0.action == "policy.changed" }
+      #expect(journal.count == 1 && journal.first?.principal == "configuration")
+      // A payment is now pinned to version 1.
+      let created = try await server.payments.create(PaymentLedger.Fixture.instruction(20_000_000), idempotencyKey: "cfg", creator: "erp")
+      #expect(try server.payments.approvalState(created.payment.id)?.policyVersion == 1)
+    }
+  }
+}
+
+enum ConfigurationExample {
+  static let policyPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("docs/examples/approval-policy.json").path
+}
+
+@Suite("Approvals: migration of payments waiting under schema 1")
+struct ApprovalMigrationTests {
+  @Test("a payment an earlier build left in pending_approval gets the default requirement, a window and a place in the queue")
+  func migratesWaitingPayments() async throws {
+    try await withTemporaryDirectory { directory in
+      let path = directory.appending("data")
+      let created = Instant(millisecondsSinceEpoch: 1_764_000_000_000)
+      let waiting = Payment(
+        id: "pay-s000000000000007", instruction: PaymentLedger.Fixture.instruction(500_000_000), status: .pendingApproval,
+        creator: "erp", idempotencyKey: "old", endToEndID: "BL1764000000000007", createdAt: created, updatedAt: created)
+      let settled = Payment(
+        id: "pay-s000000000000008", instruction: PaymentLedger.Fixture.instruction(100), status: .accepted,
+        creator: "erp", idempotencyKey: "old-2", endToEndID: "BL1764000000000008", createdAt: created, updatedAt: created)
+      do {
+        let old = try Store(configuration: .init(directory: path, mapSizeMiB: 16, schemaVersion: 1))
+        try old.withWriteTransaction { txn in
+          try txn.put(Array(waiting.id.utf8), waiting.record, in: .payments)
+          try txn.put(Array(settled.id.utf8), settled.record, in: .payments)
+        }
+      }
+      let clock = TestClock(WallClock.now())
+      let store = try Store(configuration: .init(
+        directory: path, mapSizeMiB: 16, migrations: [PaymentLedger.schemaMigration(now: { clock.now })]))
+      #expect(store.migratedFrom == 1)
+      let ledger = PaymentLedger(writer: GroupCommitWriter(store: store), configuration: .init(), now: { clock.now })
+      let state = try #require(try ledger.approvalState(waiting.id))
+      #expect(state.policyVersion == 0 && state.requirement.levels.count == 1 && state.requirement.requireOTP)
+      #expect(try ledger.approvalState(settled.id) == nil)
+      let alice = Principal(identity: "alice", roles: [.approver])
+      #expect(try ledger.pendingApprovals(for: alice, after: nil, limit: 10).payments.map(\.0.id) == [waiting.id])
+      #expect(try ledger.auditEntries(limit: 10).map(\.action) == ["payment.approval_required"])
+      // It expires like any other when its window passes.
+      clock.advance(milliseconds: Limits.defaultApprovalWindowSeconds * 1000 + 1)
+      #expect(try await ledger.expireOverdue() == 1)
+      #expect(try ledger.payment(waiting.id)?.status == .expired)
+    }
+  }
+}
+
 /// A clock the test moves.
 final class TestClock: Sendable {
   private let instant: Mutex<Instant>

@@ -59,7 +59,7 @@ public final class ApprovalPolicyStore: Sendable {
       &txn, at: now, principal: principal, action: "policy.changed", object: "approval_policy",
       details: [
         "version": String(stored.version), "rules": String(stored.rules.count),
-        "policy_sha256": PaymentLedger.hex(Array(SHA256.hash(data: bytes))),
+        "policy_sha256": Hex.encode(Array(SHA256.hash(data: bytes))),
       ])
     return (stored, receipt)
   }
@@ -74,6 +74,38 @@ public struct PolicyViolations: Error, Sendable, Hashable {
 public struct PolicyConflict: Error, Sendable, Hashable {
   public var current: UInt64
   public var expected: UInt64
+}
+
+extension ApprovalPolicy {
+  /// A policy from its JSON form (the `ApprovalPolicy` message, as `banklink policy show` prints
+  /// it), checked as `PutApprovalPolicy` checks it: the problems, each naming its field.
+  public static func parse(json: String) -> Result<ApprovalPolicy, PolicyViolations> {
+    let message: Banklink_V1_ApprovalPolicy
+    do {
+      message = try Banklink_V1_ApprovalPolicy(jsonString: json)
+    } catch {
+      return .failure(PolicyViolations(violations: [FieldViolation(field: "policy", description: "is not an ApprovalPolicy in JSON: \(error)")]))
+    }
+    switch ApprovalPolicy.from(message) {
+    case .failure(let problems): return .failure(problems)
+    case .success(let policy):
+      let violations = policy.violations()
+      return violations.isEmpty ? .success(policy) : .failure(PolicyViolations(violations: violations))
+    }
+  }
+}
+
+extension PaymentLedger {
+  /// Puts `policy` (from the configuration file) as a new version, unless the policy in force
+  /// already has the same rules. Returns the version put, or nil.
+  public func adoptConfiguredPolicy(_ policy: ApprovalPolicy) async throws -> UInt64? {
+    let policies = self.policies
+    let now = self.now()
+    return try await self.writer.write { txn in
+      if let current = try policies.current(in: txn), current.rules == policy.rules { return nil }
+      return try policies.put(policy, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
+    }
+  }
 }
 
 // MARK: Proto mapping

@@ -105,9 +105,9 @@ extension PaymentLedger {
         "level": String(level),
         "approvals_at_level": String(state.approvals.filter { $0.level == level }.count),
         "required_at_level": String(requirement.required),
-        "approval_digest": Self.hex(digest),
-        "signature_sha256": Self.hex(Array(SHA256.hash(data: signature))),
-        "certificate_sha256": Self.hex(Array(SHA256.hash(data: approver.certificate))),
+        "approval_digest": Hex.encode(digest),
+        "signature_sha256": Hex.encode(Array(SHA256.hash(data: signature))),
+        "certificate_sha256": Hex.encode(Array(SHA256.hash(data: approver.certificate))),
       ]
       if !comment.isEmpty { details["comment"] = comment }
       if state.currentLevel == nil {
@@ -296,16 +296,6 @@ extension PaymentLedger {
     }
     return text
   }
-
-  static func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out: [UInt8] = []
-    for byte in bytes {
-      out.append(digits[Int(byte >> 4)])
-      out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
-  }
 }
 
 extension PaymentLedger {
@@ -322,6 +312,42 @@ extension PaymentLedger {
       return try AuditJournal.append(
         &txn, at: now, principal: admin, action: "otp.enrolled", object: principal,
         details: ["replaced": replaced ? "true" : "false"])
+    }
+  }
+}
+
+extension PaymentLedger {
+  /// Schema 1 → 2 for the daemon's store: the audit records become the journal's chain
+  /// (``AuditJournal/migration``), and payments left in `pending_approval` by earlier builds —
+  /// which waited for approvals that did not exist yet — get the requirement of the default
+  /// policy (one approver, with OTP), a window from the migration, and a place in the approval
+  /// queue. Without this they could be neither approved nor expired, only cancelled.
+  public static func schemaMigration(now: @escaping @Sendable () -> Instant) -> SchemaMigration {
+    SchemaMigration(from: 1, description: "chain the audit records; give waiting payments an approval requirement") { txn in
+      try AuditJournal.migration.apply(&txn)
+      var waiting: [Payment] = []
+      try txn.scan(.payments, from: nil) { _, value in
+        let payment = try Payment(record: value)
+        if payment.status == .pendingApproval { waiting.append(payment) }
+        return true
+      }
+      let time = now()
+      let requirement = ApprovalPolicy.Requirement(
+        levels: [ApprovalPolicy.Level(required: 1, roles: [.approver])], windowSeconds: Limits.defaultApprovalWindowSeconds,
+        requireOTP: true)
+      for payment in waiting where try ApprovalState.load(payment.id, in: txn) == nil {
+        let state = ApprovalState(
+          policyVersion: 0, ruleID: "migrated-from-schema-1", requirement: requirement,
+          deadline: time.adding(milliseconds: requirement.windowSeconds * 1000))
+        try state.save(payment.id, txn: &txn)
+        try PendingApprovals.enter(payment.id, deadline: state.deadline, txn: &txn)
+        try AuditJournal.append(
+          &txn, at: time, principal: "system", action: "payment.approval_required", object: payment.id,
+          details: [
+            "policy_version": "0", "policy_rule": state.ruleID,
+            "approval_deadline_ms": String(state.deadline.millisecondsSinceEpoch), "migrated_from_schema": "1",
+          ])
+      }
     }
   }
 }
