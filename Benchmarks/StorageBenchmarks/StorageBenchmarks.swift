@@ -40,8 +40,9 @@ final class Fixture: Sendable {
     try await self.cache.store(accounts: accounts, at: WallClock.now())
     let now = Instant(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1000))
     for account in accounts {
-      // Enough for any number of benchmark payments.
-      let ledger = Money(minorUnits: 1 << 60, currency: account.currency)
+      // Enough for any number of benchmark payments, within what a bank may report
+      // (Limits.maxBankAmountMinorUnits: a larger balance is refused as malformed).
+      let ledger = Money(minorUnits: Limits.maxBankAmountMinorUnits, currency: account.currency)
       try await self.cache.store(balance: LedgerBalance(accountID: account.id, ledger: ledger, asOf: now), syncedAt: now)
     }
   }
