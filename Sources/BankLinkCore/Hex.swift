@@ -4,6 +4,7 @@ public enum Hex {
 
   public static func encode(_ bytes: some Sequence<UInt8>) -> String {
     var out: [UInt8] = []
+    out.reserveCapacity(bytes.underestimatedCount * 2)
     for byte in bytes {
       out.append(Self.digits[Int(byte >> 4)])
       out.append(Self.digits[Int(byte & 0x0F)])

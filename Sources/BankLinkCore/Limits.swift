@@ -77,6 +77,9 @@ public enum Limits {
   /// memory; thousands are plenty for internal services and operators.
   public static let maxPrincipals = 10_000
 
+  /// Currencies one principal may have an approval limit in (`approval_limits`).
+  public static let maxApprovalLimitsPerPrincipal = 32
+
   /// Largest configuration file read (bytes); anything bigger is a mistake, not a config.
   public static let maxConfigFileBytes = 1024 * 1024
 }
@@ -99,8 +102,6 @@ extension Limits {
   /// Largest page any List method returns, whatever the request asks: bounds the memory and
   /// time of one call (1,000 transactions encode to roughly 300 KB).
   public static let maxPageSize = 1_000
-  /// Journal entries read when looking up an object's receipt (a payment has one per state it
-  /// went through: a dozen at most). Bounds the read, not what is journaled.
   /// A signed checkpoint of the journal's head once this many entries were appended since the
   /// last one…
   public static let journalCheckpointEntries: UInt64 = 1_000
@@ -114,6 +115,8 @@ extension Limits {
   public static let maxAuditObjectLength = 256
   /// The longest action name a journal query may ask for (actions are `noun.verb`).
   public static let maxAuditActionLength = 64
+  /// Journal entries read when looking up an object's receipt (a payment has one per state it
+  /// went through: a dozen at most). Bounds the read, not what is journaled.
   public static let maxJournalEntriesPerObject = 1_000
   /// Entries `VerifyAuditJournal` walks in one read transaction before answering with what it
   /// verified so far (a reader holds old pages from reuse while it runs).

@@ -3,14 +3,26 @@ public struct Principal: Sendable, Hashable {
   /// The certificate identity: URI SAN when present, else the subject common name.
   public var identity: String
   public var roles: Set<Role>
+  /// The largest amount (minor units) this principal may approve, per currency, on top of any
+  /// limit of the approval level. Empty: no limit of its own. Not empty: a currency that is not
+  /// listed cannot be approved at all — a limit set for CNY does not leave USD unlimited.
+  public var approvalLimits: [CurrencyCode: Int64]
 
-  public init(identity: String, roles: Set<Role>) {
+  public init(identity: String, roles: Set<Role>, approvalLimits: [CurrencyCode: Int64] = [:]) {
     self.identity = identity
     self.roles = roles
+    self.approvalLimits = approvalLimits
   }
 
   public func holds(_ role: Role) -> Bool {
     self.roles.contains(role)
+  }
+
+  /// Whether the principal's own limit lets it approve `amount` (the level's limit is separate).
+  public func mayApprove(_ amount: Money) -> Bool {
+    if self.approvalLimits.isEmpty { return true }
+    guard let limit = self.approvalLimits[amount.currency] else { return false }
+    return amount.minorUnits <= limit
   }
 }
 
@@ -42,4 +54,17 @@ public struct PrincipalTable: Sendable, Hashable {
   }
 
   public var count: Int { self.byIdentity.count }
+
+  /// This table with `overrides` applied: each replaces the principal of the same identity
+  /// (roles and limits whole), or adds one.
+  public func overlaid(with overrides: some Sequence<Principal>) -> PrincipalTable {
+    var table = self
+    for principal in overrides { table.byIdentity[Array(principal.identity.utf8)] = principal }
+    return table
+  }
+
+  /// How many principals hold `role`.
+  public func count(holding role: Role) -> Int {
+    self.byIdentity.values.reduce(0) { $0 + ($1.holds(role) ? 1 : 0) }
+  }
 }

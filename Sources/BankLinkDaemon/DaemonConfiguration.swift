@@ -423,8 +423,29 @@ public struct DaemonConfiguration: Sendable {
         }
         roles.insert(role)
       }
+      // Per-currency approval limits in minor units: {"CNY": 5000000} (50,000.00 CNY).
+      var limits: [CurrencyCode: Int64] = [:]
+      if var limitsReader = try principalReader.optionalObject("approval_limits") {
+        let codes = limitsReader.keys
+        guard codes.count <= Limits.maxApprovalLimitsPerPrincipal else {
+          throw ConfigError(
+            key: key + ".approval_limits", message: "at most \(Limits.maxApprovalLimitsPerPrincipal) currencies, got \(codes.count)")
+        }
+        for code in codes {
+          let limitKey = "\(key).approval_limits.\(code)"
+          guard let currency = CurrencyCode(code) else {
+            throw ConfigError(key: limitKey, message: "is not a currency code (three upper-case letters, ISO 4217)")
+          }
+          guard let limit = try limitsReader.optionalInt(code), limit > 0, Int64(limit) <= Limits.maxBankAmountMinorUnits else {
+            throw ConfigError(
+              key: limitKey, message: "must be an amount in minor units between 1 and \(Limits.maxBankAmountMinorUnits)")
+          }
+          limits[currency] = Int64(limit)
+        }
+        try limitsReader.finish()
+      }
       try principalReader.finish()
-      principals.append(Principal(identity: identity, roles: roles))
+      principals.append(Principal(identity: identity, roles: roles, approvalLimits: limits))
     }
     var otpKeyPath: String?
     if var securityReader = try reader.optionalObject("security") {
@@ -516,6 +537,9 @@ private struct ObjectReader {
     self.object = object
     self.path = path
   }
+
+  /// The keys of the object, sorted (for maps keyed by data, such as currency codes).
+  var keys: [String] { self.object.keys.sorted() }
 
   private func key(_ name: String) -> String { self.path.isEmpty ? name : "\(self.path).\(name)" }
 

@@ -644,12 +644,15 @@ public nonisolated struct Banklink_V1_Principal: Sendable {
 
   public var roles: [Banklink_V1_Role] = []
 
-  /// Largest amount the principal may approve, per currency; empty means no limit.
+  /// Largest amount the principal may approve, per currency; empty means no limit. Once any
+  /// currency is listed, a payment in a currency that is not listed cannot be approved by this
+  /// principal.
   public var approvalLimits: [Banklink_V1_Money] = []
 
   public var otpEnrolled: Bool = false
 
-  /// Serial numbers (hex) of revoked certificates of this identity.
+  /// Serial numbers (hex) of revoked certificates of this identity. Empty until
+  /// RevokeCertificate is built (it answers UNIMPLEMENTED today).
   public var revokedSerials: [String] = []
 
   /// All certificates of the identity are revoked.
@@ -688,6 +691,9 @@ public nonisolated struct Banklink_V1_ListPrincipalsResponse: Sendable {
   public init() {}
 }
 
+/// Replaces the principal's roles and approval limits whole; stored over the configuration's
+/// entry. An admin cannot grant themselves a role or loosen their own limits (PERMISSION_DENIED),
+/// and no change may leave the table without an admin (FAILED_PRECONDITION).
 public nonisolated struct Banklink_V1_SetPrincipalRolesRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

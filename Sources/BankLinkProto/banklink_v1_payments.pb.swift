@@ -681,6 +681,9 @@ public nonisolated struct Banklink_V1_ApprovePaymentRequest: Sendable {
 
   public var paymentID: String = String()
 
+  /// Optional: a retry with the same id (same caller, same payment) answers with the payment as it
+  /// is now and the original receipt instead of "already approved"; the same id for another
+  /// payment is refused with ALREADY_EXISTS.
   public var requestID: String = String()
 
   /// RFC 6238 one-time password, where policy requires one. Each code is accepted once.
@@ -735,6 +738,7 @@ public nonisolated struct Banklink_V1_RejectPaymentRequest: Sendable {
 
   public var paymentID: String = String()
 
+  /// Optional: a retry with the same id answers with the original receipt (as for approvals).
   public var requestID: String = String()
 
   /// Required: why the payment is refused.

@@ -20,6 +20,10 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
   let vault: OTPVault?
   /// Who may call the daemon.
   let principals: PrincipalDirectory
+  /// Changes principals at run time.
+  let registry: PrincipalRegistry
+  /// The identities a certificate can present (trust domain): a principal outside it is refused.
+  let identityPolicy: PeerIdentity.Policy
   /// Checks checkpoints with the daemon's own certificate.
   let checkpoints: JournalCheckpoint.Verifier?
 
@@ -101,14 +105,109 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     request: Banklink_V1_ListPrincipalsRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_ListPrincipalsResponse {
-    throw unimplemented(Method.ListPrincipals.descriptor)
+    let size = try pageSize(request.pageSize)
+    var after: String?
+    if !request.pageToken.isEmpty {
+      guard let data = Data(base64Encoded: request.pageToken), let text = String(data: data, encoding: .utf8),
+        text.hasPrefix(Self.principalTokenPrefix)
+      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
+      after = String(text.dropFirst(Self.principalTokenPrefix.count))
+    }
+    // Identities are ASCII (IdentityRules): String order is byte order here.
+    let all = self.principals.current.principals
+    let remaining = after.map { last in all.drop(while: { $0.identity <= last }) } ?? all[...]
+    let page = Array(remaining.prefix(size))
+    let enrolled = try withStore {
+      try self.store.withReadTransaction { txn in
+        try Set(page.filter { try txn.get(Array($0.identity.utf8), in: .otpSecrets) != nil }.map(\.identity))
+      }
+    }
+    return .with {
+      $0.principals = page.map { Banklink_V1_Principal($0, otpEnrolled: enrolled.contains($0.identity)) }
+      if remaining.count > page.count, let last = page.last {
+        $0.nextPageToken = Data((Self.principalTokenPrefix + last.identity).utf8).base64EncodedString()
+      }
+    }
   }
+
+  static let principalTokenPrefix = "principal:"
 
   func setPrincipalRoles(
     request: Banklink_V1_SetPrincipalRolesRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_SetPrincipalRolesResponse {
-    throw unimplemented(Method.SetPrincipalRoles.descriptor)
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    var violations: [FieldViolation] = []
+    switch IdentityRules.check(request.identity) {
+    case .failure(let problem):
+      violations.append(.init(field: "identity", description: "\(problem)"))
+    case .success(.uri(_, let authority)):
+      if let domain = self.identityPolicy.trustDomain, !authority.utf8.elementsEqual(domain.utf8) {
+        violations.append(.init(field: "identity", description: "is outside the trust domain '\(domain)': no certificate could present it"))
+      }
+    case .success(.name):
+      break
+    }
+    var roles: Set<Role> = []
+    for (index, value) in request.roles.enumerated() {
+      guard let role = Role(value) else {
+        violations.append(.init(field: "roles[\(index)]", description: "is not a role (\(value))"))
+        continue
+      }
+      if !roles.insert(role).inserted {
+        violations.append(.init(field: "roles[\(index)]", description: "\(role.rawValue) is listed twice"))
+      }
+    }
+    var limits: [CurrencyCode: Int64] = [:]
+    if request.approvalLimits.count > Limits.maxApprovalLimitsPerPrincipal {
+      violations.append(.init(
+        field: "approval_limits", description: "at most \(Limits.maxApprovalLimitsPerPrincipal) currencies, got \(request.approvalLimits.count)"))
+    } else {
+      for (index, limit) in request.approvalLimits.enumerated() {
+        let field = "approval_limits[\(index)]"
+        guard let currency = CurrencyCode(limit.currencyCode) else {
+          violations.append(.init(field: field + ".currency_code", description: "must be three upper-case letters (ISO 4217)"))
+          continue
+        }
+        guard limit.minorUnits > 0, limit.minorUnits <= Limits.maxBankAmountMinorUnits else {
+          violations.append(.init(
+            field: field + ".minor_units",
+            description: "must be between 1 and \(Limits.maxBankAmountMinorUnits); leave the currency out for no limit"))
+          continue
+        }
+        if limits.updateValue(limit.minorUnits, forKey: currency) != nil {
+          violations.append(.init(field: field + ".currency_code", description: "\(currency.code) is listed twice"))
+        }
+      }
+    }
+    guard violations.isEmpty else { throw badRequest(violations) }
+    do {
+      let change = try await self.mappingStorage {
+        try await self.registry.setRoles(request.identity, roles: roles, approvalLimits: limits, by: caller.principal)
+      }
+      let enrolled = try withStore {
+        try self.store.withReadTransaction { try $0.get(Array(request.identity.utf8), in: .otpSecrets) != nil }
+      }
+      return .with {
+        $0.principal = Banklink_V1_Principal(change.principal, otpEnrolled: enrolled)
+        $0.receipt = Banklink_V1_Receipt(change.receipt)
+      }
+    } catch let refusal as PrincipalRegistry.Refusal {
+      switch refusal {
+      case .selfGrant(let message):
+        throw GoogleRPCStatus(
+          code: .permissionDenied, message: message,
+          details: [.errorInfo(reason: "SELF_GRANT", domain: APIError.domain)])
+      case .lastAdmin(let message):
+        throw GoogleRPCStatus(
+          code: .failedPrecondition, message: message,
+          details: [.errorInfo(reason: "LAST_ADMIN", domain: APIError.domain)])
+      case .tooManyPrincipals:
+        throw GoogleRPCStatus(
+          code: .resourceExhausted, message: "the principals table holds its maximum of \(Limits.maxPrincipals)", details: [])
+      }
+    }
   }
 
   func enrollOtp(request: Banklink_V1_EnrollOtpRequest, context: ServerContext) async throws -> Banklink_V1_EnrollOtpResponse {
@@ -223,6 +322,22 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       $0.checkpointsVerified = report.checkpointsVerified
       $0.lastCheckpointSequence = report.lastCheckpoint
       $0.checkpointsOtherCertificate = report.checkpointsOtherCertificate
+    }
+  }
+}
+
+extension Banklink_V1_Principal {
+  init(_ principal: Principal, otpEnrolled: Bool) {
+    self = .with {
+      $0.identity = principal.identity
+      $0.roles = principal.roles.sorted().map(Banklink_V1_Role.init)
+      $0.approvalLimits = principal.approvalLimits.sorted { $0.key < $1.key }.map { currency, limit in
+        .with {
+          $0.minorUnits = limit
+          $0.currencyCode = currency.code
+        }
+      }
+      $0.otpEnrolled = otpEnrolled
     }
   }
 }

@@ -6,22 +6,49 @@ import Logging
 import Synchronization
 import X509
 
-/// The principals table currently in force. Replaced whole (from a reload or, later, an admin
-/// RPC); every call reads the table at the time it arrives, so a change applies to the next call
-/// on connections that are already open.
+/// The principals table currently in force: the configured table with the principals stored at
+/// run time (``PrincipalRegistry``) over it. Every call reads the table at the time it arrives,
+/// so a change applies to the next call, also on connections that are already open.
 public final class PrincipalDirectory: Sendable {
-  private let table: Mutex<PrincipalTable>
+  private struct State {
+    var configured: PrincipalTable
+    var overrides: [Principal] = []
+    /// Journal sequence of the change `overrides` reflects: older tables are not applied.
+    var version: UInt64 = 0
+    var current: PrincipalTable
+  }
+
+  private let state: Mutex<State>
 
   public init(_ table: PrincipalTable) {
-    self.table = Mutex(table)
+    self.state = Mutex(State(configured: table, current: table))
   }
 
   public var current: PrincipalTable {
-    self.table.withLock { $0 }
+    self.state.withLock { $0.current }
   }
 
+  /// The table from the configuration, without the run-time changes.
+  public var configured: PrincipalTable {
+    self.state.withLock { $0.configured }
+  }
+
+  /// Replaces the configured table (a reload); the run-time changes stay over it.
   public func replace(with table: PrincipalTable) {
-    self.table.withLock { $0 = table }
+    self.state.withLock {
+      $0.configured = table
+      $0.current = table.overlaid(with: $0.overrides)
+    }
+  }
+
+  /// Puts the stored run-time principals in force, unless a newer set already is.
+  func apply(overrides: [Principal], version: UInt64) {
+    self.state.withLock {
+      guard version >= $0.version else { return }
+      $0.overrides = overrides
+      $0.version = version
+      $0.current = $0.configured.overlaid(with: overrides)
+    }
   }
 }
 

@@ -71,6 +71,9 @@ public final class GatewayServer: Service {
     self.principals = principals
     self.logger = logger
 
+    // Principals changed at run time are in force before the first call is served.
+    let registry = PrincipalRegistry(writer: payments.writer, directory: principals, now: payments.now)
+    try registry.loadStored()
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
@@ -81,6 +84,8 @@ public final class GatewayServer: Service {
         payments: payments,
         vault: otpVault,
         principals: principals,
+        registry: registry,
+        identityPolicy: configuration.identityPolicy,
         checkpoints: try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: configuration.certificatePath, encoding: .utf8))
       ),
     ]

@@ -19,9 +19,13 @@ public final class RunningDaemon: @unchecked Sendable {
     environment["NOTIFY_SOCKET"] = socket.path
     process.environment = environment
     try process.run()
-    guard let ready = await socket.next(timeoutSeconds: 60), ready.hasPrefix("READY=1"),
-      let port = ready.split(separator: ":").last.flatMap({ Int($0) })
-    else {
+    // Messages left by an earlier daemon on the same socket (its STOPPING=1) are skipped.
+    let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+    var ready: String?
+    while ready == nil, ContinuousClock.now < deadline, let message = await socket.next(timeoutSeconds: 60) {
+      if message.hasPrefix("READY=1") { ready = message }
+    }
+    guard let ready, let port = ready.split(separator: ":").last.flatMap({ Int($0) }) else {
       if process.isRunning { process.terminate() }
       throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"])
     }

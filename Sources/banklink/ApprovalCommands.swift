@@ -65,6 +65,8 @@ struct ApproveCommand: AsyncParsableCommand {
   @Argument(help: "The payment to approve.") var paymentID: String
   @Option(help: "The current code of your authenticator (6 digits); required where policy asks for one.") var otp = ""
   @Option(help: "A note kept with the approval.") var comment = ""
+  @Option(help: "Your id for this approval: a retry with the same id gets the original answer (docs/approvals.md).")
+  var requestID = ""
 
   func run() async throws {
     let key: Certificate.PrivateKey
@@ -87,6 +89,7 @@ struct ApproveCommand: AsyncParsableCommand {
           $0.signature = Data(signature)
           $0.otpCode = self.otp
           $0.comment = self.comment
+          $0.requestID = self.requestID
         })
       }
     }
@@ -125,6 +128,7 @@ struct RejectCommand: AsyncParsableCommand {
   @OptionGroup var connection: ConnectionOptions
   @Argument(help: "The payment to reject.") var paymentID: String
   @Option(help: "Why (required).") var reason: String
+  @Option(help: "Your id for this rejection: a retry with the same id gets the original answer.") var requestID = ""
 
   func run() async throws {
     let response = try await reportingFailures {
@@ -132,6 +136,7 @@ struct RejectCommand: AsyncParsableCommand {
         try await Banklink_V1_PaymentService.Client(wrapping: client).rejectPayment(.with {
           $0.paymentID = self.paymentID
           $0.reason = self.reason
+          $0.requestID = self.requestID
         })
       }
     }

@@ -73,8 +73,31 @@ struct ApprovalCLITests {
       #expect(second.stdout.contains("receipt"), "\(second.stdout)")
 
       let journal = try cli("admin", ["audit", "list", "--object", paymentID, "--json"])
-      #expect(journal.stdout.components(separatedBy: "payment.approval").count - 1 == 2, "\(journal.stdout) \(journal.stderr)")
+      #expect(journal.stdout.components(separatedBy: #""payment.approval""#).count - 1 == 2, "\(journal.stdout) \(journal.stderr)")
+
+      // Principals at run time: carol (not in the file) becomes an approver with a limit; admin
+      // cannot grant themselves a role. The change survives a restart.
+      let carolSet = try cli("admin", ["principals", "set", "carol", "--role", "approver", "--limit", "CNY:50000.00"])
+      #expect(carolSet.status == 0, "\(carolSet.stderr)")
+      #expect(field(carolSet.stdout, "approval limits") == "50000.00 CNY", "\(carolSet.stdout)")
+      let selfGrant = try cli("admin", ["principals", "set", "admin", "--role", "admin", "--role", "approver"])
+      #expect(selfGrant.status == 1 && selfGrant.stderr.contains("grant themselves"), "\(selfGrant.stderr)")
       await daemon.stop()
+
+      let restarted = try await RunningDaemon.start(config: config, socket: socket)
+      defer { if restarted.process.isRunning { restarted.process.terminate() } }
+      let identity = try pki.client(commonName: "carol", file: "carol")
+      let whoami = try runProgram(
+        Binaries.cli, ["whoami"], environment: cliEnvironment(port: restarted.port, caPath: pki.caPath, identity: identity))
+      #expect(whoami.status == 0 && whoami.stdout.contains("approver"), "\(whoami.stdout) \(whoami.stderr)")
+      let listed = try runProgram(
+        Binaries.cli, ["principals", "list"],
+        environment: cliEnvironment(port: restarted.port, caPath: pki.caPath, identity: try pki.client(commonName: "admin", file: "admin")))
+      let carolRow = listed.stdout.split(separator: "\n").first { $0.hasPrefix("carol ") }
+      #expect(carolRow?.contains("approver") == true && carolRow?.contains("50000.00 CNY") == true, "\(listed.stdout) \(listed.stderr)")
+      let aliceRow = listed.stdout.split(separator: "\n").first { $0.hasPrefix("alice ") }
+      #expect(aliceRow?.contains("enrolled") == true, "\(listed.stdout)")
+      await restarted.stop()
     }
   }
 }

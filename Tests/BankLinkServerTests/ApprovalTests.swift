@@ -162,7 +162,16 @@ struct ApprovalTests {
       #expect(try server.payments.outbox(limit: 100).contains { $0.entry.paymentID == payment.paymentID })
       // The journal has both approvals, the second with the release.
       let journal = try server.payments.auditEntries(limit: 1_000).filter { $0.object == payment.paymentID }
-      #expect(journal.map(\.action) == ["payment.created", "payment.approval", "payment.approval"])
+      // Each refusal is journaled with its reason, by the principal refused.
+      #expect(journal.map(\.action) == [
+        "payment.created", "payment.approval_refused", "payment.approval_refused", "payment.approval", "payment.approval_refused",
+        "payment.approval_refused", "payment.approval",
+      ])
+      let refusals = journal.filter { $0.action == "payment.approval_refused" }
+      #expect(refusals.map(\.principal) == ["dual", "carol", "alice", "bob"])
+      #expect(zip(refusals, ["own_payment", "not_eligible", "already_approved", "not_eligible"]).allSatisfy {
+        $0.payload.contains(#""reason":"\#($1)""#)
+      })
       #expect(journal.last?.payload.contains(#""status":"approved""#) == true)
       #expect(journal.last?.principal == "carol")
     }

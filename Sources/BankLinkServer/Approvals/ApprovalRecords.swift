@@ -179,3 +179,41 @@ struct OTPState: Sendable, Hashable {
     try txn.put(Array(principal.utf8), writer.bytes, in: .otpState)
   }
 }
+
+/// The `request_id` of an approval or a rejection (`idempotency`, beside the payments' keys):
+/// a retry after a lost reply gets the original answer instead of "already approved".
+///
+/// Key: (principal, 0x00, 0x01, decision, 0x00, request id). The 0x01 cannot start a payment's
+/// idempotency key (printable ASCII only), so the two never collide. Value: format, payment id,
+/// and the journal sequence of the decision, whose receipt a replay returns.
+enum DecisionRequest {
+  enum Decision: String, Sendable {
+    case approve, reject
+  }
+
+  static let recordFormat: UInt8 = 1
+
+  static func key(principal: String, decision: Decision, requestID: String) -> [UInt8] {
+    Array(principal.utf8) + [0, 1] + Array(decision.rawValue.utf8) + [0] + Array(requestID.utf8)
+  }
+
+  /// The payment and journal sequence an earlier request with this id decided, if any.
+  static func load(_ key: [UInt8], in txn: some ReadableTransaction) throws -> (paymentID: String, sequence: UInt64)? {
+    guard let bytes = try txn.get(key, in: .idempotency) else { return nil }
+    var reader = RecordReader(bytes)
+    guard try reader.readUInt8() == Self.recordFormat else {
+      throw StoreError(code: .corrupted, message: "unknown decision request record format")
+    }
+    let found = (paymentID: try reader.readString(), sequence: try reader.readUInt64())
+    try reader.finish()
+    return found
+  }
+
+  static func save(_ key: [UInt8], paymentID: String, sequence: UInt64, txn: inout WriteTransaction) throws {
+    var writer = RecordWriter(capacity: 16 + paymentID.utf8.count)
+    writer.write(Self.recordFormat)
+    writer.write(paymentID)
+    writer.write(sequence)
+    try txn.put(key, writer.bytes, in: .idempotency)
+  }
+}

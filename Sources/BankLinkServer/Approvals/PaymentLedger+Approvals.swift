@@ -38,12 +38,33 @@ extension PaymentLedger {
     case otpRejected(failures: Int, lockedUntil: Instant?)
     case otpLocked(until: Instant)
     case expired
+    /// The caller's `request_id` already decided another payment.
+    case requestIDReused(requestID: String, paymentID: String)
+
+    /// The reason journaled with a refused approval; nil for refusals that journal themselves
+    /// (OTP failures, expiry) or change nothing worth recording (a reused request id).
+    var journalReason: String? {
+      switch self {
+      case .paymentNotFound: "payment_not_found"
+      case .notPendingApproval: "not_pending_approval"
+      case .ownPayment: "own_payment"
+      case .alreadyApproved: "already_approved"
+      case .notEligible: "not_eligible"
+      case .badSignature: "bad_signature"
+      case .otpRequired: "otp_required"
+      case .otpNotEnrolled: "otp_not_enrolled"
+      case .otpLocked: "otp_locked"
+      case .otpRejected, .expired, .requestIDReused: nil
+      }
+    }
   }
 
   public struct Approved: Sendable, Hashable {
     public var payment: Payment
     public var state: ApprovalState
     public var receipt: JournalReceipt
+    /// A retry with the same `request_id`: the payment as it is now, the original receipt.
+    public var replayed = false
   }
 
   /// What `approve` did. Some refusals change state that must be committed (an OTP failure is
@@ -62,69 +83,121 @@ extension PaymentLedger {
   /// entry). Two approvers racing for the last slot: LMDB serialises them; one releases, the
   /// other finds the payment no longer pending.
   public func approve(
-    _ paymentID: String, by approver: Approver, signature: [UInt8], otpCode: String, comment: String, vault: OTPVault?
+    _ paymentID: String, by approver: Approver, signature: [UInt8], otpCode: String, comment: String, requestID: String = "",
+    vault: OTPVault?
   ) async throws -> Approved {
     let now = self.now()
     let outcome: ApprovalOutcome = try await self.writer.write { txn in
-      guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else { return .refused(.paymentNotFound(paymentID)) }
-      var payment = try Payment(record: bytes)
-      guard payment.status == .pendingApproval, var state = try ApprovalState.load(paymentID, in: txn) else {
-        return .refused(.notPendingApproval(paymentID: paymentID, status: payment.status))
-      }
-      if !(now < state.deadline) {
-        try Self.expire(&payment, at: now, txn: &txn)
-        return .refused(.expired)
-      }
-      let identity = approver.principal.identity
-      guard !payment.creator.utf8.elementsEqual(identity.utf8) else { return .refused(.ownPayment) }
-      if let earlier = state.approvals.first(where: { $0.approver.utf8.elementsEqual(identity.utf8) }) {
-        return .refused(.alreadyApproved(level: earlier.level))
-      }
-      guard let level = state.currentLevel else {
-        return .refused(.notPendingApproval(paymentID: paymentID, status: payment.status))
-      }
-      let requirement = state.requirement.levels[level - 1]
-      guard requirement.admits(approver.principal, amountMinor: payment.instruction.amount.minorUnits) else {
-        return .refused(.notEligible(level: level, detail: Self.describe(requirement, amount: payment.instruction.amount)))
-      }
-      // The signature first: it needs the certificate's private key, so a stolen password alone
-      // cannot burn one-time codes.
-      let digest = ApprovalDigest.digest(
-        paymentID: paymentID, instruction: payment.instruction, policyVersion: state.policyVersion, level: level)
-      guard CertificateSignatures.isValid(signature, for: digest, by: approver.publicKey) else {
-        return .refused(.badSignature)
-      }
-      if state.requirement.requireOTP {
-        if let refusal = try Self.checkOTP(otpCode, principal: identity, vault: vault, at: now, txn: &txn) {
-          return .refused(refusal)
+      let requestKey = requestID.isEmpty
+        ? nil : DecisionRequest.key(principal: approver.principal.identity, decision: .approve, requestID: requestID)
+      if let requestKey, let earlier = try DecisionRequest.load(requestKey, in: txn) {
+        guard earlier.paymentID == paymentID else {
+          return .refused(.requestIDReused(requestID: requestID, paymentID: earlier.paymentID))
         }
+        let (payment, receipt) = try Self.replayed(earlier, in: txn)
+        guard let state = try ApprovalState.load(paymentID, in: txn) else {
+          throw StoreError(code: .corrupted, message: "approved payment \(paymentID) has no approval state")
+        }
+        return .approved(Approved(payment: payment, state: state, receipt: receipt, replayed: true))
       }
-      state.approvals.append(.init(
-        approver: identity, level: level, time: now, signature: signature, certificate: approver.certificate, comment: comment))
-      var details: AuditPayload = [
-        "level": String(level),
-        "approvals_at_level": String(state.approvals.filter { $0.level == level }.count),
-        "required_at_level": String(requirement.required),
-        "approval_digest": Hex.encode(digest),
-        "signature_sha256": Hex.encode(Array(SHA256.hash(data: signature))),
-        "certificate_sha256": Hex.encode(Array(SHA256.hash(data: approver.certificate))),
-      ]
-      if !comment.isEmpty { details["comment"] = comment }
-      if state.currentLevel == nil {
-        _ = payment.apply(.approvalsCompleted, at: now)
-        try PendingApprovals.leave(paymentID, txn: &txn)
-        try OutboxRecord.enqueue(payment, txn: &txn)
-        try txn.put(Array(paymentID.utf8), payment.record, in: .payments)
-        details["status"] = payment.status.rawValue
+      let outcome = try Self.approve(
+        paymentID, by: approver, signature: signature, otpCode: otpCode, comment: comment, vault: vault, at: now, txn: &txn)
+      // A refusal is an event too (self-approval, a bad signature, a payment that is not
+      // waiting): journaled with the reason, in a transaction that commits. OTP failures and
+      // expiry journal themselves.
+      if case .refused(let refusal) = outcome, let reason = refusal.journalReason {
+        try AuditJournal.append(
+          &txn, at: now, principal: approver.principal.identity, action: "payment.approval_refused",
+          object: paymentID, details: ["reason": reason])
       }
-      try state.save(paymentID, txn: &txn)
-      let receipt = try AuditJournal.append(&txn, at: now, principal: identity, action: "payment.approval", object: paymentID, details: details)
-      return .approved(Approved(payment: payment, state: state, receipt: receipt))
+      if case .approved(let approved) = outcome, let requestKey {
+        try DecisionRequest.save(requestKey, paymentID: paymentID, sequence: approved.receipt.sequence, txn: &txn)
+      }
+      return outcome
     }
     switch outcome {
     case .approved(let approved): return approved
     case .refused(let refusal): throw refusal
     }
+  }
+
+  /// The payment as it is now and the receipt of the decision an earlier request made.
+  private static func replayed(
+    _ earlier: (paymentID: String, sequence: UInt64), in txn: some ReadableTransaction
+  ) throws -> (Payment, JournalReceipt) {
+    guard let bytes = try txn.get(Array(earlier.paymentID.utf8), in: .payments),
+      let entry = try AuditJournal.entry(earlier.sequence, in: txn)
+    else {
+      throw StoreError(code: .corrupted, message: "a decision request points at a missing payment or journal entry")
+    }
+    return (try Payment(record: bytes), entry.receipt)
+  }
+
+  /// The approval itself, inside the caller's write transaction.
+  private static func approve(
+    _ paymentID: String, by approver: Approver, signature: [UInt8], otpCode: String, comment: String, vault: OTPVault?,
+    at now: Instant, txn: inout WriteTransaction
+  ) throws -> ApprovalOutcome {
+    guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else { return .refused(.paymentNotFound(paymentID)) }
+    var payment = try Payment(record: bytes)
+    guard payment.status == .pendingApproval, var state = try ApprovalState.load(paymentID, in: txn) else {
+      return .refused(.notPendingApproval(paymentID: paymentID, status: payment.status))
+    }
+    if !(now < state.deadline) {
+      try Self.expire(&payment, at: now, txn: &txn)
+      return .refused(.expired)
+    }
+    let identity = approver.principal.identity
+    guard !payment.creator.utf8.elementsEqual(identity.utf8) else { return .refused(.ownPayment) }
+    if let earlier = state.approvals.first(where: { $0.approver.utf8.elementsEqual(identity.utf8) }) {
+      return .refused(.alreadyApproved(level: earlier.level))
+    }
+    guard let level = state.currentLevel else {
+      return .refused(.notPendingApproval(paymentID: paymentID, status: payment.status))
+    }
+    let requirement = state.requirement.levels[level - 1]
+    guard requirement.admits(approver.principal, amountMinor: payment.instruction.amount.minorUnits) else {
+      return .refused(.notEligible(level: level, detail: Self.describe(requirement, amount: payment.instruction.amount)))
+    }
+    guard approver.principal.mayApprove(payment.instruction.amount) else {
+      let limit = approver.principal.approvalLimits[payment.instruction.amount.currency]
+        .map { "your approval limit is \(Money(minorUnits: $0, currency: payment.instruction.amount.currency))" }
+        ?? "your approval limits do not include \(payment.instruction.amount.currency)"
+      return .refused(.notEligible(level: level, detail: limit))
+    }
+    // The signature first: it needs the certificate's private key, so a stolen password alone
+    // cannot burn one-time codes.
+    let digest = ApprovalDigest.digest(
+      paymentID: paymentID, instruction: payment.instruction, policyVersion: state.policyVersion, level: level)
+    guard CertificateSignatures.isValid(signature, for: digest, by: approver.publicKey) else {
+      return .refused(.badSignature)
+    }
+    if state.requirement.requireOTP {
+      if let refusal = try Self.checkOTP(otpCode, principal: identity, vault: vault, at: now, txn: &txn) {
+        return .refused(refusal)
+      }
+    }
+    state.approvals.append(.init(
+      approver: identity, level: level, time: now, signature: signature, certificate: approver.certificate, comment: comment))
+    var details: AuditPayload = [
+      "level": String(level),
+      "approvals_at_level": String(state.approvals.filter { $0.level == level }.count),
+      "required_at_level": String(requirement.required),
+      "approval_digest": Hex.encode(digest),
+      "signature_sha256": Hex.encode(Array(SHA256.hash(data: signature))),
+      "certificate_sha256": Hex.encode(Array(SHA256.hash(data: approver.certificate))),
+    ]
+    if !comment.isEmpty { details["comment"] = comment }
+    if state.currentLevel == nil {
+      _ = payment.apply(.approvalsCompleted, at: now)
+      try PendingApprovals.leave(paymentID, txn: &txn)
+      try OutboxRecord.enqueue(payment, txn: &txn)
+      try txn.put(Array(paymentID.utf8), payment.record, in: .payments)
+      details["status"] = payment.status.rawValue
+    }
+    try state.save(paymentID, txn: &txn)
+    let receipt = try AuditJournal.append(&txn, at: now, principal: identity, action: "payment.approval", object: paymentID, details: details)
+    return .approved(Approved(payment: payment, state: state, receipt: receipt))
   }
 
   /// Checks `code` for `principal`; on a failure counts it (and locks after
@@ -163,9 +236,19 @@ extension PaymentLedger {
 
   /// Rejects a payment waiting for approval (terminal; the reservation is released), by an
   /// approver who could approve its current level, never its creator.
-  public func reject(_ paymentID: String, by principal: Principal, reason: String) async throws -> (Payment, JournalReceipt) {
+  public func reject(
+    _ paymentID: String, by principal: Principal, reason: String, requestID: String = ""
+  ) async throws -> (Payment, JournalReceipt) {
     let now = self.now()
     return try await self.writer.write { txn in
+      let requestKey = requestID.isEmpty
+        ? nil : DecisionRequest.key(principal: principal.identity, decision: .reject, requestID: requestID)
+      if let requestKey, let earlier = try DecisionRequest.load(requestKey, in: txn) {
+        guard earlier.paymentID == paymentID else {
+          throw ApprovalRefusal.requestIDReused(requestID: requestID, paymentID: earlier.paymentID)
+        }
+        return try Self.replayed(earlier, in: txn)
+      }
       guard let bytes = try txn.get(Array(paymentID.utf8), in: .payments) else { throw ApprovalRefusal.paymentNotFound(paymentID) }
       var payment = try Payment(record: bytes)
       guard payment.status == .pendingApproval, let state = try ApprovalState.load(paymentID, in: txn),
@@ -183,6 +266,7 @@ extension PaymentLedger {
       let receipt = try AuditJournal.append(
         &txn, at: now, principal: principal.identity, action: "payment.rejected", object: paymentID,
         details: ["reason": reason, "level": String(level)])
+      if let requestKey { try DecisionRequest.save(requestKey, paymentID: paymentID, sequence: receipt.sequence, txn: &txn) }
       return (payment, receipt)
     }
   }
@@ -252,7 +336,8 @@ extension PaymentLedger {
         let payment = try Payment(record: bytes)
         guard payment.status == .pendingApproval, let level = state.currentLevel,
           !payment.creator.utf8.elementsEqual(principal.identity.utf8), !state.hasApproved(principal.identity),
-          state.requirement.levels[level - 1].admits(principal, amountMinor: payment.instruction.amount.minorUnits)
+          state.requirement.levels[level - 1].admits(principal, amountMinor: payment.instruction.amount.minorUnits),
+          principal.mayApprove(payment.instruction.amount)
         else { return true }
         found.append((payment, state))
         return true

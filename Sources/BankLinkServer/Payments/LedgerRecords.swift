@@ -121,17 +121,3 @@ enum IdempotencyRecord {
     return stored == Hex.encode(canonical)
   }
 }
-
-/// Lower-case hexadecimal, the one encoder of the module.
-enum Hex {
-  static func encode(_ bytes: some Sequence<UInt8>) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.underestimatedCount * 2)
-    for byte in bytes {
-      out.append(digits[Int(byte >> 4)])
-      out.append(digits[Int(byte & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
-  }
-}

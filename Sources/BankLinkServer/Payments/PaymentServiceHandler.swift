@@ -167,7 +167,8 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       principal: caller.principal, certificate: serializer.serializedBytes, publicKey: caller.peer.certificate.publicKey)
     let approved = try await self.mapping {
       try await self.ledger.approve(
-        id, by: approver, signature: Array(request.signature), otpCode: request.otpCode, comment: request.comment, vault: self.vault)
+        id, by: approver, signature: Array(request.signature), otpCode: request.otpCode, comment: request.comment,
+        requestID: request.requestID, vault: self.vault)
     }
     return .with {
       $0.payment = Banklink_V1_Payment(approved.payment, approval: approved.state)
@@ -187,7 +188,7 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       throw APIError.invalidArgument("reason", problem)
     }
     let (payment, receipt) = try await self.mapping {
-      try await self.ledger.reject(id, by: caller.principal, reason: request.reason)
+      try await self.ledger.reject(id, by: caller.principal, reason: request.reason, requestID: request.requestID)
     }
     let state = try withStore { try self.ledger.approvalState(id) }
     return .with {
@@ -335,6 +336,11 @@ extension PaymentLedger.ApprovalRefusal {
         details: [])
     case .expired:
       return precondition("APPROVAL_EXPIRED", "the approval window has passed; the payment expired and its funds were released")
+    case .requestIDReused(let requestID, let paymentID):
+      return GoogleRPCStatus(
+        code: .alreadyExists,
+        message: "request_id '\(requestID)' was already used for payment \(paymentID)",
+        details: [.errorInfo(reason: "REQUEST_ID_REUSED", domain: APIError.domain, metadata: ["payment_id": paymentID])])
     }
   }
 }
