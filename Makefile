@@ -14,14 +14,15 @@
 
 SWIFT     ?= swift
 BIN       := .build/debug
-APT_PKGS  := liblmdb-dev protobuf-compiler
+APT_PKGS  := liblmdb-dev protobuf-compiler zbar-tools
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build certs run test unit-tests interop protos protos-check bench microbench crash-test attack-test clean
 
 all: build
 
-# System packages: LMDB (the store) and protoc (generated-code check). Installed only if missing.
+# System packages: LMDB (the store), protoc (generated-code check) and zbarimg (reads back the
+# QR code `banklink otp enroll` prints, in a test). Installed only if missing.
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

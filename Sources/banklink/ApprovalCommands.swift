@@ -202,6 +202,7 @@ struct OTPCommand: AsyncParsableCommand {
       abstract: "Create a new OTP secret for PRINCIPAL (replacing any earlier one) and print it once.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The principal's identity.") var principal: String
+    @Flag(help: "Do not draw the URI as a QR code (drawn for a dark-background terminal).") var noQR = false
 
     func run() async throws {
       let response = try await reportingFailures {
@@ -217,7 +218,10 @@ struct OTPCommand: AsyncParsableCommand {
         ("principal", self.principal), ("secret", response.secretBase32), ("uri", response.otpauthUri),
         ("receipt", "journal entry \(response.receipt.journalSequence)"),
       ])
-      print("\nAdd the URI (or the secret) to an authenticator app now: it is not shown again.")
+      if !self.noQR, let code = QRCode.encode(response.otpauthUri) {
+        print("\n" + code.terminalText())
+      }
+      print("\nScan the code, or add the URI or the secret to an authenticator app now: it is not shown again.")
     }
   }
 
