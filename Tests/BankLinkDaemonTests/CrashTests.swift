@@ -1,6 +1,7 @@
 import BankLinkBanks
 import BankLinkClient
 import BankLinkCore
+import BankLinkPKI
 import BankLinkProto
 import BankLinkTestSupport
 import Foundation
@@ -9,6 +10,7 @@ import BankLinkServer
 import SwiftProtobuf
 import Synchronization
 import Testing
+import X509
 
 /// `kill -9` under payment load against the real banklinkd process.
 ///
@@ -192,5 +194,127 @@ struct CrashTests {
       }
       print("crash test: \(Self.rounds) kill -9 rounds, \(all.count) payments, \(result.unacknowledged.count) unacknowledged keys retried, \(duplicates) resends deduplicated by the bank")
     }
+  }
+
+  @Test("kill -9 while approvers approve: the journal still verifies, and every receipt returned is in it")
+  func killNineDuringApprovals() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let config = directory.appending("banklinkd.json")
+      // Every payment needs one approver; no one-time password, so that approvals are not
+      // limited to one per approver and 30 s step.
+      try Data("""
+        {"rules": [{"id": "all", "match": {"min_amount_minor": "1"},
+          "requirement": {"levels": [{"required_approvals": 1, "roles": ["ROLE_APPROVER"]}],
+                          "approval_window_seconds": "3600", "require_otp": false}}]}
+        """.utf8).write(to: URL(fileURLWithPath: directory.appending("policy.json")))
+      try Data("""
+        {"listen": "127.0.0.1:0", "data_dir": "data",
+         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+         "connector": {"history_days": 1},
+         "payments": {"approval_policy_file": "policy.json", "submit_interval_ms": 100},
+         "principals": [{"identity": "erp", "roles": ["payer"]}, {"identity": "alice", "roles": ["approver"]},
+                        {"identity": "bob", "roles": ["approver"]}, {"identity": "admin", "roles": ["admin"]}]}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+      let socket = try NotifySocket(path: directory.appending("notify.sock"))
+      let identities = try ["erp", "alice", "bob", "admin"].reduce(into: [String: ClientIdentityFiles]()) {
+        $0[$1] = try pki.client(commonName: $1)
+      }
+      let first = try await RunningDaemon.start(config: config, socket: socket)
+      func client(_ who: String, _ daemon: RunningDaemon) -> ClientConfiguration {
+        pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: identities[who]!)
+      }
+      let receipts = Shared<[(sequence: UInt64, hash: Data)]>([])
+
+      // Payments waiting for approval, then approvers working through them until the kill.
+      let paymentIDs = try await withBankLinkClient(client("erp", first)) { grpc in
+        let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
+        var ids: [String] = []
+        for index in 0..<Self.approvalCrashPayments {
+          let key = "approve-\(index)"
+          let response = try await payments.createPayment(.with { $0.idempotencyKey = key; $0.instruction = Self.instruction(key) })
+          #expect(response.payment.status == .pendingApproval)
+          receipts.withLock { $0.append((response.receipt.journalSequence, response.receipt.entryHash)) }
+          ids.append(response.payment.paymentID)
+        }
+        return ids
+      }
+      let queue = Shared(paymentIDs[...])
+      let approved = Shared<[String: String]>([:])  // payment id → approver, acknowledged
+      let stopAt = ContinuousClock.now.advanced(by: .seconds(20))
+      async let approving: Void = withThrowingTaskGroup(of: Void.self) { group in
+        for (worker, who) in ["alice", "bob", "alice", "bob"].enumerated() {
+          let files = identities[who]!
+          let configuration = client(who, first)
+          group.addTask {
+            let key = try Certificate.PrivateKey(pemEncoded: String(contentsOfFile: files.keyPath, encoding: .utf8))
+            try await withBankLinkClient(configuration) { grpc in
+              let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
+              while ContinuousClock.now < stopAt, let id = queue.withLock({ $0.popFirst() }) {
+                do {
+                  let payment = try await payments.getPayment(.with { $0.paymentID = id }, options: Self.failFast)
+                  let signature = try CertificateSignatures.sign(Array(payment.approvalDigest), with: key)
+                  let response = try await payments.approvePayment(
+                    .with {
+                      $0.paymentID = id
+                      $0.signature = Data(signature)
+                      $0.requestID = "crash-\(worker)-\(id)"
+                    }, options: Self.failFast)
+                  receipts.withLock { $0.append((response.receipt.journalSequence, response.receipt.entryHash)) }
+                  approved.withLock { $0[id] = who }
+                } catch {
+                  return  // the daemon is gone
+                }
+              }
+            }
+          }
+        }
+        try await group.waitForAll()
+      }
+      // Kill once some approvals are acknowledged and some are still to come.
+      let killDeadline = ContinuousClock.now.advanced(by: .seconds(15))
+      while approved.withLock({ $0.count }) < Self.approvalCrashPayments / 4 && ContinuousClock.now < killDeadline {
+        try await Task.sleep(for: .milliseconds(5))
+      }
+      await first.kill9()
+      try await approving
+      _ = socket.receive(timeoutSeconds: 0)
+      let acknowledged = approved.withLock { $0 }
+      #expect(acknowledged.count >= Self.approvalCrashPayments / 4, "approvals must have been acknowledged before the kill")
+      #expect(acknowledged.count < Self.approvalCrashPayments, "the kill must interrupt the approvals")
+
+      let daemon = try await RunningDaemon.start(config: config, socket: socket)
+      defer { if daemon.process.isRunning { daemon.process.terminate() } }
+      try await withBankLinkClient(client("admin", daemon)) { grpc in
+        let admin = Banklink_V1_AdminService.Client(wrapping: grpc)
+        let report = try await admin.verifyAuditJournal(.init())
+        #expect(report.valid, "\(report.message)")
+        // Every receipt a client was given names an entry of the chain, with that hash.
+        for receipt in receipts.withLock({ $0 }) {
+          let page = try await admin.listAuditEntries(.with { $0.afterSequence = receipt.sequence - 1; $0.pageSize = 1 })
+          #expect(page.entries.first?.sequence == receipt.sequence && page.entries.first?.entryHash == receipt.hash,
+            "receipt \(receipt.sequence) is not in the journal")
+        }
+      }
+      // Every acknowledged approval survived, by the approver who was told it was recorded.
+      try await withBankLinkClient(client("erp", daemon)) { grpc in
+        let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
+        for (id, who) in acknowledged {
+          let payment = try await payments.getPayment(.with { $0.paymentID = id })
+          #expect(payment.approvals.map(\.approver) == [who], "\(id): \(payment.approvals.map(\.approver))")
+          #expect(payment.status != .pendingApproval)
+        }
+      }
+      await daemon.stop()
+    }
+  }
+
+  static let approvalCrashPayments = 80
+
+  /// State shared between the load's tasks.
+  final class Shared<Value: Sendable>: Sendable {
+    private let state: Mutex<Value>
+    init(_ value: Value) { self.state = Mutex(value) }
+    func withLock<T: Sendable>(_ body: (inout Value) -> T) -> T { self.state.withLock { body(&$0) } }
   }
 }
