@@ -151,11 +151,11 @@ struct MutualTLSTests {
       let admin = try server.pki.client(commonName: "admin")
       let error = await #expect(throws: RPCError.self) {
         try await withBankLinkClient(server.client(admin)) { client in
-          try await Banklink_V1_AdminService.Client(wrapping: client).listPrincipals(.init(), options: Self.failFast)
+          try await Banklink_V1_AdminService.Client(wrapping: client).revokeCertificate(.init(), options: Self.failFast)
         }
       }
       #expect(error?.code == .unimplemented)
-      #expect(error?.message.contains("banklink.v1.AdminService/ListPrincipals") == true)
+      #expect(error?.message.contains("banklink.v1.AdminService/RevokeCertificate") == true)
     }
   }
 
