@@ -278,8 +278,10 @@ let package = Package(
     .executableTarget(
       name: "StorageBenchmarks",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkJournal",
+        "BankLinkCore", "BankLinkStore", "BankLinkServer", "BankLinkJournal", "BankLinkPKI",
         .product(name: "Benchmark", package: "benchmark"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "X509", package: "swift-certificates"),
       ],
       path: "Benchmarks/StorageBenchmarks",
       swiftSettings: swiftSettings,

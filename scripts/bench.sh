@@ -10,7 +10,9 @@
 # rounds interleave them, so a slow spell of this shared machine lands on every scenario of a
 # round rather than on one of them; the ratios are taken within each round and reported as the
 # median with the range. Prints them and records the figures with the
-# command in docs/BENCHMARKS.md. Load comes from `banklink bench`'s lean h2 driver.
+# command in docs/BENCHMARKS.md. Load comes from `banklink bench`'s lean h2 driver. Each round
+# ends with approve (ApprovePayment: a P-256 signature checked, an approval journaled, the payment
+# released) beside pay, both through the full grpc-swift client; see the comment at that step.
 #
 # Knobs (environment): DURATION (s, default 10), CONCURRENCY (default 32), CONNECTIONS (default 2),
 # ROUNDS (default 3), SETTLE (s of pause after each run that leaves bank work behind, default 3).
@@ -34,8 +36,9 @@ daemon_pid=""
 nogc_pid=""
 held_pid=""
 shared_pid=""
+approve_pid=""
 cleanup() {
-  for pid in $daemon_pid $nogc_pid $held_pid $shared_pid; do
+  for pid in $daemon_pid $nogc_pid $held_pid $shared_pid $approve_pid; do
     if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; fi
   done
   rm -rf "$work"
@@ -71,6 +74,26 @@ config banklinkd data "$writer_cpus" "$auto_approve"
 config banklinkd-nogc data-nogc "\"group_commit\": false${writer_cpus:+, $writer_cpus}" "$auto_approve"
 config banklinkd-held data-held "$writer_cpus" 0
 config banklinkd-shared data-shared "" "$auto_approve"
+# Approvals: every payment waits for one approver, without a one-time password. A code is accepted
+# once per principal and 30 s step, so a load of OTP approvals would need thousands of enrolled
+# approvers; the OTP check (unseal the secret, HMAC) is measured in `make microbench` instead.
+cat >"$work/approve-policy.json" <<JSON
+{"rules": [{"id": "all", "match": {"min_amount_minor": "1"},
+  "requirement": {"levels": [{"required_approvals": 1, "roles": ["ROLE_APPROVER"]}],
+                  "approval_window_seconds": "86400", "require_otp": false}}]}
+JSON
+cat >"$work/banklinkd-approve.json" <<JSON
+{
+  "listen": "127.0.0.1:0",
+  "data_dir": "data-approve",
+  "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
+  "log_level": "notice",
+  "storage": { $writer_cpus },
+  "payments": { "approval_policy_file": "approve-policy.json" },
+  "principals": [ { "identity": "erp", "roles": ["payer"] }, { "identity": "alice", "roles": ["approver"] } ]
+}
+JSON
+prepare="${PREPARE:-$(( (duration + 3) * 1500 ))}"
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd.json" --log-level info 2>"$work/daemon.log" &
 daemon_pid=$!
 # Waits (bounded) for a daemon's "listening" log line and prints its port.
@@ -121,10 +144,13 @@ nogc_pid=$!
 held_pid=$!
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-shared.json" --log-level info 2>"$work/shared.log" &
 shared_pid=$!
+"${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-approve.json" --log-level info 2>"$work/approve.log" &
+approve_pid=$!
 gc_address="127.0.0.1:$port"
 nogc_address="127.0.0.1:$(listening_port "$work/nogc.log")"
 held_address="127.0.0.1:$(listening_port "$work/held.log")"
 shared_address="127.0.0.1:$(listening_port "$work/shared.log")"
+approve_address="127.0.0.1:$(listening_port "$work/approve.log")"
 echo "$rounds rounds of balance, pay (group commit on), pay (off), pay (held for approval), pay (writer on the loop's core)"
 for round in $(seq 1 "$rounds"); do
   BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key" BANKLINK_ADDRESS="$gc_address" \
@@ -134,9 +160,16 @@ for round in $(seq 1 "$rounds"); do
   BANKLINK_ADDRESS="$nogc_address" run "pay-nogc-r$round" --scenario pay; sleep "$settle_s"
   BANKLINK_ADDRESS="$held_address" run "pay-held-r$round" --scenario pay
   BANKLINK_ADDRESS="$shared_address" run "pay-shared-r$round" --scenario pay; sleep "$settle_s"
+  # approve beside pay, both with the grpc-swift client (the approve scenario needs it): pay on
+  # the first daemon (auto-approved), approve on the approvals daemon, each approval releasing
+  # its payment to the bank as pay's creation does.
+  BANKLINK_ADDRESS="$gc_address" run "pay-grpc-r$round" --scenario pay --driver grpc-swift; sleep "$settle_s"
+  BANKLINK_CERT="$work/pki/alice.pem" BANKLINK_KEY="$work/pki/alice.key" BANKLINK_ADDRESS="$approve_address" \
+    run "approve-r$round" --scenario approve --driver grpc-swift --prepare "$prepare" \
+    --payer-cert "$work/pki/erp.pem" --payer-key "$work/pki/erp.key"; sleep "$settle_s"
 done
-for pid in $daemon_pid $nogc_pid $held_pid $shared_pid; do kill -TERM "$pid"; wait "$pid" || true; done
-daemon_pid=""; nogc_pid=""; held_pid=""; shared_pid=""
+for pid in $daemon_pid $nogc_pid $held_pid $shared_pid $approve_pid; do kill -TERM "$pid"; wait "$pid" || true; done
+daemon_pid=""; nogc_pid=""; held_pid=""; shared_pid=""; approve_pid=""
 # Each daemon logs its group commit counts when it stops: payments per commit, for the record.
 batch() { sed -n 's/.*group_commit_commits=\([0-9]*\).*group_commit_writes=\([0-9]*\).*/\2 \1/p' "$1" | awk '{ if ($2 > 0) printf "%.1f", $1 / $2 }'; }
 gc_batch="$(batch "$work/daemon.log")"
@@ -148,7 +181,7 @@ work, rss_kib, duration, concurrency, connections, rounds, gc_batch, held_batch,
 rounds = int(rounds)
 load = lambda name: json.load(open(f"{work}/{name}.json"))
 noop, balance, half, noop_half = load("noop"), load("balance"), load("balance-half"), load("noop-half")
-per_round = [{kind: load(f"{kind}-r{r}") for kind in ["balance", "pay", "pay-nogc", "pay-held", "pay-shared"]}
+per_round = [{kind: load(f"{kind}-r{r}") for kind in ["balance", "pay", "pay-nogc", "pay-held", "pay-shared", "pay-grpc", "approve"]}
              for r in range(1, rounds + 1)]
 tput = lambda run: run["throughput_per_s"]
 ratio = tput(balance) / tput(noop)
@@ -163,6 +196,7 @@ gc = spread([tput(r["pay"]) / max(tput(r["pay-nogc"]), 0.001) for r in per_round
 pay = spread([tput(r["pay"]) / tput(r["balance"]) for r in per_round])
 held = spread([tput(r["pay-held"]) / tput(r["balance"]) for r in per_round])
 shared = spread([tput(r["pay-shared"]) / tput(r["balance"]) for r in per_round])
+approve = spread([tput(r["approve"]) / max(tput(r["pay-grpc"]), 0.001) for r in per_round])
 fmt = lambda s: f"{s[0]:.2f}× (rounds: {s[1]:.2f}–{s[2]:.2f})"
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print()
@@ -173,6 +207,7 @@ print(f"daemon RSS after the query runs: {rss_mb:.1f} MB  (target < 50 MB)")
 print(f"pay group commit on/off: {fmt(gc)}  (target >= 3)")
 print(f"pay/balance: {fmt(pay)}  (target >= 0.7); create path alone (held for approval): {fmt(held)}")
 print(f"pay/balance with the writer thread on the event loop's core: {fmt(shared)}")
+print(f"approve/pay (grpc-swift client, each approval releasing its payment): {fmt(approve)}")
 print(f"group-committed writes per commit: {gc_batch or '?'} (pay), {held_batch or '?'} (held)")
 
 def row(name, r):
@@ -186,6 +221,8 @@ round_rows = "\n".join(
         row(f"round {i}: pay, group commit off", r["pay-nogc"]),
         row(f"round {i}: pay, create path alone (held for approval), group commit on", r["pay-held"]),
         row(f"round {i}: pay, group commit on, writer thread on the event loop's core", r["pay-shared"]),
+        row(f"round {i}: pay, grpc-swift client", r["pay-grpc"]),
+        row(f"round {i}: approve (ApprovePayment, P-256 signature, no OTP), grpc-swift client", r["approve"]),
     ])
     for i, r in enumerate(per_round, 1))
 section = f"""
@@ -213,6 +250,8 @@ pausing {settle_s} s after each run whose payments flow on to the simulated bank
 - pay with group commit on/off: **{fmt(gc)}** (target ≥ 3×)
 - pay/balance: **{fmt(pay)}** (target ≥ 0.7×); the create path alone: {fmt(held)}; with the
   writer thread on the event loop's core: {fmt(shared)}
+- approve/pay, both through the grpc-swift client: **{fmt(approve)}** (each approval checks a
+  P-256 signature, journals it and releases the payment; no OTP — see scripts/bench.sh)
 - group-committed writes per commit: {gc_batch or '?'} (pay, including the bank side's updates),
   {held_batch or '?'} (held)
 """

@@ -12,12 +12,20 @@
 //   SHA-256, entry, index and head written): the journal's own cost inside a CreatePayment
 //   transaction, which "create 32 payments" includes in full.
 // - "journal: verify 1,000,000 entries" reports entries per second (scaled throughput).
+// - "approval: digest (baseline)" (the SHA-256 over the canonical encoding an approver signs) is
+//   the baseline for the two checks ApprovePayment adds: "approval: P-256 signature check" and
+//   "approval: OTP check" (unseal the secret with AES-GCM, HMAC-SHA1 over the ±1 step window).
+//   The OTP check is measured here because a load test cannot exercise it: a code is accepted
+//   once per principal and 30 s step.
 import BankLinkCore
 import BankLinkJournal
+import BankLinkPKI
 import BankLinkServer
 import BankLinkStore
 import Benchmark
+import Crypto
 import Foundation
+import X509
 
 /// A real store in a fresh temporary directory, holding six accounts with balances.
 final class Fixture: Sendable {
@@ -162,6 +170,38 @@ let benchmarks: @Sendable () -> Void = {
     for _ in benchmark.scaledIterations.prefix(1) {
       let report = try fixture.store.withReadTransaction { try JournalVerifier.verify(in: $0) }
       precondition(report.valid && report.entriesVerified == 1_000_000, report.message)
+    }
+  }
+
+  let checks = Benchmark.Configuration(metrics: [.wallClock, .throughput], scalingFactor: .kilo, maxDuration: .seconds(3))
+
+  Benchmark("approval: digest (baseline)", configuration: checks) { benchmark in
+    for index in benchmark.scaledIterations {
+      blackHole(ApprovalDigest.digest(paymentID: "pay-s000000000000001", instruction: instruction, policyVersion: 3, level: index & 1))
+    }
+  }
+
+  Benchmark("approval: P-256 signature check", configuration: checks) { benchmark in
+    let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+    let digest = ApprovalDigest.digest(paymentID: "pay-s000000000000001", instruction: instruction, policyVersion: 3, level: 1)
+    let signature = try! CertificateSignatures.sign(digest, with: key)
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+      precondition(CertificateSignatures.isValid(signature, for: digest, by: key.publicKey))
+    }
+  }
+
+  Benchmark("approval: OTP check", configuration: checks) { benchmark in
+    let vault = OTPVault(key: SymmetricKey(size: .bits256))
+    let secret = TOTP.newSecret()
+    let sealed = try! vault.seal(secret, for: "alice")
+    let now = WallClock.now()
+    // A code from the step before, inside the ±1 step window.
+    let code = TOTP.code(secret: secret, step: TOTP.step(at: now) - 1)
+    benchmark.startMeasurement()
+    for _ in benchmark.scaledIterations {
+      let opened = try! vault.unseal(sealed, for: "alice")
+      precondition(TOTP.matchingStep(code, secret: opened, at: now) != nil)
     }
   }
 

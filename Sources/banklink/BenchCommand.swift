@@ -1,10 +1,13 @@
 import ArgumentParser
 import BankLinkClient
+import BankLinkPKI
 import BankLinkProto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import SwiftProtobuf
+import Synchronization
+import X509
 
 /// `banklink bench`: a closed-loop load generator over mutual TLS.
 struct BenchCommand: AsyncParsableCommand {
@@ -15,7 +18,10 @@ struct BenchCommand: AsyncParsableCommand {
       Scenarios: noop (WhoAmI: authorization and transport only, the ceiling), balance
       (GetBalance over random accounts, from the cache), pay (CreatePayment of 1.00 CNY from
       icbc-cny-001 with a fresh idempotency key per call: a durable write; needs a payer
-      certificate). Each of --concurrency workers issues
+      certificate), approve (ApprovePayment, each call on its own payment: --prepare payments are
+      created first as the payer of --payer-cert/--payer-key, then approved with a signature by
+      the connection's key; needs an approver certificate and a policy that holds the payments
+      for one approver; grpc-swift driver only). Each of --concurrency workers issues
       calls back to back over one of --connections connections for --duration seconds after a
       warm-up. Run it against a release build (make bench) for figures worth recording.
 
@@ -26,7 +32,7 @@ struct BenchCommand: AsyncParsableCommand {
   )
 
   enum Scenario: String, ExpressibleByArgument, CaseIterable {
-    case noop, balance, pay
+    case noop, balance, pay, approve
   }
 
   enum Driver: String, ExpressibleByArgument, CaseIterable {
@@ -57,21 +63,36 @@ struct BenchCommand: AsyncParsableCommand {
   @Option(help: "Stop each worker after this many calls per second in total (0: as fast as possible).")
   var rate = 0.0
 
+  @Option(help: "approve: payments to create before measuring (the run stops early if they run out).")
+  var prepare = 20_000
+
+  @Option(help: "approve: certificate (PEM) of the payer who creates the payments.")
+  var payerCert: String?
+
+  @Option(help: "approve: private key (PEM) of the payer who creates the payments.")
+  var payerKey: String?
+
   func validate() throws {
     guard self.duration > 0, self.duration <= 3600 else { throw ValidationError("--duration must be in (0, 3600]") }
     guard self.warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
     guard (1...4096).contains(self.concurrency) else { throw ValidationError("--concurrency must be 1...4096") }
     guard (1...64).contains(self.connections) else { throw ValidationError("--connections must be 1...64") }
     guard self.rate >= 0 else { throw ValidationError("--rate must not be negative") }
+    if self.scenario == .approve {
+      guard self.driver == .grpcSwift else { throw ValidationError("--scenario approve needs --driver grpc-swift") }
+      guard self.payerCert != nil, self.payerKey != nil else { throw ValidationError("--scenario approve needs --payer-cert and --payer-key") }
+      guard (1...1_000_000).contains(self.prepare) else { throw ValidationError("--prepare must be 1...1000000") }
+    }
   }
 
   func run() async throws {
     let result = try await reportingFailures {
       switch self.driver {
       case .grpcSwift:
+        let prepared = self.scenario == .approve ? try await self.preparePayments() : []
         return try await withBankLinkClients(self.connection.client, count: self.connections) { clients in
           let accounts = try await self.accountIDs(clients[0])
-          let call = self.makeCall(accounts: accounts)
+          let call = try self.makeCall(accounts: accounts, prepared: prepared)
           return try await LoadRun(clients: clients, shape: self.shape, call: call).run()
         }
       case .h2:
@@ -131,6 +152,8 @@ struct BenchCommand: AsyncParsableCommand {
         UnaryRequest(path: getBalance, message: try Banklink_V1_GetBalanceRequest.with { $0.accountID = account }.serializedBytes())
       }
       return { requests.randomElement()! }
+    case .approve:
+      throw ValidationError("--scenario approve needs --driver grpc-swift")
     case .pay:
       let createPayment = path(Banklink_V1_PaymentService.Method.CreatePayment.descriptor)
       let run = UInt64.random(in: 0...UInt64.max)
@@ -161,8 +184,55 @@ struct BenchCommand: AsyncParsableCommand {
     }
   }
 
-  private func makeCall(accounts: [String]) -> @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void {
+  /// approve: creates `--prepare` payments as the payer, concurrently, and returns each id with
+  /// the digest its first approver signs. Unmeasured.
+  private func preparePayments() async throws -> [(id: String, digest: [UInt8])] {
+    var payer = self.connection.client
+    payer.certificatePath = self.payerCert ?? payer.certificatePath
+    payer.keyPath = self.payerKey ?? payer.keyPath
+    let run = UInt64.random(in: 0...UInt64.max)
+    let total = self.prepare
+    let workers = min(self.concurrency, 32)
+    return try await withBankLinkClient(payer) { client in
+      let service = Banklink_V1_PaymentService.Client(wrapping: client)
+      return try await withThrowingTaskGroup(of: [(id: String, digest: [UInt8])].self) { group in
+        for worker in 0..<workers {
+          group.addTask {
+            var created: [(id: String, digest: [UInt8])] = []
+            for index in stride(from: worker, to: total, by: workers) {
+              let payment = try await service.createPayment(Self.payment(idempotencyKey: "bench-approve-\(run)-\(index)")).payment
+              guard payment.status == .pendingApproval, !payment.approvalDigest.isEmpty else {
+                throw ValidationError("payment \(payment.paymentID) is \(payment.status), not waiting for approval: the daemon's policy must hold the bench's payments for one approver")
+              }
+              created.append((payment.paymentID, Array(payment.approvalDigest)))
+            }
+            return created
+          }
+        }
+        var all: [(id: String, digest: [UInt8])] = []
+        for try await part in group { all += part }
+        return all
+      }
+    }
+  }
+
+  private func makeCall(
+    accounts: [String], prepared: [(id: String, digest: [UInt8])] = []
+  ) throws -> @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void {
     switch self.scenario {
+    case .approve:
+      let key = try Certificate.PrivateKey(pemEncoded: String(contentsOfFile: self.connection.client.keyPath, encoding: .utf8))
+      let queue = Mutex(prepared[...])
+      return { client in
+        guard let payment = queue.withLock({ $0.popFirst() }) else {
+          throw ValidationError("the prepared payments ran out; raise --prepare")
+        }
+        let signature = try CertificateSignatures.sign(payment.digest, with: key)
+        _ = try await Banklink_V1_PaymentService.Client(wrapping: client).approvePayment(.with {
+          $0.paymentID = payment.id
+          $0.signature = Data(signature)
+        })
+      }
     case .noop:
       return { client in
         _ = try await Banklink_V1_AdminService.Client(wrapping: client).whoAmI(.init())

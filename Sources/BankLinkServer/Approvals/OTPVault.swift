@@ -39,13 +39,13 @@ public struct OTPVault: Sendable {
     return OTPVault(key: SymmetricKey(data: bytes))
   }
 
-  func seal(_ secret: [UInt8], for principal: String) throws -> [UInt8] {
+  public func seal(_ secret: [UInt8], for principal: String) throws -> [UInt8] {
     let box = try AES.GCM.seal(secret, using: self.key, authenticating: Array(principal.utf8))
     guard let combined = box.combined else { throw VaultError("AES-GCM produced no combined box") }
     return [1] + Array(combined)
   }
 
-  func unseal(_ sealed: [UInt8], for principal: String) throws -> [UInt8] {
+  public func unseal(_ sealed: [UInt8], for principal: String) throws -> [UInt8] {
     guard sealed.first == 1 else { throw StoreError(code: .corrupted, message: "unknown sealed OTP secret format") }
     let box = try AES.GCM.SealedBox(combined: sealed.dropFirst())
     return Array(try AES.GCM.open(box, using: self.key, authenticating: Array(principal.utf8)))
