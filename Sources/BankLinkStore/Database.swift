@@ -64,12 +64,15 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// Principal → last accepted OTP step, failures in a row, lockout.
   public static let otpState = Database("otp_state")
 
+  /// Alerts by their gap-free sequence (8-byte big-endian); the last sequence is in `meta`.
+  public static let alerts = Database("alerts")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
     .payments, .idempotency, .reservations, .audit, .auditByObject, .outbox, .paymentsByEndToEnd, .paymentReservations,
     .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
-    .otpSecrets, .otpState,
+    .otpSecrets, .otpState, .alerts,
   ]
 
   public var description: String { self.name }

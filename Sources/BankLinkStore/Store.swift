@@ -101,6 +101,14 @@ public final class Store: Sendable {
     set { self.migration.withLock { $0 = newValue } }
   }
   private let migration = Mutex<UInt32?>(nil)
+  /// Called after every successful commit, on the committing thread: must be quick.
+  private let commitObservers = Mutex<[@Sendable () -> Void]>([])
+
+  /// Registers `observer` to run after every successful commit of this store (on the writer
+  /// thread, so it must not block): how readers of committed data learn there may be more.
+  public func onCommit(_ observer: @escaping @Sendable () -> Void) {
+    self.commitObservers.withLock { $0.append(observer) }
+  }
 
   /// Opens (creating if needed) the environment, its named databases and checks the schema
   /// version. Throws ``StoreError`` with code `.schemaMismatch` when the directory holds data of
@@ -179,6 +187,7 @@ public final class Store: Sendable {
     }
     // mdb_txn_commit frees the transaction whether or not it succeeds.
     try check(mdb_txn_commit(txn), "committing a write transaction", mapSizeMiB: self.configuration.mapSizeMiB)
+    for observer in self.commitObservers.withLock({ $0 }) { observer() }
     return result
   }
 

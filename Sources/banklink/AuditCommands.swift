@@ -249,7 +249,9 @@ struct ExportSink {
 func withOfflineStore<Result>(_ directory: String, _ body: (Store) throws -> Result) throws -> Result {
   do {
     // LMDB maps at least the size the environment records, whatever is asked here.
-    let store = try Store(configuration: .init(directory: directory, mapSizeMiB: Limits.minMapSizeMiB, readOnly: true))
+    // Only the journal's databases: a copy written by an older or newer build may lack others.
+    let store = try Store(configuration: .init(
+      directory: directory, mapSizeMiB: Limits.minMapSizeMiB, databases: [.meta, .audit, .auditByObject], readOnly: true))
     return try body(store)
   } catch let error as StoreError {
     FileHandle.standardError.write(Data("banklink: \(directory): \(error.message)\n".utf8))
