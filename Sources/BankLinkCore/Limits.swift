@@ -301,3 +301,26 @@ extension Limits {
   /// How often overdue approvals are expired.
   public static let approvalExpiryPollMilliseconds: Int64 = 5_000
 }
+
+extension Limits {
+  /// Longest alert message or detail value stored (bytes); longer texts are cut with `…`.
+  public static let maxAlertMessageBytes = 1_024
+  /// Details (name → value) kept with one alert.
+  public static let maxAlertDetails = 16
+  /// Concurrent `SubscribeAlerts` streams, and per principal: room for a thousand dashboards
+  /// and routers, while one caller cannot take every slot.
+  public static let maxAlertSubscribers = 2_048
+  public static let maxAlertSubscribersPerPrincipal = 1_024
+  /// How far (in alerts) a live subscriber may fall behind the newest alert before its stream
+  /// is ended with RESOURCE_EXHAUSTED (it resumes from the last sequence it was sent).
+  public static let maxAlertSubscriberLag: UInt64 = 10_000
+  /// Alerts read from the store per step of a replay (one short read transaction each).
+  public static let alertReplayPageSize = 256
+  /// Kinds one alert filter may name (there are fewer kinds; this bounds a repeated field).
+  public static let maxAlertFilterKinds = 16
+  /// Consecutive sync rounds in which the bank cannot be reached before `bank_unavailable` is
+  /// raised, and rounds in which it answers again before the recovery is: one alert per
+  /// episode, not one per failed poll.
+  public static let bankUnavailableAfterFailedRounds = 3
+  public static let bankAvailableAfterRounds = 2
+}

@@ -300,7 +300,10 @@ public struct DaemonConfiguration: Sendable {
         }
         simulator.faults.jitterMilliseconds = jitter
       }
-      for (key, path) in [("error_rate", \BankSimulator.Faults.errorRate), ("timeout_rate", \BankSimulator.Faults.timeoutRate)] {
+      for (key, path) in [
+        ("error_rate", \BankSimulator.Faults.errorRate), ("timeout_rate", \BankSimulator.Faults.timeoutRate),
+        ("rejection_rate", \BankSimulator.Faults.rejectionRate),
+      ] {
         if let rate = try connectorReader.optionalDouble(key) {
           guard (0...1).contains(rate) else { throw ConfigError(key: "connector.\(key)", message: "must be between 0 and 1") }
           simulator.faults[keyPath: path] = rate

@@ -100,9 +100,11 @@ extension Banklink_V1_MonitoringService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-        /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-        /// > resumes from the last sequence it saw.
+        /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+        /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+        /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+        /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+        /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Banklink_V1_SubscribeAlertsRequest` messages.
@@ -161,9 +163,11 @@ extension Banklink_V1_MonitoringService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-        /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-        /// > resumes from the last sequence it saw.
+        /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+        /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+        /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+        /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+        /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_SubscribeAlertsRequest` message.
@@ -220,9 +224,11 @@ extension Banklink_V1_MonitoringService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-        /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-        /// > resumes from the last sequence it saw.
+        /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+        /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+        /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+        /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+        /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
         ///
         /// - Parameters:
         ///   - request: A `Banklink_V1_SubscribeAlertsRequest` message.
@@ -408,9 +414,11 @@ extension Banklink_V1_MonitoringService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-        /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-        /// > resumes from the last sequence it saw.
+        /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+        /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+        /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+        /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+        /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_SubscribeAlertsRequest` message.
@@ -492,9 +500,11 @@ extension Banklink_V1_MonitoringService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-        /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-        /// > resumes from the last sequence it saw.
+        /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+        /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+        /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+        /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+        /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_SubscribeAlertsRequest` message.
@@ -591,9 +601,11 @@ extension Banklink_V1_MonitoringService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-    /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-    /// > resumes from the last sequence it saw.
+    /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+    /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+    /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+    /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+    /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Banklink_V1_SubscribeAlertsRequest` message.
@@ -674,9 +686,11 @@ extension Banklink_V1_MonitoringService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Streams alerts: first the stored alerts after `after_sequence`, then new ones as they are
-    /// > raised. A subscriber that falls too far behind is disconnected with RESOURCE_EXHAUSTED and
-    /// > resumes from the last sequence it saw.
+    /// > Streams alerts: first the stored alerts after `after_sequence`, then a CaughtUp marker, then
+    /// > new ones as they are committed, each exactly once and in sequence order. A subscriber that
+    /// > falls too far behind (docs/alerts.md) is ended with RESOURCE_EXHAUSTED naming the last
+    /// > sequence it was sent, and resumes from there; it never slows payments or other subscribers.
+    /// > An `after_sequence` beyond the last alert is OUT_OF_RANGE.
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -33,6 +33,10 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
   case reconciliationBreak // = 5
   case authenticationFailure // = 6
   case bankUnavailable // = 7
+
+  /// Added with alerts: stored data altered behind the daemon's back — a payment blocked at
+  /// release because its instruction or approvals no longer verify, or a journal that does not.
+  case tampering // = 8
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -49,6 +53,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case 5: self = .reconciliationBreak
     case 6: self = .authenticationFailure
     case 7: self = .bankUnavailable
+    case 8: self = .tampering
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -63,6 +68,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case .reconciliationBreak: return 5
     case .authenticationFailure: return 6
     case .bankUnavailable: return 7
+    case .tampering: return 8
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -77,6 +83,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     .reconciliationBreak,
     .authenticationFailure,
     .bankUnavailable,
+    .tampering,
   ]
 
 }
@@ -122,6 +129,12 @@ public nonisolated struct Banklink_V1_Alert: Sendable {
   /// Clears the value of `acknowledgeTime`. Subsequent reads from it will return its default value.
   public mutating func clearAcknowledgeTime() {self._acknowledgeTime = nil}
 
+  /// Added with alerts: what made the alert, as name → value (e.g. "reason_code" → "AC04").
+  public var details: Dictionary<String,String> = [:]
+
+  /// Added with alerts: the note given with the acknowledgement.
+  public var acknowledgeComment: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -135,7 +148,8 @@ public nonisolated struct Banklink_V1_SubscribeAlertsRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Resume after this sequence number; 0 streams only alerts raised from now on.
+  /// Resume after this sequence number; 0 streams only alerts raised from now on (with
+  /// `from_start`, every stored alert first).
   public var afterSequence: UInt64 = 0
 
   /// Only alerts at or above this severity.
@@ -146,6 +160,9 @@ public nonisolated struct Banklink_V1_SubscribeAlertsRequest: Sendable {
 
   /// Only alerts about this account.
   public var accountID: String = String()
+
+  /// Added with alerts: replay every stored alert first (after_sequence must be 0).
+  public var fromStart: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -291,12 +308,12 @@ public nonisolated struct Banklink_V1_AcknowledgeAlertResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_AlertKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0")
 }
 
 nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}time\0\u{1}severity\0\u{1}kind\0\u{3}payment_id\0\u{3}account_id\0\u{1}message\0\u{3}acknowledged_by\0\u{3}acknowledge_time\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}time\0\u{1}severity\0\u{1}kind\0\u{3}payment_id\0\u{3}account_id\0\u{1}message\0\u{3}acknowledged_by\0\u{3}acknowledge_time\0\u{1}details\0\u{3}acknowledge_comment\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -313,6 +330,8 @@ nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._M
       case 7: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.acknowledgedBy) }()
       case 9: try { try decoder.decodeSingularMessageField(value: &self._acknowledgeTime) }()
+      case 10: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.details) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.acknowledgeComment) }()
       default: break
       }
     }
@@ -350,6 +369,12 @@ nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._M
     try { if let v = self._acknowledgeTime {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     } }()
+    if !self.details.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.details, fieldNumber: 10)
+    }
+    if !self.acknowledgeComment.isEmpty {
+      try visitor.visitSingularStringField(value: self.acknowledgeComment, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -363,6 +388,8 @@ nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.message != rhs.message {return false}
     if lhs.acknowledgedBy != rhs.acknowledgedBy {return false}
     if lhs._acknowledgeTime != rhs._acknowledgeTime {return false}
+    if lhs.details != rhs.details {return false}
+    if lhs.acknowledgeComment != rhs.acknowledgeComment {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -370,7 +397,7 @@ nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Banklink_V1_SubscribeAlertsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SubscribeAlertsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_sequence\0\u{3}min_severity\0\u{1}kinds\0\u{3}account_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}after_sequence\0\u{3}min_severity\0\u{1}kinds\0\u{3}account_id\0\u{3}from_start\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -382,6 +409,7 @@ nonisolated extension Banklink_V1_SubscribeAlertsRequest: SwiftProtobuf.Message,
       case 2: try { try decoder.decodeSingularEnumField(value: &self.minSeverity) }()
       case 3: try { try decoder.decodeRepeatedEnumField(value: &self.kinds) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.fromStart) }()
       default: break
       }
     }
@@ -400,6 +428,9 @@ nonisolated extension Banklink_V1_SubscribeAlertsRequest: SwiftProtobuf.Message,
     if !self.accountID.isEmpty {
       try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 4)
     }
+    if self.fromStart != false {
+      try visitor.visitSingularBoolField(value: self.fromStart, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -408,6 +439,7 @@ nonisolated extension Banklink_V1_SubscribeAlertsRequest: SwiftProtobuf.Message,
     if lhs.minSeverity != rhs.minSeverity {return false}
     if lhs.kinds != rhs.kinds {return false}
     if lhs.accountID != rhs.accountID {return false}
+    if lhs.fromStart != rhs.fromStart {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -313,6 +313,20 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
           from: request.fromSequence, to: request.toSequence, checkpoints: self.checkpoints, in: txn)
       }
     }
+    if !report.valid {
+      // The journal does not verify: someone altered the data file. Raised once per failed
+      // verification, with where it breaks.
+      let now = self.payments.now()
+      let caller = Caller.current?.principal.identity ?? ""
+      _ = try await self.mappingStorage {
+        try await self.payments.writer.write { txn in
+          try AlertLog.raise(
+            &txn, at: now, severity: .critical, kind: .tampering,
+            message: "the audit journal does not verify at entry \(report.firstInvalidSequence): \(report.message)",
+            details: ["first_invalid_sequence": String(report.firstInvalidSequence), "verified_by": caller])
+        }
+      }
+    }
     return .with {
       $0.valid = report.valid
       $0.entriesVerified = report.entriesVerified

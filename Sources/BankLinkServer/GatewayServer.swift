@@ -50,6 +50,8 @@ public final class GatewayServer: Service {
   public let configuration: Configuration
   public let health: HealthStatus
   public let principals: PrincipalDirectory
+  /// Wakes alert subscribers after commits; ended on shutdown.
+  public let alerts: AlertHub
   /// The open connections and the limits on them.
   public let admission: ConnectionAdmission
   private let shutdownBegun = Mutex(false)
@@ -74,10 +76,12 @@ public final class GatewayServer: Service {
     // Principals changed at run time are in force before the first call is served.
     let registry = PrincipalRegistry(writer: payments.writer, directory: principals, now: payments.now)
     try registry.loadStored()
+    let alerts = try AlertHub(store: payments.store)
+    self.alerts = alerts
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
-      MonitoringServiceHandler(),
+      MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
       ReconciliationServiceHandler(),
       AdminServiceHandler(
         store: payments.store,
@@ -169,6 +173,8 @@ public final class GatewayServer: Service {
     guard self.shutdownBegun.withLock({ begun in defer { begun = true }; return !begun }) else { return }
     self.logger.info("draining: refusing new connections, finishing in-flight calls")
     self.health.beginShutdown()
+    // Alert streams end cleanly (their clients resume after the restart).
+    self.alerts.shutDown()
     self.server.beginGracefulShutdown()
     let admission = self.admission
     let logger = self.logger

@@ -234,6 +234,10 @@ struct ApprovalTests {
       let journal = try server.payments.auditEntries(limit: 1_000).filter { $0.object == "bob" }.map(\.action)
       #expect(journal.filter { $0 == "otp.failed" }.count == Limits.maxOTPFailures - 1)
       #expect(journal.filter { $0 == "otp.locked" }.count == 1)
+      let lockouts = try await withBankLinkClient(server.client(people["admin"]!.files)) {
+        try await Banklink_V1_MonitoringService.Client(wrapping: $0).listAlerts(.with { $0.kinds = [.authenticationFailure] }).alerts
+      }
+      #expect(lockouts.count == 1 && lockouts.first?.details["principal"] == "bob" && lockouts.first?.severity == .warning)
       // The refused attempts recorded no approval.
       let payment = try await Self.payments(server, alice) { try await $0.getPayment(.with { $0.paymentID = second.paymentID }) }
       #expect(payment.approvals.isEmpty)
@@ -473,6 +477,11 @@ struct ApprovalTests {
       #expect(try ledger.available(accountID: "icbc-cny-001") == before - 200_000)
       let journal = try ledger.auditEntries(limit: 1_000).filter { $0.object == altered.payment.id }.map(\.action)
       #expect(journal.last == "payment.blocked")
+      // And raised, in the same transaction, as a critical tampering alert.
+      let alerts = try ledger.writer.store.withReadTransaction {
+        try AlertLog.page(after: 0, limit: 10, scanLimit: 100, filter: AlertFilter(), in: $0).alerts
+      }
+      #expect(alerts.contains { $0.kind == .tampering && $0.severity == .critical && $0.paymentID == altered.payment.id })
       _ = server
     }
   }

@@ -1,5 +1,6 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkStore
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -56,13 +57,18 @@ public final class AccountSyncService: Service {
   public func run() async throws {
     let backoff = RetryBackoff(baseMilliseconds: self.configuration.intervalMilliseconds)
     var failures = 0
+    var availability = BankAvailability(unavailableSince: try? self.cache.store.withReadTransaction { try BankAvailability.stored(in: $0) })
     while !Task.isCancelled && !Task.isShuttingDownGracefully {
       let delay: Int64
       do {
         try await self.syncOnce()
         failures = 0
         delay = self.configuration.intervalMilliseconds
+        await self.observe(&availability, reachable: true)
       } catch {
+        // One account failing means the bank answered; only a failed account list counts
+        // against the bank's availability.
+        await self.observe(&availability, reachable: error is AccountSyncError)
         failures += 1
         delay = backoff.delay(afterFailures: failures)
         self.logger.warning(
@@ -116,6 +122,36 @@ public final class AccountSyncService: Service {
         $0.lastError = "\(error)"
       }
       throw error
+    }
+  }
+
+  /// Counts the round and, on an edge of the hysteresis, raises the episode's alert: critical
+  /// once the bank was unreachable for ``Limits/bankUnavailableAfterFailedRounds`` rounds in a
+  /// row, info once it answered again for ``Limits/bankAvailableAfterRounds``. The episode's
+  /// start is stored with its alert, so a restart during an outage does not raise it again.
+  private func observe(_ availability: inout BankAvailability, reachable: Bool) async {
+    guard let edge = availability.record(reachable: reachable, at: self.now()) else { return }
+    let now = self.now()
+    do {
+      try await self.cache.store.write { txn in
+        switch edge {
+        case .becameUnavailable(let since):
+          try txn.put(BankAvailability.key, BankAvailability.encode(since), in: .meta)
+          try AlertLog.raise(
+            &txn, at: now, severity: .critical, kind: .bankUnavailable,
+            message: "the bank has not answered for \(Limits.bankUnavailableAfterFailedRounds) sync rounds in a row (since \(since.isoTimestamp)); balances are served from the cache",
+            details: ["since": since.isoTimestamp])
+        case .becameAvailable(let since):
+          _ = try txn.delete(BankAvailability.key, in: .meta)
+          try AlertLog.raise(
+            &txn, at: now, severity: .info, kind: .bankUnavailable,
+            message: "the bank answers again; it was unreachable from \(since.isoTimestamp) for \((now.millisecondsSinceEpoch - since.millisecondsSinceEpoch) / 1000) s",
+            details: ["since": since.isoTimestamp, "recovered": "true"])
+        }
+      }
+    } catch {
+      self.logger.error("could not record the bank's availability alert", metadata: ["error": "\(error)"])
+      availability.undo(edge)
     }
   }
 
@@ -187,5 +223,68 @@ struct RetryBackoff {
     guard failures > 0 else { return self.baseMilliseconds }
     let shifted = self.baseMilliseconds << Int64(min(failures, 10))
     return min(max(shifted, self.baseMilliseconds), Limits.maxSyncBackoffMilliseconds)
+  }
+}
+
+/// The bank's availability as the sync rounds see it, with hysteresis: one episode, one alert at
+/// each end.
+struct BankAvailability {
+  enum Edge: Sendable {
+    case becameUnavailable(since: Instant)
+    case becameAvailable(since: Instant)
+  }
+
+  static let key = Array("bank_unavailable_since".utf8)
+
+  /// When the current outage began (its first failed round); nil while the bank is available.
+  var unavailableSince: Instant?
+  private var failedInARow = 0
+  private var firstFailure: Instant?
+  private var answeredInARow = 0
+
+  init(unavailableSince: Instant?) {
+    self.unavailableSince = unavailableSince
+  }
+
+  mutating func record(reachable: Bool, at now: Instant) -> Edge? {
+    if reachable {
+      self.failedInARow = 0
+      self.firstFailure = nil
+      guard let since = self.unavailableSince else { return nil }
+      self.answeredInARow += 1
+      guard self.answeredInARow >= Limits.bankAvailableAfterRounds else { return nil }
+      self.unavailableSince = nil
+      self.answeredInARow = 0
+      return .becameAvailable(since: since)
+    }
+    self.answeredInARow = 0
+    self.failedInARow += 1
+    if self.firstFailure == nil { self.firstFailure = now }
+    guard self.unavailableSince == nil, self.failedInARow >= Limits.bankUnavailableAfterFailedRounds else { return nil }
+    let since = self.firstFailure ?? now
+    self.unavailableSince = since
+    return .becameUnavailable(since: since)
+  }
+
+  /// The edge could not be recorded: back to before it, so the next round tries again.
+  mutating func undo(_ edge: Edge) {
+    switch edge {
+    case .becameUnavailable: self.unavailableSince = nil
+    case .becameAvailable(let since):
+      self.unavailableSince = since
+      self.answeredInARow = Limits.bankAvailableAfterRounds - 1
+    }
+  }
+
+  static func encode(_ since: Instant) -> [UInt8] {
+    var writer = RecordWriter(capacity: 8)
+    writer.write(since.millisecondsSinceEpoch)
+    return writer.bytes
+  }
+
+  static func stored(in txn: some ReadableTransaction) throws -> Instant? {
+    guard let bytes = try txn.get(Self.key, in: .meta) else { return nil }
+    var reader = RecordReader(bytes)
+    return Instant(millisecondsSinceEpoch: try reader.readInt64())
   }
 }

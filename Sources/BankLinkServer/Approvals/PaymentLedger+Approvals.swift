@@ -229,6 +229,12 @@ extension PaymentLedger {
     try AuditJournal.append(
       &txn, at: now, principal: principal, action: locked == nil ? "otp.failed" : "otp.locked", object: principal,
       details: locked.map { ["locked_until_ms": String($0.millisecondsSinceEpoch)] } ?? ["failures": String(state.failures)])
+    if let locked {
+      try AlertLog.raise(
+        &txn, at: now, severity: .warning, kind: .authenticationFailure,
+        message: "approvals of '\(principal)' locked until \(locked.isoTimestamp) after \(Limits.maxOTPFailures) wrong one-time passwords",
+        details: ["principal": principal])
+    }
     return .otpRejected(failures: state.failures, lockedUntil: locked)
   }
 

@@ -50,8 +50,8 @@ enum PaymentIDs {
 }
 
 /// Something the bank sent that the daemon could not apply: recorded (audit, action
-/// `bank.anomaly`) and logged at error level by whoever received it; alerts will carry it once
-/// they exist. Never dropped silently.
+/// `bank.anomaly`), raised as a warning alert (kind `anomaly`) in the same transaction, and
+/// logged at error level by whoever received it. Never dropped silently.
 public struct BankAnomaly: Sendable, Hashable, CustomStringConvertible {
   /// What the anomaly is about: an EndToEndId, a payment id, an account id, a transaction id.
   public var subject: String
@@ -66,6 +66,9 @@ public struct BankAnomaly: Sendable, Hashable, CustomStringConvertible {
     try AuditJournal.append(
       &txn, at: time, principal: "bank", action: "bank.anomaly", object: LogText.prefix(self.subject),
       details: ["description": self.description])
+    try AlertLog.raise(
+      &txn, at: time, severity: .warning, kind: .anomaly, message: "bank data not applied: \(self.description)",
+      details: ["subject": LogText.prefix(self.subject)])
   }
 }
 

@@ -85,6 +85,11 @@ extension PaymentLedger {
             try AuditJournal.append(
               &txn, at: now, principal: "system", action: "payment.blocked", object: payment.id,
               details: ["reason": problem, "check": "release"])
+            try AlertLog.raise(
+              &txn, at: now, severity: .critical, kind: .tampering, paymentID: payment.id,
+              accountID: payment.instruction.debtorAccountID,
+              message: "payment \(payment.id) blocked at release: \(problem); its stored instruction or approvals were altered",
+              details: ["reason": problem])
             continue
           }
           _ = payment.apply(.claimedForSubmission, at: now)
@@ -133,6 +138,10 @@ extension PaymentLedger {
           try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
           try AuditJournal.append(
             &txn, at: now, principal: "system", action: "payment.failed", object: payment.id, details: ["reason": reason])
+          try AlertLog.raise(
+            &txn, at: now, severity: .warning, kind: .bankRejection, paymentID: payment.id,
+            accountID: payment.instruction.debtorAccountID, message: "the bank refused payment \(payment.id): \(reason)",
+            details: ["reason": reason])
         case .discarded(let entry):
           _ = try txn.delete(entry.key, in: .outbox)
         }
@@ -221,6 +230,15 @@ extension PaymentLedger {
           try AuditJournal.append(
             &txn, at: now, principal: "bank", action: "payment.\(after.rawValue)", object: payment.id,
             details: ["status_code": code, "reason_code": reason])
+          // RJCT after acceptance leaves the payment `failed`, before it `rejected`; a return
+          // after settlement `returned`: each is the bank refusing the money's way.
+          if event == .bankRejected || after == .returned {
+            try AlertLog.raise(
+              &txn, at: now, severity: .warning, kind: .bankRejection, paymentID: payment.id,
+              accountID: payment.instruction.debtorAccountID,
+              message: "the bank reports payment \(payment.id) \(after.rawValue): \(reason)",
+              details: ["status_code": code, "reason": reason])
+          }
         }
       }
       try txn.put(Self.statusCursorKey, Array(nextCursor.utf8), in: .meta)

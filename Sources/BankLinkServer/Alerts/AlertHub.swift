@@ -1,0 +1,96 @@
+import BankLinkCore
+import BankLinkStore
+import Synchronization
+
+/// Wakes alert subscribers when new alerts are committed.
+///
+/// Subscribers pull: each reads the alert log from its own cursor (``AlertLog/page``) and waits
+/// here when it has caught up. The hub holds no alerts and no per-subscriber queue of them, so a
+/// slow subscriber costs only its own position, never the writers' time nor the others'
+/// delivery; and because a subscriber reads committed records by sequence, it sees each alert
+/// exactly once, in order, across reconnects and restarts.
+///
+/// After every commit of the store the hub reads the log's head (one small read); when it moved,
+/// each waiting subscriber's wake-up stream gets one element (buffering the newest only).
+public final class AlertHub: Sendable {
+  public struct Subscription: Sendable {
+    let id: UInt64
+    /// One element per head change since the subscriber last looked (coalesced).
+    public let wakeups: AsyncStream<Void>
+    let hub: AlertHub
+
+    public func cancel() { self.hub.remove(self.id) }
+  }
+
+  public enum Refusal: Error, Sendable, Hashable {
+    case tooManySubscribers
+    case tooManyForPrincipal
+    case shuttingDown
+  }
+
+  private struct Subscriber {
+    var principal: String
+    var continuation: AsyncStream<Void>.Continuation
+  }
+
+  private struct State {
+    var head: UInt64
+    var subscribers: [UInt64: Subscriber] = [:]
+    var nextID: UInt64 = 1
+    var shutDown = false
+  }
+
+  let store: Store
+  private let state: Mutex<State>
+
+  public init(store: Store) throws {
+    self.store = store
+    self.state = Mutex(State(head: try store.withReadTransaction { try AlertLog.head($0) }))
+    store.onCommit { [weak self] in self?.committed() }
+  }
+
+  /// The newest alert's sequence as last seen after a commit.
+  public var head: UInt64 { self.state.withLock { $0.head } }
+
+  public var subscriberCount: Int { self.state.withLock { $0.subscribers.count } }
+
+  public func subscribe(principal: String) throws(Refusal) -> Subscription {
+    let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    let id = try self.state.withLock { state throws(Refusal) -> UInt64 in
+      if state.shutDown { throw .shuttingDown }
+      guard state.subscribers.count < Limits.maxAlertSubscribers else { throw .tooManySubscribers }
+      let mine = state.subscribers.values.reduce(0) { $0 + ($1.principal.utf8.elementsEqual(principal.utf8) ? 1 : 0) }
+      guard mine < Limits.maxAlertSubscribersPerPrincipal else { throw .tooManyForPrincipal }
+      let id = state.nextID
+      state.nextID += 1
+      state.subscribers[id] = Subscriber(principal: principal, continuation: continuation)
+      return id
+    }
+    return Subscription(id: id, wakeups: stream, hub: self)
+  }
+
+  func remove(_ id: UInt64) {
+    let removed = self.state.withLock { $0.subscribers.removeValue(forKey: id) }
+    removed?.continuation.finish()
+  }
+
+  /// Ends every subscription (graceful shutdown): each stream completes after what it has sent.
+  public func shutDown() {
+    let subscribers = self.state.withLock { state -> [Subscriber] in
+      state.shutDown = true
+      defer { state.subscribers = [:] }
+      return Array(state.subscribers.values)
+    }
+    for subscriber in subscribers { subscriber.continuation.finish() }
+  }
+
+  private func committed() {
+    guard let head = try? self.store.withReadTransaction({ try AlertLog.head($0) }) else { return }
+    let waiting = self.state.withLock { state -> [AsyncStream<Void>.Continuation] in
+      guard head > state.head else { return [] }
+      state.head = head
+      return state.subscribers.values.map(\.continuation)
+    }
+    for continuation in waiting { continuation.yield() }
+  }
+}
