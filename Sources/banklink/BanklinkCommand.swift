@@ -17,7 +17,7 @@ struct BanklinkCommand: AsyncParsableCommand {
     subcommands: [
       HealthCommand.self, WhoAmICommand.self, AccountsCommand.self, BalanceCommand.self, TransactionsCommand.self,
       PayCommand.self, PaymentsCommand.self, ApprovalsCommand.self, ApproveCommand.self, RejectCommand.self,
-      PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AuditCommand.self, BenchCommand.self, DevCertsCommand.self,
+      PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AlertsCommand.self, AuditCommand.self, BenchCommand.self, DevCertsCommand.self,
     ]
   )
 }
