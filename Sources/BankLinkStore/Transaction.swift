@@ -4,6 +4,11 @@ internal import CLMDB
 public protocol ReadableTransaction {
   func get(_ key: [UInt8], in database: Database) throws -> [UInt8]?
   func scan(_ database: Database, from start: [UInt8]?, _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool) throws
+  /// Like `scan`, without copying: `key` and `value` point into the memory map and are valid
+  /// only during the call of `body` (for walks that only look, such as verifying the journal).
+  func scanInPlace(
+    _ database: Database, from start: [UInt8]?, _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+  ) throws
 }
 
 /// A read-only LMDB transaction: a consistent snapshot. Only valid inside
@@ -28,6 +33,14 @@ public struct ReadTransaction: ReadableTransaction {
     _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
   ) throws {
     try scanRecords(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
+  }
+
+  public func scanInPlace(
+    _ database: Database,
+    from start: [UInt8]? = nil,
+    _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+  ) throws {
+    try scanRecordsInPlace(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
   }
 }
 
@@ -66,6 +79,14 @@ public struct WriteTransaction: ReadableTransaction {
     _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
   ) throws {
     try scanRecords(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
+  }
+
+  public func scanInPlace(
+    _ database: Database,
+    from start: [UInt8]? = nil,
+    _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+  ) throws {
+    try scanRecordsInPlace(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
   }
 
   /// Stores `value` under `key`, replacing any previous value.
@@ -111,6 +132,17 @@ private func scanRecords(
   from start: [UInt8]?,
   _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
 ) throws {
+  try scanRecordsInPlace(txn: txn, dbi: dbi, from: start) { key, value in
+    try body(Array(key), Array(value))
+  }
+}
+
+private func scanRecordsInPlace(
+  txn: OpaquePointer,
+  dbi: MDB_dbi,
+  from start: [UInt8]?,
+  _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Bool
+) throws {
   var cursor: OpaquePointer?
   try check(mdb_cursor_open(txn, dbi, &cursor), "opening a cursor")
   defer { mdb_cursor_close(cursor) }
@@ -125,9 +157,8 @@ private func scanRecords(
     return mdb_cursor_get(cursor, &k, &v, MDB_FIRST)
   }
   while rc == 0 {
-    let key = Array(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size))
-    let value = Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
-    guard try body(key, value) else { return }
+    guard try body(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size), UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    else { return }
     rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)
   }
   if rc != MDB_NOTFOUND { try check(rc, "scanning records") }
