@@ -14,12 +14,6 @@ import Testing
 struct AlertDaemonTests {
   static let payments = 40
 
-  final class Shared<Value: Sendable>: Sendable {
-    private let state: Mutex<Value>
-    init(_ value: Value) { self.state = Mutex(value) }
-    func withLock<T: Sendable>(_ body: (inout Value) -> T) -> T { self.state.withLock { body(&$0) } }
-  }
-
   static func instruction(_ index: Int) -> Banklink_V1_PaymentInstruction {
     .with {
       $0.debtorAccountID = "icbc-cny-001"

@@ -310,11 +310,4 @@ struct CrashTests {
   }
 
   static let approvalCrashPayments = 80
-
-  /// State shared between the load's tasks.
-  final class Shared<Value: Sendable>: Sendable {
-    private let state: Mutex<Value>
-    init(_ value: Value) { self.state = Mutex(value) }
-    func withLock<T: Sendable>(_ body: (inout Value) -> T) -> T { self.state.withLock { body(&$0) } }
-  }
 }
