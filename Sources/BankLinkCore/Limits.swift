@@ -324,3 +324,15 @@ extension Limits {
   public static let bankUnavailableAfterFailedRounds = 3
   public static let bankAvailableAfterRounds = 2
 }
+
+extension Limits {
+  /// Accounts that may have a balance floor (`alerts.balance_floors`).
+  public static let maxBalanceFloors = 1_000
+  /// A breached floor counts as recovered once available is this many percent above it, so an
+  /// account hovering at its floor does not raise an alert each round.
+  public static let balanceFloorRecoveryPercent = 5
+  /// A certificate (the daemon's, or a client's on its first call) expiring within this many
+  /// days raises a `certificate_expiry` alert; within the second, a critical one.
+  public static let certificateExpiryWarningDays = 30
+  public static let certificateExpiryCriticalDays = 7
+}

@@ -92,7 +92,7 @@ public enum Daemon {
     let sync = AccountSyncService(
       connector: simulator,
       cache: cache,
-      configuration: .init(intervalMilliseconds: configuration.sync.intervalMilliseconds),
+      configuration: .init(intervalMilliseconds: configuration.sync.intervalMilliseconds, balanceFloors: configuration.balanceFloors),
       logger: logger,
       now: WallClock.now
     )

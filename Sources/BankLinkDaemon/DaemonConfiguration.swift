@@ -33,6 +33,9 @@ public struct DaemonConfiguration: Sendable {
   public var connector: Connector
   public var sync: Sync
   public var payments = Payments()
+  /// `alerts.balance_floors`: account id → available balance (minor units) that raises an alert
+  /// when crossed downwards.
+  public var balanceFloors: [String: Int64] = [:]
   /// The key that seals OTP secrets at rest (`security.otp_key_file`); nil: `<data_dir>/otp.key`,
   /// created with a new key on first start.
   public var otpKeyPath: String?
@@ -327,6 +330,28 @@ public struct DaemonConfiguration: Sendable {
       try syncReader.finish()
     }
 
+    var balanceFloors: [String: Int64] = [:]
+    if var alertsReader = try reader.optionalObject("alerts") {
+      if var floorsReader = try alertsReader.optionalObject("balance_floors") {
+        let accounts = floorsReader.keys
+        guard accounts.count <= Limits.maxBalanceFloors else {
+          throw ConfigError(key: "alerts.balance_floors", message: "at most \(Limits.maxBalanceFloors) accounts, got \(accounts.count)")
+        }
+        for account in accounts {
+          let key = "alerts.balance_floors.\(account)"
+          guard PaymentValidation.isAccountID(account) else {
+            throw ConfigError(key: key, message: "is not an account id (\(PaymentValidation.accountIDRule))")
+          }
+          guard let floor = try floorsReader.optionalInt(account), floor >= 0 else {
+            throw ConfigError(key: key, message: "must be an amount in minor units of the account's currency, 0 or more")
+          }
+          balanceFloors[account] = Int64(floor)
+        }
+        try floorsReader.finish()
+      }
+      try alertsReader.finish()
+    }
+
     var payments = Payments()
     if var paymentsReader = try reader.optionalObject("payments") {
       if try paymentsReader.optionalInt("approval_threshold_minor") != nil {
@@ -470,6 +495,7 @@ public struct DaemonConfiguration: Sendable {
       sync: sync
     )
     configuration.payments = payments
+    configuration.balanceFloors = balanceFloors
     configuration.otpKeyPath = otpKeyPath
     configuration.connections = connections
     return configuration

@@ -37,6 +37,10 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
   /// Added with alerts: stored data altered behind the daemon's back — a payment blocked at
   /// release because its instruction or approvals no longer verify, or a journal that does not.
   case tampering // = 8
+
+  /// Added with alerts: a certificate (the daemon's, or a client's seen on a call) expires within
+  /// 30 days.
+  case certificateExpiry // = 9
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -54,6 +58,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case 6: self = .authenticationFailure
     case 7: self = .bankUnavailable
     case 8: self = .tampering
+    case 9: self = .certificateExpiry
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -69,6 +74,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case .authenticationFailure: return 6
     case .bankUnavailable: return 7
     case .tampering: return 8
+    case .certificateExpiry: return 9
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -84,6 +90,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     .authenticationFailure,
     .bankUnavailable,
     .tampering,
+    .certificateExpiry,
   ]
 
 }
@@ -308,7 +315,7 @@ public nonisolated struct Banklink_V1_AcknowledgeAlertResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_AlertKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0")
 }
 
 nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -59,17 +59,21 @@ public struct AuthorizationInterceptor: ServerInterceptor {
   let principals: PrincipalDirectory
   let identityPolicy: PeerIdentity.Policy
   let logger: Logger
+  /// Alerts on client certificates close to expiry, seen on calls.
+  let expiry: CertificateExpiryWatch?
 
   public init(
     table: AuthorizationTable,
     principals: PrincipalDirectory,
     identityPolicy: PeerIdentity.Policy = .standard,
-    logger: Logger
+    logger: Logger,
+    expiry: CertificateExpiryWatch? = nil
   ) {
     self.table = table
     self.principals = principals
     self.identityPolicy = identityPolicy
     self.logger = logger
+    self.expiry = expiry
   }
 
   public func intercept<Input: Sendable, Output: Sendable>(
@@ -112,6 +116,7 @@ public struct AuthorizationInterceptor: ServerInterceptor {
       )
       throw error
     case .allowed(let caller):
+      self.expiry?.observe(whose: "principal '\(caller.peer.identity)'", serial: caller.peer.serialNumberHex, notAfter: caller.peer.notValidAfter)
       let deadline = RequestDeadline.from(request.metadata)
       var response = try await Caller.$current.withValue(caller) {
         try await RequestDeadline.$current.withValue(deadline) {

@@ -9,7 +9,9 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import ServiceLifecycle
+import SwiftASN1
 import Synchronization
+import X509
 
 /// The gRPC server of banklinkd: every banklink.v1 service and grpc.health.v1 behind the
 /// authorization interceptor, on HTTP/2 with mutual TLS only.
@@ -139,11 +141,16 @@ public final class GatewayServer: Service {
         }
       }
     )
+    // The daemon's own certificate is checked now; clients' on their calls.
+    let expiry = CertificateExpiryWatch(store: payments.store, logger: logger, now: now)
+    let own = try Certificate(pemEncoded: String(contentsOfFile: configuration.certificatePath, encoding: .utf8))
+    expiry.observe(whose: "banklinkd (tls.certificate)", serial: own.serialNumber.hex, notAfter: own.notValidAfter)
     let interceptor = AuthorizationInterceptor(
       table: .standard,
       principals: principals,
       identityPolicy: configuration.identityPolicy,
-      logger: logger
+      logger: logger,
+      expiry: expiry
     )
     self.server = GRPCServer(
       transport: self.transport,

@@ -185,7 +185,7 @@ extension AlertKind {
   static let protoPairs: [(AlertKind, Banklink_V1_AlertKind)] = [
     (.riskHit, .riskHit), (.anomaly, .anomaly), (.balanceThreshold, .balanceThreshold), (.bankRejection, .bankRejection),
     (.reconciliationBreak, .reconciliationBreak), (.authenticationFailure, .authenticationFailure),
-    (.bankUnavailable, .bankUnavailable), (.tampering, .tampering),
+    (.bankUnavailable, .bankUnavailable), (.tampering, .tampering), (.certificateExpiry, .certificateExpiry),
   ]
 
   init?(_ proto: Banklink_V1_AlertKind) {

@@ -30,7 +30,7 @@ public struct TestPKI: Sendable {
     commonName: String,
     uri: String? = nil,
     notValidBefore: Date = Date().addingTimeInterval(-3600),
-    notValidAfter: Date = Date().addingTimeInterval(86400),
+    notValidAfter: Date = Date().addingTimeInterval(400 * 86400),
     file: String? = nil,
     authority: CertificateAuthority? = nil
   ) throws -> ClientIdentityFiles {

@@ -197,7 +197,7 @@ struct AlertsCommand: AsyncParsableCommand {
 private let kinds: [(String, Banklink_V1_AlertKind)] = [
   ("risk_hit", .riskHit), ("anomaly", .anomaly), ("balance_threshold", .balanceThreshold), ("bank_rejection", .bankRejection),
   ("reconciliation_break", .reconciliationBreak), ("authentication_failure", .authenticationFailure),
-  ("bank_unavailable", .bankUnavailable), ("tampering", .tampering),
+  ("bank_unavailable", .bankUnavailable), ("tampering", .tampering), ("certificate_expiry", .certificateExpiry),
 ]
 private let kindNames = kinds.map(\.0)
 

@@ -259,6 +259,68 @@ struct AlertTests {
     }
   }
 
+  @Test("a balance floor: one warning when a reservation takes available below it, not one per round; one recovery 5 % above")
+  func balanceFloor() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let (_, cached, reserved) = try #require(try server.cache.accountAndBalance("icbc-cny-001"))
+      let available = try #require(cached).balance.ledger.minorUnits - reserved
+      var logger = Logger(label: "test")
+      logger.logLevel = .error
+      func service(floor: Int64) -> AccountSyncService {
+        AccountSyncService(
+          connector: server.simulator, cache: server.cache, configuration: .init(balanceFloors: ["icbc-cny-001": floor]),
+          logger: logger, now: WallClock.now)
+      }
+      func alerts() throws -> [Alert] {
+        try server.payments.writer.store.withReadTransaction {
+          try AlertLog.page(after: 0, limit: 100, scanLimit: 100, filter: AlertFilter(), in: $0).alerts
+        }
+      }
+      let floored = service(floor: available - 1_000)
+      try await floored.checkBalanceFloors()
+      #expect(try alerts().isEmpty, "available is still above the floor")
+      // A payment's reservation takes available 4,000 minor units below the floor.
+      _ = try await server.payments.create(PaymentLedger.Fixture.instruction(5_000), idempotencyKey: "floor-1", creator: "erp")
+      for _ in 0..<3 { try await floored.checkBalanceFloors() }
+      let breached = try alerts()
+      #expect(breached.map(\.severity) == [.warning] && breached.first?.kind == .balanceThreshold)
+      #expect(breached.first?.accountID == "icbc-cny-001" && breached.first?.message.contains("below its floor") == true)
+      // Back above (a lower floor, as after a top-up): one recovery, once.
+      let lower = service(floor: (available - 5_000) / 2)
+      for _ in 0..<2 { try await lower.checkBalanceFloors() }
+      #expect(try alerts().map(\.severity) == [.warning, .info])
+    }
+  }
+
+  @Test("a client certificate expiring within 30 days raises one alert on its first call (critical within 7), not one per call")
+  func certificateExpiry() async throws {
+    try await withTestServer(principals: Self.principals, initialSync: false) { server in
+      func alerts() throws -> [Alert] {
+        try server.payments.writer.store.withReadTransaction {
+          try AlertLog.page(after: 0, limit: 100, scanLimit: 100, filter: AlertFilter(), in: $0).alerts
+        }
+      }
+      // Certificates valid for a year raise nothing.
+      _ = try await Self.monitoring(server, "viewer") { try await $0.listAlerts(.init()) }
+      #expect(try alerts().isEmpty)
+      let soon = try server.pki.client(commonName: "viewer", notValidAfter: Date().addingTimeInterval(10 * 86_400), file: "viewer-soon")
+      let sooner = try server.pki.client(commonName: "admin", notValidAfter: Date().addingTimeInterval(3 * 86_400), file: "admin-sooner")
+      for files in [soon, soon, sooner, sooner] {
+        _ = try await withBankLinkClient(server.client(files)) {
+          try await Banklink_V1_AdminService.Client(wrapping: $0).whoAmI(.init())
+        }
+      }
+      try await Self.waitFor { try alerts().count >= 2 }
+      try await Task.sleep(for: .milliseconds(200))
+      let raised = try alerts()
+      #expect(raised.map(\.kind) == [.certificateExpiry, .certificateExpiry])
+      let viewer = raised.first { $0.message.contains("principal 'viewer'") }
+      let admin = raised.first { $0.message.contains("principal 'admin'") }
+      #expect(viewer?.severity == .warning && viewer?.details["serial"]?.isEmpty == false)
+      #expect(admin?.severity == .critical)
+    }
+  }
+
   static func waitFor(_ condition: () throws -> Bool) async throws {
     let deadline = ContinuousClock.now.advanced(by: .seconds(20))
     while try !condition() {

@@ -13,9 +13,13 @@ public final class AccountSyncService: Service {
   public struct Configuration: Sendable {
     /// Pause between successful sync rounds.
     public var intervalMilliseconds: Int64
+    /// Account id → the available balance (minor units) below which a `balance_threshold`
+    /// alert is raised (`alerts.balance_floors`).
+    public var balanceFloors: [String: Int64]
 
-    public init(intervalMilliseconds: Int64 = 1_000) {
+    public init(intervalMilliseconds: Int64 = 1_000, balanceFloors: [String: Int64] = [:]) {
       self.intervalMilliseconds = intervalMilliseconds
+      self.balanceFloors = balanceFloors
     }
   }
 
@@ -65,6 +69,7 @@ public final class AccountSyncService: Service {
         failures = 0
         delay = self.configuration.intervalMilliseconds
         await self.observe(&availability, reachable: true)
+        await self.checkFloorsLogging()
       } catch {
         // One account failing means the bank answered; only a failed account list counts
         // against the bank's availability.
@@ -152,6 +157,51 @@ public final class AccountSyncService: Service {
     } catch {
       self.logger.error("could not record the bank's availability alert", metadata: ["error": "\(error)"])
       availability.undo(edge)
+    }
+  }
+
+  private func checkFloorsLogging() async {
+    do {
+      try await self.checkBalanceFloors()
+    } catch {
+      self.logger.error("could not check the balance floors", metadata: ["error": "\(error)"])
+    }
+  }
+
+  /// Compares each account with a floor against its available balance (ledger − reserved)
+  /// and raises an alert on each crossing: `balance_threshold` (warning) when it falls below,
+  /// and (info) once it is back at ``Limits/balanceFloorRecoveryPercent`` above — one alert per
+  /// episode, not one per round, however long it stays below. The breach is stored with its
+  /// alert, so a restart does not raise it again. Runs after every sync round; reservations made
+  /// between rounds are seen at the next one.
+  public func checkBalanceFloors() async throws {
+    let now = self.now()
+    for (accountID, floor) in self.configuration.balanceFloors.sorted(by: { $0.key < $1.key }) {
+      guard let (account, cached, reserved) = try self.cache.accountAndBalance(accountID), let cached else { continue }
+      let available = cached.balance.ledger.minorUnits - reserved
+      let key = Array("floor_breach/\(accountID)".utf8)
+      let breached = try self.cache.store.withReadTransaction { try $0.get(key, in: .meta) != nil }
+      let recovery = floor + floor / 100 * Int64(Limits.balanceFloorRecoveryPercent)
+      let currency = account.currency
+      let shown = (available: Money(minorUnits: available, currency: currency).description, floor: Money(minorUnits: floor, currency: currency).description)
+      if !breached && available < floor {
+        try await self.cache.store.write { txn in
+          guard try txn.get(key, in: .meta) == nil else { return }
+          try txn.put(key, [1], in: .meta)
+          try AlertLog.raise(
+            &txn, at: now, severity: .warning, kind: .balanceThreshold, accountID: accountID,
+            message: "available \(shown.available) on \(accountID) is below its floor of \(shown.floor)",
+            details: ["available_minor": String(available), "floor_minor": String(floor)])
+        }
+      } else if breached && available >= recovery {
+        try await self.cache.store.write { txn in
+          guard try txn.delete(key, in: .meta) else { return }
+          try AlertLog.raise(
+            &txn, at: now, severity: .info, kind: .balanceThreshold, accountID: accountID,
+            message: "available \(shown.available) on \(accountID) is back above its floor of \(shown.floor)",
+            details: ["available_minor": String(available), "floor_minor": String(floor), "recovered": "true"])
+        }
+      }
     }
   }
 

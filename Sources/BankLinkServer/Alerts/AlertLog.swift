@@ -28,6 +28,7 @@ public enum AlertKind: String, Sendable, Hashable, CaseIterable {
   case authenticationFailure = "authentication_failure"
   case bankUnavailable = "bank_unavailable"
   case tampering
+  case certificateExpiry = "certificate_expiry"
 }
 
 /// One stored alert.
