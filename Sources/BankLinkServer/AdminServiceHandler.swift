@@ -314,12 +314,15 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       }
     }
     if !report.valid {
-      // The journal does not verify: someone altered the data file. Raised once per failed
-      // verification, with where it breaks.
+      // The journal does not verify: someone altered the data file. Raised once per place it
+      // breaks (repeated verifications of the same break do not raise it again).
       let now = self.payments.now()
       let caller = Caller.current?.principal.identity ?? ""
+      let key = Array("journal_break/\(report.firstInvalidSequence)".utf8)
       _ = try await self.mappingStorage {
         try await self.payments.writer.write { txn in
+          guard try txn.get(key, in: .meta) == nil else { return }
+          try txn.put(key, [1], in: .meta)
           try AlertLog.raise(
             &txn, at: now, severity: .critical, kind: .tampering,
             message: "the audit journal does not verify at entry \(report.firstInvalidSequence): \(report.message)",

@@ -321,6 +321,34 @@ struct AlertTests {
     }
   }
 
+  @Test("a journal that does not verify raises one critical tampering alert per break, however often it is verified")
+  func journalBreak() async throws {
+    try await withTestServer(principals: Self.principals, initialSync: false) { server in
+      try await server.payments.writer.write { txn in
+        for index in 0..<3 {
+          try AuditJournal.append(&txn, at: WallClock.now(), principal: "test", action: "test.entry", object: "entry-\(index)")
+        }
+      }
+      // An insider flips one byte of entry 2 in the data file.
+      try server.payments.writer.store.withWriteTransaction { txn in
+        var record = try #require(try txn.get(AuditJournal.key(2), in: .audit))
+        record[record.count - 1] ^= 0x01
+        try txn.put(AuditJournal.key(2), record, in: .audit)
+      }
+      for _ in 0..<3 {
+        let report = try await withBankLinkClient(server.client(try server.pki.client(commonName: "admin"))) {
+          try await Banklink_V1_AdminService.Client(wrapping: $0).verifyAuditJournal(.init())
+        }
+        #expect(!report.valid && report.firstInvalidSequence == 2)
+      }
+      let alerts = try server.payments.writer.store.withReadTransaction {
+        try AlertLog.page(after: 0, limit: 100, scanLimit: 100, filter: AlertFilter(), in: $0).alerts
+      }
+      #expect(alerts.map(\.kind) == [.tampering] && alerts.first?.severity == .critical)
+      #expect(alerts.first?.details["first_invalid_sequence"] == "2")
+    }
+  }
+
   static func waitFor(_ condition: () throws -> Bool) async throws {
     let deadline = ContinuousClock.now.advanced(by: .seconds(20))
     while try !condition() {
