@@ -17,6 +17,10 @@
 //   "approval: OTP check" (unseal the secret with AES-GCM, HMAC-SHA1 over the ±1 step window).
 //   The OTP check is measured here because a load test cannot exercise it: a code is accepted
 //   once per principal and 30 s step.
+// - "alerts: one alert to 1 subscriber (baseline)" is the baseline for "... to 1,000
+//   subscribers": commit one alert, then wait until every subscriber's delivery loop
+//   (AlertFeed, the code behind SubscribeAlerts, without gRPC) has read it from the store. The
+//   figure is the latest subscriber's delivery, so its p99 bounds a subscriber's p99.
 import BankLinkCore
 import BankLinkJournal
 import BankLinkPKI
@@ -25,7 +29,45 @@ import BankLinkStore
 import Benchmark
 import Crypto
 import Foundation
+import Synchronization
 import X509
+
+/// Counts deliveries and wakes the benchmark once a number of them arrived.
+final class Deliveries: Sendable {
+  private struct State {
+    var count = 0
+    var target = Int.max
+    var waiter: CheckedContinuation<Void, Never>?
+  }
+  private let state = Mutex(State())
+
+  func add() {
+    let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+      state.count += 1
+      guard state.count >= state.target, let waiter = state.waiter else { return nil }
+      state.waiter = nil
+      return waiter
+    }
+    waiter?.resume()
+  }
+
+  /// Waits until `target` deliveries arrived since the last reset, then resets the count.
+  func wait(for target: Int) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let ready = self.state.withLock { state -> Bool in
+        if state.count >= target { return true }
+        state.target = target
+        state.waiter = continuation
+        return false
+      }
+      if ready { continuation.resume() }
+    }
+    self.state.withLock {
+      $0.count = 0
+      $0.target = Int.max
+    }
+  }
+}
 
 /// A real store in a fresh temporary directory, holding six accounts with balances.
 final class Fixture: Sendable {
@@ -202,6 +244,41 @@ let benchmarks: @Sendable () -> Void = {
     for _ in benchmark.scaledIterations {
       let opened = try! vault.unseal(sealed, for: "alice")
       precondition(TOTP.matchingStep(code, secret: opened, at: now) != nil)
+    }
+  }
+
+  for subscribers in [1, 1_000] {
+    Benchmark(
+      subscribers == 1 ? "alerts: one alert to 1 subscriber (baseline)" : "alerts: one alert to 1,000 subscribers",
+      configuration: .init(metrics: [.wallClock, .throughput], maxDuration: .seconds(10), maxIterations: 2_000)
+    ) { benchmark async throws in
+      let fixture = try await Fixture()
+      defer { fixture.remove() }
+      let hub = try AlertHub(store: fixture.store)
+      let writer = GroupCommitWriter(store: fixture.store)
+      let deliveries = Deliveries()
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for index in 0..<subscribers {
+          let subscription = try hub.subscribe(principal: "bench-\(index % 4)")
+          group.addTask {
+            defer { subscription.cancel() }
+            try await AlertFeed.run(
+              store: fixture.store, hub: hub, subscription: subscription, after: 0, filter: AlertFilter(),
+              send: { _ in deliveries.add() }, caughtUp: { _ in deliveries.add() })
+          }
+        }
+        await deliveries.wait(for: subscribers)  // every subscriber caught up
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+          try await writer.write { txn in
+            try AlertLog.raise(&txn, at: WallClock.now(), severity: .warning, kind: .anomaly, accountID: "icbc-cny-001", message: "bench")
+          }
+          await deliveries.wait(for: subscribers)
+        }
+        benchmark.stopMeasurement()
+        hub.shutDown()
+        try await group.waitForAll()
+      }
     }
   }
 

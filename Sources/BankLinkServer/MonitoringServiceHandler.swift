@@ -55,35 +55,10 @@ struct MonitoringServiceHandler: Banklink_V1_MonitoringService.SimpleServiceProt
       throw RPCError(code: .unavailable, message: "the daemon is shutting down; subscribe again after it restarts")
     }
     defer { subscription.cancel() }
-    var wakeups = subscription.wakeups.makeAsyncIterator()
-    var caughtUp = false
-    while true {
-      // Send everything committed after the cursor, page by page.
-      while true {
-        let page = try withStore {
-          try self.store.withReadTransaction { txn in
-            try AlertLog.page(
-              after: cursor, limit: Limits.alertReplayPageSize, scanLimit: Limits.alertReplayPageSize, filter: filter, in: txn)
-          }
-        }
-        for alert in page.alerts {
-          try await response.write(.with { $0.alert = Banklink_V1_Alert(alert) })
-        }
-        cursor = page.scannedThrough
-        if !page.more { break }
-        if caughtUp, self.hub.head > cursor, self.hub.head - cursor > Limits.maxAlertSubscriberLag {
-          throw RPCError(
-            code: .resourceExhausted,
-            message: "this subscriber fell more than \(Limits.maxAlertSubscriberLag) alerts behind; resume with after_sequence \(cursor)")
-        }
-      }
-      if !caughtUp {
-        caughtUp = true
-        try await response.write(.with { $0.caughtUp = .with { $0.headSequence = cursor } })
-      }
-      // Shutdown finishes the stream: the call ends cleanly and the client resumes elsewhere.
-      guard await wakeups.next() != nil else { return }
-    }
+    try await AlertFeed.run(
+      store: self.store, hub: self.hub, subscription: subscription, after: cursor, filter: filter,
+      send: { alert in try await response.write(.with { $0.alert = Banklink_V1_Alert(alert) }) },
+      caughtUp: { head in try await response.write(.with { $0.caughtUp = .with { $0.headSequence = head } }) })
   }
 
   func listAlerts(request: Banklink_V1_ListAlertsRequest, context: ServerContext) async throws -> Banklink_V1_ListAlertsResponse {

@@ -1,0 +1,43 @@
+import BankLinkCore
+import BankLinkStore
+import GRPCCore
+
+/// One subscriber's delivery loop (`SubscribeAlerts`, and the fan-out benchmark): everything
+/// committed after the cursor, page by page from the store, then `caughtUp` once, then each
+/// wake-up's new alerts, until the subscription ends (shutdown) or `send` throws (the client
+/// went away). A live subscriber more than ``Limits/maxAlertSubscriberLag`` behind the newest
+/// alert is ended with RESOURCE_EXHAUSTED naming the sequence to resume after.
+public enum AlertFeed {
+  public static func run(
+    store: Store, hub: AlertHub, subscription: AlertHub.Subscription, after start: UInt64, filter: AlertFilter,
+    send: (Alert) async throws -> Void, caughtUp: (UInt64) async throws -> Void
+  ) async throws {
+    var cursor = start
+    var wakeups = subscription.wakeups.makeAsyncIterator()
+    var live = false
+    while true {
+      while true {
+        let page = try withStore {
+          try store.withReadTransaction { txn in
+            try AlertLog.page(
+              after: cursor, limit: Limits.alertReplayPageSize, scanLimit: Limits.alertReplayPageSize, filter: filter, in: txn)
+          }
+        }
+        for alert in page.alerts { try await send(alert) }
+        cursor = page.scannedThrough
+        if !page.more { break }
+        if live, hub.head > cursor, hub.head - cursor > Limits.maxAlertSubscriberLag {
+          throw RPCError(
+            code: .resourceExhausted,
+            message: "this subscriber fell more than \(Limits.maxAlertSubscriberLag) alerts behind; resume with after_sequence \(cursor)")
+        }
+      }
+      if !live {
+        live = true
+        try await caughtUp(cursor)
+      }
+      // Shutdown finishes the stream: the call ends cleanly and the client resumes elsewhere.
+      guard await wakeups.next() != nil else { return }
+    }
+  }
+}
