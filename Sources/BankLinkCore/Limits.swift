@@ -316,6 +316,8 @@ extension Limits {
   public static let maxAlertSubscriberLag: UInt64 = 10_000
   /// Alerts read from the store per step of a replay (one short read transaction each).
   public static let alertReplayPageSize = 256
+  /// Most recent alerts the hub keeps decoded in memory for live subscribers (a few MB at most).
+  public static let alertHubRecent = 4_096
   /// Kinds one alert filter may name (there are fewer kinds; this bounds a repeated field).
   public static let maxAlertFilterKinds = 16
   /// Consecutive sync rounds in which the bank cannot be reached before `bank_unavailable` is

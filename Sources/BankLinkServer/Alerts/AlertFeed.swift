@@ -17,10 +17,17 @@ public enum AlertFeed {
     var live = false
     while true {
       while true {
-        let page = try withStore {
-          try store.withReadTransaction { txn in
-            try AlertLog.page(
-              after: cursor, limit: Limits.alertReplayPageSize, scanLimit: Limits.alertReplayPageSize, filter: filter, in: txn)
+        // New alerts from the hub's ring when it holds them (one read of the store for every
+        // subscriber); the store otherwise (a replay, or a subscriber behind the ring).
+        let page: (alerts: [Alert], scannedThrough: UInt64, more: Bool)
+        if let recent = hub.recent(after: cursor, limit: Limits.alertReplayPageSize) {
+          page = (recent.filter(filter.matches), recent.last?.sequence ?? cursor, recent.count == Limits.alertReplayPageSize)
+        } else {
+          page = try withStore {
+            try store.withReadTransaction { txn in
+              try AlertLog.page(
+                after: cursor, limit: Limits.alertReplayPageSize, scanLimit: Limits.alertReplayPageSize, filter: filter, in: txn)
+            }
           }
         }
         for alert in page.alerts { try await send(alert) }

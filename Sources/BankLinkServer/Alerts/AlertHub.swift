@@ -11,7 +11,10 @@ import Synchronization
 /// exactly once, in order, across reconnects and restarts.
 ///
 /// After every commit of the store the hub reads the log's head (one small read); when it moved,
-/// each waiting subscriber's wake-up stream gets one element (buffering the newest only).
+/// it reads the new alerts once into a ring of the most recent ones (``Limits/alertHubRecent``)
+/// and each waiting subscriber's wake-up stream gets one element (buffering the newest only).
+/// Live subscribers take new alerts from the ring instead of each reading the store; one whose
+/// cursor is older than the ring reads the store.
 public final class AlertHub: Sendable {
   public struct Subscription: Sendable {
     let id: UInt64
@@ -35,6 +38,9 @@ public final class AlertHub: Sendable {
 
   private struct State {
     var head: UInt64
+    /// The most recent alerts, in sequence order, ending at `head` (once any was raised while
+    /// this hub ran).
+    var recent: [Alert] = []
     var subscribers: [UInt64: Subscriber] = [:]
     var nextID: UInt64 = 1
     var shutDown = false
@@ -84,10 +90,40 @@ public final class AlertHub: Sendable {
     for subscriber in subscribers { subscriber.continuation.finish() }
   }
 
+  /// The alerts after `cursor`, at most `limit`, from the ring; nil when the ring does not hold
+  /// the one right after `cursor` (the caller reads the store). Empty when `cursor` is the head.
+  public func recent(after cursor: UInt64, limit: Int) -> [Alert]? {
+    self.state.withLock { state in
+      if cursor >= state.head { return [] }
+      guard let first = state.recent.first?.sequence, first <= cursor + 1 else { return nil }
+      let start = Int(cursor + 1 - first)
+      guard start < state.recent.count else { return nil }
+      return Array(state.recent[start..<min(state.recent.count, start + limit)])
+    }
+  }
+
   private func committed() {
-    guard let head = try? self.store.withReadTransaction({ try AlertLog.head($0) }) else { return }
+    let known = self.state.withLock { $0.head }
+    // The new alerts, read once for every subscriber (at most the ring's worth of the newest).
+    guard
+      let (head, fresh) = try? self.store.withReadTransaction({ txn -> (UInt64, [Alert]) in
+        let head = try AlertLog.head(txn)
+        guard head > known else { return (head, []) }
+        let from = max(known, head > UInt64(Limits.alertHubRecent) ? head - UInt64(Limits.alertHubRecent) : 0)
+        let page = try AlertLog.page(
+          after: from, limit: Limits.alertHubRecent, scanLimit: Limits.alertHubRecent, filter: AlertFilter(), in: txn)
+        return (head, page.alerts)
+      })
+    else { return }
     let waiting = self.state.withLock { state -> [AsyncStream<Void>.Continuation] in
       guard head > state.head else { return [] }
+      // Contiguous with what the ring holds, or the ring starts again from the fresh alerts.
+      if let last = state.recent.last?.sequence, let first = fresh.first?.sequence, first == last + 1 {
+        state.recent += fresh
+      } else {
+        state.recent = fresh
+      }
+      if state.recent.count > Limits.alertHubRecent { state.recent.removeFirst(state.recent.count - Limits.alertHubRecent) }
       state.head = head
       return state.subscribers.values.map(\.continuation)
     }
