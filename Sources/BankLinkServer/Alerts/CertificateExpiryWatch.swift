@@ -22,11 +22,14 @@ public final class CertificateExpiryWatch: Sendable {
     self.now = now
   }
 
-  /// Looks at one certificate; raises its alert (once) when it expires soon.
-  func observe(whose owner: String, serial: String, notAfter: Date) {
+  /// Looks at one certificate; raises its alert (once) when it expires soon. On the call path:
+  /// the owner's description and the serial's hex are only built for a certificate in the window.
+  func observe(whose describeOwner: @autoclosure () -> String, serial serialHex: @autoclosure () -> String, notAfter: Date) {
     let now = self.now()
     let remainingMilliseconds = Int64(notAfter.timeIntervalSince1970 * 1000) - now.millisecondsSinceEpoch
     guard remainingMilliseconds < Int64(Limits.certificateExpiryWarningDays) * 86_400_000 else { return }
+    let serial = serialHex()
+    let owner = describeOwner()
     guard self.seen.withLock({ $0.insert(serial).inserted }) else { return }
     let key = Array("certificate_expiry/\(serial)".utf8)
     let days = max(0, remainingMilliseconds / 86_400_000)
