@@ -49,6 +49,10 @@ extension BankSimulator: PaymentInitiationConnector {
     let existingE2E = try txn.get(Array(submission.messageID.utf8), in: Self.messageIDsDB).map { $0 } ?? (
       try txn.get(e2eKey, in: Self.submissionsDB) != nil ? e2eKey : nil)
     if let existingE2E, let bytes = try txn.get(existingE2E, in: Self.submissionsDB) {
+      if faults.refuseDuplicateMessages {
+        // Thrown inside the write: the refused message leaves no record.
+        throw BankError(.rejected, "DU01 duplicate message: transaction \(submission.endToEndID) was already received")
+      }
       var stored = try Self.decodeSubmission(bytes)
       stored.receipts += 1
       try txn.put(existingE2E, Self.encode(stored), in: Self.submissionsDB)

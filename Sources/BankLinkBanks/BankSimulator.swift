@@ -39,12 +39,16 @@ public final class BankSimulator: AccountInformationConnector {
     /// Balance and transaction calls for these accounts fail with `unavailable` (one account's
     /// line to the bank is down while the others work).
     public var failingAccountIDs: Set<String>
+    /// A message carrying a payment the bank already holds is refused as a whole ("DU01
+    /// duplicate message"), as some banks do, instead of being acknowledged as a duplicate.
+    public var refuseDuplicateMessages: Bool
 
     public init(
       latencyMilliseconds: Int = 0, jitterMilliseconds: Int = 0, errorRate: Double = 0, timeoutRate: Double = 0,
       outage: Bool = false, rejectionRate: Double = 0, duplicateReportRate: Double = 0, reorderReports: Bool = false,
-      refusedEndToEndIDs: Set<String> = [], failingAccountIDs: Set<String> = []
+      refusedEndToEndIDs: Set<String> = [], failingAccountIDs: Set<String> = [], refuseDuplicateMessages: Bool = false
     ) {
+      self.refuseDuplicateMessages = refuseDuplicateMessages
       self.refusedEndToEndIDs = refusedEndToEndIDs
       self.failingAccountIDs = failingAccountIDs
       self.latencyMilliseconds = latencyMilliseconds
@@ -170,6 +174,8 @@ public final class BankSimulator: AccountInformationConnector {
     if Task.isCancelled { throw BankError(.timeout, "call cancelled") }
     do {
       return try await body()
+    } catch let error as BankError {
+      throw error
     } catch {
       throw BankError(.unavailable, "simulator storage failed: \(error)")
     }

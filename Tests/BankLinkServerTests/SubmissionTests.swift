@@ -1,6 +1,8 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkJournal
 import BankLinkServer
+import BankLinkStore
 import BankLinkTestSupport
 import Testing
 
@@ -132,6 +134,57 @@ struct SubmissionTests {
         direction: .debit, after: nil, limit: 100_000
       ).transactions.filter { $0.1.endToEndID == payment.endToEndID }
       #expect(debits.count == 1, "deduplicated by the bank: paid once")
+    }
+  }
+
+  @Test("a re-send the bank refuses as a duplicate message stays submitting and reserved, alerts, and settles on the report")
+  func refusedResend() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let availableBefore = try #require(try server.payments.available(accountID: "icbc-cny-001"))
+      let payment = try #require(try await Self.create(server, count: 1).first)
+      // A round claims the payment and the bank receives it, but the answer is lost (the
+      // daemon crashed or timed out before recording it).
+      let claimed = try await server.payments.claimForSubmission(limit: 10)
+      #expect(claimed.map(\.resend) == [false])
+      let entry = try #require(claimed.first?.entry)
+      _ = try await server.simulator.submitPayment(
+        server.payments.submissionForTesting(entry, payment), deadline: .now.advanced(by: .seconds(5)))
+      // The next round sends it again, and this bank refuses a message it already holds (DU01).
+      server.simulator.setFaults(.init(refuseDuplicateMessages: true))
+      #expect(try await server.submitter.submitPending() == 0)
+      let held = try #require(try server.payments.payment(payment.id))
+      #expect(held.status == .submitting, "failing it would release funds the bank may still pay")
+      #expect(try server.payments.available(accountID: "icbc-cny-001") == availableBefore - payment.instruction.amount.minorUnits)
+      #expect(try server.payments.outbox(limit: 10).isEmpty, "not sent a third time")
+      #expect(try server.simulator.receipts()[payment.endToEndID] == 1)
+      let journal = try server.payments.auditEntries(limit: 1_000).filter { $0.object == payment.id }.map(\.action)
+      #expect(journal.last == "payment.resend_refused")
+      let alerts = try server.payments.writer.store.withReadTransaction { txn in
+        try AlertLog.page(after: 0, limit: 100, scanLimit: 1_000, filter: AlertFilter(), in: txn).alerts
+      }.filter { $0.paymentID == payment.id }
+      #expect(alerts.map(\.kind) == [.anomaly])
+      #expect(alerts.first?.severity == .critical)
+      #expect(alerts.first?.message.contains("DU01") == true, "\(alerts)")
+
+      // The bank pays the first copy and reports it: the payment settles, paid once.
+      try await Self.bankProcesses(server)
+      try await server.submitter.pollStatusReports()
+      #expect(try server.payments.payment(payment.id)?.status == .settled)
+      try await server.sync.syncOnce()
+      let ledgerAfter = try #require(try server.cache.balance("icbc-cny-001")).balance.ledger.minorUnits
+      #expect(try server.payments.available(accountID: "icbc-cny-001") == ledgerAfter)
+    }
+  }
+
+  @Test("a first attempt the bank refuses fails at once, with no alert about a possible first copy")
+  func refusedFirstAttempt() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let payment = try #require(try await Self.create(server, count: 1).first)
+      server.simulator.setFaults(.init(refusedEndToEndIDs: [payment.endToEndID], refuseDuplicateMessages: true))
+      #expect(try await server.submitter.submitPending() == 0)
+      #expect(try server.payments.payment(payment.id)?.status == .failed)
+      let journal = try server.payments.auditEntries(limit: 1_000).filter { $0.object == payment.id }.map(\.action)
+      #expect(!journal.contains("payment.resend_refused"))
     }
   }
 

@@ -25,8 +25,13 @@ extension PaymentLedger {
   public enum Delivery: Sendable, Hashable {
     /// The bank acknowledged it (or a status report already proved the bank holds it).
     case submitted(OutboxEntry)
-    /// The bank refused the message itself: the payment fails.
+    /// The bank refused the message itself on a first attempt: the payment fails.
     case refused(OutboxEntry, reason: String)
+    /// The bank refused a *re-send*: an earlier attempt's answer was lost, so the bank may hold
+    /// (and pay) the first copy while refusing this one as a duplicate message (DU01). The
+    /// payment stays `submitting` with its funds reserved until a status report resolves it,
+    /// and an operator is alerted; failing it would release funds the bank may still debit.
+    case unresolved(OutboxEntry, reason: String)
     /// Its payment no longer goes to the bank (cancelled or gone).
     case discarded(OutboxEntry)
   }
@@ -57,7 +62,10 @@ extension PaymentLedger {
   /// cancellable); a payment already `submitting` (a round that timed out, or a crash after the
   /// claim) is sent again with the same ids. Entries whose payment was cancelled first, or
   /// that a status report already moved on, leave the outbox here. Returns what to send.
-  public func claimForSubmission(limit: Int) async throws -> [(entry: OutboxEntry, payment: Payment)] {
+  ///
+  /// `resend` is true for a payment claimed in an earlier round whose delivery was never
+  /// recorded (a timeout, an outage, a crash): the bank may already hold it.
+  public func claimForSubmission(limit: Int) async throws -> [(entry: OutboxEntry, payment: Payment, resend: Bool)] {
     let now = self.now()
     return try await self.writer.write { txn in
       var entries: [OutboxEntry] = []
@@ -66,7 +74,7 @@ extension PaymentLedger {
         entries.append(try OutboxRecord.decode(key: key, value: value))
         return true
       }
-      var claimed: [(entry: OutboxEntry, payment: Payment)] = []
+      var claimed: [(entry: OutboxEntry, payment: Payment, resend: Bool)] = []
       for entry in entries {
         guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else {
           try txn.delete(entry.key, in: .outbox)
@@ -97,9 +105,9 @@ extension PaymentLedger {
           try AuditJournal.append(
             &txn, at: now, principal: "system", action: "payment.submitting", object: payment.id,
             details: ["message_id": entry.messageID])
-          claimed.append((entry, payment))
+          claimed.append((entry, payment, false))
         case .submitting:
-          claimed.append((entry, payment))
+          claimed.append((entry, payment, true))
         default:
           // Cancelled before the claim (nothing is sent), or already reported on by the bank.
           try txn.delete(entry.key, in: .outbox)
@@ -142,6 +150,21 @@ extension PaymentLedger {
             &txn, at: now, severity: .warning, kind: .bankRejection, paymentID: payment.id,
             accountID: payment.instruction.debtorAccountID, message: "the bank refused payment \(payment.id): \(reason)",
             details: ["reason": reason])
+        case .unresolved(let entry, let reason):
+          try txn.delete(entry.key, in: .outbox)
+          guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { continue }
+          let payment = try Payment(record: bytes)
+          // A status report may already have moved it on; then there is nothing to resolve.
+          guard payment.status == .submitting else { continue }
+          try AuditJournal.append(
+            &txn, at: now, principal: "system", action: "payment.resend_refused", object: payment.id,
+            details: ["reason": reason, "message_id": entry.messageID])
+          try AlertLog.raise(
+            &txn, at: now, severity: .critical, kind: .anomaly, paymentID: payment.id,
+            accountID: payment.instruction.debtorAccountID,
+            message: "the bank refused a re-send of payment \(payment.id) (\(reason)); it may hold the first copy: "
+              + "the payment stays submitting with its funds reserved until the bank reports on it — check with the bank",
+            details: ["reason": reason, "message_id": entry.messageID, "end_to_end_id": payment.endToEndID])
         case .discarded(let entry):
           _ = try txn.delete(entry.key, in: .outbox)
         }

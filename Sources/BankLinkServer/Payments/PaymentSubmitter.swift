@@ -60,7 +60,7 @@ public final class PaymentSubmitter: Service {
       if sending.isEmpty { return acknowledged }
       // On a timeout, an outage or a garbled answer this throws: the entries stay (their
       // payments stay `submitting`) and are sent again with the same ids; the bank deduplicates.
-      let deliveries = try await self.deliver(sending.map { ($0.entry, $0.payment) })
+      let deliveries = try await self.deliver(sending.map { ($0.entry, $0.payment, $0.resend) })
       acknowledged += deliveries.filter { if case .submitted = $0 { true } else { false } }.count
       try await self.ledger.record(deliveries)
     }
@@ -70,8 +70,11 @@ public final class PaymentSubmitter: Service {
   /// transactions sent. When the bank refuses a message of several transactions, each is sent
   /// again on its own, so only a transaction the bank refuses by itself fails: one bad
   /// instruction must not fail the others (some of which the bank may already hold from an
-  /// earlier, timed-out attempt).
-  private func deliver(_ sending: [(PaymentLedger.OutboxEntry, Payment)]) async throws(BankError) -> [PaymentLedger.Delivery] {
+  /// earlier, timed-out attempt). A refused re-send is left unresolved rather than failed (see
+  /// ``PaymentLedger/Delivery/unresolved(_:reason:)``).
+  private func deliver(_ sending: [(PaymentLedger.OutboxEntry, Payment, resend: Bool)]) async throws(BankError)
+    -> [PaymentLedger.Delivery]
+  {
     let deadline = ContinuousClock.now.advanced(by: .milliseconds(Limits.syncCallTimeoutMilliseconds))
     do throws(BankError) {
       let acknowledgements = try await self.connector.submitPayments(
@@ -83,7 +86,16 @@ public final class PaymentSubmitter: Service {
       return sending.map { .submitted($0.0) }
     } catch {
       guard error.code == .rejected else { throw error }
-      guard sending.count > 1 else { return [.refused(sending[0].0, reason: LogText.prefix(error.message, maxBytes: BankDataLimits.maxReasonBytes))] }
+      guard sending.count > 1 else {
+        let reason = LogText.prefix(error.message, maxBytes: BankDataLimits.maxReasonBytes)
+        if sending[0].resend {
+          self.logger.error(
+            "the bank refused a re-send; the payment stays submitting until the bank reports on it",
+            metadata: ["payment": "\(sending[0].1.id)", "reason": "\(reason)"])
+          return [.unresolved(sending[0].0, reason: reason)]
+        }
+        return [.refused(sending[0].0, reason: reason)]
+      }
       var deliveries: [PaymentLedger.Delivery] = []
       for item in sending {
         deliveries += try await self.deliver([item])
