@@ -106,13 +106,8 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     context: ServerContext
   ) async throws -> Banklink_V1_ListPrincipalsResponse {
     let size = try pageSize(request.pageSize)
-    var after: String?
-    if !request.pageToken.isEmpty {
-      guard let data = Data(base64Encoded: request.pageToken), let text = String(data: data, encoding: .utf8),
-        text.hasPrefix(Self.principalTokenPrefix)
-      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
-      after = String(text.dropFirst(Self.principalTokenPrefix.count))
-    }
+    let after =
+      request.pageToken.isEmpty ? nil : try PageToken.key(request.pageToken, .principals, maxBytes: Limits.maxIdentityLength)
     // Identities are ASCII (IdentityRules): String order is byte order here.
     let all = self.principals.current.principals
     let remaining = after.map { last in all.drop(while: { $0.identity <= last }) } ?? all[...]
@@ -125,12 +120,11 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     return .with {
       $0.principals = page.map { Banklink_V1_Principal($0, otpEnrolled: enrolled.contains($0.identity)) }
       if remaining.count > page.count, let last = page.last {
-        $0.nextPageToken = Data((Self.principalTokenPrefix + last.identity).utf8).base64EncodedString()
+        $0.nextPageToken = PageToken.encode(.principals, after: last.identity)
       }
     }
   }
 
-  static let principalTokenPrefix = "principal:"
 
   func setPrincipalRoles(
     request: Banklink_V1_SetPrincipalRolesRequest,
@@ -253,10 +247,7 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     let size = try pageSize(request.pageSize)
     var after = request.afterSequence
     if !request.pageToken.isEmpty {
-      guard let data = Data(base64Encoded: request.pageToken), let text = String(data: data, encoding: .utf8),
-        text.hasPrefix(Self.auditTokenPrefix), let sequence = UInt64(text.dropFirst(Self.auditTokenPrefix.count))
-      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
-      after = max(after, sequence)
+      after = max(after, try PageToken.sequence(request.pageToken, .auditEntries))
     }
     var filter = AuditFilter()
     if !request.object.isEmpty {
@@ -293,12 +284,11 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     return .with {
       $0.entries = page.entries.map(Banklink_V1_AuditEntry.init)
       if let resume = page.resumeAfter {
-        $0.nextPageToken = Data((Self.auditTokenPrefix + String(resume)).utf8).base64EncodedString()
+        $0.nextPageToken = PageToken.encode(.auditEntries, after: resume)
       }
     }
   }
 
-  static let auditTokenPrefix = "audit:"
 
   func verifyAuditJournal(
     request: Banklink_V1_VerifyAuditJournalRequest,

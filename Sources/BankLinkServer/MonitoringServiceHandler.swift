@@ -65,13 +65,7 @@ struct MonitoringServiceHandler: Banklink_V1_MonitoringService.SimpleServiceProt
     let size = try pageSize(request.pageSize)
     var filter = try Self.filter(minSeverity: request.minSeverity, kinds: request.kinds, accountID: request.accountID)
     filter.unacknowledgedOnly = request.unacknowledgedOnly
-    var after: UInt64 = 0
-    if !request.pageToken.isEmpty {
-      guard let data = Data(base64Encoded: request.pageToken), let text = String(data: data, encoding: .utf8),
-        text.hasPrefix(Self.tokenPrefix), let sequence = UInt64(text.dropFirst(Self.tokenPrefix.count))
-      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
-      after = sequence
-    }
+    let after: UInt64 = request.pageToken.isEmpty ? 0 : try PageToken.sequence(request.pageToken, .alerts)
     let page = try withStore {
       try self.store.withReadTransaction { txn in
         try AlertLog.page(after: after, limit: size, scanLimit: Limits.maxListScanRecords, filter: filter, in: txn)
@@ -79,11 +73,9 @@ struct MonitoringServiceHandler: Banklink_V1_MonitoringService.SimpleServiceProt
     }
     return .with {
       $0.alerts = page.alerts.map(Banklink_V1_Alert.init)
-      if page.more { $0.nextPageToken = Data((Self.tokenPrefix + String(page.scannedThrough)).utf8).base64EncodedString() }
+      if page.more { $0.nextPageToken = PageToken.encode(.alerts, after: page.scannedThrough) }
     }
   }
-
-  static let tokenPrefix = "alerts:"
 
   func acknowledgeAlert(
     request: Banklink_V1_AcknowledgeAlertRequest,

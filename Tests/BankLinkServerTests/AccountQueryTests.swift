@@ -170,6 +170,17 @@ struct AccountQueryTests {
         try await accounts.listTransactions(.with { $0.accountID = "icbc-cny-002"; $0.pageToken = first.nextPageToken })
       }
       #expect(try Self.violatedField(misused) == "page_token")
+
+      // Every list shares one token format, but a token continues only the list that issued it:
+      // a ListAccounts token (an account id) is refused by ListTransactions.
+      let accountPage = try await accounts.listAccounts(.with { $0.pageSize = 1 })
+      #expect(!accountPage.nextPageToken.isEmpty)
+      let crossed = await #expect(throws: RPCError.self) {
+        try await accounts.listTransactions(.with { $0.accountID = "icbc-cny-001"; $0.pageToken = accountPage.nextPageToken })
+      }
+      #expect(try Self.violatedField(crossed) == "page_token")
+      let next = try await accounts.listAccounts(.with { $0.pageSize = 1; $0.pageToken = accountPage.nextPageToken })
+      #expect(next.accounts.first.map { $0.accountID > accountPage.accounts[0].accountID } == true)
     }
   }
 

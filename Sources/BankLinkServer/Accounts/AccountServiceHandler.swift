@@ -18,13 +18,8 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
     context: ServerContext
   ) async throws -> Banklink_V1_ListAccountsResponse {
     let pageSize = try pageSize(request.pageSize)
-    var after: String?
-    if !request.pageToken.isEmpty {
-      guard let data = Data(base64Encoded: request.pageToken), let id = String(data: data, encoding: .utf8),
-        id.utf8.count <= Limits.maxAccountIDLength
-      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
-      after = id
-    }
+    let after =
+      request.pageToken.isEmpty ? nil : try PageToken.key(request.pageToken, .accounts, maxBytes: Limits.maxAccountIDLength)
     if !request.currencyCode.isEmpty, CurrencyCode(request.currencyCode) == nil {
       throw APIError.invalidArgument("currency_code", "must be an ISO 4217 code such as CNY")
     }
@@ -36,7 +31,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
     var response = Banklink_V1_ListAccountsResponse()
     response.accounts = accounts.prefix(pageSize).map(Banklink_V1_Account.init)
     if accounts.count > pageSize, let last = response.accounts.last {
-      response.nextPageToken = Data(last.accountID.utf8).base64EncodedString()
+      response.nextPageToken = PageToken.encode(.accounts, after: last.accountID)
     }
     return response
   }
@@ -130,9 +125,7 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
 
     var token: TransactionPageToken?
     if !request.pageToken.isEmpty {
-      guard let decoded = TransactionPageToken(encoded: request.pageToken) else {
-        throw APIError.invalidArgument("page_token", "not a token issued by this server")
-      }
+      let decoded = try TransactionPageToken(encoded: request.pageToken)
       guard decoded.accountID == accountID, decoded.start == start, decoded.direction == direction,
         end == nil || end == decoded.end
       else {

@@ -9,8 +9,6 @@ import Foundation
 /// continue strictly after that position inside the frozen range, so entries that arrive while a
 /// client pages never cause duplicates or shift entries across page boundaries (no gaps).
 struct TransactionPageToken: Equatable {
-  static let format: UInt8 = 1
-
   var accountID: String
   var start: Instant
   var end: Instant
@@ -19,42 +17,29 @@ struct TransactionPageToken: Equatable {
   var after: AccountCache.Position
 
   var encoded: String {
-    var writer = RecordWriter(capacity: 64)
-    writer.write(Self.format)
-    writer.write(self.accountID)
-    writer.write(self.start.millisecondsSinceEpoch)
-    writer.write(self.end.millisecondsSinceEpoch)
-    writer.write(self.direction)
-    writer.write(self.after.bookingTime.millisecondsSinceEpoch)
-    writer.write(self.after.sequence)
-    return Data(writer.bytes).base64EncodedString()
-      .replacingOccurrences(of: "+", with: "-")
-      .replacingOccurrences(of: "/", with: "_")
-      .replacingOccurrences(of: "=", with: "")
+    PageToken.encode(.transactions) { writer in
+      writer.write(self.accountID)
+      writer.write(self.start.millisecondsSinceEpoch)
+      writer.write(self.end.millisecondsSinceEpoch)
+      writer.write(self.direction)
+      writer.write(self.after.bookingTime.millisecondsSinceEpoch)
+      writer.write(self.after.sequence)
+    }
   }
 
-  /// Nil for anything this server did not issue.
-  init?(encoded text: String) {
-    guard text.count <= Limits.maxPageTokenLength else { return nil }
-    var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-    while base64.count % 4 != 0 { base64 += "=" }
-    guard let data = Data(base64Encoded: base64) else { return nil }
-    var reader = RecordReader(Array(data))
-    do {
-      guard try reader.readUInt8() == Self.format else { return nil }
-      self.accountID = try reader.readString()
-      self.start = Instant(millisecondsSinceEpoch: try reader.readInt64())
-      self.end = Instant(millisecondsSinceEpoch: try reader.readInt64())
-      self.direction = try reader.readUInt8()
-      self.after = AccountCache.Position(
-        bookingTime: Instant(millisecondsSinceEpoch: try reader.readInt64()),
-        sequence: try reader.readUInt64()
-      )
-      try reader.finish()
-    } catch {
-      return nil
+  /// INVALID_ARGUMENT (`page_token`) for anything this server did not issue.
+  init(encoded text: String) throws {
+    self = try PageToken.decode(text, .transactions) { reader in
+      let token = TransactionPageToken(
+        accountID: try reader.readString(),
+        start: Instant(millisecondsSinceEpoch: try reader.readInt64()),
+        end: Instant(millisecondsSinceEpoch: try reader.readInt64()),
+        direction: try reader.readUInt8(),
+        after: AccountCache.Position(
+          bookingTime: Instant(millisecondsSinceEpoch: try reader.readInt64()),
+          sequence: try reader.readUInt64()))
+      return token.direction <= 2 && token.start <= token.end ? token : nil
     }
-    guard self.direction <= 2, self.start <= self.end else { return nil }
   }
 
   init(accountID: String, start: Instant, end: Instant, direction: UInt8, after: AccountCache.Position) {

@@ -103,20 +103,15 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       guard let end = Instant(request.createTimeEnd) else { throw APIError.invalidArgument("create_time_end", "not a valid timestamp") }
       filter.createdBefore = end
     }
-    var after: String?
-    if !request.pageToken.isEmpty {
-      guard let data = Data(base64Encoded: request.pageToken), let id = String(data: data, encoding: .utf8),
-        id.hasPrefix("pay-"), id.utf8.count <= Limits.maxPaymentIDLength
-      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
-      after = id
-    }
+    let after =
+      request.pageToken.isEmpty ? nil : try PageToken.key(request.pageToken, .payments, maxBytes: Limits.maxPaymentIDLength)
     let page = try withStore { try self.ledger.list(filter, after: after, limit: size) }
     return try .with {
       $0.payments = try page.payments.map { payment in
         Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(payment.id) })
       }
       if let resumeAfter = page.resumeAfter {
-        $0.nextPageToken = Data(resumeAfter.utf8).base64EncodedString()
+        $0.nextPageToken = PageToken.encode(.payments, after: resumeAfter)
       }
     }
   }
@@ -203,17 +198,13 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
   ) async throws -> Banklink_V1_ListPendingApprovalsResponse {
     let caller = try Caller.required()
     let size = try pageSize(request.pageSize)
-    var after: String?
-    if !request.pageToken.isEmpty {
-      guard let data = Data(base64Encoded: request.pageToken), let id = String(data: data, encoding: .utf8),
-        id.hasPrefix("pay-"), id.utf8.count <= Limits.maxPaymentIDLength
-      else { throw APIError.invalidArgument("page_token", "not a token issued by this server") }
-      after = id
-    }
+    let after =
+      request.pageToken.isEmpty
+      ? nil : try PageToken.key(request.pageToken, .pendingApprovals, maxBytes: Limits.maxPaymentIDLength)
     let page = try withStore { try self.ledger.pendingApprovals(for: caller.principal, after: after, limit: size) }
     return .with {
       $0.payments = page.payments.map { Banklink_V1_Payment($0.0, approval: $0.1) }
-      if let resume = page.resumeAfter { $0.nextPageToken = Data(resume.utf8).base64EncodedString() }
+      if let resume = page.resumeAfter { $0.nextPageToken = PageToken.encode(.pendingApprovals, after: resume) }
     }
   }
 
