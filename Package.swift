@@ -6,9 +6,10 @@
 //
 //   BankLinkCore ─────┬─> BankLinkStore (+ CLMDB, CBankLinkThreads) ─┐
 //                     ├─> BankLinkBanks (connectors, simulator) ─────┤
-//                     ├─> BankLinkPKI ─> BankLinkClient ─────────────┼─> banklink (CLI)
+//                     ├─> BankLinkPKI ─> BankLinkClient ─> BankLinkCommandLine ─> banklink (admin CLI),
+//                     │                                                             banklink-load (load generator)
 //   BankLinkProto ────┴──────────────────────────────────────────────┴─> BankLinkServer
-//   BankLinkServer ─> BankLinkDaemon ─> banklinkd;  BankLinkRuntime ─> banklinkd, banklink
+//   BankLinkServer ─> BankLinkDaemon ─> banklinkd;  BankLinkRuntime ─> the three executables
 //   BankLinkTestSupport: every library above, for the test targets only.
 //
 // BankLinkCore has no I/O. BankLinkProto is generated (scripts/generate-protos.sh) and committed.
@@ -25,6 +26,7 @@ let package = Package(
   products: [
     .executable(name: "banklinkd", targets: ["banklinkd"]),
     .executable(name: "banklink", targets: ["banklink"]),
+    .executable(name: "banklink-load", targets: ["banklink-load"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
@@ -180,19 +182,46 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
-    .executableTarget(
-      name: "banklink",
+    // Connection flags and output helpers shared by the two command-line tools.
+    .target(
+      name: "BankLinkCommandLine",
       dependencies: [
-        "BankLinkClient", "BankLinkProto", "BankLinkPKI", "BankLinkCore", "BankLinkStore", "BankLinkJournal",
+        "BankLinkClient",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // The admin CLI.
+    .executableTarget(
+      name: "banklink",
+      dependencies: [
+        "BankLinkClient", "BankLinkCommandLine", "BankLinkProto", "BankLinkPKI", "BankLinkCore", "BankLinkStore",
+        "BankLinkJournal", "BankLinkRuntime",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: swiftSettings
+    ),
+
+    // The load generator of `make bench`: a raw HTTP/2 driver and the full grpc-swift client.
+    .executableTarget(
+      name: "banklink-load",
+      dependencies: [
+        "BankLinkClient", "BankLinkCommandLine", "BankLinkProto", "BankLinkPKI", "BankLinkRuntime",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "X509", package: "swift-certificates"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
-        "BankLinkRuntime",
       ],
       swiftSettings: swiftSettings
     ),

@@ -10,7 +10,7 @@
 # rounds interleave them, so a slow spell of this shared machine lands on every scenario of a
 # round rather than on one of them; the ratios are taken within each round and reported as the
 # median with the range. Prints them and records the figures with the
-# command in docs/BENCHMARKS.md. Load comes from `banklink bench`'s lean h2 driver. Each round
+# command in docs/BENCHMARKS.md. Load comes from `banklink-load`'s lean h2 driver. Each round
 # ends with approve (ApprovePayment: a P-256 signature checked, an approval journaled, the payment
 # released) beside pay, both through the full grpc-swift client; see the comment at that step.
 #
@@ -30,6 +30,7 @@ settle_s="${SETTLE:-3}"
 
 swift build -c release --product banklinkd >/dev/null
 swift build -c release --product banklink >/dev/null
+swift build -c release --product banklink-load >/dev/null
 bin=".build/release"
 work="$(mktemp -d)"
 daemon_pid=""
@@ -122,7 +123,7 @@ run() {
   local name="$1"; shift
   local before after
   before="$(steal_ms)"
-  "${client_pin[@]}" "$bin/banklink" bench "$@" "${common[@]}" >"$work/$name.raw"
+  "${client_pin[@]}" "$bin/banklink-load" "$@" "${common[@]}" >"$work/$name.raw"
   after="$(steal_ms)"
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["steal_ms"]=round(float(sys.argv[3])-float(sys.argv[2])); print(json.dumps(r))' \
     "$work/$name.raw" "$before" "$after" | tee "$work/$name.json"
@@ -229,7 +230,7 @@ section = f"""
 ## {datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M')} UTC — commit {commit}
 
 Command: `DURATION={duration} CONCURRENCY={concurrency} CONNECTIONS={connections} ROUNDS={rounds} SETTLE={settle_s} make bench`
-(release build; `banklink bench` h2 driver; daemons pinned to core 0 and the load generator to
+(release build; `banklink-load` h2 driver; daemons pinned to core 0 and the load generator to
 core 1 of this {os.cpu_count()}-core VM, over loopback with mutual TLS; the daemons' writer thread on
 core 1 (`storage.writer_cpus`) except in the "writer on the event loop's core" rows; "steal" is
 CPU time the hypervisor took from this VM during the run; the pay rounds interleave four daemons,

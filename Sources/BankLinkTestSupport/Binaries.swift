@@ -1,6 +1,6 @@
 import Foundation
 
-/// Locates the `banklinkd` and `banklink` executables built next to the test binary
+/// Locates the `banklinkd`, `banklink` and `banklink-load` executables built next to the test binary
 /// (`.build/debug`), or in `BANKLINK_BIN_DIR`. `make test` builds them before running tests.
 public enum Binaries {
   public static var directory: String {
@@ -12,6 +12,7 @@ public enum Binaries {
 
   public static var daemon: String { directory + "/banklinkd" }
   public static var cli: String { directory + "/banklink" }
+  public static var load: String { directory + "/banklink-load" }
 }
 
 /// Runs a program to completion and returns its exit status and output.

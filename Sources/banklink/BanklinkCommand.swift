@@ -1,5 +1,6 @@
 import ArgumentParser
 import BankLinkClient
+import BankLinkCommandLine
 import Foundation
 
 /// `banklink`: the admin CLI. Talks to banklinkd only over gRPC with mutual TLS.
@@ -17,34 +18,7 @@ struct BanklinkCommand: AsyncParsableCommand {
     subcommands: [
       HealthCommand.self, WhoAmICommand.self, AccountsCommand.self, BalanceCommand.self, TransactionsCommand.self,
       PayCommand.self, PaymentsCommand.self, ApprovalsCommand.self, ApproveCommand.self, RejectCommand.self,
-      PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AlertsCommand.self, AuditCommand.self, BenchCommand.self, DevCertsCommand.self,
+      PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AlertsCommand.self, AuditCommand.self, DevCertsCommand.self,
     ]
   )
-}
-
-/// Connection flags shared by every command that calls the daemon.
-struct ConnectionOptions: ParsableArguments {
-  @Option(help: "Daemon address HOST:PORT [env: BANKLINK_ADDRESS, default 127.0.0.1:7443].")
-  var address: String?
-
-  @Option(help: "CA bundle (PEM) to trust [env: BANKLINK_CA, default certs/dev/ca.pem].")
-  var ca: String?
-
-  @Option(help: "Client certificate (PEM) [env: BANKLINK_CERT, default certs/dev/admin.pem].")
-  var cert: String?
-
-  @Option(help: "Client private key (PEM) [env: BANKLINK_KEY, default certs/dev/admin.key].")
-  var key: String?
-
-  @Flag(help: "Print JSON instead of a table, for scripts.")
-  var json = false
-
-  var client: ClientConfiguration {
-    var configuration = ClientConfiguration.defaults(environment: ProcessInfo.processInfo.environment)
-    if let address { configuration.address = address }
-    if let ca { configuration.caPath = ca }
-    if let cert { configuration.certificatePath = cert }
-    if let key { configuration.keyPath = key }
-    return configuration
-  }
 }

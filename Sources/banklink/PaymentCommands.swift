@@ -1,5 +1,6 @@
 import ArgumentParser
 import BankLinkClient
+import BankLinkCommandLine
 import BankLinkCore
 import BankLinkProto
 import Foundation

@@ -75,7 +75,7 @@ struct DaemonProcessTests {
     }
   }
 
-  @Test("banklink bench drives a real daemon with both drivers, paces at --rate and counts refused calls")
+  @Test("banklink-load drives a real daemon with both drivers, paces at --rate and counts refused calls")
   func bench() async throws {
     try await withTemporaryDirectory { directory in
       let pki = try TestPKI(directory: directory)
@@ -95,7 +95,7 @@ struct DaemonProcessTests {
       func bench(_ identity: ClientIdentityFiles, _ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         let environment = cliEnvironment(port: port, caPath: pki.caPath, identity: identity)
         return try await offPool {
-          try runProgram(Binaries.cli, ["bench", "--duration", "1", "--warmup", "0.2"] + arguments, environment: environment)
+          try runProgram(Binaries.load, ["--duration", "1", "--warmup", "0.2"] + arguments, environment: environment)
         }
       }
       func field(_ json: String, _ name: String) -> Double? {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BankLinkClient
+import BankLinkCommandLine
 import BankLinkPKI
 import BankLinkProto
 import Foundation
@@ -9,10 +10,11 @@ import SwiftProtobuf
 import Synchronization
 import X509
 
-/// `banklink bench`: a closed-loop load generator over mutual TLS.
-struct BenchCommand: AsyncParsableCommand {
+/// `banklink-load`: a closed-loop load generator over mutual TLS, kept apart from the admin CLI
+/// (`banklink`) so that the admin tool carries no load-testing code.
+struct LoadCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "bench",
+    commandName: "banklink-load",
     abstract: "Drive the daemon with concurrent calls and report throughput and latency percentiles.",
     discussion: """
       Scenarios: noop (WhoAmI: authorization and transport only, the ceiling), balance
@@ -24,6 +26,7 @@ struct BenchCommand: AsyncParsableCommand {
       for one approver; grpc-swift driver only). Each of --concurrency workers issues
       calls back to back over one of --connections connections for --duration seconds after a
       warm-up. Run it against a release build (make bench) for figures worth recording.
+      Connection settings as for banklink (flags, else BANKLINK_* variables, else certs/dev).
 
       Drivers: h2 (default) writes each call as raw HTTP/2 frames from an event-loop handler, so
       the generator costs little CPU per call and the latency measured is the daemon's;

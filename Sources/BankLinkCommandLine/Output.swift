@@ -4,7 +4,7 @@ import GRPCCore
 import SwiftProtobuf
 
 /// Prints a protobuf message as JSON (proto3 JSON mapping, field names as in the .proto).
-func printJSON(_ message: some SwiftProtobuf.Message) throws {
+public func printJSON(_ message: some SwiftProtobuf.Message) throws {
   var options = JSONEncodingOptions()
   options.preserveProtoFieldNames = true
   options.alwaysPrintEnumsAsInts = false
@@ -12,30 +12,33 @@ func printJSON(_ message: some SwiftProtobuf.Message) throws {
 }
 
 /// Prints aligned `key: value` lines.
-func printFields(_ fields: [(String, String)]) {
+public func printFields(_ fields: [(String, String)]) {
   let width = fields.map(\.0.count).max() ?? 0
   for (key, value) in fields {
     print(key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
   }
 }
 
+/// The running program's name (`banklink`, `banklink-load`), for messages on stderr.
+public let programName = URL(fileURLWithPath: CommandLine.arguments.first ?? "banklink").lastPathComponent
+
 /// Runs a call, turning failures into a message on stderr and exit code 1.
-func reportingFailures<T>(_ body: () async throws -> T) async throws -> T {
+public func reportingFailures<T>(_ body: () async throws -> T) async throws -> T {
   do {
     return try await body()
   } catch let error as RPCError {
-    FileHandle.standardError.write(Data("banklink: \(statusName(error.code)): \(error.message)\n".utf8))
+    FileHandle.standardError.write(Data("\(programName): \(statusName(error.code)): \(error.message)\n".utf8))
     throw ExitCode.failure
   } catch let error as ExitCode {
     throw error
   } catch {
-    FileHandle.standardError.write(Data("banklink: \(error)\n".utf8))
+    FileHandle.standardError.write(Data("\(programName): \(error)\n".utf8))
     throw ExitCode.failure
   }
 }
 
 /// Prints rows as an aligned table with a header; long cells are cut to keep rows on one line.
-func printTable(_ headers: [String], _ rows: [[String]], maxCellWidth: Int = 48) {
+public func printTable(_ headers: [String], _ rows: [[String]], maxCellWidth: Int = 48) {
   let cells = rows.map { row in
     row.map { $0.count > maxCellWidth ? String($0.prefix(maxCellWidth - 1)) + "…" : $0 }
   }
@@ -53,7 +56,7 @@ func printTable(_ headers: [String], _ rows: [[String]], maxCellWidth: Int = 48)
 }
 
 /// The canonical gRPC status name (`NOT_FOUND`), as scripts and other gRPC tools print it.
-func statusName(_ code: RPCError.Code) -> String {
+public func statusName(_ code: RPCError.Code) -> String {
   var name = ""
   for character in "\(code)" {
     if character.isUppercase { name += "_" }
