@@ -117,7 +117,7 @@ public enum Daemon {
         privateKeyPEM: String(contentsOfFile: configuration.tls.keyPath, encoding: .utf8)),
       logger: logger, now: WallClock.now)
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
-    let reload = ReloadListener(logger: logger)
+    let reload = ReloadListener(notifier: notifier, logger: logger)
 
     var groupConfiguration = ServiceGroupConfiguration(
       services: [
@@ -179,14 +179,21 @@ struct ReadinessReporter: Service {
 
 /// Traps SIGHUP so that `systemctl reload` (ExecReload=) never terminates the daemon — the
 /// default action of SIGHUP. Reloading certificates, rules and policy is not built yet: the
-/// signal is logged and nothing changes.
+/// signal is logged, the systemd status line says so (`systemctl status` shows it; tests wait
+/// for it), and nothing changes.
 struct ReloadListener: Service {
+  let notifier: SystemdNotifier?
   let logger: Logger
 
   func run() async throws {
     let signals = await UnixSignalsSequence(trapping: .sighup)
     for await _ in signals.cancelOnGracefulShutdown() {
       self.logger.notice("SIGHUP received: reload is not supported yet; configuration unchanged")
+      do {
+        try self.notifier?.notify("STATUS=SIGHUP received: reload is not supported yet; serving unchanged")
+      } catch {
+        self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
+      }
     }
   }
 }

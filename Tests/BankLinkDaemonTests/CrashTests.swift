@@ -157,13 +157,17 @@ struct CrashTests {
       #expect(Set(keys) == Set(retried.keys))
       #expect(all.allSatisfy { $0.status == .settled }, "\(Dictionary(grouping: all, by: \.status).mapValues(\.count))")
 
-      // Give the cache time to see the booked debits, then compare balances.
-      try await Task.sleep(for: .seconds(2))
+      // Settled payments stay reserved until a synced ledger balance includes their debits. Poll
+      // (bounded) until no account holds a reservation; the assertion below reports what remains.
       let balances = try await withBankLinkClient(pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)) { grpc in
         let accounts = Banklink_V1_AccountService.Client(wrapping: grpc)
-        var balances: [Banklink_V1_Balance] = []
-        for account in Self.accounts { balances.append(try await accounts.getBalance(.with { $0.accountID = account })) }
-        return balances
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while true {
+          var balances: [Banklink_V1_Balance] = []
+          for account in Self.accounts { balances.append(try await accounts.getBalance(.with { $0.accountID = account })) }
+          if balances.allSatisfy({ $0.available == $0.ledger }) || ContinuousClock.now > deadline { return balances }
+          try await Task.sleep(for: .milliseconds(100))
+        }
       }
       await daemon.stop()
 

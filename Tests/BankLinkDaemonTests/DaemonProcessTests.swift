@@ -50,9 +50,12 @@ struct DaemonProcessTests {
       #expect(whoami.stdout.contains(#""identity":"admin""#))
       #expect(whoami.stdout.contains("ROLE_ADMIN"))
 
-      // SIGHUP (systemctl reload) must not terminate the daemon.
+      // SIGHUP (systemctl reload) must not terminate the daemon: its handler answers on the
+      // notify socket, so the signal has been handled (not its default action) before we call.
       kill(daemon.processIdentifier, SIGHUP)
-      try await Task.sleep(for: .milliseconds(200))
+      let reloaded = try #require(await socket.next(timeoutSeconds: 30), "banklinkd did not handle SIGHUP")
+      #expect(reloaded.contains("SIGHUP received"), "\(reloaded)")
+      #expect(daemon.isRunning)
       let health = try await offPool { try runProgram(Binaries.cli, ["health"], environment: environmentForCLI) }
       #expect(health.status == 0, "\(health.stderr)")
       #expect(health.stdout.contains("SERVING"))
