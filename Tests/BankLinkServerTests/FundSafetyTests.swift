@@ -274,6 +274,35 @@ struct FundSafetyTests {
     }
   }
 
+  @Test("a feed cursor too long to store fails the page, is recorded once per episode, and clears when the feed moves")
+  func overLongCursor() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      func anomalies() throws -> [Alert] {
+        try server.payments.writer.store.withReadTransaction {
+          try AlertLog.page(after: 0, limit: 1_000, scanLimit: 10_000, filter: AlertFilter(), in: $0).alerts
+        }.filter { $0.kind == .anomaly && $0.message.contains("cannot move on") }
+      }
+      let long = String(repeating: "c", count: BankDataLimits.maxCursorBytes + 1)
+      let cursorBefore = try server.cache.syncCursor(Self.account)
+      let page = TransactionFeedPage(transactions: [], nextCursor: long, hasMore: false)
+      // Every round fails the same way; the operator hears of it once.
+      for _ in 0..<3 {
+        await #expect(throws: BankError.self) { try await server.cache.apply(page, accountID: Self.account, syncedAt: WallClock.now()) }
+        await #expect(throws: BankError.self) { try await server.payments.apply([], nextCursor: long) }
+      }
+      #expect(try server.cache.syncCursor(Self.account) == cursorBefore, "nothing half-written")
+      let raised = try anomalies()
+      #expect(raised.count == 2, "one for the account's feed, one for the status reports: \(raised.map(\.message))")
+      #expect(try server.payments.auditEntries(limit: 10_000).filter { $0.action == "bank.anomaly" }.count == 2)
+
+      // The feed moves on (a usable page): the episode ends, and a later stuck cursor is new.
+      try await server.cache.apply(
+        TransactionFeedPage(transactions: [], nextCursor: "ok-1", hasMore: false), accountID: Self.account, syncedAt: WallClock.now())
+      await #expect(throws: BankError.self) { try await server.cache.apply(page, accountID: Self.account, syncedAt: WallClock.now()) }
+      #expect(try anomalies().count == 3)
+    }
+  }
+
   @Test("status reports without a usable EndToEndId are recorded and passed over")
   func badReportsSkipped() async throws {
     try await withTestServer(principals: Self.principals) { server in

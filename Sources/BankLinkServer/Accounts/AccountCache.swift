@@ -234,9 +234,14 @@ public struct AccountCache: Sendable {
   @discardableResult
   public func apply(_ page: TransactionFeedPage, accountID: String, syncedAt: Instant) async throws -> AppliedPage {
     guard page.nextCursor.utf8.count <= BankDataLimits.maxCursorBytes else {
-      throw BankError(.malformed, "feed cursor of \(page.nextCursor.utf8.count) bytes exceeds \(BankDataLimits.maxCursorBytes)")
+      let problem = "feed cursor of \(page.nextCursor.utf8.count) bytes exceeds \(BankDataLimits.maxCursorBytes)"
+      let anomaly = BankAnomaly(
+        subject: accountID, description: "transactions of \(accountID): \(problem); the feed cannot move on until the bank sends a shorter one")
+      try await self.store.write { txn in try anomaly.recordStuckFeed("transactions/\(accountID)", &txn, at: syncedAt) }
+      throw BankError(.malformed, problem)
     }
     return try await self.store.write { txn in
+      try BankAnomaly.feedMoved("transactions/\(accountID)", &txn)
       var state = try self.syncState(accountID, txn: txn)
       let currency = try txn.get(Self.accountKey(accountID), in: .accounts).map { try Account(record: $0).currency }
       var result = AppliedPage()

@@ -70,6 +70,26 @@ public struct BankAnomaly: Sendable, Hashable, CustomStringConvertible {
       &txn, at: time, severity: .warning, kind: .anomaly, message: "bank data not applied: \(self.description)",
       details: ["subject": LogText.prefix(self.subject)])
   }
+
+  /// A feed the daemon cannot move past (its page's cursor breaks ``BankDataLimits``): every
+  /// round fails the same way, so it is recorded once per episode — the first time, marked in
+  /// `meta` under `stuck_feed/<feed>` — and the mark is cleared by the feed's next stored page
+  /// (``feedMoved(_:_:)``). Returns whether this call recorded it.
+  @discardableResult
+  func recordStuckFeed(_ feed: String, _ txn: inout WriteTransaction, at time: Instant) throws -> Bool {
+    let key = Self.stuckFeedKey(feed)
+    guard try txn.get(key, in: .meta) == nil else { return false }
+    try txn.put(key, [1], in: .meta)
+    try self.record(&txn, at: time)
+    return true
+  }
+
+  /// Ends a stuck-feed episode of `feed`, if one was recorded.
+  static func feedMoved(_ feed: String, _ txn: inout WriteTransaction) throws {
+    _ = try txn.delete(Self.stuckFeedKey(feed), in: .meta)
+  }
+
+  static func stuckFeedKey(_ feed: String) -> [UInt8] { Array("stuck_feed/\(feed)".utf8) }
 }
 
 /// Outbox entries (`outbox`, by sequence): a payment to deliver and the message id fixed for

@@ -197,11 +197,15 @@ extension PaymentLedger {
   /// never dropped: it is recorded as a ``BankAnomaly`` and the cursor moves past it.
   @discardableResult
   public func apply(_ reports: [PaymentStatusReport], nextCursor: String) async throws -> AppliedReports {
-    guard nextCursor.utf8.count <= BankDataLimits.maxCursorBytes else {
-      throw BankError(.malformed, "status report cursor of \(nextCursor.utf8.count) bytes exceeds \(BankDataLimits.maxCursorBytes)")
-    }
     let now = self.now()
+    guard nextCursor.utf8.count <= BankDataLimits.maxCursorBytes else {
+      let problem = "status report cursor of \(nextCursor.utf8.count) bytes exceeds \(BankDataLimits.maxCursorBytes)"
+      let anomaly = BankAnomaly(subject: "status-reports", description: "\(problem); the feed cannot move on until the bank sends a shorter one")
+      try await self.writer.write { txn in try anomaly.recordStuckFeed("status-reports", &txn, at: now) }
+      throw BankError(.malformed, problem)
+    }
     return try await self.writer.write { txn in
+      try BankAnomaly.feedMoved("status-reports", &txn)
       var result = AppliedReports()
       func anomaly(_ subject: String, _ text: String) throws {
         let found = BankAnomaly(subject: subject, description: text)
