@@ -82,6 +82,13 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // The risk rule language: a CEL subset (docs/rules.md) — parser, type checker, evaluator and
+    // a linear-time regex engine for `matches`. Pure: no I/O.
+    .target(
+      name: "BankLinkRules",
+      swiftSettings: swiftSettings
+    ),
+
     // Bank connectors: the connector protocols and the embedded bank simulator.
     .target(
       name: "BankLinkBanks",
@@ -242,6 +249,12 @@ let package = Package(
     .testTarget(
       name: "BankLinkCoreTests",
       dependencies: ["BankLinkCore"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BankLinkRulesTests",
+      dependencies: ["BankLinkRules"],
+      exclude: ["Conformance"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

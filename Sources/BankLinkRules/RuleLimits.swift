@@ -1,0 +1,19 @@
+/// Every limit of the rule language, named (docs/rules.md lists them).
+public enum RuleLimits {
+  /// Longest expression source, in UTF-8 bytes.
+  public static let maxExpressionBytes = 4_096
+  /// Deepest syntactic nesting (parentheses, brackets, calls, unary operators).
+  public static let maxNestingDepth = 32
+  /// Deepest tree after parsing: long chains of `+` or `==` nest as deep as they are long
+  /// (`&&` and `||` chains are flattened and do not count).
+  public static let maxTreeDepth = 128
+  /// Elements of one list or map literal.
+  public static let maxLiteralElements = 1_000
+  /// Work of one evaluation, in steps: one per macro iteration, and for `matches` one plus its
+  /// text length times its program size over ``regexWorkPerStep``. A rule over large lists (or
+  /// macros nested over them, or patterns over long texts) fails with an error instead of
+  /// running on: about 10 ms of work at most.
+  public static let maxEvaluationSteps = 100_000
+  /// Regex instructions per text byte that count as one step.
+  public static let regexWorkPerStep = 100
+}
