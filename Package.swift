@@ -136,7 +136,7 @@ let package = Package(
     .target(
       name: "BankLinkServer",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkProto", "BankLinkPKI", "BankLinkBanks",
+        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkProto", "BankLinkPKI", "BankLinkBanks", "BankLinkRules",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -209,6 +209,7 @@ let package = Package(
         "BankLinkJournal", "BankLinkRuntime",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
       ],
       swiftSettings: swiftSettings
@@ -292,7 +293,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkServerTests",
       dependencies: [
-        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkPKI", "BankLinkJournal",
+        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkPKI", "BankLinkJournal", "BankLinkRules",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "X509", package: "swift-certificates"),

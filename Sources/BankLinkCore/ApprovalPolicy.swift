@@ -214,6 +214,10 @@ public struct ApprovalPolicy: Sendable, Hashable {
     return found
   }
 
+  /// The level a `review` decision of the risk rules adds to what the policy requires (or
+  /// requires alone, under the threshold): one approver.
+  public static let riskReviewLevel = Level(required: 1, roles: [.approver])
+
   /// What payments need before any policy is put (version 0): payments of at least
   /// `thresholdMajorUnits` of their own currency need one approver, with OTP, within a day;
   /// smaller ones are released at once (`payments.approval_threshold_major`).

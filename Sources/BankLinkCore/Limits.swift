@@ -60,7 +60,7 @@ public enum Limits {
 
   /// Named databases the LMDB environment may hold. Each costs a slot in the environment's
   /// table; the store opens its own fixed set and this leaves room for later schema versions.
-  public static let maxNamedDatabases = 32
+  public static let maxNamedDatabases = 48
 
   /// Concurrent LMDB read transactions (LMDB's reader table). Must exceed the number of threads
   /// that can read at once: the cooperative pool, the event loops and background services.

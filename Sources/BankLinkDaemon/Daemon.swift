@@ -58,9 +58,14 @@ public enum Daemon {
     let writer = GroupCommitWriter(store: store, configuration: .init(groupCommit: configuration.storage.groupCommit))
     let payments = PaymentLedger(
       writer: writer,
-      configuration: .init(approvalThresholdMajorUnits: configuration.payments.approvalThresholdMajorUnits),
+      configuration: .init(
+        approvalThresholdMajorUnits: configuration.payments.approvalThresholdMajorUnits, riskTimeZone: configuration.risk.timeZone,
+        accountTimeZones: configuration.risk.accountTimeZones),
       now: WallClock.now
     )
+    if let ruleSet = configuration.risk.ruleSet, let version = try await payments.adoptConfiguredRuleSet(ruleSet) {
+      logger.notice("risk rule set from the configuration put in force", metadata: ["version": "\(version)"])
+    }
     if let policy = configuration.payments.approvalPolicy, let version = try await payments.adoptConfiguredPolicy(policy) {
       logger.notice("approval policy from the configuration put in force", metadata: ["version": "\(version)"])
     }

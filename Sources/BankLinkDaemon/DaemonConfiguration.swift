@@ -36,6 +36,8 @@ public struct DaemonConfiguration: Sendable {
   /// `alerts.balance_floors`: account id → available balance (minor units) that raises an alert
   /// when crossed downwards.
   public var balanceFloors: [String: Int64] = [:]
+  /// `risk`: the rule set file and the time zones of the features.
+  public var risk = Risk()
   /// The key that seals OTP secrets at rest (`security.otp_key_file`); nil: `<data_dir>/otp.key`,
   /// created with a new key on first start.
   public var otpKeyPath: String?
@@ -97,6 +99,16 @@ public struct DaemonConfiguration: Sendable {
     public var approvalPolicy: ApprovalPolicy?
   }
 
+  public struct Risk: Sendable {
+    /// The rule set of `risk.rule_set_file`, checked at start; put as a new version when its
+    /// rules or lists differ from the set in force.
+    public var ruleSet: CompiledRuleSet?
+    /// `risk.time_zone` (IANA name): hour and weekday features; default Asia/Shanghai.
+    public var timeZone = TimeZone(identifier: "Asia/Shanghai") ?? .gmt
+    /// `risk.account_time_zones`: per-account exceptions.
+    public var accountTimeZones: [String: TimeZone] = [:]
+  }
+
   /// Environment variables that override the file (documented in docs/configuration.md).
   public enum EnvironmentKey {
     public static let listen = "BANKLINK_LISTEN"
@@ -110,7 +122,7 @@ public struct DaemonConfiguration: Sendable {
   /// `certs/dev/` and the demo principals. Paths are relative to `root`.
   public static func development(root: String = FileManager.default.currentDirectoryPath) -> DaemonConfiguration {
     let certs = root + "/" + DevelopmentPKI.defaultDirectory
-    return DaemonConfiguration(
+    var configuration = DaemonConfiguration(
       listen: ListenAddress("127.0.0.1:7443")!,
       dataDirectory: root + "/var",
       tls: TLS(caPath: certs + "/ca.pem", certificatePath: certs + "/server.pem", keyPath: certs + "/server.key"),
@@ -120,7 +132,18 @@ public struct DaemonConfiguration: Sendable {
       connector: .defaultSimulator,
       sync: Sync(intervalMilliseconds: 1_000)
     )
+    // The example rule set of the checkout (a test keeps it valid), so that the README's tour
+    // shows rules at work.
+    if let data = FileManager.default.contents(atPath: root + "/" + Self.exampleRuleSetPath),
+      case .success(let compiled) = CompiledRuleSet.parse(json: String(decoding: data, as: UTF8.self))
+    {
+      configuration.risk.ruleSet = compiled
+    }
+    return configuration
   }
+
+  /// The example rule set development mode loads, relative to the working directory.
+  public static let exampleRuleSetPath = "docs/rules.example.json"
 
   /// Command-line overrides.
   public struct Overrides: Sendable {
@@ -352,6 +375,42 @@ public struct DaemonConfiguration: Sendable {
       try alertsReader.finish()
     }
 
+    var risk = Risk()
+    if var riskReader = try reader.optionalObject("risk") {
+      if let file = try riskReader.optionalString("rule_set_file") {
+        let rulesPath = path(try nonEmpty(file, key: "risk.rule_set_file"))
+        guard let data = FileManager.default.contents(atPath: rulesPath), data.count <= Limits.maxConfigFileBytes else {
+          throw ConfigError(key: "risk.rule_set_file", message: "cannot read \(rulesPath) (at most \(Limits.maxConfigFileBytes) bytes)")
+        }
+        switch CompiledRuleSet.parse(json: String(decoding: data, as: UTF8.self)) {
+        case .success(let compiled): risk.ruleSet = compiled
+        case .failure(let failure):
+          throw ConfigError(
+            key: "risk.rule_set_file",
+            message: failure.issues.prefix(Limits.maxReportedViolations).map(\.description).joined(separator: "; "))
+        }
+      }
+      func zone(_ name: String, key: String) throws -> TimeZone {
+        guard name.utf8.count <= 64, let zone = TimeZone(identifier: name) else {
+          throw ConfigError(key: key, message: "is not a time zone name such as Asia/Shanghai")
+        }
+        return zone
+      }
+      if let name = try riskReader.optionalString("time_zone") { risk.timeZone = try zone(name, key: "risk.time_zone") }
+      if var zonesReader = try riskReader.optionalObject("account_time_zones") {
+        for account in zonesReader.keys {
+          let key = "risk.account_time_zones.\(account)"
+          guard PaymentValidation.isAccountID(account) else {
+            throw ConfigError(key: key, message: "is not an account id (\(PaymentValidation.accountIDRule))")
+          }
+          guard let name = try zonesReader.optionalString(account) else { throw ConfigError(key: key, message: "must be a time zone name") }
+          risk.accountTimeZones[account] = try zone(name, key: key)
+        }
+        try zonesReader.finish()
+      }
+      try riskReader.finish()
+    }
+
     var payments = Payments()
     if var paymentsReader = try reader.optionalObject("payments") {
       if try paymentsReader.optionalInt("approval_threshold_minor") != nil {
@@ -496,6 +555,7 @@ public struct DaemonConfiguration: Sendable {
     )
     configuration.payments = payments
     configuration.balanceFloors = balanceFloors
+    configuration.risk = risk
     configuration.otpKeyPath = otpKeyPath
     configuration.connections = connections
     return configuration

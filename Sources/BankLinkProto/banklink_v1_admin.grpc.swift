@@ -87,6 +87,19 @@ public enum Banklink_V1_AdminService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "EvaluateExpression" metadata.
+        public enum EvaluateExpression: Sendable {
+            /// Request type for "EvaluateExpression".
+            public typealias Input = Banklink_V1_EvaluateExpressionRequest
+            /// Response type for "EvaluateExpression".
+            public typealias Output = Banklink_V1_EvaluateExpressionResponse
+            /// Descriptor for "EvaluateExpression".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.AdminService"),
+                method: "EvaluateExpression",
+                type: .unary
+            )
+        }
         /// Namespace for "GetApprovalPolicy" metadata.
         public enum GetApprovalPolicy: Sendable {
             /// Request type for "GetApprovalPolicy".
@@ -198,6 +211,7 @@ public enum Banklink_V1_AdminService: Sendable {
             ValidateRuleSet.descriptor,
             PutRuleSet.descriptor,
             TestRuleSet.descriptor,
+            EvaluateExpression.descriptor,
             GetApprovalPolicy.descriptor,
             PutApprovalPolicy.descriptor,
             ListPrincipals.descriptor,
@@ -326,6 +340,25 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_TestRuleSetRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_TestRuleSetResponse>
+
+        /// Handle the "EvaluateExpression" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+        /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_EvaluateExpressionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_EvaluateExpressionResponse` messages.
+        func evaluateExpression(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_EvaluateExpressionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_EvaluateExpressionResponse>
 
         /// Handle the "GetApprovalPolicy" method.
         ///
@@ -560,6 +593,25 @@ extension Banklink_V1_AdminService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Banklink_V1_TestRuleSetResponse>
 
+        /// Handle the "EvaluateExpression" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+        /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_EvaluateExpressionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_EvaluateExpressionResponse` message.
+        func evaluateExpression(
+            request: GRPCCore.ServerRequest<Banklink_V1_EvaluateExpressionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_EvaluateExpressionResponse>
+
         /// Handle the "GetApprovalPolicy" method.
         ///
         /// - Parameters:
@@ -791,6 +843,25 @@ extension Banklink_V1_AdminService {
             context: GRPCCore.ServerContext
         ) async throws -> Banklink_V1_TestRuleSetResponse
 
+        /// Handle the "EvaluateExpression" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+        /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_EvaluateExpressionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_EvaluateExpressionResponse` to respond with.
+        func evaluateExpression(
+            request: Banklink_V1_EvaluateExpressionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_EvaluateExpressionResponse
+
         /// Handle the "GetApprovalPolicy" method.
         ///
         /// - Parameters:
@@ -982,6 +1053,17 @@ extension Banklink_V1_AdminService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Banklink_V1_AdminService.Method.EvaluateExpression.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_EvaluateExpressionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_EvaluateExpressionResponse>(),
+            handler: { request, context in
+                try await self.evaluateExpression(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Banklink_V1_AdminService.Method.GetApprovalPolicy.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_GetApprovalPolicyRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ApprovalPolicy>(),
@@ -1124,6 +1206,17 @@ extension Banklink_V1_AdminService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_TestRuleSetResponse> {
         let response = try await self.testRuleSet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func evaluateExpression(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_EvaluateExpressionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_EvaluateExpressionResponse> {
+        let response = try await self.evaluateExpression(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1280,6 +1373,19 @@ extension Banklink_V1_AdminService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Banklink_V1_TestRuleSetResponse> {
         return GRPCCore.ServerResponse<Banklink_V1_TestRuleSetResponse>(
             message: try await self.testRuleSet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func evaluateExpression(
+        request: GRPCCore.ServerRequest<Banklink_V1_EvaluateExpressionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_EvaluateExpressionResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_EvaluateExpressionResponse>(
+            message: try await self.evaluateExpression(
                 request: request.message,
                 context: context
             ),
@@ -1519,6 +1625,30 @@ extension Banklink_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_TestRuleSetResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_TestRuleSetResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "EvaluateExpression" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+        /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_EvaluateExpressionRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_EvaluateExpressionRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_EvaluateExpressionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func evaluateExpression<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_EvaluateExpressionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_EvaluateExpressionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_EvaluateExpressionResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_EvaluateExpressionResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetApprovalPolicy" method.
@@ -1875,6 +2005,41 @@ extension Banklink_V1_AdminService {
             try await self.client.unary(
                 request: request,
                 descriptor: Banklink_V1_AdminService.Method.TestRuleSet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "EvaluateExpression" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+        /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_EvaluateExpressionRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_EvaluateExpressionRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_EvaluateExpressionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func evaluateExpression<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_EvaluateExpressionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_EvaluateExpressionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_EvaluateExpressionResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_EvaluateExpressionResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_AdminService.Method.EvaluateExpression.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2289,6 +2454,36 @@ extension Banklink_V1_AdminService.ClientProtocol {
         )
     }
 
+    /// Call the "EvaluateExpression" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+    /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_EvaluateExpressionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func evaluateExpression<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_EvaluateExpressionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_EvaluateExpressionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.evaluateExpression(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_EvaluateExpressionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_EvaluateExpressionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetApprovalPolicy" method.
     ///
     /// - Parameters:
@@ -2669,6 +2864,40 @@ extension Banklink_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.testRuleSet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EvaluateExpression" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Evaluates one expression of the rule language against variables given as JSON: the rule
+    /// > author's playground (`banklink rules eval`). Added with the rule evaluator.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func evaluateExpression<Result>(
+        _ message: Banklink_V1_EvaluateExpressionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_EvaluateExpressionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_EvaluateExpressionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.evaluateExpression(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -27,50 +27,6 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated enum Banklink_V1_RuleAction: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
-  case unspecified // = 0
-  case allow // = 1
-
-  /// Adds an approval requirement.
-  case review // = 2
-  case block // = 3
-  case UNRECOGNIZED(Int)
-
-  public init() {
-    self = .unspecified
-  }
-
-  public init?(rawValue: Int) {
-    switch rawValue {
-    case 0: self = .unspecified
-    case 1: self = .allow
-    case 2: self = .review
-    case 3: self = .block
-    default: self = .UNRECOGNIZED(rawValue)
-    }
-  }
-
-  public var rawValue: Int {
-    switch self {
-    case .unspecified: return 0
-    case .allow: return 1
-    case .review: return 2
-    case .block: return 3
-    case .UNRECOGNIZED(let i): return i
-    }
-  }
-
-  // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Banklink_V1_RuleAction] = [
-    .unspecified,
-    .allow,
-    .review,
-    .block,
-  ]
-
-}
-
 public nonisolated struct Banklink_V1_WhoAmIRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -126,7 +82,7 @@ public nonisolated struct Banklink_V1_Rule: Sendable {
 
   public var description_p: String = String()
 
-  /// Expression in the CEL subset over payment features (docs/risk-rules.md).
+  /// Expression in the CEL subset over payment features (docs/rules.md); must be bool.
   public var expression: String = String()
 
   public var action: Banklink_V1_RuleAction = .unspecified
@@ -135,6 +91,25 @@ public nonisolated struct Banklink_V1_Rule: Sendable {
 
   /// Evaluated and recorded, but its action is not applied.
   public var shadow: Bool = false
+
+  /// Added to the decision's score when the rule holds (0 to 1000).
+  public var score: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A named list of strings that expressions read as `lists.NAME` (sanctioned countries,
+/// blocked creditors, …). Added with the rule evaluator: lists change with the rules.
+public nonisolated struct Banklink_V1_RuleList: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var values: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -161,6 +136,8 @@ public nonisolated struct Banklink_V1_RuleSet: Sendable {
   public mutating func clearUpdateTime() {self._updateTime = nil}
 
   public var updatedBy: String = String()
+
+  public var lists: [Banklink_V1_RuleList] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -288,45 +265,6 @@ public nonisolated struct Banklink_V1_PutRuleSetResponse: Sendable {
   fileprivate var _receipt: Banklink_V1_Receipt? = nil
 }
 
-public nonisolated struct Banklink_V1_RuleHit: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  public var ruleID: String = String()
-
-  public var action: Banklink_V1_RuleAction = .unspecified
-
-  public var severity: Banklink_V1_Severity = .unspecified
-
-  public var shadow: Bool = false
-
-  public var reason: String = String()
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
-public nonisolated struct Banklink_V1_RuleDecision: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  /// The payment evaluated (empty for a dry run over an instruction).
-  public var paymentID: String = String()
-
-  public var outcome: Banklink_V1_RuleAction = .unspecified
-
-  public var hits: [Banklink_V1_RuleHit] = []
-
-  public var ruleSetVersion: UInt64 = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
 public nonisolated struct Banklink_V1_Backtest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -361,37 +299,40 @@ public nonisolated struct Banklink_V1_Backtest: Sendable {
   fileprivate var _endTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
-public nonisolated struct Banklink_V1_TestRuleSetRequest: Sendable {
+public nonisolated struct Banklink_V1_TestRuleSetRequest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The rule set to test; unset tests the active one.
   public var ruleSet: Banklink_V1_RuleSet {
-    get {_ruleSet ?? Banklink_V1_RuleSet()}
-    set {_ruleSet = newValue}
+    get {_storage._ruleSet ?? Banklink_V1_RuleSet()}
+    set {_uniqueStorage()._ruleSet = newValue}
   }
   /// Returns true if `ruleSet` has been explicitly set.
-  public var hasRuleSet: Bool {self._ruleSet != nil}
+  public var hasRuleSet: Bool {_storage._ruleSet != nil}
   /// Clears the value of `ruleSet`. Subsequent reads from it will return its default value.
-  public mutating func clearRuleSet() {self._ruleSet = nil}
+  public mutating func clearRuleSet() {_uniqueStorage()._ruleSet = nil}
 
-  public var subject: Banklink_V1_TestRuleSetRequest.OneOf_Subject? = nil
+  public var subject: OneOf_Subject? {
+    get {return _storage._subject}
+    set {_uniqueStorage()._subject = newValue}
+  }
 
   public var payment: Banklink_V1_PaymentInstruction {
     get {
-      if case .payment(let v)? = subject {return v}
+      if case .payment(let v)? = _storage._subject {return v}
       return Banklink_V1_PaymentInstruction()
     }
-    set {subject = .payment(newValue)}
+    set {_uniqueStorage()._subject = .payment(newValue)}
   }
 
   public var backtest: Banklink_V1_Backtest {
     get {
-      if case .backtest(let v)? = subject {return v}
+      if case .backtest(let v)? = _storage._subject {return v}
       return Banklink_V1_Backtest()
     }
-    set {subject = .backtest(newValue)}
+    set {_uniqueStorage()._subject = .backtest(newValue)}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -404,7 +345,7 @@ public nonisolated struct Banklink_V1_TestRuleSetRequest: Sendable {
 
   public init() {}
 
-  fileprivate var _ruleSet: Banklink_V1_RuleSet? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Banklink_V1_TestRuleSetResponse: Sendable {
@@ -412,6 +353,8 @@ public nonisolated struct Banklink_V1_TestRuleSetResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// One per payment evaluated (a backtest returns at most the first 100 that differ from the
+  /// decision recorded when the payment was created).
   public var decisions: [Banklink_V1_RuleDecision] = []
 
   public var paymentsEvaluated: Int64 = 0
@@ -422,7 +365,73 @@ public nonisolated struct Banklink_V1_TestRuleSetResponse: Sendable {
 
   public var blocked: Int64 = 0
 
+  /// Backtest: how often each rule held. Added with the rule evaluator.
+  public var hitsByRule: Dictionary<String,Int64> = [:]
+
+  /// Backtest: payments whose outcome differs from the one recorded when they were created.
+  public var changed: Int64 = 0
+
+  /// Backtest: payments in range created before rules were evaluated (no variables recorded).
+  public var notEvaluable: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_EvaluateExpressionRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var expression: String = String()
+
+  /// A JSON object: each member is a variable, typed by its value (whole numbers int, numbers
+  /// with a fraction or exponent double, objects map(string, …), arrays list(…)).
+  public var variablesJson: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_EvaluateExpressionResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var result: Banklink_V1_EvaluateExpressionResponse.OneOf_Result? = nil
+
+  /// The value, written as a CEL expression ("3", "\"a\"", "[1, 2]", "timestamp(\"…\")").
+  public var value: String {
+    get {
+      if case .value(let v)? = result {return v}
+      return String()
+    }
+    set {result = .value(newValue)}
+  }
+
+  /// The expression failed at run time.
+  public var evaluationError: String {
+    get {
+      if case .evaluationError(let v)? = result {return v}
+      return String()
+    }
+    set {result = .evaluationError(newValue)}
+  }
+
+  /// The static type of the expression, as the checker found it.
+  public var type: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Result: Equatable, Sendable {
+    /// The value, written as a CEL expression ("3", "\"a\"", "[1, 2]", "timestamp(\"…\")").
+    case value(String)
+    /// The expression failed at run time.
+    case evaluationError(String)
+
+  }
 
   public init() {}
 }
@@ -1015,10 +1024,6 @@ public nonisolated struct Banklink_V1_VerifyAuditJournalResponse: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
-nonisolated extension Banklink_V1_RuleAction: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RULE_ACTION_UNSPECIFIED\0\u{1}RULE_ACTION_ALLOW\0\u{1}RULE_ACTION_REVIEW\0\u{1}RULE_ACTION_BLOCK\0")
-}
-
 nonisolated extension Banklink_V1_WhoAmIRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WhoAmIRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
@@ -1099,7 +1104,7 @@ nonisolated extension Banklink_V1_WhoAmIResponse: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Banklink_V1_Rule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Rule"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}description\0\u{1}expression\0\u{1}action\0\u{1}severity\0\u{1}shadow\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}description\0\u{1}expression\0\u{1}action\0\u{1}severity\0\u{1}shadow\0\u{1}score\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1113,6 +1118,7 @@ nonisolated extension Banklink_V1_Rule: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 4: try { try decoder.decodeSingularEnumField(value: &self.action) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.shadow) }()
+      case 7: try { try decoder.decodeSingularInt32Field(value: &self.score) }()
       default: break
       }
     }
@@ -1137,6 +1143,9 @@ nonisolated extension Banklink_V1_Rule: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.shadow != false {
       try visitor.visitSingularBoolField(value: self.shadow, fieldNumber: 6)
     }
+    if self.score != 0 {
+      try visitor.visitSingularInt32Field(value: self.score, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1147,6 +1156,42 @@ nonisolated extension Banklink_V1_Rule: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.action != rhs.action {return false}
     if lhs.severity != rhs.severity {return false}
     if lhs.shadow != rhs.shadow {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_RuleList: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleList"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}values\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.values) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.values.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.values, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_RuleList, rhs: Banklink_V1_RuleList) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1154,7 +1199,7 @@ nonisolated extension Banklink_V1_Rule: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Banklink_V1_RuleSet: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RuleSet"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}rules\0\u{3}update_time\0\u{3}updated_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{1}rules\0\u{3}update_time\0\u{3}updated_by\0\u{1}lists\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1166,6 +1211,7 @@ nonisolated extension Banklink_V1_RuleSet: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._updateTime) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.updatedBy) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.lists) }()
       default: break
       }
     }
@@ -1188,6 +1234,9 @@ nonisolated extension Banklink_V1_RuleSet: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.updatedBy.isEmpty {
       try visitor.visitSingularStringField(value: self.updatedBy, fieldNumber: 4)
     }
+    if !self.lists.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.lists, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1196,6 +1245,7 @@ nonisolated extension Banklink_V1_RuleSet: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.rules != rhs.rules {return false}
     if lhs._updateTime != rhs._updateTime {return false}
     if lhs.updatedBy != rhs.updatedBy {return false}
+    if lhs.lists != rhs.lists {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1412,101 +1462,6 @@ nonisolated extension Banklink_V1_PutRuleSetResponse: SwiftProtobuf.Message, Swi
   }
 }
 
-nonisolated extension Banklink_V1_RuleHit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RuleHit"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rule_id\0\u{1}action\0\u{1}severity\0\u{1}shadow\0\u{1}reason\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.ruleID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.action) }()
-      case 3: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
-      case 4: try { try decoder.decodeSingularBoolField(value: &self.shadow) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.ruleID.isEmpty {
-      try visitor.visitSingularStringField(value: self.ruleID, fieldNumber: 1)
-    }
-    if self.action != .unspecified {
-      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 2)
-    }
-    if self.severity != .unspecified {
-      try visitor.visitSingularEnumField(value: self.severity, fieldNumber: 3)
-    }
-    if self.shadow != false {
-      try visitor.visitSingularBoolField(value: self.shadow, fieldNumber: 4)
-    }
-    if !self.reason.isEmpty {
-      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Banklink_V1_RuleHit, rhs: Banklink_V1_RuleHit) -> Bool {
-    if lhs.ruleID != rhs.ruleID {return false}
-    if lhs.action != rhs.action {return false}
-    if lhs.severity != rhs.severity {return false}
-    if lhs.shadow != rhs.shadow {return false}
-    if lhs.reason != rhs.reason {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Banklink_V1_RuleDecision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".RuleDecision"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}outcome\0\u{1}hits\0\u{3}rule_set_version\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.paymentID) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.hits) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.ruleSetVersion) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.paymentID.isEmpty {
-      try visitor.visitSingularStringField(value: self.paymentID, fieldNumber: 1)
-    }
-    if self.outcome != .unspecified {
-      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 2)
-    }
-    if !self.hits.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.hits, fieldNumber: 3)
-    }
-    if self.ruleSetVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.ruleSetVersion, fieldNumber: 4)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Banklink_V1_RuleDecision, rhs: Banklink_V1_RuleDecision) -> Bool {
-    if lhs.paymentID != rhs.paymentID {return false}
-    if lhs.outcome != rhs.outcome {return false}
-    if lhs.hits != rhs.hits {return false}
-    if lhs.ruleSetVersion != rhs.ruleSetVersion {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
 nonisolated extension Banklink_V1_Backtest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Backtest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}start_time\0\u{3}end_time\0\u{3}max_payments\0")
@@ -1555,69 +1510,107 @@ nonisolated extension Banklink_V1_TestRuleSetRequest: SwiftProtobuf.Message, Swi
   public static let protoMessageName: String = _protobuf_package + ".TestRuleSetRequest"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rule_set\0\u{1}payment\0\u{1}backtest\0")
 
+  fileprivate class _StorageClass {
+    var _ruleSet: Banklink_V1_RuleSet? = nil
+    var _subject: Banklink_V1_TestRuleSetRequest.OneOf_Subject?
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _ruleSet = source._ruleSet
+      _subject = source._subject
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._ruleSet) }()
-      case 2: try {
-        var v: Banklink_V1_PaymentInstruction?
-        var hadOneofValue = false
-        if let current = self.subject {
-          hadOneofValue = true
-          if case .payment(let m) = current {v = m}
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._ruleSet) }()
+        case 2: try {
+          var v: Banklink_V1_PaymentInstruction?
+          var hadOneofValue = false
+          if let current = _storage._subject {
+            hadOneofValue = true
+            if case .payment(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._subject = .payment(v)
+          }
+        }()
+        case 3: try {
+          var v: Banklink_V1_Backtest?
+          var hadOneofValue = false
+          if let current = _storage._subject {
+            hadOneofValue = true
+            if case .backtest(let m) = current {v = m}
+          }
+          try decoder.decodeSingularMessageField(value: &v)
+          if let v = v {
+            if hadOneofValue {try decoder.handleConflictingOneOf()}
+            _storage._subject = .backtest(v)
+          }
+        }()
+        default: break
         }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.subject = .payment(v)
-        }
-      }()
-      case 3: try {
-        var v: Banklink_V1_Backtest?
-        var hadOneofValue = false
-        if let current = self.subject {
-          hadOneofValue = true
-          if case .backtest(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.subject = .backtest(v)
-        }
-      }()
-      default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._ruleSet {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    switch self.subject {
-    case .payment?: try {
-      guard case .payment(let v)? = self.subject else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    }()
-    case .backtest?: try {
-      guard case .backtest(let v)? = self.subject else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    }()
-    case nil: break
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._ruleSet {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      switch _storage._subject {
+      case .payment?: try {
+        guard case .payment(let v)? = _storage._subject else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      }()
+      case .backtest?: try {
+        guard case .backtest(let v)? = _storage._subject else { preconditionFailure() }
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      }()
+      case nil: break
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_TestRuleSetRequest, rhs: Banklink_V1_TestRuleSetRequest) -> Bool {
-    if lhs._ruleSet != rhs._ruleSet {return false}
-    if lhs.subject != rhs.subject {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._ruleSet != rhs_storage._ruleSet {return false}
+        if _storage._subject != rhs_storage._subject {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1625,7 +1618,7 @@ nonisolated extension Banklink_V1_TestRuleSetRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Banklink_V1_TestRuleSetResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TestRuleSetResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decisions\0\u{3}payments_evaluated\0\u{1}allowed\0\u{1}reviewed\0\u{1}blocked\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}decisions\0\u{3}payments_evaluated\0\u{1}allowed\0\u{1}reviewed\0\u{1}blocked\0\u{3}hits_by_rule\0\u{1}changed\0\u{3}not_evaluable\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1638,6 +1631,9 @@ nonisolated extension Banklink_V1_TestRuleSetResponse: SwiftProtobuf.Message, Sw
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.allowed) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.reviewed) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.blocked) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.hitsByRule) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.changed) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.notEvaluable) }()
       default: break
       }
     }
@@ -1659,6 +1655,15 @@ nonisolated extension Banklink_V1_TestRuleSetResponse: SwiftProtobuf.Message, Sw
     if self.blocked != 0 {
       try visitor.visitSingularInt64Field(value: self.blocked, fieldNumber: 5)
     }
+    if !self.hitsByRule.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.hitsByRule, fieldNumber: 6)
+    }
+    if self.changed != 0 {
+      try visitor.visitSingularInt64Field(value: self.changed, fieldNumber: 7)
+    }
+    if self.notEvaluable != 0 {
+      try visitor.visitSingularInt64Field(value: self.notEvaluable, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1668,6 +1673,106 @@ nonisolated extension Banklink_V1_TestRuleSetResponse: SwiftProtobuf.Message, Sw
     if lhs.allowed != rhs.allowed {return false}
     if lhs.reviewed != rhs.reviewed {return false}
     if lhs.blocked != rhs.blocked {return false}
+    if lhs.hitsByRule != rhs.hitsByRule {return false}
+    if lhs.changed != rhs.changed {return false}
+    if lhs.notEvaluable != rhs.notEvaluable {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_EvaluateExpressionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EvaluateExpressionRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}expression\0\u{3}variables_json\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.expression) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.variablesJson) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.expression.isEmpty {
+      try visitor.visitSingularStringField(value: self.expression, fieldNumber: 1)
+    }
+    if !self.variablesJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.variablesJson, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_EvaluateExpressionRequest, rhs: Banklink_V1_EvaluateExpressionRequest) -> Bool {
+    if lhs.expression != rhs.expression {return false}
+    if lhs.variablesJson != rhs.variablesJson {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_EvaluateExpressionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EvaluateExpressionResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}value\0\u{3}evaluation_error\0\u{1}type\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.result != nil {try decoder.handleConflictingOneOf()}
+          self.result = .value(v)
+        }
+      }()
+      case 2: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.result != nil {try decoder.handleConflictingOneOf()}
+          self.result = .evaluationError(v)
+        }
+      }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.result {
+    case .value?: try {
+      guard case .value(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 1)
+    }()
+    case .evaluationError?: try {
+      guard case .evaluationError(let v)? = self.result else { preconditionFailure() }
+      try visitor.visitSingularStringField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_EvaluateExpressionResponse, rhs: Banklink_V1_EvaluateExpressionResponse) -> Bool {
+    if lhs.result != rhs.result {return false}
+    if lhs.type != rhs.type {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

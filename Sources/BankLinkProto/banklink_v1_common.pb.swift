@@ -184,6 +184,50 @@ public nonisolated enum Banklink_V1_Severity: SwiftProtobuf.Enum, Swift.CaseIter
 
 }
 
+public nonisolated enum Banklink_V1_RuleAction: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case allow // = 1
+
+  /// Routes the payment to approval even under the threshold, adding a level.
+  case review // = 2
+  case block // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .allow
+    case 2: self = .review
+    case 3: self = .block
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .allow: return 1
+    case .review: return 2
+    case .block: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Banklink_V1_RuleAction] = [
+    .unspecified,
+    .allow,
+    .review,
+    .block,
+  ]
+
+}
+
 /// An amount of money in one currency.
 public nonisolated struct Banklink_V1_Money: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -241,6 +285,61 @@ public nonisolated struct Banklink_V1_Counterparty: Sendable {
   public init() {}
 }
 
+/// A rule whose expression held (or failed) for a payment.
+public nonisolated struct Banklink_V1_RuleHit: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var ruleID: String = String()
+
+  public var action: Banklink_V1_RuleAction = .unspecified
+
+  public var severity: Banklink_V1_Severity = .unspecified
+
+  /// Evaluated and recorded, but its action was not applied.
+  public var shadow: Bool = false
+
+  /// The rule's description, or for a rule that failed at run time, the error.
+  public var reason: String = String()
+
+  public var score: Int32 = 0
+
+  /// The comparisons that held, with their operands' values, e.g.
+  /// "features.amount_zscore (6.2) > 4.0". Added with the rule evaluator.
+  public var because: [String] = []
+
+  /// Set when the rule failed at run time: it counts as REVIEW (fail closed).
+  public var error: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_RuleDecision: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The payment evaluated (empty for a dry run over an instruction).
+  public var paymentID: String = String()
+
+  /// BLOCK if any applied rule blocks, else REVIEW if any reviews or failed, else ALLOW.
+  public var outcome: Banklink_V1_RuleAction = .unspecified
+
+  public var hits: [Banklink_V1_RuleHit] = []
+
+  public var ruleSetVersion: UInt64 = 0
+
+  /// Sum of the scores of the applied rules that held.
+  public var score: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
@@ -255,6 +354,10 @@ nonisolated extension Banklink_V1_Direction: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Banklink_V1_Severity: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SEVERITY_UNSPECIFIED\0\u{1}SEVERITY_INFO\0\u{1}SEVERITY_WARNING\0\u{1}SEVERITY_CRITICAL\0")
+}
+
+nonisolated extension Banklink_V1_RuleAction: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0RULE_ACTION_UNSPECIFIED\0\u{1}RULE_ACTION_ALLOW\0\u{1}RULE_ACTION_REVIEW\0\u{1}RULE_ACTION_BLOCK\0")
 }
 
 nonisolated extension Banklink_V1_Money: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -367,6 +470,121 @@ nonisolated extension Banklink_V1_Counterparty: SwiftProtobuf.Message, SwiftProt
     if lhs.accountNumber != rhs.accountNumber {return false}
     if lhs.bankBic != rhs.bankBic {return false}
     if lhs.bankName != rhs.bankName {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_RuleHit: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleHit"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}rule_id\0\u{1}action\0\u{1}severity\0\u{1}shadow\0\u{1}reason\0\u{1}score\0\u{1}because\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.ruleID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.action) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.severity) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.shadow) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.score) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.because) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.ruleID.isEmpty {
+      try visitor.visitSingularStringField(value: self.ruleID, fieldNumber: 1)
+    }
+    if self.action != .unspecified {
+      try visitor.visitSingularEnumField(value: self.action, fieldNumber: 2)
+    }
+    if self.severity != .unspecified {
+      try visitor.visitSingularEnumField(value: self.severity, fieldNumber: 3)
+    }
+    if self.shadow != false {
+      try visitor.visitSingularBoolField(value: self.shadow, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if self.score != 0 {
+      try visitor.visitSingularInt32Field(value: self.score, fieldNumber: 6)
+    }
+    if !self.because.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.because, fieldNumber: 7)
+    }
+    if !self.error.isEmpty {
+      try visitor.visitSingularStringField(value: self.error, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_RuleHit, rhs: Banklink_V1_RuleHit) -> Bool {
+    if lhs.ruleID != rhs.ruleID {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.severity != rhs.severity {return false}
+    if lhs.shadow != rhs.shadow {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.score != rhs.score {return false}
+    if lhs.because != rhs.because {return false}
+    if lhs.error != rhs.error {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_RuleDecision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RuleDecision"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}outcome\0\u{1}hits\0\u{3}rule_set_version\0\u{1}score\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.paymentID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.outcome) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.hits) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.ruleSetVersion) }()
+      case 5: try { try decoder.decodeSingularInt32Field(value: &self.score) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.paymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.paymentID, fieldNumber: 1)
+    }
+    if self.outcome != .unspecified {
+      try visitor.visitSingularEnumField(value: self.outcome, fieldNumber: 2)
+    }
+    if !self.hits.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.hits, fieldNumber: 3)
+    }
+    if self.ruleSetVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.ruleSetVersion, fieldNumber: 4)
+    }
+    if self.score != 0 {
+      try visitor.visitSingularInt32Field(value: self.score, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_RuleDecision, rhs: Banklink_V1_RuleDecision) -> Bool {
+    if lhs.paymentID != rhs.paymentID {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.hits != rhs.hits {return false}
+    if lhs.ruleSetVersion != rhs.ruleSetVersion {return false}
+    if lhs.score != rhs.score {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -444,6 +444,17 @@ public nonisolated struct Banklink_V1_Payment: @unchecked Sendable {
     set {_uniqueStorage()._approvalLevel = newValue}
   }
 
+  /// What the risk rules decided when the payment was created (unset before rules existed).
+  /// Added with the rule evaluator.
+  public var riskDecision: Banklink_V1_RuleDecision {
+    get {_storage._riskDecision ?? Banklink_V1_RuleDecision()}
+    set {_uniqueStorage()._riskDecision = newValue}
+  }
+  /// Returns true if `riskDecision` has been explicitly set.
+  public var hasRiskDecision: Bool {_storage._riskDecision != nil}
+  /// Clears the value of `riskDecision`. Subsequent reads from it will return its default value.
+  public mutating func clearRiskDecision() {_uniqueStorage()._riskDecision = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1034,7 +1045,7 @@ nonisolated extension Banklink_V1_Approval: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Payment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}instruction\0\u{1}status\0\u{3}bank_status\0\u{1}creator\0\u{3}idempotency_key\0\u{3}end_to_end_id\0\u{3}batch_id\0\u{3}create_time\0\u{3}update_time\0\u{1}approvals\0\u{3}approval_digest\0\u{3}approval_deadline\0\u{3}status_reason\0\u{3}approval_policy_version\0\u{3}approval_level\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}instruction\0\u{1}status\0\u{3}bank_status\0\u{1}creator\0\u{3}idempotency_key\0\u{3}end_to_end_id\0\u{3}batch_id\0\u{3}create_time\0\u{3}update_time\0\u{1}approvals\0\u{3}approval_digest\0\u{3}approval_deadline\0\u{3}status_reason\0\u{3}approval_policy_version\0\u{3}approval_level\0\u{3}risk_decision\0")
 
   fileprivate class _StorageClass {
     var _paymentID: String = String()
@@ -1053,6 +1064,7 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
     var _statusReason: String = String()
     var _approvalPolicyVersion: UInt64 = 0
     var _approvalLevel: Int32 = 0
+    var _riskDecision: Banklink_V1_RuleDecision? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1079,6 +1091,7 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
       _statusReason = source._statusReason
       _approvalPolicyVersion = source._approvalPolicyVersion
       _approvalLevel = source._approvalLevel
+      _riskDecision = source._riskDecision
     }
   }
 
@@ -1113,6 +1126,7 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
         case 14: try { try decoder.decodeSingularStringField(value: &_storage._statusReason) }()
         case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._approvalPolicyVersion) }()
         case 16: try { try decoder.decodeSingularInt32Field(value: &_storage._approvalLevel) }()
+        case 17: try { try decoder.decodeSingularMessageField(value: &_storage._riskDecision) }()
         default: break
         }
       }
@@ -1173,6 +1187,9 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
       if _storage._approvalLevel != 0 {
         try visitor.visitSingularInt32Field(value: _storage._approvalLevel, fieldNumber: 16)
       }
+      try { if let v = _storage._riskDecision {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1198,6 +1215,7 @@ nonisolated extension Banklink_V1_Payment: SwiftProtobuf.Message, SwiftProtobuf.
         if _storage._statusReason != rhs_storage._statusReason {return false}
         if _storage._approvalPolicyVersion != rhs_storage._approvalPolicyVersion {return false}
         if _storage._approvalLevel != rhs_storage._approvalLevel {return false}
+        if _storage._riskDecision != rhs_storage._riskDecision {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -39,25 +39,6 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     }
   }
 
-  func getRuleSet(request: Banklink_V1_GetRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_RuleSet {
-    throw unimplemented(Method.GetRuleSet.descriptor)
-  }
-
-  func validateRuleSet(
-    request: Banklink_V1_ValidateRuleSetRequest,
-    context: ServerContext
-  ) async throws -> Banklink_V1_ValidateRuleSetResponse {
-    throw unimplemented(Method.ValidateRuleSet.descriptor)
-  }
-
-  func putRuleSet(request: Banklink_V1_PutRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_PutRuleSetResponse {
-    throw unimplemented(Method.PutRuleSet.descriptor)
-  }
-
-  func testRuleSet(request: Banklink_V1_TestRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_TestRuleSetResponse {
-    throw unimplemented(Method.TestRuleSet.descriptor)
-  }
-
   func getApprovalPolicy(
     request: Banklink_V1_GetApprovalPolicyRequest,
     context: ServerContext

@@ -72,6 +72,7 @@ public struct AuthorizationTable: Sendable {
       (Admin.ValidateRuleSet.descriptor, .roles([.admin])),
       (Admin.PutRuleSet.descriptor, .roles([.admin])),
       (Admin.TestRuleSet.descriptor, .roles([.admin])),
+      (Admin.EvaluateExpression.descriptor, .roles([.admin])),
       (Admin.GetApprovalPolicy.descriptor, .roles([.admin, .auditor])),
       (Admin.PutApprovalPolicy.descriptor, .roles([.admin])),
       (Admin.ListPrincipals.descriptor, .roles([.admin, .auditor])),

@@ -67,12 +67,28 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// Alerts by their gap-free sequence (8-byte big-endian); the last sequence is in `meta`.
   public static let alerts = Database("alerts")
 
+  /// Risk rule sets by version (8-byte big-endian) as `RuleSet` protobuf; `meta`
+  /// `rule_set_version` names the one in force.
+  public static let ruleSets = Database("rule_sets")
+  /// Per account, payments counted in time buckets: account, 0x00, granularity ("m" minute,
+  /// "h" hour), bucket index (8 bytes) → count and sum of minor units.
+  public static let riskBuckets = Database("risk_buckets")
+  /// Per account and creditor (normalised account and BIC): first time paid and count.
+  public static let riskCreditors = Database("risk_creditors")
+  /// Per account, creditor and amount: times of recent payments (duplicate detection).
+  public static let riskRecent = Database("risk_recent")
+  /// Per account: the amount baseline (count, exponentially weighted mean and variance).
+  public static let riskBaselines = Database("risk_baselines")
+  /// Per payment: the risk decision made at creation and the variables it was made on.
+  public static let riskDecisions = Database("risk_decisions")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
     .payments, .idempotency, .reservations, .audit, .auditByObject, .outbox, .paymentsByEndToEnd, .paymentReservations,
     .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
-    .otpSecrets, .otpState, .alerts,
+    .otpSecrets, .otpState, .alerts, .ruleSets, .riskBuckets, .riskCreditors, .riskRecent, .riskBaselines,
+    .riskDecisions,
   ]
 
   public var description: String { self.name }

@@ -200,5 +200,32 @@ func printPayment(_ payment: Banklink_V1_Payment, extra: [(String, String)] = []
       ("idempotency key", payment.idempotencyKey),
       ("created", isoTime(payment.createTime)),
       ("updated", isoTime(payment.updateTime)),
-    ] + extra)
+    ] + riskFields(payment) + extra)
+}
+
+/// The risk decision of a payment, one line per rule that held.
+func riskFields(_ payment: Banklink_V1_Payment) -> [(String, String)] {
+  guard payment.hasRiskDecision else { return [] }
+  let decision = payment.riskDecision
+  var fields = [("risk", "\(ruleActionText(decision.outcome)) (rule set \(decision.ruleSetVersion), score \(decision.score))")]
+  for hit in decision.hits {
+    fields.append(("  rule", ruleHitText(hit)))
+  }
+  return fields
+}
+
+func ruleActionText(_ action: Banklink_V1_RuleAction) -> String {
+  switch action {
+  case .allow: "allow"
+  case .review: "review"
+  case .block: "block"
+  default: "unspecified"
+  }
+}
+
+func ruleHitText(_ hit: Banklink_V1_RuleHit) -> String {
+  var text = "\(hit.ruleID) → \(ruleActionText(hit.action))\(hit.shadow ? " (shadow)" : "")"
+  if !hit.error.isEmpty { return text + ": error: \(hit.error)" }
+  if !hit.because.isEmpty { text += ": " + hit.because.joined(separator: "; ") }
+  return text
 }

@@ -320,6 +320,13 @@ extension PaymentLedger {
     try self.store.withReadTransaction { try ApprovalState.load(paymentID, in: $0) }
   }
 
+  /// What the risk rules decided when the payment was created (nil: no rules were in force).
+  public func riskDecision(_ paymentID: String) throws -> RiskDecision? {
+    try self.store.withReadTransaction { txn in
+      try txn.get(Array(paymentID.utf8), in: .riskDecisions).map { try RiskDecision.decode($0).0 }
+    }
+  }
+
   /// Payments `principal` may approve now (never their own, nor ones they approved), oldest
   /// first, after `afterID`; reads at most `scanLimit` pending payments per call.
   public func pendingApprovals(

@@ -2,6 +2,7 @@ import BankLinkCore
 import BankLinkJournal
 import BankLinkStore
 import Crypto
+import Foundation
 
 /// The payment use cases over the store: create (idempotent, validated, funds reserved),
 /// read, list and cancel. Every mutation runs through the ``GroupCommitWriter`` and writes its
@@ -13,10 +14,21 @@ public struct PaymentLedger: Sendable {
     /// JPY 1,000,000, KWD 1,000,000.000) wait in `pending_approval`; smaller ones are released to
     /// the bank at once. Stands in for the approval policy until it is built.
     public var approvalThresholdMajorUnits: Int64
+    /// The time zone of `features.hour` and `features.weekday` (config `risk.time_zone`), and
+    /// per-account exceptions (`risk.account_time_zones`).
+    public var riskTimeZone: TimeZone
+    public var accountTimeZones: [String: TimeZone]
 
-    public init(approvalThresholdMajorUnits: Int64 = 1_000_000) {
+    public init(
+      approvalThresholdMajorUnits: Int64 = 1_000_000, riskTimeZone: TimeZone = TimeZone(identifier: "Asia/Shanghai") ?? .gmt,
+      accountTimeZones: [String: TimeZone] = [:]
+    ) {
       self.approvalThresholdMajorUnits = approvalThresholdMajorUnits
+      self.riskTimeZone = riskTimeZone
+      self.accountTimeZones = accountTimeZones
     }
+
+    func timeZone(of accountID: String) -> TimeZone { self.accountTimeZones[accountID] ?? self.riskTimeZone }
 
     /// The threshold in minor units of `currency` (by its ISO 4217 exponent); saturates rather
     /// than overflows.
@@ -35,15 +47,17 @@ public struct PaymentLedger: Sendable {
   public let configuration: Configuration
   /// The approval policy in force (``ApprovalPolicyStore``).
   public let policies: ApprovalPolicyStore
+  public let rules: RuleSetStore
   let now: @Sendable () -> Instant
 
   public init(
     writer: GroupCommitWriter, configuration: Configuration, policies: ApprovalPolicyStore = ApprovalPolicyStore(),
-    now: @escaping @Sendable () -> Instant
+    rules: RuleSetStore = RuleSetStore(), now: @escaping @Sendable () -> Instant
   ) {
     self.writer = writer
     self.configuration = configuration
     self.policies = policies
+    self.rules = rules
     self.now = now
   }
 
@@ -104,6 +118,7 @@ public struct PaymentLedger: Sendable {
     guard violations.isEmpty else { throw Refusal.invalid(violations) }
     let configuration = self.configuration
     let policies = self.policies
+    let rules = self.rules
     return try await self.writer.write { txn in
       if var replay = try Self.replay(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
         replay.receipt = try Self.receipt(of: "payment.created", about: replay.payment.id, in: txn)
@@ -111,7 +126,7 @@ public struct PaymentLedger: Sendable {
       }
       let (payment, receipt) = try Self.insert(
         instruction, field: "instruction.", creator: creator, idempotencyKey: idempotencyKey, batchID: "",
-        configuration: configuration, policies: policies, at: now, txn: &txn)
+        configuration: configuration, policies: policies, rules: rules, at: now, txn: &txn)
       var record = RecordWriter(capacity: 128)
       record.write(IdempotencyRecord.fingerprint(canonical))
       record.write(payment.id)
@@ -150,7 +165,7 @@ public struct PaymentLedger: Sendable {
   /// reservation, outbox entry and its journal entry, whose receipt it returns.
   static func insert(
     _ instruction: PaymentInstruction, field: String, creator: String, idempotencyKey: String, batchID: String,
-    configuration: Configuration, policies: ApprovalPolicyStore, at now: Instant, txn: inout WriteTransaction
+    configuration: Configuration, policies: ApprovalPolicyStore, rules: RuleSetStore, at now: Instant, txn: inout WriteTransaction
   ) throws -> (Payment, JournalReceipt) {
     var instruction = instruction
     if instruction.requestedExecutionDate.isEmpty {
@@ -175,12 +190,42 @@ public struct PaymentLedger: Sendable {
     var payment = Payment(
       id: id, instruction: instruction, status: .pendingRisk, creator: creator, idempotencyKey: idempotencyKey,
       endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", batchID: batchID, createdAt: now, updatedAt: now)
-    // No risk evaluator yet: every payment clears risk. The approval policy in force in this
-    // transaction decides what it needs, and the payment is pinned to that requirement.
+    // The risk rules in force in this transaction decide first, on the features of the
+    // account's earlier payments read in this same snapshot (the one the funds check used).
+    var risk: (decision: RiskDecision, features: FeatureSnapshot)?
+    if let ruleSet = try rules.current(in: txn) {
+      let ledger = try AccountCache.cachedBalance(account.id) { try txn.get($0, in: .balances) }?.balance.ledger.minorUnits ?? 0
+      let features = try RiskFeatures.snapshot(
+        accountID: account.id, creditor: instruction.creditor, amount: instruction.amount.minorUnits, at: now,
+        timeZone: configuration.timeZone(of: account.id), ledger: ledger, available: available, in: txn)
+      let variables = RiskVariables.values(
+        instruction: instruction, creator: creator, account: account, features: features, lists: ruleSet.lists, at: now)
+      risk = (ruleSet.decide(variables), features)
+    }
+    if let risk {
+      // Every attempt counts towards the account's features, blocked ones too.
+      try RiskFeatures.record(
+        accountID: account.id, creditor: instruction.creditor, amount: instruction.amount.minorUnits, at: now, txn: &txn)
+      try txn.put(Array(id.utf8), risk.decision.record(features: risk.features), in: .riskDecisions)
+    }
+    if let risk, risk.decision.outcome == .block {
+      return try Self.block(payment, risk.decision, instruction: instruction, creator: creator, at: now, txn: &txn)
+    }
+    // The approval policy in force in this transaction decides what the payment needs, and the
+    // payment is pinned to that requirement; a `review` decision adds a level.
     let policy = try policies.current(in: txn)
-    let (ruleID, requirement) = policy?.requirement(for: instruction)
+    var (ruleID, requirement) = policy?.requirement(for: instruction)
       ?? ApprovalPolicy.defaultRequirement(
         for: instruction, thresholdMinor: configuration.approvalThreshold(in: instruction.amount.currency))
+    if let risk, risk.decision.outcome == .review {
+      if requirement.levels.isEmpty {
+        requirement = ApprovalPolicy.Requirement(
+          levels: [ApprovalPolicy.riskReviewLevel], windowSeconds: Limits.defaultApprovalWindowSeconds, requireOTP: true)
+      } else {
+        requirement.levels.append(ApprovalPolicy.riskReviewLevel)
+      }
+      ruleID = ruleID.isEmpty ? "risk-review" : ruleID + "+risk-review"
+    }
     _ = payment.apply(.riskCleared(needsApproval: !requirement.levels.isEmpty), at: now)
     var approval: ApprovalState?
     if payment.status == .pendingApproval {
@@ -202,6 +247,11 @@ public struct PaymentLedger: Sendable {
       "status": payment.status.rawValue,
     ]
     if !batchID.isEmpty { details["batch_id"] = batchID }
+    if let risk {
+      details["risk_outcome"] = risk.decision.outcome.name
+      details["risk_rule_set_version"] = String(risk.decision.ruleSetVersion)
+      if !risk.decision.applied.isEmpty { details["risk_hits"] = risk.decision.applied.map(\.ruleID).joined(separator: ",") }
+    }
     if let approval {
       details["policy_version"] = String(approval.policyVersion)
       details["policy_rule"] = approval.ruleID
@@ -214,7 +264,53 @@ public struct PaymentLedger: Sendable {
     try txn.put(Array(id.utf8), payment.record, in: .payments)
     try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
     try Reservations.reserve(payment, txn: &txn)
+    if let risk, risk.decision.outcome == .review {
+      try Self.raiseRiskAlert(payment, risk.decision, at: now, txn: &txn)
+    }
     return (payment, receipt)
+  }
+
+  /// A payment the rules block: stored `blocked` with the rules' explanation, journaled, and
+  /// raised as an alert — with nothing reserved and nothing sent.
+  private static func block(
+    _ payment: Payment, _ decision: RiskDecision, instruction: PaymentInstruction, creator: String, at now: Instant,
+    txn: inout WriteTransaction
+  ) throws -> (Payment, JournalReceipt) {
+    var payment = payment
+    _ = payment.apply(.riskBlocked, at: now, reason: LogText.prefix("blocked by risk rules: \(decision.summary)", maxBytes: 1_024))
+    let receipt = try AuditJournal.append(
+      &txn, at: now, principal: creator, action: "payment.created", object: payment.id,
+      details: [
+        "debtor_account": instruction.debtorAccountID,
+        "amount_minor": String(instruction.amount.minorUnits),
+        "currency": instruction.amount.currency.description,
+        "instruction_sha256": IdempotencyRecord.fingerprint(instruction.canonicalRecord),
+        "end_to_end_id": payment.endToEndID,
+        "status": payment.status.rawValue,
+        "risk_outcome": decision.outcome.name,
+        "risk_rule_set_version": String(decision.ruleSetVersion),
+        "risk_hits": decision.applied.map(\.ruleID).joined(separator: ","),
+      ])
+    try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+    try txn.put(Array(payment.endToEndID.utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
+    try Self.raiseRiskAlert(payment, decision, at: now, txn: &txn)
+    return (payment, receipt)
+  }
+
+  /// One `risk_hit` alert per payment the rules block or send to review, at the severity of
+  /// its most severe applied hit, in the creating transaction.
+  static func raiseRiskAlert(_ payment: Payment, _ decision: RiskDecision, at now: Instant, txn: inout WriteTransaction) throws {
+    let applied = decision.applied
+    let severity = applied.map(\.severity).max() ?? .warning
+    try AlertLog.raise(
+      &txn, at: now, severity: severity, kind: .riskHit, paymentID: payment.id, accountID: payment.instruction.debtorAccountID,
+      message: LogText.prefix(
+        "payment \(payment.id) \(decision.outcome == .block ? "blocked" : "sent to review") by risk rules: \(decision.summary)",
+        maxBytes: 1_024),
+      details: [
+        "outcome": decision.outcome.name, "rules": applied.map(\.ruleID).joined(separator: ","),
+        "rule_set_version": String(decision.ruleSetVersion), "score": String(decision.score),
+      ])
   }
 
   // MARK: Batch
@@ -253,6 +349,7 @@ public struct PaymentLedger: Sendable {
     guard violations.isEmpty else { throw Refusal.invalid(violations) }
     let configuration = self.configuration
     let policies = self.policies
+    let rules = self.rules
     let fingerprint = IdempotencyRecord.fingerprint(canonical)
     return try await self.writer.write { txn in
       if var replay = try Self.replayBatch(idemKey, canonical: canonical, idempotencyKey: idempotencyKey, { try txn.get($0, in: $1) }) {
@@ -270,7 +367,7 @@ public struct PaymentLedger: Sendable {
           let (payment, _) = try txn.withNestedTransaction { nested in
             try Self.insert(
               item, field: "items[\(index)].", creator: creator, idempotencyKey: "\(idempotencyKey)#\(index)",
-              batchID: batchID, configuration: configuration, policies: policies, at: now, txn: &nested)
+              batchID: batchID, configuration: configuration, policies: policies, rules: rules, at: now, txn: &nested)
           }
           payments.append(payment)
         } catch let refusal as Refusal {

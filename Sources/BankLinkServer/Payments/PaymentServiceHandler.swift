@@ -30,8 +30,10 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
       try await self.ledger.create(instruction, idempotencyKey: request.idempotencyKey, creator: caller.principal.identity)
     }
     let approval = try withStore { try self.ledger.approvalState(created.payment.id) }
+    let decision = try withStore { try self.ledger.riskDecision(created.payment.id) }
     return .with {
       $0.payment = Banklink_V1_Payment(created.payment, approval: approval)
+      if let decision { $0.payment.riskDecision = Banklink_V1_RuleDecision(decision, paymentID: created.payment.id) }
       $0.replayed = created.replayed
       if let receipt = created.receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
     }
@@ -69,7 +71,11 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
   func getPayment(request: Banklink_V1_GetPaymentRequest, context: ServerContext) async throws -> Banklink_V1_Payment {
     let id = try validPaymentID(request.paymentID)
     guard let payment = try withStore({ try self.ledger.payment(id) }) else { throw APIError.notFound("payment", id) }
-    return Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(id) })
+    var message = Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(id) })
+    if let decision = try withStore({ try self.ledger.riskDecision(id) }) {
+      message.riskDecision = Banklink_V1_RuleDecision(decision, paymentID: id)
+    }
+    return message
   }
 
   func listPayments(

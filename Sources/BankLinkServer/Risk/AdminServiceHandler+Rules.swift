@@ -1,0 +1,234 @@
+import BankLinkCore
+import BankLinkJournal
+import BankLinkProto
+import BankLinkRules
+import BankLinkStore
+import GRPCCore
+import GRPCProtobuf
+import SwiftProtobuf
+
+/// The risk rule RPCs of the admin service (docs/rules.md).
+extension AdminServiceHandler {
+  /// Payments a backtest evaluates at most, and payment records it reads looking for them.
+  static let maxBacktestPayments = 10_000
+  static let defaultBacktestPayments = 1_000
+  static let maxBacktestScan = 100_000
+  /// Differing decisions a backtest returns in full.
+  static let maxBacktestDecisions = 100
+
+  func getRuleSet(request: Banklink_V1_GetRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_RuleSet {
+    // Version 0 (an empty set): no rules put yet; every payment is allowed.
+    let compiled = try withStore { try self.store.withReadTransaction { try self.payments.rules.current(in: $0) } }
+    return compiled.map { Banklink_V1_RuleSet($0.ruleSet) } ?? Banklink_V1_RuleSet()
+  }
+
+  func validateRuleSet(
+    request: Banklink_V1_ValidateRuleSetRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ValidateRuleSetResponse {
+    let issues: [RuleSetIssue]
+    switch Self.compile(request.ruleSet) {
+    case .success: issues = []
+    case .failure(let failure): issues = failure.issues
+    }
+    return .with {
+      $0.valid = issues.isEmpty
+      $0.issues = issues.map { issue in .with { $0.ruleID = issue.ruleID; $0.field = issue.field; $0.message = issue.message } }
+    }
+  }
+
+  func putRuleSet(request: Banklink_V1_PutRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_PutRuleSetResponse {
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard request.hasRuleSet else { throw APIError.invalidArgument("rule_set", "is required") }
+    let compiled: CompiledRuleSet
+    switch Self.compile(request.ruleSet) {
+    case .success(let value): compiled = value
+    case .failure(let failure):
+      throw badRequest(failure.issues.map { FieldViolation(field: "rule_set." + $0.field, description: $0.message) })
+    }
+    let now = self.payments.now()
+    let rules = self.payments.rules
+    do {
+      let (stored, receipt) = try await self.payments.writer.write { txn in
+        try rules.put(compiled, expectedVersion: request.expectedVersion, by: caller.principal.identity, at: now, txn: &txn)
+      }
+      return .with {
+        $0.ruleSet = Banklink_V1_RuleSet(stored)
+        $0.receipt = Banklink_V1_Receipt(receipt)
+      }
+    } catch let conflict as RuleSetConflict {
+      throw GoogleRPCStatus(
+        code: .aborted,
+        message: "expected_version \(conflict.expected) is not the rule set in force (version \(conflict.current)); read it again",
+        details: [])
+    } catch let error as StoreError {
+      throw APIError.storage(error)
+    }
+  }
+
+  /// A message checked as a rule set: fields a rule must have, then the expressions.
+  static func compile(_ message: Banklink_V1_RuleSet) -> Result<CompiledRuleSet, RuleSetIssues> {
+    var issues: [RuleSetIssue] = []
+    for (index, rule) in message.rules.enumerated() where RiskAction(rule.action) == nil {
+      issues.append(RuleSetIssue(ruleID: rule.id, field: "rules[\(index)].action", message: "must be ALLOW, REVIEW or BLOCK"))
+    }
+    for (index, rule) in message.rules.enumerated() where rule.severity != .unspecified && AlertSeverity(rule.severity) == nil {
+      issues.append(RuleSetIssue(ruleID: rule.id, field: "rules[\(index)].severity", message: "is not a severity"))
+    }
+    var names: Set<String> = []
+    for (index, list) in message.lists.enumerated() where !names.insert(list.name).inserted {
+      issues.append(RuleSetIssue(ruleID: "", field: "lists[\(index)].name", message: "'\(LogText.prefix(list.name))' is given twice"))
+    }
+    switch CompiledRuleSet.compile(RiskRuleSet(message)) {
+    case .success(let compiled): return issues.isEmpty ? .success(compiled) : .failure(RuleSetIssues(issues: issues))
+    case .failure(let failure): return .failure(RuleSetIssues(issues: issues + failure.issues))
+    }
+  }
+
+  func testRuleSet(request: Banklink_V1_TestRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_TestRuleSetResponse {
+    let candidate: CompiledRuleSet
+    if request.hasRuleSet {
+      switch Self.compile(request.ruleSet) {
+      case .success(let value): candidate = value
+      case .failure(let failure):
+        throw badRequest(failure.issues.map { FieldViolation(field: "rule_set." + $0.field, description: $0.message) })
+      }
+    } else {
+      guard let active = try withStore({ try self.store.withReadTransaction { try self.payments.rules.current(in: $0) } }) else {
+        throw GoogleRPCStatus(code: .failedPrecondition, message: "no rule set is in force; give rule_set to test one", details: [])
+      }
+      candidate = active
+    }
+    switch request.subject {
+    case .payment(let message):
+      let instruction = try domainInstruction(message, prefix: "payment.")
+      let violations = PaymentValidation.violations(of: instruction, today: self.payments.now().isoDate, prefix: "payment.")
+      guard violations.isEmpty else { throw badRequest(violations) }
+      let caller = try Caller.required()
+      let decision = try withStore {
+        try self.store.withReadTransaction { txn -> RiskDecision? in
+          guard let bytes = try txn.get(Array(instruction.debtorAccountID.utf8), in: .accounts) else { return nil }
+          let account = try Account(record: bytes)
+          let ledger = try AccountCache.cachedBalance(account.id) { try txn.get($0, in: .balances) }?.balance.ledger.minorUnits ?? 0
+          let available = try Reservations.available(account.id, reading: txn)
+          let now = self.payments.now()
+          let features = try RiskFeatures.snapshot(
+            accountID: account.id, creditor: instruction.creditor, amount: instruction.amount.minorUnits, at: now,
+            timeZone: self.payments.configuration.timeZone(of: account.id), ledger: ledger, available: available, in: txn)
+          return candidate.decide(
+            RiskVariables.values(
+              instruction: instruction, creator: caller.principal.identity, account: account, features: features,
+              lists: candidate.lists, at: now))
+        }
+      }
+      guard let decision else { throw APIError.notFound("account", instruction.debtorAccountID) }
+      var response = Banklink_V1_TestRuleSetResponse()
+      response.decisions = [Banklink_V1_RuleDecision(decision, paymentID: "")]
+      response.paymentsEvaluated = 1
+      Self.count(decision.outcome, into: &response)
+      return response
+    case .backtest(let backtest):
+      return try self.backtest(candidate, backtest)
+    case nil:
+      throw APIError.invalidArgument("subject", "give payment (a dry run) or backtest")
+    }
+  }
+
+  private static func count(_ outcome: RiskAction, into response: inout Banklink_V1_TestRuleSetResponse) {
+    switch outcome {
+    case .allow: response.allowed += 1
+    case .review: response.reviewed += 1
+    case .block: response.blocked += 1
+    }
+  }
+
+  /// Re-evaluates `candidate` over stored payments on the variables each was decided on when it
+  /// was created (payment, account balances and features as they were then), and compares.
+  private func backtest(_ candidate: CompiledRuleSet, _ request: Banklink_V1_Backtest) throws -> Banklink_V1_TestRuleSetResponse {
+    guard request.maxPayments >= 0, Int(request.maxPayments) <= Self.maxBacktestPayments else {
+      throw APIError.invalidArgument("backtest.max_payments", "must be 0 (default \(Self.defaultBacktestPayments)) to \(Self.maxBacktestPayments)")
+    }
+    let limit = request.maxPayments == 0 ? Self.defaultBacktestPayments : Int(request.maxPayments)
+    var start: Instant?
+    var end: Instant?
+    if request.hasStartTime {
+      guard let value = Instant(request.startTime) else { throw APIError.invalidArgument("backtest.start_time", "not a valid timestamp") }
+      start = value
+    }
+    if request.hasEndTime {
+      guard let value = Instant(request.endTime) else { throw APIError.invalidArgument("backtest.end_time", "not a valid timestamp") }
+      end = value
+    }
+    var response = Banklink_V1_TestRuleSetResponse()
+    try withStore {
+      try self.store.withReadTransaction { txn in
+        var scanned = 0
+        var accounts: [String: Account] = [:]
+        try txn.scan(.payments) { _, value in
+          scanned += 1
+          guard scanned <= Self.maxBacktestScan, response.paymentsEvaluated + response.notEvaluable < limit else { return false }
+          let payment = try Payment(record: value)
+          if let start, payment.createdAt < start { return true }
+          if let end, payment.createdAt >= end { return true }
+          guard let stored = try txn.get(Array(payment.id.utf8), in: .riskDecisions) else {
+            response.notEvaluable += 1
+            return true
+          }
+          let (recorded, features) = try RiskDecision.decode(stored)
+          let accountID = payment.instruction.debtorAccountID
+          if accounts[accountID] == nil, let bytes = try txn.get(Array(accountID.utf8), in: .accounts) {
+            accounts[accountID] = try Account(record: bytes)
+          }
+          guard let account = accounts[accountID] else {
+            response.notEvaluable += 1
+            return true
+          }
+          let decision = candidate.decide(
+            RiskVariables.values(
+              instruction: payment.instruction, creator: payment.creator, account: account, features: features,
+              lists: candidate.lists, at: payment.createdAt))
+          response.paymentsEvaluated += 1
+          Self.count(decision.outcome, into: &response)
+          for hit in decision.hits { response.hitsByRule[hit.ruleID, default: 0] += 1 }
+          if decision.outcome != recorded.outcome {
+            response.changed += 1
+            if response.decisions.count < Self.maxBacktestDecisions {
+              response.decisions.append(Banklink_V1_RuleDecision(decision, paymentID: payment.id))
+            }
+          }
+          return true
+        }
+      }
+    }
+    return response
+  }
+
+  func evaluateExpression(
+    request: Banklink_V1_EvaluateExpressionRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_EvaluateExpressionResponse {
+    guard !request.expression.isEmpty else { throw APIError.invalidArgument("expression", "is required") }
+    let declarations: Declarations
+    let values: [Value]
+    do {
+      (declarations, values) = try JSONVariables.parse(request.variablesJson)
+    } catch {
+      throw APIError.invalidArgument("variables_json", error.description)
+    }
+    let program: Program
+    do {
+      program = try declarations.compile(request.expression)
+    } catch {
+      throw APIError.invalidArgument("expression", error.description)
+    }
+    var response = Banklink_V1_EvaluateExpressionResponse()
+    response.type = program.type.description
+    do {
+      response.value = try program.evaluate(values).literal
+    } catch {
+      response.evaluationError = error.message
+    }
+    return response
+  }
+}

@@ -1,0 +1,212 @@
+import BankLinkCore
+import BankLinkJournal
+import BankLinkProto
+import BankLinkStore
+import Crypto
+import Foundation
+import SwiftProtobuf
+import Synchronization
+
+/// The risk rule set in force: versions kept in `rule_sets` (protobuf, by version), the
+/// current one named in `meta`. The compiled set is cached and checked against the stored
+/// version inside the caller's transaction, so a payment is evaluated by the version in force in
+/// the transaction that creates it, and a new version takes effect on the next payment.
+public final class RuleSetStore: Sendable {
+  static let versionKey = Array("rule_set_version".utf8)
+  private let cache = Mutex<CompiledRuleSet?>(nil)
+
+  public init() {}
+
+  /// The compiled set in force, or nil before any was put (every payment is allowed).
+  public func current(in txn: some ReadableTransaction) throws -> CompiledRuleSet? {
+    guard let bytes = try txn.get(Self.versionKey, in: .meta) else { return nil }
+    var reader = RecordReader(bytes)
+    let version = try reader.readUInt64()
+    if let cached = self.cache.withLock({ $0 }), cached.ruleSet.version == version { return cached }
+    let ruleSet = try Self.load(version, in: txn)
+    switch CompiledRuleSet.compile(ruleSet) {
+    case .success(let compiled):
+      self.cache.withLock { $0 = compiled }
+      return compiled
+    case .failure(let failure):
+      // Stored sets were checked when put; one that no longer compiles (a later build narrowed
+      // the language) must not let payments through unchecked.
+      let problems = failure.issues.map { (issue: RuleSetIssue) in issue.description }.joined(separator: "; ")
+      throw StoreError(code: .corrupted, message: "stored rule set version \(version) no longer compiles: \(problems)")
+    }
+  }
+
+  static func load(_ version: UInt64, in txn: some ReadableTransaction) throws -> RiskRuleSet {
+    guard let bytes = try txn.get(AuditJournal.key(version), in: .ruleSets) else {
+      throw StoreError(code: .corrupted, message: "rule set version \(version) is missing")
+    }
+    return RiskRuleSet(try Banklink_V1_RuleSet(serializedBytes: bytes))
+  }
+
+  /// Stores `ruleSet` (already compiled, so valid) as the next version, journaled.
+  /// `expectedVersion` (when not 0) must be the current version.
+  func put(
+    _ compiled: CompiledRuleSet, expectedVersion: UInt64, by principal: String, at now: Instant, txn: inout WriteTransaction
+  ) throws -> (RiskRuleSet, JournalReceipt) {
+    let current = try self.current(in: txn)?.ruleSet.version ?? 0
+    if expectedVersion != 0 && expectedVersion != current { throw RuleSetConflict(current: current, expected: expectedVersion) }
+    var stored = compiled.ruleSet
+    stored.version = current + 1
+    stored.updatedAt = now
+    stored.updatedBy = principal
+    let bytes: [UInt8] = try Banklink_V1_RuleSet(stored).serializedBytes()
+    try txn.put(AuditJournal.key(stored.version), bytes, in: .ruleSets)
+    var version = RecordWriter(capacity: 8)
+    version.write(stored.version)
+    try txn.put(Self.versionKey, version.bytes, in: .meta)
+    let receipt = try AuditJournal.append(
+      &txn, at: now, principal: principal, action: "rules.changed", object: "rule_set",
+      details: [
+        "version": String(stored.version), "rules": String(stored.rules.count), "lists": String(stored.lists.count),
+        "rule_set_sha256": Hex.encode(Array(SHA256.hash(data: bytes))),
+      ])
+    return (stored, receipt)
+  }
+}
+
+/// `expected_version` did not match the version in force.
+public struct RuleSetConflict: Error, Sendable, Hashable {
+  public var current: UInt64
+  public var expected: UInt64
+}
+
+// MARK: Protobuf
+
+extension RiskRuleSet {
+  /// The rule set a message describes (unchecked: compile it to validate).
+  init(_ message: Banklink_V1_RuleSet) {
+    self.init(
+      rules: message.rules.map { rule in
+        RiskRule(
+          id: rule.id, description: rule.description_p, expression: rule.expression,
+          action: RiskAction(rule.action) ?? .review, severity: AlertSeverity(rule.severity) ?? .warning, shadow: rule.shadow,
+          score: rule.score)
+      },
+      lists: Dictionary(message.lists.map { ($0.name, $0.values) }, uniquingKeysWith: { first, _ in first }))
+    self.version = message.version
+    self.updatedAt = message.hasUpdateTime ? Instant(message.updateTime) : nil
+    self.updatedBy = message.updatedBy
+  }
+}
+
+extension Banklink_V1_RuleSet {
+  init(_ ruleSet: RiskRuleSet) {
+    self.init()
+    self.version = ruleSet.version
+    self.rules = ruleSet.rules.map { rule in
+      .with {
+        $0.id = rule.id
+        $0.description_p = rule.description
+        $0.expression = rule.expression
+        $0.action = Banklink_V1_RuleAction(rule.action)
+        $0.severity = Banklink_V1_Severity(rule.severity)
+        $0.shadow = rule.shadow
+        $0.score = rule.score
+      }
+    }
+    self.lists = ruleSet.lists.keys.sorted().map { name in .with { $0.name = name; $0.values = ruleSet.lists[name] ?? [] } }
+    if let updatedAt = ruleSet.updatedAt { self.updateTime = updatedAt.timestamp }
+    self.updatedBy = ruleSet.updatedBy
+  }
+}
+
+extension RiskAction {
+  /// Nil for UNSPECIFIED or an unknown value (a rule must say what it does).
+  init?(_ action: Banklink_V1_RuleAction) {
+    switch action {
+    case .allow: self = .allow
+    case .review: self = .review
+    case .block: self = .block
+    default: return nil
+    }
+  }
+}
+
+extension Banklink_V1_RuleAction {
+  init(_ action: RiskAction) {
+    switch action {
+    case .allow: self = .allow
+    case .review: self = .review
+    case .block: self = .block
+    }
+  }
+}
+
+extension AlertSeverity {
+  init?(_ severity: Banklink_V1_Severity) {
+    switch severity {
+    case .info: self = .info
+    case .warning: self = .warning
+    case .critical: self = .critical
+    default: return nil
+    }
+  }
+}
+
+extension Banklink_V1_Severity {
+  init(_ severity: AlertSeverity) {
+    switch severity {
+    case .info: self = .info
+    case .warning: self = .warning
+    case .critical: self = .critical
+    }
+  }
+}
+
+extension Banklink_V1_RuleDecision {
+  init(_ decision: RiskDecision, paymentID: String) {
+    self.init()
+    self.paymentID = paymentID
+    self.outcome = Banklink_V1_RuleAction(decision.outcome)
+    self.ruleSetVersion = decision.ruleSetVersion
+    self.score = decision.score
+    self.hits = decision.hits.map { hit in
+      .with {
+        $0.ruleID = hit.ruleID
+        $0.action = Banklink_V1_RuleAction(hit.action)
+        $0.severity = Banklink_V1_Severity(hit.severity)
+        $0.shadow = hit.shadow
+        $0.reason = hit.reason
+        $0.score = hit.score
+        $0.because = hit.because
+        $0.error = hit.error
+      }
+    }
+  }
+}
+
+extension CompiledRuleSet {
+  /// A rule set from its JSON form (the `RuleSet` message, as `banklink rules show --json`
+  /// prints it), checked and compiled.
+  public static func parse(json: String) -> Result<CompiledRuleSet, RuleSetIssues> {
+    let message: Banklink_V1_RuleSet
+    do {
+      message = try Banklink_V1_RuleSet(jsonString: json)
+    } catch {
+      return .failure(RuleSetIssues(issues: [RuleSetIssue(ruleID: "", field: "rule_set", message: "is not a RuleSet in JSON: \(error)")]))
+    }
+    return AdminServiceHandler.compile(message)
+  }
+}
+
+extension PaymentLedger {
+  /// Puts the configured rule set (`risk.rule_set_file`) in force when its rules or lists
+  /// differ from the set in force; returns the new version, or nil when nothing changed.
+  public func adoptConfiguredRuleSet(_ compiled: CompiledRuleSet) async throws -> UInt64? {
+    let rules = self.rules
+    let now = self.now()
+    return try await self.writer.write { txn in
+      if let current = try rules.current(in: txn), current.ruleSet.rules == compiled.ruleSet.rules,
+        current.ruleSet.lists == compiled.ruleSet.lists
+      {
+        return nil
+      }
+      return try rules.put(compiled, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
+    }
+  }
+}
