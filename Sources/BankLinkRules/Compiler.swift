@@ -17,7 +17,8 @@ public struct Declarations: Sendable {
   public func compile(_ source: String) throws(CompileError) -> Program {
     let (syntax, map) = try ExpressionParser.parse(source)
     var compiler = ExpressionCompiler(declarations: self, source: map)
-    let (root, type) = try compiler.compile(syntax)
+    let (compiled, type) = try compiler.compile(syntax)
+    let root = compiler.explained(compiled, syntax, type)
     return Program(source: source, root: root, type: type, slotCount: compiler.slotCount, declaredCount: self.variables.count)
   }
 }
@@ -215,7 +216,7 @@ struct ExpressionCompiler {
       for syntax in operandSyntaxes {
         let (operand, type) = try self.compile(syntax)
         guard type == .bool || type == .dyn else { throw self.noOverload(syntax, isAnd ? "_&&_" : "_||_", type) }
-        operands.append(operand)
+        operands.append(self.explained(operand, syntax, type))
       }
       return (isAnd ? AndNode(operands) : OrNode(operands), .bool)
 
@@ -226,6 +227,16 @@ struct ExpressionCompiler {
       let (whenFalse, ft) = try self.compile(falseSyntax)
       guard tt.isCompatible(with: ft) else { throw self.noOverload(node, "_?_:_", ct, tt, ft) }
       return (ConditionalNode(condition, whenTrue, whenFalse), tt == .dyn ? ft : tt.joined(with: ft))
+    }
+  }
+
+  /// `node` wrapped to explain itself when it is a bool flag or call rather than a comparison
+  /// or a logical operator (which explain themselves or their operands).
+  func explained(_ node: EvalNode, _ syntax: Syntax, _ type: CELType) -> EvalNode {
+    guard type == .bool || type == .dyn else { return node }
+    switch syntax.kind {
+    case .identifier, .select, .call, .index: return ExplainedNode(node, text: self.source.text(syntax.start..<syntax.end))
+    default: return node
     }
   }
 

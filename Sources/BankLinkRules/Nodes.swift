@@ -294,6 +294,23 @@ final class ConditionalNode: EvalNode, @unchecked Sendable {
   }
 }
 
+/// A bool operand of `&&` or `||` (or a whole rule) that is not a comparison — a flag such as
+/// `features.first_time_creditor`, or `payment.purpose.matches(…)`: when explaining, it records
+/// its source when true.
+final class ExplainedNode: EvalNode, @unchecked Sendable {
+  let inner: EvalNode
+  let text: String
+  init(_ inner: EvalNode, text: String) {
+    self.inner = inner
+    self.text = text
+  }
+  override func eval(_ a: Activation) throws(EvaluationError) -> Value {
+    let value = try self.inner.eval(a)
+    if a.trace != nil, case .bool(true) = value { a.trace?.append(self.text) }
+    return value
+  }
+}
+
 /// A built-in function; `arguments` include the receiver of a method call first.
 final class FunctionNode: EvalNode, @unchecked Sendable {
   enum Function {

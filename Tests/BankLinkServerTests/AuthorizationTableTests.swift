@@ -25,7 +25,7 @@ struct AuthorizationTableTests {
       #expect(table.access(for: method) != nil, "\(method) is missing from the authorization table")
     }
     #expect(Set(table.entries.keys) == Set(Self.contract))
-    #expect(Self.contract.count == 33)
+    #expect(Self.contract.count == 34)
   }
 
   @Test("only admins change rules, policy and principals")
@@ -33,6 +33,7 @@ struct AuthorizationTableTests {
     let table = AuthorizationTable.standard
     for method in [
       Banklink_V1_AdminService.Method.PutRuleSet.descriptor,
+      Banklink_V1_AdminService.Method.EvaluateExpression.descriptor,
       Banklink_V1_AdminService.Method.PutApprovalPolicy.descriptor,
       Banklink_V1_AdminService.Method.SetPrincipalRoles.descriptor,
       Banklink_V1_AdminService.Method.RevokeCertificate.descriptor,

@@ -277,7 +277,7 @@ public struct PaymentLedger: Sendable {
     txn: inout WriteTransaction
   ) throws -> (Payment, JournalReceipt) {
     var payment = payment
-    _ = payment.apply(.riskBlocked, at: now, reason: LogText.prefix("blocked by risk rules: \(decision.summary)", maxBytes: 1_024))
+    _ = payment.apply(.riskBlocked, at: now, reason: RiskDecision.clip("blocked by risk rules: \(decision.summary)", maxBytes: 1_024))
     let receipt = try AuditJournal.append(
       &txn, at: now, principal: creator, action: "payment.created", object: payment.id,
       details: [
@@ -304,7 +304,7 @@ public struct PaymentLedger: Sendable {
     let severity = applied.map(\.severity).max() ?? .warning
     try AlertLog.raise(
       &txn, at: now, severity: severity, kind: .riskHit, paymentID: payment.id, accountID: payment.instruction.debtorAccountID,
-      message: LogText.prefix(
+      message: RiskDecision.clip(
         "payment \(payment.id) \(decision.outcome == .block ? "blocked" : "sent to review") by risk rules: \(decision.summary)",
         maxBytes: 1_024),
       details: [

@@ -249,7 +249,7 @@ public final class CompiledRuleSet: Sendable {
       do {
         guard case .bool(true) = try program.evaluate(variables) else { continue }
         // Only a rule that fired is explained (a second, tracing evaluation).
-        hit.because = ((try? program.explain(variables).because) ?? []).prefix(RiskDecision.maxExplanationLines).map(RiskDecision.clip)
+        hit.because = ((try? program.explain(variables).because) ?? []).prefix(RiskDecision.maxExplanationLines).map { RiskDecision.clip($0) }
         hit.reason = rule.description
       } catch {
         hit.action = .review
@@ -300,7 +300,7 @@ public struct RiskDecision: Sendable, Hashable {
 
   /// An explanation line as shown and stored: on one line (a rule's source may span several),
   /// control characters escaped, at most ``maxExplanationBytes`` bytes, cut between scalars.
-  static func clip(_ line: String) -> String {
+  static func clip(_ line: String, maxBytes: Int = RiskDecision.maxExplanationBytes) -> String {
     var out = ""
     var taken = 0
     for scalar in line.unicodeScalars {
@@ -310,7 +310,7 @@ public struct RiskDecision: Sendable, Hashable {
       case _ where scalar.value < 0x20 || scalar.value == 0x7F: piece = "\\u{\(String(scalar.value, radix: 16))}"
       default: piece = String(scalar)
       }
-      guard taken + piece.utf8.count <= Self.maxExplanationBytes else { return out + "…" }
+      guard taken + piece.utf8.count <= maxBytes else { return out + "…" }
       taken += piece.utf8.count
       out += piece
     }
