@@ -11,13 +11,14 @@
 #                    real server and daemon over mutual TLS (make test runs it too)
 #   make crash-test  kill -9 banklinkd repeatedly under payment load and check nothing was lost
 #                    or paid twice (make test runs a short form)
+#   make fuzz    the rule language's mutation fuzzer for a million inputs with a random seed
 
 SWIFT     ?= swift
 BIN       := .build/debug
 APT_PKGS  := liblmdb-dev protobuf-compiler zbar-tools
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check bench microbench crash-test attack-test clean
+.PHONY: all deps build certs run test unit-tests interop protos protos-check bench microbench crash-test attack-test fuzz clean
 
 all: build
 
@@ -66,6 +67,13 @@ test: protos-check unit-tests interop
 attack-test: build
 	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) $(SWIFT) test --filter BankLinkAttackTests --skip ConnectionAttackTests
 	$(SWIFT) test --skip-build --filter ConnectionAttackTests
+
+# The rule language's mutation fuzzer, longer than in make test and with a random seed
+# (ITERATIONS, SEED to replay); the input being tried is kept in
+# Tests/BankLinkRulesTests/Fuzz/crash-last.cel, so a crash leaves it behind.
+fuzz: build
+	BANKLINK_FUZZ_ITERATIONS=$${ITERATIONS:-1000000} BANKLINK_FUZZ_SEED=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	BANKLINK_FUZZ_SAVE=1 $(SWIFT) test --filter FuzzTests
 
 crash-test: build
 	BANKLINK_CRASH_ROUNDS=$${ROUNDS:-6} BANKLINK_CRASH_LOAD_MS=$${LOAD_MS:-3000} $(SWIFT) test --filter CrashTests

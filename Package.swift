@@ -255,7 +255,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkRulesTests",
       dependencies: ["BankLinkRules"],
-      exclude: ["Conformance"],
+      exclude: ["Conformance", "Fuzz"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

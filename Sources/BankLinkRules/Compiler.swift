@@ -368,7 +368,9 @@ struct ExpressionCompiler {
     }
     let known: Set<String> = ["size", "contains", "startsWith", "endsWith", "matches", "dyn"]
     if known.contains(name) || Self.conversions[name] != nil || Self.timestampAccessors.contains(name) {
-      throw self.noOverload(node, name, types[0])
+      // Wrong arity or receiver (`size()`, `s.int()`): name every argument's type, if any.
+      throw self.error(
+        node, "no matching overload for '\(name)' applied to (\(types.map(\.description).joined(separator: ", ")))")
     }
     throw self.error(node, "undeclared reference to function '\(name)'")
   }
