@@ -84,7 +84,7 @@ bench: deps
 # Storage micro-benchmarks (ordo-one/benchmark, release build): the LMDB read behind GetBalance
 # and group-committed CreatePayment writes, each beside a same-run baseline.
 microbench: deps
-	$(SWIFT) package benchmark --target StorageBenchmarks
+	$(SWIFT) package benchmark --target StorageBenchmarks --target RulesBenchmarks
 
 clean:
 	rm -rf .build var

@@ -330,5 +330,17 @@ let package = Package(
       swiftSettings: swiftSettings,
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ),
+
+    // Risk rule micro-benchmarks: evaluating and compiling rule sets (`make microbench`).
+    .executableTarget(
+      name: "RulesBenchmarks",
+      dependencies: [
+        "BankLinkCore", "BankLinkRules", "BankLinkServer",
+        .product(name: "Benchmark", package: "benchmark"),
+      ],
+      path: "Benchmarks/RulesBenchmarks",
+      swiftSettings: swiftSettings,
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ),
   ]
 )

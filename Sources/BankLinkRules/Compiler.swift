@@ -2,13 +2,21 @@
 public struct Declarations: Sendable {
   public private(set) var variables: [(name: String, type: CELType)] = []
   var slots: [String: Int] = [:]
+  /// Names bound to values known when compiling (a rule set's lists): folded into the program,
+  /// so `x in lists.blocked` is a hash lookup rather than a walk of the list.
+  var constants: [String: (value: Value, type: CELType)] = [:]
 
   public init(_ variables: [(name: String, type: CELType)] = []) {
     for variable in variables { self.declare(variable.name, variable.type) }
   }
 
+  public mutating func bind(_ name: String, constant value: Value, type: CELType) {
+    precondition(self.slots[name] == nil && self.constants[name] == nil, "\(name) declared twice")
+    self.constants[name] = (value, type)
+  }
+
   public mutating func declare(_ name: String, _ type: CELType) {
-    precondition(self.slots[name] == nil, "\(name) declared twice")
+    precondition(self.slots[name] == nil && self.constants[name] == nil, "\(name) declared twice")
     self.slots[name] = self.variables.count
     self.variables.append((name, type))
   }
@@ -19,7 +27,8 @@ public struct Declarations: Sendable {
     var compiler = ExpressionCompiler(declarations: self, source: map)
     let (compiled, type) = try compiler.compile(syntax)
     let root = compiler.explained(compiled, syntax, type)
-    return Program(source: source, root: root, type: type, slotCount: compiler.slotCount, declaredCount: self.variables.count)
+    return Program(
+      source: source, root: root, type: type, slotCount: compiler.slotCount, declaredCount: self.variables.count)
   }
 }
 
@@ -41,6 +50,11 @@ public final class Program: Sendable {
     self.declaredCount = declaredCount
   }
 
+  func slots(for variables: [Value]) -> [Value] {
+    precondition(variables.count == self.declaredCount, "one value per declared variable")
+    return variables
+  }
+
   /// Evaluates with one value per declared variable, in declaration order.
   public func evaluate(_ variables: [Value]) throws(EvaluationError) -> Value {
     try self.root.eval(self.activation(variables, explaining: false))
@@ -54,11 +68,45 @@ public final class Program: Sendable {
     return (value, activation.trace ?? [])
   }
 
+  /// Evaluates within a shared evaluation (several programs over the same variables).
+  public func evaluate(in evaluation: Evaluation) throws(EvaluationError) -> Value {
+    try self.root.eval(evaluation.prepare(self, explaining: false))
+  }
+
+  public func explain(in evaluation: Evaluation) throws(EvaluationError) -> (value: Value, because: [String]) {
+    let activation = evaluation.prepare(self, explaining: true)
+    let value = try self.root.eval(activation)
+    return (value, activation.trace ?? [])
+  }
+
   private func activation(_ variables: [Value], explaining: Bool) -> Activation {
-    precondition(variables.count == self.declaredCount, "one value per declared variable")
-    var slots = variables
-    if self.slotCount > variables.count { slots.append(contentsOf: repeatElement(.null, count: self.slotCount - variables.count)) }
+    var slots = self.slots(for: variables)
+    if self.slotCount > slots.count { slots.append(contentsOf: repeatElement(.null, count: self.slotCount - slots.count)) }
     return Activation(slots: slots, explaining: explaining)
+  }
+}
+
+/// One set of variables evaluated by several programs compiled against the same declarations
+/// (a rule set's rules), sharing one activation: no allocation per program.
+public final class Evaluation {
+  let activation: Activation
+  let declaredCount: Int
+
+  /// `variables` for programs compiled against the same declarations as `program`.
+  public init(_ variables: [Value], for program: Program) {
+    self.activation = Activation(slots: program.slots(for: variables), explaining: false)
+    self.declaredCount = variables.count
+  }
+
+  func prepare(_ program: Program, explaining: Bool) -> Activation {
+    precondition(program.declaredCount == self.declaredCount, "one value per declared variable")
+    let activation = self.activation
+    if activation.slots.count < program.slotCount {
+      activation.slots.append(contentsOf: repeatElement(.null, count: program.slotCount - activation.slots.count))
+    }
+    activation.steps = 0
+    activation.trace = explaining ? [] : nil
+    return activation
   }
 }
 
@@ -109,6 +157,7 @@ struct ExpressionCompiler {
     case .identifier(let name):
       if let scoped = self.scopes.last(where: { $0.name == name }) { return (SlotNode(scoped.slot), scoped.type) }
       if let slot = self.declarations.slots[name] { return (SlotNode(slot), self.declarations.variables[slot].type) }
+      if let constant = self.declarations.constants[name] { return (ConstantNode(constant.value), constant.type) }
       throw self.error(node, "undeclared reference to '\(name)'")
 
     case .select(let operandSyntax, let field):
@@ -117,6 +166,9 @@ struct ExpressionCompiler {
       case .object(let objectType):
         guard let slot = objectType.slot(field) else { throw self.error(node, "undefined field '\(field)' of \(objectType.name)") }
         let fieldType = objectType.fields[slot].type
+        if let constant = operand as? ConstantNode, case .object(let object) = constant.value {
+          return (ConstantNode(object.fields[slot] ?? Operators.defaultValue(fieldType)), fieldType)
+        }
         return (ObjectFieldNode(operand, slot: slot, defaultValue: Operators.defaultValue(fieldType)), fieldType)
       case .map(let key, let value) where key == .string || key == .dyn:
         return (DynamicSelectNode(operand, name: field, testOnly: false), value)

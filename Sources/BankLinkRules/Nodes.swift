@@ -198,6 +198,13 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
   let rhsText: String
   let lhsIsConstant: Bool
   let rhsIsConstant: Bool
+  let kind: Kind
+  /// `x in [constant strings]`: the strings, hashed by code points.
+  let members: Set<MapKey>?
+
+  enum Kind {
+    case equal, notEqual, member, order
+  }
 
   init(_ op: String, _ lhs: EvalNode, _ rhs: EvalNode, lhsText: String, rhsText: String) {
     self.op = op
@@ -207,17 +214,37 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
     self.rhsText = rhsText
     self.lhsIsConstant = lhs is ConstantNode
     self.rhsIsConstant = rhs is ConstantNode
+    switch op {
+    case "==": self.kind = .equal
+    case "!=": self.kind = .notEqual
+    case "in": self.kind = .member
+    default: self.kind = .order
+    }
+    var members: Set<MapKey>?
+    if op == "in", let constant = rhs as? ConstantNode, case .list(let elements) = constant.value {
+      let strings = elements.compactMap { (element: Value) -> MapKey? in
+        if case .string(let text) = element { return .string(text) }
+        return nil
+      }
+      if strings.count == elements.count { members = Set(strings) }
+    }
+    self.members = members
   }
 
   override func eval(_ a: Activation) throws(EvaluationError) -> Value {
     let left = try self.lhs.eval(a)
     let right = try self.rhs.eval(a)
     let result: Bool
-    switch self.op {
-    case "==": result = Operators.equal(left, right)
-    case "!=": result = !Operators.equal(left, right)
-    case "in": result = try Operators.contains(left, in: right)
-    default: result = try Operators.compare(self.op, left, right)
+    switch self.kind {
+    case .equal: result = Operators.equal(left, right)
+    case .notEqual: result = !Operators.equal(left, right)
+    case .member:
+      if let members = self.members, case .string(let text) = left {
+        result = members.contains(.string(text))
+      } else {
+        result = try Operators.contains(left, in: right)
+      }
+    case .order: result = try Operators.compare(self.op, left, right)
     }
     if result, a.trace != nil {
       a.trace?.append("\(self.render(self.lhsText, left, self.lhsIsConstant)) \(self.op) \(self.render(self.rhsText, right, self.rhsIsConstant))")
@@ -354,9 +381,9 @@ final class FunctionNode: EvalNode, @unchecked Sendable {
         throw .noSuchOverload(self.name, first, second)
       }
       switch self.function {
-      case .contains: return .bool(argument.isEmpty || text.unicodeScalars.firstRange(of: argument.unicodeScalars) != nil)
-      case .startsWith: return .bool(text.unicodeScalars.starts(with: argument.unicodeScalars))
-      case .endsWith: return .bool(text.unicodeScalars.reversed().starts(with: argument.unicodeScalars.reversed()))
+      case .contains: return .bool(UTF8Text.contains(text, argument))
+      case .startsWith: return .bool(UTF8Text.hasPrefix(text, argument))
+      case .endsWith: return .bool(UTF8Text.hasSuffix(text, argument))
       case .matches(let compiled):
         let regex: SafeRegex
         if let compiled {

@@ -13,7 +13,7 @@ enum Operators {
     case (.double(let a), .double(let b)): return a == b
     case (.int, .uint), (.int, .double), (.uint, .int), (.uint, .double), (.double, .int), (.double, .uint):
       return self.numericOrder(lhs, rhs) == 0
-    case (.string(let a), .string(let b)): return a.unicodeScalars.elementsEqual(b.unicodeScalars)
+    case (.string(let a), .string(let b)): return UTF8Text.equal(a, b)
     case (.bytes(let a), .bytes(let b)): return a == b
     case (.bool(let a), .bool(let b)): return a == b
     case (.null, .null): return true
@@ -77,7 +77,7 @@ enum Operators {
     case _ where lhs.isNumber && rhs.isNumber:
       order = self.numericOrder(lhs, rhs)
     case (.string(let a), .string(let b)):
-      order = a.unicodeScalars.lexicographicallyPrecedes(b.unicodeScalars) ? -1 : (a.unicodeScalars.elementsEqual(b.unicodeScalars) ? 0 : 1)
+      order = UTF8Text.order(a, b)
     case (.bytes(let a), .bytes(let b)): order = a.lexicographicallyPrecedes(b) ? -1 : (a == b ? 0 : 1)
     case (.bool(let a), .bool(let b)): order = a == b ? 0 : (a ? 1 : -1)
     case (.timestamp(let a), .timestamp(let b)): order = a < b ? -1 : (a == b ? 0 : 1)

@@ -199,7 +199,7 @@ public struct PaymentLedger: Sendable {
         accountID: account.id, creditor: instruction.creditor, amount: instruction.amount.minorUnits, at: now,
         timeZone: configuration.timeZone(of: account.id), ledger: ledger, available: available, in: txn)
       let variables = RiskVariables.values(
-        instruction: instruction, creator: creator, account: account, features: features, lists: ruleSet.lists, at: now)
+        instruction: instruction, creator: creator, account: account, features: features, at: now)
       risk = (ruleSet.decide(variables), features)
     }
     if let risk {

@@ -118,8 +118,7 @@ extension AdminServiceHandler {
             timeZone: self.payments.configuration.timeZone(of: account.id), ledger: ledger, available: available, in: txn)
           return candidate.decide(
             RiskVariables.values(
-              instruction: instruction, creator: caller.principal.identity, account: account, features: features,
-              lists: candidate.lists, at: now))
+              instruction: instruction, creator: caller.principal.identity, account: account, features: features, at: now))
         }
       }
       guard let decision else { throw APIError.notFound("account", instruction.debtorAccountID) }
@@ -186,8 +185,7 @@ extension AdminServiceHandler {
           }
           let decision = candidate.decide(
             RiskVariables.values(
-              instruction: payment.instruction, creator: payment.creator, account: account, features: features,
-              lists: candidate.lists, at: payment.createdAt))
+              instruction: payment.instruction, creator: payment.creator, account: account, features: features, at: payment.createdAt))
           response.paymentsEvaluated += 1
           Self.count(decision.outcome, into: &response)
           for hit in decision.hits { response.hitsByRule[hit.ruleID, default: 0] += 1 }

@@ -94,23 +94,25 @@ public enum RiskVariables {
       ("amount_zscore", .double),
     ])
 
-  /// `payment`, `account`, `features`, `lists` (one field per list of the set) and `now`.
-  static func declarations(listNames: [String]) -> (Declarations, ObjectType) {
-    let lists = ObjectType(name: "banklink.Lists", fields: listNames.map { ($0, CELType.list(.string)) })
-    return (
-      Declarations([
-        ("payment", .object(Self.payment)), ("account", .object(Self.account)), ("features", .object(Self.features)),
-        ("lists", .object(lists)), ("now", .timestamp),
-      ]),
-      lists
-    )
+  /// `payment`, `account`, `features` and `now`, and the set's `lists` (one field per list,
+  /// bound as a constant: folded into each rule when it is compiled).
+  static func declarations(lists: [String: [String]]) -> Declarations {
+    let names = lists.keys.sorted()
+    let type = ObjectType(name: "banklink.Lists", fields: names.map { ($0, CELType.list(.string)) })
+    var declarations = Declarations([
+      ("payment", .object(Self.payment)), ("account", .object(Self.account)), ("features", .object(Self.features)),
+      ("now", .timestamp),
+    ])
+    let value = ObjectValue(type: type, fields: names.map { name in .list((lists[name] ?? []).map(Value.string)) })
+    declarations.bind("lists", constant: .object(value), type: .object(type))
+    return declarations
   }
 
   /// An account number as rules compare it: upper case, without spaces.
   static func normalised(_ account: String) -> String { account.uppercased().filter { !$0.isWhitespace } }
 
-  static func values(
-    instruction: PaymentInstruction, creator: String, account: Account, features: FeatureSnapshot, lists: Value, at now: Instant
+  public static func values(
+    instruction: PaymentInstruction, creator: String, account: Account, features: FeatureSnapshot, at now: Instant
   ) -> [Value] {
     let creditor = instruction.creditor
     let payment = ObjectValue(
@@ -144,7 +146,7 @@ public enum RiskVariables {
     let millis = now.millisecondsSinceEpoch
     let seconds = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
     let timestamp = Timestamp(seconds: seconds, nanos: Int32(millis - seconds * 1000) * 1_000_000) ?? Timestamp(seconds: 0)!
-    return [.object(payment), .object(accountValue), .object(featureValue), lists, .timestamp(timestamp)]
+    return [.object(payment), .object(accountValue), .object(featureValue), .timestamp(timestamp)]
   }
 }
 
@@ -167,12 +169,10 @@ public struct RuleSetIssues: Error, Sendable, Hashable {
 public final class CompiledRuleSet: Sendable {
   public let ruleSet: RiskRuleSet
   let programs: [Program]
-  let lists: Value
 
-  private init(ruleSet: RiskRuleSet, programs: [Program], lists: Value) {
+  private init(ruleSet: RiskRuleSet, programs: [Program]) {
     self.ruleSet = ruleSet
     self.programs = programs
-    self.lists = lists
   }
 
   /// The compiled set, or every problem found (all of them, not only the first).
@@ -198,7 +198,7 @@ public final class CompiledRuleSet: Sendable {
         issues.append(RuleSetIssue(ruleID: "", field: field + ".values[\(long)]", message: "at most \(RiskLimits.maxListValueBytes) bytes"))
       }
     }
-    let (declarations, listsType) = RiskVariables.declarations(listNames: listNames)
+    let declarations = RiskVariables.declarations(lists: ruleSet.lists)
     var programs: [Program] = []
     var seen: Set<String> = []
     for (index, rule) in ruleSet.rules.prefix(RiskLimits.maxRules).enumerated() {
@@ -229,9 +229,7 @@ public final class CompiledRuleSet: Sendable {
       }
     }
     guard issues.isEmpty else { return .failure(RuleSetIssues(issues: issues)) }
-    let lists = ObjectValue(
-      type: listsType, fields: listNames.map { name in .list((ruleSet.lists[name] ?? []).map(Value.string)) })
-    return .success(CompiledRuleSet(ruleSet: ruleSet, programs: programs, lists: .object(lists)))
+    return .success(CompiledRuleSet(ruleSet: ruleSet, programs: programs))
   }
 
   static func isIdentifier(_ name: String) -> Bool {
@@ -242,27 +240,38 @@ public final class CompiledRuleSet: Sendable {
 
   /// Evaluates every rule (shadow ones too) on one payment's variables. A rule that fails at
   /// run time counts as `review` (fail closed) and is reported with its error.
-  func decide(_ variables: [Value]) -> RiskDecision {
+  public func decide(_ variables: [Value]) -> RiskDecision {
     var decision = RiskDecision(outcome: .allow, hits: [], ruleSetVersion: self.ruleSet.version, score: 0)
+    guard let first = self.programs.first else { return decision }
+    let evaluation = Evaluation(variables, for: first)
     for (rule, program) in zip(self.ruleSet.rules, self.programs) {
-      var hit = RiskHit(ruleID: rule.id, action: rule.action, severity: rule.severity, shadow: rule.shadow, score: rule.score)
       do {
-        guard case .bool(true) = try program.evaluate(variables) else { continue }
+        guard case .bool(true) = try program.evaluate(in: evaluation) else { continue }
+        var hit = RiskHit(ruleID: rule.id, action: rule.action, severity: rule.severity, shadow: rule.shadow, score: rule.score)
         // Only a rule that fired is explained (a second, tracing evaluation).
-        hit.because = ((try? program.explain(variables).because) ?? []).prefix(RiskDecision.maxExplanationLines).map { RiskDecision.clip($0) }
+        hit.because = ((try? program.explain(in: evaluation).because) ?? []).prefix(RiskDecision.maxExplanationLines).map {
+          RiskDecision.clip($0)
+        }
         hit.reason = rule.description
+        self.record(hit, rule, into: &decision)
       } catch {
-        hit.action = .review
+        var hit = RiskHit(ruleID: rule.id, action: .review, severity: rule.severity, shadow: rule.shadow, score: rule.score)
         hit.error = error.message
         hit.reason = "failed at run time: \(error.message)"
+        self.record(hit, rule, into: &decision)
       }
-      if !rule.shadow {
-        decision.outcome = max(decision.outcome, hit.action)
-        decision.score += hit.error.isEmpty ? rule.score : 0
-      }
-      decision.hits.append(hit)
     }
     return decision
+  }
+}
+
+extension CompiledRuleSet {
+  fileprivate func record(_ hit: RiskHit, _ rule: RiskRule, into decision: inout RiskDecision) {
+    if !rule.shadow {
+      decision.outcome = max(decision.outcome, hit.action)
+      decision.score += hit.error.isEmpty ? rule.score : 0
+    }
+    decision.hits.append(hit)
   }
 }
 
@@ -301,6 +310,8 @@ public struct RiskDecision: Sendable, Hashable {
   /// An explanation line as shown and stored: on one line (a rule's source may span several),
   /// control characters escaped, at most ``maxExplanationBytes`` bytes, cut between scalars.
   static func clip(_ line: String, maxBytes: Int = RiskDecision.maxExplanationBytes) -> String {
+    // Nearly always: short, one line, nothing to escape.
+    if line.utf8.count <= maxBytes, !line.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) { return line }
     var out = ""
     var taken = 0
     for scalar in line.unicodeScalars {
