@@ -38,8 +38,9 @@ nogc_pid=""
 held_pid=""
 shared_pid=""
 approve_pid=""
+rules_pid=""
 cleanup() {
-  for pid in $daemon_pid $nogc_pid $held_pid $shared_pid $approve_pid; do
+  for pid in $daemon_pid $nogc_pid $held_pid $shared_pid $approve_pid $rules_pid; do
     if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; fi
   done
   rm -rf "$work"
@@ -75,6 +76,17 @@ config banklinkd data "$writer_cpus" "$auto_approve"
 config banklinkd-nogc data-nogc "\"group_commit\": false${writer_cpus:+, $writer_cpus}" "$auto_approve"
 config banklinkd-held data-held "$writer_cpus" 0
 config banklinkd-shared data-shared "" "$auto_approve"
+# Risk rules: the example rule set of docs/, otherwise as the first daemon. Its duplicate and
+# burst rules send the bench's payments (the same creditor and amount, back to back) to review,
+# so they are held for approval: compared with the "held" daemon (every payment held, no rules).
+cp docs/rules.example.json "$work/rules.json"
+config banklinkd-rules data-rules "$writer_cpus" "$auto_approve"
+python3 - "$work/banklinkd-rules.json" <<'PY'
+import json, sys
+config = json.load(open(sys.argv[1]))
+config["risk"] = {"rule_set_file": "rules.json"}
+json.dump(config, open(sys.argv[1], "w"), indent=2)
+PY
 # Approvals: every payment waits for one approver, without a one-time password. A code is accepted
 # once per principal and 30 s step, so a load of OTP approvals would need thousands of enrolled
 # approvers; the OTP check (unseal the secret, HMAC) is measured in `make microbench` instead.
@@ -147,11 +159,14 @@ held_pid=$!
 shared_pid=$!
 "${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-approve.json" --log-level info 2>"$work/approve.log" &
 approve_pid=$!
+"${daemon_pin[@]}" "$bin/banklinkd" --config "$work/banklinkd-rules.json" --log-level info 2>"$work/rules.log" &
+rules_pid=$!
 gc_address="127.0.0.1:$port"
 nogc_address="127.0.0.1:$(listening_port "$work/nogc.log")"
 held_address="127.0.0.1:$(listening_port "$work/held.log")"
 shared_address="127.0.0.1:$(listening_port "$work/shared.log")"
 approve_address="127.0.0.1:$(listening_port "$work/approve.log")"
+rules_address="127.0.0.1:$(listening_port "$work/rules.log")"
 echo "$rounds rounds of balance, pay (group commit on), pay (off), pay (held for approval), pay (writer on the loop's core)"
 for round in $(seq 1 "$rounds"); do
   BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key" BANKLINK_ADDRESS="$gc_address" \
@@ -160,6 +175,7 @@ for round in $(seq 1 "$rounds"); do
   BANKLINK_ADDRESS="$gc_address" run "pay-r$round" --scenario pay; sleep "$settle_s"
   BANKLINK_ADDRESS="$nogc_address" run "pay-nogc-r$round" --scenario pay; sleep "$settle_s"
   BANKLINK_ADDRESS="$held_address" run "pay-held-r$round" --scenario pay
+  BANKLINK_ADDRESS="$rules_address" run "pay-rules-r$round" --scenario pay
   BANKLINK_ADDRESS="$shared_address" run "pay-shared-r$round" --scenario pay; sleep "$settle_s"
   # approve beside pay, both with the grpc-swift client (the approve scenario needs it): pay on
   # the first daemon (auto-approved), approve on the approvals daemon, each approval releasing
@@ -169,8 +185,8 @@ for round in $(seq 1 "$rounds"); do
     run "approve-r$round" --scenario approve --driver grpc-swift --prepare "$prepare" \
     --payer-cert "$work/pki/erp.pem" --payer-key "$work/pki/erp.key"; sleep "$settle_s"
 done
-for pid in $daemon_pid $nogc_pid $held_pid $shared_pid $approve_pid; do kill -TERM "$pid"; wait "$pid" || true; done
-daemon_pid=""; nogc_pid=""; held_pid=""; shared_pid=""; approve_pid=""
+for pid in $daemon_pid $nogc_pid $held_pid $shared_pid $approve_pid $rules_pid; do kill -TERM "$pid"; wait "$pid" || true; done
+daemon_pid=""; nogc_pid=""; held_pid=""; shared_pid=""; approve_pid=""; rules_pid=""
 # Each daemon logs its group commit counts when it stops: payments per commit, for the record.
 batch() { sed -n 's/.*group_commit_commits=\([0-9]*\).*group_commit_writes=\([0-9]*\).*/\2 \1/p' "$1" | awk '{ if ($2 > 0) printf "%.1f", $1 / $2 }'; }
 gc_batch="$(batch "$work/daemon.log")"
@@ -182,7 +198,7 @@ work, rss_kib, duration, concurrency, connections, rounds, gc_batch, held_batch,
 rounds = int(rounds)
 load = lambda name: json.load(open(f"{work}/{name}.json"))
 noop, balance, half, noop_half = load("noop"), load("balance"), load("balance-half"), load("noop-half")
-per_round = [{kind: load(f"{kind}-r{r}") for kind in ["balance", "pay", "pay-nogc", "pay-held", "pay-shared", "pay-grpc", "approve"]}
+per_round = [{kind: load(f"{kind}-r{r}") for kind in ["balance", "pay", "pay-nogc", "pay-held", "pay-rules", "pay-shared", "pay-grpc", "approve"]}
              for r in range(1, rounds + 1)]
 tput = lambda run: run["throughput_per_s"]
 ratio = tput(balance) / tput(noop)
@@ -198,6 +214,7 @@ pay = spread([tput(r["pay"]) / tput(r["balance"]) for r in per_round])
 held = spread([tput(r["pay-held"]) / tput(r["balance"]) for r in per_round])
 shared = spread([tput(r["pay-shared"]) / tput(r["balance"]) for r in per_round])
 approve = spread([tput(r["approve"]) / max(tput(r["pay-grpc"]), 0.001) for r in per_round])
+rules = spread([tput(r["pay-rules"]) / max(tput(r["pay-held"]), 0.001) for r in per_round])
 fmt = lambda s: f"{s[0]:.2f}× (rounds: {s[1]:.2f}–{s[2]:.2f})"
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print()
@@ -209,6 +226,7 @@ print(f"pay group commit on/off: {fmt(gc)}  (target >= 3)")
 print(f"pay/balance: {fmt(pay)}  (target >= 0.7); create path alone (held for approval): {fmt(held)}")
 print(f"pay/balance with the writer thread on the event loop's core: {fmt(shared)}")
 print(f"approve/pay (grpc-swift client, each approval releasing its payment): {fmt(approve)}")
+print(f"pay with the example rule set / pay held without rules: {fmt(rules)}  (target >= 0.9)")
 print(f"group-committed writes per commit: {gc_batch or '?'} (pay), {held_batch or '?'} (held)")
 
 def row(name, r):
@@ -221,6 +239,7 @@ round_rows = "\n".join(
         row(f"round {i}: pay (CreatePayment, auto-approved, on to the bank), group commit on", r["pay"]),
         row(f"round {i}: pay, group commit off", r["pay-nogc"]),
         row(f"round {i}: pay, create path alone (held for approval), group commit on", r["pay-held"]),
+        row(f"round {i}: pay with the example rule set (sent to review: held), group commit on", r["pay-rules"]),
         row(f"round {i}: pay, group commit on, writer thread on the event loop's core", r["pay-shared"]),
         row(f"round {i}: pay, grpc-swift client", r["pay-grpc"]),
         row(f"round {i}: approve (ApprovePayment, P-256 signature, no OTP), grpc-swift client", r["approve"]),
@@ -253,6 +272,9 @@ pausing {settle_s} s after each run whose payments flow on to the simulated bank
   writer thread on the event loop's core: {fmt(shared)}
 - approve/pay, both through the grpc-swift client: **{fmt(approve)}** (each approval checks a
   P-256 signature, journals it and releases the payment; no OTP — see scripts/bench.sh)
+- pay with the example rule set (docs/rules.example.json: features, 9 rules, the explanation
+  of those that fire, a risk_hit alert per payment) / the create path held without rules:
+  **{fmt(rules)}** (target ≥ 0.9×)
 - group-committed writes per commit: {gc_batch or '?'} (pay, including the bank side's updates),
   {held_batch or '?'} (held)
 """
