@@ -376,6 +376,7 @@ public struct DaemonConfiguration: Sendable {
     }
 
     var risk = Risk()
+    var timeZoneConfigured = false
     if var riskReader = try reader.optionalObject("risk") {
       if let file = try riskReader.optionalString("rule_set_file") {
         let rulesPath = path(try nonEmpty(file, key: "risk.rule_set_file"))
@@ -396,7 +397,10 @@ public struct DaemonConfiguration: Sendable {
         }
         return zone
       }
-      if let name = try riskReader.optionalString("time_zone") { risk.timeZone = try zone(name, key: "risk.time_zone") }
+      if let name = try riskReader.optionalString("time_zone") {
+        risk.timeZone = try zone(name, key: "risk.time_zone")
+        timeZoneConfigured = true
+      }
       if var zonesReader = try riskReader.optionalObject("account_time_zones") {
         for account in zonesReader.keys {
           let key = "risk.account_time_zones.\(account)"
@@ -409,6 +413,11 @@ public struct DaemonConfiguration: Sendable {
         try zonesReader.finish()
       }
       try riskReader.finish()
+    }
+    if !timeZoneConfigured && TimeZone(identifier: "Asia/Shanghai") == nil {
+      // Rules on `features.hour` would run 8 hours off without saying so.
+      throw ConfigError(
+        key: "risk.time_zone", message: "the default Asia/Shanghai is not in this system's time zone database (install tzdata), set it")
     }
 
     var payments = Payments()

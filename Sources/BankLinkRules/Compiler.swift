@@ -5,6 +5,9 @@ public struct Declarations: Sendable {
   /// Names bound to values known when compiling (a rule set's lists): folded into the program,
   /// so `x in lists.blocked` is a hash lookup rather than a walk of the list.
   var constants: [String: (value: Value, type: CELType)] = [:]
+  /// For each list of strings among a bound message's fields ("lists.blocked"): its strings,
+  /// hashed once and shared by every `in` over it (not rebuilt per rule or per comparison).
+  var constantIndexes: [String: ListIndex] = [:]
 
   public init(_ variables: [(name: String, type: CELType)] = []) {
     for variable in variables { self.declare(variable.name, variable.type) }
@@ -13,6 +16,13 @@ public struct Declarations: Sendable {
   public mutating func bind(_ name: String, constant value: Value, type: CELType) {
     precondition(self.slots[name] == nil && self.constants[name] == nil, "\(name) declared twice")
     self.constants[name] = (value, type)
+    if case .object(let object) = value {
+      for (index, field) in object.type.fields.enumerated() {
+        if case .list(let elements)? = object.fields[index], let keys = ListIndex(elements) {
+          self.constantIndexes[name + "." + field.name] = keys
+        }
+      }
+    }
   }
 
   public mutating func declare(_ name: String, _ type: CELType) {
@@ -98,14 +108,19 @@ public final class Evaluation {
     self.declaredCount = variables.count
   }
 
+  /// Work done by every program evaluated so far (at most ``RuleLimits/maxDecisionSteps``).
+  public var steps: Int { self.activation.steps }
+
   func prepare(_ program: Program, explaining: Bool) -> Activation {
     precondition(program.declaredCount == self.declaredCount, "one value per declared variable")
     let activation = self.activation
     if activation.slots.count < program.slotCount {
       activation.slots.append(contentsOf: repeatElement(.null, count: program.slotCount - activation.slots.count))
     }
-    activation.steps = 0
+    // Each program has its own budget, and all of them together one more.
+    activation.limit = activation.steps + min(RuleLimits.maxEvaluationSteps, max(0, RuleLimits.maxDecisionSteps - activation.steps))
     activation.trace = explaining ? [] : nil
+    activation.quiet = 0
     return activation
   }
 }
@@ -167,7 +182,9 @@ struct ExpressionCompiler {
         guard let slot = objectType.slot(field) else { throw self.error(node, "undefined field '\(field)' of \(objectType.name)") }
         let fieldType = objectType.fields[slot].type
         if let constant = operand as? ConstantNode, case .object(let object) = constant.value {
-          return (ConstantNode(object.fields[slot] ?? Operators.defaultValue(fieldType)), fieldType)
+          var index: ListIndex?
+          if case .identifier(let name) = operandSyntax.kind { index = self.declarations.constantIndexes[name + "." + field] }
+          return (ConstantNode(object.fields[slot] ?? Operators.defaultValue(fieldType), index: index), fieldType)
         }
         return (ObjectFieldNode(operand, slot: slot, defaultValue: Operators.defaultValue(fieldType)), fieldType)
       case .map(let key, let value) where key == .string || key == .dyn:

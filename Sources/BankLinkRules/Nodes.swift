@@ -2,18 +2,26 @@
 /// variables), the iteration budget, and the explanation when one is asked for.
 final class Activation {
   var slots: [Value]
+  /// Work done since the activation was made (every program of an ``Evaluation`` adds to it).
   var steps = 0
+  /// Where the program being evaluated must stop: its own budget, within what is left of the
+  /// whole evaluation's.
+  var limit = RuleLimits.maxEvaluationSteps
   /// Comparisons that held, as text, when explaining (nil: not explaining).
   var trace: [String]?
+  /// Inside a macro: nothing is traced (what explains a rule is its own comparisons).
+  var quiet = 0
 
   init(slots: [Value], explaining: Bool) {
     self.slots = slots
     self.trace = explaining ? [] : nil
   }
 
+  var tracing: Bool { self.trace != nil && self.quiet == 0 }
+
   func step(cost: Int = 1) throws(EvaluationError) {
     self.steps += cost
-    if self.steps > RuleLimits.maxEvaluationSteps { throw .budget }
+    if self.steps > self.limit { throw .budget }
   }
 }
 
@@ -30,9 +38,29 @@ class EvalNode: @unchecked Sendable {
   }
 }
 
+/// The strings of a constant list, hashed by code points.
+final class ListIndex: Sendable {
+  let keys: Set<MapKey>
+
+  /// Nil unless every element is a string.
+  init?(_ elements: [Value]) {
+    var keys = Set<MapKey>(minimumCapacity: elements.count)
+    for element in elements {
+      guard case .string(let text) = element else { return nil }
+      keys.insert(.string(text))
+    }
+    self.keys = keys
+  }
+}
+
 final class ConstantNode: EvalNode, @unchecked Sendable {
   let value: Value
-  init(_ value: Value) { self.value = value }
+  /// For a bound list of strings: its shared index (see ``Declarations``).
+  let index: ListIndex?
+  init(_ value: Value, index: ListIndex? = nil) {
+    self.value = value
+    self.index = index
+  }
   override func eval(_ a: Activation) throws(EvaluationError) -> Value { self.value }
 }
 
@@ -116,6 +144,7 @@ final class ListNode: EvalNode, @unchecked Sendable {
   let elements: [EvalNode]
   init(_ elements: [EvalNode]) { self.elements = elements }
   override func eval(_ a: Activation) throws(EvaluationError) -> Value {
+    try a.step(cost: self.elements.count / RuleLimits.elementsPerStep)
     var values: [Value] = []
     values.reserveCapacity(self.elements.count)
     for element in self.elements { values.append(try element.eval(a)) }
@@ -127,6 +156,7 @@ final class MapNode: EvalNode, @unchecked Sendable {
   let entries: [(EvalNode, EvalNode)]
   init(_ entries: [(EvalNode, EvalNode)]) { self.entries = entries }
   override func eval(_ a: Activation) throws(EvaluationError) -> Value {
+    try a.step(cost: self.entries.count / RuleLimits.elementsPerStep)
     var map = MapValue()
     for (keyNode, valueNode) in self.entries {
       let key = try keyNode.eval(a)
@@ -221,12 +251,13 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
     default: self.kind = .order
     }
     var members: Set<MapKey>?
-    if op == "in", let constant = rhs as? ConstantNode, case .list(let elements) = constant.value {
-      let strings = elements.compactMap { (element: Value) -> MapKey? in
-        if case .string(let text) = element { return .string(text) }
-        return nil
+    if op == "in", let constant = rhs as? ConstantNode {
+      if let index = constant.index {
+        members = index.keys  // shared storage, not a copy
+      } else if case .list(let elements) = constant.value {
+        // A literal list in the expression: bounded by the expression's size.
+        members = ListIndex(elements)?.keys
       }
-      if strings.count == elements.count { members = Set(strings) }
     }
     self.members = members
   }
@@ -234,6 +265,8 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
   override func eval(_ a: Activation) throws(EvaluationError) -> Value {
     let left = try self.lhs.eval(a)
     let right = try self.rhs.eval(a)
+    // Walking a computed list (deep equality, membership) is work the budget counts.
+    if case .list(let list) = right, self.members == nil { try a.step(cost: list.count / RuleLimits.elementsPerStep) }
     let result: Bool
     switch self.kind {
     case .equal: result = Operators.equal(left, right)
@@ -246,7 +279,7 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
       }
     case .order: result = try Operators.compare(self.op, left, right)
     }
-    if result, a.trace != nil {
+    if result, a.tracing {
       a.trace?.append("\(self.render(self.lhsText, left, self.lhsIsConstant)) \(self.op) \(self.render(self.rhsText, right, self.rhsIsConstant))")
     }
     return .bool(result)
@@ -333,7 +366,7 @@ final class ExplainedNode: EvalNode, @unchecked Sendable {
   }
   override func eval(_ a: Activation) throws(EvaluationError) -> Value {
     let value = try self.inner.eval(a)
-    if a.trace != nil, case .bool(true) = value { a.trace?.append(self.text) }
+    if a.tracing, case .bool(true) = value { a.trace?.append(self.text) }
     return value
   }
 }
@@ -381,7 +414,10 @@ final class FunctionNode: EvalNode, @unchecked Sendable {
         throw .noSuchOverload(self.name, first, second)
       }
       switch self.function {
-      case .contains: return .bool(UTF8Text.contains(text, argument))
+      case .contains:
+        // A naive search: text × needle comparisons at worst.
+        try a.step(cost: text.utf8.count * argument.utf8.count / RuleLimits.bytesPerStep)
+        return .bool(UTF8Text.contains(text, argument))
       case .startsWith: return .bool(UTF8Text.hasPrefix(text, argument))
       case .endsWith: return .bool(UTF8Text.hasSuffix(text, argument))
       case .matches(let compiled):
@@ -446,8 +482,8 @@ final class ComprehensionNode: EvalNode, @unchecked Sendable {
     let saved = a.slots[self.slot]
     defer { a.slots[self.slot] = saved }
     // Explanations come from the rule's own comparisons, not from inside the macro.
-    let mark = a.trace?.count
-    defer { if let mark { a.trace?.removeSubrange(mark...) } }
+    a.quiet += 1
+    defer { a.quiet -= 1 }
     var failure: EvaluationError?
     var count = 0
     var output: [Value] = []
@@ -469,7 +505,10 @@ final class ComprehensionNode: EvalNode, @unchecked Sendable {
         if try self.predicate!.bool(a, "filter") { output.append(element) }
       case .map:
         if let predicate = self.predicate, try !predicate.bool(a, "map") { continue }
-        output.append(try self.transform!.eval(a))
+        let value = try self.transform!.eval(a)
+        // What the macro keeps counts too: a list of lists grows with both.
+        if case .list(let inner) = value { try a.step(cost: inner.count / RuleLimits.elementsPerStep) }
+        output.append(value)
       }
     }
     switch self.kind {

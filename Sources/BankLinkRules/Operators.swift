@@ -106,9 +106,15 @@ enum Operators {
       if overflow { throw .overflow }
       return .uint(sum)
     case (.double(let a), .double(let b)): return .double(a + b)
-    case (.string(let a), .string(let b)): return .string(a + b)
-    case (.bytes(let a), .bytes(let b)): return .bytes(a + b)
-    case (.list(let a), .list(let b)): return .list(a + b)
+    case (.string(let a), .string(let b)):
+      guard a.utf8.count + b.utf8.count <= RuleLimits.maxValueBytes else { throw self.tooLarge }
+      return .string(a + b)
+    case (.bytes(let a), .bytes(let b)):
+      guard a.count + b.count <= RuleLimits.maxValueBytes else { throw self.tooLarge }
+      return .bytes(a + b)
+    case (.list(let a), .list(let b)):
+      guard a.count + b.count <= RuleLimits.maxValueElements else { throw self.tooLarge }
+      return .list(a + b)
     case (.timestamp(let a), .duration(let b)), (.duration(let b), .timestamp(let a)):
       return .timestamp(try self.shift(a, by: b.seconds, b.nanos))
     case (.duration(let a), .duration(let b)):
@@ -116,6 +122,9 @@ enum Operators {
     default: throw .noSuchOverload("_+_", lhs, rhs)
     }
   }
+
+  static let tooLarge = EvaluationError(
+    "value too large: at most \(RuleLimits.maxValueBytes) bytes of string or bytes, \(RuleLimits.maxValueElements) list elements")
 
   static func subtract(_ lhs: Value, _ rhs: Value) throws(EvaluationError) -> Value {
     switch (lhs, rhs) {

@@ -14,6 +14,16 @@ public enum RuleLimits {
   /// macros nested over them, or patterns over long texts) fails with an error instead of
   /// running on: about 10 ms of work at most.
   public static let maxEvaluationSteps = 100_000
+  /// Work of all the rules of one decision together (each within its own budget above).
+  public static let maxDecisionSteps = 1_000_000
+  /// List elements walked, built or kept (comparisons, membership in a computed list, list and
+  /// map literals, `map` results) that count as one step.
+  public static let elementsPerStep = 16
+  /// Byte comparisons of `contains` (text × needle at worst) that count as one step.
+  public static let bytesPerStep = 4_096
+  /// The largest string or bytes value `+` builds, and the longest list.
+  public static let maxValueBytes = 65_536
+  public static let maxValueElements = 10_000
   /// Regex instructions per text byte that count as one step.
   public static let regexWorkPerStep = 100
 }

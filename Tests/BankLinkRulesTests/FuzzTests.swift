@@ -135,5 +135,14 @@ struct FuzzTests {
     let program = try Declarations([("l", .list(.int))]).compile("l.all(a, l.all(b, l.all(c, a + b + c >= 0)))")
     let big = Value.list((0..<100).map { .int($0) })
     #expect(throws: EvaluationError.self) { try program.evaluate([big]) }
+    // Strings doubled until they are too large fail by name instead of filling memory.
+    let doubling = try Declarations([("s", .string)]).compile(
+      "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17].map(i, s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s) != []")
+    let long = Value.string(String(repeating: "x", count: 8_192))
+    #expect { try doubling.evaluate([long]) } throws: { ($0 as? EvaluationError)?.message.hasPrefix("value too large") == true }
+    // Deep equality of computed lists is work the budget counts.
+    let walk = try Declarations([("l", .list(.int))]).compile("l.map(a, l) == l.map(b, l)")
+    let thousand = Value.list((0..<1_000).map { .int($0) })
+    #expect { try walk.evaluate([thousand]) } throws: { ($0 as? EvaluationError)?.message.hasPrefix("evaluation budget") == true }
   }
 }

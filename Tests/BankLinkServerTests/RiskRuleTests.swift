@@ -178,6 +178,59 @@ struct RiskRuleTests {
     }
   }
 
+  @Test("review on a policy already at five levels asks the last level for one more approver; a non-bool dyn rule reviews")
+  func reviewAtMostLevels() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let level = Banklink_V1_ApprovalLevel.with { $0.requiredApprovals = 1; $0.roles = [.approver] }
+      _ = try await Self.admin(server) { admin in
+        try await admin.putApprovalPolicy(.with {
+          $0.policy = .with {
+            $0.rules = [
+              .with {
+                $0.id = "five"
+                $0.match = .with { $0.minAmountMinor = 1 }
+                $0.requirement = .with {
+                  $0.levels = Array(repeating: level, count: Limits.maxApprovalLevels)
+                  $0.approvalWindowSeconds = 3_600
+                  $0.requireOtp = false
+                }
+              }
+            ]
+          }
+        })
+      }
+      _ = try await Self.put(
+        server, Self.ruleSet([Self.rule("large", "payment.amount >= 50000", .review), Self.rule("odd", "dyn(payment.amount)", .allow)]))
+      let reviewed = try await Self.create(server, "l-1", Self.instruction(60_000))
+      #expect(reviewed.status == .pendingApproval)
+      // The approval record reads back (it used to get a sixth level it could not hold).
+      let state = try #require(try server.payments.approvalState(reviewed.paymentID))
+      #expect(state.requirement.levels.count == Limits.maxApprovalLevels)
+      #expect(state.requirement.levels.last?.required == 2)
+      let odd = try #require(reviewed.riskDecision.hits.first { $0.ruleID == "odd" })
+      #expect(odd.action == .review && odd.error.contains("not bool"), "\(odd)")
+    }
+  }
+
+  @Test("sanctions and blocklists see through the client's country and account punctuation")
+  func normalisation() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      _ = try await Self.put(
+        server,
+        Self.ruleSet(
+          [
+            Self.rule("country", "payment.creditor.bic_country in lists.sanctioned", .block),
+            Self.rule("blocked", "payment.creditor.account in lists.blocked", .block),
+          ], lists: ["sanctioned": ["KP"], "blocked": ["62170000ABC123"]]))
+      var viaBank = Self.instruction(10_000, country: "DE")
+      viaBank.creditor.bic = "KKBCKPPY"
+      #expect(try await Self.create(server, "n-1", viaBank).status == .blocked)
+      let dashed = try await Self.create(server, "n-2", Self.instruction(10_000, account: "6217-0000 abc-123"))
+      #expect(dashed.status == .blocked, "\(dashed.statusReason)")
+      #expect(try await Self.create(server, "n-3", Self.instruction(10_000)).status == .approved)
+    }
+  }
+
   @Test("features are kept per account in LMDB: windows, first-time creditor, duplicates, amount baseline")
   func features() async throws {
     try await withTestServer(principals: Self.principals) { server in

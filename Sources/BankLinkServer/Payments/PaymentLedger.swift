@@ -221,8 +221,13 @@ public struct PaymentLedger: Sendable {
       if requirement.levels.isEmpty {
         requirement = ApprovalPolicy.Requirement(
           levels: [ApprovalPolicy.riskReviewLevel], windowSeconds: Limits.defaultApprovalWindowSeconds, requireOTP: true)
-      } else {
+      } else if requirement.levels.count < Limits.maxApprovalLevels {
         requirement.levels.append(ApprovalPolicy.riskReviewLevel)
+      } else {
+        // A policy already at the most levels a payment can store: the last level needs one
+        // more approver instead (never more levels than the approval record holds).
+        let last = requirement.levels.count - 1
+        requirement.levels[last].required = min(requirement.levels[last].required + 1, Limits.maxApprovalsPerLevel)
       }
       ruleID = ruleID.isEmpty ? "risk-review" : ruleID + "+risk-review"
     }

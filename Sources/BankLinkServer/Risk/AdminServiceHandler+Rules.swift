@@ -13,13 +13,17 @@ extension AdminServiceHandler {
   static let maxBacktestPayments = 10_000
   static let defaultBacktestPayments = 1_000
   static let maxBacktestScan = 100_000
+  /// Wall time a backtest may take (it holds one read transaction, which keeps LMDB from
+  /// reusing pages while it runs).
+  static let maxBacktestMilliseconds: Int64 = 10_000
   /// Differing decisions a backtest returns in full.
   static let maxBacktestDecisions = 100
 
   func getRuleSet(request: Banklink_V1_GetRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_RuleSet {
-    // Version 0 (an empty set): no rules put yet; every payment is allowed.
-    let compiled = try withStore { try self.store.withReadTransaction { try self.payments.rules.current(in: $0) } }
-    return compiled.map { Banklink_V1_RuleSet($0.ruleSet) } ?? Banklink_V1_RuleSet()
+    // Version 0 (an empty set): no rules put yet; every payment is allowed. The stored message
+    // as put, not compiled: shown even if this build would refuse it.
+    let stored = try withStore { try self.store.withReadTransaction { try self.payments.rules.storedCurrent(in: $0) } }
+    return stored ?? Banklink_V1_RuleSet()
   }
 
   func validateRuleSet(
@@ -102,7 +106,9 @@ extension AdminServiceHandler {
     }
     switch request.subject {
     case .payment(let message):
-      let instruction = try domainInstruction(message, prefix: "payment.")
+      var instruction = try domainInstruction(message, prefix: "payment.")
+      // As CreatePayment does: an empty date is the day the payment is made.
+      if instruction.requestedExecutionDate.isEmpty { instruction.requestedExecutionDate = self.payments.now().isoDate }
       let violations = PaymentValidation.violations(of: instruction, today: self.payments.now().isoDate, prefix: "payment.")
       guard violations.isEmpty else { throw badRequest(violations) }
       let caller = try Caller.required()
@@ -160,13 +166,23 @@ extension AdminServiceHandler {
       end = value
     }
     var response = Banklink_V1_TestRuleSetResponse()
+    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Self.maxBacktestMilliseconds))
+    var stopped: String?
     try withStore {
       try self.store.withReadTransaction { txn in
         var scanned = 0
         var accounts: [String: Account] = [:]
         try txn.scan(.payments) { _, value in
+          guard response.paymentsEvaluated + response.notEvaluable < limit else { return false }
           scanned += 1
-          guard scanned <= Self.maxBacktestScan, response.paymentsEvaluated + response.notEvaluable < limit else { return false }
+          if scanned > Self.maxBacktestScan {
+            stopped = "read \(Self.maxBacktestScan) stored payments"
+            return false
+          }
+          if scanned % 64 == 0, ContinuousClock.now > deadline || Task.isCancelled {
+            stopped = "ran for \(Self.maxBacktestMilliseconds / 1000) s"
+            return false
+          }
           let payment = try Payment(record: value)
           if let start, payment.createdAt < start { return true }
           if let end, payment.createdAt >= end { return true }
@@ -198,6 +214,13 @@ extension AdminServiceHandler {
           return true
         }
       }
+    }
+    // A partial backtest is not reported as if it were whole.
+    if let stopped {
+      throw GoogleRPCStatus(
+        code: .resourceExhausted,
+        message: "backtest stopped after it \(stopped), having evaluated \(response.paymentsEvaluated) payments: narrow start_time and end_time or lower max_payments",
+        details: [])
     }
     return response
   }

@@ -90,8 +90,8 @@ enum RiskFeatures {
   /// A creditor as the features know it: its account (IBAN or number, spaces removed, upper
   /// case) and BIC — the name is left out (banks pay by account, and names vary in spelling).
   static func creditorKey(_ creditor: Creditor) -> [UInt8] {
-    let account = (creditor.iban.isEmpty ? creditor.accountNumber : creditor.iban).uppercased().filter { !$0.isWhitespace }
-    return Array(account.utf8) + [0] + Array(creditor.bic.uppercased().utf8)
+    let account = RiskVariables.normalised(creditor.iban.isEmpty ? creditor.accountNumber : creditor.iban)
+    return Array(account.utf8) + [0] + Array(RiskVariables.normalisedBIC(creditor.bic).utf8)
   }
 
   private static func prefix(_ accountID: String) -> [UInt8] { Array(accountID.utf8) + [0] }
@@ -195,7 +195,7 @@ enum RiskFeatures {
     }
     var creditorRecord = RecordWriter(capacity: 16)
     creditorRecord.write(first)
-    creditorRecord.write(paid + 1)
+    creditorRecord.write(paid &+ 1)
     try txn.put(creditorKey, creditorRecord.bytes, in: .riskCreditors)
 
     let recentKey = Self.recentKey(creditorKey, amount)
@@ -227,7 +227,7 @@ enum RiskFeatures {
       variance = (1 - Self.baselineWeight) * (variance + difference * increment)
     }
     var baseline = RecordWriter(capacity: 24)
-    baseline.write(count + 1)
+    baseline.write(count &+ 1)
     baseline.write(mean.bitPattern)
     baseline.write(variance.bitPattern)
     try txn.put(Array(accountID.utf8), baseline.bytes, in: .riskBaselines)

@@ -75,7 +75,8 @@ public enum RiskLimits {
 /// The variables rules are checked against and evaluated with (docs/rules.md lists them).
 public enum RiskVariables {
   public static let creditor = ObjectType(
-    name: "banklink.Creditor", fields: [("name", .string), ("account", .string), ("bic", .string), ("country", .string)])
+    name: "banklink.Creditor",
+    fields: [("name", .string), ("account", .string), ("bic", .string), ("country", .string), ("bic_country", .string)])
   public static let payment = ObjectType(
     name: "banklink.Payment",
     fields: [
@@ -108,8 +109,30 @@ public enum RiskVariables {
     return declarations
   }
 
-  /// An account number as rules compare it: upper case, without spaces.
-  static func normalised(_ account: String) -> String { account.uppercased().filter { !$0.isWhitespace } }
+  /// An account number as rules compare it: its ASCII letters and digits only, upper case
+  /// ("6217-0000 0000" and "62170000 0000" are one account).
+  static func normalised(_ account: String) -> String {
+    String(decoding: account.utf8.compactMap { byte -> UInt8? in
+      switch byte {
+      case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "A")...UInt8(ascii: "Z"): byte
+      case UInt8(ascii: "a")...UInt8(ascii: "z"): byte - 32
+      default: nil
+      }
+    }, as: UTF8.self)
+  }
+
+  /// A BIC in its 11-character form (an 8-character BIC is the same institution's head office,
+  /// "XXX"), upper case.
+  static func normalisedBIC(_ bic: String) -> String {
+    let upper = Self.normalised(bic)
+    return upper.utf8.count == 8 ? upper + "XXX" : upper
+  }
+
+  /// The country of a BIC (its 5th and 6th characters), or "" when it has none.
+  static func bicCountry(_ bic: String) -> String {
+    let bytes = Array(Self.normalised(bic).utf8)
+    return bytes.count >= 6 ? String(decoding: bytes[4..<6], as: UTF8.self) : ""
+  }
 
   public static func values(
     instruction: PaymentInstruction, creator: String, account: Account, features: FeatureSnapshot, at now: Instant
@@ -125,7 +148,7 @@ public enum RiskVariables {
             type: Self.creditor,
             fields: [
               .string(creditor.name), .string(Self.normalised(creditor.iban.isEmpty ? creditor.accountNumber : creditor.iban)),
-              .string(creditor.bic), .string(creditor.country),
+              .string(Self.normalisedBIC(creditor.bic)), .string(creditor.country), .string(Self.bicCountry(creditor.bic)),
             ])),
         .string(instruction.purpose), .string(creator), .string(instruction.requestedExecutionDate),
       ])
@@ -245,19 +268,24 @@ public final class CompiledRuleSet: Sendable {
     guard let first = self.programs.first else { return decision }
     let evaluation = Evaluation(variables, for: first)
     for (rule, program) in zip(self.ruleSet.rules, self.programs) {
-      do {
-        guard case .bool(true) = try program.evaluate(in: evaluation) else { continue }
+      do throws(EvaluationError) {
+        let value = try program.evaluate(in: evaluation)
+        guard case .bool(let held) = value else {
+          // A `dyn` rule that gave something else: an error, so review (fail closed).
+          throw EvaluationError("the rule gave \(value.typeName), not bool")
+        }
+        guard held else { continue }
         var hit = RiskHit(ruleID: rule.id, action: rule.action, severity: rule.severity, shadow: rule.shadow, score: rule.score)
         // Only a rule that fired is explained (a second, tracing evaluation).
         hit.because = ((try? program.explain(in: evaluation).because) ?? []).prefix(RiskDecision.maxExplanationLines).map {
           RiskDecision.clip($0)
         }
-        hit.reason = rule.description
+        hit.reason = RiskDecision.clip(rule.description)
         self.record(hit, rule, into: &decision)
       } catch {
         var hit = RiskHit(ruleID: rule.id, action: .review, severity: rule.severity, shadow: rule.shadow, score: rule.score)
-        hit.error = error.message
-        hit.reason = "failed at run time: \(error.message)"
+        hit.error = RiskDecision.clip(error.message)
+        hit.reason = RiskDecision.clip("failed at run time: \(error.message)")
         self.record(hit, rule, into: &decision)
       }
     }

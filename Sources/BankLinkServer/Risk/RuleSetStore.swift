@@ -13,58 +13,83 @@ import Synchronization
 /// the transaction that creates it, and a new version takes effect on the next payment.
 public final class RuleSetStore: Sendable {
   static let versionKey = Array("rule_set_version".utf8)
-  private let cache = Mutex<CompiledRuleSet?>(nil)
+  /// The compiled set with the version and SHA-256 of the stored message it came from: a cache
+  /// entry filled inside a transaction that later failed to commit can never pass for another
+  /// set stored under the same version number.
+  private let cache = Mutex<(compiled: CompiledRuleSet, digest: [UInt8])?>(nil)
 
   public init() {}
 
-  /// The compiled set in force, or nil before any was put (every payment is allowed).
-  public func current(in txn: some ReadableTransaction) throws -> CompiledRuleSet? {
+  /// The version in force and the SHA-256 of its stored message, or nil before any was put.
+  func head(in txn: some ReadableTransaction) throws -> (version: UInt64, digest: [UInt8])? {
     guard let bytes = try txn.get(Self.versionKey, in: .meta) else { return nil }
     var reader = RecordReader(bytes)
     let version = try reader.readUInt64()
-    if let cached = self.cache.withLock({ $0 }), cached.ruleSet.version == version { return cached }
-    let ruleSet = try Self.load(version, in: txn)
+    let digest = try reader.readBytes(32)
+    try reader.finish()
+    return (version, digest)
+  }
+
+  /// The compiled set in force, or nil before any was put (every payment is allowed).
+  public func current(in txn: some ReadableTransaction) throws -> CompiledRuleSet? {
+    guard let head = try self.head(in: txn) else { return nil }
+    if let cached = self.cache.withLock({ $0 }), cached.compiled.ruleSet.version == head.version, cached.digest == head.digest {
+      return cached.compiled
+    }
+    let ruleSet = try RiskRuleSet(Self.stored(head.version, in: txn))
     switch CompiledRuleSet.compile(ruleSet) {
     case .success(let compiled):
-      self.cache.withLock { $0 = compiled }
+      self.cache.withLock { $0 = (compiled, head.digest) }
       return compiled
     case .failure(let failure):
       // Stored sets were checked when put; one that no longer compiles (a later build narrowed
-      // the language) must not let payments through unchecked.
+      // the language) must not let payments through unchecked. PutRuleSet, GetRuleSet and the
+      // configuration file do not compile the stored set, so a new one can still replace it.
       let problems = failure.issues.map { (issue: RuleSetIssue) in issue.description }.joined(separator: "; ")
-      throw StoreError(code: .corrupted, message: "stored rule set version \(version) no longer compiles: \(problems)")
+      throw StoreError(code: .corrupted, message: "stored rule set version \(head.version) no longer compiles: \(problems)")
     }
   }
 
-  static func load(_ version: UInt64, in txn: some ReadableTransaction) throws -> RiskRuleSet {
+  /// The stored message of `version`, as put.
+  static func stored(_ version: UInt64, in txn: some ReadableTransaction) throws -> Banklink_V1_RuleSet {
     guard let bytes = try txn.get(AuditJournal.key(version), in: .ruleSets) else {
       throw StoreError(code: .corrupted, message: "rule set version \(version) is missing")
     }
-    return RiskRuleSet(try Banklink_V1_RuleSet(serializedBytes: bytes))
+    return try Banklink_V1_RuleSet(serializedBytes: bytes)
   }
 
-  /// Stores `ruleSet` (already compiled, so valid) as the next version, journaled.
+  /// The message in force as stored (without compiling it), or nil before any was put.
+  func storedCurrent(in txn: some ReadableTransaction) throws -> Banklink_V1_RuleSet? {
+    try self.head(in: txn).map { try Self.stored($0.version, in: txn) }
+  }
+
+  /// Stores `compiled` (checked, so valid) as the next version, journaled.
   /// `expectedVersion` (when not 0) must be the current version.
   func put(
     _ compiled: CompiledRuleSet, expectedVersion: UInt64, by principal: String, at now: Instant, txn: inout WriteTransaction
   ) throws -> (RiskRuleSet, JournalReceipt) {
-    let current = try self.current(in: txn)?.ruleSet.version ?? 0
+    let current = try self.head(in: txn)?.version ?? 0
     if expectedVersion != 0 && expectedVersion != current { throw RuleSetConflict(current: current, expected: expectedVersion) }
     var stored = compiled.ruleSet
     stored.version = current + 1
     stored.updatedAt = now
     stored.updatedBy = principal
     let bytes: [UInt8] = try Banklink_V1_RuleSet(stored).serializedBytes()
+    let digest = Array(SHA256.hash(data: bytes))
     try txn.put(AuditJournal.key(stored.version), bytes, in: .ruleSets)
-    var version = RecordWriter(capacity: 8)
-    version.write(stored.version)
-    try txn.put(Self.versionKey, version.bytes, in: .meta)
+    var head = RecordWriter(capacity: 40)
+    head.write(stored.version)
+    head.writeRaw(digest)
+    try txn.put(Self.versionKey, head.bytes, in: .meta)
     let receipt = try AuditJournal.append(
       &txn, at: now, principal: principal, action: "rules.changed", object: "rule_set",
       details: [
         "version": String(stored.version), "rules": String(stored.rules.count), "lists": String(stored.lists.count),
-        "rule_set_sha256": Hex.encode(Array(SHA256.hash(data: bytes))),
+        "rule_set_sha256": Hex.encode(digest),
       ])
+    // Compiled already: the first payment after the put need not compile it on the writer
+    // thread. Safe even if this transaction does not commit (the digest keys the entry).
+    if case .success(let versioned) = CompiledRuleSet.compile(stored) { self.cache.withLock { $0 = (versioned, digest) } }
     return (stored, receipt)
   }
 }
@@ -196,15 +221,18 @@ extension CompiledRuleSet {
 
 extension PaymentLedger {
   /// Puts the configured rule set (`risk.rule_set_file`) in force when its rules or lists
-  /// differ from the set in force; returns the new version, or nil when nothing changed.
+  /// differ, byte for byte, from the stored set in force (which is not compiled here: a stored
+  /// set a newer build refuses can still be replaced); returns the new version, or nil.
   public func adoptConfiguredRuleSet(_ compiled: CompiledRuleSet) async throws -> UInt64? {
     let rules = self.rules
     let now = self.now()
     return try await self.writer.write { txn in
-      if let current = try rules.current(in: txn), current.ruleSet.rules == compiled.ruleSet.rules,
-        current.ruleSet.lists == compiled.ruleSet.lists
-      {
-        return nil
+      if let stored = try rules.storedCurrent(in: txn) {
+        let configured = Banklink_V1_RuleSet(compiled.ruleSet)
+        func content(_ message: Banklink_V1_RuleSet) throws -> [UInt8] {
+          try Banklink_V1_RuleSet.with { $0.rules = message.rules; $0.lists = message.lists }.serializedBytes()
+        }
+        if try content(stored) == content(configured) { return nil }
       }
       return try rules.put(compiled, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
     }
