@@ -4,7 +4,8 @@
 //
 // Module graph (one direction of dependency, pure at the bottom; arrows point at dependants):
 //
-//   BankLinkCore ─────┬─> BankLinkStore (+ CLMDB, CBankLinkThreads) ─┐
+//   BankLinkRules (the rule language; depends on nothing) ───────────┐
+//   BankLinkCore ─────┬─> BankLinkStore (+ CLMDB, CBankLinkThreads) ─┤
 //                     ├─> BankLinkBanks (connectors, simulator) ─────┤
 //                     ├─> BankLinkPKI ─> BankLinkClient ─> BankLinkCommandLine ─> banklink (admin CLI),
 //                     │                                                             banklink-load (load generator)
