@@ -174,7 +174,12 @@ struct MutualTLSTests {
         }
         #expect(unknown?.code == .notFound)
 
-        let statuses = try await health.watch(.init()) { response in
+        // Bounded: a clean-clone CI run once waited here for minutes (the stream's end never
+        // reached the client after the shutdown began); with a deadline that is a failure that
+        // names this test, not a CI run that times out.
+        var watchOptions = CallOptions.defaults
+        watchOptions.timeout = .seconds(30)
+        let statuses = try await health.watch(.init(), options: watchOptions) { response in
           var seen: [Grpc_Health_V1_HealthCheckResponse.ServingStatus] = []
           for try await message in response.messages {
             seen.append(message.status)
