@@ -209,7 +209,7 @@ public struct PaymentLedger: Sendable {
       try txn.put(Array(id.utf8), risk.decision.record(features: risk.features), in: .riskDecisions)
     }
     if let risk, risk.decision.outcome == .block {
-      return try Self.block(payment, risk.decision, instruction: instruction, creator: creator, at: now, txn: &txn)
+      return try Self.block(payment, risk.decision, creator: creator, at: now, txn: &txn)
     }
     // The approval policy in force in this transaction decides what the payment needs, and the
     // payment is pinned to that requirement; a `review` decision adds a level.
@@ -243,20 +243,8 @@ public struct PaymentLedger: Sendable {
     }
     // One entry for the whole creation: what was asked (the instruction's digest binds every
     // field), by whom, and the state it was left in.
-    var details: AuditPayload = [
-      "debtor_account": instruction.debtorAccountID,
-      "amount_minor": String(instruction.amount.minorUnits),
-      "currency": instruction.amount.currency.description,
-      "instruction_sha256": IdempotencyRecord.fingerprint(instruction.canonicalRecord),
-      "end_to_end_id": payment.endToEndID,
-      "status": payment.status.rawValue,
-    ]
+    var details = Self.creationDetails(payment, risk?.decision)
     if !batchID.isEmpty { details["batch_id"] = batchID }
-    if let risk {
-      details["risk_outcome"] = risk.decision.outcome.name
-      details["risk_rule_set_version"] = String(risk.decision.ruleSetVersion)
-      if !risk.decision.applied.isEmpty { details["risk_hits"] = risk.decision.applied.map(\.ruleID).joined(separator: ",") }
-    }
     if let approval {
       details["policy_version"] = String(approval.policyVersion)
       details["policy_rule"] = approval.ruleID
@@ -275,27 +263,36 @@ public struct PaymentLedger: Sendable {
     return (payment, receipt)
   }
 
+  /// The `payment.created` journal entry's details: what was asked (the instruction's digest
+  /// binds every field), the state it was left in, and what the risk rules decided.
+  private static func creationDetails(_ payment: Payment, _ decision: RiskDecision?) -> AuditPayload {
+    let instruction = payment.instruction
+    var details: AuditPayload = [
+      "debtor_account": instruction.debtorAccountID,
+      "amount_minor": String(instruction.amount.minorUnits),
+      "currency": instruction.amount.currency.description,
+      "instruction_sha256": IdempotencyRecord.fingerprint(instruction.canonicalRecord),
+      "end_to_end_id": payment.endToEndID,
+      "status": payment.status.rawValue,
+    ]
+    if let decision {
+      details["risk_outcome"] = decision.outcome.name
+      details["risk_rule_set_version"] = String(decision.ruleSetVersion)
+      if !decision.applied.isEmpty { details["risk_hits"] = decision.applied.map(\.ruleID).joined(separator: ",") }
+    }
+    return details
+  }
+
   /// A payment the rules block: stored `blocked` with the rules' explanation, journaled, and
   /// raised as an alert — with nothing reserved and nothing sent.
   private static func block(
-    _ payment: Payment, _ decision: RiskDecision, instruction: PaymentInstruction, creator: String, at now: Instant,
-    txn: inout WriteTransaction
+    _ payment: Payment, _ decision: RiskDecision, creator: String, at now: Instant, txn: inout WriteTransaction
   ) throws -> (Payment, JournalReceipt) {
     var payment = payment
     _ = payment.apply(.riskBlocked, at: now, reason: RiskDecision.clip("blocked by risk rules: \(decision.summary)", maxBytes: 1_024))
     let receipt = try AuditJournal.append(
       &txn, at: now, principal: creator, action: "payment.created", object: payment.id,
-      details: [
-        "debtor_account": instruction.debtorAccountID,
-        "amount_minor": String(instruction.amount.minorUnits),
-        "currency": instruction.amount.currency.description,
-        "instruction_sha256": IdempotencyRecord.fingerprint(instruction.canonicalRecord),
-        "end_to_end_id": payment.endToEndID,
-        "status": payment.status.rawValue,
-        "risk_outcome": decision.outcome.name,
-        "risk_rule_set_version": String(decision.ruleSetVersion),
-        "risk_hits": decision.applied.map(\.ruleID).joined(separator: ","),
-      ])
+      details: Self.creationDetails(payment, decision))
     try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
     try txn.put(Array(payment.endToEndID.utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
     try Self.raiseRiskAlert(payment, decision, at: now, txn: &txn)

@@ -138,9 +138,7 @@ enum RiskFeatures {
     (features.count7d, features.sum7d) = try Self.window(accountID, UInt8(ascii: "h"), from: hour - 167, through: hour, in: txn)
 
     let creditorKey = Self.prefix(accountID) + Self.creditorKey(creditor)
-    if let bytes = try txn.get(creditorKey, in: .riskCreditors) {
-      var reader = RecordReader(bytes)
-      let first = try reader.readInt64()
+    if let (first, _) = try Self.pair(creditorKey, in: .riskCreditors, txn) {
       features.firstTimeCreditor = false
       features.daysSinceCreditorFirstPaid = max(0, (ms - first) / 86_400_000)
     }
@@ -172,31 +170,13 @@ enum RiskFeatures {
     let ms = now.millisecondsSinceEpoch
     for (granularity, index) in [(UInt8(ascii: "m"), ms / Self.minuteMilliseconds), (UInt8(ascii: "h"), ms / Self.hourMilliseconds)] {
       let key = Self.bucketKey(accountID, granularity, index)
-      var count: Int64 = 0
-      var sum: Int64 = 0
-      if let bytes = try txn.get(key, in: .riskBuckets) {
-        var reader = RecordReader(bytes)
-        count = try reader.readInt64()
-        sum = try reader.readInt64()
-      }
-      var writer = RecordWriter(capacity: 16)
-      writer.write(count &+ 1)
-      writer.write(sum &+ amount)
-      try txn.put(key, writer.bytes, in: .riskBuckets)
+      let (count, sum) = try Self.pair(key, in: .riskBuckets, txn) ?? (0, 0)
+      try txn.put(key, Self.pair(count &+ 1, sum &+ amount), in: .riskBuckets)
     }
 
     let creditorKey = Self.prefix(accountID) + Self.creditorKey(creditor)
-    var first = ms
-    var paid: Int64 = 0
-    if let bytes = try txn.get(creditorKey, in: .riskCreditors) {
-      var reader = RecordReader(bytes)
-      first = try reader.readInt64()
-      paid = try reader.readInt64()
-    }
-    var creditorRecord = RecordWriter(capacity: 16)
-    creditorRecord.write(first)
-    creditorRecord.write(paid &+ 1)
-    try txn.put(creditorKey, creditorRecord.bytes, in: .riskCreditors)
+    let (first, paid) = try Self.pair(creditorKey, in: .riskCreditors, txn) ?? (ms, 0)
+    try txn.put(creditorKey, Self.pair(first, paid &+ 1), in: .riskCreditors)
 
     let recentKey = Self.recentKey(creditorKey, amount)
     var times = try txn.get(recentKey, in: .riskRecent).map(Self.decodeTimes) ?? []
@@ -231,6 +211,20 @@ enum RiskFeatures {
     baseline.write(mean.bitPattern)
     baseline.write(variance.bitPattern)
     try txn.put(Array(accountID.utf8), baseline.bytes, in: .riskBaselines)
+  }
+
+  /// The two integers of a bucket (count, sum) or creditor (first paid, count) record.
+  private static func pair(_ key: [UInt8], in database: Database, _ txn: some ReadableTransaction) throws -> (Int64, Int64)? {
+    guard let bytes = try txn.get(key, in: database) else { return nil }
+    var reader = RecordReader(bytes)
+    return (try reader.readInt64(), try reader.readInt64())
+  }
+
+  private static func pair(_ first: Int64, _ second: Int64) -> [UInt8] {
+    var writer = RecordWriter(capacity: 16)
+    writer.write(first)
+    writer.write(second)
+    return writer.bytes
   }
 
   private static func recentKey(_ creditorKey: [UInt8], _ amount: Int64) -> [UInt8] {
