@@ -39,11 +39,16 @@ public struct ApprovalPolicy: Sendable, Hashable {
     public var paymentTypes: [PaymentType] = []
     /// ISO 3166 alpha-2 codes of the creditor's country.
     public var creditorCountries: [String] = []
+    /// The risk rules' outcome for the payment (`allow` when no rule set is in force). A rule
+    /// naming `review` takes charge of reviewed payments: no level is added on top of its
+    /// requirement. A blocked payment never reaches the policy.
+    public var riskOutcomes: [RiskAction] = []
 
     public init(
       minAmountMinor: Int64 = 0, maxAmountMinor: Int64? = nil, currencies: [CurrencyCode] = [], debtorAccounts: [String] = [],
-      paymentTypes: [PaymentType] = [], creditorCountries: [String] = []
+      paymentTypes: [PaymentType] = [], creditorCountries: [String] = [], riskOutcomes: [RiskAction] = []
     ) {
+      self.riskOutcomes = riskOutcomes
       self.minAmountMinor = minAmountMinor
       self.maxAmountMinor = maxAmountMinor
       self.currencies = currencies
@@ -52,7 +57,8 @@ public struct ApprovalPolicy: Sendable, Hashable {
       self.creditorCountries = creditorCountries
     }
 
-    public func matches(_ instruction: PaymentInstruction) -> Bool {
+    public func matches(_ instruction: PaymentInstruction, riskOutcome: RiskAction = .allow) -> Bool {
+      if !self.riskOutcomes.isEmpty && !self.riskOutcomes.contains(riskOutcome) { return false }
       let amount = instruction.amount.minorUnits
       if amount < self.minAmountMinor { return false }
       if let max = self.maxAmountMinor, amount >= max { return false }
@@ -78,6 +84,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
       }
       return wider(other.currencies, self.currencies) && wider(other.debtorAccounts, self.debtorAccounts)
         && wider(other.paymentTypes, self.paymentTypes) && wider(other.creditorCountries, self.creditorCountries)
+        && wider(other.riskOutcomes, self.riskOutcomes)
     }
   }
 
@@ -126,10 +133,12 @@ public struct ApprovalPolicy: Sendable, Hashable {
     }
   }
 
-  /// The requirement for `instruction`: the first matching rule's, or none (released at once)
-  /// when no rule matches.
-  public func requirement(for instruction: PaymentInstruction) -> (ruleID: String, requirement: Requirement) {
-    for rule in self.rules where rule.match.matches(instruction) {
+  /// The requirement for `instruction` with the risk rules' `riskOutcome`: the first matching
+  /// rule's, or none (released at once) when no rule matches.
+  public func requirement(
+    for instruction: PaymentInstruction, riskOutcome: RiskAction = .allow
+  ) -> (ruleID: String, requirement: Requirement) {
+    for rule in self.rules where rule.match.matches(instruction, riskOutcome: riskOutcome) {
       return (rule.id, rule.requirement)
     }
     return ("", .none)
@@ -164,6 +173,7 @@ public struct ApprovalPolicy: Sendable, Hashable {
       for (name, count) in [
         ("currency_codes", match.currencies.count), ("account_ids", match.debtorAccounts.count),
         ("payment_types", match.paymentTypes.count), ("creditor_countries", match.creditorCountries.count),
+        ("risk_outcomes", match.riskOutcomes.count),
       ] where count > Limits.maxPolicyMatchValues {
         fail(at + "match." + name, "at most \(Limits.maxPolicyMatchValues) values")
       }

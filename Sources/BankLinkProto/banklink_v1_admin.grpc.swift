@@ -74,6 +74,32 @@ public enum Banklink_V1_AdminService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ClearShadowRuleSet" metadata.
+        public enum ClearShadowRuleSet: Sendable {
+            /// Request type for "ClearShadowRuleSet".
+            public typealias Input = Banklink_V1_ClearShadowRuleSetRequest
+            /// Response type for "ClearShadowRuleSet".
+            public typealias Output = Banklink_V1_ClearShadowRuleSetResponse
+            /// Descriptor for "ClearShadowRuleSet".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.AdminService"),
+                method: "ClearShadowRuleSet",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetShadowReport" metadata.
+        public enum GetShadowReport: Sendable {
+            /// Request type for "GetShadowReport".
+            public typealias Input = Banklink_V1_GetShadowReportRequest
+            /// Response type for "GetShadowReport".
+            public typealias Output = Banklink_V1_ShadowReport
+            /// Descriptor for "GetShadowReport".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.AdminService"),
+                method: "GetShadowReport",
+                type: .unary
+            )
+        }
         /// Namespace for "TestRuleSet" metadata.
         public enum TestRuleSet: Sendable {
             /// Request type for "TestRuleSet".
@@ -210,6 +236,8 @@ public enum Banklink_V1_AdminService: Sendable {
             GetRuleSet.descriptor,
             ValidateRuleSet.descriptor,
             PutRuleSet.descriptor,
+            ClearShadowRuleSet.descriptor,
+            GetShadowReport.descriptor,
             TestRuleSet.descriptor,
             EvaluateExpression.descriptor,
             GetApprovalPolicy.descriptor,
@@ -273,7 +301,7 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns the active risk rule set.
+        /// > Returns the active risk rule set, or the shadow set.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Banklink_V1_GetRuleSetRequest` messages.
@@ -309,7 +337,8 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+        /// > puts one as the shadow set.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Banklink_V1_PutRuleSetRequest` messages.
@@ -322,6 +351,43 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_PutRuleSetRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_PutRuleSetResponse>
+
+        /// Handle the "ClearShadowRuleSet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_ClearShadowRuleSetRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_ClearShadowRuleSetResponse` messages.
+        func clearShadowRuleSet(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ClearShadowRuleSetResponse>
+
+        /// Handle the "GetShadowReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How a shadow rule set's decisions on live payments compare with the active set's
+        /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_GetShadowReportRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_ShadowReport` messages.
+        func getShadowReport(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_GetShadowReportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ShadowReport>
 
         /// Handle the "TestRuleSet" method.
         ///
@@ -525,7 +591,7 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns the active risk rule set.
+        /// > Returns the active risk rule set, or the shadow set.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_GetRuleSetRequest` message.
@@ -561,7 +627,8 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+        /// > puts one as the shadow set.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_PutRuleSetRequest` message.
@@ -574,6 +641,43 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.ServerRequest<Banklink_V1_PutRuleSetRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Banklink_V1_PutRuleSetResponse>
+
+        /// Handle the "ClearShadowRuleSet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ClearShadowRuleSetRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_ClearShadowRuleSetResponse` message.
+        func clearShadowRuleSet(
+            request: GRPCCore.ServerRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ClearShadowRuleSetResponse>
+
+        /// Handle the "GetShadowReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How a shadow rule set's decisions on live payments compare with the active set's
+        /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_GetShadowReportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_ShadowReport` message.
+        func getShadowReport(
+            request: GRPCCore.ServerRequest<Banklink_V1_GetShadowReportRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ShadowReport>
 
         /// Handle the "TestRuleSet" method.
         ///
@@ -775,7 +879,7 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns the active risk rule set.
+        /// > Returns the active risk rule set, or the shadow set.
         ///
         /// - Parameters:
         ///   - request: A `Banklink_V1_GetRuleSetRequest` message.
@@ -811,7 +915,8 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+        /// > puts one as the shadow set.
         ///
         /// - Parameters:
         ///   - request: A `Banklink_V1_PutRuleSetRequest` message.
@@ -824,6 +929,43 @@ extension Banklink_V1_AdminService {
             request: Banklink_V1_PutRuleSetRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Banklink_V1_PutRuleSetResponse
+
+        /// Handle the "ClearShadowRuleSet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_ClearShadowRuleSetRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_ClearShadowRuleSetResponse` to respond with.
+        func clearShadowRuleSet(
+            request: Banklink_V1_ClearShadowRuleSetRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_ClearShadowRuleSetResponse
+
+        /// Handle the "GetShadowReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How a shadow rule set's decisions on live payments compare with the active set's
+        /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_GetShadowReportRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_ShadowReport` to respond with.
+        func getShadowReport(
+            request: Banklink_V1_GetShadowReportRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_ShadowReport
 
         /// Handle the "TestRuleSet" method.
         ///
@@ -1042,6 +1184,28 @@ extension Banklink_V1_AdminService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Banklink_V1_AdminService.Method.ClearShadowRuleSet.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ClearShadowRuleSetRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ClearShadowRuleSetResponse>(),
+            handler: { request, context in
+                try await self.clearShadowRuleSet(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Banklink_V1_AdminService.Method.GetShadowReport.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_GetShadowReportRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ShadowReport>(),
+            handler: { request, context in
+                try await self.getShadowReport(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Banklink_V1_AdminService.Method.TestRuleSet.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_TestRuleSetRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_TestRuleSetResponse>(),
@@ -1195,6 +1359,28 @@ extension Banklink_V1_AdminService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_PutRuleSetResponse> {
         let response = try await self.putRuleSet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func clearShadowRuleSet(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ClearShadowRuleSetResponse> {
+        let response = try await self.clearShadowRuleSet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getShadowReport(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_GetShadowReportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ShadowReport> {
+        let response = try await self.getShadowReport(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1360,6 +1546,32 @@ extension Banklink_V1_AdminService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Banklink_V1_PutRuleSetResponse> {
         return GRPCCore.ServerResponse<Banklink_V1_PutRuleSetResponse>(
             message: try await self.putRuleSet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func clearShadowRuleSet(
+        request: GRPCCore.ServerRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ClearShadowRuleSetResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_ClearShadowRuleSetResponse>(
+            message: try await self.clearShadowRuleSet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getShadowReport(
+        request: GRPCCore.ServerRequest<Banklink_V1_GetShadowReportRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ShadowReport> {
+        return GRPCCore.ServerResponse<Banklink_V1_ShadowReport>(
+            message: try await self.getShadowReport(
                 request: request.message,
                 context: context
             ),
@@ -1539,7 +1751,7 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns the active risk rule set.
+        /// > Returns the active risk rule set, or the shadow set.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_GetRuleSetRequest` message.
@@ -1585,7 +1797,8 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+        /// > puts one as the shadow set.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_PutRuleSetRequest` message.
@@ -1602,6 +1815,53 @@ extension Banklink_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_PutRuleSetResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_PutRuleSetResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ClearShadowRuleSet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ClearShadowRuleSetRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ClearShadowRuleSetRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ClearShadowRuleSetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func clearShadowRuleSet<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ClearShadowRuleSetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ClearShadowRuleSetResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ClearShadowRuleSetResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetShadowReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How a shadow rule set's decisions on live payments compare with the active set's
+        /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_GetShadowReportRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_GetShadowReportRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ShadowReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getShadowReport<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_GetShadowReportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_GetShadowReportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ShadowReport>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ShadowReport>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "TestRuleSet" method.
@@ -1880,7 +2140,7 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Returns the active risk rule set.
+        /// > Returns the active risk rule set, or the shadow set.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_GetRuleSetRequest` message.
@@ -1948,7 +2208,8 @@ extension Banklink_V1_AdminService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+        /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+        /// > puts one as the shadow set.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_PutRuleSetRequest` message.
@@ -1971,6 +2232,75 @@ extension Banklink_V1_AdminService {
             try await self.client.unary(
                 request: request,
                 descriptor: Banklink_V1_AdminService.Method.PutRuleSet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ClearShadowRuleSet" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ClearShadowRuleSetRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ClearShadowRuleSetRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ClearShadowRuleSetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func clearShadowRuleSet<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ClearShadowRuleSetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ClearShadowRuleSetResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ClearShadowRuleSetResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_AdminService.Method.ClearShadowRuleSet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetShadowReport" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > How a shadow rule set's decisions on live payments compare with the active set's
+        /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_GetShadowReportRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_GetShadowReportRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ShadowReport` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getShadowReport<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_GetShadowReportRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_GetShadowReportRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ShadowReport>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ShadowReport>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_AdminService.Method.GetShadowReport.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2342,7 +2672,7 @@ extension Banklink_V1_AdminService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Returns the active risk rule set.
+    /// > Returns the active risk rule set, or the shadow set.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Banklink_V1_GetRuleSetRequest` message.
@@ -2400,7 +2730,8 @@ extension Banklink_V1_AdminService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+    /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+    /// > puts one as the shadow set.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Banklink_V1_PutRuleSetRequest` message.
@@ -2420,6 +2751,65 @@ extension Banklink_V1_AdminService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_PutRuleSetRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_PutRuleSetResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ClearShadowRuleSet" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_ClearShadowRuleSetRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func clearShadowRuleSet<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_ClearShadowRuleSetRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ClearShadowRuleSetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.clearShadowRuleSet(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ClearShadowRuleSetRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ClearShadowRuleSetResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetShadowReport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > How a shadow rule set's decisions on live payments compare with the active set's
+    /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_GetShadowReportRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getShadowReport<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_GetShadowReportRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ShadowReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getShadowReport(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_GetShadowReportRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ShadowReport>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2742,7 +3132,7 @@ extension Banklink_V1_AdminService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Returns the active risk rule set.
+    /// > Returns the active risk rule set, or the shadow set.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -2808,7 +3198,8 @@ extension Banklink_V1_AdminService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`).
+    /// > Activates a new version of the rule set (optimistic concurrency on `expected_version`), or
+    /// > puts one as the shadow set.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -2831,6 +3222,73 @@ extension Banklink_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.putRuleSet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ClearShadowRuleSet" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stops the shadow rule set; its report stays readable. Added with shadow rule sets.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func clearShadowRuleSet<Result>(
+        _ message: Banklink_V1_ClearShadowRuleSetRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ClearShadowRuleSetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_ClearShadowRuleSetRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.clearShadowRuleSet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetShadowReport" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > How a shadow rule set's decisions on live payments compare with the active set's
+    /// > (`banklink rules shadow-report`). Added with shadow rule sets.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getShadowReport<Result>(
+        _ message: Banklink_V1_GetShadowReportRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ShadowReport>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_GetShadowReportRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getShadowReport(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -151,6 +151,10 @@ public nonisolated struct Banklink_V1_GetRuleSetRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The shadow set instead of the active one (an empty RuleSet, version 0, when none runs).
+  /// Added with shadow rule sets.
+  public var shadow: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -225,13 +229,184 @@ public nonisolated struct Banklink_V1_PutRuleSetRequest: Sendable {
   public mutating func clearRuleSet() {self._ruleSet = nil}
 
   /// The version the change is based on; refused with ABORTED if another change came first.
+  /// With `shadow`, the shadow set's version (0: none running, or no check).
   public var expectedVersion: UInt64 = 0
+
+  /// Put as the shadow set: evaluated beside the active set on every payment, its decisions
+  /// recorded and compared (GetShadowReport) but never enforced. Versions are shared with active
+  /// sets (one counter), so a report's version names exactly one set. Added with shadow rule sets:
+  /// the request had no way to say "run this beside, not instead".
+  public var shadow: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _ruleSet: Banklink_V1_RuleSet? = nil
+}
+
+public nonisolated struct Banklink_V1_ClearShadowRuleSetRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The shadow version expected to be running; 0: whichever runs.
+  public var expectedVersion: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_ClearShadowRuleSetResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The shadow version stopped (0: none was running).
+  public var stoppedVersion: UInt64 = 0
+
+  public var receipt: Banklink_V1_Receipt {
+    get {_receipt ?? Banklink_V1_Receipt()}
+    set {_receipt = newValue}
+  }
+  /// Returns true if `receipt` has been explicitly set.
+  public var hasReceipt: Bool {self._receipt != nil}
+  /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
+  public mutating func clearReceipt() {self._receipt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _receipt: Banklink_V1_Receipt? = nil
+}
+
+public nonisolated struct Banklink_V1_GetShadowReportRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The shadow set to report on; 0: the one running now (or, with none running, the last one).
+  public var shadowVersion: UInt64 = 0
+
+  /// Differences per page, newest first (default 20, at most 100).
+  public var pageSize: Int32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How often the active set decided `active` while the shadow set would have decided `shadow`.
+public nonisolated struct Banklink_V1_OutcomePair: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var active: Banklink_V1_RuleAction = .unspecified
+
+  public var shadow: Banklink_V1_RuleAction = .unspecified
+
+  public var payments: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A payment on which the shadow set would have decided otherwise.
+public nonisolated struct Banklink_V1_ShadowDifference: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var paymentID: String = String()
+
+  public var createTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_createTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_createTime = newValue}
+  }
+  /// Returns true if `createTime` has been explicitly set.
+  public var hasCreateTime: Bool {self._createTime != nil}
+  /// Clears the value of `createTime`. Subsequent reads from it will return its default value.
+  public mutating func clearCreateTime() {self._createTime = nil}
+
+  /// What the active set decided (ALLOW when no active set was in force).
+  public var activeOutcome: Banklink_V1_RuleAction = .unspecified
+
+  public var activeRuleSetVersion: UInt64 = 0
+
+  /// What the shadow set would have decided, with its hits and their explanations.
+  public var shadow: Banklink_V1_RuleDecision {
+    get {_shadow ?? Banklink_V1_RuleDecision()}
+    set {_shadow = newValue}
+  }
+  /// Returns true if `shadow` has been explicitly set.
+  public var hasShadow: Bool {self._shadow != nil}
+  /// Clears the value of `shadow`. Subsequent reads from it will return its default value.
+  public mutating func clearShadow() {self._shadow = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _createTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _shadow: Banklink_V1_RuleDecision? = nil
+}
+
+public nonisolated struct Banklink_V1_ShadowReport: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var shadowVersion: UInt64 = 0
+
+  /// Whether this set is still running as the shadow set.
+  public var running: Bool = false
+
+  /// When the set was put, and by whom.
+  public var since: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_since ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_since = newValue}
+  }
+  /// Returns true if `since` has been explicitly set.
+  public var hasSince: Bool {self._since != nil}
+  /// Clears the value of `since`. Subsequent reads from it will return its default value.
+  public mutating func clearSince() {self._since = nil}
+
+  public var putBy: String = String()
+
+  /// Payments evaluated by the shadow set (every CreatePayment while it ran, blocked ones too).
+  public var paymentsEvaluated: Int64 = 0
+
+  /// Every (active, shadow) outcome pair seen, with its count.
+  public var outcomes: [Banklink_V1_OutcomePair] = []
+
+  /// Payments whose shadow outcome differs from the active outcome.
+  public var changed: Int64 = 0
+
+  /// How often each shadow rule held (or failed, which counts as holding: review).
+  public var hitsByRule: Dictionary<String,Int64> = [:]
+
+  /// Shadow rule evaluations that failed at run time.
+  public var ruleErrors: Int64 = 0
+
+  /// The differing payments, newest first; differences beyond the stored bound are counted in
+  /// `changed` but not listed (`differences_not_kept`).
+  public var differences: [Banklink_V1_ShadowDifference] = []
+
+  public var differencesNotKept: Int64 = 0
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _since: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
 public nonisolated struct Banklink_V1_PutRuleSetResponse: Sendable {
@@ -456,7 +631,8 @@ public nonisolated struct Banklink_V1_PolicyMatch: Sendable {
 
   public var creditorCountries: [String] = []
 
-  /// Not evaluated until risk rules exist: a policy setting it is refused.
+  /// The risk rules' outcome for the payment (ALLOW, REVIEW); a payment the rules block never
+  /// reaches the policy. Evaluated since the rule evaluator exists.
   public var riskOutcomes: [Banklink_V1_RuleAction] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1253,18 +1429,29 @@ nonisolated extension Banklink_V1_RuleSet: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Banklink_V1_GetRuleSetRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetRuleSetRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}shadow\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.shadow) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.shadow != false {
+      try visitor.visitSingularBoolField(value: self.shadow, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_GetRuleSetRequest, rhs: Banklink_V1_GetRuleSetRequest) -> Bool {
+    if lhs.shadow != rhs.shadow {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1381,7 +1568,7 @@ nonisolated extension Banklink_V1_ValidateRuleSetResponse: SwiftProtobuf.Message
 
 nonisolated extension Banklink_V1_PutRuleSetRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PutRuleSetRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}rule_set\0\u{3}expected_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}rule_set\0\u{3}expected_version\0\u{1}shadow\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1392,6 +1579,7 @@ nonisolated extension Banklink_V1_PutRuleSetRequest: SwiftProtobuf.Message, Swif
       case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._ruleSet) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.expectedVersion) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.shadow) }()
       default: break
       }
     }
@@ -1411,6 +1599,9 @@ nonisolated extension Banklink_V1_PutRuleSetRequest: SwiftProtobuf.Message, Swif
     if self.expectedVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.expectedVersion, fieldNumber: 3)
     }
+    if self.shadow != false {
+      try visitor.visitSingularBoolField(value: self.shadow, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1418,6 +1609,299 @@ nonisolated extension Banklink_V1_PutRuleSetRequest: SwiftProtobuf.Message, Swif
     if lhs.requestID != rhs.requestID {return false}
     if lhs._ruleSet != rhs._ruleSet {return false}
     if lhs.expectedVersion != rhs.expectedVersion {return false}
+    if lhs.shadow != rhs.shadow {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ClearShadowRuleSetRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClearShadowRuleSetRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}expected_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.expectedVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.expectedVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.expectedVersion, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ClearShadowRuleSetRequest, rhs: Banklink_V1_ClearShadowRuleSetRequest) -> Bool {
+    if lhs.expectedVersion != rhs.expectedVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ClearShadowRuleSetResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClearShadowRuleSetResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}stopped_version\0\u{1}receipt\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.stoppedVersion) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.stoppedVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.stoppedVersion, fieldNumber: 1)
+    }
+    try { if let v = self._receipt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ClearShadowRuleSetResponse, rhs: Banklink_V1_ClearShadowRuleSetResponse) -> Bool {
+    if lhs.stoppedVersion != rhs.stoppedVersion {return false}
+    if lhs._receipt != rhs._receipt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_GetShadowReportRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetShadowReportRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}shadow_version\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.shadowVersion) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.shadowVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.shadowVersion, fieldNumber: 1)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_GetShadowReportRequest, rhs: Banklink_V1_GetShadowReportRequest) -> Bool {
+    if lhs.shadowVersion != rhs.shadowVersion {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_OutcomePair: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OutcomePair"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}active\0\u{1}shadow\0\u{1}payments\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.active) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.shadow) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.payments) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.active != .unspecified {
+      try visitor.visitSingularEnumField(value: self.active, fieldNumber: 1)
+    }
+    if self.shadow != .unspecified {
+      try visitor.visitSingularEnumField(value: self.shadow, fieldNumber: 2)
+    }
+    if self.payments != 0 {
+      try visitor.visitSingularInt64Field(value: self.payments, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_OutcomePair, rhs: Banklink_V1_OutcomePair) -> Bool {
+    if lhs.active != rhs.active {return false}
+    if lhs.shadow != rhs.shadow {return false}
+    if lhs.payments != rhs.payments {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ShadowDifference: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ShadowDifference"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{3}create_time\0\u{3}active_outcome\0\u{3}active_rule_set_version\0\u{1}shadow\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.paymentID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._createTime) }()
+      case 3: try { try decoder.decodeSingularEnumField(value: &self.activeOutcome) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.activeRuleSetVersion) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._shadow) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.paymentID.isEmpty {
+      try visitor.visitSingularStringField(value: self.paymentID, fieldNumber: 1)
+    }
+    try { if let v = self._createTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.activeOutcome != .unspecified {
+      try visitor.visitSingularEnumField(value: self.activeOutcome, fieldNumber: 3)
+    }
+    if self.activeRuleSetVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.activeRuleSetVersion, fieldNumber: 4)
+    }
+    try { if let v = self._shadow {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ShadowDifference, rhs: Banklink_V1_ShadowDifference) -> Bool {
+    if lhs.paymentID != rhs.paymentID {return false}
+    if lhs._createTime != rhs._createTime {return false}
+    if lhs.activeOutcome != rhs.activeOutcome {return false}
+    if lhs.activeRuleSetVersion != rhs.activeRuleSetVersion {return false}
+    if lhs._shadow != rhs._shadow {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ShadowReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ShadowReport"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}shadow_version\0\u{1}running\0\u{1}since\0\u{3}put_by\0\u{3}payments_evaluated\0\u{1}outcomes\0\u{1}changed\0\u{3}hits_by_rule\0\u{3}rule_errors\0\u{1}differences\0\u{3}differences_not_kept\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.shadowVersion) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.running) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._since) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.putBy) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.paymentsEvaluated) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.outcomes) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.changed) }()
+      case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.hitsByRule) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.ruleErrors) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.differences) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.differencesNotKept) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.shadowVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.shadowVersion, fieldNumber: 1)
+    }
+    if self.running != false {
+      try visitor.visitSingularBoolField(value: self.running, fieldNumber: 2)
+    }
+    try { if let v = self._since {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.putBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.putBy, fieldNumber: 4)
+    }
+    if self.paymentsEvaluated != 0 {
+      try visitor.visitSingularInt64Field(value: self.paymentsEvaluated, fieldNumber: 5)
+    }
+    if !self.outcomes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.outcomes, fieldNumber: 6)
+    }
+    if self.changed != 0 {
+      try visitor.visitSingularInt64Field(value: self.changed, fieldNumber: 7)
+    }
+    if !self.hitsByRule.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.hitsByRule, fieldNumber: 8)
+    }
+    if self.ruleErrors != 0 {
+      try visitor.visitSingularInt64Field(value: self.ruleErrors, fieldNumber: 9)
+    }
+    if !self.differences.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.differences, fieldNumber: 10)
+    }
+    if self.differencesNotKept != 0 {
+      try visitor.visitSingularInt64Field(value: self.differencesNotKept, fieldNumber: 11)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ShadowReport, rhs: Banklink_V1_ShadowReport) -> Bool {
+    if lhs.shadowVersion != rhs.shadowVersion {return false}
+    if lhs.running != rhs.running {return false}
+    if lhs._since != rhs._since {return false}
+    if lhs.putBy != rhs.putBy {return false}
+    if lhs.paymentsEvaluated != rhs.paymentsEvaluated {return false}
+    if lhs.outcomes != rhs.outcomes {return false}
+    if lhs.changed != rhs.changed {return false}
+    if lhs.hitsByRule != rhs.hitsByRule {return false}
+    if lhs.ruleErrors != rhs.ruleErrors {return false}
+    if lhs.differences != rhs.differences {return false}
+    if lhs.differencesNotKept != rhs.differencesNotKept {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

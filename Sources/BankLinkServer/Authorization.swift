@@ -73,6 +73,8 @@ public struct AuthorizationTable: Sendable {
       (Admin.PutRuleSet.descriptor, .roles([.admin])),
       (Admin.TestRuleSet.descriptor, .roles([.admin])),
       (Admin.EvaluateExpression.descriptor, .roles([.admin])),
+      (Admin.ClearShadowRuleSet.descriptor, .roles([.admin])),
+      (Admin.GetShadowReport.descriptor, .roles([.admin, .auditor])),
       (Admin.GetApprovalPolicy.descriptor, .roles([.admin, .auditor])),
       (Admin.PutApprovalPolicy.descriptor, .roles([.admin])),
       (Admin.ListPrincipals.descriptor, .roles([.admin, .auditor])),

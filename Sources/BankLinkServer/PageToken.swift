@@ -22,6 +22,7 @@ enum PageToken {
     case principals = 5
     case auditEntries = 6
     case alerts = 7
+    case shadowDifferences = 8
   }
 
   static func encode(_ list: List, _ position: (inout RecordWriter) -> Void) -> String {

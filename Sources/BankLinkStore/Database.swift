@@ -81,6 +81,9 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   public static let riskBaselines = Database("risk_baselines")
   /// Per payment: the risk decision made at creation and the variables it was made on.
   public static let riskDecisions = Database("risk_decisions")
+  /// Per shadow rule set version: its totals, hits per rule, and the payments on which it would
+  /// have decided otherwise than the active set (ShadowReports in BankLinkServer).
+  public static let riskShadow = Database("risk_shadow")
 
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
@@ -88,7 +91,7 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
     .payments, .idempotency, .reservations, .audit, .auditByObject, .outbox, .paymentsByEndToEnd, .paymentReservations,
     .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
     .otpSecrets, .otpState, .alerts, .ruleSets, .riskBuckets, .riskCreditors, .riskRecent, .riskBaselines,
-    .riskDecisions,
+    .riskDecisions, .riskShadow,
   ]
 
   public var description: String { self.name }

@@ -11,7 +11,9 @@ import SwiftProtobuf
 struct RulesCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "rules", abstract: "Show, check, replace, test and backtest the risk rules; evaluate expressions (admin).",
-    subcommands: [Show.self, Validate.self, Put.self, Test.self, Backtest.self, Eval.self])
+    subcommands: [
+      Show.self, Validate.self, Put.self, Test.self, Backtest.self, ShadowReport.self, ShadowStop.self, Eval.self,
+    ])
 
   static func readRuleSet(_ file: String) throws -> Banklink_V1_RuleSet {
     do {
@@ -32,8 +34,10 @@ struct RulesCommand: AsyncParsableCommand {
   struct Show: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the rule set in force as JSON (version 0: none put yet).")
     @OptionGroup var connection: ConnectionOptions
+    @Flag(help: "The shadow set instead (version 0: none running).") var shadow = false
     func run() async throws {
-      let ruleSet = try await RulesCommand.admin(self.connection) { try await $0.getRuleSet(.init()) }
+      let shadow = self.shadow
+      let ruleSet = try await RulesCommand.admin(self.connection) { try await $0.getRuleSet(.with { $0.shadow = shadow }) }
       try printJSON(ruleSet)
     }
   }
@@ -57,21 +61,25 @@ struct RulesCommand: AsyncParsableCommand {
   }
 
   struct Put: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Put FILE in force as the next version of the rule set.")
+    static let configuration = CommandConfiguration(
+      abstract: "Put FILE in force as the next version of the rule set, or run it as the shadow set (--shadow).")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Rule set file (JSON).") var file: String
-    @Option(help: "Refuse unless this is the version in force (0: do not check).") var expectedVersion: UInt64 = 0
+    @Option(help: "Refuse unless this is the version in force (with --shadow: the shadow version; 0: do not check).")
+    var expectedVersion: UInt64 = 0
+    @Flag(help: "Run it beside the set in force on every payment, recorded and compared, never enforced.") var shadow = false
     func run() async throws {
       let ruleSet = try RulesCommand.readRuleSet(self.file)
       let expected = self.expectedVersion
+      let shadow = self.shadow
       let response = try await RulesCommand.admin(self.connection) {
-        try await $0.putRuleSet(.with { $0.ruleSet = ruleSet; $0.expectedVersion = expected })
+        try await $0.putRuleSet(.with { $0.ruleSet = ruleSet; $0.expectedVersion = expected; $0.shadow = shadow })
       }
       if self.connection.json {
         try printJSON(response)
       } else {
         printFields([
-          ("version", String(response.ruleSet.version)), ("rules", String(response.ruleSet.rules.count)),
+          (shadow ? "shadow version" : "version", String(response.ruleSet.version)), ("rules", String(response.ruleSet.rules.count)),
           ("receipt", "journal entry \(response.receipt.journalSequence) \(hex(response.receipt.entryHash))"),
         ])
       }
@@ -148,6 +156,78 @@ struct RulesCommand: AsyncParsableCommand {
       for decision in response.decisions {
         print("\n\(decision.paymentID): would \(ruleActionText(decision.outcome))")
         for hit in decision.hits { print("  " + ruleHitText(hit)) }
+      }
+    }
+  }
+
+  struct ShadowReport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "shadow-report",
+      abstract: "Compare the shadow set's decisions on live payments with the active set's: outcomes, hits per rule, differences.")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "The shadow version to report on (default: the one running, else the last one).") var version: UInt64 = 0
+    @Option(help: "Differences to list, newest first (at most 100).") var limit: Int32 = 20
+    @Option(help: "Continue from the page token a previous report printed.") var pageToken: String?
+    func run() async throws {
+      let (version, limit, token) = (self.version, self.limit, self.pageToken)
+      let report = try await RulesCommand.admin(self.connection) { client in
+        try await client.getShadowReport(.with {
+          $0.shadowVersion = version
+          $0.pageSize = limit
+          if let token { $0.pageToken = token }
+        })
+      }
+      if self.connection.json {
+        try printJSON(report)
+        return
+      }
+      printFields([
+        ("shadow version", "\(report.shadowVersion) (\(report.running ? "running" : "stopped"))"),
+        ("since", "\(isoTime(report.since)) by \(report.putBy)"),
+        ("evaluated", String(report.paymentsEvaluated)),
+        ("changed", "\(report.changed) (shadow outcome differs from the active one)"),
+        ("rule errors", String(report.ruleErrors)),
+      ])
+      if !report.outcomes.isEmpty {
+        print("")
+        printTable(
+          ["ACTIVE", "SHADOW", "PAYMENTS"],
+          report.outcomes.map { [ruleActionText($0.active), ruleActionText($0.shadow), String($0.payments)] })
+      }
+      if !report.hitsByRule.isEmpty {
+        print("")
+        printTable(["RULE", "HITS"], report.hitsByRule.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
+      }
+      for difference in report.differences {
+        print(
+          "\n\(difference.paymentID) \(isoTime(difference.createTime)): active \(ruleActionText(difference.activeOutcome)), shadow would \(ruleActionText(difference.shadow.outcome))"
+        )
+        for hit in difference.shadow.hits { print("  " + ruleHitText(hit)) }
+      }
+      if report.differencesNotKept > 0 { print("\n\(report.differencesNotKept) more differences were counted but not kept") }
+      if !report.nextPageToken.isEmpty { print("\nmore: --page-token \(report.nextPageToken)") }
+    }
+  }
+
+  struct ShadowStop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "shadow-stop", abstract: "Stop the shadow set (its report stays readable).")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Refuse unless this shadow version is the one running (0: do not check).") var expectedVersion: UInt64 = 0
+    func run() async throws {
+      let expected = self.expectedVersion
+      let response = try await RulesCommand.admin(self.connection) {
+        try await $0.clearShadowRuleSet(.with { $0.expectedVersion = expected })
+      }
+      if self.connection.json {
+        try printJSON(response)
+      } else if response.stoppedVersion == 0 {
+        print("no shadow rule set was running")
+      } else {
+        printFields([
+          ("stopped", "shadow version \(response.stoppedVersion)"),
+          ("receipt", "journal entry \(response.receipt.journalSequence) \(hex(response.receipt.entryHash))"),
+        ])
       }
     }
   }

@@ -58,6 +58,24 @@ struct RulesCLITests {
       let validation = try cli("admin", ["rules", "validate", bad])
       #expect(validation.status == 1 && validation.stdout.contains("rules[0].expression: 1:17: syntax error"), "\(validation.stdout)")
 
+      // A shadow set beside the example set: the next payment is compared, not blocked.
+      let shadow = directory.appending("shadow-rules.json")
+      try Data(#"{"rules": [{"id": "over-50", "expression": "payment.amount > 5000", "action": "RULE_ACTION_BLOCK"}]}"#.utf8)
+        .write(to: URL(fileURLWithPath: shadow))
+      let putShadow = try cli("admin", ["rules", "put", shadow, "--shadow"])
+      #expect(putShadow.status == 0 && putShadow.stdout.contains("shadow version"), "\(putShadow.stdout) \(putShadow.stderr)")
+      let paid = try cli("erp", [
+        "pay", "--from", "icbc-cny-001", "--to-name", "Jiangsu Hengrui Logistics Co., Ltd.", "--to-account", "3201 5501 0400 0087 761",
+        "--to-bic", "PCBCCNBJ", "--to-country", "CN", "--amount", "80.00", "--currency", "CNY", "--purpose", "Freight INV-78",
+      ])
+      #expect(paid.status == 0 && !paid.stdout.contains("blocked"), "\(paid.stdout) \(paid.stderr)")
+      let report = try cli("admin", ["rules", "shadow-report"])
+      #expect(report.status == 0, "\(report.stderr)")
+      #expect(report.stdout.contains("(running)") && report.stdout.contains("shadow would block"), "\(report.stdout)")
+      #expect(report.stdout.contains("over-50 → block: payment.amount (8000) > 5000"), "\(report.stdout)")
+      let stopped = try cli("admin", ["rules", "shadow-stop"])
+      #expect(stopped.status == 0 && stopped.stdout.contains("shadow version"), "\(stopped.stdout) \(stopped.stderr)")
+
       let backtest = try cli("admin", ["rules", "backtest"])
       #expect(backtest.status == 0 && backtest.stdout.contains("sanctioned-country"), "\(backtest.stdout) \(backtest.stderr)")
     }

@@ -132,8 +132,16 @@ extension ApprovalPolicy {
           violations.append(FieldViolation(field: at + "match.payment_types[\(position)]", description: "is not a payment type"))
         }
       }
-      if !rule.match.riskOutcomes.isEmpty {
-        violations.append(FieldViolation(field: at + "match.risk_outcomes", description: "is not evaluated until risk rules exist; leave it empty"))
+      for (position, outcome) in rule.match.riskOutcomes.enumerated() {
+        switch outcome {
+        case .allow: match.riskOutcomes.append(.allow)
+        case .review: match.riskOutcomes.append(.review)
+        case .block:
+          violations.append(FieldViolation(
+            field: at + "match.risk_outcomes[\(position)]", description: "BLOCK never matches: a blocked payment never reaches the policy"))
+        default:
+          violations.append(FieldViolation(field: at + "match.risk_outcomes[\(position)]", description: "must be ALLOW or REVIEW"))
+        }
       }
       var levels: [Level] = []
       for (position, level) in rule.requirement.levels.prefix(Limits.maxApprovalLevels + 1).enumerated() {
@@ -182,6 +190,7 @@ extension Banklink_V1_ApprovalPolicy {
           $0.accountIds = rule.match.debtorAccounts
           $0.paymentTypes = rule.match.paymentTypes.map(Banklink_V1_PaymentType.init)
           $0.creditorCountries = rule.match.creditorCountries
+          $0.riskOutcomes = rule.match.riskOutcomes.map(Banklink_V1_RuleAction.init)
         }
         $0.requirement = .with {
           $0.levels = rule.requirement.levels.map { level in

@@ -192,21 +192,30 @@ public struct PaymentLedger: Sendable {
       endToEndID: "BL\(now.millisecondsSinceEpoch)\(sequence)", batchID: batchID, createdAt: now, updatedAt: now)
     // The risk rules in force in this transaction decide first, on the features of the
     // account's earlier payments read in this same snapshot (the one the funds check used).
+    // A shadow set, when one runs, is evaluated on the same variables and only recorded.
     var risk: (decision: RiskDecision, features: FeatureSnapshot)?
-    if let ruleSet = try rules.current(in: txn) {
+    let active = try rules.current(.active, in: txn)
+    let shadow = try rules.current(.shadow, in: txn)
+    if active != nil || shadow != nil {
       let ledger = try AccountCache.cachedBalance(account.id) { try txn.get($0, in: .balances) }?.balance.ledger.minorUnits ?? 0
       let features = try RiskFeatures.snapshot(
         accountID: account.id, creditor: instruction.creditor, amount: instruction.amount.minorUnits, at: now,
         timeZone: configuration.timeZone(of: account.id), ledger: ledger, available: available, in: txn)
       let variables = RiskVariables.values(
         instruction: instruction, creator: creator, account: account, features: features, at: now)
-      risk = (ruleSet.decide(variables), features)
-    }
-    if let risk {
+      let decision = active?.decide(variables)
+      if let decision {
+        risk = (decision, features)
+        try txn.put(Array(id.utf8), decision.record(features: features), in: .riskDecisions)
+      }
+      if let shadow {
+        try ShadowReports.record(
+          shadow.decide(variables), active: decision, features: features, paymentID: id, paymentSequence: sequence, at: now,
+          txn: &txn)
+      }
       // Every attempt counts towards the account's features, blocked ones too.
       try RiskFeatures.record(
         accountID: account.id, creditor: instruction.creditor, amount: instruction.amount.minorUnits, at: now, txn: &txn)
-      try txn.put(Array(id.utf8), risk.decision.record(features: risk.features), in: .riskDecisions)
     }
     if let risk, risk.decision.outcome == .block {
       return try Self.block(payment, risk.decision, creator: creator, at: now, txn: &txn)
@@ -214,10 +223,14 @@ public struct PaymentLedger: Sendable {
     // The approval policy in force in this transaction decides what the payment needs, and the
     // payment is pinned to that requirement; a `review` decision adds a level.
     let policy = try policies.current(in: txn)
-    var (ruleID, requirement) = policy?.requirement(for: instruction)
+    let riskOutcome = risk?.decision.outcome ?? .allow
+    var (ruleID, requirement) = policy?.requirement(for: instruction, riskOutcome: riskOutcome)
       ?? ApprovalPolicy.defaultRequirement(
         for: instruction, thresholdMinor: configuration.approvalThreshold(in: instruction.amount.currency))
-    if let risk, risk.decision.outcome == .review {
+    // A policy rule that names `review` among its risk outcomes says itself what a reviewed
+    // payment needs; otherwise review adds a level to whatever the policy asks.
+    let policyTookCharge = policy?.rules.first { $0.id == ruleID }?.match.riskOutcomes.contains(.review) ?? false
+    if riskOutcome == .review && !policyTookCharge {
       if requirement.levels.isEmpty {
         requirement = ApprovalPolicy.Requirement(
           levels: [ApprovalPolicy.riskReviewLevel], windowSeconds: Limits.defaultApprovalWindowSeconds, requireOTP: true)

@@ -22,7 +22,8 @@ extension AdminServiceHandler {
   func getRuleSet(request: Banklink_V1_GetRuleSetRequest, context: ServerContext) async throws -> Banklink_V1_RuleSet {
     // Version 0 (an empty set): no rules put yet; every payment is allowed. The stored message
     // as put, not compiled: shown even if this build would refuse it.
-    let stored = try withStore { try self.store.withReadTransaction { try self.payments.rules.storedCurrent(in: $0) } }
+    let slot: RuleSetSlot = request.shadow ? .shadow : .active
+    let stored = try withStore { try self.store.withReadTransaction { try self.payments.rules.storedCurrent(slot, in: $0) } }
     return stored ?? Banklink_V1_RuleSet()
   }
 
@@ -53,21 +54,139 @@ extension AdminServiceHandler {
     }
     let now = self.payments.now()
     let rules = self.payments.rules
+    let slot: RuleSetSlot = request.shadow ? .shadow : .active
     do {
       let (stored, receipt) = try await self.payments.writer.write { txn in
-        try rules.put(compiled, expectedVersion: request.expectedVersion, by: caller.principal.identity, at: now, txn: &txn)
+        try rules.put(
+          compiled, as: slot, expectedVersion: request.expectedVersion, by: caller.principal.identity, at: now, txn: &txn)
       }
       return .with {
         $0.ruleSet = Banklink_V1_RuleSet(stored)
         $0.receipt = Banklink_V1_Receipt(receipt)
       }
     } catch let conflict as RuleSetConflict {
-      throw GoogleRPCStatus(
-        code: .aborted,
-        message: "expected_version \(conflict.expected) is not the rule set in force (version \(conflict.current)); read it again",
-        details: [])
+      throw Self.conflict(conflict, slot)
     } catch let error as StoreError {
       throw APIError.storage(error)
+    }
+  }
+
+  private static func conflict(_ conflict: RuleSetConflict, _ slot: RuleSetSlot) -> GoogleRPCStatus {
+    let inForce = conflict.current == 0 ? "none is" : "version \(conflict.current) is"
+    return GoogleRPCStatus(
+      code: .aborted,
+      message: "expected_version \(conflict.expected) is not the \(slot == .active ? "rule set in force" : "shadow rule set") (\(inForce)); read it again",
+      details: [])
+  }
+
+  func clearShadowRuleSet(
+    request: Banklink_V1_ClearShadowRuleSetRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ClearShadowRuleSetResponse {
+    let caller = try Caller.required()
+    let now = self.payments.now()
+    let rules = self.payments.rules
+    do {
+      let cleared = try await self.payments.writer.write { txn in
+        try rules.clearShadow(expectedVersion: request.expectedVersion, by: caller.principal.identity, at: now, txn: &txn)
+      }
+      return .with {
+        if let (version, receipt) = cleared {
+          $0.stoppedVersion = version
+          $0.receipt = Banklink_V1_Receipt(receipt)
+        }
+      }
+    } catch let conflict as RuleSetConflict {
+      throw Self.conflict(conflict, .shadow)
+    } catch let error as StoreError {
+      throw APIError.storage(error)
+    }
+  }
+
+  /// Differences a shadow report page lists by default and at most.
+  static let defaultShadowDifferences = 20
+  static let maxShadowDifferences = 100
+
+  func getShadowReport(request: Banklink_V1_GetShadowReportRequest, context: ServerContext) async throws -> Banklink_V1_ShadowReport {
+    guard (0...Self.maxShadowDifferences).contains(Int(request.pageSize)) else {
+      throw APIError.invalidArgument("page_size", "must be 0 (default \(Self.defaultShadowDifferences)) to \(Self.maxShadowDifferences)")
+    }
+    let pageSize = request.pageSize == 0 ? Self.defaultShadowDifferences : Int(request.pageSize)
+    var after: [UInt8]?
+    if !request.pageToken.isEmpty {
+      let (version, position) = try PageToken.decode(request.pageToken, .shadowDifferences) { reader in
+        (try reader.readUInt64(), try reader.readUInt64())
+      }
+      guard request.shadowVersion == 0 || request.shadowVersion == version else {
+        throw APIError.invalidArgument("page_token", "continues the report of shadow version \(version), not \(request.shadowVersion)")
+      }
+      after = ShadowReports.differenceKey(version, paymentSequence: UInt64.max - position)
+    }
+    let rules = self.payments.rules
+    return try withStore {
+      try self.store.withReadTransaction { txn in
+        let running = try rules.head(.shadow, in: txn)?.version
+        var version = request.shadowVersion
+        if let after { version = ShadowReports.uint64(after, at: 1) }
+        if version == 0 {
+          // None named: the running one, else the last one that ran.
+          version = running ?? 0
+          if version == 0 {
+            try txn.scan(.riskShadow, from: ShadowReports.totalsKey(0)) { key, _ in
+              guard key.first == UInt8(ascii: "T") else { return false }
+              version = ShadowReports.uint64(key, at: 1)
+              return true
+            }
+          }
+        }
+        guard version != 0 else {
+          throw GoogleRPCStatus(
+            code: .notFound, message: "no shadow rule set has run; put one with PutRuleSet (shadow = true)", details: [])
+        }
+        guard let totals = try ShadowReports.totals(version, in: txn) else {
+          throw APIError.notFound("shadow_version", String(version))
+        }
+        var report = Banklink_V1_ShadowReport()
+        report.shadowVersion = version
+        report.running = running == version
+        report.since = totals.since.timestamp
+        report.putBy = totals.putBy
+        report.paymentsEvaluated = totals.evaluated
+        report.changed = totals.changed
+        report.ruleErrors = totals.ruleErrors
+        report.differencesNotKept = totals.differencesNotKept
+        for active in [RiskAction.allow, .review, .block] {
+          for shadow in [RiskAction.allow, .review, .block] {
+            let count = totals.outcomes[ShadowReports.Totals.index(active: active, shadow: shadow)]
+            if count > 0 {
+              report.outcomes.append(.with {
+                $0.active = Banklink_V1_RuleAction(active)
+                $0.shadow = Banklink_V1_RuleAction(shadow)
+                $0.payments = count
+              })
+            }
+          }
+        }
+        report.hitsByRule = try ShadowReports.hitsByRule(version, in: txn)
+        let page = try ShadowReports.differences(version, after: after, limit: pageSize, in: txn)
+        report.differences = page.differences.map { difference in
+          .with {
+            $0.paymentID = difference.paymentID
+            $0.createTime = difference.createdAt.timestamp
+            $0.activeOutcome = Banklink_V1_RuleAction(difference.activeOutcome)
+            $0.activeRuleSetVersion = difference.activeVersion
+            $0.shadow = Banklink_V1_RuleDecision(difference.shadow, paymentID: difference.paymentID)
+          }
+        }
+        if let next = page.next {
+          let position = ShadowReports.uint64(next, at: 9)
+          report.nextPageToken = PageToken.encode(.shadowDifferences) {
+            $0.write(version)
+            $0.write(position)
+          }
+        }
+        return report
+      }
     }
   }
 

@@ -7,22 +7,45 @@ import Foundation
 import SwiftProtobuf
 import Synchronization
 
-/// The risk rule set in force: versions kept in `rule_sets` (protobuf, by version), the
-/// current one named in `meta`. The compiled set is cached and checked against the stored
-/// version inside the caller's transaction, so a payment is evaluated by the version in force in
-/// the transaction that creates it, and a new version takes effect on the next payment.
+/// Which of the two rule sets: the one in force, or the shadow set evaluated beside it on live
+/// traffic and recorded, never applied.
+public enum RuleSetSlot: Sendable, Hashable {
+  case active
+  case shadow
+
+  var metaKey: [UInt8] {
+    switch self {
+    case .active: Array("rule_set_version".utf8)
+    case .shadow: Array("shadow_rule_set_version".utf8)
+    }
+  }
+
+  var name: String {
+    switch self {
+    case .active: "active"
+    case .shadow: "shadow"
+    }
+  }
+}
+
+/// The risk rule sets: versions kept in `rule_sets` (protobuf, by version), the active one and
+/// the shadow one named in `meta`. Active and shadow sets share one version counter (meta
+/// `rule_set_last_version`), so a version names exactly one set. The compiled sets are cached and
+/// checked against the stored version inside the caller's transaction, so a payment is
+/// evaluated by the versions in force in the transaction that creates it, and a new version
+/// takes effect on the next payment.
 public final class RuleSetStore: Sendable {
-  static let versionKey = Array("rule_set_version".utf8)
-  /// The compiled set with the version and SHA-256 of the stored message it came from: a cache
-  /// entry filled inside a transaction that later failed to commit can never pass for another
-  /// set stored under the same version number.
-  private let cache = Mutex<(compiled: CompiledRuleSet, digest: [UInt8])?>(nil)
+  static let lastVersionKey = Array("rule_set_last_version".utf8)
+  /// The compiled sets with the version and SHA-256 of the stored message each came from: a
+  /// cache entry filled inside a transaction that later failed to commit can never pass for
+  /// another set stored under the same version number.
+  private let cache = Mutex<[RuleSetSlot: (compiled: CompiledRuleSet, digest: [UInt8])]>([:])
 
   public init() {}
 
-  /// The version in force and the SHA-256 of its stored message, or nil before any was put.
-  func head(in txn: some ReadableTransaction) throws -> (version: UInt64, digest: [UInt8])? {
-    guard let bytes = try txn.get(Self.versionKey, in: .meta) else { return nil }
+  /// The version in `slot` and the SHA-256 of its stored message, or nil when none is.
+  func head(_ slot: RuleSetSlot = .active, in txn: some ReadableTransaction) throws -> (version: UInt64, digest: [UInt8])? {
+    guard let bytes = try txn.get(slot.metaKey, in: .meta) else { return nil }
     var reader = RecordReader(bytes)
     let version = try reader.readUInt64()
     let digest = try reader.readBytes(32)
@@ -30,23 +53,23 @@ public final class RuleSetStore: Sendable {
     return (version, digest)
   }
 
-  /// The compiled set in force, or nil before any was put (every payment is allowed).
-  public func current(in txn: some ReadableTransaction) throws -> CompiledRuleSet? {
-    guard let head = try self.head(in: txn) else { return nil }
-    if let cached = self.cache.withLock({ $0 }), cached.compiled.ruleSet.version == head.version, cached.digest == head.digest {
+  /// The compiled set in `slot`, or nil when none is (no active set: every payment is allowed).
+  public func current(_ slot: RuleSetSlot = .active, in txn: some ReadableTransaction) throws -> CompiledRuleSet? {
+    guard let head = try self.head(slot, in: txn) else { return nil }
+    if let cached = self.cache.withLock({ $0[slot] }), cached.compiled.ruleSet.version == head.version, cached.digest == head.digest {
       return cached.compiled
     }
     let ruleSet = try RiskRuleSet(Self.stored(head.version, in: txn))
     switch CompiledRuleSet.compile(ruleSet) {
     case .success(let compiled):
-      self.cache.withLock { $0 = (compiled, head.digest) }
+      self.cache.withLock { $0[slot] = (compiled, head.digest) }
       return compiled
     case .failure(let failure):
       // Stored sets were checked when put; one that no longer compiles (a later build narrowed
       // the language) must not let payments through unchecked. PutRuleSet, GetRuleSet and the
       // configuration file do not compile the stored set, so a new one can still replace it.
       let problems = failure.issues.map { (issue: RuleSetIssue) in issue.description }.joined(separator: "; ")
-      throw StoreError(code: .corrupted, message: "stored rule set version \(head.version) no longer compiles: \(problems)")
+      throw StoreError(code: .corrupted, message: "stored \(slot.name) rule set version \(head.version) no longer compiles: \(problems)")
     }
   }
 
@@ -58,20 +81,33 @@ public final class RuleSetStore: Sendable {
     return try Banklink_V1_RuleSet(serializedBytes: bytes)
   }
 
-  /// The message in force as stored (without compiling it), or nil before any was put.
-  func storedCurrent(in txn: some ReadableTransaction) throws -> Banklink_V1_RuleSet? {
-    try self.head(in: txn).map { try Self.stored($0.version, in: txn) }
+  /// The message in `slot` as stored (without compiling it), or nil when none is.
+  func storedCurrent(_ slot: RuleSetSlot = .active, in txn: some ReadableTransaction) throws -> Banklink_V1_RuleSet? {
+    try self.head(slot, in: txn).map { try Self.stored($0.version, in: txn) }
   }
 
-  /// Stores `compiled` (checked, so valid) as the next version, journaled.
-  /// `expectedVersion` (when not 0) must be the current version.
+  /// The last version given to any set. Before shadow sets existed only active sets were put,
+  /// one after the other, so the active head is the last version when the counter is missing.
+  private func lastVersion(in txn: some ReadableTransaction) throws -> UInt64 {
+    if let bytes = try txn.get(Self.lastVersionKey, in: .meta) {
+      var reader = RecordReader(bytes)
+      let version = try reader.readUInt64()
+      try reader.finish()
+      return version
+    }
+    return max(try self.head(.active, in: txn)?.version ?? 0, try self.head(.shadow, in: txn)?.version ?? 0)
+  }
+
+  /// Stores `compiled` (checked, so valid) as the next version, in `slot`, journaled.
+  /// `expectedVersion` (when not 0) must be the version now in that slot.
   func put(
-    _ compiled: CompiledRuleSet, expectedVersion: UInt64, by principal: String, at now: Instant, txn: inout WriteTransaction
+    _ compiled: CompiledRuleSet, as slot: RuleSetSlot = .active, expectedVersion: UInt64, by principal: String, at now: Instant,
+    txn: inout WriteTransaction
   ) throws -> (RiskRuleSet, JournalReceipt) {
-    let current = try self.head(in: txn)?.version ?? 0
+    let current = try self.head(slot, in: txn)?.version ?? 0
     if expectedVersion != 0 && expectedVersion != current { throw RuleSetConflict(current: current, expected: expectedVersion) }
     var stored = compiled.ruleSet
-    stored.version = current + 1
+    stored.version = try self.lastVersion(in: txn) + 1
     stored.updatedAt = now
     stored.updatedBy = principal
     let bytes: [UInt8] = try Banklink_V1_RuleSet(stored).serializedBytes()
@@ -80,17 +116,37 @@ public final class RuleSetStore: Sendable {
     var head = RecordWriter(capacity: 40)
     head.write(stored.version)
     head.writeRaw(digest)
-    try txn.put(Self.versionKey, head.bytes, in: .meta)
+    try txn.put(slot.metaKey, head.bytes, in: .meta)
+    var last = RecordWriter(capacity: 8)
+    last.write(stored.version)
+    try txn.put(Self.lastVersionKey, last.bytes, in: .meta)
+    var details: AuditPayload = [
+      "version": String(stored.version), "rules": String(stored.rules.count), "lists": String(stored.lists.count),
+      "rule_set_sha256": Hex.encode(digest),
+    ]
+    if slot == .shadow, let active = try self.head(.active, in: txn) { details["active_version"] = String(active.version) }
     let receipt = try AuditJournal.append(
-      &txn, at: now, principal: principal, action: "rules.changed", object: "rule_set",
-      details: [
-        "version": String(stored.version), "rules": String(stored.rules.count), "lists": String(stored.lists.count),
-        "rule_set_sha256": Hex.encode(digest),
-      ])
+      &txn, at: now, principal: principal, action: slot == .active ? "rules.changed" : "rules.shadow_changed",
+      object: "rule_set", details: details)
+    if slot == .shadow { try ShadowReports.start(version: stored.version, at: now, by: principal, txn: &txn) }
     // Compiled already: the first payment after the put need not compile it on the writer
     // thread. Safe even if this transaction does not commit (the digest keys the entry).
-    if case .success(let versioned) = CompiledRuleSet.compile(stored) { self.cache.withLock { $0 = (versioned, digest) } }
+    if case .success(let versioned) = CompiledRuleSet.compile(stored) { self.cache.withLock { $0[slot] = (versioned, digest) } }
     return (stored, receipt)
+  }
+
+  /// Stops the shadow set (its report stays); journaled. Returns the version stopped and the
+  /// receipt, or nil when none ran.
+  func clearShadow(
+    expectedVersion: UInt64, by principal: String, at now: Instant, txn: inout WriteTransaction
+  ) throws -> (UInt64, JournalReceipt)? {
+    let current = try self.head(.shadow, in: txn)?.version ?? 0
+    if expectedVersion != 0 && expectedVersion != current { throw RuleSetConflict(current: current, expected: expectedVersion) }
+    guard current != 0 else { return nil }
+    _ = try txn.delete(RuleSetSlot.shadow.metaKey, in: .meta)
+    let receipt = try AuditJournal.append(
+      &txn, at: now, principal: principal, action: "rules.shadow_cleared", object: "rule_set", details: ["version": String(current)])
+    return (current, receipt)
   }
 }
 
