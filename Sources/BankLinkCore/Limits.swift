@@ -337,4 +337,9 @@ extension Limits {
   /// days raises a `certificate_expiry` alert; within the second, a critical one.
   public static let certificateExpiryWarningDays = 30
   public static let certificateExpiryCriticalDays = 7
+  /// This many payments rejected or returned by the bank within
+  /// `rejectionBurstWindowSeconds` raise one `rejection_burst` alert; the episode ends once a
+  /// rejection finds at most half as many in the window (hysteresis).
+  public static let rejectionBurstCount = 5
+  public static let rejectionBurstWindowSeconds: Int64 = 600
 }

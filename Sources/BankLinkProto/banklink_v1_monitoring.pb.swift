@@ -41,6 +41,10 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
   /// Added with alerts: a certificate (the daemon's, or a client's seen on a call) expires within
   /// 30 days.
   case certificateExpiry // = 9
+
+  /// Added with monitoring: the bank rejected several payments within a short window (a format or
+  /// mandate problem, not one bad creditor account); one alert per episode.
+  case rejectionBurst // = 10
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -59,6 +63,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case 7: self = .bankUnavailable
     case 8: self = .tampering
     case 9: self = .certificateExpiry
+    case 10: self = .rejectionBurst
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -75,6 +80,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case .bankUnavailable: return 7
     case .tampering: return 8
     case .certificateExpiry: return 9
+    case .rejectionBurst: return 10
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -91,6 +97,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     .bankUnavailable,
     .tampering,
     .certificateExpiry,
+    .rejectionBurst,
   ]
 
 }
@@ -315,7 +322,7 @@ public nonisolated struct Banklink_V1_AcknowledgeAlertResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_AlertKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0\u{1}ALERT_KIND_REJECTION_BURST\0")
 }
 
 nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -153,6 +153,7 @@ extension AlertKind {
     (.riskHit, .riskHit), (.anomaly, .anomaly), (.balanceThreshold, .balanceThreshold), (.bankRejection, .bankRejection),
     (.reconciliationBreak, .reconciliationBreak), (.authenticationFailure, .authenticationFailure),
     (.bankUnavailable, .bankUnavailable), (.tampering, .tampering), (.certificateExpiry, .certificateExpiry),
+    (.rejectionBurst, .rejectionBurst),
   ]
 
   init?(_ proto: Banklink_V1_AlertKind) {

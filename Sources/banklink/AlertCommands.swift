@@ -199,6 +199,7 @@ private let kinds: [(String, Banklink_V1_AlertKind)] = [
   ("risk_hit", .riskHit), ("anomaly", .anomaly), ("balance_threshold", .balanceThreshold), ("bank_rejection", .bankRejection),
   ("reconciliation_break", .reconciliationBreak), ("authentication_failure", .authenticationFailure),
   ("bank_unavailable", .bankUnavailable), ("tampering", .tampering), ("certificate_expiry", .certificateExpiry),
+  ("rejection_burst", .rejectionBurst),
 ]
 private let kindNames = kinds.map(\.0)
 

@@ -259,6 +259,41 @@ struct AlertTests {
     }
   }
 
+  @Test("a burst of rejections raises one critical alert per episode; the episode ends when rejections thin out, then a new burst raises again")
+  func rejectionBurst() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let store = server.payments.writer.store
+      let start = Instant(millisecondsSinceEpoch: 1_800_000_000_000)
+      func reject(_ index: Int, atSecond second: Int64) throws {
+        try store.withWriteTransaction { txn in
+          try RejectionBurst.note(
+            paymentID: "pay-\(index)", accountID: "icbc-cny-001", at: start.adding(milliseconds: second * 1_000), txn: &txn)
+        }
+      }
+      func bursts() throws -> [Alert] {
+        try store.withReadTransaction {
+          try AlertLog.page(after: 0, limit: 100, scanLimit: 100, filter: AlertFilter(), in: $0).alerts.filter { $0.kind == .rejectionBurst }
+        }
+      }
+      for index in 0..<(Limits.rejectionBurstCount - 1) { try reject(index, atSecond: Int64(index)) }
+      #expect(try bursts().isEmpty, "one short of the count")
+      try reject(4, atSecond: 60)
+      let first = try bursts()
+      #expect(first.map(\.severity) == [.critical])
+      #expect(first.first?.details["count"] == String(Limits.rejectionBurstCount))
+      #expect(first.first?.paymentID == "pay-4")
+      // More in the same episode: nothing more.
+      for index in 5..<20 { try reject(index, atSecond: 60 + Int64(index)) }
+      #expect(try bursts().count == 1)
+      // A rejection after the window has passed finds it empty: the episode ends.
+      let later = Limits.rejectionBurstWindowSeconds + 200
+      try reject(20, atSecond: later)
+      #expect(try bursts().count == 1, "one rejection after a quiet window ends the episode without an alert")
+      for index in 21..<(21 + Limits.rejectionBurstCount - 1) { try reject(index, atSecond: later + Int64(index)) }
+      #expect(try bursts().count == 2, "a new burst is a new episode")
+    }
+  }
+
   @Test("a balance floor: one warning when a reservation takes available below it, not one per round; one recovery 5 % above")
   func balanceFloor() async throws {
     try await withTestServer(principals: Self.principals) { server in

@@ -29,6 +29,7 @@ public enum AlertKind: String, Sendable, Hashable, CaseIterable {
   case bankUnavailable = "bank_unavailable"
   case tampering
   case certificateExpiry = "certificate_expiry"
+  case rejectionBurst = "rejection_burst"
 }
 
 /// One stored alert.

@@ -150,6 +150,7 @@ extension PaymentLedger {
             &txn, at: now, severity: .warning, kind: .bankRejection, paymentID: payment.id,
             accountID: payment.instruction.debtorAccountID, message: "the bank refused payment \(payment.id): \(reason)",
             details: ["reason": reason])
+          try RejectionBurst.note(paymentID: payment.id, accountID: payment.instruction.debtorAccountID, at: now, txn: &txn)
         case .unresolved(let entry, let reason):
           try txn.delete(entry.key, in: .outbox)
           guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { continue }
@@ -265,6 +266,7 @@ extension PaymentLedger {
               accountID: payment.instruction.debtorAccountID,
               message: "the bank reports payment \(payment.id) \(after.rawValue): \(reason)",
               details: ["status_code": code, "reason": reason])
+            try RejectionBurst.note(paymentID: payment.id, accountID: payment.instruction.debtorAccountID, at: now, txn: &txn)
           }
         }
       }
