@@ -41,9 +41,9 @@ final class Deliveries: Sendable {
   }
   private let state = Mutex(State())
 
-  func add() {
+  func add(_ count: Int = 1) {
     let waiter = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
-      state.count += 1
+      state.count += count
       guard state.count >= state.target, let waiter = state.waiter else { return nil }
       state.waiter = nil
       return waiter
@@ -264,7 +264,7 @@ let benchmarks: @Sendable () -> Void = {
             defer { subscription.cancel() }
             try await AlertFeed.run(
               store: fixture.store, hub: hub, subscription: subscription, after: 0, filter: AlertFilter(),
-              send: { _ in deliveries.add() }, caughtUp: { _ in deliveries.add() })
+              send: { alerts in deliveries.add(alerts.count) }, caughtUp: { _ in deliveries.add() })
           }
         }
         await deliveries.wait(for: subscribers)  // every subscriber caught up

@@ -55,9 +55,24 @@ struct MonitoringServiceHandler: Banklink_V1_MonitoringService.SimpleServiceProt
       throw RPCError(code: .unavailable, message: "the daemon is shutting down; subscribe again after it restarts")
     }
     defer { subscription.cancel() }
+    // A client that goes away (stream reset, connection closed) ends the subscription at once:
+    // the feed waits on the hub, not on the network, and would otherwise hold its slot until
+    // the next alert's write failed — with no alerts, forever (and a principal that reconnects
+    // would run into its subscription limit).
+    try await withRPCCancellationHandler {
+      try await self.feed(subscription, after: cursor, filter: filter, response: response)
+    } onCancelRPC: {
+      subscription.cancel()
+    }
+  }
+
+  private func feed(
+    _ subscription: AlertHub.Subscription, after cursor: UInt64, filter: AlertFilter,
+    response: RPCWriter<Banklink_V1_SubscribeAlertsResponse>
+  ) async throws {
     try await AlertFeed.run(
       store: self.store, hub: self.hub, subscription: subscription, after: cursor, filter: filter,
-      send: { alert in try await response.write(.with { $0.alert = Banklink_V1_Alert(alert) }) },
+      send: { alerts in try await response.write(contentsOf: alerts.lazy.map { alert in .with { $0.alert = Banklink_V1_Alert(alert) } }) },
       caughtUp: { head in try await response.write(.with { $0.caughtUp = .with { $0.headSequence = head } }) })
   }
 

@@ -23,7 +23,11 @@ struct LoadCommand: AsyncParsableCommand {
       certificate), approve (ApprovePayment, each call on its own payment: --prepare payments are
       created first as the payer of --payer-cert/--payer-key, then approved with a signature by
       the connection's key; needs an approver certificate and a policy that holds the payments
-      for one approver; grpc-swift driver only). Each of --concurrency workers issues
+      for one approver; grpc-swift driver only), alerts (alert fan-out: --subscribers live
+      SubscribeAlerts streams and --stalled ones that never read, as the connection's principal,
+      while the payer of --payer-cert/--payer-key creates --rate payments per second that the
+      daemon's rules turn into one alert each; reports the time from each alert's timestamp to
+      its arrival at every live subscriber; grpc-swift driver only). Each of --concurrency workers issues
       calls back to back over one of --connections connections for --duration seconds after a
       warm-up. Run it against a release build (make bench) for figures worth recording.
       Connection settings as for banklink (flags, else BANKLINK_* variables, else certs/dev).
@@ -35,7 +39,7 @@ struct LoadCommand: AsyncParsableCommand {
   )
 
   enum Scenario: String, ExpressibleByArgument, CaseIterable {
-    case noop, balance, pay, approve
+    case noop, balance, pay, approve, alerts
   }
 
   enum Driver: String, ExpressibleByArgument, CaseIterable {
@@ -45,7 +49,7 @@ struct LoadCommand: AsyncParsableCommand {
 
   @OptionGroup var connection: ConnectionOptions
 
-  @Option(help: "noop, balance or pay.")
+  @Option(help: "noop, balance, pay, approve or alerts.")
   var scenario: Scenario = .noop
 
   @Option(help: "h2 (lean HTTP/2 frames) or grpc-swift (the full gRPC client).")
@@ -69,10 +73,16 @@ struct LoadCommand: AsyncParsableCommand {
   @Option(help: "approve: payments to create before measuring (the run stops early if they run out).")
   var prepare = 20_000
 
-  @Option(help: "approve: certificate (PEM) of the payer who creates the payments.")
+  @Option(help: "alerts: live subscriptions.")
+  var subscribers = 1_000
+
+  @Option(help: "alerts: subscriptions that never read after catching up.")
+  var stalled = 0
+
+  @Option(help: "approve, alerts: certificate (PEM) of the payer who creates the payments.")
   var payerCert: String?
 
-  @Option(help: "approve: private key (PEM) of the payer who creates the payments.")
+  @Option(help: "approve, alerts: private key (PEM) of the payer who creates the payments.")
   var payerKey: String?
 
   func validate() throws {
@@ -86,9 +96,21 @@ struct LoadCommand: AsyncParsableCommand {
       guard self.payerCert != nil, self.payerKey != nil else { throw ValidationError("--scenario approve needs --payer-cert and --payer-key") }
       guard (1...1_000_000).contains(self.prepare) else { throw ValidationError("--prepare must be 1...1000000") }
     }
+    if self.scenario == .alerts {
+      guard self.driver == .grpcSwift else { throw ValidationError("--scenario alerts needs --driver grpc-swift") }
+      guard self.payerCert != nil, self.payerKey != nil else { throw ValidationError("--scenario alerts needs --payer-cert and --payer-key") }
+      guard self.rate > 0 else { throw ValidationError("--scenario alerts needs --rate (alerts per second)") }
+      guard (1...4_096).contains(self.subscribers), (0...1_024).contains(self.stalled) else {
+        throw ValidationError("--subscribers must be 1...4096 and --stalled 0...1024")
+      }
+    }
   }
 
   func run() async throws {
+    if self.scenario == .alerts {
+      try await self.runAlerts()
+      return
+    }
     let result = try await reportingFailures {
       switch self.driver {
       case .grpcSwift:
@@ -117,6 +139,35 @@ struct LoadCommand: AsyncParsableCommand {
       print(report.text)
     }
     if report.calls == 0 { throw ExitCode.failure }
+  }
+
+  private func runAlerts() async throws {
+    var payer = self.connection.client
+    payer.certificatePath = self.payerCert ?? payer.certificatePath
+    payer.keyPath = self.payerKey ?? payer.keyPath
+    let result = try await reportingFailures {
+      try await AlertFanout(
+        subscriber: self.connection.client, payer: payer, subscribers: self.subscribers, stalled: self.stalled,
+        connections: self.connections, shape: self.shape
+      ).run()
+    }
+    let report = BenchReport(
+      scenario: "alerts", concurrency: self.subscribers, connections: self.connections, durationSeconds: result.elapsedSeconds,
+      calls: result.latenciesNanoseconds.count, errors: result.payErrors + result.subscriberErrors,
+      latenciesNanoseconds: result.latenciesNanoseconds, firstError: result.firstError)
+    let extra: [(String, String)] = [
+      ("stalled", "\(self.stalled)"), ("alerts_raised", "\(result.alertsRaised)"),
+      ("alerts_per_s", String(format: "%.1f", Double(result.alertsRaised) / result.elapsedSeconds)),
+      ("deliveries_expected", "\(result.deliveriesExpected)"), ("deliveries_missing", "\(result.deliveriesMissing)"),
+    ]
+    if self.connection.json {
+      print(String(report.json.dropLast()) + "," + extra.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
+    } else {
+      print(report.text.replacingOccurrences(of: "concurrency", with: "subscribers"))
+      print("alerts       \(result.alertsRaised) raised (\(extra[2].1)/s), \(self.stalled) stalled subscribers")
+      print("deliveries   \(result.latenciesNanoseconds.count) of \(result.deliveriesExpected) (\(result.deliveriesMissing) missing); latency is alert time to arrival")
+    }
+    if result.latenciesNanoseconds.isEmpty { throw ExitCode.failure }
   }
 
   private var shape: LoadShape {
@@ -155,8 +206,8 @@ struct LoadCommand: AsyncParsableCommand {
         UnaryRequest(path: getBalance, message: try Banklink_V1_GetBalanceRequest.with { $0.accountID = account }.serializedBytes())
       }
       return { requests.randomElement()! }
-    case .approve:
-      throw ValidationError("--scenario approve needs --driver grpc-swift")
+    case .approve, .alerts:
+      throw ValidationError("--scenario \(self.scenario.rawValue) needs --driver grpc-swift")
     case .pay:
       let createPayment = path(Banklink_V1_PaymentService.Method.CreatePayment.descriptor)
       let run = UInt64.random(in: 0...UInt64.max)
@@ -223,6 +274,8 @@ struct LoadCommand: AsyncParsableCommand {
     accounts: [String], prepared: [(id: String, digest: [UInt8])] = []
   ) throws -> @Sendable (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Void {
     switch self.scenario {
+    case .alerts:
+      throw ValidationError("--scenario alerts runs its own calls")
     case .approve:
       let key = try Certificate.PrivateKey(pemEncoded: String(contentsOfFile: self.connection.client.keyPath, encoding: .utf8))
       let queue = Mutex(prepared[...])

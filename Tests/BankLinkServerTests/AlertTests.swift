@@ -259,6 +259,25 @@ struct AlertTests {
     }
   }
 
+  @Test("a subscriber that goes away while no alert is raised gives its slot back at once, not at the next alert")
+  func departedSubscriberReleased() async throws {
+    try await withTestServer(principals: Self.principals, initialSync: false) { server in
+      let hub = server.server.alerts
+      for _ in 0..<3 {
+        // Subscribe, see CaughtUp, then leave (the client resets the stream and closes).
+        let caughtUp = try await Self.monitoring(server, "viewer") { monitoring in
+          try await monitoring.subscribeAlerts(.init()) { response in
+            try await Self.read(response.messages) { _, caughtUp in caughtUp }.caughtUpAfter
+          }
+        }
+        #expect(caughtUp == 0)
+        try await Self.waitFor { hub.subscriberCount == 0 }
+      }
+      #expect(hub.subscriberCount == 0)
+      #expect(try server.payments.writer.store.withReadTransaction { try AlertLog.head($0) } == 0, "no alert was raised meanwhile")
+    }
+  }
+
   @Test("a burst of rejections raises one critical alert per episode; the episode ends when rejections thin out, then a new burst raises again")
   func rejectionBurst() async throws {
     try await withTestServer(principals: Self.principals) { server in

@@ -10,7 +10,7 @@ import GRPCCore
 public enum AlertFeed {
   public static func run(
     store: Store, hub: AlertHub, subscription: AlertHub.Subscription, after start: UInt64, filter: AlertFilter,
-    send: (Alert) async throws -> Void, caughtUp: (UInt64) async throws -> Void
+    send: ([Alert]) async throws -> Void, caughtUp: (UInt64) async throws -> Void
   ) async throws {
     var cursor = start
     var wakeups = subscription.wakeups.makeAsyncIterator()
@@ -30,7 +30,10 @@ public enum AlertFeed {
             }
           }
         }
-        for alert in page.alerts { try await send(alert) }
+        // One write of everything found: a subscriber that fell behind (a busy daemon, a slow
+        // network) catches up in fewer, larger writes — one flush, one TLS record — so the cost
+        // per alert falls as the load rises.
+        if !page.alerts.isEmpty { try await send(page.alerts) }
         cursor = page.scannedThrough
         if !page.more { break }
         if live, hub.head > cursor, hub.head - cursor > Limits.maxAlertSubscriberLag {
