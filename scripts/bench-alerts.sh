@@ -9,7 +9,8 @@
 #   2. 100 subscribers, then SUBSCRIBERS subscribers;
 #   3. SUBSCRIBERS subscribers plus STALLED that never read (a stalled subscriber must not change
 #      the others' latency);
-# and records p50/p99, deliveries and the daemon's CPU in docs/BENCHMARKS.md with the command.
+# and records p50/p99, deliveries and each side's CPU per delivery in docs/BENCHMARKS.md with the
+# command.
 #
 # Knobs (environment): DURATION (s, default 10), RATE (alerts/s, default 500), SUBSCRIBERS
 # (default 1000), STALLED (default 10), CONNECTIONS (subscriber connections, default 8).
@@ -66,19 +67,11 @@ done
 export BANKLINK_ADDRESS="127.0.0.1:$port" BANKLINK_CA="$work/pki/ca.pem"
 export BANKLINK_CERT="$work/pki/viewer.pem" BANKLINK_KEY="$work/pki/viewer.key"
 
-clock_ticks="$(getconf CLK_TCK)"
-# CPU seconds the daemon has used (user + system).
-daemon_cpu() { awk -v t="$clock_ticks" '{ print ($14 + $15) / t }' "/proc/$daemon_pid/stat"; }
 run() {
   local name="$1"; shift
-  local before after
-  before="$(daemon_cpu)"
   "${client_pin[@]}" "$bin/banklink-load" --scenario alerts --driver grpc-swift --rate "$rate" --duration "$duration" \
     --concurrency 16 --connections "$connections" --payer-cert "$work/pki/erp.pem" --payer-key "$work/pki/erp.key" \
-    --json "$@" >"$work/$name.raw"
-  after="$(daemon_cpu)"
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); r["daemon_cpu_s"]=round(float(sys.argv[3])-float(sys.argv[2]),2); print(json.dumps(r))' \
-    "$work/$name.raw" "$before" "$after" | tee "$work/$name.json"
+    --server-pid "$daemon_pid" --json "$@" | tee "$work/$name.json"
 }
 
 # Between runs: the daemon lets go of the last run's streams (a backlog may still be draining).
@@ -107,12 +100,15 @@ lines = [
     "daemon on CPU 0 (writer thread on CPU 1), `banklink-load --scenario alerts` on CPU 1; latency is from the alert's",
     "timestamp (in the write transaction, before the commit; millisecond resolution) to its arrival at each live subscriber.",
     "",
-    "| run | alerts/s | deliveries (missing) | p50 ms | p99 ms | p99 / baseline | daemon CPU s | errors |",
+    "| run | alerts/s | deliveries/s (missing) | p50 ms | p99 ms | p99 / baseline | daemon CPU, µs per delivery | load generator CPU, µs per delivery |",
     "|---|---|---|---|---|---|---|---|",
 ]
+d = float(duration)
 for name, r in runs:
     ratio = r["p99_ms"] / base["p99_ms"] if base["p99_ms"] > 0 else float("nan")
-    lines.append(f"| {name} | {r['alerts_per_s']} | {r['calls']} ({r['deliveries_missing']}) | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {ratio:.1f}× | {r['daemon_cpu_s']} | {r['errors']} |")
+    server = f"{r['server_cpu_s'] / d * 100:.0f} %, {r['server_us_per_delivery']}" if "server_cpu_s" in r else "—"
+    client = f"{r['client_cpu_s'] / d * 100:.0f} %, {r['client_us_per_delivery']}" if "client_cpu_s" in r else "—"
+    lines.append(f"| {name} | {r['alerts_per_s']} | {r['throughput_per_s']:.0f} ({r['deliveries_missing']}) | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {ratio:.1f}× | {server} | {client} |")
 text = "\n".join(lines) + "\n"
 print(text)
 with open("docs/BENCHMARKS.md", "a") as f:

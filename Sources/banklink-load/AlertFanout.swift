@@ -20,6 +20,8 @@ struct AlertFanout: Sendable {
   var stalled: Int
   var connections: Int
   var shape: LoadShape
+  /// The daemon's process id, to read its CPU time over the measured window (Linux /proc).
+  var serverPID: Int32?
 
   struct Result: Sendable {
     /// Per delivered alert (live subscribers, measured window), sorted.
@@ -32,6 +34,21 @@ struct AlertFanout: Sendable {
     var subscriberErrors: Int
     var firstError: String?
     var elapsedSeconds: Double
+    /// CPU seconds (user + system) over the measured window: the daemon's (when its pid was
+    /// given) and this process's.
+    var serverCPUSeconds: Double?
+    var clientCPUSeconds: Double?
+  }
+
+  /// CPU seconds a process has used, from /proc/PID/stat (utime + stime); nil elsewhere.
+  static func cpuSeconds(_ pid: String) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+      let close = stat.lastIndex(of: ")")
+    else { return nil }
+    // Fields after the command: state is field 3, utime 14, stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
   }
 
   /// Per subscriber: the measured latencies and the sequences seen (to count deliveries).
@@ -101,6 +118,16 @@ struct AlertFanout: Sendable {
           }
           try await Task.sleep(for: .milliseconds(20))
         }
+        // CPU over the measured window, sampled beside the payments.
+        let serverPID = self.serverPID.map { String($0) }
+        let cpu = Task { () -> (server: Double?, client: Double?) in
+          try? await Task.sleep(for: .seconds(max(0, measureFromWall.timeIntervalSinceNow)))
+          let (server0, client0) = (serverPID.flatMap(Self.cpuSeconds), Self.cpuSeconds("self"))
+          try? await Task.sleep(for: .seconds(shape.duration))
+          let (server1, client1) = (serverPID.flatMap(Self.cpuSeconds), Self.cpuSeconds("self"))
+          func delta(_ a: Double?, _ b: Double?) -> Double? { if let a, let b { b - a } else { nil } }
+          return (delta(server0, server1), delta(client0, client1))
+        }
         // The alerts: paced payments (warm-up, then measured), each blocked by the rules.
         var payShape = shape
         payShape.warmup = max(0, measureFromWall.timeIntervalSinceNow)
@@ -115,6 +142,7 @@ struct AlertFanout: Sendable {
         }
         // Let the last alerts arrive, then end the streams (the live ones record as they end).
         try await Task.sleep(for: .seconds(Self.drainSeconds))
+        let cpuUsed = await cpu.value
         group.cancelAll()
         while try await group.next() != nil {}
         let state = tally.state.withLock { $0 }
@@ -125,7 +153,8 @@ struct AlertFanout: Sendable {
         return Result(
           latenciesNanoseconds: state.latencies.sorted(), alertsRaised: raised, deliveriesExpected: expected,
           deliveriesMissing: max(0, expected - state.sequences.count), payErrors: payments.errors,
-          subscriberErrors: state.errors, firstError: payments.firstError ?? state.firstError, elapsedSeconds: shape.duration)
+          subscriberErrors: state.errors, firstError: payments.firstError ?? state.firstError, elapsedSeconds: shape.duration,
+          serverCPUSeconds: cpuUsed.server, clientCPUSeconds: cpuUsed.client)
       }
     }
   }

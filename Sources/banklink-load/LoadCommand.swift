@@ -79,6 +79,9 @@ struct LoadCommand: AsyncParsableCommand {
   @Option(help: "alerts: subscriptions that never read after catching up.")
   var stalled = 0
 
+  @Option(help: "alerts: the daemon's process id, to report its CPU per delivery over the measured window (Linux).")
+  var serverPID: Int32?
+
   @Option(help: "approve, alerts: certificate (PEM) of the payer who creates the payments.")
   var payerCert: String?
 
@@ -148,7 +151,7 @@ struct LoadCommand: AsyncParsableCommand {
     let result = try await reportingFailures {
       try await AlertFanout(
         subscriber: self.connection.client, payer: payer, subscribers: self.subscribers, stalled: self.stalled,
-        connections: self.connections, shape: self.shape
+        connections: self.connections, shape: self.shape, serverPID: self.serverPID
       ).run()
     }
     let report = BenchReport(
@@ -159,13 +162,20 @@ struct LoadCommand: AsyncParsableCommand {
       ("stalled", "\(self.stalled)"), ("alerts_raised", "\(result.alertsRaised)"),
       ("alerts_per_s", String(format: "%.1f", Double(result.alertsRaised) / result.elapsedSeconds)),
       ("deliveries_expected", "\(result.deliveriesExpected)"), ("deliveries_missing", "\(result.deliveriesMissing)"),
-    ]
+    ] + [("server_cpu_s", result.serverCPUSeconds), ("client_cpu_s", result.clientCPUSeconds)].compactMap { name, value in
+      value.map { (name, String(format: "%.2f", $0)) }
+    } + [("server_cpu_s", result.serverCPUSeconds), ("client_cpu_s", result.clientCPUSeconds)].compactMap { name, value in
+      // CPU per delivery, µs: what each side pays for one alert reaching one subscriber.
+      guard let value, !result.latenciesNanoseconds.isEmpty else { return nil }
+      return (name.replacingOccurrences(of: "_cpu_s", with: "_us_per_delivery"), String(format: "%.1f", value * 1e6 / Double(result.latenciesNanoseconds.count)))
+    }
     if self.connection.json {
       print(String(report.json.dropLast()) + "," + extra.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}")
     } else {
       print(report.text.replacingOccurrences(of: "concurrency", with: "subscribers"))
       print("alerts       \(result.alertsRaised) raised (\(extra[2].1)/s), \(self.stalled) stalled subscribers")
       print("deliveries   \(result.latenciesNanoseconds.count) of \(result.deliveriesExpected) (\(result.deliveriesMissing) missing); latency is alert time to arrival")
+      for (name, value) in extra.dropFirst(5) { print("\(name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(value)") }
     }
     if result.latenciesNanoseconds.isEmpty { throw ExitCode.failure }
   }
