@@ -25,7 +25,7 @@ struct AuthorizationTableTests {
       #expect(table.access(for: method) != nil, "\(method) is missing from the authorization table")
     }
     #expect(Set(table.entries.keys) == Set(Self.contract))
-    #expect(Self.contract.count == 34)
+    #expect(Self.contract.count == 36)
   }
 
   @Test("only admins change rules, policy and principals")
@@ -34,6 +34,7 @@ struct AuthorizationTableTests {
     for method in [
       Banklink_V1_AdminService.Method.PutRuleSet.descriptor,
       Banklink_V1_AdminService.Method.EvaluateExpression.descriptor,
+      Banklink_V1_AdminService.Method.ClearShadowRuleSet.descriptor,
       Banklink_V1_AdminService.Method.PutApprovalPolicy.descriptor,
       Banklink_V1_AdminService.Method.SetPrincipalRoles.descriptor,
       Banklink_V1_AdminService.Method.RevokeCertificate.descriptor,
