@@ -90,6 +90,13 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // Bank file formats: ISO 20022 camt.052/053/054 and pain.002 read, pain.001 written, SWIFT
+    // MT940/942 read. Pure: no I/O beyond the bytes or the file it is given; streaming.
+    .target(
+      name: "BankLinkFormats",
+      swiftSettings: swiftSettings
+    ),
+
     // Bank connectors: the connector protocols and the embedded bank simulator.
     .target(
       name: "BankLinkBanks",
@@ -257,6 +264,12 @@ let package = Package(
       name: "BankLinkRulesTests",
       dependencies: ["BankLinkRules"],
       exclude: ["Conformance", "Fuzz"],
+      swiftSettings: swiftSettings
+    ),
+    .testTarget(
+      name: "BankLinkFormatsTests",
+      dependencies: ["BankLinkFormats"],
+      exclude: ["Samples"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -21,6 +21,10 @@ struct CrashTests {
   static var rounds: Int { Int(ProcessInfo.processInfo.environment["BANKLINK_CRASH_ROUNDS"] ?? "") ?? 2 }
   static var loadMilliseconds: Int { Int(ProcessInfo.processInfo.environment["BANKLINK_CRASH_LOAD_MS"] ?? "") ?? 1_500 }
   static let workers = 16
+  /// Payments a round must have acknowledged before its kill (bounded by the wait below), so
+  /// each kill lands on a daemon that is writing.
+  static let minimumAcknowledgedPerRound = 12
+  static let maxWaitForProgressSeconds = 20
   static let accounts = ["icbc-cny-001", "icbc-cny-002"]
 
   /// What the load generator learned.
@@ -56,14 +60,14 @@ struct CrashTests {
 
   /// Creates payments from `workers` tasks until the load window ends, while the daemon is
   /// killed mid-load by the caller.
-  static func load(round: Int, client: ClientConfiguration, until stopAt: ContinuousClock.Instant, recorder: Recorder) async throws {
+  static func load(round: Int, client: ClientConfiguration, until stop: Shared<ContinuousClock.Instant>, recorder: Recorder) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
       for worker in 0..<Self.workers {
         group.addTask {
           try await withBankLinkClient(client) { grpc in
             let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
             var index = 0
-            while ContinuousClock.now < stopAt {
+            while ContinuousClock.now < stop.withLock({ $0 }) {
               let key = "r\(round)-w\(worker)-\(index)"
               index += 1
               do {
@@ -109,10 +113,19 @@ struct CrashTests {
       for round in 0..<Self.rounds {
         let daemon = try await RunningDaemon.start(config: config, socket: socket)
         let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
-        let stopAt = ContinuousClock.now.advanced(by: .milliseconds(Self.loadMilliseconds + 1_000))
-        async let loaded: Void = Self.load(round: round, client: client, until: stopAt, recorder: recorder)
+        // The load runs until a second after the kill. The kill comes after the load window, and
+        // not before this round has had payments acknowledged (a busy machine — CI on two cores —
+        // can take most of the window to get the first ones through), within a bound.
+        let stop = Shared(ContinuousClock.now.advanced(by: .seconds(3_600)))
+        let before = recorder.outcome.acknowledged.count
+        async let loaded: Void = Self.load(round: round, client: client, until: stop, recorder: recorder)
         try await Task.sleep(for: .milliseconds(Self.loadMilliseconds))
+        let progressBy = ContinuousClock.now.advanced(by: .seconds(Self.maxWaitForProgressSeconds))
+        while recorder.outcome.acknowledged.count - before < Self.minimumAcknowledgedPerRound, ContinuousClock.now < progressBy {
+          try await Task.sleep(for: .milliseconds(50))
+        }
         await daemon.kill9()
+        stop.withLock { $0 = ContinuousClock.now.advanced(by: .seconds(1)) }
         try await loaded
         _ = socket.receive(timeoutSeconds: 0)  // drain a stray STOPPING, if any (non-blocking)
       }
@@ -121,7 +134,7 @@ struct CrashTests {
       let daemon = try await RunningDaemon.start(config: config, socket: socket)
       let client = pki.clientConfiguration(address: "127.0.0.1:\(daemon.port)", identity: erp)
       let result = recorder.outcome
-      #expect(result.acknowledged.count > Self.rounds * 10, "the load must actually create payments")
+      #expect(result.acknowledged.count >= Self.rounds * Self.minimumAcknowledgedPerRound, "the load must actually create payments")
       let retried = try await withBankLinkClient(client) { grpc in
         let payments = Banklink_V1_PaymentService.Client(wrapping: grpc)
         var ids: [String: String] = [:]
