@@ -5,6 +5,7 @@
 // Module graph (one direction of dependency, pure at the bottom; arrows point at dependants):
 //
 //   BankLinkRules (the rule language; depends on nothing) ───────────┐
+//   BankLinkFormats (bank files: camt, pain, MT940; depends on nothing) ─> banklink
 //   BankLinkCore ─────┬─> BankLinkStore (+ CLMDB, CBankLinkThreads) ─┤
 //                     ├─> BankLinkBanks (connectors, simulator) ─────┤
 //                     ├─> BankLinkPKI ─> BankLinkClient ─> BankLinkCommandLine ─> banklink (admin CLI),
@@ -214,7 +215,7 @@ let package = Package(
       name: "banklink",
       dependencies: [
         "BankLinkClient", "BankLinkCommandLine", "BankLinkProto", "BankLinkPKI", "BankLinkCore", "BankLinkStore",
-        "BankLinkJournal", "BankLinkRuntime",
+        "BankLinkJournal", "BankLinkRuntime", "BankLinkFormats",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

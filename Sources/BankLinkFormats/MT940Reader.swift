@@ -18,48 +18,62 @@ import Foundation
 public enum MT940Reader {
   /// Reads the messages and reports their statements as events, in file order.
   public static func read(_ source: FormatSource, _ onEvent: @escaping (StatementEvent) throws -> Void) throws {
-    let data: Data
-    switch source {
-    case .data(let bytes): data = bytes
-    case .file(let path):
-      guard let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? Int else {
-        throw FormatError(format: "MT940", line: 0, location: "", reason: "cannot read \(path)")
-      }
-      guard size <= FormatLimits.maxFileBytes else {
-        throw FormatError(format: "MT940", line: 0, location: "", reason: "the file is larger than \(FormatLimits.maxFileBytes) bytes")
-      }
-      // Memory-mapped: pages are read as the lines are walked, and dropped by the kernel.
-      guard let mapped = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
-        throw FormatError(format: "MT940", line: 0, location: "", reason: "cannot read \(path)")
-      }
-      data = mapped
-    }
-    guard data.count <= FormatLimits.maxFileBytes else {
-      throw FormatError(format: "MT940", line: 0, location: "", reason: "the file is larger than \(FormatLimits.maxFileBytes) bytes")
-    }
     var parser = MT940Parser(onEvent: onEvent)
-    try data.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) in
-      let bytes = buffer.bindMemory(to: UInt8.self)
+    var line = 1
+    var pending: [UInt8] = []
+    /// Hands over every complete line of `bytes` (after what is pending), keeping the rest.
+    func lines(_ bytes: UnsafeBufferPointer<UInt8>, last: Bool) throws {
       var start = 0
-      var line = 1
-      while start < bytes.count {
+      while true {
         var end = start
         while end < bytes.count, bytes[end] != 0x0A { end += 1 }
-        var trimmed = end
+        if end == bytes.count && !last {
+          pending.append(contentsOf: bytes[start..<end])
+          guard pending.count <= FormatLimits.maxTextBytes else {
+            throw FormatError(format: "MT940", line: line, location: "", reason: "a line longer than \(FormatLimits.maxTextBytes) bytes")
+          }
+          return
+        }
+        var text = pending
+        pending.removeAll(keepingCapacity: true)
+        text.append(contentsOf: bytes[start..<end])
         // CR, trailing spaces and tabs.
-        while trimmed > start, [0x0D, 0x20, 0x09].contains(bytes[trimmed - 1]) { trimmed -= 1 }
-        guard trimmed - start <= FormatLimits.maxTextBytes else {
+        while let byte = text.last, byte == 0x0D || byte == 0x20 || byte == 0x09 { text.removeLast() }
+        guard text.count <= FormatLimits.maxTextBytes else {
           throw FormatError(format: "MT940", line: line, location: "", reason: "a line longer than \(FormatLimits.maxTextBytes) bytes")
         }
-        try parser.line(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<trimmed]), as: UTF8.self), number: line)
-        start = end + 1
+        if end < bytes.count || !text.isEmpty { try parser.line(String(decoding: text, as: UTF8.self), number: line) }
         line += 1
+        start = end + 1
+        if start >= bytes.count { return }
       }
+    }
+    switch source {
+    case .data(let data):
+      guard data.count <= FormatLimits.maxFileBytes else { throw Self.tooLarge() }
+      try data.withUnsafeBytes { try lines($0.bindMemory(to: UInt8.self), last: true) }
+    case .file(let path):
+      guard let handle = FileHandle(forReadingAtPath: path) else {
+        throw FormatError(format: "MT940", line: 0, location: "", reason: "cannot read \(path)")
+      }
+      defer { try? handle.close() }
+      // Read in chunks: memory stays flat whatever the file's size.
+      var size = 0
+      while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+        size += chunk.count
+        guard size <= FormatLimits.maxFileBytes else { throw Self.tooLarge() }
+        try chunk.withUnsafeBytes { try lines($0.bindMemory(to: UInt8.self), last: false) }
+      }
+      try [UInt8]().withUnsafeBufferPointer { try lines($0, last: true) }
     }
     try parser.finish(line: 0)
     guard parser.statements > 0 else {
       throw FormatError(format: "MT940", line: 0, location: "", reason: "no MT940 or MT942 message (no :20: field) in the file")
     }
+  }
+
+  private static func tooLarge() -> FormatError {
+    FormatError(format: "MT940", line: 0, location: "", reason: "the file is larger than \(FormatLimits.maxFileBytes) bytes")
   }
 
   /// Every statement of a file.

@@ -95,7 +95,7 @@ private final class Pain001State {
   func end(_ element: XMLWalker.Element, _ text: String) throws {
     let path = element.path
     guard path.count >= 4 else { return }
-    let key = path[2...].joined(separator: "/")
+    let key = String(element.key(from: 2))
     switch key {
     case "GrpHdr/MsgId": self.message.messageID = text
     case "GrpHdr/CreDtTm": self.message.createdAt = text

@@ -94,7 +94,7 @@ private final class Pain002State {
       self.sawMessage = true
     }
     guard path.count >= 3 else { return }
-    switch path[2...].joined(separator: "/") {
+    switch String(element.key(from: 2)) {
     case "OrgnlPmtInfAndSts": self.paymentInformation = .init()
     case "OrgnlPmtInfAndSts/TxInfAndSts", "TxInfAndSts": self.transaction = .init()
     default: if path.last == "StsRsnInf" { self.reason = .init() }
@@ -126,7 +126,7 @@ private final class Pain002State {
       }
       return
     }
-    switch path[2...].joined(separator: "/") {
+    switch String(element.key(from: 2)) {
     case "GrpHdr/MsgId": self.report.messageID = text
     case "GrpHdr/CreDtTm": self.report.createdAt = text
     case "OrgnlGrpInfAndSts/OrgnlMsgId": self.report.originalMessageID = text

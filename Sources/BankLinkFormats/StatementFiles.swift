@@ -93,29 +93,10 @@ public enum StatementContinuity {
   /// What one statement says about itself: booked entries summing from opening to closing, and
   /// every entry in the statement's currency.
   public static func check(_ statement: BankStatement) -> [ContinuityBreak] {
-    var breaks: [ContinuityBreak] = []
-    let account = statement.header.account.identification
-    let currency = statement.header.account.currency
-    for entry in statement.entries where !currency.isEmpty && !entry.currency.isEmpty && entry.currency != currency {
-      breaks.append(
-        ContinuityBreak(
-          kind: .currencyMismatch, account: account, statementID: statement.header.statementID,
-          message: "entry \(entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference) is in \(entry.currency), the statement in \(currency)"))
-    }
-    guard let opening = Self.opening(statement), let closing = Self.closing(statement) else { return breaks }
-    var sum = opening.amountMinor
-    for entry in statement.entries where entry.status == "BOOK" {
-      let (next, overflow) = sum.addingReportingOverflow(entry.signedAmountMinor)
-      guard !overflow else { return breaks }
-      sum = next
-    }
-    if sum != closing.amountMinor {
-      breaks.append(
-        ContinuityBreak(
-          kind: .entriesDoNotSum, account: account, statementID: statement.header.statementID,
-          message: "opening \(opening.amountMinor) + booked entries = \(sum), but closing is \(closing.amountMinor) (minor units of \(closing.currency))"))
-    }
-    return breaks
+    var tracker = ContinuityTracker(acrossStatements: false)
+    var breaks = tracker.take(.begin(statement.header))
+    for entry in statement.entries { breaks += tracker.take(.entry(entry)) }
+    return breaks + tracker.take(.end(statement.trailer))
   }
 
   /// What a statement says against the one before it for the same account: its opening is that
@@ -157,14 +138,75 @@ public enum StatementContinuity {
   /// Every break in a file's statements, each checked alone and against the previous statement
   /// of the same account in the file.
   public static func check(_ statements: [BankStatement]) -> [ContinuityBreak] {
+    var tracker = ContinuityTracker()
     var breaks: [ContinuityBreak] = []
-    var last: [String: BankStatement] = [:]
     for statement in statements {
-      breaks += Self.check(statement)
-      let account = statement.header.account.identification
-      if let previous = last[account] { breaks += Self.check(statement, after: previous) }
-      last[account] = statement
+      breaks += tracker.take(.begin(statement.header))
+      for entry in statement.entries { breaks += tracker.take(.entry(entry)) }
+      breaks += tracker.take(.end(statement.trailer))
     }
     return breaks
+  }
+}
+
+/// Checks continuity as a reader's events go by, keeping no entries: the booked sum of the
+/// statement being read, and the last statement's balances per account.
+public struct ContinuityTracker: Sendable {
+  private var current: BankStatement?
+  private var bookedSum: Int64 = 0
+  private var overflowed = false
+  private var previous: [String: BankStatement] = [:]
+  private let acrossStatements: Bool
+
+  /// Accounts whose last statement is remembered (a file names few; a hostile one is bounded).
+  public static let maxAccounts = 10_000
+
+  public init(acrossStatements: Bool = true) { self.acrossStatements = acrossStatements }
+
+  public mutating func take(_ event: StatementEvent) -> [ContinuityBreak] {
+    switch event {
+    case .begin(let header):
+      self.current = BankStatement(header: header)
+      self.bookedSum = 0
+      self.overflowed = false
+      return []
+    case .entry(let entry):
+      guard let current = self.current else { return [] }
+      var breaks: [ContinuityBreak] = []
+      let currency = current.header.account.currency
+      if !currency.isEmpty, !entry.currency.isEmpty, entry.currency != currency {
+        let reference = entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference
+        breaks.append(
+          ContinuityBreak(
+            kind: .currencyMismatch, account: current.header.account.identification, statementID: current.header.statementID,
+            message: "entry \(reference) is in \(entry.currency), the statement in \(currency)"))
+      }
+      if entry.status == "BOOK", !self.overflowed {
+        let (sum, overflow) = self.bookedSum.addingReportingOverflow(entry.signedAmountMinor)
+        self.overflowed = overflow
+        self.bookedSum = sum
+      }
+      return breaks
+    case .end(let trailer):
+      guard var statement = self.current else { return [] }
+      self.current = nil
+      statement.trailer = trailer
+      var breaks: [ContinuityBreak] = []
+      let account = statement.header.account.identification
+      if let opening = StatementContinuity.opening(statement), let closing = StatementContinuity.closing(statement), !self.overflowed {
+        let (sum, overflow) = opening.amountMinor.addingReportingOverflow(self.bookedSum)
+        if !overflow, sum != closing.amountMinor {
+          breaks.append(
+            ContinuityBreak(
+              kind: .entriesDoNotSum, account: account, statementID: statement.header.statementID,
+              message: "opening \(opening.amountMinor) + booked entries = \(sum), but closing is \(closing.amountMinor) (minor units of \(closing.currency))"))
+        }
+      }
+      if self.acrossStatements {
+        if let previous = self.previous[account] { breaks += StatementContinuity.check(statement, after: previous) }
+        if self.previous[account] != nil || self.previous.count < Self.maxAccounts { self.previous[account] = statement }
+      }
+      return breaks
+    }
   }
 }

@@ -19,6 +19,18 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     var path: [String]
     var namespace: String
     var attributes: [String: String]
+    /// The path as one string (`Document/BkToCstmrStmt/Stmt/Ntry/Amt`) and where each name
+    /// ends in it: readers match on a part of it without joining names for every element.
+    var joined: String
+    var ends: [String.Index]
+
+    /// The path from the element at `index` (0: the root) down, as `Ntry/Amt`; empty when the
+    /// element is not that deep.
+    func key(from index: Int) -> Substring {
+      guard index < self.path.count else { return "" }
+      let start = index == 0 ? self.joined.startIndex : self.joined.index(after: self.ends[index - 1])
+      return self.joined[start...]
+    }
   }
 
   private let format: String
@@ -28,6 +40,8 @@ final class XMLWalker: NSObject, XMLParserDelegate {
   private var namespaces: [String] = []
   private var attributes: [[String: String]] = []
   private var text = ""
+  private var joined = ""
+  private var ends: [String.Index] = []
   /// The root element has closed: libxml2, fed a whole buffer, does not report a document
   /// that simply stops (a truncated file) as an error, so the walker checks it ends.
   private var rootClosed = false
@@ -189,9 +203,13 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     self.path.append(elementName)
     self.namespaces.append(namespaceURI ?? "")
     self.attributes.append(attributeDict)
+    if !self.joined.isEmpty { self.joined += "/" }
+    self.joined += elementName
+    self.ends.append(self.joined.endIndex)
     self.text = ""
     do {
-      try self.onStart(Element(path: self.path, namespace: namespaceURI ?? "", attributes: attributeDict))
+      try self.onStart(
+        Element(path: self.path, namespace: namespaceURI ?? "", attributes: attributeDict, joined: self.joined, ends: self.ends))
     } catch {
       self.fail(error)
     }
@@ -212,17 +230,33 @@ final class XMLWalker: NSObject, XMLParserDelegate {
 
   func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
     guard self.failure == nil else { return }
-    let text = self.text.trimmingCharacters(in: .whitespacesAndNewlines)
+    let text = Self.trimmed(self.text)
     do {
-      try self.onEnd(Element(path: self.path, namespace: self.namespaces.last ?? "", attributes: self.attributes.last ?? [:]), text)
+      try self.onEnd(
+        Element(
+          path: self.path, namespace: self.namespaces.last ?? "", attributes: self.attributes.last ?? [:], joined: self.joined,
+          ends: self.ends), text)
     } catch {
       self.fail(error)
     }
     if self.path.count == 1 { self.rootClosed = true }
+    self.ends.removeLast()
+    self.joined.removeSubrange((self.ends.last.map { $0 } ?? self.joined.startIndex)...)
+    if self.joined.hasSuffix("/") { self.joined.removeLast() }
     self.path.removeLast()
     self.namespaces.removeLast()
     self.attributes.removeLast()
     self.text = ""
+  }
+
+  /// Text without leading and trailing XML white space (space, tab, CR, LF): what element
+  /// values mean. Most values have none, and are returned as they are.
+  static func trimmed(_ text: String) -> String {
+    func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
+    let utf8 = text.utf8
+    guard let first = utf8.first, let last = utf8.last, isSpace(first) || isSpace(last) else { return text }
+    guard let start = utf8.firstIndex(where: { !isSpace($0) }), let end = utf8.lastIndex(where: { !isSpace($0) }) else { return "" }
+    return String(text[start...end])
   }
 
   /// The line of the first error libxml2 reported (it goes on in recovery mode).

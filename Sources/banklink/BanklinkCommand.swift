@@ -18,7 +18,8 @@ struct BanklinkCommand: AsyncParsableCommand {
     subcommands: [
       HealthCommand.self, WhoAmICommand.self, AccountsCommand.self, BalanceCommand.self, TransactionsCommand.self,
       PayCommand.self, PaymentsCommand.self, ApprovalsCommand.self, ApproveCommand.self, RejectCommand.self,
-      PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AlertsCommand.self, RulesCommand.self, AuditCommand.self, DevCertsCommand.self,
+      PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AlertsCommand.self, RulesCommand.self, AuditCommand.self,
+      StatementsCommand.self, DevCertsCommand.self,
     ]
   )
 }
