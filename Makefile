@@ -17,7 +17,7 @@
 
 SWIFT     ?= swift
 BIN       := .build/debug
-APT_PKGS  := liblmdb-dev protobuf-compiler zbar-tools
+APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build certs run test unit-tests interop protos protos-check bench bench-alerts bench-formats microbench crash-test attack-test fuzz clean

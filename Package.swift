@@ -95,7 +95,15 @@ let package = Package(
     // MT940/942 read. Pure: no I/O beyond the bytes or the file it is given; streaming.
     .target(
       name: "BankLinkFormats",
+      dependencies: ["CLibXML2"],
       swiftSettings: swiftSettings
+    ),
+
+    // libxml2's SAX2 parser, over Debian's libxml2-dev.
+    .systemLibrary(
+      name: "CLibXML2",
+      pkgConfig: "libxml-2.0",
+      providers: [.apt(["libxml2-dev"])]
     ),
 
     // Bank connectors: the connector protocols and the embedded bank simulator.

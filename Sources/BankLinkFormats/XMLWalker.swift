@@ -1,19 +1,19 @@
+import CLibXML2
 import Foundation
 
-#if canImport(FoundationXML)
-  import FoundationXML
-#endif
-
-/// A streaming walk over an XML document through Foundation's `XMLParser` (libxml2's SAX
-/// parser): for each element, its path of local names (namespace prefixes resolved, so
-/// `<ns2:Stmt>` and `<Stmt>` are the same), its attributes and its text. Nothing is held but
-/// the current path and text, so memory does not grow with the file.
+/// A streaming walk over an XML document with libxml2's SAX2 push parser (Debian's libxml2,
+/// driven directly: Foundation's `XMLParser` costs a `String` and a dictionary per callback and
+/// a weak delegate load, and runs libxml2 in recovery mode): for each element, its path of
+/// local names (namespace prefixes resolved, so `<ns2:Stmt>` and `<Stmt>` are the same), its
+/// attributes and its text. Nothing is held but the current path and text, so memory does not
+/// grow with the file.
 ///
 /// Refused before or while parsing: any document type declaration (`<!DOCTYPE`, `<!ENTITY`:
 /// bank files have none, and they are how entity-expansion bombs and external entities get in),
-/// nesting deeper than ``FormatLimits/maxXMLDepth``, element text longer than
-/// ``FormatLimits/maxTextBytes``, and anything libxml2 finds malformed.
-final class XMLWalker: NSObject, XMLParserDelegate {
+/// anything but UTF-8, nesting deeper than ``FormatLimits/maxXMLDepth``, element text longer than
+/// ``FormatLimits/maxTextBytes``, and any error libxml2 reports (no recovery mode, no network,
+/// no entity substitution).
+final class XMLWalker {
   struct Element {
     /// Local names from the root down to this element.
     var path: [String]
@@ -39,14 +39,13 @@ final class XMLWalker: NSObject, XMLParserDelegate {
   private var path: [String] = []
   private var namespaces: [String] = []
   private var attributes: [[String: String]] = []
-  private var text = ""
+  private var text: [UInt8] = []
   private var joined = ""
   private var ends: [String.Index] = []
-  /// The root element has closed: libxml2, fed a whole buffer, does not report a document
-  /// that simply stops (a truncated file) as an error, so the walker checks it ends.
+  /// The root element has closed (a document that simply stops is refused).
   private var rootClosed = false
   private var failure: (any Error)?
-  private weak var parser: XMLParser?
+  private var context: xmlParserCtxtPtr?
 
   private init(
     format: String, onStart: @escaping (Element) throws -> Void, onEnd: @escaping (Element, _ text: String) throws -> Void
@@ -62,13 +61,16 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     case file(String)
   }
 
+  /// Bytes handed to libxml2 at a time.
+  static let chunkBytes = 1 << 20
+
   /// Walks the document, calling `onStart` as each element opens and `onEnd` with its text as
   /// it closes. Throws ``FormatError`` (or what a callback threw) and stops at the first problem.
   static func walk(
     _ source: Source, format: String, onStart: @escaping (Element) throws -> Void,
     onEnd: @escaping (Element, _ text: String) throws -> Void
   ) throws {
-    let parser: XMLParser
+    // First, without libxml2: size, document type declarations, UTF-8.
     switch source {
     case .data(let data):
       guard data.count <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
@@ -76,18 +78,16 @@ final class XMLWalker: NSObject, XMLParserDelegate {
       var utf8 = UTF8Check()
       guard utf8.feed(data), utf8.finish() else { throw Self.notUTF8(format, utf8.line) }
       try Self.checkDeclaredEncoding(data, format: format)
-      parser = XMLParser(data: data)
     case .file(let path):
       guard let handle = FileHandle(forReadingAtPath: path) else {
         throw FormatError(format: format, line: 0, location: "", reason: "cannot read \(path)")
       }
       defer { try? handle.close() }
-      // A first pass in chunks: size and document type declarations, before libxml2 sees it.
       var size = 0
       var lines = 0
       var carry = Data()
       var utf8 = UTF8Check()
-      while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+      while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty {
         if size == 0 { try Self.checkDeclaredEncoding(chunk, format: format) }
         guard utf8.feed(chunk) else { throw Self.notUTF8(format, utf8.line) }
         size += chunk.count
@@ -101,27 +101,73 @@ final class XMLWalker: NSObject, XMLParserDelegate {
         carry = Data(window.suffix(2))
       }
       guard utf8.finish() else { throw Self.notUTF8(format, utf8.line) }
-      guard let stream = InputStream(fileAtPath: path) else {
+    }
+
+    let walker = XMLWalker(format: format, onStart: onStart, onEnd: onEnd)
+    var handler = xmlSAXHandler()
+    handler.initialized = UInt32(XML_SAX2_MAGIC)
+    handler.startElementNs = { context, localName, _, uri, _, _, attributeCount, _, attributes in
+      guard let context, let localName else { return }
+      Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().start(localName, uri, Int(attributeCount), attributes)
+    }
+    handler.endElementNs = { context, _, _, _ in
+      guard let context else { return }
+      Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().end()
+    }
+    handler.characters = { context, characters, length in
+      guard let context, let characters else { return }
+      Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().characters(characters, Int(length))
+    }
+    handler.cdataBlock = handler.characters
+    // Errors come back through the parser's return code and last error; a structured handler
+    // keeps libxml2 from printing them.
+    handler.serror = { _, _ in }
+    let opaque = Unmanaged.passUnretained(walker).toOpaque()
+    guard let context = xmlCreatePushParserCtxt(&handler, opaque, nil, 0, nil) else {
+      throw FormatError(format: format, line: 0, location: "", reason: "the XML parser could not start")
+    }
+    defer { xmlFreeParserCtxt(context) }
+    // No network, no entity substitution, no DTD loading, no recovery: errors are errors.
+    xmlCtxtUseOptions(context, Int32(XML_PARSE_NONET.rawValue))
+    walker.context = context
+
+    func feed(_ bytes: UnsafeRawBufferPointer, last: Bool) throws {
+      let result = xmlParseChunk(
+        context, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count), last ? 1 : 0)
+      if let failure = walker.failure { throw failure }
+      if result != 0 {
+        var line = Int(xmlSAX2GetLineNumber(context))
+        var reason = "not well-formed XML (libxml2 error \(result))"
+        if let error = xmlCtxtGetLastError(context) {
+          line = Int(error.pointee.line)
+          if let message = error.pointee.message {
+            reason = "not well-formed XML: " + String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
+          }
+        }
+        throw FormatError(format: format, line: line, location: walker.path.joined(separator: "/"), reason: reason)
+      }
+    }
+    switch source {
+    case .data(let data):
+      var offset = 0
+      while offset < data.count {
+        let end = min(data.count, offset + Self.chunkBytes)
+        try data[offset..<end].withUnsafeBytes { try feed($0, last: false) }
+        offset = end
+      }
+    case .file(let path):
+      guard let handle = FileHandle(forReadingAtPath: path) else {
         throw FormatError(format: format, line: 0, location: "", reason: "cannot read \(path)")
       }
-      parser = XMLParser(stream: stream)
+      defer { try? handle.close() }
+      while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty {
+        try chunk.withUnsafeBytes { try feed($0, last: false) }
+      }
     }
-    let walker = XMLWalker(format: format, onStart: onStart, onEnd: onEnd)
-    parser.shouldProcessNamespaces = true
-    parser.shouldResolveExternalEntities = false
-    parser.delegate = walker
-    walker.parser = parser
-    let parsed = parser.parse()
-    if let failure = walker.failure { throw failure }
-    // Foundation runs libxml2 in recovery mode: a document with errors may still "parse", so
-    // any error reported along the way refuses the file.
-    guard parsed, parser.parserError == nil else {
-      let reason = parser.parserError.map { "not well-formed XML (libxml2 error \(($0 as NSError).code))" } ?? "not well-formed XML"
-      throw FormatError(format: format, line: walker.errorLine ?? parser.lineNumber, location: walker.path.joined(separator: "/"), reason: reason)
-    }
+    try feed(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
     guard walker.rootClosed else {
       throw FormatError(
-        format: format, line: parser.lineNumber, location: walker.path.joined(separator: "/"),
+        format: format, line: Int(xmlSAX2GetLineNumber(context)), location: walker.path.joined(separator: "/"),
         reason: "the file ends before its document does (truncated?)")
     }
   }
@@ -175,62 +221,77 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     }
   }
 
+  var line: Int { self.context.map { Int(xmlSAX2GetLineNumber($0)) } ?? 0 }
+
   func fail(_ error: any Error) {
     if self.failure == nil {
       if var located = error as? FormatError, located.line == 0 {
-        located.line = self.parser?.lineNumber ?? 0
+        located.line = self.line
         self.failure = located
       } else {
         self.failure = error
       }
     }
-    self.parser?.abortParsing()
+    if let context = self.context { xmlStopParser(context) }
   }
 
   func error(_ reason: String) -> FormatError {
-    FormatError(format: self.format, line: self.parser?.lineNumber ?? 0, location: self.path.joined(separator: "/"), reason: reason)
+    FormatError(format: self.format, line: self.line, location: self.path.joined(separator: "/"), reason: reason)
   }
 
-  func parser(
-    _ parser: XMLParser, didStartElement elementName: String, namespaceURI: String?, qualifiedName: String?,
-    attributes attributeDict: [String: String] = [:]
+  static func string(_ bytes: UnsafePointer<xmlChar>) -> String {
+    String(decoding: UnsafeBufferPointer(start: bytes, count: strlen(UnsafeRawPointer(bytes).assumingMemoryBound(to: CChar.self))), as: UTF8.self)
+  }
+
+  func start(
+    _ localName: UnsafePointer<xmlChar>, _ uri: UnsafePointer<xmlChar>?, _ attributeCount: Int,
+    _ attributes: UnsafeMutablePointer<UnsafePointer<xmlChar>?>?
   ) {
     guard self.failure == nil else { return }
     guard self.path.count < FormatLimits.maxXMLDepth else {
       self.fail(self.error("elements nest deeper than \(FormatLimits.maxXMLDepth)"))
       return
     }
-    self.path.append(elementName)
-    self.namespaces.append(namespaceURI ?? "")
-    self.attributes.append(attributeDict)
+    let name = Self.string(localName)
+    // Readers look at the namespace of the root and its child only.
+    let namespace = self.path.count < 2 ? uri.map(Self.string) ?? "" : ""
+    var attributeValues: [String: String] = [:]
+    if attributeCount > 0, let attributes {
+      // Five pointers per attribute: local name, prefix, URI, value start, value end.
+      for index in 0..<attributeCount {
+        guard let attributeName = attributes[index * 5], let start = attributes[index * 5 + 3], let end = attributes[index * 5 + 4]
+        else { continue }
+        attributeValues[Self.string(attributeName)] = String(
+          decoding: UnsafeBufferPointer(start: start, count: max(0, end - start)), as: UTF8.self)
+      }
+    }
+    self.path.append(name)
+    self.namespaces.append(namespace)
+    self.attributes.append(attributeValues)
     if !self.joined.isEmpty { self.joined += "/" }
-    self.joined += elementName
+    self.joined += name
     self.ends.append(self.joined.endIndex)
-    self.text = ""
+    self.text.removeAll(keepingCapacity: true)
     do {
       try self.onStart(
-        Element(path: self.path, namespace: namespaceURI ?? "", attributes: attributeDict, joined: self.joined, ends: self.ends))
+        Element(path: self.path, namespace: namespace, attributes: attributeValues, joined: self.joined, ends: self.ends))
     } catch {
       self.fail(error)
     }
   }
 
-  func parser(_ parser: XMLParser, foundCharacters string: String) {
+  func characters(_ characters: UnsafePointer<xmlChar>, _ length: Int) {
     guard self.failure == nil else { return }
-    if self.text.utf8.count + string.utf8.count > FormatLimits.maxTextBytes {
+    guard self.text.count + length <= FormatLimits.maxTextBytes else {
       self.fail(self.error("element text longer than \(FormatLimits.maxTextBytes) bytes"))
       return
     }
-    self.text += string
+    self.text.append(contentsOf: UnsafeBufferPointer(start: characters, count: length))
   }
 
-  func parser(_ parser: XMLParser, foundCDATA CDATABlock: Data) {
-    self.parser(parser, foundCharacters: String(decoding: CDATABlock, as: UTF8.self))
-  }
-
-  func parser(_ parser: XMLParser, didEndElement elementName: String, namespaceURI: String?, qualifiedName: String?) {
-    guard self.failure == nil else { return }
-    let text = Self.trimmed(self.text)
+  func end() {
+    guard self.failure == nil, !self.path.isEmpty else { return }
+    let text = Self.trimmed(String(decoding: self.text, as: UTF8.self))
     do {
       try self.onEnd(
         Element(
@@ -241,12 +302,11 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     }
     if self.path.count == 1 { self.rootClosed = true }
     self.ends.removeLast()
-    self.joined.removeSubrange((self.ends.last.map { $0 } ?? self.joined.startIndex)...)
-    if self.joined.hasSuffix("/") { self.joined.removeLast() }
+    self.joined.removeSubrange((self.ends.last ?? self.joined.startIndex)...)
     self.path.removeLast()
     self.namespaces.removeLast()
     self.attributes.removeLast()
-    self.text = ""
+    self.text.removeAll(keepingCapacity: true)
   }
 
   /// Text without leading and trailing XML white space (space, tab, CR, LF): what element
@@ -259,14 +319,6 @@ final class XMLWalker: NSObject, XMLParserDelegate {
     return String(text[start...end])
   }
 
-  /// The line of the first error libxml2 reported (it goes on in recovery mode).
-  private(set) var errorLine: Int?
-
-  func parser(_ parser: XMLParser, parseErrorOccurred parseError: any Error) {
-    if self.errorLine == nil { self.errorLine = parser.lineNumber }
-    // Recovery would go on reading a broken file; nothing after the first error is trusted.
-    parser.abortParsing()
-  }
 }
 
 /// Checks UTF-8 incrementally, chunk by chunk, so a file read in pieces is checked whole.
