@@ -51,6 +51,8 @@ private final class CamtState {
   var trailer = StatementTrailer()
   var balance: StatementBalance?
   var balanceDirection: CreditDebit = .credit
+  var balanceDirectionSeen = false
+  var entryDirectionSeen = false
   var entry: StatementEntry?
   var details: TransactionDetails?
   var creditorName = "", debtorName = "", creditorAccount = "", debtorAccount = "", creditorBIC = "", debtorBIC = ""
@@ -109,10 +111,12 @@ private final class CamtState {
       if relative.last == "Bal" {
         self.balance = StatementBalance(type: "", amountMinor: 0, currency: "", date: "")
         self.balanceDirection = .credit
+        self.balanceDirectionSeen = false
       } else if relative.last == "Ntry" {
         try self.sendHeader()
         self.entry = StatementEntry()
         self.entry?.status = ""
+        self.entryDirectionSeen = false
         (self.domain, self.family, self.subFamily, self.proprietaryCode) = ("", "", "", "")
       }
     case 3 where relative.elementsEqual(["Ntry", "NtryDtls", "TxDtls"]):
@@ -230,12 +234,16 @@ private final class CamtState {
       let (minor, currency) = try self.amount(element, text)
       self.balance?.amountMinor = minor
       self.balance?.currency = currency
-    case "Bal/CdtDbtInd": self.balanceDirection = try self.direction(element, text)
+    case "Bal/CdtDbtInd":
+      self.balanceDirection = try self.direction(element, text)
+      self.balanceDirectionSeen = true
     case "Bal/Dt/Dt", "Bal/Dt/DtTm": self.balance?.date = try self.date(element, text)
     case "Bal":
       guard var balance = self.balance, !balance.type.isEmpty, !balance.currency.isEmpty else {
         throw self.fail(element, "a balance needs a type and an amount")
       }
+      // A missing indicator must not read as a credit: it would flip a debit balance's sign.
+      guard self.balanceDirectionSeen else { throw self.fail(element, "a balance needs CdtDbtInd (CRDT or DBIT)") }
       if self.balanceDirection == .debit { balance.amountMinor = -balance.amountMinor }
       self.header?.balances.append(balance)
       self.balance = nil
@@ -256,7 +264,9 @@ private final class CamtState {
       let (minor, currency) = try self.amount(element, text)
       self.entry?.amountMinor = minor
       self.entry?.currency = currency
-    case "Ntry/CdtDbtInd": self.entry?.direction = try self.direction(element, text)
+    case "Ntry/CdtDbtInd":
+      self.entry?.direction = try self.direction(element, text)
+      self.entryDirectionSeen = true
     case "Ntry/RvslInd": self.entry?.reversal = text == "true" || text == "1"
     case "Ntry/Sts", "Ntry/Sts/Cd", "Ntry/Sts/Prtry": if !text.isEmpty { self.entry?.status = text }
     case "Ntry/BookgDt/Dt", "Ntry/BookgDt/DtTm": self.entry?.bookingDate = try self.date(element, text)
@@ -279,6 +289,7 @@ private final class CamtState {
     case "Ntry":
       guard var entry = self.entry else { return }
       guard !entry.currency.isEmpty else { throw self.fail(element, "an entry needs an amount (Amt)") }
+      guard self.entryDirectionSeen else { throw self.fail(element, "an entry needs CdtDbtInd (CRDT or DBIT)") }
       if entry.status.isEmpty { throw self.fail(element, "an entry needs a status (Sts)") }
       if !self.domain.isEmpty {
         entry.bankTransactionCode = [self.domain, self.family, self.subFamily].filter { !$0.isEmpty }.joined(separator: "/")

@@ -28,6 +28,11 @@ public enum FormatLimits {
   public static let maxFileBytes = 2 << 30
   /// Deepest element nesting in an XML file (camt is about 12 deep).
   public static let maxXMLDepth = 64
+  /// Longest element name (ISO 20022 names are short: `BkToCstmrDbtCdtNtfctn` is the longest
+  /// here). Bounds the element path a reader matches on.
+  public static let maxXMLNameBytes = 64
+  /// Status reason entries kept per level of a pain.002, and remittance bytes kept per transfer.
+  public static let maxReasonsPerStatus = 16
   /// Longest text of one XML element or one MT field.
   public static let maxTextBytes = 64 * 1024
   /// Transactions kept per entry (a batch booking lists each); more are counted, not kept.
@@ -39,9 +44,9 @@ public enum FormatLimits {
 }
 
 /// Amounts and dates as the formats write them.
-enum FormatValues {
+public enum FormatValues {
   /// Number of decimal places of a currency's minor unit (ISO 4217).
-  static func exponent(of currency: String) -> Int {
+  public static func exponent(of currency: String) -> Int {
     switch currency {
     case "JPY", "KRW", "VND", "CLP", "ISK", "XOF", "XAF", "PYG", "UGX", "RWF": 0
     case "BHD", "KWD", "OMR", "JOD", "TND", "IQD", "LYD": 3
@@ -115,6 +120,17 @@ enum FormatValues {
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
     let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
     return day <= days
+  }
+
+  /// Minor units as a decimal in `currency` (`-1234.56`), exactly.
+  public static func decimal(_ minor: Int64, currency: String) -> String {
+    let exponent = Self.exponent(of: currency)
+    var digits = String(minor.magnitude)
+    if exponent > 0 {
+      while digits.count <= exponent { digits = "0" + digits }
+      digits.insert(".", at: digits.index(digits.endIndex, offsetBy: -exponent))
+    }
+    return (minor < 0 ? "-" : "") + digits
   }
 
   static func isoDate(year: Int, month: Int, day: Int) -> String {

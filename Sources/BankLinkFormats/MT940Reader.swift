@@ -224,7 +224,14 @@ private struct MT940Parser {
       let type = ["62F": "CLBD", "62M": "ITBD", "64": "CLAV", "65": "FWAV"][tag] ?? tag
       let closing = try self.balance(type, text, line, tag)
       self.trailer.balances.append(closing)
-    case "34F", "13D", "13", "90D", "90C":
+    case "34F":
+      try self.needHeader(line, tag)
+      self.header?.format = .mt942
+      // The floor limit's currency is the account's: the statement lines' amounts need it.
+      let currency = String(text.prefix(3))
+      guard FormatValues.isCurrency(currency) else { throw self.error(line, tag, "'\(currency)' is not an ISO 4217 currency") }
+      if self.header?.account.currency.isEmpty == true { self.header?.account.currency = currency }
+    case "13D", "13", "90D", "90C":
       try self.needHeader(line, tag)
       self.header?.format = .mt942
     default:
@@ -403,27 +410,31 @@ private struct MT940Parser {
       }
     }
     details.counterpartyName = name
-    // SEPA keywords inside the remittance: EREF+, KREF+, MREF+, CRED+, SVWZ+ …
-    var rest = remittance[...]
-    var found: [(String, String)] = []
-    let keywords = ["EREF+", "KREF+", "MREF+", "CRED+", "SVWZ+", "ABWA+", "ABWE+", "DEBT+", "COAM+", "OAMT+", "IBAN+", "BIC+"]
-    while let (keyword, range) = keywords.compactMap({ keyword in rest.range(of: keyword).map { (keyword, $0) } })
-      .min(by: { $0.1.lowerBound < $1.1.lowerBound })
-    {
-      if var last = found.popLast() {
-        last.1 += String(rest[..<range.lowerBound])
-        found.append(last)
-      } else if !rest[..<range.lowerBound].isEmpty {
-        found.append(("", String(rest[..<range.lowerBound])))
-      }
-      found.append((keyword, ""))
-      rest = rest[range.upperBound...]
+    // SEPA keywords inside the remittance: EREF+, KREF+, MREF+, CRED+, SVWZ+ … One pass
+    // over the bytes (a keyword is looked for at each position), so a field full of keywords
+    // costs what its length does.
+    let keywords = ["EREF+", "KREF+", "MREF+", "CRED+", "SVWZ+", "ABWA+", "ABWE+", "DEBT+", "COAM+", "OAMT+", "IBAN+", "BIC+"].map {
+      Array($0.utf8)
     }
-    if var last = found.popLast() {
-      last.1 += String(rest)
-      found.append(last)
-    } else if !rest.isEmpty {
-      found.append(("", String(rest)))
+    let bytes = Array(remittance.utf8)
+    var found: [(String, String)] = []
+    var current: (keyword: String, start: Int) = ("", 0)
+    var index = 0
+    while index < bytes.count {
+      if bytes[index] >= UInt8(ascii: "A"), bytes[index] <= UInt8(ascii: "Z"),
+        let keyword = keywords.first(where: { index + $0.count <= bytes.count && bytes[index..<index + $0.count].elementsEqual($0) })
+      {
+        if index > current.start || !current.keyword.isEmpty {
+          found.append((current.keyword, String(decoding: bytes[current.start..<index], as: UTF8.self)))
+        }
+        current = (String(decoding: keyword, as: UTF8.self), index + keyword.count)
+        index += keyword.count
+        continue
+      }
+      index += 1
+    }
+    if bytes.count > current.start || !current.keyword.isEmpty {
+      found.append((current.keyword, String(decoding: bytes[current.start...], as: UTF8.self)))
     }
     for (keyword, value) in found {
       switch keyword {

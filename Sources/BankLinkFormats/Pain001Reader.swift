@@ -54,6 +54,20 @@ public enum Pain001Reader {
         format: "pain.001", line: 0, location: "Document/CstmrCdtTrfInitn/GrpHdr/NbOfTxs",
         reason: "says \(message.numberOfTransactions) transactions, the message holds \(message.transfers.count)")
     }
+    // The control sum, when given, must be the amounts' sum (checked in one currency; a message
+    // in several has no single sum to compare).
+    if !message.controlSum.isEmpty, let currency = message.transfers.first?.currency,
+      message.transfers.allSatisfy({ $0.currency == currency })
+    {
+      var sum: Int64 = 0
+      var overflow = false
+      for transfer in message.transfers where !overflow { (sum, overflow) = sum.addingReportingOverflow(transfer.amountMinor) }
+      guard !overflow, FormatValues.minorUnits(Substring(message.controlSum), currency: currency) == sum else {
+        throw FormatError(
+          format: "pain.001", line: 0, location: "Document/CstmrCdtTrfInitn/GrpHdr/CtrlSum",
+          reason: "\(message.controlSum) is not the sum of the \(message.transfers.count) amounts (\(FormatValues.decimal(sum, currency: currency)) \(currency))")
+      }
+    }
     return message
   }
 }
@@ -128,9 +142,8 @@ private final class Pain001State {
     case "PmtInf/CdtTrfTxInf/Cdtr/PstlAdr/Ctry": self.transfer?.creditorCountry = text
     case "PmtInf/CdtTrfTxInf/CdtrAcct/Id/IBAN", "PmtInf/CdtTrfTxInf/CdtrAcct/Id/Othr/Id": self.transfer?.creditorAccount = text
     case "PmtInf/CdtTrfTxInf/RmtInf/Ustrd":
-      if let remittance = self.transfer?.remittance, !remittance.isEmpty { self.transfer?.remittance = remittance + " " + text } else {
-        self.transfer?.remittance = text
-      }
+      guard let remittance = self.transfer?.remittance, remittance.utf8.count < FormatLimits.maxTextBytes else { return }
+      self.transfer?.remittance = FormatValues.clip(remittance.isEmpty ? text : remittance + " " + text)
     case "PmtInf/CdtTrfTxInf/RmtInf/Strd/CdtrRefInf/Ref": self.transfer?.creditorReference = text
     case "PmtInf/CdtTrfTxInf":
       guard let transfer = self.transfer else { return }

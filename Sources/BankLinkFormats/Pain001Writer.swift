@@ -94,12 +94,14 @@ public enum Pain001Writer {
   public enum Problem: Error, Sendable, Hashable, CustomStringConvertible {
     case noTransfers
     case tooManyTransfers(Int)
+    case invalidMessage(field: String, reason: String)
     case invalid(transfer: Int, field: String, reason: String)
 
     public var description: String {
       switch self {
       case .noTransfers: "a message needs at least one transfer"
       case .tooManyTransfers(let count): "\(count) transfers; at most \(Pain001Writer.maxTransfers) in one message"
+      case .invalidMessage(let field, let reason): "\(field): \(reason)"
       case .invalid(let transfer, let field, let reason): "transfers[\(transfer)].\(field): \(reason)"
       }
     }
@@ -108,12 +110,34 @@ public enum Pain001Writer {
   public static func write(_ message: CreditTransferMessage) throws(Problem) -> [UInt8] {
     guard !message.transfers.isEmpty else { throw .noTransfers }
     guard message.transfers.count <= Self.maxTransfers else { throw .tooManyTransfers(message.transfers.count) }
-    // Checked before anything is written: identifiers, amounts, dates, currencies.
+    // Checked before anything is written: nothing is cut that would change where money goes.
+    guard Self.isIdentifier(message.messageID) else {
+      throw .invalidMessage(field: "message_id", reason: "must be 1 to \(Self.maxIdentifierLength) printable ASCII characters")
+    }
+    guard !message.createdAt.isEmpty, message.createdAt.count <= Self.maxIdentifierLength, Self.isIdentifier(message.createdAt) else {
+      throw .invalidMessage(field: "created_at", reason: "must be an ISO date-time")
+    }
     for (index, transfer) in message.transfers.enumerated() {
+      for (field, account) in [("debtor_account", transfer.debtorAccount), ("creditor_account", transfer.creditorAccount)] {
+        let compact = account.filter { $0 != " " }
+        guard !compact.isEmpty, compact.count <= Self.maxAccountLength, Self.isIdentifier(compact, maxLength: Self.maxAccountLength) else {
+          throw .invalid(transfer: index, field: field, reason: "must be 1 to \(Self.maxAccountLength) printable ASCII characters (spaces ignored)")
+        }
+      }
+      for (field, bic) in [("debtor_agent_bic", transfer.debtorAgentBIC), ("creditor_agent_bic", transfer.creditorAgentBIC)]
+      where !bic.isEmpty && !Self.isBIC(bic) {
+        throw .invalid(transfer: index, field: field, reason: "is not a BIC (8 or 11 letters and digits)")
+      }
+      if !transfer.creditorCountry.isEmpty,
+        transfer.creditorCountry.utf8.count != 2 || !transfer.creditorCountry.utf8.allSatisfy({ $0 >= 0x41 && $0 <= 0x5A })
+      {
+        throw .invalid(transfer: index, field: "creditor_country", reason: "is not an ISO 3166 alpha-2 code")
+      }
+      if !transfer.creditorReference.isEmpty, !Self.isIdentifier(transfer.creditorReference) {
+        throw .invalid(transfer: index, field: "creditor_reference", reason: "must be at most \(Self.maxIdentifierLength) printable ASCII characters")
+      }
       for (field, value) in [("instruction_id", transfer.instructionID), ("end_to_end_id", transfer.endToEndID)] {
-        guard !value.isEmpty, value.count <= Self.maxIdentifierLength,
-          value.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value < 0x7F && $0 != "<" && $0 != "&" })
-        else {
+        guard Self.isIdentifier(value) else {
           throw .invalid(transfer: index, field: field, reason: "must be 1 to \(Self.maxIdentifierLength) printable ASCII characters")
         }
       }
@@ -121,9 +145,6 @@ public enum Pain001Writer {
       guard FormatValues.isCurrency(transfer.currency) else { throw .invalid(transfer: index, field: "currency", reason: "is not ISO 4217") }
       guard FormatValues.isoDate(transfer.executionDate) == transfer.executionDate else {
         throw .invalid(transfer: index, field: "execution_date", reason: "is not a date (YYYY-MM-DD)")
-      }
-      guard !transfer.debtorAccount.isEmpty, !transfer.creditorAccount.isEmpty else {
-        throw .invalid(transfer: index, field: "account", reason: "debtor and creditor accounts are required")
       }
     }
     var xml = XMLText(characterSet: message.characterSet)
@@ -218,7 +239,7 @@ public enum Pain001Writer {
           xml.element("Cd", identifier: "SCOR")
           xml.close("CdOrPrtry")
           xml.close("Tp")
-          xml.element("Ref", text: String(transfer.creditorReference.prefix(Self.maxIdentifierLength)))
+          xml.element("Ref", identifier: transfer.creditorReference)
           xml.close("CdtrRefInf")
           xml.close("Strd")
           xml.close("RmtInf")
@@ -234,6 +255,20 @@ public enum Pain001Writer {
     xml.close("CstmrCdtTrfInitn")
     xml.raw("</Document>\n")
     return xml.bytes
+  }
+
+  /// Longest account identification (`Othr/Id` and IBAN: 34).
+  public static let maxAccountLength = 34
+
+  /// 1 to `maxLength` printable ASCII characters, no space, no markup characters.
+  static func isIdentifier(_ value: String, maxLength: Int = Pain001Writer.maxIdentifierLength) -> Bool {
+    !value.isEmpty && value.utf8.count <= maxLength
+      && value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "<") && $0 != UInt8(ascii: "&") }
+  }
+
+  static func isBIC(_ value: String) -> Bool {
+    (value.utf8.count == 8 || value.utf8.count == 11)
+      && value.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) }
   }
 
   /// `<MsgId>-<n>`, cut so it stays within 35 characters and unique.
@@ -308,7 +343,7 @@ struct XMLText {
       self.element("IBAN", identifier: compact)
     } else {
       self.open("Othr")
-      self.element("Id", identifier: String(compact.prefix(34)))
+      self.element("Id", identifier: compact)
       self.close("Othr")
     }
     self.close("Id")

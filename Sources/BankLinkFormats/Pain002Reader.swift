@@ -110,18 +110,19 @@ private final class Pain002State {
       return
     }
     if path.last == "AddtlInf", path.dropLast().last == "StsRsnInf" {
-      if let info = self.reason?.additionalInfo, !info.isEmpty { self.reason?.additionalInfo = info + " " + text } else {
-        self.reason?.additionalInfo = text
-      }
+      // Several AddtlInf lines join into one, at most maxTextBytes long.
+      guard let info = self.reason?.additionalInfo, info.utf8.count < FormatLimits.maxTextBytes else { return }
+      self.reason?.additionalInfo = FormatValues.clip(info.isEmpty ? text : info + " " + text)
       return
     }
     if path.last == "StsRsnInf", let reason = self.reason {
       self.reason = nil
+      // At most maxReasonsPerStatus per level; more are not kept.
       if self.transaction != nil {
-        self.transaction?.reasons.append(reason)
+        if (self.transaction?.reasons.count ?? 0) < FormatLimits.maxReasonsPerStatus { self.transaction?.reasons.append(reason) }
       } else if self.paymentInformation != nil {
-        self.paymentInformation?.reasons.append(reason)
-      } else {
+        if (self.paymentInformation?.reasons.count ?? 0) < FormatLimits.maxReasonsPerStatus { self.paymentInformation?.reasons.append(reason) }
+      } else if self.report.groupReasons.count < FormatLimits.maxReasonsPerStatus {
         self.report.groupReasons.append(reason)
       }
       return

@@ -21,7 +21,10 @@ public enum StatementFiles {
   /// of its message, MT940/942 by a `:20:` field (with or without the FIN envelope).
   public static func detect(_ prefix: Data) -> BankFileKind? {
     let head = String(decoding: prefix.prefix(Self.detectionBytes), as: UTF8.self)
-    if head.contains("<") {
+    // XML starts with `<` (after a byte order mark and white space); an MT940 file may hold `<`
+    // in its text.
+    let first = head.unicodeScalars.first { $0 != "\u{FEFF}" && !$0.properties.isWhitespace }
+    if first == "<" {
       for (marker, kind) in [
         ("camt.053.001.", BankFileKind.camt053), ("camt.052.001.", .camt052), ("camt.054.001.", .camt054),
         ("pain.002.001.", .pain002), ("pain.001.001.", .pain001),
@@ -79,6 +82,9 @@ public struct ContinuityBreak: Sendable, Hashable, Codable, CustomStringConverti
     case sequenceGap = "sequence_gap"
     /// An entry's currency differs from its statement's.
     case currencyMismatch = "currency_mismatch"
+    /// A statement (camt.053, MT940) that cannot be checked: no opening or closing balance, or
+    /// sums beyond 64 bits. Reported, never passed silently.
+    case unverifiable
   }
 
   public var kind: Kind
@@ -193,9 +199,18 @@ public struct ContinuityTracker: Sendable {
       statement.trailer = trailer
       var breaks: [ContinuityBreak] = []
       let account = statement.header.account.identification
-      if let opening = StatementContinuity.opening(statement), let closing = StatementContinuity.closing(statement), !self.overflowed {
-        let (sum, overflow) = opening.amountMinor.addingReportingOverflow(self.bookedSum)
-        if !overflow, sum != closing.amountMinor {
+      let opening = StatementContinuity.opening(statement)
+      let closing = StatementContinuity.closing(statement)
+      let (sum, overflow) = (opening?.amountMinor ?? 0).addingReportingOverflow(self.bookedSum)
+      if [.camt053, .mt940].contains(statement.header.format), opening == nil || closing == nil || overflow || self.overflowed {
+        breaks.append(
+          ContinuityBreak(
+            kind: .unverifiable, account: account, statementID: statement.header.statementID,
+            message: opening == nil || closing == nil
+              ? "has no \(opening == nil ? "opening" : "closing") booked balance: its entries cannot be checked"
+              : "its sums exceed 64 bits: its entries cannot be checked"))
+      } else if let opening, let closing {
+        if sum != closing.amountMinor {
           breaks.append(
             ContinuityBreak(
               kind: .entriesDoNotSum, account: account, statementID: statement.header.statementID,

@@ -70,39 +70,6 @@ final class XMLWalker {
     _ source: Source, format: String, onStart: @escaping (Element) throws -> Void,
     onEnd: @escaping (Element, _ text: String) throws -> Void
   ) throws {
-    // First, without libxml2: size, document type declarations, UTF-8.
-    switch source {
-    case .data(let data):
-      guard data.count <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
-      if let line = Self.documentTypeLine(data, lineOffset: 0).found { throw Self.documentType(format, line) }
-      var utf8 = UTF8Check()
-      guard utf8.feed(data), utf8.finish() else { throw Self.notUTF8(format, utf8.line) }
-      try Self.checkDeclaredEncoding(data, format: format)
-    case .file(let path):
-      guard let handle = FileHandle(forReadingAtPath: path) else {
-        throw FormatError(format: format, line: 0, location: "", reason: "cannot read \(path)")
-      }
-      defer { try? handle.close() }
-      var size = 0
-      var lines = 0
-      var carry = Data()
-      var utf8 = UTF8Check()
-      while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty {
-        if size == 0 { try Self.checkDeclaredEncoding(chunk, format: format) }
-        guard utf8.feed(chunk) else { throw Self.notUTF8(format, utf8.line) }
-        size += chunk.count
-        guard size <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
-        // The last bytes of the previous chunk, so a marker split across two chunks is seen.
-        let window = carry + chunk
-        let carriedLines = carry.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-        let scanned = Self.documentTypeLine(window, lineOffset: lines - carriedLines)
-        if let line = scanned.found { throw Self.documentType(format, line) }
-        lines = scanned.lines
-        carry = Data(window.suffix(2))
-      }
-      guard utf8.finish() else { throw Self.notUTF8(format, utf8.line) }
-    }
-
     let walker = XMLWalker(format: format, onStart: onStart, onEnd: onEnd)
     var handler = xmlSAXHandler()
     handler.initialized = UInt32(XML_SAX2_MAGIC)
@@ -131,7 +98,7 @@ final class XMLWalker {
     xmlCtxtUseOptions(context, Int32(XML_PARSE_NONET.rawValue))
     walker.context = context
 
-    func feed(_ bytes: UnsafeRawBufferPointer, last: Bool) throws {
+    func parse(_ bytes: UnsafeRawBufferPointer, last: Bool) throws {
       let result = xmlParseChunk(
         context, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count), last ? 1 : 0)
       if let failure = walker.failure { throw failure }
@@ -147,12 +114,34 @@ final class XMLWalker {
         throw FormatError(format: format, line: line, location: walker.path.joined(separator: "/"), reason: reason)
       }
     }
+    // One pass: each chunk is checked (size, document type declarations, UTF-8) before libxml2
+    // sees it, so what is parsed is exactly what was checked (a file changed between a check
+    // and a parse could not slip through).
+    var size = 0
+    var lines = 0
+    var carry = Data()
+    var utf8 = UTF8Check()
+    func feed(_ chunk: Data) throws {
+      if size == 0 { try Self.checkDeclaredEncoding(chunk, format: format) }
+      size += chunk.count
+      guard size <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
+      guard utf8.feed(chunk) else { throw Self.notUTF8(format, utf8.line) }
+      // The last bytes of the previous chunk, so a marker split across two chunks is seen.
+      let window = carry + chunk
+      let carriedLines = carry.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+      let scanned = Self.documentTypeLine(window, lineOffset: lines - carriedLines)
+      if let line = scanned.found { throw Self.documentType(format, line) }
+      lines = scanned.lines
+      carry = Data(window.suffix(2))
+      try chunk.withUnsafeBytes { try parse($0, last: false) }
+    }
     switch source {
     case .data(let data):
-      var offset = 0
-      while offset < data.count {
-        let end = min(data.count, offset + Self.chunkBytes)
-        try data[offset..<end].withUnsafeBytes { try feed($0, last: false) }
+      guard data.count <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
+      var offset = data.startIndex
+      while offset < data.endIndex {
+        let end = min(data.endIndex, offset + Self.chunkBytes)
+        try feed(data[offset..<end])
         offset = end
       }
     case .file(let path):
@@ -160,11 +149,10 @@ final class XMLWalker {
         throw FormatError(format: format, line: 0, location: "", reason: "cannot read \(path)")
       }
       defer { try? handle.close() }
-      while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty {
-        try chunk.withUnsafeBytes { try feed($0, last: false) }
-      }
+      while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty { try feed(chunk) }
     }
-    try feed(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
+    guard utf8.finish() else { throw Self.notUTF8(format, utf8.line) }
+    try parse(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
     guard walker.rootClosed else {
       throw FormatError(
         format: format, line: Int(xmlSAX2GetLineNumber(context)), location: walker.path.joined(separator: "/"),
@@ -252,6 +240,11 @@ final class XMLWalker {
       self.fail(self.error("elements nest deeper than \(FormatLimits.maxXMLDepth)"))
       return
     }
+    let nameLength = strlen(UnsafeRawPointer(localName).assumingMemoryBound(to: CChar.self))
+    guard nameLength <= FormatLimits.maxXMLNameBytes else {
+      self.fail(self.error("an element name longer than \(FormatLimits.maxXMLNameBytes) bytes"))
+      return
+    }
     let name = Self.string(localName)
     // Readers look at the namespace of the root and its child only.
     let namespace = self.path.count < 2 ? uri.map(Self.string) ?? "" : ""
@@ -291,7 +284,7 @@ final class XMLWalker {
 
   func end() {
     guard self.failure == nil, !self.path.isEmpty else { return }
-    let text = Self.trimmed(String(decoding: self.text, as: UTF8.self))
+    let text = Self.trimmed(self.text)
     do {
       try self.onEnd(
         Element(
@@ -309,15 +302,17 @@ final class XMLWalker {
     self.text.removeAll(keepingCapacity: true)
   }
 
-  /// Text without leading and trailing XML white space (space, tab, CR, LF): what element
-  /// values mean. Most values have none, and are returned as they are.
-  static func trimmed(_ text: String) -> String {
+  /// Text without leading and trailing XML white space (space, tab, CR, LF), trimmed as bytes
+  /// (ASCII bytes never occur inside a multi-byte UTF-8 sequence), then decoded once.
+  static func trimmed(_ bytes: [UInt8]) -> String {
     func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
-    let utf8 = text.utf8
-    guard let first = utf8.first, let last = utf8.last, isSpace(first) || isSpace(last) else { return text }
-    guard let start = utf8.firstIndex(where: { !isSpace($0) }), let end = utf8.lastIndex(where: { !isSpace($0) }) else { return "" }
-    return String(text[start...end])
+    var start = 0
+    var end = bytes.count
+    while start < end, isSpace(bytes[start]) { start += 1 }
+    while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+    return String(decoding: bytes[start..<end], as: UTF8.self)
   }
+
 
 }
 

@@ -290,7 +290,8 @@ public nonisolated struct Banklink_V1_GetShadowReportRequest: Sendable {
   /// The shadow set to report on; 0: the one running now (or, with none running, the last one).
   public var shadowVersion: UInt64 = 0
 
-  /// Differences per page, newest first (default 20, at most 100).
+  /// Differences per page, newest first (default 20, at most 50). Each keeps at most 16 hits of
+  /// the shadow decision, with 4 explanation lines each.
   public var pageSize: Int32 = 0
 
   public var pageToken: String = String()

@@ -49,8 +49,9 @@ final class StatementPrinter {
   var statements = 0
   var entries = 0
   var breaks = 0
-  /// currency → (credits, debits) in minor units, booked entries only.
-  var sums: [String: (credits: Int64, debits: Int64)] = [:]
+  /// currency → (credits, debits) in minor units, booked entries only; nil once a sum would
+  /// exceed 64 bits (printed as such, never wrapped).
+  var sums: [String: (credits: Int64, debits: Int64)?] = [:]
   var header: StatementHeader?
   var out = ""
   let encoder: JSONEncoder = {
@@ -81,13 +82,7 @@ final class StatementPrinter {
   }
 
   static func amount(_ minor: Int64, _ currency: String) -> String {
-    let exponent = ["JPY": 0, "KRW": 0, "VND": 0, "KWD": 3, "BHD": 3, "OMR": 3, "JOD": 3][currency] ?? 2
-    let negative = minor < 0
-    var digits = String(minor.magnitude)
-    guard exponent > 0 else { return (negative ? "-" : "") + digits + (currency.isEmpty ? "" : " " + currency) }
-    while digits.count <= exponent { digits = "0" + digits }
-    digits.insert(".", at: digits.index(digits.endIndex, offsetBy: -exponent))
-    return (negative ? "-" : "") + digits + (currency.isEmpty ? "" : " " + currency)
+    FormatValues.decimal(minor, currency: currency) + (currency.isEmpty ? "" : " " + currency)
   }
 
   func take(_ event: StatementEvent) {
@@ -113,13 +108,15 @@ final class StatementPrinter {
     case .entry(let entry):
       self.entries += 1
       if entry.status == "BOOK" {
-        var sum = self.sums[entry.currency] ?? (0, 0)
-        if entry.direction == .credit {
-          sum.credits = sum.credits.addingReportingOverflow(entry.amountMinor).partialValue
-        } else {
-          sum.debits = sum.debits.addingReportingOverflow(entry.amountMinor).partialValue
+        if var sum = self.sums[entry.currency] ?? (0, 0) {
+          let overflow: Bool
+          if entry.direction == .credit {
+            (sum.credits, overflow) = sum.credits.addingReportingOverflow(entry.amountMinor)
+          } else {
+            (sum.debits, overflow) = sum.debits.addingReportingOverflow(entry.amountMinor)
+          }
+          self.sums[entry.currency] = overflow ? .some(nil) : sum
         }
-        self.sums[entry.currency] = sum
       }
       if self.json {
         self.jsonLine("entry", entry)
@@ -167,8 +164,12 @@ final class StatementPrinter {
       if !self.summary { self.write("") }
       self.write("\(kind.rawValue): \(self.statements) statements, \(self.entries) entries, \(self.breaks) continuity breaks")
       for currency in self.sums.keys.sorted() {
-        let sum = self.sums[currency]!
-        self.write("  booked \(currency.isEmpty ? "(no currency)" : currency): +\(Self.amount(sum.credits, currency)) -\(Self.amount(sum.debits, currency))")
+        let name = currency.isEmpty ? "(no currency)" : currency
+        if let sum = self.sums[currency] ?? nil {
+          self.write("  booked \(name): +\(Self.amount(sum.credits, currency)) -\(Self.amount(sum.debits, currency))")
+        } else {
+          self.write("  booked \(name): sums beyond 64 bits")
+        }
       }
       if self.summary {
         self.write(String(format: "  read in %.2f s (%.0f entries/s)", seconds, seconds > 0 ? Double(self.entries) / seconds : 0))

@@ -153,12 +153,12 @@ struct FormatTests {
     #expect(StatementContinuity.check(statements).isEmpty, "\(StatementContinuity.check(statements))")
   }
 
-  @Test("MT942 interim reports without the envelope and LF line ends")
+  @Test("MT942 interim reports without the envelope and LF line ends; the floor limit names the currency")
   func mt942() throws {
     let report = try #require(try MT940Reader.statements(.data(Self.sample("mt942.sta"))).first)
     #expect(report.header.format == .mt942)
     #expect(report.entries.count == 1 && report.entries.first?.details.first?.endToEndID == "BL99")
-    #expect(report.entries.first?.currency == "", "no balance names the currency: the entry's stays unknown")
+    #expect(report.entries.first?.currency == "CNY", "an MT942 without balances takes the currency from :34F:")
   }
 
   @Test("pain.002: group, payment information and transaction statuses with reason codes; versions .03 and .10")
@@ -225,6 +225,12 @@ struct FormatTests {
         }
       }
     }
+    // A control sum that does not add up is refused.
+    let written = String(decoding: try Pain001Writer.write(.init(
+      version: .v03, messageID: "M", createdAt: "2026-12-03T09:30:00Z", initiatingPartyName: "X", transfers: [Self.transfer(1)])), as: UTF8.self)
+    let tampered = written.replacingOccurrences(of: "<CtrlSum>1000.01</CtrlSum><InitgPty>", with: "<CtrlSum>1000.02</CtrlSum><InitgPty>")
+    #expect(tampered != written)
+    #expect(Self.refusal(tampered) { _ = try Pain001Reader.read($0) }?.location.hasSuffix("GrpHdr/CtrlSum") == true)
     // The Latin character set for banks that take no more.
     let latin = CreditTransferMessage(
       version: .v03, messageID: "M", createdAt: "2026-12-03T09:30:00Z", initiatingPartyName: "X", characterSet: .latin,
@@ -250,6 +256,14 @@ struct FormatTests {
     #expect(problem { $0.executionDate = "2026-02-30" }?.description.contains("execution_date") == true)
     #expect(problem { $0.amountMinor = 0 }?.description.contains("amount") == true)
     #expect(problem { $0.currency = "cny" }?.description.contains("currency") == true)
+    // Nothing is cut that would send money elsewhere: long accounts are refused, not truncated.
+    #expect(problem { $0.creditorAccount = String(repeating: "1", count: 35) }?.description.contains("creditor_account") == true)
+    #expect(problem { $0.creditorAgentBIC = "PCBC" }?.description.contains("creditor_agent_bic") == true)
+    #expect(problem { $0.creditorCountry = "China" }?.description.contains("creditor_country") == true)
+    #expect(problem { $0.creditorReference = String(repeating: "R", count: 36) }?.description.contains("creditor_reference") == true)
+    #expect(throws: Pain001Writer.Problem.invalidMessage(field: "message_id", reason: "must be 1 to 35 printable ASCII characters")) {
+      _ = try Pain001Writer.write(.init(version: .v03, messageID: "a b", createdAt: "2026-12-03T00:00:00Z", initiatingPartyName: "", transfers: [Self.transfer(1)]))
+    }
     #expect(throws: Pain001Writer.Problem.noTransfers) {
       _ = try Pain001Writer.write(.init(version: .v03, messageID: "M", createdAt: "", initiatingPartyName: "", transfers: []))
     }
@@ -278,6 +292,10 @@ struct FormatTests {
     statements[1].header.balances[0].amountMinor = 1
     let kinds = StatementContinuity.check(statements).map(\.kind)
     #expect(kinds.contains(.entriesDoNotSum))
+    // A statement that cannot be checked says so.
+    var missing = try CamtReader.statements(.data(Self.sample("camt053-v08-cn.xml")))
+    missing[0].header.balances.removeAll { $0.type == "CLBD" }
+    #expect(StatementContinuity.check(missing).map(\.kind) == [.unverifiable])
     #expect(kinds.contains(.sequenceGap))
     #expect(kinds.contains(.openingNotPreviousClosing))
   }
@@ -309,6 +327,10 @@ struct FormatTests {
     #expect(decimals.line == 15)
     let date = try #require(Self.refusal(text.replacingOccurrences(of: "<BookgDt><Dt>2026-12-03", with: "<BookgDt><Dt>2026-13-03"), camt))
     #expect(date.reason.contains("'2026-13-03' is not a date"))
+    let indicator = try #require(Self.refusal(text.replacingOccurrences(of: "<CdtDbtInd>DBIT</CdtDbtInd>\n<Sts>", with: "<Sts>"), camt))
+    #expect(indicator.reason.contains("needs CdtDbtInd"), "a missing indicator is not read as a credit: \(indicator)")
+    let longName = try #require(Self.refusal(text.replacingOccurrences(of: "<NtryRef>1</NtryRef>", with: "<\(String(repeating: "N", count: 65))/>"), camt))
+    #expect(longName.reason.contains("element name longer than 64"))
     let currency = try #require(Self.refusal(text.replacingOccurrences(of: "<Amt Ccy=\"CNY\">8005.00", with: "<Amt>8005.00"), camt))
     #expect(currency.reason.contains("no ISO 4217 currency"))
 

@@ -94,7 +94,7 @@ struct ShadowRuleTests {
         _ = try await Self.report(server, version: 9, token: first.nextPageToken)
       }
       #expect(otherVersion?.code == .invalidArgument && otherVersion?.message.contains("page_token") == true)
-      let badSize = await #expect(throws: RPCError.self) { _ = try await Self.report(server, pageSize: 101) }
+      let badSize = await #expect(throws: RPCError.self) { _ = try await Self.report(server, pageSize: 51) }
       #expect(badSize?.code == .invalidArgument && badSize?.message.contains("page_size") == true)
 
       // Auditors read the report; a viewer may not, nor may an auditor stop the shadow set.

@@ -141,7 +141,10 @@ extension PaymentLedger {
           try txn.delete(entry.key, in: .outbox)
           guard let bytes = try txn.get(Array(entry.paymentID.utf8), in: .payments) else { continue }
           var payment = try Payment(record: bytes)
-          guard case .success = payment.apply(.bankRejected, at: now, reason: reason) else { continue }
+          let before = payment.status
+          // A payment a status report already failed takes the refusal without a change: no
+          // second journal entry, alert or burst count for the same rejection.
+          guard case .success(let after) = payment.apply(.bankRejected, at: now, reason: reason), after != before else { continue }
           try Reservations.releaseIfDue(payment, txn: &txn)
           try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
           try AuditJournal.append(

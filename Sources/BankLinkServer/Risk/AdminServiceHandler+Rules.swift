@@ -105,7 +105,7 @@ extension AdminServiceHandler {
 
   /// Differences a shadow report page lists by default and at most.
   static let defaultShadowDifferences = 20
-  static let maxShadowDifferences = 100
+  static let maxShadowDifferences = 50
 
   func getShadowReport(request: Banklink_V1_GetShadowReportRequest, context: ServerContext) async throws -> Banklink_V1_ShadowReport {
     guard (0...Self.maxShadowDifferences).contains(Int(request.pageSize)) else {
@@ -114,8 +114,10 @@ extension AdminServiceHandler {
     let pageSize = request.pageSize == 0 ? Self.defaultShadowDifferences : Int(request.pageSize)
     var after: [UInt8]?
     if !request.pageToken.isEmpty {
-      let (version, position) = try PageToken.decode(request.pageToken, .shadowDifferences) { reader in
-        (try reader.readUInt64(), try reader.readUInt64())
+      let (version, position) = try PageToken.decode(request.pageToken, .shadowDifferences) { reader -> (UInt64, UInt64)? in
+        let version = try reader.readUInt64()
+        let position = try reader.readUInt64()
+        return version == 0 ? nil : (version, position)
       }
       guard request.shadowVersion == 0 || request.shadowVersion == version else {
         throw APIError.invalidArgument("page_token", "continues the report of shadow version \(version), not \(request.shadowVersion)")

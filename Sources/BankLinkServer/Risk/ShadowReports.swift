@@ -15,6 +15,11 @@ import BankLinkStore
 enum ShadowReports {
   /// Differences kept per shadow version; later ones are counted, not listed.
   static let maxDifferencesKept: Int64 = 100_000
+  /// Hits, and explanation lines per hit, kept with a difference (the decision on the payment
+  /// itself, in `risk_decisions`, is the active one's): a few KB per difference, so a page of
+  /// them stays well inside a gRPC message.
+  static let maxHitsKept = 16
+  static let maxExplanationLinesKept = 4
   static let totalsFormat: UInt8 = 1
   static let differenceFormat: UInt8 = 1
 
@@ -130,7 +135,13 @@ enum ShadowReports {
         writer.write(now.millisecondsSinceEpoch)
         writer.write(UInt8(activeOutcome.rawValue))
         writer.write(active?.ruleSetVersion ?? 0)
-        let decision = shadow.record(features: features)
+        var kept = shadow
+        kept.hits = shadow.hits.prefix(Self.maxHitsKept).map { hit in
+          var hit = hit
+          hit.because = Array(hit.because.prefix(Self.maxExplanationLinesKept))
+          return hit
+        }
+        let decision = kept.record(features: features)
         writer.write(UInt32(decision.count))
         writer.writeRaw(decision)
         try txn.put(Self.differenceKey(version, paymentSequence: paymentSequence), writer.bytes, in: .riskShadow)
@@ -199,9 +210,4 @@ enum ShadowReports {
     key[offset..<offset + 8].reduce(0) { ($0 << 8) | UInt64($1) }
   }
 
-  /// Whether `key` is a difference key of `version` (a page token must not wander off).
-  static func isDifferenceKey(_ key: [UInt8], of version: UInt64) -> Bool {
-    let prefix = Self.key(UInt8(ascii: "D"), version)
-    return key.count == prefix.count + 8 && key.starts(with: prefix)
-  }
 }
