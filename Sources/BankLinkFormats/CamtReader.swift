@@ -1,11 +1,5 @@
 import Foundation
 
-/// Where a file's bytes come from: memory, or a path read in chunks (bounded memory).
-public enum FormatSource: Sendable {
-  case data(Data)
-  case file(String)
-}
-
 /// Reads ISO 20022 camt.052 (account report), camt.053 (statement) and camt.054 (debit/credit
 /// notification), versions .001.02 to .001.13: the elements every version shares are read by
 /// their path, so a version's renamings (`BIC`/`BICFI`, `Cdtr/Nm`/`Cdtr/Pty/Nm`, `Sts`/`Sts/Cd`,
@@ -20,13 +14,8 @@ public enum CamtReader {
   @discardableResult
   public static func read(_ source: FormatSource, _ onEvent: @escaping (StatementEvent) throws -> Void) throws -> StatementFormat {
     let state = CamtState(onEvent: onEvent)
-    let xmlSource: XMLWalker.Source =
-      switch source {
-      case .data(let data): .data(data)
-      case .file(let path): .file(path)
-      }
     try XMLWalker.walk(
-      xmlSource, format: "camt", onStart: { element in try state.start(element) }, onEnd: { element, text in try state.end(element, text) })
+      source, format: "camt", onStart: { element in try state.start(element) }, onEnd: { element, text in try state.end(element, text) })
     guard let format = state.format else {
       throw FormatError(format: "camt", line: 0, location: "", reason: "no camt.052, camt.053 or camt.054 message in the file")
     }

@@ -1,3 +1,11 @@
+import Foundation
+
+/// Where a file's bytes come from: memory, or a path read in chunks (bounded memory).
+public enum FormatSource: Sendable {
+  case data(Data)
+  case file(String)
+}
+
 /// A file refused: which format, where (line, and the element path or field), and why. Nothing
 /// of a refused file is meant to be stored.
 public struct FormatError: Error, Sendable, Hashable, CustomStringConvertible {

@@ -104,12 +104,15 @@ private struct MT940Parser {
   mutating func line(_ text: String, number: Int) throws {
     var text = Substring(text)
     // The FIN envelope: blocks 1-3 before `{4:`, and `-}` (with block 5) after it.
-    if text.hasPrefix("{1:") || text.hasPrefix("{2:") || text.hasPrefix("{3:") {
+    // Most lines start with ':'; the envelope's with '{' or '-' (checked as bytes: Substring's
+    // own prefix tests compare Characters).
+    let first = text.utf8.first
+    if first == UInt8(ascii: "{"), text.hasPrefix("{1:") || text.hasPrefix("{2:") || text.hasPrefix("{3:") {
       guard let block4 = text.range(of: "{4:") else { return }
       text = text[block4.upperBound...]
       if text.isEmpty { return }
     }
-    if text.hasPrefix("-}") || text == "-" || text.hasPrefix("{5:") {
+    if first == UInt8(ascii: "-") || first == UInt8(ascii: "{"), text.hasPrefix("-}") || text == "-" || text.hasPrefix("{5:") {
       try self.flushField()
       return
     }
@@ -215,7 +218,7 @@ private struct MT940Parser {
       } else {
         // After the last :61:, or a second :86:: information about the statement.
         try self.endEntry()
-        self.trailer.additionalInfo = text.replacingOccurrences(of: "\n", with: " ")
+        self.trailer.additionalInfo = text.split(separator: "\n").joined(separator: " ")
       }
     case "62F", "62M", "64", "65":
       try self.needHeader(line, tag)
@@ -338,13 +341,14 @@ private struct MT940Parser {
   static func information(_ text: String, direction: CreditDebit, entry: inout StatementEntry) -> TransactionDetails {
     var details = TransactionDetails()
     details.endToEndID = entry.customerReference
-    let joined = text.replacingOccurrences(of: "\n", with: "")
+    // Continuation lines join without a separator (a line break inside a field is layout).
+    let joined = text.split(separator: "\n").joined()
     if joined.contains("?2") || joined.contains("?00") {
       Self.germanSubfields(joined, into: &details)
     } else if joined.hasPrefix("/") {
       Self.slashCodes(joined, into: &details)
     } else {
-      details.remittance = [text.replacingOccurrences(of: "\n", with: " ")]
+      details.remittance = [text.split(separator: "\n").joined(separator: " ")]
     }
     if !details.remittance.isEmpty, details.remittance.count > FormatLimits.maxRemittanceLines {
       details.remittance = Array(details.remittance.prefix(FormatLimits.maxRemittanceLines))

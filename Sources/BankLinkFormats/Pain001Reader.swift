@@ -36,12 +36,7 @@ public enum Pain001Reader {
 
   public static func read(_ source: FormatSource) throws -> Message {
     let state = Pain001State()
-    let xmlSource: XMLWalker.Source =
-      switch source {
-      case .data(let data): .data(data)
-      case .file(let path): .file(path)
-      }
-    try XMLWalker.walk(xmlSource, format: "pain.001", onStart: { try state.start($0) }, onEnd: { try state.end($0, $1) })
+    try XMLWalker.walk(source, format: "pain.001", onStart: { try state.start($0) }, onEnd: { try state.end($0, $1) })
     guard state.message.version != 0 else {
       throw FormatError(format: "pain.001", line: 0, location: "", reason: "no CstmrCdtTrfInitn message in the file")
     }

@@ -51,12 +51,7 @@ public enum Pain002Reader {
 
   public static func read(_ source: FormatSource) throws -> PaymentStatusReport {
     let state = Pain002State()
-    let xmlSource: XMLWalker.Source =
-      switch source {
-      case .data(let data): .data(data)
-      case .file(let path): .file(path)
-      }
-    try XMLWalker.walk(xmlSource, format: "pain.002", onStart: { try state.start($0) }, onEnd: { try state.end($0, $1) })
+    try XMLWalker.walk(source, format: "pain.002", onStart: { try state.start($0) }, onEnd: { try state.end($0, $1) })
     guard state.sawMessage else {
       throw FormatError(format: "pain.002", line: 0, location: "", reason: "no CstmrPmtStsRpt message in the file")
     }

@@ -55,19 +55,13 @@ final class XMLWalker {
     self.onEnd = onEnd
   }
 
-  /// Where a document comes from: bytes in memory, or a file read in chunks (bounded memory).
-  enum Source {
-    case data(Data)
-    case file(String)
-  }
-
   /// Bytes handed to libxml2 at a time.
   static let chunkBytes = 1 << 20
 
   /// Walks the document, calling `onStart` as each element opens and `onEnd` with its text as
   /// it closes. Throws ``FormatError`` (or what a callback threw) and stops at the first problem.
   static func walk(
-    _ source: Source, format: String, onStart: @escaping (Element) throws -> Void,
+    _ source: FormatSource, format: String, onStart: @escaping (Element) throws -> Void,
     onEnd: @escaping (Element, _ text: String) throws -> Void
   ) throws {
     let walker = XMLWalker(format: format, onStart: onStart, onEnd: onEnd)
