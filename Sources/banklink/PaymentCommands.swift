@@ -87,8 +87,8 @@ struct PayCommand: AsyncParsableCommand {
 struct PaymentsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "payments",
-    abstract: "List, show and cancel payments.",
-    subcommands: [List.self, Show.self, Cancel.self]
+    abstract: "List, show, cancel and import payments.",
+    subcommands: [List.self, Show.self, Cancel.self, Import.self]
   )
 
   struct List: AsyncParsableCommand {
