@@ -105,7 +105,18 @@ struct FundSafetyTests {
             let payment = try await server.payments.create(
               Self.instruction(1_000 + Int64(index)), idempotencyKey: "race-\(index)", creator: "erp"
             ).payment
-            try await Task.sleep(for: .milliseconds(delays[index]))
+            // Random moments, and two kinds that make sure both sides of the claim are hit on a
+            // machine of any speed (a loaded CI runner may claim nothing within 250 ms): every
+            // fourth payment is cancelled at once, every fourth after the submitter claimed it.
+            switch index % 4 {
+            case 0: break
+            case 1:
+              let claimedBy = ContinuousClock.now.advanced(by: .seconds(20))
+              while try server.payments.payment(payment.id)?.status == .approved, ContinuousClock.now < claimedBy {
+                try await Task.sleep(for: .milliseconds(5))
+              }
+            default: try await Task.sleep(for: .milliseconds(delays[index]))
+            }
             do {
               _ = try await server.payments.cancel(payment.id, by: "erp", isAdmin: false, reason: "race")
               return (payment, true)
