@@ -24,20 +24,7 @@ struct AccountsCommand: AsyncParsableCommand {
   func run() async throws {
     let accounts = try await reportingFailures {
       try await withBankLinkClient(self.connection.client) { client in
-        let service = Banklink_V1_AccountService.Client(wrapping: client)
-        var accounts: [Banklink_V1_Account] = []
-        var token = ""
-        repeat {
-          let page = try await service.listAccounts(.with {
-            $0.pageSize = Int32(Limits.maxPageSize)
-            $0.pageToken = token
-            $0.bankBic = self.bank ?? ""
-            $0.currencyCode = self.currency ?? ""
-          })
-          accounts += page.accounts
-          token = page.nextPageToken
-        } while !token.isEmpty
-        return accounts
+        try await allAccounts(client, bank: self.bank ?? "", currency: self.currency ?? "")
       }
     }
     if self.connection.json {
@@ -192,4 +179,22 @@ func parseTime(_ text: String, option: String) throws -> Google_Protobuf_Timesta
   formatter.formatOptions = [.withFullDate]
   if let date = formatter.date(from: text) { return Google_Protobuf_Timestamp(date: date) }
   throw ValidationError("\(option): '\(text)' is not an ISO 8601 date (2026-11-01) or time (2026-11-01T08:00:00Z)")
+}
+
+/// Every account the gateway holds (following pages), optionally of one bank or currency.
+func allAccounts(_ client: GRPCClient<some ClientTransport>, bank: String = "", currency: String = "") async throws -> [Banklink_V1_Account] {
+  let service = Banklink_V1_AccountService.Client(wrapping: client)
+  var accounts: [Banklink_V1_Account] = []
+  var token = ""
+  repeat {
+    let page = try await service.listAccounts(.with {
+      $0.pageSize = Int32(Limits.maxPageSize)
+      $0.pageToken = token
+      $0.bankBic = bank
+      $0.currencyCode = currency
+    })
+    accounts += page.accounts
+    token = page.nextPageToken
+  } while !token.isEmpty
+  return accounts
 }

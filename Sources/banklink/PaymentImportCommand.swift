@@ -43,7 +43,7 @@ extension PaymentsCommand {
       }
       let key = Self.idempotencyKey(message.messageID)
       let accounts = try await reportingFailures {
-        try await withBankLinkClient(self.connection.client) { try await Self.accounts($0) }
+        try await withBankLinkClient(self.connection.client) { try await allAccounts($0) }
       }
       // A transfer that cannot be mapped is bad input (exit 64), and nothing is sent.
       let items = try Self.items(message, accounts: accounts)
@@ -78,21 +78,6 @@ extension PaymentsCommand {
             "\(FormatValues.decimal(transfer.amountMinor, currency: transfer.currency)) \(transfer.currency)", transfer.creditorName,
           ]
         })
-    }
-
-    static func accounts(_ client: GRPCClient<some ClientTransport>) async throws -> [Banklink_V1_Account] {
-      let service = Banklink_V1_AccountService.Client(wrapping: client)
-      var accounts: [Banklink_V1_Account] = []
-      var token = ""
-      repeat {
-        let page = try await service.listAccounts(.with {
-          $0.pageSize = Int32(Limits.maxPageSize)
-          $0.pageToken = token
-        })
-        accounts += page.accounts
-        token = page.nextPageToken
-      } while !token.isEmpty
-      return accounts
     }
 
     static func normalized(_ account: String) -> String { account.filter { $0 != " " }.uppercased() }
