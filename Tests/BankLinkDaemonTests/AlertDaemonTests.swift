@@ -79,8 +79,11 @@ struct AlertDaemonTests {
 
       try await withBankLinkClient(pki.clientConfiguration(address: "127.0.0.1:\(first.port)", identity: erp)) { grpc in
         let service = Banklink_V1_PaymentService.Client(wrapping: grpc)
+        // Spread over about four seconds, so the bank's rejections (and their alerts) arrive
+        // over time rather than in one status poll, and the kill lands while they are raised.
         for index in 0..<Self.payments {
           _ = try await service.createPayment(.with { $0.idempotencyKey = "alert-\(index)"; $0.instruction = Self.instruction(index) })
+          try await Task.sleep(for: .milliseconds(100))
         }
       }
       // Kill once some rejections have been raised and seen, with more to come.
