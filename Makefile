@@ -55,9 +55,14 @@ protos-check: deps
 # connection attacks (socket floods, second-scale deadlines) run on their own after the rest.
 TEST_WIDTH ?= 6
 
+# Each run is watched (scripts/run-tests.sh): a hung test fails it after TEST_TIMEOUT seconds,
+# naming the tests still running and printing the test process's stacks.
+TEST_TIMEOUT ?= 900
+
 unit-tests: build
-	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) $(SWIFT) test --skip ConnectionAttackTests
-	$(SWIFT) test --skip-build --filter ConnectionAttackTests
+	$(SWIFT) build --build-tests
+	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) SWIFT=$(SWIFT) scripts/run-tests.sh --timeout $(TEST_TIMEOUT) -- --skip-build --skip ConnectionAttackTests
+	SWIFT=$(SWIFT) scripts/run-tests.sh --timeout $(TEST_TIMEOUT) -- --skip-build --filter ConnectionAttackTests
 
 interop: build
 	scripts/interop-check.sh

@@ -4,9 +4,36 @@
 /// names rather than to literal numbers.
 public enum Limits {
   /// Largest gRPC request message accepted by any method (bytes): the transport's own bound.
-  /// Statement imports are the largest requests; 16 MiB carries a camt.053 file of roughly
-  /// 20,000 entries. Larger files must be split.
+  /// Payment batches are the largest single messages; statement files arrive as a stream of
+  /// chunks of at most ``maxStatementChunkBytes``.
   public static let maxRequestMessageBytes = 16 * 1024 * 1024
+
+  /// Largest chunk of a statement file in one `ImportStatement` message (bytes): big enough that
+  /// a file of hundreds of MiB takes few messages, small enough that a chunk in flight is cheap.
+  public static let maxStatementChunkBytes = 4 * 1024 * 1024
+
+  /// Largest statement file accepted (bytes), 2 GiB: a camt.053 of a million entries is about
+  /// 800 MiB. The file is spooled to the data directory while it arrives, so this bounds disk
+  /// use per import, not memory.
+  public static let maxStatementFileBytes: Int64 = 2 << 30
+
+  /// Statement imports storing at the same time; more wait their turn. Imports are serialised
+  /// so that deduplication of one file's entries sees every earlier file's.
+  public static let maxConcurrentStatementUploads = 4
+
+  /// Entries written per transaction while a large statement is stored (the statement becomes
+  /// visible only in the import's last transaction, so readers never see half of a file).
+  public static let statementEntriesPerCommit = 5_000
+
+  /// Reconciliation-break alerts raised by one import; further breaks are counted in the last.
+  public static let maxBreakAlertsPerImport = 20
+
+  /// Longest file name kept with an imported statement (bytes): a file system's own limit.
+  public static let maxFileNameLength = 255
+
+  /// Entries per page of `GetStatement` (default and maximum).
+  public static let defaultStatementEntriesPage = 100
+  public static let maxStatementEntriesPage = 1_000
 
   /// Largest request message of every method but those in ``largeRequestMethodPaths``: one
   /// payment instruction at its longest fields is a few KiB.
@@ -38,6 +65,10 @@ public enum Limits {
   /// How long SIGTERM/SIGINT waits for in-flight calls and streams to finish before cancelling
   /// them. systemd's default `TimeoutStopSec` is 90 s; this stays well inside it.
   public static let shutdownDrainSeconds = 10
+
+  /// After ``shutdownDrainSeconds``, how long services that were cancelled may take to return
+  /// before the daemon stops waiting for them and exits.
+  public static let shutdownCancellationSeconds = 5
 
   /// How long the server lets open connections drain on shutdown before closing them: inside
   /// ``shutdownDrainSeconds``, leaving time for the other services to stop.

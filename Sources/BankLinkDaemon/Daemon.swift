@@ -143,6 +143,10 @@ public enum Daemon {
       logger: logger
     )
     groupConfiguration.maximumGracefulShutdownDuration = .seconds(Limits.shutdownDrainSeconds)
+    // After the drain, cancelled services get this long to return; then the group stops
+    // waiting for them, so SIGTERM always ends the process (systemd's TimeoutStopSec is not
+    // the only backstop).
+    groupConfiguration.maximumCancellationDuration = .seconds(Limits.shutdownCancellationSeconds)
     let group = ServiceGroup(configuration: groupConfiguration)
     try await group.run()
     let statistics = writer.statistics

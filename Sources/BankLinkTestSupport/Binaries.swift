@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Locates the `banklinkd`, `banklink` and `banklink-load` executables built next to the test binary
 /// (`.build/debug`), or in `BANKLINK_BIN_DIR`. `make test` builds them before running tests.
@@ -15,11 +16,18 @@ public enum Binaries {
   public static var load: String { directory + "/banklink-load" }
 }
 
-/// Runs a program to completion and returns its exit status and output.
+/// How long ``runProgram(_:_:environment:timeoutSeconds:)`` lets a program run by default.
+public let defaultProgramTimeoutSeconds = 120
+
+/// Runs a program to completion and returns its exit status and output. Both pipes are drained
+/// at once (a child that fills one while the other is read would block forever), and a program
+/// still running after `timeoutSeconds` is killed: the result then says so in `stderr` and the
+/// status is SIGKILL's, so the calling test fails instead of hanging the run.
 public func runProgram(
   _ path: String,
   _ arguments: [String],
-  environment: [String: String]? = nil
+  environment: [String: String]? = nil,
+  timeoutSeconds: Int = defaultProgramTimeoutSeconds
 ) throws -> (status: Int32, stdout: String, stderr: String) {
   let process = Process()
   process.executableURL = URL(fileURLWithPath: path)
@@ -29,9 +37,59 @@ public func runProgram(
   let err = Pipe()
   process.standardOutput = out
   process.standardError = err
-  try process.run()
-  let stdout = out.fileHandleForReading.readDataToEndOfFile()
-  let stderr = err.fileHandleForReading.readDataToEndOfFile()
+  try TestProcesses.launch(process)
+  let drained = DispatchGroup()
+  let collected = Mutex<(stdout: Data, stderr: Data)>((Data(), Data()))
+  for (pipe, isStdout) in [(out, true), (err, false)] {
+    drained.enter()
+    Thread.detachNewThread {
+      let data = pipe.fileHandleForReading.readDataToEndOfFile()
+      collected.withLock { if isStdout { $0.stdout = data } else { $0.stderr = data } }
+      drained.leave()
+    }
+  }
+  var timedOut = false
+  if drained.wait(timeout: .now() + .seconds(timeoutSeconds)) == .timedOut {
+    timedOut = true
+    kill(process.processIdentifier, SIGKILL)
+    _ = drained.wait(timeout: .now() + .seconds(10))
+  }
   process.waitUntilExit()
-  return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+  let (stdout, stderr) = collected.withLock { ($0.stdout, $0.stderr) }
+  var errorText = String(decoding: stderr, as: UTF8.self)
+  if timedOut { errorText += "\n[runProgram: \(path) killed after \(timeoutSeconds) s]" }
+  return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), errorText)
+}
+
+/// Long-lived child processes of the tests (daemons): their output goes to a log file rather
+/// than the test runner's own stdout and stderr — a child that outlives a crashed or failed
+/// test must not hold `swift test`'s output pipes open, or the run never ends — and their
+/// process ids are appended to `BANKLINK_TEST_PIDS_FILE` when it is set, so that
+/// `scripts/run-tests.sh` can end any left running.
+public enum TestProcesses {
+  /// Starts `process`; a process without its own output handles writes to a log file in the
+  /// temporary directory (its path is returned).
+  @discardableResult
+  public static func launch(_ process: Process) throws -> String? {
+    var logPath: String?
+    if process.standardOutput == nil || process.standardError == nil {
+      let name = URL(fileURLWithPath: process.executableURL?.path ?? "child").lastPathComponent
+      let path = NSTemporaryDirectory() + "/\(name)-\(getpid())-\(UUID().uuidString.prefix(8)).log"
+      FileManager.default.createFile(atPath: path, contents: nil)
+      if let handle = FileHandle(forWritingAtPath: path) {
+        if process.standardOutput == nil { process.standardOutput = handle }
+        if process.standardError == nil { process.standardError = handle }
+        logPath = path
+      }
+    }
+    try process.run()
+    if let file = ProcessInfo.processInfo.environment["BANKLINK_TEST_PIDS_FILE"],
+      let handle = FileHandle(forWritingAtPath: file)
+    {
+      handle.seekToEndOfFile()
+      handle.write(Data("\(process.processIdentifier)\n".utf8))
+      try? handle.close()
+    }
+    return logPath
+  }
 }

@@ -18,7 +18,7 @@ public final class RunningDaemon: @unchecked Sendable {
     var environment = ProcessInfo.processInfo.environment
     environment["NOTIFY_SOCKET"] = socket.path
     process.environment = environment
-    try process.run()
+    try TestProcesses.launch(process)
     // Messages left by an earlier daemon on the same socket (its STOPPING=1) are skipped.
     let deadline = ContinuousClock.now.advanced(by: .seconds(60))
     var ready: String?
@@ -33,6 +33,7 @@ public final class RunningDaemon: @unchecked Sendable {
   }
 
   public func kill9() async {
+    guard self.process.isRunning else { return }
     kill(self.process.processIdentifier, SIGKILL)
     _ = try? await offPool { self.process.waitUntilExit() }
   }
@@ -46,10 +47,26 @@ public final class RunningDaemon: @unchecked Sendable {
     return kib * 1024
   }
 
-  /// SIGTERM, then waits for the exit.
-  public func stop() async {
+  /// How long ``stop()`` waits after SIGTERM before SIGKILL: past the daemon's own drain
+  /// (``Limits/shutdownDrainSeconds``) with room to spare.
+  public static let stopTimeoutSeconds = 30
+
+  /// SIGTERM, then waits for the exit; SIGKILL if it has not exited in
+  /// ``stopTimeoutSeconds`` (returns false then: the caller's test should fail).
+  @discardableResult
+  public func stop() async -> Bool {
+    guard self.process.isRunning else { return true }
     self.process.terminate()
-    _ = try? await offPool { self.process.waitUntilExit() }
+    let exited = (try? await offPool { () -> Bool in
+      let deadline = Date().addingTimeInterval(TimeInterval(Self.stopTimeoutSeconds))
+      while self.process.isRunning, Date() < deadline { usleep(20_000) }
+      return !self.process.isRunning
+    }) ?? false
+    if !exited {
+      kill(self.process.processIdentifier, SIGKILL)
+      _ = try? await offPool { self.process.waitUntilExit() }
+    }
+    return exited
   }
 }
 

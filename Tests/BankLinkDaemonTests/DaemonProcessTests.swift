@@ -36,7 +36,7 @@ struct DaemonProcessTests {
       var environment = ProcessInfo.processInfo.environment
       environment["NOTIFY_SOCKET"] = socket.path
       daemon.environment = environment
-      try daemon.run()
+      try TestProcesses.launch(daemon)
       defer { if daemon.isRunning { daemon.terminate() } }
 
       let ready = try #require(await socket.next(timeoutSeconds: 30), "banklinkd never sent READY=1")
