@@ -153,7 +153,7 @@ let package = Package(
     .target(
       name: "BankLinkServer",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkProto", "BankLinkPKI", "BankLinkBanks", "BankLinkRules",
+        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkProto", "BankLinkPKI", "BankLinkBanks", "BankLinkRules", "BankLinkFormats",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -11,6 +11,8 @@ public enum Role: String, CaseIterable, Sendable, Hashable, Comparable, Codable 
   case auditor
   /// Manages risk rules, approval policy and principals.
   case admin
+  /// Imports bank statements, reconciles them against payments and matches by hand.
+  case reconciler
 
   public static func < (lhs: Role, rhs: Role) -> Bool {
     lhs.order < rhs.order
@@ -23,6 +25,7 @@ public enum Role: String, CaseIterable, Sendable, Hashable, Comparable, Codable 
     case .approver: 2
     case .auditor: 3
     case .admin: 4
+    case .reconciler: 5
     }
   }
 }

@@ -92,6 +92,13 @@ public struct ContinuityBreak: Sendable, Hashable, Codable, CustomStringConverti
   public var statementID: String
   public var message: String
 
+  public init(kind: Kind, account: String, statementID: String, message: String) {
+    self.kind = kind
+    self.account = account
+    self.statementID = statementID
+    self.message = message
+  }
+
   public var description: String { "\(self.account) statement \(self.statementID): \(self.message)" }
 }
 
@@ -129,14 +136,14 @@ public enum StatementContinuity {
 
   /// The balance a statement opens with: booked opening or previous closing; an MT940 page
   /// after the first opens with an intermediate balance (`:60M:`).
-  static func opening(_ statement: BankStatement) -> StatementBalance? {
+  public static func opening(_ statement: BankStatement) -> StatementBalance? {
     statement.header.balances.first { ["OPBD", "PRCD"].contains($0.type) }
       ?? (statement.header.format == .mt940 ? statement.header.balances.first { $0.type == "ITBD" } : nil)
   }
 
   /// The balance a statement closes with: booked closing; an MT940 page before the last closes
   /// with an intermediate balance (`:62M:`).
-  static func closing(_ statement: BankStatement) -> StatementBalance? {
+  public static func closing(_ statement: BankStatement) -> StatementBalance? {
     statement.balances.first { $0.type == "CLBD" }
       ?? (statement.header.format == .mt940 ? statement.trailer.balances.first { $0.type == "ITBD" } : nil)
   }

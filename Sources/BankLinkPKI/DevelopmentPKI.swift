@@ -15,6 +15,7 @@ public enum DevelopmentPKI {
     Principal(identity: "bob", roles: [.approver]),
     Principal(identity: "viewer", roles: [.viewer]),
     Principal(identity: "auditor", roles: [.auditor]),
+    Principal(identity: "clerk", roles: [.reconciler]),
   ]
 
   /// Default directory of the development PKI, relative to the repository root.

@@ -56,6 +56,9 @@ public nonisolated enum Banklink_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable
 
   /// Manages risk rules, approval policy and principals.
   case admin // = 5
+
+  /// Imports bank statements, reconciles them against payments and matches by hand.
+  case reconciler // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -70,6 +73,7 @@ public nonisolated enum Banklink_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable
     case 3: self = .approver
     case 4: self = .auditor
     case 5: self = .admin
+    case 6: self = .reconciler
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -82,6 +86,7 @@ public nonisolated enum Banklink_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable
     case .approver: return 3
     case .auditor: return 4
     case .admin: return 5
+    case .reconciler: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -94,6 +99,7 @@ public nonisolated enum Banklink_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable
     .approver,
     .auditor,
     .admin,
+    .reconciler,
   ]
 
 }
@@ -345,7 +351,7 @@ public nonisolated struct Banklink_V1_RuleDecision: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_Role: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_VIEWER\0\u{1}ROLE_PAYER\0\u{1}ROLE_APPROVER\0\u{1}ROLE_AUDITOR\0\u{1}ROLE_ADMIN\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}ROLE_VIEWER\0\u{1}ROLE_PAYER\0\u{1}ROLE_APPROVER\0\u{1}ROLE_AUDITOR\0\u{1}ROLE_ADMIN\0\u{1}ROLE_RECONCILER\0")
 }
 
 nonisolated extension Banklink_V1_Direction: SwiftProtobuf._ProtoNameProviding {

@@ -32,6 +32,32 @@ public enum Banklink_V1_ReconciliationService: Sendable {
             public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.ReconciliationService"),
                 method: "ImportStatement",
+                type: .clientStreaming
+            )
+        }
+        /// Namespace for "ListStatements" metadata.
+        public enum ListStatements: Sendable {
+            /// Request type for "ListStatements".
+            public typealias Input = Banklink_V1_ListStatementsRequest
+            /// Response type for "ListStatements".
+            public typealias Output = Banklink_V1_ListStatementsResponse
+            /// Descriptor for "ListStatements".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.ReconciliationService"),
+                method: "ListStatements",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetStatement" metadata.
+        public enum GetStatement: Sendable {
+            /// Request type for "GetStatement".
+            public typealias Input = Banklink_V1_GetStatementRequest
+            /// Response type for "GetStatement".
+            public typealias Output = Banklink_V1_GetStatementResponse
+            /// Descriptor for "GetStatement".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.ReconciliationService"),
+                method: "GetStatement",
                 type: .unary
             )
         }
@@ -64,6 +90,8 @@ public enum Banklink_V1_ReconciliationService: Sendable {
         /// Descriptors for all methods in the "banklink.v1.ReconciliationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ImportStatement.descriptor,
+            ListStatements.descriptor,
+            GetStatement.descriptor,
             Reconcile.descriptor,
             GetReconciliationReport.descriptor
         ]
@@ -94,15 +122,20 @@ extension Banklink_V1_ReconciliationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Statement import and matching. Roles: admin imports and reconciles; auditor and admin read
-    /// > reports.
+    /// > Statement import and matching. Roles: reconcilers and admins import and reconcile; auditors,
+    /// > reconcilers and admins read statements and reports (docs/authorization.md).
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "ImportStatement" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-        /// > account) are counted as duplicates and not stored twice.
+        /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+        /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+        /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+        /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+        /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+        /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+        /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Banklink_V1_ImportStatementRequest` messages.
@@ -115,6 +148,42 @@ extension Banklink_V1_ReconciliationService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_ImportStatementRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ImportStatementResponse>
+
+        /// Handle the "ListStatements" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stored statements in import order (oldest first), optionally of one account.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_ListStatementsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_ListStatementsResponse` messages.
+        func listStatements(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_ListStatementsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ListStatementsResponse>
+
+        /// Handle the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One stored statement with a page of its entries.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_GetStatementRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_GetStatementResponse` messages.
+        func getStatement(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_GetStatementRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_GetStatementResponse>
 
         /// Handle the "Reconcile" method.
         ///
@@ -160,27 +229,68 @@ extension Banklink_V1_ReconciliationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Statement import and matching. Roles: admin imports and reconciles; auditor and admin read
-    /// > reports.
+    /// > Statement import and matching. Roles: reconcilers and admins import and reconcile; auditors,
+    /// > reconcilers and admins read statements and reports (docs/authorization.md).
     public protocol ServiceProtocol: Banklink_V1_ReconciliationService.StreamingServiceProtocol {
         /// Handle the "ImportStatement" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-        /// > account) are counted as duplicates and not stored twice.
+        /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+        /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+        /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+        /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+        /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+        /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+        /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Banklink_V1_ImportStatementRequest` message.
+        ///   - request: A streaming request of `Banklink_V1_ImportStatementRequest` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
         /// - Returns: A response containing a single `Banklink_V1_ImportStatementResponse` message.
         func importStatement(
-            request: GRPCCore.ServerRequest<Banklink_V1_ImportStatementRequest>,
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_ImportStatementRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ImportStatementResponse>
+
+        /// Handle the "ListStatements" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stored statements in import order (oldest first), optionally of one account.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ListStatementsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_ListStatementsResponse` message.
+        func listStatements(
+            request: GRPCCore.ServerRequest<Banklink_V1_ListStatementsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ListStatementsResponse>
+
+        /// Handle the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One stored statement with a page of its entries.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_GetStatementRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_GetStatementResponse` message.
+        func getStatement(
+            request: GRPCCore.ServerRequest<Banklink_V1_GetStatementRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_GetStatementResponse>
 
         /// Handle the "Reconcile" method.
         ///
@@ -224,27 +334,68 @@ extension Banklink_V1_ReconciliationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Statement import and matching. Roles: admin imports and reconciles; auditor and admin read
-    /// > reports.
+    /// > Statement import and matching. Roles: reconcilers and admins import and reconcile; auditors,
+    /// > reconcilers and admins read statements and reports (docs/authorization.md).
     public protocol SimpleServiceProtocol: Banklink_V1_ReconciliationService.ServiceProtocol {
         /// Handle the "ImportStatement" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-        /// > account) are counted as duplicates and not stored twice.
+        /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+        /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+        /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+        /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+        /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+        /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+        /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
         ///
         /// - Parameters:
-        ///   - request: A `Banklink_V1_ImportStatementRequest` message.
+        ///   - request: A stream of `Banklink_V1_ImportStatementRequest` messages.
         ///   - context: Context providing information about the RPC.
         /// - Throws: Any error which occurred during the processing of the request. Thrown errors
         ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
         ///     to an internal error.
         /// - Returns: A `Banklink_V1_ImportStatementResponse` to respond with.
         func importStatement(
-            request: Banklink_V1_ImportStatementRequest,
+            request: GRPCCore.RPCAsyncSequence<Banklink_V1_ImportStatementRequest, any Swift.Error>,
             context: GRPCCore.ServerContext
         ) async throws -> Banklink_V1_ImportStatementResponse
+
+        /// Handle the "ListStatements" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stored statements in import order (oldest first), optionally of one account.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_ListStatementsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_ListStatementsResponse` to respond with.
+        func listStatements(
+            request: Banklink_V1_ListStatementsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_ListStatementsResponse
+
+        /// Handle the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One stored statement with a page of its entries.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_GetStatementRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_GetStatementResponse` to respond with.
+        func getStatement(
+            request: Banklink_V1_GetStatementRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_GetStatementResponse
 
         /// Handle the "Reconcile" method.
         ///
@@ -297,6 +448,28 @@ extension Banklink_V1_ReconciliationService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Banklink_V1_ReconciliationService.Method.ListStatements.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ListStatementsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ListStatementsResponse>(),
+            handler: { request, context in
+                try await self.listStatements(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Banklink_V1_ReconciliationService.Method.GetStatement.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_GetStatementRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_GetStatementResponse>(),
+            handler: { request, context in
+                try await self.getStatement(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Banklink_V1_ReconciliationService.Method.Reconcile.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ReconcileRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ReconcileResponse>(),
@@ -329,6 +502,28 @@ extension Banklink_V1_ReconciliationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ImportStatementResponse> {
         let response = try await self.importStatement(
+            request: request,
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listStatements(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_ListStatementsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ListStatementsResponse> {
+        let response = try await self.listStatements(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getStatement(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_GetStatementRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_GetStatementResponse> {
+        let response = try await self.getStatement(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -362,11 +557,37 @@ extension Banklink_V1_ReconciliationService.ServiceProtocol {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension Banklink_V1_ReconciliationService.SimpleServiceProtocol {
     public func importStatement(
-        request: GRPCCore.ServerRequest<Banklink_V1_ImportStatementRequest>,
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_ImportStatementRequest>,
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ImportStatementResponse> {
         return GRPCCore.ServerResponse<Banklink_V1_ImportStatementResponse>(
             message: try await self.importStatement(
+                request: request.messages,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listStatements(
+        request: GRPCCore.ServerRequest<Banklink_V1_ListStatementsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ListStatementsResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_ListStatementsResponse>(
+            message: try await self.listStatements(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getStatement(
+        request: GRPCCore.ServerRequest<Banklink_V1_GetStatementRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_GetStatementResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_GetStatementResponse>(
+            message: try await self.getStatement(
                 request: request.message,
                 context: context
             ),
@@ -412,18 +633,23 @@ extension Banklink_V1_ReconciliationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Statement import and matching. Roles: admin imports and reconciles; auditor and admin read
-    /// > reports.
+    /// > Statement import and matching. Roles: reconcilers and admins import and reconcile; auditors,
+    /// > reconcilers and admins read statements and reports (docs/authorization.md).
     public protocol ClientProtocol: Sendable {
         /// Call the "ImportStatement" method.
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-        /// > account) are counted as duplicates and not stored twice.
+        /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+        /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+        /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+        /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+        /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+        /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+        /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Banklink_V1_ImportStatementRequest` message.
+        ///   - request: A streaming request producing `Banklink_V1_ImportStatementRequest` messages.
         ///   - serializer: A serializer for `Banklink_V1_ImportStatementRequest` messages.
         ///   - deserializer: A deserializer for `Banklink_V1_ImportStatementResponse` messages.
         ///   - options: Options to apply to this RPC.
@@ -432,11 +658,57 @@ extension Banklink_V1_ReconciliationService {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         func importStatement<Result>(
-            request: GRPCCore.ClientRequest<Banklink_V1_ImportStatementRequest>,
+            request: GRPCCore.StreamingClientRequest<Banklink_V1_ImportStatementRequest>,
             serializer: some GRPCCore.MessageSerializer<Banklink_V1_ImportStatementRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ImportStatementResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportStatementResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListStatements" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stored statements in import order (oldest first), optionally of one account.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ListStatementsRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ListStatementsRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ListStatementsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listStatements<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ListStatementsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ListStatementsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ListStatementsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ListStatementsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One stored statement with a page of its entries.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_GetStatementRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_GetStatementRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_GetStatementResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getStatement<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_GetStatementRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_GetStatementRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_GetStatementResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_GetStatementResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Reconcile" method.
@@ -491,8 +763,8 @@ extension Banklink_V1_ReconciliationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Statement import and matching. Roles: admin imports and reconciles; auditor and admin read
-    /// > reports.
+    /// > Statement import and matching. Roles: reconcilers and admins import and reconcile; auditors,
+    /// > reconcilers and admins read statements and reports (docs/authorization.md).
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -508,11 +780,16 @@ extension Banklink_V1_ReconciliationService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-        /// > account) are counted as duplicates and not stored twice.
+        /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+        /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+        /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+        /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+        /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+        /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+        /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
         ///
         /// - Parameters:
-        ///   - request: A request containing a single `Banklink_V1_ImportStatementRequest` message.
+        ///   - request: A streaming request producing `Banklink_V1_ImportStatementRequest` messages.
         ///   - serializer: A serializer for `Banklink_V1_ImportStatementRequest` messages.
         ///   - deserializer: A deserializer for `Banklink_V1_ImportStatementResponse` messages.
         ///   - options: Options to apply to this RPC.
@@ -521,7 +798,7 @@ extension Banklink_V1_ReconciliationService {
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
         public func importStatement<Result>(
-            request: GRPCCore.ClientRequest<Banklink_V1_ImportStatementRequest>,
+            request: GRPCCore.StreamingClientRequest<Banklink_V1_ImportStatementRequest>,
             serializer: some GRPCCore.MessageSerializer<Banklink_V1_ImportStatementRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ImportStatementResponse>,
             options: GRPCCore.CallOptions = .defaults,
@@ -529,9 +806,77 @@ extension Banklink_V1_ReconciliationService {
                 try response.message
             }
         ) async throws -> Result where Result: Sendable {
-            try await self.client.unary(
+            try await self.client.clientStreaming(
                 request: request,
                 descriptor: Banklink_V1_ReconciliationService.Method.ImportStatement.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListStatements" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Stored statements in import order (oldest first), optionally of one account.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ListStatementsRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ListStatementsRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ListStatementsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listStatements<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ListStatementsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ListStatementsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ListStatementsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ListStatementsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_ReconciliationService.Method.ListStatements.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetStatement" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > One stored statement with a page of its entries.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_GetStatementRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_GetStatementRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_GetStatementResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getStatement<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_GetStatementRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_GetStatementRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_GetStatementResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_GetStatementResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_ReconciliationService.Method.GetStatement.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -613,18 +958,23 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-    /// > account) are counted as duplicates and not stored twice.
+    /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+    /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+    /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+    /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+    /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+    /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+    /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
     ///
     /// - Parameters:
-    ///   - request: A request containing a single `Banklink_V1_ImportStatementRequest` message.
+    ///   - request: A streaming request producing `Banklink_V1_ImportStatementRequest` messages.
     ///   - options: Options to apply to this RPC.
     ///   - handleResponse: A closure which handles the response and returns its result to
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
     public func importStatement<Result>(
-        request: GRPCCore.ClientRequest<Banklink_V1_ImportStatementRequest>,
+        request: GRPCCore.StreamingClientRequest<Banklink_V1_ImportStatementRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportStatementResponse>) async throws -> Result = { response in
             try response.message
@@ -634,6 +984,64 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ImportStatementRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ImportStatementResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListStatements" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stored statements in import order (oldest first), optionally of one account.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_ListStatementsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listStatements<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_ListStatementsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ListStatementsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listStatements(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ListStatementsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ListStatementsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStatement" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One stored statement with a page of its entries.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_GetStatementRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStatement<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_GetStatementRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_GetStatementResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getStatement(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_GetStatementRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_GetStatementResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -702,8 +1110,47 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Parses and stores a statement file. Entries already imported (same bank reference on the same
-    /// > account) are counted as duplicates and not stored twice.
+    /// > Stores a bank statement file (camt.052/053/054, MT940/942): the file arrives as a stream of
+    /// > chunks, because a day's camt.053 for a busy account is larger than any sensible gRPC message
+    /// > (a unary request carried at most 16 MiB, about 20,000 entries). The file is checked whole
+    /// > before anything is stored: a malformed file, an unknown account or a currency that is not
+    /// > the account's is refused and nothing is kept. Entries already imported (same bank reference,
+    /// > else the same canonical fields, on the same account) are counted as duplicates and not stored
+    /// > twice; the same file again (by SHA-256) is answered with the earlier import's result.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importStatement<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Banklink_V1_ImportStatementRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportStatementResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Banklink_V1_ImportStatementRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.importStatement(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListStatements" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Stored statements in import order (oldest first), optionally of one account.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -713,19 +1160,52 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    public func importStatement<Result>(
-        _ message: Banklink_V1_ImportStatementRequest,
+    public func listStatements<Result>(
+        _ message: Banklink_V1_ListStatementsRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
-        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportStatementResponse>) async throws -> Result = { response in
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ListStatementsResponse>) async throws -> Result = { response in
             try response.message
         }
     ) async throws -> Result where Result: Sendable {
-        let request = GRPCCore.ClientRequest<Banklink_V1_ImportStatementRequest>(
+        let request = GRPCCore.ClientRequest<Banklink_V1_ListStatementsRequest>(
             message: message,
             metadata: metadata
         )
-        return try await self.importStatement(
+        return try await self.listStatements(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStatement" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > One stored statement with a page of its entries.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStatement<Result>(
+        _ message: Banklink_V1_GetStatementRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_GetStatementResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_GetStatementRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getStatement(
             request: request,
             options: options,
             onResponse: handleResponse

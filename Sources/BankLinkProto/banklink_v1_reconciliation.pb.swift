@@ -29,6 +29,8 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 
 public nonisolated enum Banklink_V1_StatementFormat: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
+
+  /// On import: detect from the content.
   case unspecified // = 0
 
   /// ISO 20022 BankToCustomerStatement.
@@ -39,6 +41,12 @@ public nonisolated enum Banklink_V1_StatementFormat: SwiftProtobuf.Enum, Swift.C
 
   /// SWIFT MT940 customer statement.
   case mt940 // = 3
+
+  /// ISO 20022 BankToCustomerAccountReport (intraday).
+  case camt052 // = 4
+
+  /// SWIFT MT942 interim transaction report.
+  case mt942 // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -51,6 +59,8 @@ public nonisolated enum Banklink_V1_StatementFormat: SwiftProtobuf.Enum, Swift.C
     case 1: self = .camt053
     case 2: self = .camt054
     case 3: self = .mt940
+    case 4: self = .camt052
+    case 5: self = .mt942
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -61,6 +71,8 @@ public nonisolated enum Banklink_V1_StatementFormat: SwiftProtobuf.Enum, Swift.C
     case .camt053: return 1
     case .camt054: return 2
     case .mt940: return 3
+    case .camt052: return 4
+    case .mt942: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -71,6 +83,8 @@ public nonisolated enum Banklink_V1_StatementFormat: SwiftProtobuf.Enum, Swift.C
     .camt053,
     .camt054,
     .mt940,
+    .camt052,
+    .mt942,
   ]
 
 }
@@ -124,6 +138,9 @@ public nonisolated enum Banklink_V1_MatchMethod: SwiftProtobuf.Enum, Swift.CaseI
 
 }
 
+/// One chunk of a statement file. The first message names the file; `request_id`, `format` and
+/// `file_name` are read from it only. Chunks are at most 4 MiB each (Limits.maxStatementChunkBytes)
+/// and the whole file at most 2 GiB (Limits.maxStatementFileBytes).
 public nonisolated struct Banklink_V1_ImportStatementRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -131,9 +148,10 @@ public nonisolated struct Banklink_V1_ImportStatementRequest: Sendable {
 
   public var requestID: String = String()
 
+  /// Unspecified: detected from the content. When given, the content must be of this format.
   public var format: Banklink_V1_StatementFormat = .unspecified
 
-  /// The file's bytes, as received from the bank.
+  /// The next bytes of the file, as received from the bank.
   public var content: Data = Data()
 
   /// Original file name, kept for the audit trail.
@@ -144,11 +162,149 @@ public nonisolated struct Banklink_V1_ImportStatementRequest: Sendable {
   public init() {}
 }
 
+/// A statement that does not follow on from the account's previous one, or does not add up.
+public nonisolated struct Banklink_V1_ContinuityBreak: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// entries_do_not_sum, opening_not_previous_closing, sequence_gap, currency_mismatch,
+  /// unverifiable (docs/formats.md).
+  public var kind: String = String()
+
+  public var accountID: String = String()
+
+  /// The bank's statement id.
+  public var bankStatementID: String = String()
+
+  public var message: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_StatementSummary: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// BankLink's id of the stored statement (`STM-…`).
+  public var statementID: String {
+    get {_storage._statementID}
+    set {_uniqueStorage()._statementID = newValue}
+  }
+
+  public var accountID: String {
+    get {_storage._accountID}
+    set {_uniqueStorage()._accountID = newValue}
+  }
+
+  public var format: Banklink_V1_StatementFormat {
+    get {_storage._format}
+    set {_uniqueStorage()._format = newValue}
+  }
+
+  /// The bank's ids: the statement's (camt Stmt/Id, MT940 :20:) and its message's.
+  public var bankStatementID: String {
+    get {_storage._bankStatementID}
+    set {_uniqueStorage()._bankStatementID = newValue}
+  }
+
+  public var messageID: String {
+    get {_storage._messageID}
+    set {_uniqueStorage()._messageID = newValue}
+  }
+
+  /// Electronic sequence number (camt ElctrncSeqNb, MT940 :28C:); 0 when the file gives none.
+  public var sequenceNumber: Int64 {
+    get {_storage._sequenceNumber}
+    set {_uniqueStorage()._sequenceNumber = newValue}
+  }
+
+  /// Booked opening and closing balances, signed (negative when overdrawn); unset when absent.
+  public var openingBalance: Banklink_V1_Money {
+    get {_storage._openingBalance ?? Banklink_V1_Money()}
+    set {_uniqueStorage()._openingBalance = newValue}
+  }
+  /// Returns true if `openingBalance` has been explicitly set.
+  public var hasOpeningBalance: Bool {_storage._openingBalance != nil}
+  /// Clears the value of `openingBalance`. Subsequent reads from it will return its default value.
+  public mutating func clearOpeningBalance() {_uniqueStorage()._openingBalance = nil}
+
+  public var closingBalance: Banklink_V1_Money {
+    get {_storage._closingBalance ?? Banklink_V1_Money()}
+    set {_uniqueStorage()._closingBalance = newValue}
+  }
+  /// Returns true if `closingBalance` has been explicitly set.
+  public var hasClosingBalance: Bool {_storage._closingBalance != nil}
+  /// Clears the value of `closingBalance`. Subsequent reads from it will return its default value.
+  public mutating func clearClosingBalance() {_uniqueStorage()._closingBalance = nil}
+
+  /// Earliest and latest booking dates of its entries (ISO 8601 calendar dates).
+  public var fromDate: String {
+    get {_storage._fromDate}
+    set {_uniqueStorage()._fromDate = newValue}
+  }
+
+  public var toDate: String {
+    get {_storage._toDate}
+    set {_uniqueStorage()._toDate = newValue}
+  }
+
+  /// Entries stored, and entries already stored by an earlier import.
+  public var entries: Int64 {
+    get {_storage._entries}
+    set {_uniqueStorage()._entries = newValue}
+  }
+
+  public var duplicateEntries: Int64 {
+    get {_storage._duplicateEntries}
+    set {_uniqueStorage()._duplicateEntries = newValue}
+  }
+
+  public var breaks: [Banklink_V1_ContinuityBreak] {
+    get {_storage._breaks}
+    set {_uniqueStorage()._breaks = newValue}
+  }
+
+  public var fileName: String {
+    get {_storage._fileName}
+    set {_uniqueStorage()._fileName = newValue}
+  }
+
+  public var fileSha256: String {
+    get {_storage._fileSha256}
+    set {_uniqueStorage()._fileSha256 = newValue}
+  }
+
+  public var importedBy: String {
+    get {_storage._importedBy}
+    set {_uniqueStorage()._importedBy = newValue}
+  }
+
+  public var importTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_storage._importTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._importTime = newValue}
+  }
+  /// Returns true if `importTime` has been explicitly set.
+  public var hasImportTime: Bool {_storage._importTime != nil}
+  /// Clears the value of `importTime`. Subsequent reads from it will return its default value.
+  public mutating func clearImportTime() {_uniqueStorage()._importTime = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
 public nonisolated struct Banklink_V1_ImportStatementResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// The first statement's id (a file may hold several: see `statements`).
   public var statementID: String = String()
 
   public var entriesImported: Int64 = 0
@@ -164,11 +320,94 @@ public nonisolated struct Banklink_V1_ImportStatementResponse: Sendable {
   /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
   public mutating func clearReceipt() {self._receipt = nil}
 
+  public var statements: [Banklink_V1_StatementSummary] = []
+
+  /// The file was imported before (same SHA-256): nothing was stored again, and this is what
+  /// that import stored.
+  public var duplicateFile: Bool = false
+
+  public var fileSha256: String = String()
+
+  public var fileBytes: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _receipt: Banklink_V1_Receipt? = nil
+}
+
+public nonisolated struct Banklink_V1_ListStatementsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only this account's statements; empty: every account.
+  public var accountID: String = String()
+
+  public var pageSize: Int32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_ListStatementsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var statements: [Banklink_V1_StatementSummary] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_GetStatementRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var statementID: String = String()
+
+  /// Entries per page (default 100, at most 1,000).
+  public var pageSize: Int32 = 0
+
+  public var pageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_GetStatementResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var statement: Banklink_V1_StatementSummary {
+    get {_statement ?? Banklink_V1_StatementSummary()}
+    set {_statement = newValue}
+  }
+  /// Returns true if `statement` has been explicitly set.
+  public var hasStatement: Bool {self._statement != nil}
+  /// Clears the value of `statement`. Subsequent reads from it will return its default value.
+  public mutating func clearStatement() {self._statement = nil}
+
+  public var entries: [Banklink_V1_StatementEntry] = []
+
+  public var nextPageToken: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _statement: Banklink_V1_StatementSummary? = nil
 }
 
 public nonisolated struct Banklink_V1_ReconcileRequest: Sendable {
@@ -286,49 +525,126 @@ public nonisolated struct Banklink_V1_Match: Sendable {
   fileprivate var _difference: Banklink_V1_Money? = nil
 }
 
-public nonisolated struct Banklink_V1_StatementEntry: Sendable {
+public nonisolated struct Banklink_V1_StatementEntry: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var entryID: String = String()
+  public var entryID: String {
+    get {_storage._entryID}
+    set {_uniqueStorage()._entryID = newValue}
+  }
 
-  public var accountID: String = String()
+  public var accountID: String {
+    get {_storage._accountID}
+    set {_uniqueStorage()._accountID = newValue}
+  }
 
   public var amount: Banklink_V1_Money {
-    get {_amount ?? Banklink_V1_Money()}
-    set {_amount = newValue}
+    get {_storage._amount ?? Banklink_V1_Money()}
+    set {_uniqueStorage()._amount = newValue}
   }
   /// Returns true if `amount` has been explicitly set.
-  public var hasAmount: Bool {self._amount != nil}
+  public var hasAmount: Bool {_storage._amount != nil}
   /// Clears the value of `amount`. Subsequent reads from it will return its default value.
-  public mutating func clearAmount() {self._amount = nil}
+  public mutating func clearAmount() {_uniqueStorage()._amount = nil}
 
-  public var direction: Banklink_V1_Direction = .unspecified
+  public var direction: Banklink_V1_Direction {
+    get {_storage._direction}
+    set {_uniqueStorage()._direction = newValue}
+  }
 
-  public var bookingDate: String = String()
+  public var bookingDate: String {
+    get {_storage._bookingDate}
+    set {_uniqueStorage()._bookingDate = newValue}
+  }
 
-  public var endToEndID: String = String()
+  public var endToEndID: String {
+    get {_storage._endToEndID}
+    set {_uniqueStorage()._endToEndID = newValue}
+  }
 
-  public var bankReference: String = String()
+  /// The bank's reference for the entry (camt AcctSvcrRef, MT940 //reference).
+  public var bankReference: String {
+    get {_storage._bankReference}
+    set {_uniqueStorage()._bankReference = newValue}
+  }
 
   public var counterparty: Banklink_V1_Counterparty {
-    get {_counterparty ?? Banklink_V1_Counterparty()}
-    set {_counterparty = newValue}
+    get {_storage._counterparty ?? Banklink_V1_Counterparty()}
+    set {_uniqueStorage()._counterparty = newValue}
   }
   /// Returns true if `counterparty` has been explicitly set.
-  public var hasCounterparty: Bool {self._counterparty != nil}
+  public var hasCounterparty: Bool {_storage._counterparty != nil}
   /// Clears the value of `counterparty`. Subsequent reads from it will return its default value.
-  public mutating func clearCounterparty() {self._counterparty = nil}
+  public mutating func clearCounterparty() {_uniqueStorage()._counterparty = nil}
 
-  public var description_p: String = String()
+  /// Remittance information and additional entry information, joined.
+  public var description_p: String {
+    get {_storage._description_p}
+    set {_uniqueStorage()._description_p = newValue}
+  }
+
+  public var valueDate: String {
+    get {_storage._valueDate}
+    set {_uniqueStorage()._valueDate = newValue}
+  }
+
+  /// BOOK, PDNG or INFO.
+  public var status: String {
+    get {_storage._status}
+    set {_uniqueStorage()._status = newValue}
+  }
+
+  /// The entry reverses an earlier one.
+  public var reversal: Bool {
+    get {_storage._reversal}
+    set {_uniqueStorage()._reversal = newValue}
+  }
+
+  /// DOMAIN/FAMILY/SUBFAMILY, PRTRY:code, or MT940's type.
+  public var bankTransactionCode: String {
+    get {_storage._bankTransactionCode}
+    set {_uniqueStorage()._bankTransactionCode = newValue}
+  }
+
+  public var instructionID: String {
+    get {_storage._instructionID}
+    set {_uniqueStorage()._instructionID = newValue}
+  }
+
+  /// ISO 20022 return reason code when the entry is a return.
+  public var returnReason: String {
+    get {_storage._returnReason}
+    set {_uniqueStorage()._returnReason = newValue}
+  }
+
+  /// Charges booked with the entry, in its currency.
+  public var charges: Banklink_V1_Money {
+    get {_storage._charges ?? Banklink_V1_Money()}
+    set {_uniqueStorage()._charges = newValue}
+  }
+  /// Returns true if `charges` has been explicitly set.
+  public var hasCharges: Bool {_storage._charges != nil}
+  /// Clears the value of `charges`. Subsequent reads from it will return its default value.
+  public mutating func clearCharges() {_uniqueStorage()._charges = nil}
+
+  /// Transactions the entry holds (several for a batch booking).
+  public var transactionCount: Int32 {
+    get {_storage._transactionCount}
+    set {_uniqueStorage()._transactionCount = newValue}
+  }
+
+  public var statementID: String {
+    get {_storage._statementID}
+    set {_uniqueStorage()._statementID = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _amount: Banklink_V1_Money? = nil
-  fileprivate var _counterparty: Banklink_V1_Counterparty? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Banklink_V1_UnmatchedEntry: Sendable {
@@ -431,7 +747,7 @@ public nonisolated struct Banklink_V1_ReconciliationReport: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_StatementFormat: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATEMENT_FORMAT_UNSPECIFIED\0\u{1}STATEMENT_FORMAT_CAMT053\0\u{1}STATEMENT_FORMAT_CAMT054\0\u{1}STATEMENT_FORMAT_MT940\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STATEMENT_FORMAT_UNSPECIFIED\0\u{1}STATEMENT_FORMAT_CAMT053\0\u{1}STATEMENT_FORMAT_CAMT054\0\u{1}STATEMENT_FORMAT_MT940\0\u{1}STATEMENT_FORMAT_CAMT052\0\u{1}STATEMENT_FORMAT_MT942\0")
 }
 
 nonisolated extension Banklink_V1_MatchMethod: SwiftProtobuf._ProtoNameProviding {
@@ -483,9 +799,236 @@ nonisolated extension Banklink_V1_ImportStatementRequest: SwiftProtobuf.Message,
   }
 }
 
+nonisolated extension Banklink_V1_ContinuityBreak: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ContinuityBreak"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}account_id\0\u{3}bank_statement_id\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.bankStatementID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 1)
+    }
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 2)
+    }
+    if !self.bankStatementID.isEmpty {
+      try visitor.visitSingularStringField(value: self.bankStatementID, fieldNumber: 3)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ContinuityBreak, rhs: Banklink_V1_ContinuityBreak) -> Bool {
+    if lhs.kind != rhs.kind {return false}
+    if lhs.accountID != rhs.accountID {return false}
+    if lhs.bankStatementID != rhs.bankStatementID {return false}
+    if lhs.message != rhs.message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_StatementSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StatementSummary"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}statement_id\0\u{3}account_id\0\u{1}format\0\u{3}bank_statement_id\0\u{3}message_id\0\u{3}sequence_number\0\u{3}opening_balance\0\u{3}closing_balance\0\u{3}from_date\0\u{3}to_date\0\u{1}entries\0\u{3}duplicate_entries\0\u{1}breaks\0\u{3}file_name\0\u{3}file_sha256\0\u{3}imported_by\0\u{3}import_time\0")
+
+  fileprivate class _StorageClass {
+    var _statementID: String = String()
+    var _accountID: String = String()
+    var _format: Banklink_V1_StatementFormat = .unspecified
+    var _bankStatementID: String = String()
+    var _messageID: String = String()
+    var _sequenceNumber: Int64 = 0
+    var _openingBalance: Banklink_V1_Money? = nil
+    var _closingBalance: Banklink_V1_Money? = nil
+    var _fromDate: String = String()
+    var _toDate: String = String()
+    var _entries: Int64 = 0
+    var _duplicateEntries: Int64 = 0
+    var _breaks: [Banklink_V1_ContinuityBreak] = []
+    var _fileName: String = String()
+    var _fileSha256: String = String()
+    var _importedBy: String = String()
+    var _importTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _statementID = source._statementID
+      _accountID = source._accountID
+      _format = source._format
+      _bankStatementID = source._bankStatementID
+      _messageID = source._messageID
+      _sequenceNumber = source._sequenceNumber
+      _openingBalance = source._openingBalance
+      _closingBalance = source._closingBalance
+      _fromDate = source._fromDate
+      _toDate = source._toDate
+      _entries = source._entries
+      _duplicateEntries = source._duplicateEntries
+      _breaks = source._breaks
+      _fileName = source._fileName
+      _fileSha256 = source._fileSha256
+      _importedBy = source._importedBy
+      _importTime = source._importTime
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._statementID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._accountID) }()
+        case 3: try { try decoder.decodeSingularEnumField(value: &_storage._format) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._bankStatementID) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._messageID) }()
+        case 6: try { try decoder.decodeSingularInt64Field(value: &_storage._sequenceNumber) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._openingBalance) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._closingBalance) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._fromDate) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._toDate) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._entries) }()
+        case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._duplicateEntries) }()
+        case 13: try { try decoder.decodeRepeatedMessageField(value: &_storage._breaks) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._fileName) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._fileSha256) }()
+        case 16: try { try decoder.decodeSingularStringField(value: &_storage._importedBy) }()
+        case 17: try { try decoder.decodeSingularMessageField(value: &_storage._importTime) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._statementID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._statementID, fieldNumber: 1)
+      }
+      if !_storage._accountID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._accountID, fieldNumber: 2)
+      }
+      if _storage._format != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._format, fieldNumber: 3)
+      }
+      if !_storage._bankStatementID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._bankStatementID, fieldNumber: 4)
+      }
+      if !_storage._messageID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._messageID, fieldNumber: 5)
+      }
+      if _storage._sequenceNumber != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._sequenceNumber, fieldNumber: 6)
+      }
+      try { if let v = _storage._openingBalance {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+      try { if let v = _storage._closingBalance {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      if !_storage._fromDate.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._fromDate, fieldNumber: 9)
+      }
+      if !_storage._toDate.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._toDate, fieldNumber: 10)
+      }
+      if _storage._entries != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._entries, fieldNumber: 11)
+      }
+      if _storage._duplicateEntries != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._duplicateEntries, fieldNumber: 12)
+      }
+      if !_storage._breaks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._breaks, fieldNumber: 13)
+      }
+      if !_storage._fileName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._fileName, fieldNumber: 14)
+      }
+      if !_storage._fileSha256.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._fileSha256, fieldNumber: 15)
+      }
+      if !_storage._importedBy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._importedBy, fieldNumber: 16)
+      }
+      try { if let v = _storage._importTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 17)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_StatementSummary, rhs: Banklink_V1_StatementSummary) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._statementID != rhs_storage._statementID {return false}
+        if _storage._accountID != rhs_storage._accountID {return false}
+        if _storage._format != rhs_storage._format {return false}
+        if _storage._bankStatementID != rhs_storage._bankStatementID {return false}
+        if _storage._messageID != rhs_storage._messageID {return false}
+        if _storage._sequenceNumber != rhs_storage._sequenceNumber {return false}
+        if _storage._openingBalance != rhs_storage._openingBalance {return false}
+        if _storage._closingBalance != rhs_storage._closingBalance {return false}
+        if _storage._fromDate != rhs_storage._fromDate {return false}
+        if _storage._toDate != rhs_storage._toDate {return false}
+        if _storage._entries != rhs_storage._entries {return false}
+        if _storage._duplicateEntries != rhs_storage._duplicateEntries {return false}
+        if _storage._breaks != rhs_storage._breaks {return false}
+        if _storage._fileName != rhs_storage._fileName {return false}
+        if _storage._fileSha256 != rhs_storage._fileSha256 {return false}
+        if _storage._importedBy != rhs_storage._importedBy {return false}
+        if _storage._importTime != rhs_storage._importTime {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Banklink_V1_ImportStatementResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ImportStatementResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}statement_id\0\u{3}entries_imported\0\u{3}duplicate_entries\0\u{1}receipt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}statement_id\0\u{3}entries_imported\0\u{3}duplicate_entries\0\u{1}receipt\0\u{1}statements\0\u{3}duplicate_file\0\u{3}file_sha256\0\u{3}file_bytes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -497,6 +1040,10 @@ nonisolated extension Banklink_V1_ImportStatementResponse: SwiftProtobuf.Message
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.entriesImported) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.duplicateEntries) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.statements) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.duplicateFile) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.fileSha256) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.fileBytes) }()
       default: break
       }
     }
@@ -519,6 +1066,18 @@ nonisolated extension Banklink_V1_ImportStatementResponse: SwiftProtobuf.Message
     try { if let v = self._receipt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.statements.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.statements, fieldNumber: 5)
+    }
+    if self.duplicateFile != false {
+      try visitor.visitSingularBoolField(value: self.duplicateFile, fieldNumber: 6)
+    }
+    if !self.fileSha256.isEmpty {
+      try visitor.visitSingularStringField(value: self.fileSha256, fieldNumber: 7)
+    }
+    if self.fileBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.fileBytes, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -527,6 +1086,169 @@ nonisolated extension Banklink_V1_ImportStatementResponse: SwiftProtobuf.Message
     if lhs.entriesImported != rhs.entriesImported {return false}
     if lhs.duplicateEntries != rhs.duplicateEntries {return false}
     if lhs._receipt != rhs._receipt {return false}
+    if lhs.statements != rhs.statements {return false}
+    if lhs.duplicateFile != rhs.duplicateFile {return false}
+    if lhs.fileSha256 != rhs.fileSha256 {return false}
+    if lhs.fileBytes != rhs.fileBytes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ListStatementsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListStatementsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}account_id\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 1)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ListStatementsRequest, rhs: Banklink_V1_ListStatementsRequest) -> Bool {
+    if lhs.accountID != rhs.accountID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ListStatementsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListStatementsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}statements\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.statements) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.statements.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.statements, fieldNumber: 1)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ListStatementsResponse, rhs: Banklink_V1_ListStatementsResponse) -> Bool {
+    if lhs.statements != rhs.statements {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_GetStatementRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetStatementRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}statement_id\0\u{3}page_size\0\u{3}page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.statementID) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.pageSize) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.statementID.isEmpty {
+      try visitor.visitSingularStringField(value: self.statementID, fieldNumber: 1)
+    }
+    if self.pageSize != 0 {
+      try visitor.visitSingularInt32Field(value: self.pageSize, fieldNumber: 2)
+    }
+    if !self.pageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.pageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_GetStatementRequest, rhs: Banklink_V1_GetStatementRequest) -> Bool {
+    if lhs.statementID != rhs.statementID {return false}
+    if lhs.pageSize != rhs.pageSize {return false}
+    if lhs.pageToken != rhs.pageToken {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_GetStatementResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetStatementResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}statement\0\u{1}entries\0\u{3}next_page_token\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._statement) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._statement {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 2)
+    }
+    if !self.nextPageToken.isEmpty {
+      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_GetStatementResponse, rhs: Banklink_V1_GetStatementResponse) -> Bool {
+    if lhs._statement != rhs._statement {return false}
+    if lhs.entries != rhs.entries {return false}
+    if lhs.nextPageToken != rhs.nextPageToken {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -736,73 +1458,188 @@ nonisolated extension Banklink_V1_Match: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Banklink_V1_StatementEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatementEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{3}account_id\0\u{1}amount\0\u{1}direction\0\u{3}booking_date\0\u{3}end_to_end_id\0\u{3}bank_reference\0\u{1}counterparty\0\u{1}description\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{3}account_id\0\u{1}amount\0\u{1}direction\0\u{3}booking_date\0\u{3}end_to_end_id\0\u{3}bank_reference\0\u{1}counterparty\0\u{1}description\0\u{3}value_date\0\u{1}status\0\u{1}reversal\0\u{3}bank_transaction_code\0\u{3}instruction_id\0\u{3}return_reason\0\u{1}charges\0\u{3}transaction_count\0\u{3}statement_id\0")
+
+  fileprivate class _StorageClass {
+    var _entryID: String = String()
+    var _accountID: String = String()
+    var _amount: Banklink_V1_Money? = nil
+    var _direction: Banklink_V1_Direction = .unspecified
+    var _bookingDate: String = String()
+    var _endToEndID: String = String()
+    var _bankReference: String = String()
+    var _counterparty: Banklink_V1_Counterparty? = nil
+    var _description_p: String = String()
+    var _valueDate: String = String()
+    var _status: String = String()
+    var _reversal: Bool = false
+    var _bankTransactionCode: String = String()
+    var _instructionID: String = String()
+    var _returnReason: String = String()
+    var _charges: Banklink_V1_Money? = nil
+    var _transactionCount: Int32 = 0
+    var _statementID: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _entryID = source._entryID
+      _accountID = source._accountID
+      _amount = source._amount
+      _direction = source._direction
+      _bookingDate = source._bookingDate
+      _endToEndID = source._endToEndID
+      _bankReference = source._bankReference
+      _counterparty = source._counterparty
+      _description_p = source._description_p
+      _valueDate = source._valueDate
+      _status = source._status
+      _reversal = source._reversal
+      _bankTransactionCode = source._bankTransactionCode
+      _instructionID = source._instructionID
+      _returnReason = source._returnReason
+      _charges = source._charges
+      _transactionCount = source._transactionCount
+      _statementID = source._statementID
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.entryID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
-      case 3: try { try decoder.decodeSingularMessageField(value: &self._amount) }()
-      case 4: try { try decoder.decodeSingularEnumField(value: &self.direction) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.bookingDate) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.endToEndID) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.bankReference) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._counterparty) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._entryID) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._accountID) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._amount) }()
+        case 4: try { try decoder.decodeSingularEnumField(value: &_storage._direction) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._bookingDate) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._endToEndID) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._bankReference) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._counterparty) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._description_p) }()
+        case 10: try { try decoder.decodeSingularStringField(value: &_storage._valueDate) }()
+        case 11: try { try decoder.decodeSingularStringField(value: &_storage._status) }()
+        case 12: try { try decoder.decodeSingularBoolField(value: &_storage._reversal) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._bankTransactionCode) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._instructionID) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._returnReason) }()
+        case 16: try { try decoder.decodeSingularMessageField(value: &_storage._charges) }()
+        case 17: try { try decoder.decodeSingularInt32Field(value: &_storage._transactionCount) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._statementID) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.entryID.isEmpty {
-      try visitor.visitSingularStringField(value: self.entryID, fieldNumber: 1)
-    }
-    if !self.accountID.isEmpty {
-      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 2)
-    }
-    try { if let v = self._amount {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
-    } }()
-    if self.direction != .unspecified {
-      try visitor.visitSingularEnumField(value: self.direction, fieldNumber: 4)
-    }
-    if !self.bookingDate.isEmpty {
-      try visitor.visitSingularStringField(value: self.bookingDate, fieldNumber: 5)
-    }
-    if !self.endToEndID.isEmpty {
-      try visitor.visitSingularStringField(value: self.endToEndID, fieldNumber: 6)
-    }
-    if !self.bankReference.isEmpty {
-      try visitor.visitSingularStringField(value: self.bankReference, fieldNumber: 7)
-    }
-    try { if let v = self._counterparty {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
-    if !self.description_p.isEmpty {
-      try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 9)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._entryID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._entryID, fieldNumber: 1)
+      }
+      if !_storage._accountID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._accountID, fieldNumber: 2)
+      }
+      try { if let v = _storage._amount {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+      if _storage._direction != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._direction, fieldNumber: 4)
+      }
+      if !_storage._bookingDate.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._bookingDate, fieldNumber: 5)
+      }
+      if !_storage._endToEndID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._endToEndID, fieldNumber: 6)
+      }
+      if !_storage._bankReference.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._bankReference, fieldNumber: 7)
+      }
+      try { if let v = _storage._counterparty {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
+      if !_storage._description_p.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._description_p, fieldNumber: 9)
+      }
+      if !_storage._valueDate.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._valueDate, fieldNumber: 10)
+      }
+      if !_storage._status.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._status, fieldNumber: 11)
+      }
+      if _storage._reversal != false {
+        try visitor.visitSingularBoolField(value: _storage._reversal, fieldNumber: 12)
+      }
+      if !_storage._bankTransactionCode.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._bankTransactionCode, fieldNumber: 13)
+      }
+      if !_storage._instructionID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._instructionID, fieldNumber: 14)
+      }
+      if !_storage._returnReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._returnReason, fieldNumber: 15)
+      }
+      try { if let v = _storage._charges {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
+      } }()
+      if _storage._transactionCount != 0 {
+        try visitor.visitSingularInt32Field(value: _storage._transactionCount, fieldNumber: 17)
+      }
+      if !_storage._statementID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._statementID, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_StatementEntry, rhs: Banklink_V1_StatementEntry) -> Bool {
-    if lhs.entryID != rhs.entryID {return false}
-    if lhs.accountID != rhs.accountID {return false}
-    if lhs._amount != rhs._amount {return false}
-    if lhs.direction != rhs.direction {return false}
-    if lhs.bookingDate != rhs.bookingDate {return false}
-    if lhs.endToEndID != rhs.endToEndID {return false}
-    if lhs.bankReference != rhs.bankReference {return false}
-    if lhs._counterparty != rhs._counterparty {return false}
-    if lhs.description_p != rhs.description_p {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._entryID != rhs_storage._entryID {return false}
+        if _storage._accountID != rhs_storage._accountID {return false}
+        if _storage._amount != rhs_storage._amount {return false}
+        if _storage._direction != rhs_storage._direction {return false}
+        if _storage._bookingDate != rhs_storage._bookingDate {return false}
+        if _storage._endToEndID != rhs_storage._endToEndID {return false}
+        if _storage._bankReference != rhs_storage._bankReference {return false}
+        if _storage._counterparty != rhs_storage._counterparty {return false}
+        if _storage._description_p != rhs_storage._description_p {return false}
+        if _storage._valueDate != rhs_storage._valueDate {return false}
+        if _storage._status != rhs_storage._status {return false}
+        if _storage._reversal != rhs_storage._reversal {return false}
+        if _storage._bankTransactionCode != rhs_storage._bankTransactionCode {return false}
+        if _storage._instructionID != rhs_storage._instructionID {return false}
+        if _storage._returnReason != rhs_storage._returnReason {return false}
+        if _storage._charges != rhs_storage._charges {return false}
+        if _storage._transactionCount != rhs_storage._transactionCount {return false}
+        if _storage._statementID != rhs_storage._statementID {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

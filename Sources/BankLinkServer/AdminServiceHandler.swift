@@ -338,6 +338,7 @@ extension Banklink_V1_Role {
     case .approver: self = .approver
     case .auditor: self = .auditor
     case .admin: self = .admin
+    case .reconciler: self = .reconciler
     }
   }
 }

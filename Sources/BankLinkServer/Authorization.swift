@@ -62,10 +62,12 @@ public struct AuthorizationTable: Sendable {
       // Monitoring: admins acknowledge alerts.
       (Monitoring.AcknowledgeAlert.descriptor, .roles([.admin])),
 
-      // Reconciliation: admins import and reconcile; auditors and admins read reports.
-      (Reconciliation.ImportStatement.descriptor, .roles([.admin])),
-      (Reconciliation.Reconcile.descriptor, .roles([.admin])),
-      (Reconciliation.GetReconciliationReport.descriptor, .roles([.auditor, .admin])),
+      // Reconciliation: reconcilers and admins import and reconcile; auditors read too.
+      (Reconciliation.ImportStatement.descriptor, .roles([.reconciler, .admin])),
+      (Reconciliation.ListStatements.descriptor, .roles([.auditor, .reconciler, .admin])),
+      (Reconciliation.GetStatement.descriptor, .roles([.auditor, .reconciler, .admin])),
+      (Reconciliation.Reconcile.descriptor, .roles([.reconciler, .admin])),
+      (Reconciliation.GetReconciliationReport.descriptor, .roles([.auditor, .reconciler, .admin])),
 
       // Administration: admins change rules, policy and principals.
       (Admin.GetRuleSet.descriptor, .roles([.admin, .auditor])),

@@ -80,11 +80,16 @@ public final class GatewayServer: Service {
     try registry.loadStored()
     let alerts = try AlertHub(store: payments.store)
     self.alerts = alerts
+    // An import cut short (a crash, a kill) left its entries unfinished: removed before serving.
+    let statements = StatementStore(store: payments.store, cache: accountCache, now: now)
+    let removed = try statements.removeUnfinishedImports()
+    if removed > 0 { logger.warning("removed an unfinished statement import", metadata: ["records": "\(removed)"]) }
+    try? FileManager.default.removeItem(atPath: payments.store.configuration.directory + "/spool")
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
       MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
-      ReconciliationServiceHandler(),
+      ReconciliationServiceHandler(statements: statements),
       AdminServiceHandler(
         store: payments.store,
         payments: payments,

@@ -23,6 +23,8 @@ enum PageToken {
     case auditEntries = 6
     case alerts = 7
     case shadowDifferences = 8
+    case statements = 9
+    case statementEntries = 10
   }
 
   static func encode(_ list: List, _ position: (inout RecordWriter) -> Void) -> String {

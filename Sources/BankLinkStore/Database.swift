@@ -85,13 +85,29 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// have decided otherwise than the active set (ShadowReports in BankLinkServer).
   public static let riskShadow = Database("risk_shadow")
 
+  /// Stored bank statements by their sequence (8-byte big-endian): header, balances, counts,
+  /// continuity breaks, and whether the import that wrote them has finished.
+  public static let statements = Database("statements")
+  /// Account id, 0x00, statement sequence → empty: an account's statements in import order.
+  public static let statementsByAccount = Database("statements_by_account")
+  /// Statement sequence (8 bytes), entry index (4 bytes) → one booked, pending or information
+  /// entry with its transaction details.
+  public static let statementEntries = Database("statement_entries")
+  /// Account id, 0x00, dedup key → entry key: the same entry imported twice is stored once. The
+  /// key is the bank's reference (AcctSvcrRef) with the entry's status, else a digest of the
+  /// entry's canonical fields.
+  public static let statementEntryKeys = Database("statement_entry_keys")
+  /// SHA-256 of a statement file → what its import stored: the same file is imported once.
+  public static let statementFiles = Database("statement_files")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
     .payments, .idempotency, .reservations, .audit, .auditByObject, .outbox, .paymentsByEndToEnd, .paymentReservations,
     .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
     .otpSecrets, .otpState, .alerts, .ruleSets, .riskBuckets, .riskCreditors, .riskRecent, .riskBaselines,
-    .riskDecisions, .riskShadow,
+    .riskDecisions, .riskShadow, .statements, .statementsByAccount, .statementEntries, .statementEntryKeys,
+    .statementFiles,
   ]
 
   public var description: String { self.name }

@@ -122,5 +122,6 @@ private func protoRole(_ role: Role) -> Banklink_V1_Role {
   case .approver: .approver
   case .auditor: .auditor
   case .admin: .admin
+  case .reconciler: .reconciler
   }
 }

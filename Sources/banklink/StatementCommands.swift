@@ -1,13 +1,186 @@
 import ArgumentParser
+import BankLinkClient
 import BankLinkCommandLine
+import BankLinkCore
 import BankLinkFormats
+import BankLinkProto
 import Foundation
+import GRPCCore
+import SwiftProtobuf
 
 /// `banklink statements`: bank statement files (docs/formats.md).
 struct StatementsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "statements", abstract: "Bank statement files: check one locally before the bank is connected.",
-    subcommands: [Parse.self])
+    commandName: "statements", abstract: "Bank statements: check a file locally, import it, list and show what is stored.",
+    subcommands: [Parse.self, Import.self, List.self, Show.self])
+
+  struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Import a camt.052/053/054 or MT940/942 file into the daemon (reconciler or admin).",
+      discussion: """
+        The file is streamed to the daemon in chunks (the format is detected from the content
+        unless --format says it) and checked whole before anything is stored: a malformed file,
+        an unknown account or a currency that is not the account's is refused and nothing is
+        kept. Entries already stored are counted as duplicates; the same file again is answered
+        with the first import's result. Continuity breaks are printed and raised as
+        reconciliation_break alerts. A progress line is shown on a terminal for large files.
+        Exit codes: 0 imported (or imported before), 65 refused, 69 the daemon is unreachable.
+        """)
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The statement file.") var file: String
+    @Option(help: "camt.052, camt.053, camt.054, MT940 or MT942; the content must match.") var format: String?
+    @Flag(help: "No progress line, even on a terminal.") var quiet = false
+
+    /// Bytes per message: well under the daemon's chunk limit.
+    static let chunkBytes = 1 << 20
+    /// Files smaller than this are sent without a progress line.
+    static let progressFromBytes: Int64 = 8 << 20
+
+    func run() async throws {
+      guard let handle = FileHandle(forReadingAtPath: self.file) else { throw ValidationError("cannot read \(self.file)") }
+      defer { try? handle.close() }
+      let size = (try? FileManager.default.attributesOfItem(atPath: self.file)[.size] as? NSNumber)?.int64Value ?? 0
+      let format: Banklink_V1_StatementFormat =
+        switch self.format?.lowercased() {
+        case nil: .unspecified
+        case "camt.052", "camt052": .camt052
+        case "camt.053", "camt053": .camt053
+        case "camt.054", "camt054": .camt054
+        case "mt940": .mt940
+        case "mt942": .mt942
+        default: throw ValidationError("--format: '\(self.format!)' is not camt.052, camt.053, camt.054, MT940 or MT942")
+        }
+      let fileName = URL(fileURLWithPath: self.file).lastPathComponent
+      let progress = !self.quiet && size >= Self.progressFromBytes && isatty(STDERR_FILENO) == 1
+      let response: Banklink_V1_ImportStatementResponse
+      do {
+        response = try await withBankLinkClient(self.connection.client) { client in
+          try await Banklink_V1_ReconciliationService.Client(wrapping: client).importStatement(
+            requestProducer: { writer in
+              var sent: Int64 = 0
+              var first = true
+              while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty {
+                try await writer.write(.with {
+                  if first {
+                    $0.format = format
+                    $0.fileName = fileName
+                    first = false
+                  }
+                  $0.content = chunk
+                })
+                sent += Int64(chunk.count)
+                if progress {
+                  let percent = size > 0 ? sent * 100 / size : 100
+                  FileHandle.standardError.write(Data("\rsent \(sent >> 20) of \(size >> 20) MiB (\(percent) %)".utf8))
+                }
+              }
+              if progress { FileHandle.standardError.write(Data("\rsent; the daemon is checking and storing the file…\n".utf8)) }
+            })
+        }
+      } catch let error as RPCError where error.code == .invalidArgument || error.code == .resourceExhausted {
+        FileHandle.standardError.write(Data("refused: \(error.message)\n".utf8))
+        throw ExitCode(65)
+      } catch let error as RPCError {
+        FileHandle.standardError.write(Data("banklink: \(statusName(error.code)): \(error.message)\n".utf8))
+        throw ExitCode(error.code == .unavailable ? 69 : 1)
+      }
+      if self.connection.json {
+        try printJSON(response)
+        return
+      }
+      Swift.print(
+        response.duplicateFile
+          ? "imported before (same SHA-256 \(response.fileSha256.prefix(16))…): nothing stored again"
+          : "imported \(response.entriesImported) entries in \(response.statements.count) statement(s); \(response.duplicateEntries) already stored")
+      for statement in response.statements { printStatementLine(statement) }
+      if response.hasReceipt {
+        printFields([("receipt", "journal entry \(response.receipt.journalSequence) \(hex(response.receipt.entryHash))")])
+      }
+    }
+  }
+
+  struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stored statements in import order (auditor, reconciler, admin).")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Only this account's statements.") var account: String?
+    @Option(help: "Most statements to print.") var limit = 100
+
+    func run() async throws {
+      let statements = try await reportingFailures {
+        try await withBankLinkClient(self.connection.client) { client in
+          let service = Banklink_V1_ReconciliationService.Client(wrapping: client)
+          var statements: [Banklink_V1_StatementSummary] = []
+          var token = ""
+          repeat {
+            let page = try await service.listStatements(.with {
+              $0.accountID = self.account ?? ""
+              $0.pageSize = Int32(min(self.limit - statements.count, Limits.maxPageSize))
+              $0.pageToken = token
+            })
+            statements += page.statements
+            token = page.nextPageToken
+          } while !token.isEmpty && statements.count < self.limit
+          return statements
+        }
+      }
+      if self.connection.json {
+        try printJSON(Banklink_V1_ListStatementsResponse.with { $0.statements = statements })
+        return
+      }
+      for statement in statements { printStatementLine(statement) }
+    }
+  }
+
+  struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "One stored statement with its entries (auditor, reconciler, admin).")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The statement's id (stm-…).") var id: String
+    @Option(help: "Most entries to print.") var limit = 1_000
+
+    func run() async throws {
+      let (statement, entries) = try await reportingFailures {
+        try await withBankLinkClient(self.connection.client) { client in
+          let service = Banklink_V1_ReconciliationService.Client(wrapping: client)
+          var entries: [Banklink_V1_StatementEntry] = []
+          var statement = Banklink_V1_StatementSummary()
+          var token = ""
+          repeat {
+            let page = try await service.getStatement(.with {
+              $0.statementID = self.id
+              $0.pageSize = Int32(min(self.limit - entries.count, Limits.maxStatementEntriesPage))
+              $0.pageToken = token
+            })
+            statement = page.statement
+            entries += page.entries
+            token = page.nextPageToken
+          } while !token.isEmpty && entries.count < self.limit
+          return (statement, entries)
+        }
+      }
+      if self.connection.json {
+        try printJSON(Banklink_V1_GetStatementResponse.with {
+          $0.statement = statement
+          $0.entries = entries
+        })
+        return
+      }
+      printStatementLine(statement)
+      printFields([
+        ("file", "\(statement.fileName) (SHA-256 \(statement.fileSha256.prefix(16))…)"),
+        ("imported", "\(isoTime(statement.importTime)) by \(statement.importedBy)"),
+      ])
+      printTable(
+        ["entry", "booked", "value", "amount", "status", "bank ref", "end-to-end", "counterparty", "details"],
+        entries.map { entry in
+          [
+            entry.entryID, entry.bookingDate, entry.valueDate,
+            (entry.direction == .debit ? "-" : "+") + formatMoney(entry.amount) + (entry.reversal ? " (reversal)" : ""),
+            entry.status, entry.bankReference, entry.endToEndID, entry.counterparty.name,
+            entry.transactionCount > 1 ? "batch of \(entry.transactionCount)" : entry.description_p,
+          ]
+        })
+    }
+  }
 
   struct Parse: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -39,6 +212,28 @@ struct StatementsCommand: AsyncParsableCommand {
       }
     }
   }
+}
+
+/// `stm-000000000001  icbc-cny-001  camt.053  2026-12-01..2026-12-01  opening … closing …  12 entries (3 duplicates)`
+/// and a line per continuity break.
+func printStatementLine(_ statement: Banklink_V1_StatementSummary) {
+  let format =
+    switch statement.format {
+    case .camt052: "camt.052"
+    case .camt053: "camt.053"
+    case .camt054: "camt.054"
+    case .mt940: "MT940"
+    case .mt942: "MT942"
+    default: "?"
+    }
+  var parts = [statement.statementID, statement.accountID, format, statement.bankStatementID]
+  if statement.sequenceNumber > 0 { parts.append("#\(statement.sequenceNumber)") }
+  if !statement.fromDate.isEmpty { parts.append(statement.fromDate == statement.toDate ? statement.fromDate : "\(statement.fromDate)..\(statement.toDate)") }
+  if statement.hasOpeningBalance { parts.append("opening \(formatMoney(statement.openingBalance))") }
+  if statement.hasClosingBalance { parts.append("closing \(formatMoney(statement.closingBalance))") }
+  parts.append("\(statement.entries) entries" + (statement.duplicateEntries > 0 ? " (\(statement.duplicateEntries) duplicates)" : ""))
+  Swift.print(parts.joined(separator: "  "))
+  for item in statement.breaks { Swift.print("  BREAK \(item.kind): \(item.message)") }
 }
 
 /// Prints a reader's events as they come (nothing but the totals is kept).

@@ -253,7 +253,7 @@ struct ConfigurationTests {
       let configuration = try DaemonConfiguration.resolve(file: nil, environment: [:], developmentRoot: directory.path)
       #expect(configuration.listen.description == "127.0.0.1:7443")
       #expect(configuration.dataDirectory == directory.appending("var"))
-      #expect(Set(configuration.principals.map(\.identity)) == ["admin", "erp", "alice", "bob", "viewer", "auditor"])
+      #expect(Set(configuration.principals.map(\.identity)) == ["admin", "erp", "alice", "bob", "viewer", "auditor", "clerk"])
     }
   }
 }

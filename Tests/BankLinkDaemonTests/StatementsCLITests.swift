@@ -1,5 +1,7 @@
+import BankLinkProto
 import BankLinkTestSupport
 import Foundation
+import SwiftProtobuf
 import Testing
 
 /// `banklink statements parse`: a bank's file checked locally, no daemon, as the README shows.
@@ -42,5 +44,80 @@ struct StatementsCLITests {
     let breaks = try runProgram(Binaries.cli, ["statements", "parse", unbalanced.path])
     #expect(breaks.status == 0)
     #expect(breaks.stdout.contains("BREAK  1001 statement X: opening 10000 + booked entries = 9000, but closing is 9500"), "\(breaks.stdout)")
+  }
+
+  /// An MT940 statement for icbc-cny-001 (the simulator's account, by its number).
+  static func mt940(number: Int, opening: String, entries: [(reference: String, amount: String, debit: Bool)], closing: String) -> String {
+    var text = """
+      :20:ICBC\(number)
+      :25:1001234509876543210
+      :28C:\(number)/1
+      :60F:C261203CNY\(opening)
+
+      """
+    for entry in entries {
+      text += ":61:2612031203\(entry.debit ? "D" : "C")\(entry.amount)NTRFE2E-\(entry.reference)//\(entry.reference)\n"
+      text += ":86:Invoice \(entry.reference)\n"
+    }
+    text += ":62F:C261203CNY\(closing)\n-\n"
+    return text
+  }
+
+  @Test("import streams a file to the daemon; the same file again is recognised; list and show; a refused file exits 65")
+  func importListShow() async throws {
+    try await withTemporaryDirectory { directory in
+      let pki = try TestPKI(directory: directory)
+      let config = directory.appending("banklinkd.json")
+      try Data("""
+        {"listen": "127.0.0.1:0", "data_dir": "data", "connector": {"history_days": 1},
+         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+         "principals": [{"identity": "clerk", "roles": ["reconciler"]}]}
+        """.utf8).write(to: URL(fileURLWithPath: config))
+      let socket = try NotifySocket(path: directory.appending("notify.sock"))
+      let daemon = try await RunningDaemon.start(config: config, socket: socket)
+      defer { if daemon.process.isRunning { daemon.process.terminate() } }
+      let environment = cliEnvironment(port: daemon.port, caPath: pki.caPath, identity: try pki.client(commonName: "clerk", file: "clerk"))
+      func cli(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
+        try await offPool { try runProgram(Binaries.cli, arguments, environment: environment) }
+      }
+
+      let file = directory.appending("icbc-20261203.sta")
+      try Data(Self.mt940(number: 12, opening: "1000,00", entries: [("A1", "100,00", true), ("A2", "25,50", false)], closing: "925,50").utf8)
+        .write(to: URL(fileURLWithPath: file))
+      let imported = try await cli(["statements", "import", file])
+      #expect(imported.status == 0, "\(imported.stderr)")
+      #expect(imported.stdout.contains("imported 2 entries in 1 statement(s); 0 already stored"), "\(imported.stdout)")
+      #expect(imported.stdout.contains("icbc-cny-001  MT940  ICBC12  #12"), "\(imported.stdout)")
+      #expect(imported.stdout.contains("receipt"))
+      let again = try await cli(["statements", "import", file])
+      #expect(again.status == 0 && again.stdout.hasPrefix("imported before"), "\(again.stdout)")
+
+      let listed = try await cli(["statements", "list", "--account", "icbc-cny-001"])
+      #expect(listed.status == 0 && listed.stdout.contains("stm-000000000001") && listed.stdout.contains("opening 1000.00 CNY"), "\(listed.stdout)")
+      let shown = try await cli(["statements", "show", "stm-000000000001"])
+      #expect(shown.status == 0, "\(shown.stderr)")
+      #expect(shown.stdout.contains("E2E-A1") && shown.stdout.contains("Invoice A2") && shown.stdout.contains("stm-000000000001.000001"), "\(shown.stdout)")
+      let json = try await cli(["statements", "show", "stm-000000000001", "--json"])
+      let response = try Banklink_V1_GetStatementResponse(jsonString: json.stdout)
+      #expect(response.entries.map(\.bankReference) == ["A1", "A2"])
+
+      // The next statement skips number 13 and its sums do not add up: stored, both breaks shown.
+      let next = directory.appending("icbc-20261205.sta")
+      try Data(Self.mt940(number: 14, opening: "925,50", entries: [("B1", "10,00", true)], closing: "900,00").utf8)
+        .write(to: URL(fileURLWithPath: next))
+      let broken = try await cli(["statements", "import", next])
+      #expect(broken.status == 0)
+      #expect(broken.stdout.contains("BREAK entries_do_not_sum") && broken.stdout.contains("BREAK sequence_gap"), "\(broken.stdout)")
+
+      // A file for an account the daemon does not know: refused, exit 65, nothing stored.
+      let foreign = directory.appending("foreign.sta")
+      try Data(Self.mt940(number: 1, opening: "0,00", entries: [], closing: "0,00").replacingOccurrences(of: "1001234509876543210", with: "4711").utf8)
+        .write(to: URL(fileURLWithPath: foreign))
+      let refused = try await cli(["statements", "import", foreign])
+      #expect(refused.status == 65 && refused.stderr.contains("4711"), "\(refused.stderr)")
+      let after = try await cli(["statements", "list"])
+      #expect(after.stdout.split(separator: "\n").filter { $0.hasPrefix("stm-") }.count == 2, "\(after.stdout)")
+      await daemon.stop()
+    }
   }
 }

@@ -199,16 +199,17 @@ struct MutualTLSTests {
       func importStatement(bytes: Int) async throws {
         try await withBankLinkClient(server.client(admin)) { client in
           _ = try await Banklink_V1_ReconciliationService.Client(wrapping: client).importStatement(
-            .with { $0.content = Data(count: bytes) },
-            options: Self.failFast
+            options: Self.failFast,
+            requestProducer: { writer in try await writer.write(.with { $0.content = Data(count: bytes) }) }
           )
         }
       }
-      // Under the limit: authorized and handled (the method is not built yet).
+      // Under the transport's limit: authorized and handled (the handler refuses a chunk over
+      // its own, smaller limit, naming the field).
       let under = await #expect(throws: RPCError.self) {
         try await importStatement(bytes: Limits.maxRequestMessageBytes - 64)
       }
-      #expect(under?.code == .unimplemented, "\(String(describing: under))")
+      #expect(under?.code == .invalidArgument && under?.message.hasPrefix("content:") == true, "\(String(describing: under))")
 
       // Over the limit: the transport refuses the message before any handler. grpc-swift-nio-
       // transport 2.9 resets the stream (UNAVAILABLE on the client) rather than answering
