@@ -87,13 +87,41 @@ public enum Banklink_V1_ReconciliationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "MatchEntry" metadata.
+        public enum MatchEntry: Sendable {
+            /// Request type for "MatchEntry".
+            public typealias Input = Banklink_V1_MatchEntryRequest
+            /// Response type for "MatchEntry".
+            public typealias Output = Banklink_V1_MatchEntryResponse
+            /// Descriptor for "MatchEntry".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.ReconciliationService"),
+                method: "MatchEntry",
+                type: .unary
+            )
+        }
+        /// Namespace for "UnmatchEntry" metadata.
+        public enum UnmatchEntry: Sendable {
+            /// Request type for "UnmatchEntry".
+            public typealias Input = Banklink_V1_UnmatchEntryRequest
+            /// Response type for "UnmatchEntry".
+            public typealias Output = Banklink_V1_UnmatchEntryResponse
+            /// Descriptor for "UnmatchEntry".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.ReconciliationService"),
+                method: "UnmatchEntry",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "banklink.v1.ReconciliationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ImportStatement.descriptor,
             ListStatements.descriptor,
             GetStatement.descriptor,
             Reconcile.descriptor,
-            GetReconciliationReport.descriptor
+            GetReconciliationReport.descriptor,
+            MatchEntry.descriptor,
+            UnmatchEntry.descriptor
         ]
     }
 }
@@ -189,8 +217,12 @@ extension Banklink_V1_ReconciliationService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-        /// > then by amount, date window and counterparty. A match settles the payment.
+        /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+        /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+        /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+        /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+        /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+        /// > here on demand for an account and booking-date window. Writes a report.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Banklink_V1_ReconcileRequest` messages.
@@ -206,6 +238,11 @@ extension Banklink_V1_ReconciliationService {
 
         /// Handle the "GetReconciliationReport" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+        /// > that order.
+        ///
         /// - Parameters:
         ///   - request: A streaming request of `Banklink_V1_GetReconciliationReportRequest` messages.
         ///   - context: Context providing information about the RPC.
@@ -217,6 +254,43 @@ extension Banklink_V1_ReconciliationService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_GetReconciliationReportRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ReconciliationReport>
+
+        /// Handle the "MatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_MatchEntryRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_MatchEntryResponse` messages.
+        func matchEntry(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_MatchEntryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_MatchEntryResponse>
+
+        /// Handle the "UnmatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+        /// > as it is: a settlement the match caused stays (the bank booked the money).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_UnmatchEntryRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_UnmatchEntryResponse` messages.
+        func unmatchEntry(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_UnmatchEntryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_UnmatchEntryResponse>
     }
 
     /// Service protocol for the "banklink.v1.ReconciliationService" service.
@@ -296,8 +370,12 @@ extension Banklink_V1_ReconciliationService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-        /// > then by amount, date window and counterparty. A match settles the payment.
+        /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+        /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+        /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+        /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+        /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+        /// > here on demand for an account and booking-date window. Writes a report.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_ReconcileRequest` message.
@@ -313,6 +391,11 @@ extension Banklink_V1_ReconciliationService {
 
         /// Handle the "GetReconciliationReport" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+        /// > that order.
+        ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_GetReconciliationReportRequest` message.
         ///   - context: Context providing information about the RPC.
@@ -324,6 +407,43 @@ extension Banklink_V1_ReconciliationService {
             request: GRPCCore.ServerRequest<Banklink_V1_GetReconciliationReportRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ReconciliationReport>
+
+        /// Handle the "MatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_MatchEntryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_MatchEntryResponse` message.
+        func matchEntry(
+            request: GRPCCore.ServerRequest<Banklink_V1_MatchEntryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_MatchEntryResponse>
+
+        /// Handle the "UnmatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+        /// > as it is: a settlement the match caused stays (the bank booked the money).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_UnmatchEntryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_UnmatchEntryResponse` message.
+        func unmatchEntry(
+            request: GRPCCore.ServerRequest<Banklink_V1_UnmatchEntryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_UnmatchEntryResponse>
     }
 
     /// Simple service protocol for the "banklink.v1.ReconciliationService" service.
@@ -401,8 +521,12 @@ extension Banklink_V1_ReconciliationService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-        /// > then by amount, date window and counterparty. A match settles the payment.
+        /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+        /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+        /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+        /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+        /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+        /// > here on demand for an account and booking-date window. Writes a report.
         ///
         /// - Parameters:
         ///   - request: A `Banklink_V1_ReconcileRequest` message.
@@ -418,6 +542,11 @@ extension Banklink_V1_ReconciliationService {
 
         /// Handle the "GetReconciliationReport" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+        /// > that order.
+        ///
         /// - Parameters:
         ///   - request: A `Banklink_V1_GetReconciliationReportRequest` message.
         ///   - context: Context providing information about the RPC.
@@ -429,6 +558,43 @@ extension Banklink_V1_ReconciliationService {
             request: Banklink_V1_GetReconciliationReportRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Banklink_V1_ReconciliationReport
+
+        /// Handle the "MatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_MatchEntryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_MatchEntryResponse` to respond with.
+        func matchEntry(
+            request: Banklink_V1_MatchEntryRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_MatchEntryResponse
+
+        /// Handle the "UnmatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+        /// > as it is: a settlement the match caused stays (the bank booked the money).
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_UnmatchEntryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_UnmatchEntryResponse` to respond with.
+        func unmatchEntry(
+            request: Banklink_V1_UnmatchEntryRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_UnmatchEntryResponse
     }
 }
 
@@ -491,6 +657,28 @@ extension Banklink_V1_ReconciliationService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Banklink_V1_ReconciliationService.Method.MatchEntry.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_MatchEntryRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_MatchEntryResponse>(),
+            handler: { request, context in
+                try await self.matchEntry(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Banklink_V1_ReconciliationService.Method.UnmatchEntry.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_UnmatchEntryRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_UnmatchEntryResponse>(),
+            handler: { request, context in
+                try await self.unmatchEntry(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -546,6 +734,28 @@ extension Banklink_V1_ReconciliationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ReconciliationReport> {
         let response = try await self.getReconciliationReport(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func matchEntry(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_MatchEntryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_MatchEntryResponse> {
+        let response = try await self.matchEntry(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func unmatchEntry(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_UnmatchEntryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_UnmatchEntryResponse> {
+        let response = try await self.unmatchEntry(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -614,6 +824,32 @@ extension Banklink_V1_ReconciliationService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ReconciliationReport> {
         return GRPCCore.ServerResponse<Banklink_V1_ReconciliationReport>(
             message: try await self.getReconciliationReport(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func matchEntry(
+        request: GRPCCore.ServerRequest<Banklink_V1_MatchEntryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_MatchEntryResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_MatchEntryResponse>(
+            message: try await self.matchEntry(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func unmatchEntry(
+        request: GRPCCore.ServerRequest<Banklink_V1_UnmatchEntryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_UnmatchEntryResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_UnmatchEntryResponse>(
+            message: try await self.unmatchEntry(
                 request: request.message,
                 context: context
             ),
@@ -715,8 +951,12 @@ extension Banklink_V1_ReconciliationService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-        /// > then by amount, date window and counterparty. A match settles the payment.
+        /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+        /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+        /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+        /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+        /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+        /// > here on demand for an account and booking-date window. Writes a report.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_ReconcileRequest` message.
@@ -737,6 +977,11 @@ extension Banklink_V1_ReconciliationService {
 
         /// Call the "GetReconciliationReport" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+        /// > that order.
+        ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_GetReconciliationReportRequest` message.
         ///   - serializer: A serializer for `Banklink_V1_GetReconciliationReportRequest` messages.
@@ -752,6 +997,53 @@ extension Banklink_V1_ReconciliationService {
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ReconciliationReport>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ReconciliationReport>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "MatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_MatchEntryRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_MatchEntryRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_MatchEntryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func matchEntry<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_MatchEntryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_MatchEntryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_MatchEntryResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_MatchEntryResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UnmatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+        /// > as it is: a settlement the match caused stays (the bank booked the money).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_UnmatchEntryRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_UnmatchEntryRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_UnmatchEntryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func unmatchEntry<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_UnmatchEntryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_UnmatchEntryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_UnmatchEntryResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_UnmatchEntryResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -888,8 +1180,12 @@ extension Banklink_V1_ReconciliationService {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-        /// > then by amount, date window and counterparty. A match settles the payment.
+        /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+        /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+        /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+        /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+        /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+        /// > here on demand for an account and booking-date window. Writes a report.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_ReconcileRequest` message.
@@ -921,6 +1217,11 @@ extension Banklink_V1_ReconciliationService {
 
         /// Call the "GetReconciliationReport" method.
         ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+        /// > that order.
+        ///
         /// - Parameters:
         ///   - request: A request containing a single `Banklink_V1_GetReconciliationReportRequest` message.
         ///   - serializer: A serializer for `Banklink_V1_GetReconciliationReportRequest` messages.
@@ -942,6 +1243,75 @@ extension Banklink_V1_ReconciliationService {
             try await self.client.unary(
                 request: request,
                 descriptor: Banklink_V1_ReconciliationService.Method.GetReconciliationReport.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "MatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_MatchEntryRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_MatchEntryRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_MatchEntryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func matchEntry<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_MatchEntryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_MatchEntryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_MatchEntryResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_MatchEntryResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_ReconciliationService.Method.MatchEntry.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UnmatchEntry" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+        /// > as it is: a settlement the match caused stays (the bank booked the money).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_UnmatchEntryRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_UnmatchEntryRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_UnmatchEntryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func unmatchEntry<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_UnmatchEntryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_UnmatchEntryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_UnmatchEntryResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_UnmatchEntryResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_ReconciliationService.Method.UnmatchEntry.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1051,8 +1421,12 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-    /// > then by amount, date window and counterparty. A match settles the payment.
+    /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+    /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+    /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+    /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+    /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+    /// > here on demand for an account and booking-date window. Writes a report.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Banklink_V1_ReconcileRequest` message.
@@ -1079,6 +1453,11 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
 
     /// Call the "GetReconciliationReport" method.
     ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+    /// > that order.
+    ///
     /// - Parameters:
     ///   - request: A request containing a single `Banklink_V1_GetReconciliationReportRequest` message.
     ///   - options: Options to apply to this RPC.
@@ -1097,6 +1476,65 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_GetReconciliationReportRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ReconciliationReport>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MatchEntry" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_MatchEntryRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func matchEntry<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_MatchEntryRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_MatchEntryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.matchEntry(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_MatchEntryRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_MatchEntryResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnmatchEntry" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+    /// > as it is: a settlement the match caused stays (the bank booked the money).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_UnmatchEntryRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unmatchEntry<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_UnmatchEntryRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_UnmatchEntryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.unmatchEntry(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_UnmatchEntryRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_UnmatchEntryResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1216,8 +1654,12 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Matches unmatched statement entries against open payments: exactly by EndToEndId/UETR first,
-    /// > then by amount, date window and counterparty. A match settles the payment.
+    /// > Matches unmatched booked entries against payments: exactly by EndToEndId first (one entry
+    /// > for one payment, or for several when the bank booked a batch with their ids), then a batch
+    /// > by its sum and count (N:1), then by amount (within the fee tolerance), value date and
+    /// > counterparty name with a score. A matched debit settles its payment if no pain.002 did; a
+    /// > returned transfer moves its payment to `returned`. Runs after every import on its own, and
+    /// > here on demand for an account and booking-date window. Writes a report.
     ///
     /// - Parameters:
     ///   - message: request message to send.
@@ -1248,6 +1690,11 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
 
     /// Call the "GetReconciliationReport" method.
     ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A stored report: matches, unmatched entries (classified) and unmatched payments, paged in
+    /// > that order.
+    ///
     /// - Parameters:
     ///   - message: request message to send.
     ///   - metadata: Additional metadata to send, defaults to empty.
@@ -1269,6 +1716,73 @@ extension Banklink_V1_ReconciliationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.getReconciliationReport(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "MatchEntry" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A clerk's match: an entry to one or more payments of its account, with a note. Audited.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func matchEntry<Result>(
+        _ message: Banklink_V1_MatchEntryRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_MatchEntryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_MatchEntryRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.matchEntry(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnmatchEntry" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Undoes a match (automatic or by hand), with a note. Audited. The payment's state is left
+    /// > as it is: a settlement the match caused stays (the bank booked the money).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unmatchEntry<Result>(
+        _ message: Banklink_V1_UnmatchEntryRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_UnmatchEntryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_UnmatchEntryRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.unmatchEntry(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -102,6 +102,12 @@ public nonisolated enum Banklink_V1_MatchMethod: SwiftProtobuf.Enum, Swift.CaseI
 
   /// One booked entry for several payments of a batch.
   case batch // = 3
+
+  /// A credit returning a payment (return reason, or a reversal carrying its EndToEndId).
+  case `return` // = 4
+
+  /// Matched by a clerk (MatchEntry).
+  case manual // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -114,6 +120,8 @@ public nonisolated enum Banklink_V1_MatchMethod: SwiftProtobuf.Enum, Swift.CaseI
     case 1: self = .reference
     case 2: self = .heuristic
     case 3: self = .batch
+    case 4: self = .return
+    case 5: self = .manual
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -124,6 +132,8 @@ public nonisolated enum Banklink_V1_MatchMethod: SwiftProtobuf.Enum, Swift.CaseI
     case .reference: return 1
     case .heuristic: return 2
     case .batch: return 3
+    case .return: return 4
+    case .manual: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -134,6 +144,8 @@ public nonisolated enum Banklink_V1_MatchMethod: SwiftProtobuf.Enum, Swift.CaseI
     .reference,
     .heuristic,
     .batch,
+    .return,
+    .manual,
   ]
 
 }
@@ -299,42 +311,73 @@ public nonisolated struct Banklink_V1_StatementSummary: @unchecked Sendable {
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
-public nonisolated struct Banklink_V1_ImportStatementResponse: Sendable {
+public nonisolated struct Banklink_V1_ImportStatementResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The first statement's id (a file may hold several: see `statements`).
-  public var statementID: String = String()
+  public var statementID: String {
+    get {_storage._statementID}
+    set {_uniqueStorage()._statementID = newValue}
+  }
 
-  public var entriesImported: Int64 = 0
+  public var entriesImported: Int64 {
+    get {_storage._entriesImported}
+    set {_uniqueStorage()._entriesImported = newValue}
+  }
 
-  public var duplicateEntries: Int64 = 0
+  public var duplicateEntries: Int64 {
+    get {_storage._duplicateEntries}
+    set {_uniqueStorage()._duplicateEntries = newValue}
+  }
 
   public var receipt: Banklink_V1_Receipt {
-    get {_receipt ?? Banklink_V1_Receipt()}
-    set {_receipt = newValue}
+    get {_storage._receipt ?? Banklink_V1_Receipt()}
+    set {_uniqueStorage()._receipt = newValue}
   }
   /// Returns true if `receipt` has been explicitly set.
-  public var hasReceipt: Bool {self._receipt != nil}
+  public var hasReceipt: Bool {_storage._receipt != nil}
   /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
-  public mutating func clearReceipt() {self._receipt = nil}
+  public mutating func clearReceipt() {_uniqueStorage()._receipt = nil}
 
-  public var statements: [Banklink_V1_StatementSummary] = []
+  public var statements: [Banklink_V1_StatementSummary] {
+    get {_storage._statements}
+    set {_uniqueStorage()._statements = newValue}
+  }
 
   /// The file was imported before (same SHA-256): nothing was stored again, and this is what
   /// that import stored.
-  public var duplicateFile: Bool = false
+  public var duplicateFile: Bool {
+    get {_storage._duplicateFile}
+    set {_uniqueStorage()._duplicateFile = newValue}
+  }
 
-  public var fileSha256: String = String()
+  public var fileSha256: String {
+    get {_storage._fileSha256}
+    set {_uniqueStorage()._fileSha256 = newValue}
+  }
 
-  public var fileBytes: Int64 = 0
+  public var fileBytes: Int64 {
+    get {_storage._fileBytes}
+    set {_uniqueStorage()._fileBytes = newValue}
+  }
+
+  /// The reconciliation run that followed the import, over its accounts and dates.
+  public var reconciliation: Banklink_V1_ReconcileResponse {
+    get {_storage._reconciliation ?? Banklink_V1_ReconcileResponse()}
+    set {_uniqueStorage()._reconciliation = newValue}
+  }
+  /// Returns true if `reconciliation` has been explicitly set.
+  public var hasReconciliation: Bool {_storage._reconciliation != nil}
+  /// Clears the value of `reconciliation`. Subsequent reads from it will return its default value.
+  public mutating func clearReconciliation() {_uniqueStorage()._reconciliation = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _receipt: Banklink_V1_Receipt? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Banklink_V1_ListStatementsRequest: Sendable {
@@ -420,7 +463,8 @@ public nonisolated struct Banklink_V1_ReconcileRequest: Sendable {
   /// Limit to one account; empty means all.
   public var accountID: String = String()
 
-  /// Booking-date window of statement entries to consider.
+  /// Booking-date window of statement entries to consider (UTC calendar dates of the two
+  /// instants, inclusive); unset: no bound on that side.
   public var startTime: SwiftProtobuf.Google_Protobuf_Timestamp {
     get {_startTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
     set {_startTime = newValue}
@@ -454,6 +498,7 @@ public nonisolated struct Banklink_V1_ReconcileResponse: Sendable {
 
   public var reportID: String = String()
 
+  /// Matches made by this run, and what is left unmatched in its scope.
   public var matched: Int64 = 0
 
   public var unmatchedEntries: Int64 = 0
@@ -468,6 +513,11 @@ public nonisolated struct Banklink_V1_ReconcileResponse: Sendable {
   public var hasReceipt: Bool {self._receipt != nil}
   /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
   public mutating func clearReceipt() {self._receipt = nil}
+
+  /// Payments this run settled (booked debit, no pain.002 had) and moved to returned.
+  public var settled: Int64 = 0
+
+  public var returned: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -518,11 +568,37 @@ public nonisolated struct Banklink_V1_Match: Sendable {
   /// Clears the value of `difference`. Subsequent reads from it will return its default value.
   public mutating func clearDifference() {self._difference = nil}
 
+  /// "auto", or the clerk who matched by hand.
+  public var matchedBy: String = String()
+
+  public var matchTime: SwiftProtobuf.Google_Protobuf_Timestamp {
+    get {_matchTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_matchTime = newValue}
+  }
+  /// Returns true if `matchTime` has been explicitly set.
+  public var hasMatchTime: Bool {self._matchTime != nil}
+  /// Clears the value of `matchTime`. Subsequent reads from it will return its default value.
+  public mutating func clearMatchTime() {self._matchTime = nil}
+
+  public var note: String = String()
+
+  /// The entry as stored.
+  public var entry: Banklink_V1_StatementEntry {
+    get {_entry ?? Banklink_V1_StatementEntry()}
+    set {_entry = newValue}
+  }
+  /// Returns true if `entry` has been explicitly set.
+  public var hasEntry: Bool {self._entry != nil}
+  /// Clears the value of `entry`. Subsequent reads from it will return its default value.
+  public mutating func clearEntry() {self._entry = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _difference: Banklink_V1_Money? = nil
+  fileprivate var _matchTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _entry: Banklink_V1_StatementEntry? = nil
 }
 
 public nonisolated struct Banklink_V1_StatementEntry: @unchecked Sendable {
@@ -661,6 +737,7 @@ public nonisolated struct Banklink_V1_UnmatchedEntry: Sendable {
   /// Clears the value of `entry`. Subsequent reads from it will return its default value.
   public mutating func clearEntry() {self._entry = nil}
 
+  /// Since the entry's booking date (midnight UTC) at the report's time.
   public var age: SwiftProtobuf.Google_Protobuf_Duration {
     get {_age ?? SwiftProtobuf.Google_Protobuf_Duration()}
     set {_age = newValue}
@@ -669,6 +746,14 @@ public nonisolated struct Banklink_V1_UnmatchedEntry: Sendable {
   public var hasAge: Bool {self._age != nil}
   /// Clears the value of `age`. Subsequent reads from it will return its default value.
   public mutating func clearAge() {self._age = nil}
+
+  /// What the entry is when no payment explains it: collection (money received), fee,
+  /// interest, reversal, amount_mismatch (its EndToEndId names a payment of another amount),
+  /// ambiguous (two payments fit as well), unexplained.
+  public var classification: String = String()
+
+  /// Why, in words: the candidates considered, or the code that classified it.
+  public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -694,6 +779,7 @@ public nonisolated struct Banklink_V1_UnmatchedPayment: Sendable {
   /// Clears the value of `amount`. Subsequent reads from it will return its default value.
   public mutating func clearAmount() {self._amount = nil}
 
+  /// Since the payment was created, at the report's time.
   public var age: SwiftProtobuf.Google_Protobuf_Duration {
     get {_age ?? SwiftProtobuf.Google_Protobuf_Duration()}
     set {_age = newValue}
@@ -702,6 +788,14 @@ public nonisolated struct Banklink_V1_UnmatchedPayment: Sendable {
   public var hasAge: Bool {self._age != nil}
   /// Clears the value of `age`. Subsequent reads from it will return its default value.
   public mutating func clearAge() {self._age = nil}
+
+  public var accountID: String = String()
+
+  public var endToEndID: String = String()
+
+  public var status: Banklink_V1_PaymentStatus = .unspecified
+
+  public var creditorName: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -727,6 +821,7 @@ public nonisolated struct Banklink_V1_ReconciliationReport: Sendable {
   /// Clears the value of `createTime`. Subsequent reads from it will return its default value.
   public mutating func clearCreateTime() {self._createTime = nil}
 
+  /// This page's part of each section (matches first, then unmatched entries, then payments).
   public var matches: [Banklink_V1_Match] = []
 
   public var unmatchedEntries: [Banklink_V1_UnmatchedEntry] = []
@@ -735,11 +830,120 @@ public nonisolated struct Banklink_V1_ReconciliationReport: Sendable {
 
   public var nextPageToken: String = String()
 
+  /// The scope and totals of the whole report.
+  public var accountID: String = String()
+
+  public var fromDate: String = String()
+
+  public var toDate: String = String()
+
+  public var matchedCount: Int64 = 0
+
+  public var unmatchedEntryCount: Int64 = 0
+
+  public var unmatchedPaymentCount: Int64 = 0
+
+  public var settledCount: Int64 = 0
+
+  public var returnedCount: Int64 = 0
+
+  /// Who ran it: "auto" after an import, else the principal.
+  public var createdBy: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _createTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+}
+
+public nonisolated struct Banklink_V1_MatchEntryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  public var entryID: String = String()
+
+  /// Payments of the entry's account, not matched already; their sum is compared with the
+  /// entry's amount and the difference recorded.
+  public var paymentIds: [String] = []
+
+  /// Why, for the audit trail (required).
+  public var note: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_MatchEntryResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var match: Banklink_V1_Match {
+    get {_match ?? Banklink_V1_Match()}
+    set {_match = newValue}
+  }
+  /// Returns true if `match` has been explicitly set.
+  public var hasMatch: Bool {self._match != nil}
+  /// Clears the value of `match`. Subsequent reads from it will return its default value.
+  public mutating func clearMatch() {self._match = nil}
+
+  public var receipt: Banklink_V1_Receipt {
+    get {_receipt ?? Banklink_V1_Receipt()}
+    set {_receipt = newValue}
+  }
+  /// Returns true if `receipt` has been explicitly set.
+  public var hasReceipt: Bool {self._receipt != nil}
+  /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
+  public mutating func clearReceipt() {self._receipt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _match: Banklink_V1_Match? = nil
+  fileprivate var _receipt: Banklink_V1_Receipt? = nil
+}
+
+public nonisolated struct Banklink_V1_UnmatchEntryRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var requestID: String = String()
+
+  public var entryID: String = String()
+
+  public var note: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_UnmatchEntryResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var receipt: Banklink_V1_Receipt {
+    get {_receipt ?? Banklink_V1_Receipt()}
+    set {_receipt = newValue}
+  }
+  /// Returns true if `receipt` has been explicitly set.
+  public var hasReceipt: Bool {self._receipt != nil}
+  /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
+  public mutating func clearReceipt() {self._receipt = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _receipt: Banklink_V1_Receipt? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -751,7 +955,7 @@ nonisolated extension Banklink_V1_StatementFormat: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Banklink_V1_MatchMethod: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MATCH_METHOD_UNSPECIFIED\0\u{1}MATCH_METHOD_REFERENCE\0\u{1}MATCH_METHOD_HEURISTIC\0\u{1}MATCH_METHOD_BATCH\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MATCH_METHOD_UNSPECIFIED\0\u{1}MATCH_METHOD_REFERENCE\0\u{1}MATCH_METHOD_HEURISTIC\0\u{1}MATCH_METHOD_BATCH\0\u{1}MATCH_METHOD_RETURN\0\u{1}MATCH_METHOD_MANUAL\0")
 }
 
 nonisolated extension Banklink_V1_ImportStatementRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1028,68 +1232,125 @@ nonisolated extension Banklink_V1_StatementSummary: SwiftProtobuf.Message, Swift
 
 nonisolated extension Banklink_V1_ImportStatementResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ImportStatementResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}statement_id\0\u{3}entries_imported\0\u{3}duplicate_entries\0\u{1}receipt\0\u{1}statements\0\u{3}duplicate_file\0\u{3}file_sha256\0\u{3}file_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}statement_id\0\u{3}entries_imported\0\u{3}duplicate_entries\0\u{1}receipt\0\u{1}statements\0\u{3}duplicate_file\0\u{3}file_sha256\0\u{3}file_bytes\0\u{1}reconciliation\0")
+
+  fileprivate class _StorageClass {
+    var _statementID: String = String()
+    var _entriesImported: Int64 = 0
+    var _duplicateEntries: Int64 = 0
+    var _receipt: Banklink_V1_Receipt? = nil
+    var _statements: [Banklink_V1_StatementSummary] = []
+    var _duplicateFile: Bool = false
+    var _fileSha256: String = String()
+    var _fileBytes: Int64 = 0
+    var _reconciliation: Banklink_V1_ReconcileResponse? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _statementID = source._statementID
+      _entriesImported = source._entriesImported
+      _duplicateEntries = source._duplicateEntries
+      _receipt = source._receipt
+      _statements = source._statements
+      _duplicateFile = source._duplicateFile
+      _fileSha256 = source._fileSha256
+      _fileBytes = source._fileBytes
+      _reconciliation = source._reconciliation
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.statementID) }()
-      case 2: try { try decoder.decodeSingularInt64Field(value: &self.entriesImported) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.duplicateEntries) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.statements) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.duplicateFile) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.fileSha256) }()
-      case 8: try { try decoder.decodeSingularInt64Field(value: &self.fileBytes) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._statementID) }()
+        case 2: try { try decoder.decodeSingularInt64Field(value: &_storage._entriesImported) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._duplicateEntries) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._receipt) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._statements) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._duplicateFile) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._fileSha256) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._fileBytes) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._reconciliation) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.statementID.isEmpty {
-      try visitor.visitSingularStringField(value: self.statementID, fieldNumber: 1)
-    }
-    if self.entriesImported != 0 {
-      try visitor.visitSingularInt64Field(value: self.entriesImported, fieldNumber: 2)
-    }
-    if self.duplicateEntries != 0 {
-      try visitor.visitSingularInt64Field(value: self.duplicateEntries, fieldNumber: 3)
-    }
-    try { if let v = self._receipt {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    if !self.statements.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.statements, fieldNumber: 5)
-    }
-    if self.duplicateFile != false {
-      try visitor.visitSingularBoolField(value: self.duplicateFile, fieldNumber: 6)
-    }
-    if !self.fileSha256.isEmpty {
-      try visitor.visitSingularStringField(value: self.fileSha256, fieldNumber: 7)
-    }
-    if self.fileBytes != 0 {
-      try visitor.visitSingularInt64Field(value: self.fileBytes, fieldNumber: 8)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._statementID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._statementID, fieldNumber: 1)
+      }
+      if _storage._entriesImported != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._entriesImported, fieldNumber: 2)
+      }
+      if _storage._duplicateEntries != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._duplicateEntries, fieldNumber: 3)
+      }
+      try { if let v = _storage._receipt {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if !_storage._statements.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._statements, fieldNumber: 5)
+      }
+      if _storage._duplicateFile != false {
+        try visitor.visitSingularBoolField(value: _storage._duplicateFile, fieldNumber: 6)
+      }
+      if !_storage._fileSha256.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._fileSha256, fieldNumber: 7)
+      }
+      if _storage._fileBytes != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._fileBytes, fieldNumber: 8)
+      }
+      try { if let v = _storage._reconciliation {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_ImportStatementResponse, rhs: Banklink_V1_ImportStatementResponse) -> Bool {
-    if lhs.statementID != rhs.statementID {return false}
-    if lhs.entriesImported != rhs.entriesImported {return false}
-    if lhs.duplicateEntries != rhs.duplicateEntries {return false}
-    if lhs._receipt != rhs._receipt {return false}
-    if lhs.statements != rhs.statements {return false}
-    if lhs.duplicateFile != rhs.duplicateFile {return false}
-    if lhs.fileSha256 != rhs.fileSha256 {return false}
-    if lhs.fileBytes != rhs.fileBytes {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._statementID != rhs_storage._statementID {return false}
+        if _storage._entriesImported != rhs_storage._entriesImported {return false}
+        if _storage._duplicateEntries != rhs_storage._duplicateEntries {return false}
+        if _storage._receipt != rhs_storage._receipt {return false}
+        if _storage._statements != rhs_storage._statements {return false}
+        if _storage._duplicateFile != rhs_storage._duplicateFile {return false}
+        if _storage._fileSha256 != rhs_storage._fileSha256 {return false}
+        if _storage._fileBytes != rhs_storage._fileBytes {return false}
+        if _storage._reconciliation != rhs_storage._reconciliation {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1305,7 +1566,7 @@ nonisolated extension Banklink_V1_ReconcileRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Banklink_V1_ReconcileResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReconcileResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{1}matched\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{1}receipt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{1}matched\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{1}receipt\0\u{1}settled\0\u{1}returned\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1318,6 +1579,8 @@ nonisolated extension Banklink_V1_ReconcileResponse: SwiftProtobuf.Message, Swif
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.unmatchedEntries) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.unmatchedPayments) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.settled) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.returned) }()
       default: break
       }
     }
@@ -1343,6 +1606,12 @@ nonisolated extension Banklink_V1_ReconcileResponse: SwiftProtobuf.Message, Swif
     try { if let v = self._receipt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if self.settled != 0 {
+      try visitor.visitSingularInt64Field(value: self.settled, fieldNumber: 6)
+    }
+    if self.returned != 0 {
+      try visitor.visitSingularInt64Field(value: self.returned, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1352,6 +1621,8 @@ nonisolated extension Banklink_V1_ReconcileResponse: SwiftProtobuf.Message, Swif
     if lhs.unmatchedEntries != rhs.unmatchedEntries {return false}
     if lhs.unmatchedPayments != rhs.unmatchedPayments {return false}
     if lhs._receipt != rhs._receipt {return false}
+    if lhs.settled != rhs.settled {return false}
+    if lhs.returned != rhs.returned {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1399,7 +1670,7 @@ nonisolated extension Banklink_V1_GetReconciliationReportRequest: SwiftProtobuf.
 
 nonisolated extension Banklink_V1_Match: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Match"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{3}payment_ids\0\u{1}method\0\u{1}score\0\u{1}reason\0\u{1}difference\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{3}payment_ids\0\u{1}method\0\u{1}score\0\u{1}reason\0\u{1}difference\0\u{3}matched_by\0\u{3}match_time\0\u{1}note\0\u{1}entry\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1413,6 +1684,10 @@ nonisolated extension Banklink_V1_Match: SwiftProtobuf.Message, SwiftProtobuf._M
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.score) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 6: try { try decoder.decodeSingularMessageField(value: &self._difference) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.matchedBy) }()
+      case 8: try { try decoder.decodeSingularMessageField(value: &self._matchTime) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
       default: break
       }
     }
@@ -1441,6 +1716,18 @@ nonisolated extension Banklink_V1_Match: SwiftProtobuf.Message, SwiftProtobuf._M
     try { if let v = self._difference {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     } }()
+    if !self.matchedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.matchedBy, fieldNumber: 7)
+    }
+    try { if let v = self._matchTime {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    } }()
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 9)
+    }
+    try { if let v = self._entry {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1451,6 +1738,10 @@ nonisolated extension Banklink_V1_Match: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.score != rhs.score {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs._difference != rhs._difference {return false}
+    if lhs.matchedBy != rhs.matchedBy {return false}
+    if lhs._matchTime != rhs._matchTime {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs._entry != rhs._entry {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1647,7 +1938,7 @@ nonisolated extension Banklink_V1_StatementEntry: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Banklink_V1_UnmatchedEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UnmatchedEntry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0\u{1}age\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entry\0\u{1}age\0\u{1}classification\0\u{1}reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1657,6 +1948,8 @@ nonisolated extension Banklink_V1_UnmatchedEntry: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._entry) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._age) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.classification) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       default: break
       }
     }
@@ -1673,12 +1966,20 @@ nonisolated extension Banklink_V1_UnmatchedEntry: SwiftProtobuf.Message, SwiftPr
     try { if let v = self._age {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    if !self.classification.isEmpty {
+      try visitor.visitSingularStringField(value: self.classification, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_UnmatchedEntry, rhs: Banklink_V1_UnmatchedEntry) -> Bool {
     if lhs._entry != rhs._entry {return false}
     if lhs._age != rhs._age {return false}
+    if lhs.classification != rhs.classification {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1686,7 +1987,7 @@ nonisolated extension Banklink_V1_UnmatchedEntry: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".UnmatchedPayment"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}amount\0\u{1}age\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}payment_id\0\u{1}amount\0\u{1}age\0\u{3}account_id\0\u{3}end_to_end_id\0\u{1}status\0\u{3}creditor_name\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1697,6 +1998,10 @@ nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularStringField(value: &self.paymentID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._amount) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._age) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.endToEndID) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.creditorName) }()
       default: break
       }
     }
@@ -1716,6 +2021,18 @@ nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, Swift
     try { if let v = self._age {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 4)
+    }
+    if !self.endToEndID.isEmpty {
+      try visitor.visitSingularStringField(value: self.endToEndID, fieldNumber: 5)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 6)
+    }
+    if !self.creditorName.isEmpty {
+      try visitor.visitSingularStringField(value: self.creditorName, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1723,6 +2040,10 @@ nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, Swift
     if lhs.paymentID != rhs.paymentID {return false}
     if lhs._amount != rhs._amount {return false}
     if lhs._age != rhs._age {return false}
+    if lhs.accountID != rhs.accountID {return false}
+    if lhs.endToEndID != rhs.endToEndID {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.creditorName != rhs.creditorName {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1730,7 +2051,7 @@ nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, Swift
 
 nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReconciliationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{3}create_time\0\u{1}matches\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{3}next_page_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{3}create_time\0\u{1}matches\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{3}next_page_token\0\u{3}account_id\0\u{3}from_date\0\u{3}to_date\0\u{3}matched_count\0\u{3}unmatched_entry_count\0\u{3}unmatched_payment_count\0\u{3}settled_count\0\u{3}returned_count\0\u{3}created_by\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1744,6 +2065,15 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.unmatchedEntries) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.unmatchedPayments) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.fromDate) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.toDate) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.matchedCount) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.unmatchedEntryCount) }()
+      case 12: try { try decoder.decodeSingularInt64Field(value: &self.unmatchedPaymentCount) }()
+      case 13: try { try decoder.decodeSingularInt64Field(value: &self.settledCount) }()
+      case 14: try { try decoder.decodeSingularInt64Field(value: &self.returnedCount) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.createdBy) }()
       default: break
       }
     }
@@ -1772,6 +2102,33 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
     if !self.nextPageToken.isEmpty {
       try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 6)
     }
+    if !self.accountID.isEmpty {
+      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 7)
+    }
+    if !self.fromDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.fromDate, fieldNumber: 8)
+    }
+    if !self.toDate.isEmpty {
+      try visitor.visitSingularStringField(value: self.toDate, fieldNumber: 9)
+    }
+    if self.matchedCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.matchedCount, fieldNumber: 10)
+    }
+    if self.unmatchedEntryCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.unmatchedEntryCount, fieldNumber: 11)
+    }
+    if self.unmatchedPaymentCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.unmatchedPaymentCount, fieldNumber: 12)
+    }
+    if self.settledCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.settledCount, fieldNumber: 13)
+    }
+    if self.returnedCount != 0 {
+      try visitor.visitSingularInt64Field(value: self.returnedCount, fieldNumber: 14)
+    }
+    if !self.createdBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.createdBy, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1782,6 +2139,173 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
     if lhs.unmatchedEntries != rhs.unmatchedEntries {return false}
     if lhs.unmatchedPayments != rhs.unmatchedPayments {return false}
     if lhs.nextPageToken != rhs.nextPageToken {return false}
+    if lhs.accountID != rhs.accountID {return false}
+    if lhs.fromDate != rhs.fromDate {return false}
+    if lhs.toDate != rhs.toDate {return false}
+    if lhs.matchedCount != rhs.matchedCount {return false}
+    if lhs.unmatchedEntryCount != rhs.unmatchedEntryCount {return false}
+    if lhs.unmatchedPaymentCount != rhs.unmatchedPaymentCount {return false}
+    if lhs.settledCount != rhs.settledCount {return false}
+    if lhs.returnedCount != rhs.returnedCount {return false}
+    if lhs.createdBy != rhs.createdBy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_MatchEntryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MatchEntryRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}entry_id\0\u{3}payment_ids\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.entryID) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.paymentIds) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if !self.entryID.isEmpty {
+      try visitor.visitSingularStringField(value: self.entryID, fieldNumber: 2)
+    }
+    if !self.paymentIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.paymentIds, fieldNumber: 3)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_MatchEntryRequest, rhs: Banklink_V1_MatchEntryRequest) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.entryID != rhs.entryID {return false}
+    if lhs.paymentIds != rhs.paymentIds {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_MatchEntryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MatchEntryResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}match\0\u{1}receipt\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._match) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._match {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._receipt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_MatchEntryResponse, rhs: Banklink_V1_MatchEntryResponse) -> Bool {
+    if lhs._match != rhs._match {return false}
+    if lhs._receipt != rhs._receipt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_UnmatchEntryRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UnmatchEntryRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}entry_id\0\u{1}note\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.requestID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.entryID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.note) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.requestID.isEmpty {
+      try visitor.visitSingularStringField(value: self.requestID, fieldNumber: 1)
+    }
+    if !self.entryID.isEmpty {
+      try visitor.visitSingularStringField(value: self.entryID, fieldNumber: 2)
+    }
+    if !self.note.isEmpty {
+      try visitor.visitSingularStringField(value: self.note, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_UnmatchEntryRequest, rhs: Banklink_V1_UnmatchEntryRequest) -> Bool {
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.entryID != rhs.entryID {return false}
+    if lhs.note != rhs.note {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_UnmatchEntryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".UnmatchEntryResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}receipt\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._receipt {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_UnmatchEntryResponse, rhs: Banklink_V1_UnmatchEntryResponse) -> Bool {
+    if lhs._receipt != rhs._receipt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

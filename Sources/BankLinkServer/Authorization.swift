@@ -68,6 +68,8 @@ public struct AuthorizationTable: Sendable {
       (Reconciliation.GetStatement.descriptor, .roles([.auditor, .reconciler, .admin])),
       (Reconciliation.Reconcile.descriptor, .roles([.reconciler, .admin])),
       (Reconciliation.GetReconciliationReport.descriptor, .roles([.auditor, .reconciler, .admin])),
+      (Reconciliation.MatchEntry.descriptor, .roles([.reconciler, .admin])),
+      (Reconciliation.UnmatchEntry.descriptor, .roles([.reconciler, .admin])),
 
       // Administration: admins change rules, policy and principals.
       (Admin.GetRuleSet.descriptor, .roles([.admin, .auditor])),

@@ -89,7 +89,7 @@ public final class GatewayServer: Service {
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
       MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
-      ReconciliationServiceHandler(statements: statements),
+      ReconciliationServiceHandler(statements: statements, reconciler: Reconciler(store: payments.store, now: now)),
       AdminServiceHandler(
         store: payments.store,
         payments: payments,

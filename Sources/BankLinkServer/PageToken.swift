@@ -25,6 +25,7 @@ enum PageToken {
     case shadowDifferences = 8
     case statements = 9
     case statementEntries = 10
+    case reconciliationReport = 11
   }
 
   static func encode(_ list: List, _ position: (inout RecordWriter) -> Void) -> String {

@@ -12,6 +12,7 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
   typealias Method = Banklink_V1_ReconciliationService.Method
 
   let statements: StatementStore
+  let reconciler: Reconciler
 
   /// Where uploads are spooled while they arrive: inside the data directory, so a file of
   /// ``Limits/maxStatementFileBytes`` lands on the disk that is sized for the daemon's data.
@@ -76,7 +77,16 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
     } catch let error as StoreError {
       throw APIError.storage(error)
     }
+    // Reconciliation follows every import, over the accounts and booking dates it brought.
+    var reconciliation: Banklink_V1_ReconcileResponse?
+    if !outcome.duplicateFile, !outcome.statements.isEmpty {
+      let dates = outcome.statements.flatMap { [$0.fromDate, $0.toDate] }.filter { !$0.isEmpty }
+      let accounts = Set(outcome.statements.map(\.accountID))
+      reconciliation = try await self.run(
+        accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "", by: "auto")
+    }
     return .with {
+      if let reconciliation { $0.reconciliation = reconciliation }
       $0.statementID = outcome.statements.first?.id ?? ""
       $0.entriesImported = Int64(outcome.entries)
       $0.duplicateEntries = Int64(outcome.duplicates)
@@ -132,17 +142,204 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
     }
   }
 
+  /// One reconciliation run, after the imports and runs before it, on a thread of its own.
+  func run(accountID: String?, fromDate: String, toDate: String, by principal: String) async throws -> Banklink_V1_ReconcileResponse {
+    let reconciler = self.reconciler
+    let outcome = try await self.mappingStorage {
+      try await self.statements.queue.run {
+        try await onOwnThread { try reconciler.reconcile(accountID: accountID, fromDate: fromDate, toDate: toDate, by: principal) }
+      }
+    }
+    return .with {
+      $0.reportID = outcome.report.id
+      $0.matched = Int64(outcome.report.matched)
+      $0.unmatchedEntries = Int64(outcome.report.unmatchedEntries)
+      $0.unmatchedPayments = Int64(outcome.report.unmatchedPayments)
+      $0.settled = Int64(outcome.report.settled)
+      $0.returned = Int64(outcome.report.returned)
+      $0.receipt = Banklink_V1_Receipt(outcome.receipt)
+    }
+  }
+
+  func mappingStorage<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await body()
+    } catch let error as StoreError {
+      throw APIError.storage(error)
+    }
+  }
+
   func reconcile(request: Banklink_V1_ReconcileRequest, context: ServerContext) async throws -> Banklink_V1_ReconcileResponse {
-    throw unimplemented(Method.Reconcile.descriptor)
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    if !request.accountID.isEmpty, !PaymentValidation.isAccountID(request.accountID) {
+      throw APIError.invalidArgument("account_id", PaymentValidation.accountIDRule)
+    }
+    func date(_ timestamp: Google_Protobuf_Timestamp, _ field: String, present: Bool) throws -> String {
+      guard present else { return "" }
+      guard let instant = Instant(timestamp) else { throw APIError.invalidArgument(field, "is not a valid timestamp") }
+      return instant.isoDate
+    }
+    let from = try date(request.startTime, "start_time", present: request.hasStartTime)
+    let to = try date(request.endTime, "end_time", present: request.hasEndTime)
+    if !from.isEmpty, !to.isEmpty, from > to { throw APIError.invalidArgument("end_time", "is before start_time") }
+    return try await self.run(
+      accountID: request.accountID.isEmpty ? nil : request.accountID, fromDate: from, toDate: to, by: caller.principal.identity)
   }
 
   func getReconciliationReport(
     request: Banklink_V1_GetReconciliationReportRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_ReconciliationReport {
-    throw unimplemented(Method.GetReconciliationReport.descriptor)
+    guard !request.reportID.isEmpty else { throw APIError.invalidArgument("report_id", "is required") }
+    guard let sequence = ReconciliationIDs.parseReport(request.reportID) else {
+      throw APIError.invalidArgument("report_id", "not a report id (rec-…)")
+    }
+    let size = try pageSize(request.pageSize)
+    let from: UInt32 =
+      request.pageToken.isEmpty
+      ? 0 : try PageToken.decode(request.pageToken, .reconciliationReport) { reader -> UInt32? in
+        try reader.readUInt64() == sequence ? try reader.readUInt32() : nil
+      }
+    let (header, items, more) = try withStore {
+      () -> (ReconciliationReportHeader?, [(index: UInt32, item: ReportItem, entry: StoredStatementEntry?, payment: Payment?)], Bool) in
+      guard let header = try self.reconciler.report(sequence) else { return (nil, [], false) }
+      let page = try self.reconciler.items(of: sequence, from: from, limit: size)
+      return (header, page.items, page.more)
+    }
+    guard let header else { throw APIError.notFound("reconciliation report", request.reportID) }
+    let reportTime = header.createdAt
+    return .with { report in
+      report.reportID = header.id
+      report.createTime = header.createdAt.timestamp
+      report.createdBy = header.createdBy
+      report.accountID = header.accountID
+      report.fromDate = header.fromDate
+      report.toDate = header.toDate
+      report.matchedCount = Int64(header.matched)
+      report.unmatchedEntryCount = Int64(header.unmatchedEntries)
+      report.unmatchedPaymentCount = Int64(header.unmatchedPayments)
+      report.settledCount = Int64(header.settled)
+      report.returnedCount = Int64(header.returned)
+      for line in items {
+        switch line.item {
+        case .match(let match):
+          var proto = Banklink_V1_Match(match)
+          if let entry = line.entry { proto.entry = Banklink_V1_StatementEntry(entry, statementID: StatementIDs.statement(entry.statementSequence)) }
+          report.matches.append(proto)
+        case .unmatchedEntry(_, let classification, let reason):
+          guard let entry = line.entry else { continue }
+          report.unmatchedEntries.append(.with {
+            $0.entry = Banklink_V1_StatementEntry(entry, statementID: StatementIDs.statement(entry.statementSequence))
+            $0.classification = classification
+            $0.reason = reason
+            if let booked = Reconciler.daysBetween(entry.entry.bookingDate, "1970-01-01") {
+              $0.age = Google_Protobuf_Duration(milliseconds: max(0, reportTime.millisecondsSinceEpoch - Int64(booked) * 86_400_000))
+            }
+          })
+        case .unmatchedPayment(let id):
+          guard let payment = line.payment else { continue }
+          report.unmatchedPayments.append(.with {
+            $0.paymentID = id
+            $0.accountID = payment.instruction.debtorAccountID
+            $0.amount = Banklink_V1_Money(payment.instruction.amount)
+            $0.endToEndID = payment.endToEndID
+            $0.status = payment.status.proto
+            $0.creditorName = payment.instruction.creditor.name
+            $0.age = Google_Protobuf_Duration(milliseconds: max(0, reportTime.milliseconds(since: payment.createdAt)))
+          })
+        }
+      }
+      if more, let last = items.last {
+        report.nextPageToken = PageToken.encode(.reconciliationReport) { writer in
+          writer.write(sequence)
+          writer.write(last.index + 1)
+        }
+      }
+    }
+  }
+
+  func matchEntry(request: Banklink_V1_MatchEntryRequest, context: ServerContext) async throws -> Banklink_V1_MatchEntryResponse {
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard ReconciliationIDs.entryKey(request.entryID) != nil else { throw APIError.invalidArgument("entry_id", "not an entry id (stm-….NNNNNN)") }
+    guard !request.paymentIds.isEmpty else { throw APIError.invalidArgument("payment_ids", "name at least one payment") }
+    guard request.paymentIds.count <= Limits.maxBatchItems else {
+      throw APIError.invalidArgument("payment_ids", "at most \(Limits.maxBatchItems) payments")
+    }
+    guard Set(request.paymentIds).count == request.paymentIds.count else { throw APIError.invalidArgument("payment_ids", "names a payment twice") }
+    for id in request.paymentIds where id.isEmpty || id.utf8.count > Limits.maxAccountIDLength * 2 {
+      throw APIError.invalidArgument("payment_ids", "'\(LogText.prefix(id, maxBytes: 64))' is not a payment id")
+    }
+    try Self.requireNote(request.note)
+    let (match, receipt) = try await self.clerk {
+      try self.reconciler.match(entryID: request.entryID, paymentIDs: request.paymentIds, note: request.note, by: caller.principal.identity)
+    }
+    return .with {
+      $0.match = Banklink_V1_Match(match)
+      $0.receipt = Banklink_V1_Receipt(receipt)
+    }
+  }
+
+  func unmatchEntry(request: Banklink_V1_UnmatchEntryRequest, context: ServerContext) async throws -> Banklink_V1_UnmatchEntryResponse {
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    guard ReconciliationIDs.entryKey(request.entryID) != nil else { throw APIError.invalidArgument("entry_id", "not an entry id (stm-….NNNNNN)") }
+    try Self.requireNote(request.note)
+    let receipt = try await self.clerk {
+      try self.reconciler.unmatch(entryID: request.entryID, note: request.note, by: caller.principal.identity)
+    }
+    return .with { $0.receipt = Banklink_V1_Receipt(receipt) }
+  }
+
+  static func requireNote(_ note: String) throws {
+    guard !note.isEmpty else { throw APIError.invalidArgument("note", "is required: say why, for the audit trail") }
+    if let problem = PaymentValidation.textProblem(note, maxLength: Limits.maxApprovalCommentLength) {
+      throw APIError.invalidArgument("note", problem)
+    }
+  }
+
+  /// A clerk's change, serialised with imports and runs; refusals become their statuses.
+  func clerk<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    do {
+      return try await self.mappingStorage { try await self.statements.queue.run { try await onOwnThread(body) } }
+    } catch let refusal as ReconciliationRefusal {
+      switch refusal {
+      case .entryNotFound(let id): throw APIError.notFound("statement entry", id)
+      case .paymentNotFound(let id): throw APIError.notFound("payment", id)
+      case .alreadyMatched, .paymentAlreadyMatched, .notMatched:
+        throw RPCError(code: .failedPrecondition, message: "\(refusal)")
+      case .wrongAccount: throw APIError.invalidArgument("payment_ids", "\(refusal)")
+      }
+    }
   }
 }
+
+extension Banklink_V1_Match {
+  init(_ match: EntryMatch) {
+    self.init()
+    self.entryID = match.entryID
+    self.paymentIds = match.paymentIDs
+    self.method =
+      switch match.method {
+      case .reference: .reference
+      case .heuristic: .heuristic
+      case .batch: .batch
+      case .returned: .return
+      case .manual: .manual
+      }
+    self.score = Int32(match.score)
+    self.reason = match.reason
+    self.difference = .with {
+      $0.minorUnits = match.differenceMinor
+      $0.currencyCode = match.currency
+    }
+    self.matchedBy = match.matchedBy
+    self.matchTime = match.time.timestamp
+    self.note = match.note
+  }
+}
+
 
 extension Banklink_V1_StatementFormat {
   init(_ format: BankLinkFormats.StatementFormat) {

@@ -100,6 +100,15 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// SHA-256 of a statement file → what its import stored: the same file is imported once.
   public static let statementFiles = Database("statement_files")
 
+  /// Entry key (statement sequence, index) → its match: method, score, reason, payments.
+  public static let reconMatches = Database("recon_matches")
+  /// Payment id → the key of the entry it is matched to (a payment is matched once).
+  public static let reconPaymentMatches = Database("recon_payment_matches")
+  /// Reconciliation reports by sequence: scope, totals, who ran it.
+  public static let reconReports = Database("recon_reports")
+  /// Report sequence, item index → one line: a match, an unmatched entry, an unmatched payment.
+  public static let reconReportItems = Database("recon_report_items")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
@@ -107,7 +116,7 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
     .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
     .otpSecrets, .otpState, .alerts, .ruleSets, .riskBuckets, .riskCreditors, .riskRecent, .riskBaselines,
     .riskDecisions, .riskShadow, .statements, .statementsByAccount, .statementEntries, .statementEntryKeys,
-    .statementFiles,
+    .statementFiles, .reconMatches, .reconPaymentMatches, .reconReports, .reconReportItems,
   ]
 
   public var description: String { self.name }

@@ -96,6 +96,13 @@ struct StatementsCommand: AsyncParsableCommand {
       if response.hasReceipt {
         printFields([("receipt", "journal entry \(response.receipt.journalSequence) \(hex(response.receipt.entryHash))")])
       }
+      if response.hasReconciliation {
+        let run = response.reconciliation
+        printFields([
+          ("reconciled",
+           "\(run.matched) matched (settled \(run.settled), returned \(run.returned)), \(run.unmatchedEntries) entries and \(run.unmatchedPayments) payments unmatched: banklink reconcile report \(run.reportID)"),
+        ])
+      }
     }
   }
 

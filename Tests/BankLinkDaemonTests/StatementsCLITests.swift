@@ -89,6 +89,18 @@ struct StatementsCLITests {
       #expect(imported.stdout.contains("imported 2 entries in 1 statement(s); 0 already stored"), "\(imported.stdout)")
       #expect(imported.stdout.contains("icbc-cny-001  MT940  ICBC12  #12"), "\(imported.stdout)")
       #expect(imported.stdout.contains("receipt"))
+      // Reconciliation followed the import: no payment explains either entry.
+      #expect(imported.stdout.contains("reconciled  0 matched (settled 0, returned 0), 2 entries and 0 payments unmatched: banklink reconcile report rec-000000000001"), "\(imported.stdout)")
+      let csv = try await cli(["reconcile", "report", "rec-000000000001", "--csv"])
+      #expect(csv.status == 0, "\(csv.stderr)")
+      let rows = csv.stdout.split(separator: "\n")
+      #expect(rows.count == 3 && rows[0].hasPrefix("section,entry_id"), "\(csv.stdout)")
+      #expect(rows.contains { $0.hasPrefix("unmatched_entry,stm-000000000001.000000,2026-12-03,,-100.00 CNY,unexplained") }, "\(csv.stdout)")
+      #expect(rows.contains { $0.hasPrefix("unmatched_entry,stm-000000000001.000001,2026-12-03,,+25.50 CNY,collection") }, "\(csv.stdout)")
+      let onDemand = try await cli(["reconcile", "icbc-cny-001", "--from", "2026-12-01", "--to", "2026-12-31"])
+      #expect(onDemand.status == 0 && onDemand.stdout.contains("rec-000000000002"), "\(onDemand.stdout) \(onDemand.stderr)")
+      let matchRefused = try await cli(["reconcile", "match", "stm-000000000001.000000", "pay-s000000000000999", "--note", "x"])
+      #expect(matchRefused.status != 0 && matchRefused.stderr.contains("not found"), "\(matchRefused.stderr)")
       let again = try await cli(["statements", "import", file])
       #expect(again.status == 0 && again.stdout.hasPrefix("imported before"), "\(again.stdout)")
 

@@ -58,7 +58,8 @@ public final class StatementStore: Sendable {
   public let store: Store
   let cache: AccountCache
   let now: @Sendable () -> Instant
-  private let queue = ImportQueue()
+  /// Imports and reconciliation runs, one at a time.
+  let queue = ImportQueue()
 
   public init(store: Store, cache: AccountCache, now: @escaping @Sendable () -> Instant) {
     self.store = store

@@ -1,0 +1,227 @@
+import BankLinkClient
+import BankLinkCore
+import BankLinkProto
+import BankLinkJournal
+@testable import BankLinkServer
+import BankLinkStore
+import BankLinkTestSupport
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import SwiftProtobuf
+import Testing
+
+/// Reconciliation over real mutual TLS and real LMDB: payments sent to the simulated bank, then
+/// a statement that books them every way a bank does — by EndToEndId, with a fee, without a
+/// reference, as one booking for a batch, as a return — beside fees, collections and a
+/// mismatch; the report; matching by hand.
+@Suite("Reconciliation")
+struct ReconciliationTests {
+  static let principals = [
+    Principal(identity: "erp", roles: [.payer]),
+    Principal(identity: "clerk", roles: [.reconciler]),
+    Principal(identity: "auditor", roles: [.auditor]),
+    Principal(identity: "viewer", roles: [.viewer]),
+  ]
+  static let account = "icbc-cny-001"
+
+  static func instruction(_ minor: Int64, creditor: String, purpose: String, date: String) -> PaymentInstruction {
+    PaymentInstruction(
+      debtorAccountID: Self.account,
+      creditor: Creditor(name: creditor, accountNumber: "3201550104000087761", bic: "PCBCCNBJ", country: "CN"),
+      amount: Money(minorUnits: minor, currency: CurrencyCode("CNY")!), purpose: purpose, requestedExecutionDate: date, type: .domestic)
+  }
+
+  struct Line {
+    var minor: Int64
+    var debit = true
+    var endToEnd = ""
+    var reference: String
+    var code = "PMNT/ICDT/DMCT"
+    var counterparty = ""
+    var remittance = ""
+    var returnReason = ""
+    var batch: Int?
+  }
+
+  static func camt053(date: String, lines: [Line]) -> Data {
+    func amount(_ minor: Int64) -> String { "\(abs(minor) / 100).\(String(format: "%02d", abs(minor) % 100))" }
+    let opening: Int64 = 1_000_000_000
+    let closing = lines.reduce(opening) { $0 + ($1.debit ? -$1.minor : $1.minor) }
+    var xml = """
+      <?xml version="1.0" encoding="UTF-8"?>
+      <Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>
+      <GrpHdr><MsgId>RECON-\(date)</MsgId><CreDtTm>\(date)T23:00:00Z</CreDtTm></GrpHdr>
+      <Stmt><Id>RECON-\(date)</Id><ElctrncSeqNb>1</ElctrncSeqNb>
+      <Acct><Id><Othr><Id>1001234509876543210</Id></Othr></Id><Ccy>CNY</Ccy></Acct>
+      <Bal><Tp><CdOrPrtry><Cd>OPBD</Cd></CdOrPrtry></Tp><Amt Ccy="CNY">\(amount(opening))</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>\(date)</Dt></Dt></Bal>
+      <Bal><Tp><CdOrPrtry><Cd>CLBD</Cd></CdOrPrtry></Tp><Amt Ccy="CNY">\(amount(closing))</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>\(date)</Dt></Dt></Bal>
+
+      """
+    for line in lines {
+      let parts = line.code.split(separator: "/")
+      xml += """
+        <Ntry><Amt Ccy="CNY">\(amount(line.minor))</Amt><CdtDbtInd>\(line.debit ? "DBIT" : "CRDT")</CdtDbtInd>
+        <Sts><Cd>BOOK</Cd></Sts><BookgDt><Dt>\(date)</Dt></BookgDt><ValDt><Dt>\(date)</Dt></ValDt>
+        <AcctSvcrRef>\(line.reference)</AcctSvcrRef>
+        <BkTxCd><Domn><Cd>\(parts[0])</Cd><Fmly><Cd>\(parts[1])</Cd><SubFmlyCd>\(parts[2])</SubFmlyCd></Fmly></Domn></BkTxCd>
+        <NtryDtls>\(line.batch.map { "<Btch><NbOfTxs>\($0)</NbOfTxs></Btch>" } ?? "")<TxDtls>
+        \(line.endToEnd.isEmpty ? "" : "<Refs><EndToEndId>\(line.endToEnd)</EndToEndId></Refs>")
+        \(line.counterparty.isEmpty ? "" : "<RltdPties><Cdtr><Pty><Nm>\(line.counterparty)</Nm></Pty></Cdtr></RltdPties>")
+        \(line.remittance.isEmpty ? "" : "<RmtInf><Ustrd>\(line.remittance)</Ustrd></RmtInf>")
+        \(line.returnReason.isEmpty ? "" : "<RtrInf><Rsn><Cd>\(line.returnReason)</Cd></Rsn></RtrInf>")
+        </TxDtls></NtryDtls></Ntry>
+
+        """
+    }
+    return Data((xml + "</Stmt></BkToCstmrStmt></Document>\n").utf8)
+  }
+
+  typealias Reconciliation = Banklink_V1_ReconciliationService.Client<HTTP2ClientTransport.Posix>
+
+  static func as_<T: Sendable>(_ server: TestServer, _ who: String, _ body: (Reconciliation) async throws -> T) async throws -> T {
+    try await withBankLinkClient(server.client(try server.pki.client(commonName: who))) { try await body(Reconciliation(wrapping: $0)) }
+  }
+
+  static func report(_ service: Reconciliation, _ id: String, pageSize: Int32 = 3) async throws -> Banklink_V1_ReconciliationReport {
+    var whole = Banklink_V1_ReconciliationReport()
+    var token = ""
+    repeat {
+      let page = try await service.getReconciliationReport(.with {
+        $0.reportID = id
+        $0.pageSize = pageSize
+        $0.pageToken = token
+      })
+      let matches = whole.matches + page.matches
+      let entries = whole.unmatchedEntries + page.unmatchedEntries
+      let payments = whole.unmatchedPayments + page.unmatchedPayments
+      whole = page
+      whole.matches = matches
+      whole.unmatchedEntries = entries
+      whole.unmatchedPayments = payments
+      token = page.nextPageToken
+    } while !token.isEmpty
+    return whole
+  }
+
+  @Test("every way a bank books a payment is matched with its reason; the rest classified; a clerk matches and unmatches")
+  func reconcileStatement() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      let ledger = server.payments
+      func pay(_ minor: Int64, _ key: String, creditor: String = "Jiangsu Hengrui Logistics Co., Ltd.", purpose: String = "Freight") async throws -> Payment {
+        try await ledger.create(Self.instruction(minor, creditor: creditor, purpose: purpose, date: today), idempotencyKey: key, creator: "erp").payment
+      }
+      let exact = try await pay(800_000, "exact")
+      let withFee = try await pay(250_000, "fee")
+      let noReference = try await pay(
+        123_456, "heuristic", creditor: "Zhejiang Lianda Electronics Co., Ltd.", purpose: "Invoice LD-2026-4471")
+      let batch = try await ledger.createBatch(
+        [Self.instruction(10_000, creditor: "Payroll A", purpose: "Salary", date: today),
+         Self.instruction(20_000, creditor: "Payroll B", purpose: "Salary", date: today)],
+        idempotencyKey: "batch", creator: "erp")
+      let returned = try await pay(77_700, "returned")
+      let mismatched = try await pay(300_000, "mismatch")
+      let unbooked = try await pay(999_900, "unbooked")
+      // Everything goes to the bank; no pain.002 is applied, so nothing is settled yet.
+      _ = try await server.submitter.submitPending()
+      #expect(try ledger.payment(exact.id)?.status == .submitted)
+
+      let lines = [
+        Line(minor: 800_000, endToEnd: exact.endToEndID, reference: "B-1"),
+        Line(minor: 250_500, endToEnd: withFee.endToEndID, reference: "B-2"),
+        Line(minor: 123_456, reference: "B-3", counterparty: "ZHEJIANG LIANDA ELECTRONICS CO LTD", remittance: "LD-2026-4471"),
+        Line(minor: 30_000, reference: "B-4", batch: 2),
+        Line(minor: 77_700, debit: true, endToEnd: returned.endToEndID, reference: "B-5"),
+        Line(minor: 77_700, debit: false, endToEnd: returned.endToEndID, reference: "B-6", code: "PMNT/ICDT/RRTN", returnReason: "AC04"),
+        Line(minor: 150, reference: "B-7", code: "ACMT/MDOP/CHRG"),
+        Line(minor: 5_000_000, debit: false, reference: "B-8", code: "PMNT/RCDT/DMCT", counterparty: "A customer"),
+        Line(minor: 310_000, endToEnd: mismatched.endToEndID, reference: "B-9"),
+      ]
+      let imported = try await Self.as_(server, "clerk") { service in
+        try await service.importStatement(requestProducer: { writer in
+          try await writer.write(.with { $0.content = Self.camt053(date: today, lines: lines) })
+        })
+      }
+      let run = imported.reconciliation
+      #expect(run.matched == 6 && run.unmatchedEntries == 3 && run.unmatchedPayments == 2, "\(run)")
+      #expect(run.settled == 5 && run.returned == 1, "\(run)")
+
+      let report = try await Self.as_(server, "auditor") { try await Self.report($0, run.reportID) }
+      #expect(report.createdBy == "auto" && report.accountID == Self.account && report.fromDate == today)
+      let byReference = Dictionary(uniqueKeysWithValues: report.matches.map { ($0.entry.bankReference, $0) })
+      #expect(byReference["B-1"]?.method == .reference && byReference["B-1"]?.paymentIds == [exact.id] && byReference["B-1"]?.score == 1000)
+      #expect(byReference["B-2"]?.difference.minorUnits == 500 && byReference["B-2"]?.reason.contains("fee 500") == true)
+      #expect(byReference["B-3"]?.method == .heuristic && byReference["B-3"]?.paymentIds == [noReference.id], "\(report.matches.map(\.reason))")
+      #expect(byReference["B-3"]?.reason.contains("counterparty") == true && byReference["B-3"]!.score >= 600)
+      #expect(byReference["B-4"]?.method == .batch && Set(byReference["B-4"]?.paymentIds ?? []) == Set(batch.payments.map(\.id)))
+      #expect(byReference["B-6"]?.method == .return && byReference["B-6"]?.reason.contains("AC04") == true)
+      let classes = Dictionary(uniqueKeysWithValues: report.unmatchedEntries.map { ($0.entry.bankReference, $0.classification) })
+      #expect(classes == ["B-7": "fee", "B-8": "collection", "B-9": "amount_mismatch"], "\(report.unmatchedEntries.map(\.reason))")
+      #expect(Set(report.unmatchedPayments.map(\.paymentID)) == [mismatched.id, unbooked.id])
+
+      // What the matches did to the payments.
+      for payment in [exact, withFee, noReference] + batch.payments { #expect(try ledger.payment(payment.id)?.status == .settled) }
+      #expect(try ledger.payment(returned.id)?.status == .returned)
+      #expect(try ledger.payment(mismatched.id)?.status == .submitted)
+
+      let mismatchEntry = try #require(report.unmatchedEntries.first { $0.entry.bankReference == "B-9" }).entry.entryID
+      try await Self.as_(server, "clerk") { service in
+        // A clerk's match needs a note, and only payments of the entry's account not matched yet.
+        let noNote = await #expect(throws: RPCError.self) {
+          try await service.matchEntry(.with { $0.entryID = mismatchEntry; $0.paymentIds = [mismatched.id] })
+        }
+        #expect(noNote?.code == .invalidArgument && noNote?.message.hasPrefix("note") == true)
+        let taken = await #expect(throws: RPCError.self) {
+          try await service.matchEntry(.with { $0.entryID = mismatchEntry; $0.paymentIds = [exact.id]; $0.note = "wrong one" })
+        }
+        #expect(taken?.code == .failedPrecondition, "\(String(describing: taken))")
+        let matched = try await service.matchEntry(.with {
+          $0.entryID = mismatchEntry
+          $0.paymentIds = [mismatched.id]
+          $0.note = "bank booked 100.00 of charges on the same line; confirmed by phone"
+        })
+        #expect(matched.match.method == .manual && matched.match.matchedBy == "clerk" && matched.match.difference.minorUnits == 10_000)
+        #expect(matched.receipt.journalSequence > 0)
+        #expect(try ledger.payment(mismatched.id)?.status == .settled)
+        let twice = await #expect(throws: RPCError.self) {
+          try await service.matchEntry(.with { $0.entryID = mismatchEntry; $0.paymentIds = [unbooked.id]; $0.note = "again" })
+        }
+        #expect(twice?.code == .failedPrecondition)
+        _ = try await service.unmatchEntry(.with { $0.entryID = mismatchEntry; $0.note = "matched in error" })
+        let notMatched = await #expect(throws: RPCError.self) {
+          try await service.unmatchEntry(.with { $0.entryID = mismatchEntry; $0.note = "again" })
+        }
+        #expect(notMatched?.code == .failedPrecondition)
+
+        // On demand: the unmatched entry and payment are still there, nothing matched twice.
+        let again = try await service.reconcile(.with { $0.accountID = Self.account })
+        #expect(again.matched == 0 && again.unmatchedEntries == 3, "\(again)")
+      }
+      // Auditors read, never change; viewers neither.
+      let denied = await #expect(throws: RPCError.self) {
+        try await Self.as_(server, "auditor") { try await $0.reconcile(.with { $0.accountID = Self.account }) }
+      }
+      #expect(denied?.code == .permissionDenied)
+      let viewer = await #expect(throws: RPCError.self) {
+        try await Self.as_(server, "viewer") { try await $0.getReconciliationReport(.with { $0.reportID = run.reportID }) }
+      }
+      #expect(viewer?.code == .permissionDenied)
+      let journal = try server.payments.store.withReadTransaction { txn in
+        try AuditJournal.entries(after: 0, limit: 10_000, in: txn).map(\.action)
+      }
+      #expect(journal.filter { $0 == "reconciliation.run" }.count == 2)
+      #expect(journal.contains("reconciliation.matched") && journal.contains("reconciliation.unmatched"))
+    }
+  }
+
+  @Test("name similarity ignores case, punctuation and legal forms; days between ISO dates")
+  func helpers() {
+    #expect(Reconciler.nameSimilarity("ZHEJIANG LIANDA ELECTRONICS CO LTD", "Zhejiang Lianda Electronics Co., Ltd.") == 100)
+    #expect(Reconciler.nameSimilarity("Lianda Electronics", "Hengrui Logistics") == 0)
+    #expect(Reconciler.nameSimilarity("江苏恒瑞物流有限公司", "江苏恒瑞物流") == 100)
+    #expect(Reconciler.daysBetween("2026-12-31", "2027-01-02") == 2)
+    #expect(Reconciler.daysBetween("2024-02-28", "2024-03-01") == 2)
+    #expect(Reconciler.daysBetween("2026-13-01", "2026-12-01") == nil)
+  }
+}
