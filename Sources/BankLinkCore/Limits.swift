@@ -28,6 +28,13 @@ public enum Limits {
   /// Reconciliation-break alerts raised by one import; further breaks are counted in the last.
   public static let maxBreakAlertsPerImport = 20
 
+  /// Largest fee tolerance `reconciliation.fee_tolerance_minor` accepts (minor units): a
+  /// tolerance this wide would let a payment match an entry far from its amount.
+  public static let maxFeeToleranceMinor: Int64 = 1_000_000
+
+  /// Widest value-date window of a heuristic match (`reconciliation.date_window_days`).
+  public static let maxReconciliationDateWindowDays = 31
+
   /// Longest file name kept with an imported statement (bytes): a file system's own limit.
   public static let maxFileNameLength = 255
 

@@ -156,7 +156,9 @@ private final class CamtState {
   }
 
   func number(_ element: XMLWalker.Element, _ text: String) throws -> Int {
-    guard let value = Int(text), value >= 0 else { throw self.fail(element, "'\(FormatValues.clip(text, maxBytes: 40))' is not a number") }
+    guard let value = Int(text), value >= 0, value <= FormatLimits.maxSequenceNumber else {
+      throw self.fail(element, "'\(FormatValues.clip(text, maxBytes: 40))' is not a number of at most \(FormatLimits.maxSequenceNumber)")
+    }
     return value
   }
 

@@ -49,6 +49,10 @@ public enum FormatLimits {
   public static let maxRemittanceLines = 32
   /// Statements in one MT940 file.
   public static let maxStatementsPerFile = 100_000
+  /// Largest statement, legal sequence or page number accepted: far beyond any bank's count
+  /// (camt's ElctrncSeqNb is 18 digits in the schema), small enough that arithmetic on it never
+  /// overflows.
+  public static let maxSequenceNumber = 1_000_000_000_000_000
 }
 
 /// Amounts and dates as the formats write them.

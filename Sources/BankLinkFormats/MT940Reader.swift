@@ -192,10 +192,14 @@ private struct MT940Parser {
     case "28C", "28":
       try self.needHeader(line, tag)
       let parts = text.split(separator: "/")
-      guard let first = parts.first, let number = Int(first) else { throw self.error(line, tag, "'\(text)' is not a statement number") }
+      guard let first = parts.first, let number = Int(first), (0...FormatLimits.maxSequenceNumber).contains(number) else {
+        throw self.error(line, tag, "'\(text)' is not a statement number")
+      }
       self.header?.sequenceNumber = number
       if parts.count > 1 {
-        guard let page = Int(parts[1]) else { throw self.error(line, tag, "'\(text)' is not a statement number/page") }
+        guard let page = Int(parts[1]), (0...FormatLimits.maxSequenceNumber).contains(page) else {
+          throw self.error(line, tag, "'\(text)' is not a statement number/page")
+        }
         self.header?.page = page
       }
     case "60F", "60M":

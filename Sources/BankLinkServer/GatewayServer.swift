@@ -31,6 +31,8 @@ public final class GatewayServer: Service {
     public var identityPolicy: PeerIdentity.Policy
     /// Connection, buffering and drain limits.
     public var connections: ConnectionLimits
+    /// How statement entries are matched to payments.
+    public var reconciliation = ReconciliationSettings()
 
     public init(
       listen: ListenAddress,
@@ -89,7 +91,7 @@ public final class GatewayServer: Service {
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
       MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
-      ReconciliationServiceHandler(statements: statements, reconciler: Reconciler(store: payments.store, now: now)),
+      ReconciliationServiceHandler(statements: statements, reconciler: Reconciler(store: payments.store, settings: configuration.reconciliation, now: now)),
       AdminServiceHandler(
         store: payments.store,
         payments: payments,

@@ -5,7 +5,9 @@ import BankLinkStore
 import Crypto
 import Foundation
 import GRPCCore
+import Logging
 import SwiftProtobuf
+import Synchronization
 
 /// `banklink.v1.ReconciliationService`.
 struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleServiceProtocol {
@@ -23,6 +25,18 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
     context: ServerContext
   ) async throws -> Banklink_V1_ImportStatementResponse {
     let caller = try Caller.required()
+    // Each upload spools up to 2 GiB onto the data directory's disk: a bounded number at once.
+    let admitted = self.statements.uploads.withLock { count -> Bool in
+      guard count < Limits.maxConcurrentStatementUploads else { return false }
+      count += 1
+      return true
+    }
+    guard admitted else {
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "\(Limits.maxConcurrentStatementUploads) statement uploads are in progress; retry when one has finished")
+    }
+    defer { self.statements.uploads.withLock { $0 -= 1 } }
     try FileManager.default.createDirectory(atPath: self.spoolDirectory, withIntermediateDirectories: true)
     let path = self.spoolDirectory + "/import-\(UUID().uuidString).part"
     guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
@@ -42,6 +56,9 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
             throw APIError.invalidArgument("file_name", problem)
           }
         }
+        guard !chunk.content.isEmpty || bytes == 0 && first?.requestID == chunk.requestID else {
+          throw APIError.invalidArgument("content", "an empty chunk after the first: send the file's next bytes")
+        }
         guard chunk.content.count <= Limits.maxStatementChunkBytes else {
           throw APIError.invalidArgument("content", "a chunk holds at most \(Limits.maxStatementChunkBytes) bytes; this one \(chunk.content.count)")
         }
@@ -52,9 +69,18 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
             message: "content: a statement file is at most \(Limits.maxStatementFileBytes) bytes; split it by account or day")
         }
         hasher.update(data: chunk.content)
-        try handle.write(contentsOf: chunk.content)
+        do {
+          try handle.write(contentsOf: chunk.content)
+        } catch {
+          // No space on the data disk is the operator's to fix; anything else is ours.
+          let full = (error as NSError).code == Int(ENOSPC) || "\(error)".contains("No space")
+          APIError.logger.error("spooling a statement upload failed", metadata: ["error": "\(error)"])
+          throw RPCError(
+            code: full ? .resourceExhausted : .internalError,
+            message: full ? "the daemon's data disk is full; an operator must free space" : "the upload could not be spooled")
+        }
       }
-      try handle.synchronize()
+      // Not synced: the spool is read back through the page cache and discarded at start.
     }
     guard let first, bytes > 0 else { throw APIError.invalidArgument("content", "is empty: send the file's bytes") }
     let declared: BankLinkFormats.StatementFormat? =
@@ -82,8 +108,16 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
     if !outcome.duplicateFile, !outcome.statements.isEmpty {
       let dates = outcome.statements.flatMap { [$0.fromDate, $0.toDate] }.filter { !$0.isEmpty }
       let accounts = Set(outcome.statements.map(\.accountID))
-      reconciliation = try await self.run(
-        accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "", by: "auto")
+      // The import is committed: a failing run is logged, not answered as a failed import
+      // (the client would retry, be told the file is a duplicate, and no run would follow).
+      do {
+        reconciliation = try await self.run(
+          accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "", by: "auto")
+      } catch {
+        APIError.logger.error(
+          "reconciliation after an import failed; run `banklink reconcile` again",
+          metadata: ["statement_id": "\(outcome.statements.first?.id ?? "")", "error": "\(error)"])
+      }
     }
     return .with {
       if let reconciliation { $0.reconciliation = reconciliation }
@@ -307,7 +341,7 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
       switch refusal {
       case .entryNotFound(let id): throw APIError.notFound("statement entry", id)
       case .paymentNotFound(let id): throw APIError.notFound("payment", id)
-      case .alreadyMatched, .paymentAlreadyMatched, .notMatched:
+      case .alreadyMatched, .paymentAlreadyMatched, .notMatched, .notBooked, .paymentNotReconcilable:
         throw RPCError(code: .failedPrecondition, message: "\(refusal)")
       case .wrongAccount: throw APIError.invalidArgument("payment_ids", "\(refusal)")
       }

@@ -123,6 +123,10 @@ struct ReconciliationTests {
       let returned = try await pay(77_700, "returned")
       let mismatched = try await pay(300_000, "mismatch")
       let unbooked = try await pay(999_900, "unbooked")
+      // Cancelled before it reached the bank; the bank books its EndToEndId anyway, for the
+      // same amount as `unbooked`: never settled in its place.
+      let cancelled = try await pay(999_900, "cancelled")
+      _ = try await ledger.cancel(cancelled.id, by: "erp", isAdmin: false, reason: "duplicate")
       // Everything goes to the bank; no pain.002 is applied, so nothing is settled yet.
       _ = try await server.submitter.submitPending()
       #expect(try ledger.payment(exact.id)?.status == .submitted)
@@ -137,6 +141,7 @@ struct ReconciliationTests {
         Line(minor: 150, reference: "B-7", code: "ACMT/MDOP/CHRG"),
         Line(minor: 5_000_000, debit: false, reference: "B-8", code: "PMNT/RCDT/DMCT", counterparty: "A customer"),
         Line(minor: 310_000, endToEnd: mismatched.endToEndID, reference: "B-9"),
+        Line(minor: 999_900, endToEnd: cancelled.endToEndID, reference: "B-10"),
       ]
       let imported = try await Self.as_(server, "clerk") { service in
         try await service.importStatement(requestProducer: { writer in
@@ -144,7 +149,7 @@ struct ReconciliationTests {
         })
       }
       let run = imported.reconciliation
-      #expect(run.matched == 6 && run.unmatchedEntries == 3 && run.unmatchedPayments == 2, "\(run)")
+      #expect(run.matched == 6 && run.unmatchedEntries == 4 && run.unmatchedPayments == 2, "\(run)")
       #expect(run.settled == 5 && run.returned == 1, "\(run)")
 
       let report = try await Self.as_(server, "auditor") { try await Self.report($0, run.reportID) }
@@ -157,13 +162,18 @@ struct ReconciliationTests {
       #expect(byReference["B-4"]?.method == .batch && Set(byReference["B-4"]?.paymentIds ?? []) == Set(batch.payments.map(\.id)))
       #expect(byReference["B-6"]?.method == .return && byReference["B-6"]?.reason.contains("AC04") == true)
       let classes = Dictionary(uniqueKeysWithValues: report.unmatchedEntries.map { ($0.entry.bankReference, $0.classification) })
-      #expect(classes == ["B-7": "fee", "B-8": "collection", "B-9": "amount_mismatch"], "\(report.unmatchedEntries.map(\.reason))")
+      #expect(
+        classes == ["B-7": "fee", "B-8": "collection", "B-9": "amount_mismatch", "B-10": "reference_not_open"],
+        "\(report.unmatchedEntries.map(\.reason))")
+      #expect(report.unmatchedEntries.first { $0.entry.bankReference == "B-10" }?.reason.contains("cancelled") == true)
       #expect(Set(report.unmatchedPayments.map(\.paymentID)) == [mismatched.id, unbooked.id])
 
       // What the matches did to the payments.
       for payment in [exact, withFee, noReference] + batch.payments { #expect(try ledger.payment(payment.id)?.status == .settled) }
       #expect(try ledger.payment(returned.id)?.status == .returned)
       #expect(try ledger.payment(mismatched.id)?.status == .submitted)
+      #expect(try ledger.payment(unbooked.id)?.status == .submitted)
+      #expect(try ledger.payment(cancelled.id)?.status == .cancelled)
 
       let mismatchEntry = try #require(report.unmatchedEntries.first { $0.entry.bankReference == "B-9" }).entry.entryID
       try await Self.as_(server, "clerk") { service in
@@ -196,8 +206,12 @@ struct ReconciliationTests {
 
         // On demand: the unmatched entry and payment are still there, nothing matched twice.
         let again = try await service.reconcile(.with { $0.accountID = Self.account })
-        #expect(again.matched == 0 && again.unmatchedEntries == 3, "\(again)")
+        #expect(again.matched == 0 && again.unmatchedEntries == 4, "\(again)")
       }
+      let anomalies = try server.payments.store.withReadTransaction { txn in
+        try AlertLog.page(after: 0, limit: 100, scanLimit: 1_000, filter: AlertFilter(), in: txn).alerts.filter { $0.kind == .anomaly }
+      }
+      #expect(anomalies.contains { $0.message.contains("does not hold open") }, "\(anomalies.map(\.message))")
       // Auditors read, never change; viewers neither.
       let denied = await #expect(throws: RPCError.self) {
         try await Self.as_(server, "auditor") { try await $0.reconcile(.with { $0.accountID = Self.account }) }

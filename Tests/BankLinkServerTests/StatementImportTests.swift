@@ -194,11 +194,39 @@ struct StatementImportTests {
           })
         }
         #expect(oversized?.code == .invalidArgument && oversized?.message.hasPrefix("content:") == true)
+        // A statement number beyond any bank's (arithmetic on it would overflow).
+        var huge = String(decoding: Self.camt053(id: "S-6", sequence: 1, opening: 0, entries: good), as: UTF8.self)
+        huge = huge.replacingOccurrences(of: "<ElctrncSeqNb>1</ElctrncSeqNb>", with: "<ElctrncSeqNb>9223372036854775807</ElctrncSeqNb>")
+        let number = await refused(Data(huge.utf8))
+        #expect(number?.code == .invalidArgument && number?.message.contains("ElctrncSeqNb") == true, "\(String(describing: number))")
         // Nothing of any of them was kept.
         #expect(try await Self.listed(service).isEmpty)
         // A good file afterwards stores normally: nothing half-written blocks it.
         let stored = try await Self.upload(service, Self.camt053(id: "S-5", sequence: 5, opening: 0, entries: good))
         #expect(stored.entriesImported == 1)
+      }
+    }
+  }
+
+  @Test("identical entries without a reference are each stored; the same again in a later file are duplicates; a forged page token is an empty page")
+  func identicalEntriesAndTokens() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      try await Self.as_(server, "clerk") { service in
+        // Two 10.00 fees on one day with no bank reference: two entries.
+        var text = String(decoding: Self.camt053(id: "F-1", sequence: 1, opening: 10_000, entries: [
+          Entry(reference: "X", minor: 1_000), Entry(reference: "X", minor: 1_000),
+        ]), as: UTF8.self)
+        text = text.replacingOccurrences(of: "<AcctSvcrRef>X</AcctSvcrRef>", with: "")
+        let first = try await Self.upload(service, Data(text.utf8))
+        #expect(first.entriesImported == 2 && first.duplicateEntries == 0, "\(first)")
+        // A re-export (another statement id, so another file) holding the same two: duplicates.
+        let again = try await Self.upload(service, Data(text.replacingOccurrences(of: "F-1", with: "F-1-REEXPORT").utf8))
+        #expect(!again.duplicateFile && again.entriesImported == 0 && again.duplicateEntries == 2, "\(again)")
+        // A token after the last possible sequence: an empty page, not a crash.
+        let forged = PageToken.encode(.statements, after: UInt64.max)
+        let page = try await service.listStatements(.with { $0.pageToken = forged })
+        #expect(page.statements.isEmpty)
+        #expect(try await service.listStatements(.with { $0.accountID = "icbc-cny-001"; $0.pageToken = forged }).statements.isEmpty)
       }
     }
   }

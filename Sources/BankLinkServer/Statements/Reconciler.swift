@@ -106,6 +106,8 @@ public enum ReconciliationRefusal: Error, Sendable, Hashable, CustomStringConver
   case paymentAlreadyMatched(String)
   case notMatched(String)
   case wrongAccount(paymentID: String, accountID: String)
+  case notBooked(String, String)
+  case paymentNotReconcilable(String, String)
 
   public var description: String {
     switch self {
@@ -115,6 +117,8 @@ public enum ReconciliationRefusal: Error, Sendable, Hashable, CustomStringConver
     case .paymentAlreadyMatched(let id): "payment \(id) is matched to another entry already"
     case .notMatched(let id): "entry \(id) is not matched"
     case .wrongAccount(let paymentID, let accountID): "payment \(paymentID) is not from the entry's account \(accountID)"
+    case .notBooked(let id, let status): "entry \(id) is \(status), not booked: only booked money settles a payment"
+    case .paymentNotReconcilable(let id, let status): "payment \(id) is \(status): only a payment with the bank or settled can be matched"
     }
   }
 }
@@ -174,7 +178,8 @@ public final class Reconciler: Sendable {
             if try txn.get(key, in: .reconMatches) != nil { continue }
             items.append(.unmatchedEntry(entryKey: key, classification: classification, reason: reason))
           case .match(let match, let settle, let returned):
-            guard let applied = try Self.apply(match, settle: settle, returned: returned, at: time, txn: &txn) else {
+            let alerts = header.returned < Limits.maxBreakAlertsPerImport
+            guard let applied = try Self.apply(match, settle: settle, returned: returned, at: time, raiseAlerts: alerts, txn: &txn) else {
               items.append(.unmatchedEntry(entryKey: match.entryKey, classification: "unexplained", reason: "a candidate payment changed during the run; run again"))
               continue
             }
@@ -201,6 +206,23 @@ public final class Reconciler: Sendable {
         }
       }
       try Self.write(header, items: items, txn: &txn)
+      if header.returned > Limits.maxBreakAlertsPerImport {
+        try AlertLog.raise(
+          &txn, at: time, severity: .warning, kind: .bankRejection, accountID: header.accountID,
+          message: "reconciliation \(header.id) found \(header.returned) returned payments; alerts were raised for the first \(Limits.maxBreakAlertsPerImport)")
+      }
+      // The bank booked payments the daemon does not hold open (failed, cancelled, another
+      // account's): an anomaly for someone to look at, one alert per run.
+      let strays = items.filter { item in
+        if case .unmatchedEntry(_, "reference_not_open", _) = item { return true }
+        return false
+      }
+      if !strays.isEmpty {
+        try AlertLog.raise(
+          &txn, at: time, severity: .warning, kind: .anomaly, accountID: header.accountID,
+          message: "reconciliation \(header.id): \(strays.count) booked entries carry the EndToEndId of a payment the daemon does not hold open",
+          details: ["report_id": header.id])
+      }
       let receipt = try AuditJournal.append(
         &txn, at: time, principal: principal, action: "reconciliation.run", object: header.id,
         details: [
@@ -271,6 +293,9 @@ public final class Reconciler: Sendable {
         try txn.get(key, in: .reconPaymentMatches) == nil
       else { return true }
       open[payment.id] = payment
+      // Only an EndToEndId proves the bank holds a payment still being submitted: matching
+      // one by amount would settle a payment the outbox has yet to send.
+      guard payment.status != .submitting else { return true }
       byAmount[account, default: [:]][payment.instruction.amount.minorUnits, default: []].append(payment.id)
       if !payment.batchID.isEmpty { byBatch[account, default: [:]][payment.batchID, default: []].append(payment.id) }
       return true
@@ -339,24 +364,49 @@ public final class Reconciler: Sendable {
     let incoming = entry.direction == .credit
     if !references.isEmpty {
       var found: [Payment] = []
+      var elsewhere: [String] = []
       for reference in references {
         guard let id = try txn.get(Array(reference.utf8), in: .paymentsByEndToEnd).map({ String(decoding: $0, as: UTF8.self) }) else { continue }
         // A return is a second entry for a payment its debit may have matched already.
         let candidate = incoming ? try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:)) : open[id]
         guard let payment = candidate, payment.instruction.debtorAccountID == account,
           !incoming || Self.reconcilable.contains(payment.status)
-        else { continue }
+        else {
+          // The reference names a payment of ours that this entry cannot book: never guessed
+          // past by amount, reported.
+          let known = try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:))
+          let matched = try txn.get(Array(id.utf8), in: .reconPaymentMatches) != nil
+          elsewhere.append(
+            known.map { payment in
+              payment.instruction.debtorAccountID != account
+                ? "\(payment.id) of account \(payment.instruction.debtorAccountID)"
+                : matched ? "\(payment.id), matched to another entry" : "\(payment.id) in state \(payment.status.rawValue)"
+            } ?? id)
+          continue
+        }
         if !found.contains(where: { $0.id == payment.id }) { found.append(payment) }
+      }
+      if found.isEmpty, !elsewhere.isEmpty {
+        return .unmatched(
+          entryKey: key, classification: "reference_not_open",
+          reason: "its EndToEndId names \(elsewhere.prefix(5).joined(separator: ", ")): the bank booked a payment the daemon does not hold open")
       }
       if !found.isEmpty {
         let sum = found.reduce(Int64(0)) { $0 &+ $1.instruction.amount.minorUnits }
         let ids = found.map(\.id)
         let named = found.count == 1 ? "EndToEndId \(found[0].endToEndID)" : "the EndToEndIds of \(found.count) payments"
         if incoming {
-          let reason = entry.details.first { !$0.returnReason.isEmpty }?.returnReason ?? (entry.reversal ? "reversal" : "")
+          let reason = entry.details.first { !$0.returnReason.isEmpty }?.returnReason ?? ""
           guard !reason.isEmpty || entry.bankTransactionCode.uppercased().contains("RRTN") else {
+            // A reversal undoes a booking (a debit booked twice); it does not return a payment.
             return .unmatched(
-              entryKey: key, classification: "collection", reason: "a credit carrying \(named) without a return reason")
+              entryKey: key, classification: entry.reversal ? "reversal" : "collection",
+              reason: "a credit carrying \(named) without a return reason")
+          }
+          guard abs(entry.amountMinor &- sum) <= tolerance else {
+            return .unmatched(
+              entryKey: key, classification: "amount_mismatch",
+              reason: "returns \(named) but credits \(entry.amountMinor) against \(sum) paid: beyond the tolerance of \(tolerance)")
           }
           return .match(
             match(ids, .returned, 1000, "\(named) returned (\(reason.isEmpty ? "RRTN" : reason)); amount \(entry.amountMinor) for \(sum)",
@@ -378,14 +428,26 @@ public final class Reconciler: Sendable {
     // N:1: one booking for a batch, by the batch's sum and count.
     let count = entry.batchCount ?? (entry.details.count > 1 ? entry.details.count : nil)
     if let count, count > 1, let batches = byBatch[account] {
+      let date = entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate
+      var fits: [(batchID: String, ids: [String], difference: Int64, sum: Int64)] = []
       for (batchID, ids) in batches.sorted(by: { $0.key < $1.key }) where ids.count == count {
-        let sum = ids.reduce(Int64(0)) { $0 &+ (open[$1]?.instruction.amount.minorUnits ?? 0) }
-        let difference = entry.amountMinor - sum
-        if difference >= 0, difference <= tolerance {
-          return .match(
-            match(ids.sorted(), .batch, 900, "batch \(batchID): \(count) payments summing to \(sum)\(difference == 0 ? "" : "; fee \(difference)")", difference: difference),
-            settle: true, returned: false)
+        let payments = ids.compactMap { open[$0] }
+        let sum = payments.reduce(Int64(0)) { $0 &+ $1.instruction.amount.minorUnits }
+        let difference = entry.amountMinor &- sum
+        let near = payments.allSatisfy { payment in
+          Self.daysBetween(date, payment.instruction.requestedExecutionDate).map { $0 <= self.settings.dateWindowDays } ?? true
         }
+        if difference >= 0, difference <= tolerance, near { fits.append((batchID, ids.sorted(), difference, sum)) }
+      }
+      if fits.count > 1 {
+        return .unmatched(
+          entryKey: key, classification: "ambiguous",
+          reason: "batches \(fits.prefix(3).map(\.batchID).joined(separator: ", ")) each have \(count) payments summing to the amount: match by hand")
+      }
+      if let fit = fits.first {
+        return .match(
+          match(fit.ids, .batch, 900, "batch \(fit.batchID): \(count) payments summing to \(fit.sum)\(fit.difference == 0 ? "" : "; fee \(fit.difference)")", difference: fit.difference),
+          settle: true, returned: false)
       }
     }
 
@@ -510,18 +572,24 @@ public final class Reconciler: Sendable {
   }
 
   /// Applies a match in `txn` after re-checking it; nil when it no longer holds.
+  /// `raiseAlerts`: whether a return raises its alert (a run bounds how many it raises).
   static func apply(
-    _ match: EntryMatch, settle: Bool, returned: Bool, at time: Instant, txn: inout WriteTransaction
+    _ match: EntryMatch, settle: Bool, returned: Bool, at time: Instant, raiseAlerts: Bool = true, txn: inout WriteTransaction
   ) throws -> (settled: Bool, returned: Bool)? {
     guard try txn.get(match.entryKey, in: .reconMatches) == nil else { return nil }
     var payments: [Payment] = []
     for id in match.paymentIDs {
-      // A return books a payment a second time (its debit holds the payment's match).
-      if !returned, try txn.get(Array(id.utf8), in: .reconPaymentMatches) != nil { return nil }
+      // A return books a payment a second time (its debit holds the payment's match). A
+      // payment a clerk unmatched is held (an empty record) for a clerk's match only.
+      if !returned, let held = try txn.get(Array(id.utf8), in: .reconPaymentMatches), !(match.method == .manual && held.isEmpty) {
+        return nil
+      }
       guard let bytes = try txn.get(Array(id.utf8), in: .payments) else { return nil }
       let payment = try Payment(record: bytes)
       guard payment.instruction.debtorAccountID == match.accountID else { return nil }
       if settle || returned { guard reconcilable.contains(payment.status) || payment.status == .returned else { return nil } }
+      // Only an EndToEndId (score 1000) or a clerk settles a payment still being submitted.
+      if payment.status == .submitting, match.score < 1000 { return nil }
       payments.append(payment)
     }
     var settledAny = false
@@ -544,6 +612,7 @@ public final class Reconciler: Sendable {
       if payment.status == .settled { settledAny = true }
       if payment.status == .returned {
         returnedAny = true
+        guard raiseAlerts else { continue }
         try AlertLog.raise(
           &txn, at: time, severity: .warning, kind: .bankRejection, paymentID: payment.id, accountID: match.accountID,
           message: "the bank's statement returns payment \(payment.id): \(match.reason)", details: ["entry_id": match.entryID])
@@ -563,22 +632,30 @@ public final class Reconciler: Sendable {
     guard let key = ReconciliationIDs.entryKey(entryID) else { throw ReconciliationRefusal.entryNotFound(entryID) }
     let time = self.now()
     return try self.store.withWriteTransaction { txn in
-      guard let bytes = try txn.get(key, in: .statementEntries) else { throw ReconciliationRefusal.entryNotFound(entryID) }
+      guard let bytes = try txn.get(key, in: .statementEntries),
+        let statement = try txn.get(Array(key.prefix(8)), in: .statements).map(StatementKeys.decodeStatement), statement.complete
+      else { throw ReconciliationRefusal.entryNotFound(entryID) }
       let (account, entry) = try StatementKeys.decodeEntry(bytes)
+      guard entry.status == "BOOK" else { throw ReconciliationRefusal.notBooked(entryID, entry.status) }
       if try txn.get(key, in: .reconMatches) != nil { throw ReconciliationRefusal.alreadyMatched(entryID) }
       var sum: Int64 = 0
+      let incoming = entry.direction == .credit
       for id in paymentIDs {
         guard let record = try txn.get(Array(id.utf8), in: .payments) else { throw ReconciliationRefusal.paymentNotFound(id) }
         let payment = try Payment(record: record)
         guard payment.instruction.debtorAccountID == account else { throw ReconciliationRefusal.wrongAccount(paymentID: id, accountID: account) }
-        if try txn.get(Array(id.utf8), in: .reconPaymentMatches) != nil { throw ReconciliationRefusal.paymentAlreadyMatched(id) }
+        if let held = try txn.get(Array(id.utf8), in: .reconPaymentMatches), !(held.isEmpty || incoming) {
+          throw ReconciliationRefusal.paymentAlreadyMatched(id)
+        }
+        guard Self.reconcilable.contains(payment.status) || (incoming && payment.status == .returned) else {
+          throw ReconciliationRefusal.paymentNotReconcilable(id, payment.status.rawValue)
+        }
         sum &+= payment.instruction.amount.minorUnits
       }
       let match = EntryMatch(
         entryKey: key, accountID: account, paymentIDs: paymentIDs, method: .manual, score: 1000,
         reason: "matched by \(principal): booked \(entry.amountMinor) for \(sum)", differenceMinor: entry.amountMinor - sum,
         currency: entry.currency, matchedBy: principal, time: time, note: note)
-      let incoming = entry.direction == .credit
       guard try Self.apply(match, settle: !incoming, returned: incoming, at: time, txn: &txn) != nil else {
         throw ReconciliationRefusal.paymentAlreadyMatched(paymentIDs.joined(separator: ", "))
       }
@@ -596,8 +673,10 @@ public final class Reconciler: Sendable {
       guard let bytes = try txn.get(key, in: .reconMatches) else { throw ReconciliationRefusal.notMatched(entryID) }
       let match = try ReconRecords.decodeMatch(bytes, key: key)
       _ = try txn.delete(key, in: .reconMatches)
+      // The payments are held (an empty record) for a clerk: an automatic run would otherwise
+      // match them straight back to whatever fits, which is what the clerk just undid.
       for id in match.paymentIDs where try txn.get(Array(id.utf8), in: .reconPaymentMatches) == key {
-        _ = try txn.delete(Array(id.utf8), in: .reconPaymentMatches)
+        try txn.put(Array(id.utf8), [], in: .reconPaymentMatches)
       }
       return try AuditJournal.append(
         &txn, at: time, principal: principal, action: "reconciliation.unmatched", object: entryID,

@@ -37,6 +37,8 @@ public struct StoredStatementEntry: Sendable, Hashable {
   public var index: UInt32
   public var accountID: String
   public var entry: StatementEntry
+  /// Among identical entries without a bank reference in its statement, this one's place (0…).
+  public var ordinal: UInt32 = 0
 
   public var id: String { StatementIDs.entry(self.statementSequence, self.index) }
 }
@@ -110,18 +112,30 @@ enum StatementKeys {
 
   static func last(_ accountID: String) -> [UInt8] { Self.lastKeyPrefix + Array(accountID.utf8) }
 
-  /// The entry's identity on its account. The bank's reference names an entry for good, but
-  /// the same reference is reported PDNG intraday and BOOK at the end of the day, so the status
-  /// is part of the key; without a reference, a digest of every field the file gave.
-  static func dedup(_ accountID: String, _ entry: StatementEntry) -> [UInt8] {
+  /// The entry's identity on its account. The bank's reference names an entry, but the same
+  /// reference is reported PDNG intraday and BOOK at the end of the day, and some banks number
+  /// their references per day or per statement: the key holds the reference with the status,
+  /// booking date, direction and amount. Without a reference, a digest of every field the file
+  /// gave and the entry's ordinal among identical ones of its statement (two identical fees on
+  /// one day are two entries; the same two in a later file are duplicates). Long parts are
+  /// hashed: an LMDB key holds at most 511 bytes.
+  static func dedup(_ accountID: String, _ entry: StatementEntry, ordinal: UInt32 = 0) -> [UInt8] {
     var key = Self.accountPrefix(accountID)
     if !entry.accountServicerReference.isEmpty {
-      key += Array("R\u{0}\(entry.status)\u{0}\(entry.accountServicerReference)".utf8)
+      let identity = Array(
+        "\(entry.status)\u{0}\(entry.bookingDate)\u{0}\(entry.direction.rawValue)\u{0}\(entry.amountMinor)\u{0}\(entry.accountServicerReference)".utf8)
+      key += Array("R\u{0}".utf8) + (identity.count <= Self.maxPlainKeyBytes ? identity : Array("H\u{0}".utf8) + Array(SHA256.hash(data: identity)))
     } else {
-      key += Array("D\u{0}".utf8) + Array(SHA256.hash(data: Self.encode(entry)))
+      var writer = RecordWriter(capacity: 4)
+      writer.write(ordinal)
+      key += Array("D\u{0}".utf8) + Array(SHA256.hash(data: Self.encode(entry))) + writer.bytes
     }
     return key
   }
+
+  /// The longest reference part kept as it is in a dedup key (with an account id of at most
+  /// `Limits.maxAccountIDLength` bytes, well inside LMDB's 511).
+  static let maxPlainKeyBytes = 256
 
   // MARK: Statement
 
@@ -215,10 +229,12 @@ enum StatementKeys {
 
   // MARK: Entry
 
-  static func encode(_ entry: StatementEntry, accountID: String = "") -> [UInt8] {
+  /// An entry's record; with no account and ordinal, the canonical bytes its digest is of.
+  static func encode(_ entry: StatementEntry, accountID: String = "", ordinal: UInt32 = 0) -> [UInt8] {
     var writer = RecordWriter(capacity: 256)
     writer.write(Self.entryFormat)
     writer.write(accountID)
+    writer.write(ordinal)
     writer.write(entry.reference)
     writer.write(entry.amountMinor)
     writer.write(entry.currency)
@@ -254,11 +270,23 @@ enum StatementKeys {
   }
 
   static func decodeEntry(_ bytes: [UInt8]) throws -> (accountID: String, entry: StatementEntry) {
+    let decoded = try Self.decodeEntryRecord(bytes)
+    return (decoded.accountID, decoded.entry)
+  }
+
+  /// The entry's dedup key, as its import computed it.
+  static func dedup(record bytes: [UInt8]) throws -> [UInt8] {
+    let decoded = try Self.decodeEntryRecord(bytes)
+    return Self.dedup(decoded.accountID, decoded.entry, ordinal: decoded.ordinal)
+  }
+
+  static func decodeEntryRecord(_ bytes: [UInt8]) throws -> (accountID: String, ordinal: UInt32, entry: StatementEntry) {
     var reader = RecordReader(bytes)
     guard try reader.readUInt8() == Self.entryFormat else {
       throw StoreError(code: .corrupted, message: "statement entry record of an unknown format")
     }
     let accountID = try reader.readString()
+    let ordinal = try reader.readUInt32()
     var entry = StatementEntry()
     entry.reference = try reader.readString()
     entry.amountMinor = try reader.readInt64()
@@ -306,7 +334,7 @@ enum StatementKeys {
       entry.details.append(detail)
     }
     try reader.finish()
-    return (accountID, entry)
+    return (accountID, ordinal, entry)
   }
 
   // MARK: File

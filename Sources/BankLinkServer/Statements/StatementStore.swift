@@ -2,6 +2,7 @@ import BankLinkCore
 import BankLinkFormats
 import BankLinkJournal
 import BankLinkStore
+import Crypto
 import Foundation
 import Synchronization
 
@@ -17,6 +18,9 @@ public enum StatementImportRefusal: Error, Sendable, Hashable, CustomStringConve
   case wrongCurrency(accountID: String, statementID: String, found: String, expected: String)
   /// The file holds no statement.
   case empty
+  /// A statement's account number names accounts at several banks and the file does not say
+  /// which (no servicer BIC, or one that does not decide).
+  case ambiguousAccount(identification: String, statementID: String, accounts: [String])
 
   public var description: String {
     switch self {
@@ -27,6 +31,8 @@ public enum StatementImportRefusal: Error, Sendable, Hashable, CustomStringConve
     case .wrongCurrency(let accountID, let statementID, let found, let expected):
       "statement \(statementID) for \(accountID) holds \(found), the account is in \(expected)"
     case .empty: "the file holds no statement"
+    case .ambiguousAccount(let identification, let statementID, let accounts):
+      "statement \(statementID) names account '\(LogText.prefix(identification, maxBytes: 64))', which is \(accounts.joined(separator: " and ")): the file names no servicer BIC that tells them apart"
     }
   }
 }
@@ -60,6 +66,8 @@ public final class StatementStore: Sendable {
   let now: @Sendable () -> Instant
   /// Imports and reconciliation runs, one at a time.
   let queue = ImportQueue()
+  /// Uploads being spooled now (``Limits/maxConcurrentStatementUploads``).
+  let uploads = Mutex(0)
 
   public init(store: Store, cache: AccountCache, now: @escaping @Sendable () -> Instant) {
     self.store = store
@@ -75,6 +83,8 @@ public final class StatementStore: Sendable {
     at path: String, sha256: String, bytes: Int64, fileName: String, declared: StatementFormat?, importedBy: String
   ) async throws -> StatementImportOutcome {
     try await self.queue.run {
+      // What an import cut short left is cleared first: a failure here fails this import.
+      try await onOwnThread { _ = try self.removeUnfinishedImports() }
       if let earlier = try self.earlierImport(sha256: sha256) { return earlier }
       let accounts = try self.cache.accounts()
       let resolved = try await onOwnThread { try Self.check(path: path, declared: declared, accounts: accounts) }
@@ -85,7 +95,7 @@ public final class StatementStore: Sendable {
       } catch {
         // An I/O or store failure part way: what was written is removed now rather than at
         // the next start.
-        try? self.removeUnfinishedImports()
+        _ = try? await onOwnThread { try self.removeUnfinishedImports() }
         throw error
       }
     }
@@ -107,11 +117,14 @@ public final class StatementStore: Sendable {
   /// The first pass: the whole file parses, and every statement's account is known and in its
   /// currency. Returns each statement's account id, keyed by the file's identification.
   static func check(path: String, declared: StatementFormat?, accounts: [Account]) throws -> [String: String] {
-    var byIdentification: [String: Account] = [:]
+    // Domestic numbers are unique within a bank only: an identification may name several
+    // accounts, told apart by the statement's servicer BIC.
+    var byIdentification: [String: [Account]] = [:]
     for account in accounts {
-      byIdentification[account.id] = account
-      if !account.number.isEmpty { byIdentification[account.number] = account }
-      if !account.iban.isEmpty { byIdentification[account.iban.replacingOccurrences(of: " ", with: "").uppercased()] = account }
+      var keys: Set<String> = [account.id]
+      if !account.number.isEmpty { keys.insert(account.number) }
+      if !account.iban.isEmpty { keys.insert(account.iban.replacingOccurrences(of: " ", with: "").uppercased()) }
+      for key in keys { byIdentification[key, default: []].append(account) }
     }
     var resolved: [String: String] = [:]
     var current: (account: Account, statementID: String)?
@@ -126,8 +139,17 @@ public final class StatementStore: Sendable {
           }
           let identification = header.account.identification
           let key = header.account.iban.isEmpty ? identification : identification.replacingOccurrences(of: " ", with: "").uppercased()
-          guard let account = byIdentification[key] else {
+          var candidates = byIdentification[key] ?? []
+          if candidates.count > 1, !header.account.servicerBIC.isEmpty {
+            let bank = header.account.servicerBIC.uppercased().prefix(8)
+            candidates = candidates.filter { $0.bankBIC.uppercased().prefix(8) == bank }
+          }
+          guard let account = candidates.first else {
             throw StatementImportRefusal.unknownAccount(identification: identification, statementID: header.statementID)
+          }
+          guard candidates.count == 1 else {
+            throw StatementImportRefusal.ambiguousAccount(
+              identification: identification, statementID: header.statementID, accounts: candidates.map(\.id))
           }
           for currency in [header.account.currency] + header.balances.map(\.currency) where !currency.isEmpty && currency != account.currency.code {
             throw StatementImportRefusal.wrongCurrency(
@@ -171,6 +193,8 @@ public final class StatementStore: Sendable {
     var current: StoredStatement?
     var currentHeader: StatementHeader?
     var nextIndex: UInt32 = 0
+    // Per statement: how many identical entries without a reference came before.
+    var identical: [[UInt8]: UInt32] = [:]
 
     // Entries stored per statement (a duplicate is counted, not stored, and takes no index).
     var storedCount: [UInt64: UInt32] = [:]
@@ -179,11 +203,11 @@ public final class StatementStore: Sendable {
       guard !pendingEntries.isEmpty || !pendingStatements.isEmpty else { return }
       try self.store.withWriteTransaction { txn in
         for item in pendingEntries {
-          let dedup = StatementKeys.dedup(item.accountID, item.entry)
+          let dedup = StatementKeys.dedup(item.accountID, item.entry, ordinal: item.ordinal)
           if try txn.get(dedup, in: .statementEntryKeys) != nil { continue }
           let index = storedCount[item.statementSequence, default: 0]
           let key = StatementKeys.entry(item.statementSequence, index)
-          try txn.put(key, StatementKeys.encode(item.entry, accountID: item.accountID), in: .statementEntries)
+          try txn.put(key, StatementKeys.encode(item.entry, accountID: item.accountID, ordinal: item.ordinal), in: .statementEntries)
           try txn.put(dedup, key, in: .statementEntryKeys)
           storedCount[item.statementSequence] = index + 1
         }
@@ -212,10 +236,18 @@ public final class StatementStore: Sendable {
         currentHeader = header
         nextSequence += 1
         nextIndex = 0
+        identical.removeAll(keepingCapacity: true)
       case .entry(let entry):
         guard var statement = current else { return }
+        var ordinal: UInt32 = 0
+        if entry.accountServicerReference.isEmpty {
+          let digest = Array(SHA256.hash(data: StatementKeys.encode(entry)))
+          ordinal = identical[digest, default: 0]
+          identical[digest] = ordinal + 1
+        }
         pendingEntries.append(
-          StoredStatementEntry(statementSequence: statement.sequence, index: nextIndex, accountID: statement.accountID, entry: entry))
+          StoredStatementEntry(
+            statementSequence: statement.sequence, index: nextIndex, accountID: statement.accountID, entry: entry, ordinal: ordinal))
         nextIndex += 1
         statement.entries += 1
         if !entry.bookingDate.isEmpty {
@@ -266,17 +298,21 @@ public final class StatementStore: Sendable {
         entries += stored
         duplicates += statement.duplicates
         if [.camt053, .mt940].contains(statement.format) {
-          if !seenInFile.contains(statement.accountID), let bytes = try txn.get(StatementKeys.last(statement.accountID), in: .meta) {
-            statement.breaks += Self.breaks(statement, after: try StatementKeys.decodeLast(bytes))
+          let last = try txn.get(StatementKeys.last(statement.accountID), in: .meta).map(StatementKeys.decodeLast)
+          // A statement older than the account's last one (a re-export, the same day in the
+          // other format) is neither checked against it nor moves it back.
+          let isNext = last.map { Self.follows(statement, $0) } ?? true
+          if !seenInFile.contains(statement.accountID), let last, isNext {
+            statement.breaks += Self.breaks(statement, after: last)
           }
           seenInFile.insert(statement.accountID)
-          try txn.put(
+          if isNext { try txn.put(
             StatementKeys.last(statement.accountID),
             StatementKeys.encode(
               StatementKeys.Last(
                 bankStatementID: statement.bankStatementID, sequenceNumber: statement.sequenceNumber, page: statement.page,
                 closing: statement.closing)),
-            in: .meta)
+            in: .meta) }
         }
         statement.complete = true
         try txn.put(StatementKeys.statement(statement.sequence), StatementKeys.encode(statement), in: .statements)
@@ -319,6 +355,18 @@ public final class StatementStore: Sendable {
       fileBytes: bytes, receipt: finished.receipt)
   }
 
+  /// Whether `statement` comes after the account's last one: by (number, page) when both are
+  /// numbered, else by closing date; when neither tells, it is taken as the next.
+  static func follows(_ statement: StoredStatement, _ last: StatementKeys.Last) -> Bool {
+    if let number = statement.sequenceNumber, let before = last.sequenceNumber {
+      return (number, statement.page ?? 0) > (before, last.page ?? 0)
+    }
+    if let date = statement.closing?.date, let before = last.closing?.date, !date.isEmpty, !before.isEmpty {
+      return date > before
+    }
+    return true
+  }
+
   /// Continuity against the account's previous statement (stored by an earlier import).
   static func breaks(_ statement: StoredStatement, after last: StatementKeys.Last) -> [ContinuityBreak] {
     var breaks: [ContinuityBreak] = []
@@ -349,38 +397,64 @@ public final class StatementStore: Sendable {
     return sequence
   }
 
-  /// Removes what an import cut short left: statements not complete, entries without a
-  /// complete statement, and their deduplication keys. Run at start, before serving.
+  /// Removes what an import cut short left: statements not complete, their entries and their
+  /// deduplication keys (and entries of a sequence no statement record names). Runs at start,
+  /// before serving, and again before every import, so one that failed part way is cleared
+  /// before the next can be deduplicated against it. Deletes in chunks, so a large leftover
+  /// does not need one huge transaction.
   @discardableResult
   public func removeUnfinishedImports() throws -> Int {
-    try self.store.withWriteTransaction { txn in
-      var complete: Set<UInt64> = []
-      var unfinished: [UInt64] = []
-      try txn.scan(.statements) { key, value in
+    var unfinished: [UInt64] = []
+    var highest: UInt64 = 0
+    try self.store.withReadTransaction { txn in
+      try txn.scan(.statements) { _, value in
         let statement = try StatementKeys.decodeStatement(value)
-        if statement.complete { complete.insert(statement.sequence) } else { unfinished.append(statement.sequence) }
+        highest = max(highest, statement.sequence)
+        if !statement.complete { unfinished.append(statement.sequence) }
         return true
       }
-      for sequence in unfinished { _ = try txn.delete(StatementKeys.statement(sequence), in: .statements) }
-      // Entries of an unfinished import: written after the last complete statement.
-      var orphans: [([UInt8], String, StatementEntry)] = []
-      let from = StatementKeys.entry((complete.max() ?? 0) + 1, 0)
-      try txn.scan(.statementEntries, from: from) { key, value in
-        var reader = RecordReader(Array(key.prefix(8)))
-        let sequence = try reader.readUInt64()
-        if !complete.contains(sequence) {
-          let (accountID, entry) = try StatementKeys.decodeEntry(value)
-          orphans.append((key, accountID, entry))
-        }
-        return true
-      }
-      for (key, accountID, entry) in orphans {
-        let dedup = StatementKeys.dedup(accountID, entry)
-        if try txn.get(dedup, in: .statementEntryKeys) == key { _ = try txn.delete(dedup, in: .statementEntryKeys) }
-        _ = try txn.delete(key, in: .statementEntries)
-      }
-      return unfinished.count + orphans.count
     }
+    var removed = 0
+    // Entries past every statement record: written by a flush whose statement record was
+    // lost with it (cannot happen with one transaction per flush, but cheap to check).
+    var orphanSequences: Set<UInt64> = []
+    try self.store.withReadTransaction { txn in
+      try txn.scanInPlace(.statementEntries, from: StatementKeys.entry(highest + 1, 0)) { key, _ in
+        let sequence = key.prefix(8).reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
+        orphanSequences.insert(sequence)
+        return orphanSequences.count < 1_000
+      }
+    }
+    for sequence in unfinished + orphanSequences.sorted() {
+      var done = false
+      while !done {
+        done = try self.store.withWriteTransaction { txn -> Bool in
+          var keys: [[UInt8]] = []
+          let prefix = StatementKeys.statement(sequence)
+          try txn.scan(.statementEntries, from: StatementKeys.entry(sequence, 0)) { key, value in
+            guard key.count == 12, key.starts(with: prefix) else { return false }
+            let dedup = try StatementKeys.dedup(record: value)
+            if try txn.get(dedup, in: .statementEntryKeys) == key { keys.append(dedup) }
+            keys.append(key)
+            return keys.count < Limits.statementEntriesPerCommit * 2
+          }
+          for key in keys {
+            if key.count == 12, key.starts(with: prefix) {
+              _ = try txn.delete(key, in: .statementEntries)
+              removed += 1
+            } else {
+              _ = try txn.delete(key, in: .statementEntryKeys)
+            }
+          }
+          if keys.count < Limits.statementEntriesPerCommit * 2 {
+            if try txn.delete(StatementKeys.statement(sequence), in: .statements) { removed += 1 }
+            return true
+          }
+          return false
+        }
+      }
+    }
+    return removed
   }
 
   // MARK: Reading
@@ -395,7 +469,10 @@ public final class StatementStore: Sendable {
 
   /// Statements in import order after `after`, optionally one account's; at most `limit`.
   public func statements(accountID: String?, after: UInt64?, limit: Int) throws -> (statements: [StoredStatement], more: Bool) {
-    try self.store.withReadTransaction { txn in
+    // A page after the last possible sequence is empty (the token is the client's).
+    if after == .max { return ([], false) }
+    let first = (after ?? 0) + 1
+    return try self.store.withReadTransaction { txn in
       var found: [StoredStatement] = []
       var more = false
       func take(_ sequence: UInt64) throws -> Bool {
@@ -411,14 +488,14 @@ public final class StatementStore: Sendable {
       }
       if let accountID {
         let prefix = StatementKeys.accountPrefix(accountID)
-        let start = StatementKeys.byAccount(accountID, (after ?? 0) + 1)
+        let start = StatementKeys.byAccount(accountID, first)
         try txn.scan(.statementsByAccount, from: start) { key, _ in
           guard key.count == prefix.count + 8, key.starts(with: prefix) else { return false }
           var reader = RecordReader(Array(key.suffix(8)))
           return try take(try reader.readUInt64())
         }
       } else {
-        try txn.scan(.statements, from: StatementKeys.statement((after ?? 0) + 1)) { key, _ in
+        try txn.scan(.statements, from: StatementKeys.statement(first)) { key, _ in
           var reader = RecordReader(key)
           return try take(try reader.readUInt64())
         }
