@@ -78,15 +78,17 @@ public enum Daemon {
     } catch let error as VaultError {
       throw ConfigError(key: "security.otp_key_file", message: error.description)
     }
+    var serverConfiguration = GatewayServer.Configuration(
+      listen: configuration.listen,
+      caPath: configuration.tls.caPath,
+      certificatePath: configuration.tls.certificatePath,
+      keyPath: configuration.tls.keyPath,
+      identityPolicy: PeerIdentity.Policy(trustDomain: configuration.tls.trustDomain),
+      connections: configuration.connections.with { $0.minimumTLSVersion = configuration.tls.minimumVersion }
+    )
+    serverConfiguration.reconciliation = configuration.reconciliation
     let server = try GatewayServer(
-      configuration: .init(
-        listen: configuration.listen,
-        caPath: configuration.tls.caPath,
-        certificatePath: configuration.tls.certificatePath,
-        keyPath: configuration.tls.keyPath,
-        identityPolicy: PeerIdentity.Policy(trustDomain: configuration.tls.trustDomain),
-        connections: configuration.connections.with { $0.minimumTLSVersion = configuration.tls.minimumVersion }
-      ),
+      configuration: serverConfiguration,
       principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
       accountCache: cache,
       connector: simulator,

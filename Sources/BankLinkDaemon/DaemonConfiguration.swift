@@ -43,6 +43,8 @@ public struct DaemonConfiguration: Sendable {
   public var otpKeyPath: String?
   /// Connection, buffering and drain limits (`connections`).
   public var connections = ConnectionLimits()
+  /// How statement entries are matched to payments (`reconciliation`, docs/reconciliation.md).
+  public var reconciliation = ReconciliationSettings()
   /// True when no configuration file was given: the development PKI and demo principals
   /// (CN `admin` is an admin). Logged loudly at start; refused under systemd unless
   /// `BANKLINK_ALLOW_DEVELOPMENT_MODE=1`.
@@ -480,6 +482,30 @@ public struct DaemonConfiguration: Sendable {
       try connectionsReader.finish()
     }
 
+    var reconciliation = ReconciliationSettings()
+    if var reconciliationReader = try reader.optionalObject("reconciliation") {
+      if let value = try reconciliationReader.optionalInt("fee_tolerance_minor") {
+        guard (0...Limits.maxFeeToleranceMinor).contains(Int64(value)) else {
+          throw ConfigError(
+            key: "reconciliation.fee_tolerance_minor", message: "must be between 0 and \(Limits.maxFeeToleranceMinor), got \(value)")
+        }
+        reconciliation.feeToleranceMinor = Int64(value)
+      }
+      let numbers: [(String, WritableKeyPath<ReconciliationSettings, Int>, ClosedRange<Int>)] = [
+        ("date_window_days", \.dateWindowDays, 0...Limits.maxReconciliationDateWindowDays),
+        ("minimum_score", \.minimumScore, 1...1000),
+        ("ambiguity_margin", \.ambiguityMargin, 0...1000),
+      ]
+      for (key, path, range) in numbers {
+        guard let value = try reconciliationReader.optionalInt(key) else { continue }
+        guard range.contains(value) else {
+          throw ConfigError(key: "reconciliation.\(key)", message: "must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
+        }
+        reconciliation[keyPath: path] = value
+      }
+      try reconciliationReader.finish()
+    }
+
     var principals: [Principal] = []
     var seen: Set<String> = []
     let entries = try reader.array("principals")
@@ -567,6 +593,7 @@ public struct DaemonConfiguration: Sendable {
     configuration.risk = risk
     configuration.otpKeyPath = otpKeyPath
     configuration.connections = connections
+    configuration.reconciliation = reconciliation
     return configuration
   }
 

@@ -97,10 +97,27 @@ struct ConfigurationTests {
     (#""connections": {"max_buffered_bytes": 1024}"#, "connections.max_buffered_bytes"),
     (#""connections": {"drain_timeout_ms": 60000}"#, "connections.drain_timeout_ms"),
     (#""connections": {"max_streams": 10}"#, "connections.max_streams"),
+    (#""reconciliation": {"fee_tolerance_minor": -1}"#, "reconciliation.fee_tolerance_minor"),
+    (#""reconciliation": {"date_window_days": 400}"#, "reconciliation.date_window_days"),
+    (#""reconciliation": {"minimum_score": 0}"#, "reconciliation.minimum_score"),
+    (#""reconciliation": {"fee_tolerance": 10}"#, "reconciliation.fee_tolerance"),
   ])
   func connectorErrors(fragment: String, key: String) {
     let error = Self.failure(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "# + fragment))
     #expect(error?.key == key, "\(String(describing: error))")
+  }
+
+  @Test("reconciliation settings are read from the file; defaults otherwise")
+  func reconciliationSettings() throws {
+    let defaults = try Self.parse(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice""#))
+    #expect(defaults.reconciliation == ReconciliationSettings())
+    let configuration = try Self.parse(Self.replacing(#""log_level": "notice""#, with: """
+      "log_level": "notice", "reconciliation": {"fee_tolerance_minor": 2500, "date_window_days": 5, "minimum_score": 700, "ambiguity_margin": 50}
+      """))
+    #expect(configuration.reconciliation.feeToleranceMinor == 2500)
+    #expect(configuration.reconciliation.dateWindowDays == 5)
+    #expect(configuration.reconciliation.minimumScore == 700)
+    #expect(configuration.reconciliation.ambiguityMargin == 50)
   }
 
   @Test("connection limits and the TLS policy are read from the file")
