@@ -8,6 +8,7 @@
 #                on/off, held), then alert fan-out; records docs/BENCHMARKS.md
 #   make bench-alerts  alert fan-out alone: 1 subscriber, 1,000, 1,000 + 10 stalled at 500 alerts/s
 #   make bench-formats statement readers on a 1,000,000-entry camt.053 and MT940: entries/s, peak RSS
+#   make bench-reconcile reconciliation of ENTRIES (1,000,000) entries against as many payments
 #   make attack-test the attack suite alone (raw HTTP/2 header fuzzing, Watch slots, oversized
 #                    strings, crafted certificates, connection and buffer floods) against the
 #                    real server and daemon over mutual TLS (make test runs it too)
@@ -20,7 +21,7 @@ BIN       := .build/debug
 APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check bench bench-alerts bench-formats microbench crash-test attack-test fuzz clean
+.PHONY: all deps build certs run test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile microbench crash-test attack-test fuzz clean
 
 all: build
 
@@ -94,6 +95,10 @@ bench-alerts: deps
 
 bench-formats: deps
 	scripts/bench-formats.sh
+
+bench-reconcile: deps
+	$(SWIFT) build -c release --product ReconcileBenchmark
+	.build/release/ReconcileBenchmark
 
 # Storage micro-benchmarks (ordo-one/benchmark, release build): the LMDB read behind GetBalance
 # and group-committed CreatePayment writes, each beside a same-run baseline.

@@ -354,6 +354,14 @@ let package = Package(
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
     ),
 
+    // Reconciliation at scale: 1,000,000 entries against 1,000,000 payments (`make bench-reconcile`).
+    .executableTarget(
+      name: "ReconcileBenchmark",
+      dependencies: ["BankLinkCore", "BankLinkStore", "BankLinkServer"],
+      path: "Benchmarks/ReconcileBenchmark",
+      swiftSettings: swiftSettings
+    ),
+
     // Risk rule micro-benchmarks: evaluating and compiling rule sets (`make microbench`).
     .executableTarget(
       name: "RulesBenchmarks",

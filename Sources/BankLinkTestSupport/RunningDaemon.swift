@@ -80,3 +80,19 @@ public func cliEnvironment(port: Int, caPath: String, identity: ClientIdentityFi
   environment["BANKLINK_KEY"] = identity.keyPath
   return environment
 }
+
+/// Writes `banklinkd.json` into `directory` for a test daemon: port 0, data in `data`, the test
+/// PKI's files, a one-day simulator history, and `principals` (identity → roles). Returns its
+/// path.
+public func writeTestDaemonConfig(in directory: TemporaryDirectory, principals: [(identity: String, roles: [String])]) throws -> String {
+  let config = directory.appending("banklinkd.json")
+  let table = principals.map { principal in
+    "{\"identity\": \"\(principal.identity)\", \"roles\": [\(principal.roles.map { "\"\($0)\"" }.joined(separator: ", "))]}"
+  }.joined(separator: ", ")
+  try Data("""
+    {"listen": "127.0.0.1:0", "data_dir": "data", "connector": {"history_days": 1},
+     "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+     "principals": [\(table)]}
+    """.utf8).write(to: URL(fileURLWithPath: config))
+  return config
+}

@@ -39,12 +39,7 @@ struct StatementCrashTests {
   func killDuringImport() async throws {
     try await withTemporaryDirectory { directory in
       let pki = try TestPKI(directory: directory)
-      let config = directory.appending("banklinkd.json")
-      try Data("""
-        {"listen": "127.0.0.1:0", "data_dir": "data", "connector": {"history_days": 1},
-         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
-         "principals": [{"identity": "clerk", "roles": ["reconciler"]}]}
-        """.utf8).write(to: URL(fileURLWithPath: config))
+      let config = try writeTestDaemonConfig(in: directory, principals: [("clerk", ["reconciler"])])
       let socket = try NotifySocket(path: directory.appending("notify.sock"))
       let clerk = try pki.client(commonName: "clerk", file: "clerk")
       let file = Self.camt053()

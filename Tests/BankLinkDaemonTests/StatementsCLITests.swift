@@ -67,12 +67,7 @@ struct StatementsCLITests {
   func importListShow() async throws {
     try await withTemporaryDirectory { directory in
       let pki = try TestPKI(directory: directory)
-      let config = directory.appending("banklinkd.json")
-      try Data("""
-        {"listen": "127.0.0.1:0", "data_dir": "data", "connector": {"history_days": 1},
-         "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
-         "principals": [{"identity": "clerk", "roles": ["reconciler"]}]}
-        """.utf8).write(to: URL(fileURLWithPath: config))
+      let config = try writeTestDaemonConfig(in: directory, principals: [("clerk", ["reconciler"])])
       let socket = try NotifySocket(path: directory.appending("notify.sock"))
       let daemon = try await RunningDaemon.start(config: config, socket: socket)
       defer { if daemon.process.isRunning { daemon.process.terminate() } }

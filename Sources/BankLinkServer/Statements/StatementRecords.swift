@@ -43,6 +43,18 @@ public struct StoredStatementEntry: Sendable, Hashable {
   public var id: String { StatementIDs.entry(self.statementSequence, self.index) }
 }
 
+extension StoredStatementEntry {
+  /// An entry from its key and record in `statement_entries` (tools and benchmarks that read
+  /// the store directly).
+  public init(key: [UInt8], record: [UInt8]) throws {
+    var reader = RecordReader(key)
+    let sequence = try reader.readUInt64()
+    let index = try reader.readUInt32()
+    let decoded = try StatementKeys.decodeEntryRecord(record)
+    self.init(statementSequence: sequence, index: index, accountID: decoded.accountID, entry: decoded.entry, ordinal: decoded.ordinal)
+  }
+}
+
 /// What one import stored, kept by the file's SHA-256 so the same file is imported once.
 struct StatementFileRecord: Sendable, Hashable {
   var statementSequences: [UInt64]
@@ -139,6 +151,22 @@ enum StatementKeys {
 
   // MARK: Statement
 
+  /// An optional balance: a presence byte, then type, signed amount, currency and date.
+  static func write(_ balance: StatementBalance?, to writer: inout RecordWriter) {
+    writer.write(balance == nil ? UInt8(0) : 1)
+    guard let balance else { return }
+    writer.write(balance.type)
+    writer.write(balance.amountMinor)
+    writer.write(balance.currency)
+    writer.write(balance.date)
+  }
+
+  static func readBalance(_ reader: inout RecordReader) throws -> StatementBalance? {
+    guard try reader.readUInt8() == 1 else { return nil }
+    return StatementBalance(
+      type: try reader.readString(), amountMinor: try reader.readInt64(), currency: try reader.readString(), date: try reader.readString())
+  }
+
   static func encode(_ statement: StoredStatement) -> [UInt8] {
     var writer = RecordWriter(capacity: 256)
     writer.write(Self.statementFormat)
@@ -149,15 +177,8 @@ enum StatementKeys {
     writer.write(statement.messageID)
     writer.write(Int64(statement.sequenceNumber ?? -1))
     writer.write(Int64(statement.page ?? -1))
-    for balance in [statement.opening, statement.closing] {
-      writer.write(balance == nil ? UInt8(0) : 1)
-      if let balance {
-        writer.write(balance.type)
-        writer.write(balance.amountMinor)
-        writer.write(balance.currency)
-        writer.write(balance.date)
-      }
-    }
+    Self.write(statement.opening, to: &writer)
+    Self.write(statement.closing, to: &writer)
     writer.write(statement.fromDate)
     writer.write(statement.toDate)
     writer.write(UInt64(statement.entries))
@@ -191,21 +212,12 @@ enum StatementKeys {
     let messageID = try reader.readString()
     let number = try reader.readInt64()
     let page = try reader.readInt64()
-    var balances: [StatementBalance?] = []
-    for _ in 0..<2 {
-      if try reader.readUInt8() == 1 {
-        balances.append(
-          StatementBalance(
-            type: try reader.readString(), amountMinor: try reader.readInt64(), currency: try reader.readString(),
-            date: try reader.readString()))
-      } else {
-        balances.append(nil)
-      }
-    }
+    let opening = try Self.readBalance(&reader)
+    let closing = try Self.readBalance(&reader)
     var statement = StoredStatement(
       sequence: sequence, accountID: accountID, format: format, bankStatementID: bankStatementID, messageID: messageID,
-      sequenceNumber: number < 0 ? nil : Int(number), page: page < 0 ? nil : Int(page), opening: balances[0],
-      closing: balances[1], importTime: Instant(millisecondsSinceEpoch: 0))
+      sequenceNumber: number < 0 ? nil : Int(number), page: page < 0 ? nil : Int(page), opening: opening,
+      closing: closing, importTime: Instant(millisecondsSinceEpoch: 0))
     statement.fromDate = try reader.readString()
     statement.toDate = try reader.readString()
     statement.entries = Int(try reader.readUInt64())
@@ -383,13 +395,7 @@ enum StatementKeys {
     writer.write(last.bankStatementID)
     writer.write(Int64(last.sequenceNumber ?? -1))
     writer.write(Int64(last.page ?? -1))
-    writer.write(last.closing == nil ? UInt8(0) : 1)
-    if let closing = last.closing {
-      writer.write(closing.type)
-      writer.write(closing.amountMinor)
-      writer.write(closing.currency)
-      writer.write(closing.date)
-    }
+    Self.write(last.closing, to: &writer)
     return writer.bytes
   }
 
@@ -399,11 +405,7 @@ enum StatementKeys {
     let id = try reader.readString()
     let number = try reader.readInt64()
     let page = try reader.readInt64()
-    var closing: StatementBalance?
-    if try reader.readUInt8() == 1 {
-      closing = StatementBalance(
-        type: try reader.readString(), amountMinor: try reader.readInt64(), currency: try reader.readString(), date: try reader.readString())
-    }
+    let closing = try Self.readBalance(&reader)
     try reader.finish()
     return Last(bankStatementID: id, sequenceNumber: number < 0 ? nil : Int(number), page: page < 0 ? nil : Int(page), closing: closing)
   }
