@@ -37,7 +37,7 @@ public func runProgram(
   let err = Pipe()
   process.standardOutput = out
   process.standardError = err
-  try TestProcesses.launch(process)
+  try TestProcesses.launch(process, logToFile: false)
   let drained = DispatchGroup()
   let collected = Mutex<(stdout: Data, stderr: Data)>((Data(), Data()))
   for (pipe, isStdout) in [(out, true), (err, false)] {
@@ -67,20 +67,23 @@ public func runProgram(
 /// process ids are appended to `BANKLINK_TEST_PIDS_FILE` when it is set, so that
 /// `scripts/run-tests.sh` can end any left running.
 public enum TestProcesses {
-  /// Starts `process`; a process without its own output handles writes to a log file in the
-  /// temporary directory (its path is returned).
+  /// Starts `process`. With `logToFile` (daemons), its stdout and stderr go to a log file in
+  /// the temporary directory (its path is returned) — Foundation's default is the test
+  /// runner's own; without, the caller has set its own handles (pipes it drains).
   @discardableResult
-  public static func launch(_ process: Process) throws -> String? {
+  public static func launch(_ process: Process, logToFile: Bool = true) throws -> String? {
     var logPath: String?
-    if process.standardOutput == nil || process.standardError == nil {
+    if logToFile {
       let name = URL(fileURLWithPath: process.executableURL?.path ?? "child").lastPathComponent
       let path = NSTemporaryDirectory() + "/\(name)-\(getpid())-\(UUID().uuidString.prefix(8)).log"
-      FileManager.default.createFile(atPath: path, contents: nil)
-      if let handle = FileHandle(forWritingAtPath: path) {
-        if process.standardOutput == nil { process.standardOutput = handle }
-        if process.standardError == nil { process.standardError = handle }
-        logPath = path
+      _ = FileManager.default.createFile(atPath: path, contents: nil)
+      guard let handle = FileHandle(forWritingAtPath: path) else {
+        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
       }
+      process.standardOutput = handle
+      process.standardError = handle
+      process.standardInput = FileHandle.nullDevice
+      logPath = path
     }
     try process.run()
     if let file = ProcessInfo.processInfo.environment["BANKLINK_TEST_PIDS_FILE"],

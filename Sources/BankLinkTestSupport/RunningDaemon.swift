@@ -11,6 +11,12 @@ public final class RunningDaemon: @unchecked Sendable {
     self.port = port
   }
 
+  /// A daemon its test forgot (a test that threw before stopping it) is killed when the test
+  /// lets go of it, rather than outliving the run.
+  deinit {
+    if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+  }
+
   public static func start(config: String, socket: NotifySocket, logLevel: String = "error") async throws -> RunningDaemon {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Binaries.daemon)

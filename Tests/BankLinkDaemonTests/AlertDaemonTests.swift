@@ -82,7 +82,17 @@ struct AlertDaemonTests {
         // Spread over about four seconds, so the bank's rejections (and their alerts) arrive
         // over time rather than in one status poll, and the kill lands while they are raised.
         for index in 0..<Self.payments {
-          _ = try await service.createPayment(.with { $0.idempotencyKey = "alert-\(index)"; $0.instruction = Self.instruction(index) })
+          // Just after start the balance may not be synced yet (UNAVAILABLE): retried, bounded.
+          var attempts = 0
+          while true {
+            do {
+              _ = try await service.createPayment(.with { $0.idempotencyKey = "alert-\(index)"; $0.instruction = Self.instruction(index) })
+              break
+            } catch let error as RPCError where error.code == .unavailable && attempts < 100 {
+              attempts += 1
+              try await Task.sleep(for: .milliseconds(100))
+            }
+          }
           try await Task.sleep(for: .milliseconds(100))
         }
       }

@@ -402,6 +402,35 @@ struct FundSafetyTests {
 
   // MARK: 5. Smaller ones
 
+  @Test("an account known before its balance is synced: UNAVAILABLE (retry), never 'insufficient funds'")
+  func balanceNotSyncedYet() async throws {
+    try await withTestServer(principals: Self.principals, initialSync: false) { server in
+      // The accounts arrive first, as the first sync round stores them before any balance.
+      let accounts = try await server.simulator.listAccounts(deadline: .now.advanced(by: .seconds(5)))
+      _ = try await server.cache.store(accounts: accounts, at: WallClock.now())
+      await #expect(throws: PaymentLedger.Refusal.balanceNotSynced(Self.account)) {
+        try await server.payments.create(Self.instruction(1_000), idempotencyKey: "early", creator: "erp")
+      }
+      let error = await #expect(throws: RPCError.self) {
+        try await withBankLinkClient(server.client(try server.pki.client(commonName: "erp"))) { client in
+          try await Banklink_V1_PaymentService.Client(wrapping: client).createPayment(.with {
+            $0.idempotencyKey = "early"
+            $0.instruction = .with {
+              $0.debtorAccountID = Self.account
+              $0.creditor = .with { $0.name = "Jiangsu Hengrui Logistics Co., Ltd."; $0.accountNumber = "3201550104000087761"; $0.bic = "PCBCCNBJ"; $0.country = "CN" }
+              $0.amount = .with { $0.minorUnits = 1_000; $0.currencyCode = "CNY" }
+              $0.type = .domestic
+            }
+          })
+        }
+      }
+      #expect(error?.code == .unavailable && error?.message.contains("not been synced") == true, "\(String(describing: error))")
+      // Once synced, the same request succeeds.
+      try await server.sync.syncOnce()
+      #expect(try await server.payments.create(Self.instruction(1_000), idempotencyKey: "early", creator: "erp").payment.status == .approved)
+    }
+  }
+
   @Test("the approval threshold is in major units of each payment's currency")
   func thresholdPerCurrency() {
     let configuration = PaymentLedger.Configuration(approvalThresholdMajorUnits: 1_000_000)

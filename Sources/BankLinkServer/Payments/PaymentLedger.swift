@@ -69,6 +69,8 @@ public struct PaymentLedger: Sendable {
     case accountNotFound(String)
     case accountNotActive(String, AccountStatus)
     case insufficientFunds(available: Int64, requested: Int64, currency: CurrencyCode)
+    /// The account's balance has not been synced from its bank yet (just after start).
+    case balanceNotSynced(String)
     case idempotencyConflict(key: String, paymentID: String)
     case paymentNotFound(String)
     case notCreator(paymentID: String)
@@ -181,6 +183,11 @@ public struct PaymentLedger: Sendable {
       ])
     }
     guard account.status == .active else { throw Refusal.accountNotActive(account.id, account.status) }
+    // Just after start the account may be known before its balance: not "insufficient funds"
+    // (no money is missing), but not payable until the first sync has brought the ledger.
+    guard try AccountCache.cachedBalance(account.id, { try txn.get($0, in: .balances) }) != nil else {
+      throw Refusal.balanceNotSynced(account.id)
+    }
     let available = try Reservations.available(account.id, txn: txn)
     guard instruction.amount.minorUnits <= available else {
       throw Refusal.insufficientFunds(available: available, requested: instruction.amount.minorUnits, currency: account.currency)

@@ -250,6 +250,11 @@ extension PaymentLedger.Refusal {
           .preconditionFailure(violations: [.init(type: "INSUFFICIENT_FUNDS", subject: "instruction.amount", description: "shortfall \(shortfall)")]),
           .errorInfo(reason: "INSUFFICIENT_FUNDS", domain: APIError.domain, metadata: ["shortfall_minor_units": "\(requested - available)", "currency": currency.code]),
         ])
+    case .balanceNotSynced(let id):
+      return GoogleRPCStatus(
+        code: .unavailable,
+        message: "the balance of account \(id) has not been synced from its bank yet; retry shortly",
+        details: [.errorInfo(reason: "BALANCE_NOT_SYNCED", domain: APIError.domain, metadata: ["account_id": id])])
     case .idempotencyConflict(let key, let paymentID):
       return GoogleRPCStatus(
         code: .alreadyExists,
@@ -267,6 +272,10 @@ extension PaymentLedger.Refusal {
         return []
       }
       if !invalid.isEmpty { return badRequest(invalid) }
+      // A balance not synced yet is the only item failure a retry cures.
+      if let unsynced = items.first(where: { if case .balanceNotSynced = $0.refusal { return true } else { return false } }) {
+        return unsynced.refusal.status
+      }
       let reported = items.prefix(Limits.maxReportedViolations)
       let more = items.count > reported.count ? "; and \(items.count - reported.count) more items" : ""
       return GoogleRPCStatus(
