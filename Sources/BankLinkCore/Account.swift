@@ -22,6 +22,21 @@ public struct Instant: Sendable, Hashable, Comparable, CustomStringConvertible {
 
   public var description: String { "\(self.millisecondsSinceEpoch)ms" }
 
+  /// Midnight UTC of an ISO 8601 calendar date (`2026-12-03`): the inverse of ``isoDate``. Nil
+  /// when `text` is not a valid date.
+  public init?(isoDate text: String) {
+    guard PaymentValidation.isISODate(text) else { return nil }
+    let parts = text.split(separator: "-").compactMap { Int64($0) }
+    // Days-from-civil (Howard Hinnant's algorithm), the inverse of the one in `isoDate`.
+    let (year, month, day) = (parts[0], parts[1], parts[2])
+    let y = month <= 2 ? year - 1 : year
+    let era = (y >= 0 ? y : y - 399) / 400
+    let yoe = y - era * 400
+    let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+    self.init(millisecondsSinceEpoch: (era * 146_097 + doe - 719_468) * 86_400_000)
+  }
+
   /// The UTC calendar date of this instant as ISO 8601 `YYYY-MM-DD`.
   public var isoDate: String {
     let days = Int64((Double(self.millisecondsSinceEpoch) / 86_400_000).rounded(.down))

@@ -267,8 +267,8 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
             $0.entry = Banklink_V1_StatementEntry(entry, statementID: StatementIDs.statement(entry.statementSequence))
             $0.classification = classification
             $0.reason = reason
-            if let booked = Reconciler.daysBetween(entry.entry.bookingDate, "1970-01-01") {
-              $0.age = Google_Protobuf_Duration(milliseconds: max(0, reportTime.millisecondsSinceEpoch - Int64(booked) * 86_400_000))
+            if let booked = Instant(isoDate: entry.entry.bookingDate) {
+              $0.age = Google_Protobuf_Duration(milliseconds: max(0, reportTime.milliseconds(since: booked)))
             }
           })
         case .unmatchedPayment(let id):

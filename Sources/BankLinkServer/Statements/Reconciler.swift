@@ -77,8 +77,7 @@ public enum ReconciliationIDs {
   static let prefix = "rec-"
 
   public static func report(_ sequence: UInt64) -> String {
-    let text = String(sequence)
-    return Self.prefix + String(repeating: "0", count: max(0, 12 - text.count)) + text
+    Self.prefix + StatementIDs.pad(sequence, StatementIDs.sequenceDigits)
   }
 
   public static func parseReport(_ id: String) -> UInt64? {
@@ -510,20 +509,8 @@ public final class Reconciler: Sendable {
 
   /// Whole days between two ISO dates, or nil when either is not one.
   static func daysBetween(_ a: String, _ b: String) -> Int? {
-    func day(_ text: String) -> Int? {
-      let parts = text.split(separator: "-")
-      guard parts.count == 3, let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]), (1...12).contains(m), (1...31).contains(d)
-      else { return nil }
-      // Days from civil (Howard Hinnant), proleptic Gregorian.
-      let yy = m <= 2 ? y - 1 : y
-      let era = (yy >= 0 ? yy : yy - 399) / 400
-      let yoe = yy - era * 400
-      let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-      let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-      return era * 146_097 + doe - 719_468
-    }
-    guard let x = day(a), let y = day(b) else { return nil }
-    return abs(x - y)
+    guard let x = Instant(isoDate: a), let y = Instant(isoDate: b) else { return nil }
+    return Int(abs(x.milliseconds(since: y)) / 86_400_000)
   }
 
   /// 0…100: how alike two names are, by their words (case, punctuation and legal-form words

@@ -85,7 +85,7 @@ public enum StatementIDs {
     return UInt64(digits)
   }
 
-  private static func pad(_ value: UInt64, _ width: Int) -> String {
+  static func pad(_ value: UInt64, _ width: Int) -> String {
     let text = String(value)
     return String(repeating: "0", count: max(0, width - text.count)) + text
   }
