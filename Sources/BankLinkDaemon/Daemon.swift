@@ -101,7 +101,11 @@ public enum Daemon {
       cache: cache,
       configuration: .init(intervalMilliseconds: configuration.sync.intervalMilliseconds, balanceFloors: configuration.balanceFloors),
       logger: logger,
-      now: WallClock.now
+      now: WallClock.now,
+      onFirstCompleteRound: { accounts in
+        logger.info("first bank sync complete", metadata: ["accounts": "\(accounts)"])
+        ReadinessReporter.send(ReadinessReporter.bankSyncedStatus, notifier: notifier, logger: logger)
+      }
     )
     let submitter = PaymentSubmitter(
       ledger: payments,
@@ -165,25 +169,29 @@ public enum Daemon {
 
 /// Reports readiness once the server listens (log line and systemd `READY=1`) and `STOPPING=1`
 /// when graceful shutdown begins.
-struct ReadinessReporter: Service {
+public struct ReadinessReporter: Service {
+  /// Sent once the first sync round brought every account and balance from the bank: payments
+  /// can be reserved from then on (`systemctl status` shows it; tests wait for it).
+  public static let bankSyncedStatus = "STATUS=serving; accounts and balances synced from the bank"
+
   let server: GatewayServer
   let notifier: SystemdNotifier?
   let logger: Logger
 
-  func run() async throws {
+  public func run() async throws {
     let address = try await self.server.listeningAddress
     self.logger.info("listening", metadata: ["address": "\(address)", "tls": "mutual"])
-    self.send("READY=1\nSTATUS=serving on \(address)")
+    Self.send("READY=1\nSTATUS=serving on \(address)", notifier: self.notifier, logger: self.logger)
     try? await gracefulShutdown()
-    self.send("STOPPING=1\nSTATUS=draining")
+    Self.send("STOPPING=1\nSTATUS=draining", notifier: self.notifier, logger: self.logger)
   }
 
-  private func send(_ state: String) {
-    guard let notifier = self.notifier else { return }
+  static func send(_ state: String, notifier: SystemdNotifier?, logger: Logger) {
+    guard let notifier else { return }
     do {
       try notifier.notify(state)
     } catch {
-      self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
+      logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
     }
   }
 }

@@ -1,3 +1,4 @@
+import BankLinkDaemon
 import Foundation
 
 /// The real `banklinkd` started on a configuration, up once it has sent READY=1 (with its port)
@@ -17,7 +18,12 @@ public final class RunningDaemon: @unchecked Sendable {
     if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
   }
 
-  public static func start(config: String, socket: NotifySocket, logLevel: String = "error") async throws -> RunningDaemon {
+  /// Starts banklinkd and waits for READY=1 and, unless `waitForBankSync` is false, for the
+  /// status line of its first complete bank sync (``ReadinessReporter/bankSyncedStatus``): a
+  /// payment before it answers UNAVAILABLE, which a test should not have to retry around.
+  public static func start(
+    config: String, socket: NotifySocket, logLevel: String = "error", waitForBankSync: Bool = true
+  ) async throws -> RunningDaemon {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Binaries.daemon)
     process.arguments = ["--config", config, "--log-level", logLevel]
@@ -25,15 +31,26 @@ public final class RunningDaemon: @unchecked Sendable {
     environment["NOTIFY_SOCKET"] = socket.path
     process.environment = environment
     try TestProcesses.launch(process)
-    // Messages left by an earlier daemon on the same socket (its STOPPING=1) are skipped.
+    // Messages left by an earlier daemon on the same socket (up to its STOPPING=1) are
+    // skipped. The two awaited messages may come in either order.
     let deadline = ContinuousClock.now.advanced(by: .seconds(60))
     var ready: String?
-    while ready == nil, ContinuousClock.now < deadline, let message = await socket.next(timeoutSeconds: 60) {
-      if message.hasPrefix("READY=1") { ready = message }
+    var synced = !waitForBankSync
+    while ready == nil || !synced, ContinuousClock.now < deadline, let message = await socket.next(timeoutSeconds: 60) {
+      if message.hasPrefix("STOPPING=1") {
+        ready = nil
+        synced = !waitForBankSync
+      } else if message.hasPrefix("READY=1") {
+        ready = message
+      } else if message == ReadinessReporter.bankSyncedStatus {
+        synced = true
+      }
     }
-    guard let ready, let port = ready.split(separator: ":").last.flatMap({ Int($0) }) else {
+    guard let ready, synced, let port = ready.split(separator: ":").last.flatMap({ Int($0) }) else {
       if process.isRunning { process.terminate() }
-      throw CocoaError(.featureUnsupported, userInfo: [NSLocalizedDescriptionKey: "banklinkd did not become ready"])
+      throw CocoaError(
+        .featureUnsupported,
+        userInfo: [NSLocalizedDescriptionKey: ready == nil ? "banklinkd did not become ready" : "banklinkd never completed its first bank sync"])
     }
     return RunningDaemon(process: process, port: port)
   }

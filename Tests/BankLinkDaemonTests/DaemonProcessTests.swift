@@ -39,8 +39,22 @@ struct DaemonProcessTests {
       try TestProcesses.launch(daemon)
       defer { if daemon.isRunning { daemon.terminate() } }
 
-      let ready = try #require(await socket.next(timeoutSeconds: 30), "banklinkd never sent READY=1")
+      // The first bank sync reports its own status line, before or after READY=1; the other
+      // messages are read past it.
+      var synced = false
+      func next(_ seconds: Int) async -> String? {
+        while let message = await socket.next(timeoutSeconds: seconds) {
+          guard message == ReadinessReporter.bankSyncedStatus else { return message }
+          synced = true
+        }
+        return nil
+      }
+      let ready = try #require(await next(30), "banklinkd never sent READY=1")
       #expect(ready.hasPrefix("READY=1"))
+      if !synced {
+        #expect(await socket.next(timeoutSeconds: 30) == ReadinessReporter.bankSyncedStatus, "banklinkd never reported its first bank sync")
+        synced = true
+      }
       // STATUS=serving on [ipv4]127.0.0.1:PORT
       let port = try #require(ready.split(separator: ":").last.flatMap { Int($0) })
 
@@ -53,7 +67,7 @@ struct DaemonProcessTests {
       // SIGHUP (systemctl reload) must not terminate the daemon: its handler answers on the
       // notify socket, so the signal has been handled (not its default action) before we call.
       kill(daemon.processIdentifier, SIGHUP)
-      let reloaded = try #require(await socket.next(timeoutSeconds: 30), "banklinkd did not handle SIGHUP")
+      let reloaded = try #require(await next(30), "banklinkd did not handle SIGHUP")
       #expect(reloaded.contains("SIGHUP received"), "\(reloaded)")
       #expect(daemon.isRunning)
       let health = try await offPool { try runProgram(Binaries.cli, ["health"], environment: environmentForCLI) }
@@ -70,7 +84,7 @@ struct DaemonProcessTests {
       #expect(denied.stderr.contains("banklink: UNAVAILABLE:"), "\(denied.stderr)")
 
       daemon.terminate()  // SIGTERM
-      let stopping = await socket.next(timeoutSeconds: 15)
+      let stopping = await next(15)
       #expect(stopping?.hasPrefix("STOPPING=1") == true)
       _ = try await offPool { daemon.waitUntilExit() }
       #expect(daemon.terminationReason == .exit)

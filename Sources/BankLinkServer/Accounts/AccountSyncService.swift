@@ -36,6 +36,10 @@ public final class AccountSyncService: Service {
   let configuration: Configuration
   let logger: Logger
   let now: @Sendable () -> Instant
+  /// Called once, after the first round in which every account and balance was synced: from
+  /// then on payments can be reserved against every account (before it, an account whose
+  /// balance was never synced answers UNAVAILABLE). The daemon reports it to systemd.
+  let onFirstCompleteRound: (@Sendable (_ accounts: Int) -> Void)?
   private let state = Mutex(Status())
 
   public init(
@@ -43,13 +47,15 @@ public final class AccountSyncService: Service {
     cache: AccountCache,
     configuration: Configuration,
     logger: Logger,
-    now: @escaping @Sendable () -> Instant
+    now: @escaping @Sendable () -> Instant,
+    onFirstCompleteRound: (@Sendable (_ accounts: Int) -> Void)? = nil
   ) {
     self.connector = connector
     self.cache = cache
     self.configuration = configuration
     self.logger = logger
     self.now = now
+    self.onFirstCompleteRound = onFirstCompleteRound
   }
 
   public var status: Status { self.state.withLock { $0 } }
@@ -115,11 +121,14 @@ public final class AccountSyncService: Service {
         }
       }
       if let firstFailure { throw firstFailure }
-      self.state.withLock {
+      let first = self.state.withLock {
+        let first = $0.lastSuccess == nil
         $0.rounds += 1
         $0.lastSuccess = self.now()
         $0.lastError = nil
+        return first
       }
+      if first { self.onFirstCompleteRound?(listed.count) }
     } catch {
       self.state.withLock {
         $0.rounds += 1
