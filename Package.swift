@@ -106,10 +106,11 @@ let package = Package(
       providers: [.apt(["libxml2-dev"])]
     ),
 
-    // Bank connectors: the connector protocols and the embedded bank simulator.
+    // Bank connectors: the connector protocols, the embedded bank simulator and the
+    // host-to-host file connector.
     .target(
       name: "BankLinkBanks",
-      dependencies: ["BankLinkCore", "BankLinkStore"],
+      dependencies: ["BankLinkCore", "BankLinkStore", "BankLinkFormats", .product(name: "Crypto", package: "swift-crypto")],
       swiftSettings: swiftSettings
     ),
 
@@ -176,7 +177,7 @@ let package = Package(
     .target(
       name: "BankLinkDaemon",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkServer", "BankLinkPKI", "BankLinkBanks",
+        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkServer", "BankLinkPKI", "BankLinkBanks", "BankLinkFormats",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -283,7 +284,7 @@ let package = Package(
     ),
     .testTarget(
       name: "BankLinkBanksTests",
-      dependencies: ["BankLinkBanks", "BankLinkTestSupport", "BankLinkCore"],
+      dependencies: ["BankLinkBanks", "BankLinkTestSupport", "BankLinkCore", "BankLinkFormats"],
       swiftSettings: swiftSettings
     ),
     .testTarget(

@@ -133,6 +133,9 @@ public final class BankSimulator: AccountInformationConnector {
     }
   }
 
+  /// The accounts the simulated banks hold (the same on every start).
+  public static var catalogueAccounts: [Account] { SimulatorCatalogue.accounts.map(\.account) }
+
   /// The opening ledger balance (minor units) of a simulated account at the start of its
   /// history, or nil for an account the simulator does not hold.
   public static func openingBalance(of accountID: String) -> Int64? {

@@ -44,6 +44,9 @@ public enum Daemon {
         "writer_cpus": "\(configuration.storage.writerCPUs.isEmpty ? "any" : configuration.storage.writerCPUs.map(String.init).joined(separator: ","))",
       ]
     )
+    // The simulator is the bank behind the in-process connector, and behind the file
+    // connector's directories when `simulate_bank` is set.
+    let files = configuration.connector.files
     let simulator = try BankSimulator(
       configuration: .init(
         directory: configuration.dataDirectory + "/simulator",
@@ -54,6 +57,21 @@ public enum Daemon {
       ),
       clock: WallClock.now
     )
+    let connector: any BankConnector
+    var hostToHost: HostToHostConnector?
+    if let files {
+      let h2h = try HostToHostConnector(
+        configuration: .init(
+          outbox: files.outbox, inbox: files.inbox, stateDirectory: configuration.dataDirectory + "/connector-files",
+          accounts: files.accounts.isEmpty ? BankSimulator.catalogueAccounts : files.accounts, painVersion: files.painVersion,
+          initiatingPartyName: files.initiatingPartyName, settleMilliseconds: files.settleMilliseconds),
+        clock: WallClock.now)
+      hostToHost = h2h
+      connector = h2h
+      logger.info("host-to-host file connector", metadata: ["outbox": "\(files.outbox)", "inbox": "\(files.inbox)", "simulated_bank": "\(files.simulateBank)"])
+    } else {
+      connector = simulator
+    }
     let cache = AccountCache(store: store)
     let writer = GroupCommitWriter(store: store, configuration: .init(groupCommit: configuration.storage.groupCommit))
     let payments = PaymentLedger(
@@ -91,13 +109,13 @@ public enum Daemon {
       configuration: serverConfiguration,
       principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
       accountCache: cache,
-      connector: simulator,
+      connector: connector,
       payments: payments,
       otpVault: otpVault,
       logger: logger
     )
     let sync = AccountSyncService(
-      connector: simulator,
+      connector: connector,
       cache: cache,
       configuration: .init(intervalMilliseconds: configuration.sync.intervalMilliseconds, balanceFloors: configuration.balanceFloors),
       logger: logger,
@@ -109,7 +127,7 @@ public enum Daemon {
     )
     let submitter = PaymentSubmitter(
       ledger: payments,
-      connector: simulator,
+      connector: connector,
       intervalMilliseconds: configuration.payments.submitIntervalMilliseconds,
       logger: logger
     )
@@ -127,6 +145,21 @@ public enum Daemon {
         certificatePEM: String(contentsOfFile: configuration.tls.certificatePath, encoding: .utf8),
         privateKeyPEM: String(contentsOfFile: configuration.tls.keyPath, encoding: .utf8)),
       logger: logger, now: WallClock.now)
+    var connectorServices: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if let files, let hostToHost {
+      connectorServices.append(
+        .init(
+          service: HostToHostInboxService(
+            connector: hostToHost, server: server, store: store, intervalMilliseconds: files.pollIntervalMilliseconds, logger: logger,
+            now: WallClock.now)))
+      if files.simulateBank {
+        let bank = try SimulatorFileBank(
+          simulator: simulator, outbox: files.outbox, inbox: files.inbox, statementIntervalMilliseconds: files.statementIntervalMilliseconds)
+        connectorServices.append(
+          .init(
+            service: SimulatorFileBankService(bank: bank, intervalMilliseconds: files.pollIntervalMilliseconds, logger: logger, now: WallClock.now)))
+      }
+    }
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
     let reload = ReloadListener(notifier: notifier, logger: logger)
 
@@ -140,6 +173,7 @@ public enum Daemon {
         .init(service: submitter),
         .init(service: ApprovalExpiryService(ledger: payments, logger: logger)),
         .init(service: activity, successTerminationBehavior: .ignore),
+      ] + connectorServices + [
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the
         // server drains.

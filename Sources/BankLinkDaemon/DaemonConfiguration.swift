@@ -1,5 +1,6 @@
 import BankLinkBanks
 import BankLinkCore
+import BankLinkFormats
 import BankLinkPKI
 import BankLinkServer
 import Foundation
@@ -50,9 +51,28 @@ public struct DaemonConfiguration: Sendable {
   /// `BANKLINK_ALLOW_DEVELOPMENT_MODE=1`.
   public var developmentMode = false
 
-  /// Which bank connector the daemon uses. Only the embedded simulator exists so far.
+  /// Which bank connector the daemon uses: the embedded simulator, called in process
+  /// (`simulator`), or host-to-host files (`files`).
   public struct Connector: Sendable {
     public var simulator: Simulator
+    /// Set for `connector.type = "files"`.
+    public var files: Files? = nil
+
+    /// The host-to-host file connector (`connector.files`).
+    public struct Files: Sendable {
+      public var outbox: String
+      public var inbox: String
+      public var pollIntervalMilliseconds: Int64
+      public var settleMilliseconds: Int64
+      public var painVersion: CreditTransferMessage.Version
+      public var initiatingPartyName: String
+      /// The accounts held at the bank; empty with `simulate_bank` (the simulator's accounts).
+      public var accounts: [Account]
+      /// The embedded simulator plays the bank on the other side of the two directories.
+      public var simulateBank: Bool
+      /// How often the simulated bank writes a camt.053 statement per account.
+      public var statementIntervalMilliseconds: Int64
+    }
 
     public struct Simulator: Sendable {
       public var seed: UInt64
@@ -298,8 +318,14 @@ public struct DaemonConfiguration: Sendable {
     var connector = Connector.defaultSimulator
     if var connectorReader = try reader.optionalObject("connector") {
       let type = try connectorReader.optionalString("type") ?? "simulator"
-      guard type == "simulator" else {
-        throw ConfigError(key: "connector.type", message: "unknown connector '\(type)'; available: simulator")
+      guard type == "simulator" || type == "files" else {
+        throw ConfigError(key: "connector.type", message: "unknown connector '\(type)'; available: simulator, files")
+      }
+      if var filesReader = try connectorReader.optionalObject("files") {
+        guard type == "files" else { throw ConfigError(key: "connector.files", message: "only with connector.type \"files\"") }
+        connector.files = try parseFilesConnector(&filesReader, path: path)
+      } else if type == "files" {
+        throw ConfigError(key: "connector.files", message: "is required with connector.type \"files\" (outbox and inbox)")
       }
       var simulator = connector.simulator
       if let seed = try connectorReader.optionalInt("seed") {
@@ -647,6 +673,58 @@ private func parseLogLevel(_ value: String, key: String) throws -> Logger.Level 
 private func nonEmpty(_ value: String, key: String) throws -> String {
   guard !value.isEmpty else { throw ConfigError(key: key, message: "must not be empty") }
   return value
+}
+
+/// `connector.files`: see docs/configuration.md.
+private func parseFilesConnector(_ reader: inout ObjectReader, path: (String) -> String) throws -> DaemonConfiguration.Connector.Files {
+  let outbox = path(try nonEmpty(try reader.string("outbox"), key: "connector.files.outbox"))
+  let inbox = path(try nonEmpty(try reader.string("inbox"), key: "connector.files.inbox"))
+  guard outbox != inbox else { throw ConfigError(key: "connector.files.inbox", message: "must not be the outbox") }
+  func interval(_ key: String, _ defaultValue: Int64, minimum: Int64) throws -> Int64 {
+    guard let value = try reader.optionalInt(key) else { return defaultValue }
+    guard Int64(value) >= minimum, value <= 86_400_000 else {
+      throw ConfigError(key: "connector.files.\(key)", message: "must be between \(minimum) and 86400000")
+    }
+    return Int64(value)
+  }
+  let poll = try interval("poll_interval_ms", 1_000, minimum: Int64(Limits.minSyncIntervalMilliseconds))
+  let settle = try interval("settle_ms", 1_000, minimum: 0)
+  let statements = try interval("statement_interval_ms", 60_000, minimum: 1_000)
+  var version = CreditTransferMessage.Version.v03
+  if let name = try reader.optionalString("pain_version") {
+    guard let parsed = CreditTransferMessage.Version(rawValue: name) else {
+      throw ConfigError(
+        key: "connector.files.pain_version", message: "'\(name)' is not written; use \(CreditTransferMessage.Version.allCases.map(\.rawValue).joined(separator: " or "))")
+    }
+    version = parsed
+  }
+  let party = try reader.optionalString("initiating_party") ?? "BankLink"
+  let simulate = try reader.optionalBool("simulate_bank") ?? false
+  var accounts: [Account] = []
+  for (index, entry) in (try reader.optionalArray("accounts") ?? []).enumerated() {
+    let key = "connector.files.accounts[\(index)]"
+    var accountReader = try ObjectReader(entry, path: key)
+    let id = try nonEmpty(try accountReader.string("id"), key: key + ".id")
+    let number = try accountReader.optionalString("number") ?? ""
+    let iban = try accountReader.optionalString("iban") ?? ""
+    guard !number.isEmpty || !iban.isEmpty else { throw ConfigError(key: key, message: "needs a number or an iban") }
+    let code = try accountReader.string("currency")
+    guard let currency = CurrencyCode(code) else { throw ConfigError(key: key + ".currency", message: "'\(code)' is not an ISO 4217 code") }
+    let account = Account(
+      id: id, number: number.isEmpty ? iban : number, iban: iban, displayName: try accountReader.optionalString("name") ?? id,
+      bankBIC: try accountReader.optionalString("bic") ?? "", bankName: try accountReader.optionalString("bank_name") ?? "",
+      currency: currency)
+    try accountReader.finish()
+    guard !accounts.contains(where: { $0.id == id }) else { throw ConfigError(key: key + ".id", message: "'\(id)' appears twice") }
+    accounts.append(account)
+  }
+  guard simulate || !accounts.isEmpty else {
+    throw ConfigError(key: "connector.files.accounts", message: "list the accounts held at the bank (or set simulate_bank)")
+  }
+  try reader.finish()
+  return .init(
+    outbox: outbox, inbox: inbox, pollIntervalMilliseconds: poll, settleMilliseconds: settle, painVersion: version,
+    initiatingPartyName: party, accounts: accounts, simulateBank: simulate, statementIntervalMilliseconds: statements)
 }
 
 /// Reads keys of one JSON object, reporting wrong types and unknown keys by their full path.

@@ -45,6 +45,10 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
   /// Added with monitoring: the bank rejected several payments within a short window (a format or
   /// mandate problem, not one bad creditor account); one alert per episode.
   case rejectionBurst // = 10
+
+  /// Added with the host-to-host file connector: a file in the bank's inbox could not be read
+  /// (moved to quarantine/), or a statement file from it could not be stored.
+  case bankFileQuarantined // = 11
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -64,6 +68,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case 8: self = .tampering
     case 9: self = .certificateExpiry
     case 10: self = .rejectionBurst
+    case 11: self = .bankFileQuarantined
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -81,6 +86,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case .tampering: return 8
     case .certificateExpiry: return 9
     case .rejectionBurst: return 10
+    case .bankFileQuarantined: return 11
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -98,6 +104,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     .tampering,
     .certificateExpiry,
     .rejectionBurst,
+    .bankFileQuarantined,
   ]
 
 }
@@ -322,7 +329,7 @@ public nonisolated struct Banklink_V1_AcknowledgeAlertResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_AlertKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0\u{1}ALERT_KIND_REJECTION_BURST\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0\u{1}ALERT_KIND_REJECTION_BURST\0\u{1}ALERT_KIND_BANK_FILE_QUARANTINED\0")
 }
 
 nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

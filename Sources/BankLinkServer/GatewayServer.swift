@@ -56,6 +56,7 @@ public final class GatewayServer: Service {
   public let principals: PrincipalDirectory
   /// Wakes alert subscribers after commits; ended on shutdown.
   public let alerts: AlertHub
+  let reconciliation: ReconciliationServiceHandler
   /// The open connections and the limits on them.
   public let admission: ConnectionAdmission
   private let shutdownBegun = Mutex(false)
@@ -87,11 +88,14 @@ public final class GatewayServer: Service {
     let removed = try statements.removeUnfinishedImports()
     if removed > 0 { logger.warning("removed an unfinished statement import", metadata: ["records": "\(removed)"]) }
     try? FileManager.default.removeItem(atPath: payments.store.configuration.directory + "/spool")
+    let reconciliation = ReconciliationServiceHandler(
+      statements: statements, reconciler: Reconciler(store: payments.store, settings: configuration.reconciliation, now: now))
+    self.reconciliation = reconciliation
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
       MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
-      ReconciliationServiceHandler(statements: statements, reconciler: Reconciler(store: payments.store, settings: configuration.reconciliation, now: now)),
+      reconciliation,
       AdminServiceHandler(
         store: payments.store,
         payments: payments,
@@ -230,5 +234,16 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
 
   public var description: String {
     self.family == .ipv6 ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+  }
+}
+
+extension GatewayServer {
+  /// Stores a statement file that arrived through the connector's inbox, as `ImportStatement`
+  /// does (deduplicated by the file's SHA-256), and reconciles what it brought.
+  public func importBankStatement(path: String, sha256: String, bytes: Int64, fileName: String) async throws -> StatementImportOutcome {
+    let outcome = try await self.reconciliation.statements.importFile(
+      at: path, sha256: sha256, bytes: bytes, fileName: fileName, declared: nil, importedBy: "connector:files")
+    _ = await self.reconciliation.reconcileAfterImport(outcome)
+    return outcome
   }
 }

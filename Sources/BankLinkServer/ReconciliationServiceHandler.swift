@@ -103,22 +103,7 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
     } catch let error as StoreError {
       throw APIError.storage(error)
     }
-    // Reconciliation follows every import, over the accounts and booking dates it brought.
-    var reconciliation: Banklink_V1_ReconcileResponse?
-    if !outcome.duplicateFile, !outcome.statements.isEmpty {
-      let dates = outcome.statements.flatMap { [$0.fromDate, $0.toDate] }.filter { !$0.isEmpty }
-      let accounts = Set(outcome.statements.map(\.accountID))
-      // The import is committed: a failing run is logged, not answered as a failed import
-      // (the client would retry, be told the file is a duplicate, and no run would follow).
-      do {
-        reconciliation = try await self.run(
-          accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "", by: "auto")
-      } catch {
-        APIError.logger.error(
-          "reconciliation after an import failed; run `banklink reconcile` again",
-          metadata: ["statement_id": "\(outcome.statements.first?.id ?? "")", "error": "\(error)"])
-      }
-    }
+    let reconciliation = await self.reconcileAfterImport(outcome)
     return .with {
       if let reconciliation { $0.reconciliation = reconciliation }
       $0.statementID = outcome.statements.first?.id ?? ""
@@ -173,6 +158,24 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
           writer.write(last.index + 1)
         }
       }
+    }
+  }
+
+  /// Reconciliation follows every import, over the accounts and booking dates it brought. The
+  /// import is committed: a failing run is logged, not answered as a failed import (the client
+  /// would retry, be told the file is a duplicate, and no run would follow).
+  func reconcileAfterImport(_ outcome: StatementImportOutcome) async -> Banklink_V1_ReconcileResponse? {
+    guard !outcome.duplicateFile, !outcome.statements.isEmpty else { return nil }
+    let dates = outcome.statements.flatMap { [$0.fromDate, $0.toDate] }.filter { !$0.isEmpty }
+    let accounts = Set(outcome.statements.map(\.accountID))
+    do {
+      return try await self.run(
+        accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "", by: "auto")
+    } catch {
+      APIError.logger.error(
+        "reconciliation after an import failed; run `banklink reconcile` again",
+        metadata: ["statement_id": "\(outcome.statements.first?.id ?? "")", "error": "\(error)"])
+      return nil
     }
   }
 

@@ -33,3 +33,33 @@ public struct SimulatorActivityService: Service {
     }
   }
 }
+
+/// Runs the simulator's file mode: every interval the simulated bank takes the outbox's pain.001
+/// files and answers in the inbox (``SimulatorFileBank``).
+public struct SimulatorFileBankService: Service {
+  let bank: SimulatorFileBank
+  let intervalMilliseconds: Int64
+  let logger: Logger
+  let now: @Sendable () -> Instant
+
+  public init(bank: SimulatorFileBank, intervalMilliseconds: Int64, logger: Logger, now: @escaping @Sendable () -> Instant) {
+    self.bank = bank
+    self.intervalMilliseconds = intervalMilliseconds
+    self.logger = logger
+    self.now = now
+  }
+
+  public func run() async throws {
+    while !Task.isCancelled && !Task.isShuttingDownGracefully {
+      do {
+        let outcome = try await self.bank.exchange(now: self.now())
+        if outcome.rejectedFiles > 0 {
+          self.logger.warning("the simulated bank rejected payment files", metadata: ["files": "\(outcome.rejectedFiles)"])
+        }
+      } catch {
+        self.logger.warning("the simulated bank's file exchange failed", metadata: ["error": "\(error)"])
+      }
+      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(self.intervalMilliseconds)) }
+    }
+  }
+}

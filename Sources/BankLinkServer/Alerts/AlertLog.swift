@@ -30,6 +30,7 @@ public enum AlertKind: String, Sendable, Hashable, CaseIterable {
   case tampering
   case certificateExpiry = "certificate_expiry"
   case rejectionBurst = "rejection_burst"
+  case bankFileQuarantined = "bank_file_quarantined"
 }
 
 /// One stored alert.

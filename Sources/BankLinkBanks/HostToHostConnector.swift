@@ -1,0 +1,674 @@
+import BankLinkCore
+import BankLinkFormats
+import BankLinkStore
+import Crypto
+import Foundation
+import Synchronization
+
+/// Named limits of the host-to-host file connector.
+public enum HostToHostLimits {
+  /// Largest inbox file processed; a larger one is quarantined unread.
+  public static let maxInboxFileBytes: Int64 = 512 << 20
+  /// Booked entries taken from one inbox file (they are held in memory while the file is
+  /// processed, about 300 bytes each); a file with more is quarantined.
+  public static let maxEntriesPerFile = 500_000
+  /// Inbox files processed per poll, so one poll cannot hold the connector for long.
+  public static let maxFilesPerPoll = 64
+  /// Transfers in one outgoing pain.001 file.
+  public static let maxTransfersPerFile = 10_000
+  /// Files listed from the inbox per poll (the directory may hold more; they wait).
+  public static let maxListedFiles = 10_000
+  /// EndToEndIds remembered per sent message, for group-level pain.002 statuses.
+  public static let maxRememberedTransfers = 10_000
+}
+
+/// The bank reached through files, as most banks are in practice (SFTP drop folders, bank
+/// gateways): payments go out as pain.001 files written to `outbox`; pain.002 status reports,
+/// camt.052/053/054 and MT940 statements come back in `inbox`.
+///
+/// **Outbox.** One file per submission round, named by its `MsgId`: written to a hidden
+/// temporary name, fsynced, renamed, and the directory fsynced. A file is never rewritten: a
+/// resend after a crash carries the same MsgId (derived from the submissions' own message ids)
+/// and EndToEndIds, so the bank deduplicates it; a file still in the outbox is not written again.
+///
+/// **Inbox.** Each poll takes the files that have settled (not hidden, not `.tmp`/`.part`, not
+/// modified for `settleMilliseconds`) in name order. A file is fingerprinted (SHA-256); what it
+/// brings (status reports, booked entries, the balance, and an event for the daemon) is stored
+/// in **one** transaction with the fingerprint, and only then is the file moved to `archive/`.
+/// A kill at any point leaves either nothing stored (the file is processed again) or the
+/// fingerprint stored (the file is only moved): each file is processed exactly once. A file
+/// that cannot be read goes to `quarantine/` with a `.reason` note beside it, and an event.
+///
+/// **Balances and booking times.** Files give booking *dates*. An entry's booking time here is
+/// when its file was processed, and the account's balance (the last statement's closing
+/// balance plus the entries notified since) is as of that same time: a balance includes
+/// exactly the entries booked at or before its time, which is what releasing reservations
+/// relies on. The bank's booking date stays on the entry (`value_date`) and in the statement.
+public final class HostToHostConnector: BankConnector {
+  public struct Configuration: Sendable {
+    public var outbox: String
+    public var inbox: String
+    /// The connector's own state (fingerprints, feeds), apart from the daemon's cache.
+    public var stateDirectory: String
+    public var accounts: [Account]
+    public var painVersion: CreditTransferMessage.Version
+    public var initiatingPartyName: String
+    /// A file modified more recently than this is still being uploaded: left for a later poll.
+    public var settleMilliseconds: Int64
+    public var mapSizeMiB: Int
+
+    public init(
+      outbox: String, inbox: String, stateDirectory: String, accounts: [Account], painVersion: CreditTransferMessage.Version = .v03,
+      initiatingPartyName: String = "BankLink", settleMilliseconds: Int64 = 1_000, mapSizeMiB: Int = 1_024
+    ) {
+      self.outbox = outbox
+      self.inbox = inbox
+      self.stateDirectory = stateDirectory
+      self.accounts = accounts
+      self.painVersion = painVersion
+      self.initiatingPartyName = initiatingPartyName
+      self.settleMilliseconds = settleMilliseconds
+      self.mapSizeMiB = mapSizeMiB
+    }
+  }
+
+  /// What the inbox brought that the daemon acts on beyond the feeds.
+  public enum InboxEvent: Sendable, Hashable {
+    /// A statement file, now at `path` (in `archive/`).
+    case statement(sequence: UInt64, path: String, fileName: String, sha256: String, bytes: Int64)
+    /// A file refused and moved to `quarantine/`.
+    case quarantined(sequence: UInt64, fileName: String, sha256: String, reason: String)
+
+    public var sequence: UInt64 {
+      switch self {
+      case .statement(let sequence, _, _, _, _), .quarantined(let sequence, _, _, _): sequence
+      }
+    }
+  }
+
+  public struct PollOutcome: Sendable, Hashable {
+    public var processed = 0
+    public var quarantined = 0
+    /// Files already processed before a crash, only moved now.
+    public var moved = 0
+  }
+
+  static let filesDB = Database("h2h_files")
+  static let entriesDB = Database("h2h_entries")
+  static let entryKeysDB = Database("h2h_entry_keys")
+  static let balancesDB = Database("h2h_balances")
+  static let reportsDB = Database("h2h_reports")
+  static let eventsDB = Database("h2h_events")
+  static let sentDB = Database("h2h_sent")
+  static let schemaVersion: UInt32 = 1
+  static let reportSequenceKey = Array("report_sequence".utf8)
+  static let eventSequenceKey = Array("event_sequence".utf8)
+
+  public let configuration: Configuration
+  let store: Store
+  let clock: @Sendable () -> Instant
+  /// Polls run one at a time (the service's loop and a test's call never overlap).
+  private let polling = Mutex(false)
+
+  public init(configuration: Configuration, clock: @escaping @Sendable () -> Instant) throws {
+    self.configuration = configuration
+    self.clock = clock
+    for directory in [configuration.outbox, configuration.inbox, Self.archive(configuration.inbox), Self.quarantine(configuration.inbox)] {
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+    self.store = try Store(
+      configuration: .init(
+        directory: configuration.stateDirectory, mapSizeMiB: configuration.mapSizeMiB, schemaVersion: Self.schemaVersion,
+        databases: [Self.filesDB, Self.entriesDB, Self.entryKeysDB, Self.balancesDB, Self.reportsDB, Self.eventsDB, Self.sentDB]))
+  }
+
+  static func archive(_ inbox: String) -> String { inbox + "/archive" }
+  static func quarantine(_ inbox: String) -> String { inbox + "/quarantine" }
+
+  // MARK: AccountInformationConnector
+
+  public func listAccounts(deadline: ContinuousClock.Instant) async throws(BankError) -> [Account] {
+    self.configuration.accounts
+  }
+
+  public func fetchBalance(accountID: String, deadline: ContinuousClock.Instant) async throws(BankError) -> LedgerBalance {
+    guard let account = self.configuration.accounts.first(where: { $0.id == accountID }) else {
+      throw BankError(.notFound, "no account \(accountID) in connector.files.accounts")
+    }
+    let stored = try self.reading { txn in try txn.get(Array(accountID.utf8), in: Self.balancesDB) }
+    guard let stored else { throw BankError(.unavailable, "no statement with a balance of \(accountID) has arrived in the inbox yet") }
+    do {
+      var reader = RecordReader(stored)
+      let minor = try reader.readInt64()
+      let asOf = Instant(millisecondsSinceEpoch: try reader.readInt64())
+      return LedgerBalance(accountID: accountID, ledger: Money(minorUnits: minor, currency: account.currency), asOf: asOf)
+    } catch {
+      throw BankError(.malformed, "stored balance of \(accountID) is unreadable: \(error)")
+    }
+  }
+
+  public func fetchTransactions(
+    accountID: String, after cursor: String?, limit: Int, deadline: ContinuousClock.Instant
+  ) async throws(BankError) -> TransactionFeedPage {
+    guard self.configuration.accounts.contains(where: { $0.id == accountID }) else {
+      throw BankError(.notFound, "no account \(accountID) in connector.files.accounts")
+    }
+    var start: UInt64 = 0
+    if let cursor {
+      guard let value = UInt64(cursor) else { throw BankError(.rejected, "cursor '\(cursor)' is not one the connector issued") }
+      start = value
+    }
+    let prefix = Array(accountID.utf8) + [0]
+    return try self.reading { txn in
+      var transactions: [BookedTransaction] = []
+      var next = start
+      var more = false
+      try txn.scan(Self.entriesDB, from: prefix + Self.bigEndian(start)) { key, value in
+        guard key.starts(with: prefix) else { return false }
+        if transactions.count == max(1, limit) {
+          more = true
+          return false
+        }
+        transactions.append(try BookedTransaction(record: value))
+        next = Self.sequence(key.suffix(8)) + 1
+        return true
+      }
+      return TransactionFeedPage(transactions: transactions, nextCursor: String(next), hasMore: more)
+    }
+  }
+
+  // MARK: PaymentInitiationConnector
+
+  public func submitPayments(_ submissions: [PaymentSubmission], deadline: ContinuousClock.Instant) async throws(BankError)
+    -> [SubmissionAcknowledgement]
+  {
+    guard !submissions.isEmpty else { return [] }
+    guard submissions.count <= HostToHostLimits.maxTransfersPerFile else {
+      throw BankError(.rejected, "\(submissions.count) transfers; one file holds at most \(HostToHostLimits.maxTransfersPerFile)")
+    }
+    let messageID = Self.fileMessageID(submissions)
+    let now = self.clock()
+    var transfers: [CreditTransferMessage.Transfer] = []
+    for submission in submissions {
+      guard let debtor = self.configuration.accounts.first(where: { $0.id == submission.debtorAccountID }) else {
+        throw BankError(.rejected, "no account \(submission.debtorAccountID) in connector.files.accounts")
+      }
+      transfers.append(
+        .init(
+          instructionID: String(submission.messageID.prefix(Pain001Writer.maxIdentifierLength)), endToEndID: submission.endToEndID,
+          amountMinor: submission.amount.minorUnits, currency: submission.amount.currency.code,
+          debtorAccount: debtor.iban.isEmpty ? debtor.number : debtor.iban, debtorName: debtor.displayName,
+          debtorAgentBIC: debtor.bankBIC, executionDate: submission.requestedExecutionDate, creditorName: submission.creditor.name,
+          creditorAccount: submission.creditor.accountNumber, creditorAgentBIC: submission.creditor.bankBIC,
+          creditorCountry: submission.creditorCountry, remittance: submission.remittanceInformation))
+    }
+    let bytes: [UInt8]
+    do {
+      bytes = try Pain001Writer.write(
+        CreditTransferMessage(
+          version: self.configuration.painVersion, messageID: messageID, createdAt: now.isoTimestamp,
+          initiatingPartyName: self.configuration.initiatingPartyName, transfers: transfers))
+    } catch {
+      throw BankError(.rejected, "the payment file cannot be written: \(error)")
+    }
+    let sentBefore = try self.reading { txn in try txn.get(Array(messageID.utf8), in: Self.sentDB) != nil }
+    let path = self.configuration.outbox + "/" + messageID + ".xml"
+    do {
+      // Remembered before the file exists: a group-level status can name the message as soon
+      // as the bank has it.
+      if !sentBefore {
+        try await self.store.write { txn in
+          var record = RecordWriter(capacity: 64)
+          for submission in submissions.prefix(HostToHostLimits.maxRememberedTransfers) { record.write(submission.endToEndID) }
+          try txn.put(Array(messageID.utf8), record.bytes, in: Self.sentDB)
+        }
+      }
+      if !FileManager.default.fileExists(atPath: path) {
+        try DurableFile.write(bytes, to: path)
+      }
+    } catch {
+      throw BankError(.unavailable, "the outbox cannot be written: \(error)")
+    }
+    return submissions.map {
+      SubmissionAcknowledgement(messageID: $0.messageID, endToEndID: $0.endToEndID, duplicate: sentBefore, receivedAt: now)
+    }
+  }
+
+  public func fetchStatusReports(after cursor: String?, limit: Int, deadline: ContinuousClock.Instant) async throws(BankError)
+    -> StatusReportPage
+  {
+    var start: UInt64 = 0
+    if let cursor {
+      guard let value = UInt64(cursor) else { throw BankError(.rejected, "cursor '\(cursor)' is not one the connector issued") }
+      start = value
+    }
+    return try self.reading { txn in
+      var reports: [PaymentStatusReport] = []
+      var next = start
+      var more = false
+      try txn.scan(Self.reportsDB, from: Self.bigEndian(start)) { key, value in
+        if reports.count == max(1, limit) {
+          more = true
+          return false
+        }
+        var reader = RecordReader(value)
+        reports.append(
+          PaymentStatusReport(
+            endToEndID: try reader.readString(), statusCode: try reader.readString(), reasonCode: try reader.readString(),
+            reasonText: try reader.readString(), time: Instant(millisecondsSinceEpoch: try reader.readInt64())))
+        next = Self.sequence(key) + 1
+        return true
+      }
+      return StatusReportPage(reports: reports, nextCursor: String(next), hasMore: more)
+    }
+  }
+
+  /// The file's MsgId: the submission's own message id when it travels alone; for a round of
+  /// several, a digest of their message ids (the same round resent gives the same file name).
+  static func fileMessageID(_ submissions: [PaymentSubmission]) -> String {
+    if submissions.count == 1, let only = submissions.first, only.messageID.utf8.count <= Pain001Writer.maxIdentifierLength,
+      only.messageID.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2D })
+    {
+      return only.messageID
+    }
+    var hash = SHA256()
+    for submission in submissions {
+      hash.update(data: Array(submission.messageID.utf8))
+      hash.update(data: [0])
+    }
+    return "BLR" + String(Hex.encode(hash.finalize()).prefix(32))
+  }
+
+  // MARK: Events
+
+  /// Inbox events after `sequence` (0: from the first), at most `limit`.
+  public func events(after sequence: UInt64, limit: Int) throws -> [InboxEvent] {
+    try self.store.withReadTransaction { txn in
+      var events: [InboxEvent] = []
+      try txn.scan(Self.eventsDB, from: Self.bigEndian(sequence + 1)) { key, value in
+        guard events.count < max(1, limit) else { return false }
+        var reader = RecordReader(value)
+        let kind = try reader.readUInt8()
+        let number = Self.sequence(key)
+        if kind == 1 {
+          events.append(
+            .statement(
+              sequence: number, path: try reader.readString(), fileName: try reader.readString(), sha256: try reader.readString(),
+              bytes: try reader.readInt64()))
+        } else {
+          events.append(
+            .quarantined(sequence: number, fileName: try reader.readString(), sha256: try reader.readString(), reason: try reader.readString()))
+        }
+        return true
+      }
+      return events
+    }
+  }
+
+  // MARK: Inbox
+
+  /// Processes the inbox files that are ready, oldest name first, at most
+  /// ``HostToHostLimits/maxFilesPerPoll``.
+  public func pollInbox() async throws -> PollOutcome {
+    let busy = self.polling.withLock { busy in
+      defer { busy = true }
+      return busy
+    }
+    guard !busy else { return PollOutcome() }
+    defer { self.polling.withLock { $0 = false } }
+    var outcome = PollOutcome()
+    for name in try self.readyFiles().prefix(HostToHostLimits.maxFilesPerPoll) {
+      try await self.process(name, &outcome)
+    }
+    return outcome
+  }
+
+  func readyFiles() throws -> [String] {
+    let inbox = self.configuration.inbox
+    let now = Date()
+    var names: [String] = []
+    for name in try FileManager.default.contentsOfDirectory(atPath: inbox) {
+      if names.count == HostToHostLimits.maxListedFiles { break }
+      guard !name.hasPrefix("."), !name.hasSuffix(".tmp"), !name.hasSuffix(".part") else { continue }
+      let attributes = try? FileManager.default.attributesOfItem(atPath: inbox + "/" + name)
+      guard attributes?[.type] as? FileAttributeType == .typeRegular else { continue }
+      if let modified = attributes?[.modificationDate] as? Date,
+        now.timeIntervalSince(modified) * 1_000 < Double(self.configuration.settleMilliseconds)
+      {
+        continue
+      }
+      names.append(name)
+    }
+    return names.sorted()
+  }
+
+  /// What a file brought, ready to be stored in one transaction.
+  struct Intake: Sendable {
+    var reports: [PaymentStatusReport] = []
+    /// Group-level statuses: every transfer of the original message takes them.
+    var groupStatuses: [(messageID: String, status: String, reason: String, text: String)] = []
+    var statements: [(account: Account, entries: [StatementEntry], closing: StatementBalance?)] = []
+    var isStatementFile = false
+  }
+
+  private func process(_ name: String, _ outcome: inout PollOutcome) async throws {
+    let path = self.configuration.inbox + "/" + name
+    let (sha256, bytes) = try Self.fingerprint(path)
+    let fingerprint = Hex.decode(sha256) ?? []
+    if let earlier = try self.store.withReadTransaction({ txn in try txn.get(fingerprint, in: Self.filesDB) }) {
+      // Stored before a crash, or the same file delivered again: moved, not processed again.
+      var reader = RecordReader(earlier)
+      let quarantined = try reader.readUInt8() == 2
+      let destination = try reader.readString()
+      try self.move(path, to: quarantined ? destination : self.uniqueName(destination, sha256: sha256, keepIfSame: true))
+      outcome.moved += 1
+      return
+    }
+    let now = self.clock()
+    var intake = Intake()
+    var refusal: String?
+    if bytes > HostToHostLimits.maxInboxFileBytes {
+      refusal = "\(bytes) bytes; the inbox takes files of at most \(HostToHostLimits.maxInboxFileBytes)"
+    } else {
+      do {
+        intake = try self.read(path, now: now)
+      } catch let error as FormatError {
+        refusal = "\(error)"
+      } catch let error as InboxRefusal {
+        refusal = error.reason
+      }
+    }
+    let archived = self.uniqueName(Self.archive(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
+    let quarantined = self.uniqueName(Self.quarantine(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
+    let sentTransfers = try self.sentTransfers(intake.groupStatuses.map(\.messageID))
+    let (taken, refused) = (intake, refusal)
+    try await self.store.write { txn in
+      var record = RecordWriter(capacity: 128)
+      record.write(UInt8(refused == nil ? 1 : 2))
+      record.write(refused == nil ? archived : quarantined)
+      record.write(name)
+      record.write(now.millisecondsSinceEpoch)
+      try txn.put(fingerprint, record.bytes, in: Self.filesDB)
+      if let refused {
+        var event = RecordWriter(capacity: 128)
+        event.write(UInt8(2))
+        event.write(name)
+        event.write(sha256)
+        event.write(refused)
+        try Self.append(event.bytes, in: Self.eventsDB, counter: Self.eventSequenceKey, txn: &txn)
+        return
+      }
+      for report in taken.reports { try Self.append(report, txn: &txn) }
+      for group in taken.groupStatuses {
+        for endToEndID in sentTransfers[group.messageID] ?? [] {
+          try Self.append(
+            PaymentStatusReport(endToEndID: endToEndID, statusCode: group.status, reasonCode: group.reason, reasonText: group.text, time: now),
+            txn: &txn)
+        }
+      }
+      for statement in taken.statements {
+        try self.book(statement.account, statement.entries, closing: statement.closing, fileDigest: sha256, now: now, txn: &txn)
+      }
+      if taken.isStatementFile {
+        var event = RecordWriter(capacity: 128)
+        event.write(UInt8(1))
+        event.write(archived)
+        event.write(name)
+        event.write(sha256)
+        event.write(bytes)
+        try Self.append(event.bytes, in: Self.eventsDB, counter: Self.eventSequenceKey, txn: &txn)
+      }
+    }
+    if let refusal {
+      try? Data(refusal.utf8).write(to: URL(fileURLWithPath: quarantined + ".reason"))
+      try self.move(path, to: quarantined)
+      outcome.quarantined += 1
+    } else {
+      try self.move(path, to: archived)
+      outcome.processed += 1
+    }
+  }
+
+  struct InboxRefusal: Error {
+    var reason: String
+  }
+
+  /// Parses one file. Throws ``FormatError`` or ``InboxRefusal`` for a file to quarantine.
+  func read(_ path: String, now: Instant) throws -> Intake {
+    guard let kind = StatementFiles.detect(file: path) else {
+      throw InboxRefusal(reason: "not a pain.002, camt.052/053/054 or MT940 file")
+    }
+    var intake = Intake()
+    switch kind {
+    case .pain002:
+      let report = try Pain002Reader.read(.file(path))
+      for transaction in report.transactions where !transaction.endToEndID.isEmpty && !transaction.status.isEmpty {
+        intake.reports.append(
+          PaymentStatusReport(
+            endToEndID: transaction.endToEndID, statusCode: transaction.status, reasonCode: transaction.reasons.first?.code ?? "",
+            reasonText: transaction.reasons.first?.additionalInfo ?? "", time: now))
+      }
+      if report.transactions.isEmpty, !report.groupStatus.isEmpty, !report.originalMessageID.isEmpty {
+        intake.groupStatuses.append(
+          (report.originalMessageID, report.groupStatus, report.groupReasons.first?.code ?? "", report.groupReasons.first?.additionalInfo ?? ""))
+      }
+    case .pain001:
+      throw InboxRefusal(reason: "a pain.001 (payment initiation) does not come from the bank")
+    case .camt052, .camt053, .camt054, .mt940:
+      intake.isStatementFile = true
+      var statements: [BankStatement] = []
+      var entries = 0
+      _ = try StatementFiles.read(.file(path)) { event in
+        switch event {
+        case .begin(let header): statements.append(BankStatement(header: header))
+        case .entry(let entry):
+          entries += 1
+          guard entries <= HostToHostLimits.maxEntriesPerFile else {
+            throw InboxRefusal(reason: "more than \(HostToHostLimits.maxEntriesPerFile) entries in one file")
+          }
+          if entry.status == "BOOK" { statements[statements.count - 1].entries.append(entry) }
+        case .end(let trailer): statements[statements.count - 1].trailer = trailer
+        }
+      }
+      for statement in statements {
+        guard let account = self.account(for: statement.header.account) else {
+          throw InboxRefusal(reason: "statement \(statement.header.statementID) is for account '\(statement.header.account.identification)', which is not in connector.files.accounts")
+        }
+        let currency = statement.header.account.currency.isEmpty ? (statement.entries.first?.currency ?? account.currency.code) : statement.header.account.currency
+        guard currency == account.currency.code, statement.entries.allSatisfy({ $0.currency == account.currency.code }) else {
+          throw InboxRefusal(reason: "statement \(statement.header.statementID) is in \(currency), account \(account.id) in \(account.currency.code)")
+        }
+        let closing = kind == .camt054 ? nil : StatementContinuity.closing(statement)
+        intake.statements.append((account, statement.entries, closing))
+      }
+    }
+    return intake
+  }
+
+  func account(for identification: StatementAccount) -> Account? {
+    let wanted = [identification.iban, identification.other].map { $0.filter { $0 != " " } }.filter { !$0.isEmpty }
+    let candidates = self.configuration.accounts.filter { account in
+      wanted.contains { $0 == account.iban.filter { $0 != " " } || $0 == account.number.filter { $0 != " " } }
+    }
+    if candidates.count > 1, !identification.servicerBIC.isEmpty {
+      return candidates.first { $0.bankBIC == identification.servicerBIC }
+    }
+    return candidates.count == 1 ? candidates.first : nil
+  }
+
+  /// Adds the statement's booked entries not seen before to the account's feed and moves its
+  /// balance: to the closing balance when the file has one, else by the new entries.
+  func book(_ account: Account, _ entries: [StatementEntry], closing: StatementBalance?, fileDigest: String, now: Instant, txn: inout WriteTransaction) throws {
+    let prefix = Array(account.id.utf8) + [0]
+    let counter = Array("entry_next/\(account.id)".utf8)
+    var next: UInt64 = 0
+    if let bytes = try txn.get(counter, in: .meta) {
+      var reader = RecordReader(bytes)
+      next = try reader.readUInt64()
+    }
+    var balance: Int64? = try txn.get(Array(account.id.utf8), in: Self.balancesDB).map { bytes in
+      var reader = RecordReader(bytes)
+      return try reader.readInt64()
+    }
+    for (ordinal, entry) in entries.enumerated() {
+      let reference = entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference
+      let identity = reference.isEmpty ? "\(fileDigest.prefix(16))-\(ordinal)" : reference
+      let key = prefix + Array(identity.utf8.prefix(200))
+      if try txn.get(key, in: Self.entryKeysDB) != nil { continue }
+      try txn.put(key, [], in: Self.entryKeysDB)
+      let details = entry.details.first
+      let endToEndID = details?.endToEndID == "NOTPROVIDED" ? "" : (details?.endToEndID ?? "")
+      // A reversal undoes an earlier booking: it moves money the other way.
+      let direction: Direction = (entry.direction == .debit) != entry.reversal ? .debit : .credit
+      let transaction = BookedTransaction(
+        id: "h2h-\(account.id)-\(next)", accountID: account.id, amount: Money(minorUnits: entry.amountMinor, currency: account.currency),
+        direction: direction, bookingTime: now, valueDate: entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate,
+        counterparty: Counterparty(
+          name: details?.counterpartyName ?? "", accountNumber: details?.counterpartyAccount ?? "", bankBIC: details?.counterpartyBIC ?? "",
+          bankName: ""),
+        endToEndID: endToEndID, bankReference: reference,
+        description: String((details?.remittance.joined(separator: " ") ?? entry.additionalInfo).prefix(Pain001Writer.maxTextLength)))
+      try txn.put(prefix + Self.bigEndian(next), transaction.record, in: Self.entriesDB)
+      next += 1
+      if closing == nil, let current = balance {
+        let (sum, overflow) = current.addingReportingOverflow(direction == .debit ? -entry.amountMinor : entry.amountMinor)
+        balance = overflow ? current : sum
+      }
+    }
+    var counterValue = RecordWriter(capacity: 8)
+    counterValue.write(next)
+    try txn.put(counter, counterValue.bytes, in: .meta)
+    if let closing { balance = closing.amountMinor }
+    if let balance {
+      var record = RecordWriter(capacity: 16)
+      record.write(balance)
+      record.write(now.millisecondsSinceEpoch)
+      try txn.put(Array(account.id.utf8), record.bytes, in: Self.balancesDB)
+    }
+  }
+
+  // MARK: Helpers
+
+  private func reading<Result>(_ body: (ReadTransaction) throws -> Result) throws(BankError) -> Result {
+    do {
+      return try self.store.withReadTransaction(body)
+    } catch {
+      throw BankError(.unavailable, "connector state unreadable: \(error)")
+    }
+  }
+
+  func sentTransfers(_ messageIDs: [String]) throws -> [String: [String]] {
+    guard !messageIDs.isEmpty else { return [:] }
+    return try self.store.withReadTransaction { txn in
+      var found: [String: [String]] = [:]
+      for messageID in messageIDs {
+        guard let bytes = try txn.get(Array(messageID.utf8), in: Self.sentDB) else { continue }
+        var reader = RecordReader(bytes)
+        var ids: [String] = []
+        while !reader.isAtEnd { ids.append(try reader.readString()) }
+        found[messageID] = ids
+      }
+      return found
+    }
+  }
+
+  static func append(_ report: PaymentStatusReport, txn: inout WriteTransaction) throws {
+    var record = RecordWriter(capacity: 64)
+    record.write(report.endToEndID)
+    record.write(report.statusCode)
+    record.write(report.reasonCode)
+    record.write(report.reasonText)
+    record.write(report.time.millisecondsSinceEpoch)
+    try Self.append(record.bytes, in: Self.reportsDB, counter: Self.reportSequenceKey, txn: &txn)
+  }
+
+  /// Appends under the next number of `counter` (stored in meta; feeds start at 0, events at 1).
+  static func append(_ value: [UInt8], in database: Database, counter: [UInt8], txn: inout WriteTransaction) throws {
+    var sequence: UInt64 = database == Self.eventsDB ? 1 : 0
+    if let bytes = try txn.get(counter, in: .meta) {
+      var reader = RecordReader(bytes)
+      sequence = try reader.readUInt64()
+    }
+    var next = RecordWriter(capacity: 8)
+    next.write(sequence + 1)
+    try txn.put(counter, next.bytes, in: .meta)
+    try txn.put(Self.bigEndian(sequence), value, in: database)
+  }
+
+  static func bigEndian(_ value: UInt64) -> [UInt8] {
+    var writer = RecordWriter(capacity: 8)
+    writer.write(value)
+    return writer.bytes
+  }
+
+  static func sequence(_ bytes: some Collection<UInt8>) -> UInt64 {
+    bytes.suffix(8).reduce(0) { $0 << 8 | UInt64($1) }
+  }
+
+  /// SHA-256 (hex) and size of a file, read in chunks.
+  static func fingerprint(_ path: String) throws -> (String, Int64) {
+    guard let handle = FileHandle(forReadingAtPath: path) else { throw CocoaError(.fileReadNoSuchFile) }
+    defer { try? handle.close() }
+    var hash = SHA256()
+    var total: Int64 = 0
+    while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+      hash.update(data: chunk)
+      total += Int64(chunk.count)
+    }
+    return (Hex.encode(hash.finalize()), total)
+  }
+
+  /// `path`, or, when a different file already has that name, the name prefixed with the
+  /// digest's start (banks reuse file names across days).
+  func uniqueName(_ path: String, sha256: String, keepIfSame: Bool) -> String {
+    guard FileManager.default.fileExists(atPath: path) else { return path }
+    if keepIfSame, (try? Self.fingerprint(path).0) == sha256 { return path }
+    let url = URL(fileURLWithPath: path)
+    return url.deletingLastPathComponent().path + "/" + sha256.prefix(12) + "-" + url.lastPathComponent
+  }
+
+  func move(_ path: String, to destination: String) throws {
+    if FileManager.default.fileExists(atPath: destination) {
+      // The same file was already moved (a crash after the rename): the inbox copy goes.
+      try FileManager.default.removeItem(atPath: path)
+    } else {
+      guard rename(path, destination) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: destination]) }
+    }
+    DurableFile.syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
+    DurableFile.syncDirectory(self.configuration.inbox)
+  }
+}
+
+/// Writing a file so that it is whole or absent after a crash: a hidden temporary name in the
+/// same directory, fsync, rename, fsync of the directory.
+public enum DurableFile {
+  public static func write(_ bytes: [UInt8], to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let directory = url.deletingLastPathComponent().path
+    let temporary = directory + "/." + url.lastPathComponent + ".tmp"
+    let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+    guard descriptor >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: temporary]) }
+    var written = 0
+    let ok = bytes.withUnsafeBytes { buffer -> Bool in
+      while written < buffer.count {
+        let result = Foundation.write(descriptor, buffer.baseAddress! + written, buffer.count - written)
+        if result <= 0 { return false }
+        written += result
+      }
+      return fsync(descriptor) == 0
+    }
+    close(descriptor)
+    guard ok, rename(temporary, path) == 0 else {
+      unlink(temporary)
+      throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+    }
+    Self.syncDirectory(directory)
+  }
+
+  public static func syncDirectory(_ path: String) {
+    let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard descriptor >= 0 else { return }
+    _ = fsync(descriptor)
+    close(descriptor)
+  }
+}

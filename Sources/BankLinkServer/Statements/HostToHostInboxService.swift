@@ -1,0 +1,117 @@
+import BankLinkBanks
+import BankLinkCore
+import BankLinkStore
+import Logging
+import ServiceLifecycle
+
+/// Polls the host-to-host connector's inbox and acts on what it brought beyond the feeds that
+/// account sync and the payment submitter read: each statement file is stored and reconciled
+/// (as `ImportStatement` would), and each quarantined file raises a `bank_file_quarantined`
+/// alert. The connector numbers these events; the last one acted on is kept in the store
+/// (`h2h_event_cursor`), written with the alert it raised, so after a crash each event is acted
+/// on once (a statement imported twice is recognised by its digest).
+public struct HostToHostInboxService: Service {
+  static let cursorKey = Array("h2h_event_cursor".utf8)
+  /// Events taken per round.
+  static let eventsPerRound = 64
+
+  let connector: HostToHostConnector
+  let server: GatewayServer
+  let store: Store
+  let intervalMilliseconds: Int64
+  let logger: Logger
+  let now: @Sendable () -> Instant
+
+  public init(
+    connector: HostToHostConnector, server: GatewayServer, store: Store, intervalMilliseconds: Int64, logger: Logger,
+    now: @escaping @Sendable () -> Instant
+  ) {
+    self.connector = connector
+    self.server = server
+    self.store = store
+    self.intervalMilliseconds = intervalMilliseconds
+    self.logger = logger
+    self.now = now
+  }
+
+  public func run() async throws {
+    let backoff = RetryBackoff(baseMilliseconds: self.intervalMilliseconds)
+    var failures = 0
+    while !Task.isCancelled && !Task.isShuttingDownGracefully {
+      do {
+        try await self.round()
+        failures = 0
+      } catch {
+        failures += 1
+        self.logger.error("the inbox could not be processed; retrying", metadata: ["error": "\(error)", "consecutive_failures": "\(failures)"])
+      }
+      let delay = failures == 0 ? self.intervalMilliseconds : backoff.delay(afterFailures: failures)
+      try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(delay)) }
+    }
+  }
+
+  /// One poll of the inbox, then the events it produced (and any left from before a crash).
+  public func round() async throws {
+    let polled = try await self.connector.pollInbox()
+    if polled.processed + polled.quarantined + polled.moved > 0 {
+      self.logger.info(
+        "inbox files processed",
+        metadata: ["processed": "\(polled.processed)", "quarantined": "\(polled.quarantined)", "moved": "\(polled.moved)"])
+    }
+    while true {
+      let cursor = try self.store.withReadTransaction { txn -> UInt64 in
+        guard let bytes = try txn.get(Self.cursorKey, in: .meta) else { return 0 }
+        var reader = RecordReader(bytes)
+        return try reader.readUInt64()
+      }
+      let events = try self.connector.events(after: cursor, limit: Self.eventsPerRound)
+      guard !events.isEmpty else { return }
+      for event in events { try await self.act(on: event) }
+    }
+  }
+
+  private func act(on event: HostToHostConnector.InboxEvent) async throws {
+    switch event {
+    case .statement(_, let path, let fileName, let sha256, let bytes):
+      do {
+        let outcome = try await self.server.importBankStatement(path: path, sha256: sha256, bytes: bytes, fileName: fileName)
+        self.logger.info(
+          "statement file from the inbox stored",
+          metadata: [
+            "file": "\(fileName)", "statements": "\(outcome.statements.count)", "entries": "\(outcome.entries)",
+            "duplicate_entries": "\(outcome.duplicates)", "duplicate_file": "\(outcome.duplicateFile)",
+          ])
+        try await self.advance(to: event.sequence)
+      } catch let refusal as StatementImportRefusal {
+        // The connector read the file, the statement store refuses it (e.g. an account the
+        // cache does not know yet): an alert, and the file stays in the archive for a manual
+        // import.
+        try await self.advance(to: event.sequence) { txn, now in
+          try AlertLog.raise(
+            &txn, at: now, severity: .warning, kind: .bankFileQuarantined,
+            message: "statement file \(fileName) from the inbox was not stored: \(refusal)",
+            details: ["file": fileName, "sha256": sha256, "path": path])
+        }
+      }
+    case .quarantined(_, let fileName, let sha256, let reason):
+      self.logger.warning("inbox file quarantined", metadata: ["file": "\(fileName)", "reason": "\(reason)"])
+      try await self.advance(to: event.sequence) { txn, now in
+        try AlertLog.raise(
+          &txn, at: now, severity: .warning, kind: .bankFileQuarantined, message: "bank file \(fileName) quarantined: \(reason)",
+          details: ["file": fileName, "sha256": sha256, "reason": reason])
+      }
+    }
+  }
+
+  private func advance(
+    to sequence: UInt64, also: (@Sendable (inout WriteTransaction, Instant) throws -> Void)? = nil
+  ) async throws {
+    let now = self.now()
+    try await self.store.write { txn in
+      var value = RecordWriter(capacity: 8)
+      value.write(sequence)
+      try txn.put(Self.cursorKey, value.bytes, in: .meta)
+      try also?(&txn, now)
+    }
+  }
+}

@@ -1,0 +1,220 @@
+import BankLinkBanks
+import BankLinkCore
+import BankLinkFormats
+import BankLinkTestSupport
+import Foundation
+import Testing
+
+@Suite("Host-to-host file connector")
+struct HostToHostTests {
+  static let start = Instant(millisecondsSinceEpoch: 1_793_000_000_000)
+
+  /// The simulated bank on one side of the directories and the connector on the other, on
+  /// clocks the test moves.
+  struct Setup {
+    let simulator: BankSimulator
+    let connector: HostToHostConnector
+    let directory: TemporaryDirectory
+    var outbox: String { self.directory.appending("outbox") }
+    var inbox: String { self.directory.appending("inbox") }
+
+    init(_ directory: TemporaryDirectory, clock: @escaping @Sendable () -> Instant) throws {
+      self.directory = directory
+      self.simulator = try BankSimulator(
+        configuration: .init(directory: directory.appending("bank"), seed: 3, historyDays: 2, mapSizeMiB: 64, settlementDelayMilliseconds: 0),
+        clock: clock)
+      self.connector = try HostToHostConnector(
+        configuration: .init(
+          outbox: directory.appending("outbox"), inbox: directory.appending("inbox"), stateDirectory: directory.appending("connector"),
+          accounts: BankSimulator.catalogueAccounts, settleMilliseconds: 0, mapSizeMiB: 64),
+        clock: clock)
+    }
+
+    func bank(statementEveryMilliseconds: Int64 = 3_600_000) throws -> SimulatorFileBank {
+      try SimulatorFileBank(simulator: self.simulator, outbox: self.outbox, inbox: self.inbox, statementIntervalMilliseconds: statementEveryMilliseconds)
+    }
+
+    func feed(_ account: String) async throws -> [BookedTransaction] {
+      var cursor: String?
+      var all: [BookedTransaction] = []
+      while true {
+        let page = try await self.connector.fetchTransactions(accountID: account, after: cursor, limit: 500, deadline: .now.advanced(by: .seconds(5)))
+        all += page.transactions
+        cursor = page.nextCursor
+        if !page.hasMore { return all }
+      }
+    }
+
+    func reports() async throws -> [BankLinkBanks.PaymentStatusReport] {
+      try await self.connector.fetchStatusReports(after: nil, limit: 10_000, deadline: .now.advanced(by: .seconds(5))).reports
+    }
+
+    func names(_ path: String) throws -> [String] {
+      try FileManager.default.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted()
+    }
+  }
+
+  static func submission(_ id: String, minor: Int64 = 12_345) -> PaymentSubmission {
+    PaymentSubmission(
+      messageID: "MSG-\(id)", endToEndID: "E2E-\(id)", debtorAccountID: "icbc-cny-001", amount: Money(minorUnits: minor, currency: CurrencyCode("CNY")!),
+      creditor: Counterparty(name: "Shanghai Steel Co.", accountNumber: "6222020200112233", bankBIC: "ABOCCNBJ", bankName: ""),
+      creditorCountry: "CN", remittanceInformation: "Invoice \(id)", requestedExecutionDate: "2026-10-26")
+  }
+
+  @Test("end to end through the directories: statements give balances, a payment goes out as pain.001 once, pain.002 and camt.054 come back")
+  func endToEnd() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      let bank = try setup.bank()
+      let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+
+      // Before any statement the connector knows no balance: sync must not invent one.
+      await #expect(throws: BankError.self) { try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline) }
+
+      // Round 1: the bank's first statement per account.
+      let first = try await bank.exchange(now: clock.now)
+      #expect(first.filesWritten == BankSimulator.catalogueAccounts.count)
+      let polled = try await setup.connector.pollInbox()
+      #expect(polled.processed == first.filesWritten && polled.quarantined == 0)
+      #expect(try setup.names(setup.inbox).filter { $0.hasSuffix(".xml") }.isEmpty)
+      #expect(try setup.names(setup.inbox + "/archive").count == first.filesWritten)
+      for account in BankSimulator.catalogueAccounts {
+        let bankBalance = try await setup.simulator.fetchBalance(accountID: account.id, deadline: deadline)
+        let balance = try await setup.connector.fetchBalance(accountID: account.id, deadline: deadline)
+        #expect(balance.ledger == bankBalance.ledger, "\(account.id)")
+        let bankEntries = try await BankSimulatorTests.all(setup.simulator, account.id)
+        #expect(try await setup.feed(account.id).count == bankEntries.count, "\(account.id)")
+      }
+      let statementEvents = try setup.connector.events(after: 0, limit: 100)
+      #expect(statementEvents.count == first.filesWritten)
+
+      // A payment: one pain.001 in the outbox; the same round again writes nothing new.
+      clock.advance(milliseconds: 1_000)
+      let acknowledged = try await setup.connector.submitPayments([Self.submission("1")], deadline: deadline)
+      #expect(acknowledged.first?.duplicate == false)
+      let outgoing = try setup.names(setup.outbox).filter { $0.hasSuffix(".xml") }
+      #expect(outgoing == ["MSG-1.xml"])
+      let written = try Data(contentsOf: URL(fileURLWithPath: setup.outbox + "/MSG-1.xml"))
+      let message = try Pain001Reader.read(.data(written))
+      #expect(message.messageID == "MSG-1")
+      #expect(message.transfers.map(\.endToEndID) == ["E2E-1"])
+      #expect(message.transfers.first?.amountMinor == 12_345 && message.transfers.first?.debtorAccount == "1001234509876543210")
+      let again = try await setup.connector.submitPayments([Self.submission("1")], deadline: deadline)
+      #expect(again.first?.duplicate == true)
+      #expect(try Data(contentsOf: URL(fileURLWithPath: setup.outbox + "/MSG-1.xml")) == written)
+
+      // The bank takes it (ACTC), settles it (ACSC) and notifies the debit.
+      _ = try await bank.exchange(now: clock.now)
+      #expect(try setup.names(setup.outbox).filter { $0.hasSuffix(".xml") }.isEmpty)
+      clock.advance(milliseconds: 1_000)
+      _ = try await setup.simulator.processSubmissions(now: clock.now)
+      _ = try await bank.exchange(now: clock.now)
+      _ = try await setup.connector.pollInbox()
+      let statuses = try await setup.reports().filter { $0.endToEndID == "E2E-1" }.map(\.statusCode)
+      #expect(statuses.contains("ACTC") && statuses.contains("ACSC"), "\(statuses)")
+      let debit = try await setup.feed("icbc-cny-001").filter { $0.endToEndID == "E2E-1" }
+      #expect(debit.count == 1 && debit.first?.direction == .debit && debit.first?.amount.minorUnits == 12_345)
+      let ledger = try await setup.simulator.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger
+      let balance = try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline)
+      #expect(balance.ledger == ledger)
+      // The entry's booking time is when its file was processed, and the balance is as of then.
+      #expect(debit.first.map { $0.bookingTime <= balance.asOf } == true)
+      #expect(try setup.simulator.receipts()["E2E-1"] == 1)
+
+      // The next statement repeats the notified entries: not booked twice, balance = closing.
+      clock.advance(milliseconds: 2_000)
+      let before = try await setup.feed("icbc-cny-001").count
+      _ = try await setup.bank(statementEveryMilliseconds: 1_000).exchange(now: clock.now)
+      _ = try await setup.connector.pollInbox()
+      #expect(try await setup.feed("icbc-cny-001").count == before)
+      #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger == ledger)
+    }
+  }
+
+  @Test("the inbox quarantines what it cannot read, ignores files still arriving, and only moves a file it has processed before")
+  func inboxEdges() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      let bank = try setup.bank()
+      _ = try await bank.exchange(now: clock.now)
+      _ = try await setup.connector.pollInbox()
+      let events = try setup.connector.events(after: 0, limit: 100).count
+      let feed = try await setup.feed("icbc-cny-001").count
+
+      // Not XML of any bank format; a camt.053 of an account not configured; a truncated one.
+      try Data("hello".utf8).write(to: URL(fileURLWithPath: setup.inbox + "/note.txt"))
+      var header = StatementHeader(format: .camt053)
+      header.messageID = "X1"
+      header.statementID = "X1"
+      header.createdAt = "2026-10-26T10:00:00"
+      header.account = StatementAccount(other: "999999", currency: "CNY")
+      let foreign = try CamtWriter.write(BankStatement(header: header), kind: .statement053)
+      try Data(foreign).write(to: URL(fileURLWithPath: setup.inbox + "/foreign.xml"))
+      let archived = try setup.names(setup.inbox + "/archive")
+      let sample = try Data(contentsOf: URL(fileURLWithPath: setup.inbox + "/archive/" + archived[0]))
+      try sample.prefix(sample.count / 2).write(to: URL(fileURLWithPath: setup.inbox + "/truncated.xml"))
+      // Files still being written are left alone.
+      try sample.write(to: URL(fileURLWithPath: setup.inbox + "/upload.xml.part"))
+      try sample.write(to: URL(fileURLWithPath: setup.inbox + "/.hidden.xml"))
+
+      let outcome = try await setup.connector.pollInbox()
+      #expect(outcome.quarantined == 3 && outcome.processed == 0, "\(outcome)")
+      let quarantined = try setup.names(setup.inbox + "/quarantine")
+      #expect(quarantined.contains("note.txt") && quarantined.contains("foreign.xml") && quarantined.contains("truncated.xml"))
+      let reason = try String(contentsOfFile: setup.inbox + "/quarantine/foreign.xml.reason", encoding: .utf8)
+      #expect(reason.contains("999999") && reason.contains("not in connector.files.accounts"), "\(reason)")
+      let newEvents = try setup.connector.events(after: UInt64(events), limit: 100)
+      #expect(newEvents.count == 3)
+      #expect(newEvents.allSatisfy { if case .quarantined = $0 { true } else { false } })
+      #expect(try setup.names(setup.inbox).contains("upload.xml.part"))
+
+      // The same statement delivered again (or left in the inbox by a crash after its commit):
+      // moved to the archive, nothing stored twice.
+      try sample.write(to: URL(fileURLWithPath: setup.inbox + "/" + archived[0]))
+      let replay = try await setup.connector.pollInbox()
+      #expect(replay.moved == 1 && replay.processed == 0)
+      #expect(try setup.connector.events(after: 0, limit: 100).count == events + 3)
+      #expect(try await setup.feed("icbc-cny-001").count == feed)
+      #expect(!(try setup.names(setup.inbox).contains(archived[0])))
+    }
+  }
+
+  @Test("a group-level pain.002 rejection applies to every transfer of the message it names")
+  func groupStatus() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      _ = try await setup.connector.submitPayments([Self.submission("a"), Self.submission("b")], deadline: .now.advanced(by: .seconds(5)))
+      let file = try #require(try setup.names(setup.outbox).first { $0.hasSuffix(".xml") })
+      let messageID = String(file.dropLast(4))
+      #expect(messageID.hasPrefix("BLR"))
+      // Resent as the same round after a crash: the same file name, not a second file.
+      _ = try await setup.connector.submitPayments([Self.submission("a"), Self.submission("b")], deadline: .now.advanced(by: .seconds(5)))
+      #expect(try setup.names(setup.outbox).filter { $0.hasSuffix(".xml") } == [file])
+      let report = """
+        <?xml version="1.0"?>
+        <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.03"><CstmrPmtStsRpt>
+        <GrpHdr><MsgId>R1</MsgId><CreDtTm>2026-10-26T10:00:00</CreDtTm></GrpHdr>
+        <OrgnlGrpInfAndSts><OrgnlMsgId>\(messageID)</OrgnlMsgId><OrgnlMsgNmId>pain.001.001.03</OrgnlMsgNmId><GrpSts>RJCT</GrpSts>
+        <StsRsnInf><Rsn><Cd>FF01</Cd></Rsn></StsRsnInf></OrgnlGrpInfAndSts>
+        </CstmrPmtStsRpt></Document>
+        """
+      try Data(report.utf8).write(to: URL(fileURLWithPath: setup.inbox + "/status.xml"))
+      #expect(try await setup.connector.pollInbox().processed == 1)
+      let reports = try await setup.reports()
+      #expect(Set(reports.map(\.endToEndID)) == ["E2E-a", "E2E-b"])
+      #expect(reports.allSatisfy { $0.statusCode == "RJCT" && $0.reasonCode == "FF01" })
+    }
+  }
+}
+
+/// A clock the test moves by hand.
+final class ManualClock: @unchecked Sendable {
+  private let lock = NSLock()
+  private var current: Instant
+  init(_ start: Instant) { self.current = start }
+  var now: Instant { self.lock.withLock { self.current } }
+  func advance(milliseconds: Int64) { self.lock.withLock { self.current = self.current.adding(milliseconds: milliseconds) } }
+}
