@@ -21,7 +21,7 @@ BIN       := .build/debug
 APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile microbench crash-test attack-test fuzz clean
+.PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile microbench crash-test attack-test fuzz clean
 
 all: build
 
@@ -43,6 +43,11 @@ certs: build
 
 run: certs
 	$(BIN)/banklinkd
+
+# The same daemon reaching its bank through host-to-host files (pain.001 out, pain.002 and
+# camt.053/054 in, under ./var-files/h2h), with the embedded simulator playing the bank.
+run-files: certs
+	$(BIN)/banklinkd --config docs/examples/banklinkd-files.json
 
 protos: deps
 	scripts/generate-protos.sh

@@ -332,7 +332,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkDaemonTests",
       dependencies: [
-        "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks",
+        "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks", "BankLinkFormats",
         "BankLinkClient", "BankLinkProto", "BankLinkRuntime", "BankLinkJournal", "BankLinkStore",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

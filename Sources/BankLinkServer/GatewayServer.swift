@@ -246,4 +246,9 @@ extension GatewayServer {
     _ = await self.reconciliation.reconcileAfterImport(outcome)
     return outcome
   }
+
+  /// The ids of the accounts in the cache (account sync stores them from the connector).
+  public func cachedAccountIDs() throws -> Set<String> {
+    Set(try self.reconciliation.statements.cache.accounts().map(\.id))
+  }
 }

@@ -1,6 +1,7 @@
 import BankLinkBanks
 import BankLinkCore
 import BankLinkDaemon
+import BankLinkFormats
 import BankLinkPKI
 import BankLinkTestSupport
 import Foundation
@@ -105,6 +106,38 @@ struct ConfigurationTests {
   func connectorErrors(fragment: String, key: String) {
     let error = Self.failure(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "# + fragment))
     #expect(error?.key == key, "\(String(describing: error))")
+  }
+
+  @Test("connector.type files: directories, accounts and the simulated bank are read; mistakes name their key")
+  func filesConnector() throws {
+    let files = try #require(
+      try Self.parse(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "connector": {"type": "files", "files": {"outbox": "h2h/out", "inbox": "/var/h2h/in", "settle_ms": 0, "pain_version": "pain.001.001.09", "accounts": [{"id": "acme-cny-001", "number": "4402 1234 5678", "currency": "CNY", "bic": "ICBKCNBJ"}]}}"#)).connector.files)
+    #expect(files.outbox == "/srv/banklink/h2h/out" && files.inbox == "/var/h2h/in")
+    #expect(files.settleMilliseconds == 0 && files.pollIntervalMilliseconds == 1_000 && files.painVersion == .v09)
+    #expect(files.accounts.map(\.id) == ["acme-cny-001"] && files.accounts.first?.currency.code == "CNY")
+    #expect(!files.simulateBank)
+    #expect(try Self.parse(Self.valid).connector.files == nil)
+
+    func refusal(_ connector: String) -> String? {
+      Self.failure(Self.replacing(#""log_level": "notice""#, with: #""log_level": "notice", "connector": \#(connector)"#))?.key
+    }
+    #expect(refusal(#"{"type": "files"}"#) == "connector.files")
+    #expect(refusal(#"{"type": "ftp"}"#) == "connector.type")
+    #expect(refusal(#"{"files": {"outbox": "a", "inbox": "b", "simulate_bank": true}}"#) == "connector.files")
+    #expect(refusal(#"{"type": "files", "files": {"outbox": "a", "inbox": "b"}}"#) == "connector.files.accounts")
+    #expect(refusal(#"{"type": "files", "files": {"outbox": "a", "inbox": "a", "simulate_bank": true}}"#) == "connector.files.inbox")
+    #expect(refusal(#"{"type": "files", "files": {"outbox": "a", "inbox": "b", "simulate_bank": true, "pain_version": "pain.001.001.02"}}"#) == "connector.files.pain_version")
+    #expect(refusal(#"{"type": "files", "files": {"outbox": "a", "inbox": "b", "simulate_bank": true, "poll_ms": 5}}"#) == "connector.files.poll_ms")
+    #expect(refusal(#"{"type": "files", "files": {"outbox": "a", "inbox": "b", "accounts": [{"id": "x", "currency": "CNY"}]}}"#) == "connector.files.accounts[0]")
+  }
+
+  @Test("the README's file-connector configuration (docs/examples/banklinkd-files.json) is valid")
+  func filesExample() throws {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    let configuration = try DaemonConfiguration.load(file: root + "/docs/examples/banklinkd-files.json")
+    let files = try #require(configuration.connector.files)
+    #expect(files.simulateBank && files.accounts.isEmpty)
+    #expect(files.inbox.hasSuffix("var-files/h2h/inbox"))
   }
 
   @Test("reconciliation settings are read from the file; defaults otherwise")

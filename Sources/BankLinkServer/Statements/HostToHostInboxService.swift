@@ -58,6 +58,10 @@ public struct HostToHostInboxService: Service {
         "inbox files processed",
         metadata: ["processed": "\(polled.processed)", "quarantined": "\(polled.quarantined)", "moved": "\(polled.moved)"])
     }
+    // A statement is stored against the cache's accounts: until account sync has stored the
+    // connector's, its events wait (the files are already safe in the archive).
+    let known = try self.server.cachedAccountIDs()
+    guard self.connector.configuration.accounts.allSatisfy({ known.contains($0.id) }) else { return }
     while true {
       let cursor = try self.store.withReadTransaction { txn -> UInt64 in
         guard let bytes = try txn.get(Self.cursorKey, in: .meta) else { return 0 }

@@ -122,7 +122,8 @@ public final class StatementStore: Sendable {
     var byIdentification: [String: [Account]] = [:]
     for account in accounts {
       var keys: Set<String> = [account.id]
-      if !account.number.isEmpty { keys.insert(account.number) }
+      // Banks print domestic numbers with or without spaces: compared without.
+      if !account.number.isEmpty { keys.insert(account.number.replacingOccurrences(of: " ", with: "")) }
       if !account.iban.isEmpty { keys.insert(account.iban.replacingOccurrences(of: " ", with: "").uppercased()) }
       for key in keys { byIdentification[key, default: []].append(account) }
     }
@@ -138,7 +139,8 @@ public final class StatementStore: Sendable {
             throw StatementImportRefusal.formatMismatch(declared: declared.rawValue, found: header.format.rawValue)
           }
           let identification = header.account.identification
-          let key = header.account.iban.isEmpty ? identification : identification.replacingOccurrences(of: " ", with: "").uppercased()
+          let compact = identification.replacingOccurrences(of: " ", with: "")
+          let key = header.account.iban.isEmpty ? compact : compact.uppercased()
           var candidates = byIdentification[key] ?? []
           if candidates.count > 1, !header.account.servicerBIC.isEmpty {
             let bank = header.account.servicerBIC.uppercased().prefix(8)
