@@ -100,6 +100,7 @@ public final class HostToHostConnector: BankConnector {
   static let reportsDB = Database("h2h_reports")
   static let eventsDB = Database("h2h_events")
   static let sentDB = Database("h2h_sent")
+  static let uncoveredDB = Database("h2h_uncovered")
   static let schemaVersion: UInt32 = 1
   static let reportSequenceKey = Array("report_sequence".utf8)
   static let eventSequenceKey = Array("event_sequence".utf8)
@@ -119,7 +120,9 @@ public final class HostToHostConnector: BankConnector {
     self.store = try Store(
       configuration: .init(
         directory: configuration.stateDirectory, mapSizeMiB: configuration.mapSizeMiB, schemaVersion: Self.schemaVersion,
-        databases: [Self.filesDB, Self.entriesDB, Self.entryKeysDB, Self.balancesDB, Self.reportsDB, Self.eventsDB, Self.sentDB]))
+        databases: [
+          Self.filesDB, Self.entriesDB, Self.entryKeysDB, Self.balancesDB, Self.reportsDB, Self.eventsDB, Self.sentDB, Self.uncoveredDB,
+        ]))
   }
 
   static func archive(_ inbox: String) -> String { inbox + "/archive" }
@@ -497,7 +500,15 @@ public final class HostToHostConnector: BankConnector {
   }
 
   /// Adds the statement's booked entries not seen before to the account's feed and moves its
-  /// balance: to the closing balance when the file has one, else by the new entries.
+  /// balance: by the new entries of a notification (camt.054), or, for a statement with a
+  /// closing balance, to that balance **plus** the notified entries it does not cover.
+  ///
+  /// A bank's statement for day D often arrives after notifications of entries booked on D+1;
+  /// taking its closing balance alone would drop them, and a reservation released because its
+  /// debit was booked would then overstate the available funds. So notified entries are kept
+  /// as uncovered (`h2h_uncovered`) until a statement lists them, or until a statement closes
+  /// on or after their booking date without them (the bank's statement is authoritative for its
+  /// period).
   func book(_ account: Account, _ entries: [StatementEntry], closing: StatementBalance?, fileDigest: String, now: Instant, txn: inout WriteTransaction) throws {
     let prefix = Array(account.id.utf8) + [0]
     let counter = Array("entry_next/\(account.id)".utf8)
@@ -514,6 +525,7 @@ public final class HostToHostConnector: BankConnector {
       let reference = entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference
       let identity = reference.isEmpty ? "\(fileDigest.prefix(16))-\(ordinal)" : reference
       let key = prefix + Array(identity.utf8.prefix(200))
+      if closing != nil { _ = try txn.delete(key, in: Self.uncoveredDB) }
       if try txn.get(key, in: Self.entryKeysDB) != nil { continue }
       try txn.put(key, [], in: Self.entryKeysDB)
       let details = entry.details.first
@@ -530,15 +542,37 @@ public final class HostToHostConnector: BankConnector {
         description: String((details?.remittance.joined(separator: " ") ?? entry.additionalInfo).prefix(Pain001Writer.maxTextLength)))
       try txn.put(prefix + Self.bigEndian(next), transaction.record, in: Self.entriesDB)
       next += 1
-      if closing == nil, let current = balance {
-        let (sum, overflow) = current.addingReportingOverflow(direction == .debit ? -entry.amountMinor : entry.amountMinor)
-        balance = overflow ? current : sum
+      let signed = direction == .debit ? -entry.amountMinor : entry.amountMinor
+      if closing == nil {
+        var uncovered = RecordWriter(capacity: 24)
+        uncovered.write(entry.bookingDate)
+        uncovered.write(signed)
+        try txn.put(key, uncovered.bytes, in: Self.uncoveredDB)
+        if let current = balance { balance = current &+ signed }
       }
     }
     var counterValue = RecordWriter(capacity: 8)
     counterValue.write(next)
     try txn.put(counter, counterValue.bytes, in: .meta)
-    if let closing { balance = closing.amountMinor }
+    if let closing {
+      // The statement's closing balance, plus what was notified after its period.
+      var total = closing.amountMinor
+      var expired: [[UInt8]] = []
+      try txn.scan(Self.uncoveredDB, from: prefix) { key, value in
+        guard key.starts(with: prefix) else { return false }
+        var reader = RecordReader(value)
+        let date = try reader.readString()
+        let signed = try reader.readInt64()
+        if !closing.date.isEmpty, !date.isEmpty, date <= closing.date {
+          expired.append(key)
+        } else {
+          total = total &+ signed
+        }
+        return true
+      }
+      for key in expired { _ = try txn.delete(key, in: Self.uncoveredDB) }
+      balance = total
+    }
     if let balance {
       var record = RecordWriter(capacity: 16)
       record.write(balance)

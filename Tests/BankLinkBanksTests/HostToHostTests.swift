@@ -181,6 +181,63 @@ struct HostToHostTests {
     }
   }
 
+  static func file(
+    _ kind: CamtWriter.Kind, id: String, entries: [(ref: String, date: String, minor: Int64)], closing: (minor: Int64, date: String)? = nil
+  ) throws -> Data {
+    var header = StatementHeader(format: kind == .statement053 ? .camt053 : .camt054)
+    header.messageID = id
+    header.statementID = id
+    header.createdAt = "2026-12-03T08:00:00"
+    header.account = StatementAccount(other: "1001234509876543210", currency: "CNY")
+    if let closing {
+      header.sequenceNumber = 1
+      header.balances = [StatementBalance(type: "CLBD", amountMinor: closing.minor, currency: "CNY", date: closing.date)]
+    }
+    var statement = BankStatement(header: header)
+    statement.entries = entries.map { item in
+      var entry = StatementEntry()
+      entry.amountMinor = abs(item.minor)
+      entry.currency = "CNY"
+      entry.direction = item.minor < 0 ? .debit : .credit
+      entry.bookingDate = item.date
+      entry.accountServicerReference = item.ref
+      return entry
+    }
+    return Data(try CamtWriter.write(statement, kind: kind))
+  }
+
+  @Test("a statement for day D arriving after notifications of D+1: its closing balance plus what it does not cover")
+  func lateStatement() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+      func deliver(_ name: String, _ data: Data) async throws {
+        try data.write(to: URL(fileURLWithPath: setup.inbox + "/" + name))
+        clock.advance(milliseconds: 1_000)
+        #expect(try await setup.connector.pollInbox().processed == 1)
+      }
+      // Day 1 closes at 1,000.00; on day 2 a debit of 300.00 and a credit of 50.00 are notified
+      // (and a day-1 entry the bank later leaves out of its day-1 statement).
+      try await deliver("1.xml", try Self.file(.statement053, id: "S1", entries: [], closing: (100_000, "2026-12-01")))
+      try await deliver(
+        "2.xml",
+        try Self.file(.notification054, id: "N1", entries: [("D1-X", "2026-12-02", -1_000), ("D2-A", "2026-12-03", -30_000), ("D2-B", "2026-12-03", 5_000)]))
+      #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger.minorUnits == 74_000)
+      // Day 2's statement arrives after: it lists D1-Y (not notified) and closes at 99,500 –
+      // without the day-3 entries, which still count; D1-X, left out of its own day, expires.
+      try await deliver("3.xml", try Self.file(.statement053, id: "S2", entries: [("D1-Y", "2026-12-02", -500)], closing: (99_500, "2026-12-02")))
+      let balance = try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline)
+      #expect(balance.ledger.minorUnits == 99_500 - 30_000 + 5_000)
+      // Day 3's statement covers them: its closing balance alone.
+      try await deliver(
+        "4.xml", try Self.file(.statement053, id: "S3", entries: [("D2-A", "2026-12-03", -30_000), ("D2-B", "2026-12-03", 5_000)], closing: (74_500, "2026-12-03")))
+      #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger.minorUnits == 74_500)
+      // Every entry once in the feed.
+      #expect(try await setup.feed("icbc-cny-001").map(\.bankReference) == ["D1-X", "D2-A", "D2-B", "D1-Y"])
+    }
+  }
+
   @Test("a group-level pain.002 rejection applies to every transfer of the message it names")
   func groupStatus() async throws {
     try await withTemporaryDirectory { directory in

@@ -1,6 +1,7 @@
 import BankLinkBanks
 import BankLinkCore
 import BankLinkStore
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -70,13 +71,28 @@ public struct HostToHostInboxService: Service {
       }
       let events = try self.connector.events(after: cursor, limit: Self.eventsPerRound)
       guard !events.isEmpty else { return }
-      for event in events { try await self.act(on: event) }
+      for event in events {
+        guard try await self.act(on: event) else { return }
+      }
     }
   }
 
-  private func act(on event: HostToHostConnector.InboxEvent) async throws {
+  /// Acts on one event; false when it must wait for a later round.
+  private func act(on event: HostToHostConnector.InboxEvent) async throws -> Bool {
     switch event {
     case .statement(_, let path, let fileName, let sha256, let bytes):
+      guard FileManager.default.fileExists(atPath: path) else {
+        // Recorded but not yet moved (a crash in between): the next poll moves it.
+        if FileManager.default.fileExists(atPath: self.connector.configuration.inbox + "/" + fileName) { return false }
+        // Gone from the archive before it was stored: said once, and the next event goes on.
+        try await self.advance(to: event.sequence) { txn, now in
+          try AlertLog.raise(
+            &txn, at: now, severity: .warning, kind: .bankFileQuarantined,
+            message: "statement file \(fileName) left the archive before it was stored; import it by hand if it is found",
+            details: ["file": fileName, "sha256": sha256, "path": path])
+        }
+        return true
+      }
       do {
         let outcome = try await self.server.importBankStatement(path: path, sha256: sha256, bytes: bytes, fileName: fileName)
         self.logger.info(
@@ -97,6 +113,7 @@ public struct HostToHostInboxService: Service {
             details: ["file": fileName, "sha256": sha256, "path": path])
         }
       }
+      return true
     case .quarantined(_, let fileName, let sha256, let reason):
       self.logger.warning("inbox file quarantined", metadata: ["file": "\(fileName)", "reason": "\(reason)"])
       try await self.advance(to: event.sequence) { txn, now in
@@ -104,6 +121,7 @@ public struct HostToHostInboxService: Service {
           &txn, at: now, severity: .warning, kind: .bankFileQuarantined, message: "bank file \(fileName) quarantined: \(reason)",
           details: ["file": fileName, "sha256": sha256, "reason": reason])
       }
+      return true
     }
   }
 
