@@ -51,7 +51,16 @@ public enum Limits {
   public static let largeRequestMethodPaths: Set<String> = [
     "/banklink.v1.ReconciliationService/ImportStatement",
     "/banklink.v1.PaymentService/CreatePaymentBatch",
+    "/banklink.v1.PaymentService/ImportPaymentFile",
   ]
+
+  /// Entries, and open payments, one reconciliation run holds in memory (about 1 KiB each
+  /// with their indexes): a larger scope is refused, naming how to narrow it.
+  public static let maxReconciliationEntries = 2_000_000
+
+  /// Largest pain.001 payment run `ImportPaymentFile` takes: ``maxBatchItems`` transfers of
+  /// up to about 2 KiB of XML each, within ``maxRequestMessageBytes``.
+  public static let maxPaymentFileBytes = 12 * 1024 * 1024
 
   /// The largest request message accepted on the method at `path` (an HTTP/2 `:path`).
   public static func maxRequestMessageBytes(forPath path: String) -> Int {

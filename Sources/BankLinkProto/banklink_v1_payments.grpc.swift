@@ -48,6 +48,19 @@ public enum Banklink_V1_PaymentService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ImportPaymentFile" metadata.
+        public enum ImportPaymentFile: Sendable {
+            /// Request type for "ImportPaymentFile".
+            public typealias Input = Banklink_V1_ImportPaymentFileRequest
+            /// Response type for "ImportPaymentFile".
+            public typealias Output = Banklink_V1_ImportPaymentFileResponse
+            /// Descriptor for "ImportPaymentFile".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.PaymentService"),
+                method: "ImportPaymentFile",
+                type: .unary
+            )
+        }
         /// Namespace for "GetPayment" metadata.
         public enum GetPayment: Sendable {
             /// Request type for "GetPayment".
@@ -130,6 +143,7 @@ public enum Banklink_V1_PaymentService: Sendable {
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreatePayment.descriptor,
             CreatePaymentBatch.descriptor,
+            ImportPaymentFile.descriptor,
             GetPayment.descriptor,
             ListPayments.descriptor,
             CancelPayment.descriptor,
@@ -204,6 +218,30 @@ extension Banklink_V1_PaymentService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_CreatePaymentBatchRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_CreatePaymentBatchResponse>
+
+        /// Handle the "ImportPaymentFile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+        /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+        /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+        /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+        /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+        /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+        /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_ImportPaymentFileRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_ImportPaymentFileResponse` messages.
+        func importPaymentFile(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_ImportPaymentFileRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ImportPaymentFileResponse>
 
         /// Handle the "GetPayment" method.
         ///
@@ -362,6 +400,30 @@ extension Banklink_V1_PaymentService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Banklink_V1_CreatePaymentBatchResponse>
 
+        /// Handle the "ImportPaymentFile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+        /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+        /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+        /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+        /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+        /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+        /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ImportPaymentFileRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_ImportPaymentFileResponse` message.
+        func importPaymentFile(
+            request: GRPCCore.ServerRequest<Banklink_V1_ImportPaymentFileRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ImportPaymentFileResponse>
+
         /// Handle the "GetPayment" method.
         ///
         /// - Parameters:
@@ -517,6 +579,30 @@ extension Banklink_V1_PaymentService {
             context: GRPCCore.ServerContext
         ) async throws -> Banklink_V1_CreatePaymentBatchResponse
 
+        /// Handle the "ImportPaymentFile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+        /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+        /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+        /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+        /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+        /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+        /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_ImportPaymentFileRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_ImportPaymentFileResponse` to respond with.
+        func importPaymentFile(
+            request: Banklink_V1_ImportPaymentFileRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_ImportPaymentFileResponse
+
         /// Handle the "GetPayment" method.
         ///
         /// - Parameters:
@@ -651,6 +737,17 @@ extension Banklink_V1_PaymentService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Banklink_V1_PaymentService.Method.ImportPaymentFile.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ImportPaymentFileRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ImportPaymentFileResponse>(),
+            handler: { request, context in
+                try await self.importPaymentFile(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Banklink_V1_PaymentService.Method.GetPayment.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_GetPaymentRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_Payment>(),
@@ -738,6 +835,17 @@ extension Banklink_V1_PaymentService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_CreatePaymentBatchResponse> {
         let response = try await self.createPaymentBatch(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func importPaymentFile(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_ImportPaymentFileRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ImportPaymentFileResponse> {
+        let response = try await self.importPaymentFile(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -833,6 +941,19 @@ extension Banklink_V1_PaymentService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Banklink_V1_CreatePaymentBatchResponse> {
         return GRPCCore.ServerResponse<Banklink_V1_CreatePaymentBatchResponse>(
             message: try await self.createPaymentBatch(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func importPaymentFile(
+        request: GRPCCore.ServerRequest<Banklink_V1_ImportPaymentFileRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ImportPaymentFileResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_ImportPaymentFileResponse>(
+            message: try await self.importPaymentFile(
                 request: request.message,
                 context: context
             ),
@@ -979,6 +1100,35 @@ extension Banklink_V1_PaymentService {
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_CreatePaymentBatchResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_CreatePaymentBatchResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ImportPaymentFile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+        /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+        /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+        /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+        /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+        /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+        /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ImportPaymentFileRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ImportPaymentFileRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ImportPaymentFileResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func importPaymentFile<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ImportPaymentFileRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ImportPaymentFileRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ImportPaymentFileResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportPaymentFileResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "GetPayment" method.
@@ -1201,6 +1351,46 @@ extension Banklink_V1_PaymentService {
             try await self.client.unary(
                 request: request,
                 descriptor: Banklink_V1_PaymentService.Method.CreatePaymentBatch.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ImportPaymentFile" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+        /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+        /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+        /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+        /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+        /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+        /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ImportPaymentFileRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ImportPaymentFileRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ImportPaymentFileResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func importPaymentFile<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ImportPaymentFileRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ImportPaymentFileRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ImportPaymentFileResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportPaymentFileResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_PaymentService.Method.ImportPaymentFile.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -1474,6 +1664,41 @@ extension Banklink_V1_PaymentService.ClientProtocol {
         )
     }
 
+    /// Call the "ImportPaymentFile" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+    /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+    /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+    /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+    /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+    /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+    /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_ImportPaymentFileRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importPaymentFile<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_ImportPaymentFileRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportPaymentFileResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.importPaymentFile(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ImportPaymentFileRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ImportPaymentFileResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetPayment" method.
     ///
     /// - Parameters:
@@ -1711,6 +1936,45 @@ extension Banklink_V1_PaymentService.ClientProtocol {
             metadata: metadata
         )
         return try await self.createPaymentBatch(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ImportPaymentFile" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Imports a payment run exported by an ERP as a pain.001 file (SAP, Oracle, Kingdee and Yonyou
+    /// > export pain.001.001.03 or .09) as one CreatePaymentBatch whose idempotency key is
+    /// > `pain001:<MsgId>`: the same run imported twice creates nothing twice. Each transfer's debtor
+    /// > account is found among the gateway's accounts by IBAN or number (spaces ignored). Added so
+    /// > that an ERP integrates without writing a client: the file is sent as it was exported, and
+    /// > the mapping happens once, here, for every caller. A file that does not parse is refused as
+    /// > `content`; a transfer that cannot be mapped as `content.transfers[N]…`.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func importPaymentFile<Result>(
+        _ message: Banklink_V1_ImportPaymentFileRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ImportPaymentFileResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_ImportPaymentFileRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.importPaymentFile(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -562,6 +562,66 @@ public nonisolated struct Banklink_V1_CreatePaymentBatchResponse: Sendable {
   fileprivate var _receipt: Banklink_V1_Receipt? = nil
 }
 
+public nonisolated struct Banklink_V1_ImportPaymentFileRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The pain.001 file's bytes, at most 12 MiB (a run of the largest batch).
+  public var content: Data = Data()
+
+  /// For logs and the journal only.
+  public var fileName: String = String()
+
+  /// Map and check only: nothing is created; `batch_request` shows what would be.
+  public var dryRun: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Banklink_V1_ImportPaymentFileResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The file's GrpHdr/MsgId, and the batch's idempotency key made from it.
+  public var messageID: String = String()
+
+  public var idempotencyKey: String = String()
+
+  /// The ERP's EndToEndIds, in the file's order; `batch.payments` follow the same order.
+  public var erpEndToEndIds: [String] = []
+
+  /// With dry_run: the batch that would be created.
+  public var batchRequest: Banklink_V1_CreatePaymentBatchRequest {
+    get {_batchRequest ?? Banklink_V1_CreatePaymentBatchRequest()}
+    set {_batchRequest = newValue}
+  }
+  /// Returns true if `batchRequest` has been explicitly set.
+  public var hasBatchRequest: Bool {self._batchRequest != nil}
+  /// Clears the value of `batchRequest`. Subsequent reads from it will return its default value.
+  public mutating func clearBatchRequest() {self._batchRequest = nil}
+
+  /// Without: the batch created, or replayed when the run was imported before.
+  public var batch: Banklink_V1_CreatePaymentBatchResponse {
+    get {_batch ?? Banklink_V1_CreatePaymentBatchResponse()}
+    set {_batch = newValue}
+  }
+  /// Returns true if `batch` has been explicitly set.
+  public var hasBatch: Bool {self._batch != nil}
+  /// Clears the value of `batch`. Subsequent reads from it will return its default value.
+  public mutating func clearBatch() {self._batch = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _batchRequest: Banklink_V1_CreatePaymentBatchRequest? = nil
+  fileprivate var _batch: Banklink_V1_CreatePaymentBatchResponse? = nil
+}
+
 public nonisolated struct Banklink_V1_GetPaymentRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1387,6 +1447,100 @@ nonisolated extension Banklink_V1_CreatePaymentBatchResponse: SwiftProtobuf.Mess
     if lhs.payments != rhs.payments {return false}
     if lhs._receipt != rhs._receipt {return false}
     if lhs.replayed != rhs.replayed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ImportPaymentFileRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ImportPaymentFileRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}content\0\u{3}file_name\0\u{3}dry_run\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.content) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.fileName) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.dryRun) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.content.isEmpty {
+      try visitor.visitSingularBytesField(value: self.content, fieldNumber: 1)
+    }
+    if !self.fileName.isEmpty {
+      try visitor.visitSingularStringField(value: self.fileName, fieldNumber: 2)
+    }
+    if self.dryRun != false {
+      try visitor.visitSingularBoolField(value: self.dryRun, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ImportPaymentFileRequest, rhs: Banklink_V1_ImportPaymentFileRequest) -> Bool {
+    if lhs.content != rhs.content {return false}
+    if lhs.fileName != rhs.fileName {return false}
+    if lhs.dryRun != rhs.dryRun {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Banklink_V1_ImportPaymentFileResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ImportPaymentFileResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}message_id\0\u{3}idempotency_key\0\u{3}erp_end_to_end_ids\0\u{3}batch_request\0\u{1}batch\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.messageID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.idempotencyKey) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.erpEndToEndIds) }()
+      case 4: try { try decoder.decodeSingularMessageField(value: &self._batchRequest) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._batch) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.messageID.isEmpty {
+      try visitor.visitSingularStringField(value: self.messageID, fieldNumber: 1)
+    }
+    if !self.idempotencyKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.idempotencyKey, fieldNumber: 2)
+    }
+    if !self.erpEndToEndIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.erpEndToEndIds, fieldNumber: 3)
+    }
+    try { if let v = self._batchRequest {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    } }()
+    try { if let v = self._batch {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Banklink_V1_ImportPaymentFileResponse, rhs: Banklink_V1_ImportPaymentFileResponse) -> Bool {
+    if lhs.messageID != rhs.messageID {return false}
+    if lhs.idempotencyKey != rhs.idempotencyKey {return false}
+    if lhs.erpEndToEndIds != rhs.erpEndToEndIds {return false}
+    if lhs._batchRequest != rhs._batchRequest {return false}
+    if lhs._batch != rhs._batch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

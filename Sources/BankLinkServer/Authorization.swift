@@ -54,6 +54,7 @@ public struct AuthorizationTable: Sendable {
       // Payments: payers create; creators (payer) or admins cancel; approvers decide.
       (Payments.CreatePayment.descriptor, .roles([.payer])),
       (Payments.CreatePaymentBatch.descriptor, .roles([.payer])),
+      (Payments.ImportPaymentFile.descriptor, .roles([.payer])),
       (Payments.CancelPayment.descriptor, .roles([.payer, .admin])),
       (Payments.ApprovePayment.descriptor, .roles([.approver])),
       (Payments.RejectPayment.descriptor, .roles([.approver])),

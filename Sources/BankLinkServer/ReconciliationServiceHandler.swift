@@ -170,7 +170,8 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
     let accounts = Set(outcome.statements.map(\.accountID))
     do {
       return try await self.run(
-        accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "", by: "auto")
+        accountID: accounts.count == 1 ? accounts.first : nil, fromDate: dates.min() ?? "", toDate: dates.max() ?? "",
+        statements: outcome.statements.map(\.sequence), by: "auto")
     } catch {
       APIError.logger.error(
         "reconciliation after an import failed; run `banklink reconcile` again",
@@ -180,12 +181,21 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
   }
 
   /// One reconciliation run, after the imports and runs before it, on a thread of its own.
-  func run(accountID: String?, fromDate: String, toDate: String, by principal: String) async throws -> Banklink_V1_ReconcileResponse {
+  func run(
+    accountID: String?, fromDate: String, toDate: String, statements: [UInt64]? = nil, by principal: String
+  ) async throws -> Banklink_V1_ReconcileResponse {
     let reconciler = self.reconciler
-    let outcome = try await self.mappingStorage {
-      try await self.statements.queue.run {
-        try await onOwnThread { try reconciler.reconcile(accountID: accountID, fromDate: fromDate, toDate: toDate, by: principal) }
+    let outcome: Reconciler.Outcome
+    do {
+      outcome = try await self.mappingStorage {
+        try await self.statements.queue.run {
+          try await onOwnThread {
+            try reconciler.reconcile(accountID: accountID, fromDate: fromDate, toDate: toDate, statements: statements, by: principal)
+          }
+        }
       }
+    } catch let refusal as ReconciliationRefusal {
+      throw RPCError(code: .resourceExhausted, message: "\(refusal)")
     }
     return .with {
       $0.reportID = outcome.report.id
@@ -347,6 +357,7 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
       case .alreadyMatched, .paymentAlreadyMatched, .notMatched, .notBooked, .paymentNotReconcilable:
         throw RPCError(code: .failedPrecondition, message: "\(refusal)")
       case .wrongAccount: throw APIError.invalidArgument("payment_ids", "\(refusal)")
+      case .scopeTooLarge: throw RPCError(code: .resourceExhausted, message: "\(refusal)")
       }
     }
   }

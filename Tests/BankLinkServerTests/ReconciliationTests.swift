@@ -229,6 +229,29 @@ struct ReconciliationTests {
     }
   }
 
+  @Test("the run after an import considers that import's entries: earlier unmatched entries are not listed again; a run on demand lists them all")
+  func autoRunScope() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      func upload(_ lines: [Line], id: String) async throws -> Banklink_V1_ReconcileResponse {
+        let file = String(decoding: Self.camt053(date: today, lines: lines), as: UTF8.self).replacingOccurrences(of: "RECON-\(today)", with: id)
+        return try await Self.as_(server, "clerk") { service in
+          try await service.importStatement(requestProducer: { writer in try await writer.write(.with { $0.content = Data(file.utf8) }) })
+        }.reconciliation
+      }
+      let first = try await upload([Line(minor: 150, reference: "F-1", code: "ACMT/MDOP/CHRG"), Line(minor: 250, reference: "F-2", code: "ACMT/MDOP/CHRG")], id: "S-1")
+      #expect(first.unmatchedEntries == 2)
+      let second = try await upload([Line(minor: 350, reference: "F-3", code: "ACMT/MDOP/CHRG")], id: "S-2")
+      #expect(second.unmatchedEntries == 1, "\(second)")
+      let report = try await Self.as_(server, "clerk") { try await Self.report($0, second.reportID) }
+      #expect(report.unmatchedEntries.map(\.entry.bankReference) == ["F-3"])
+      let onDemand = try await Self.as_(server, "clerk") { service in
+        try await service.reconcile(.with { $0.accountID = Self.account })
+      }
+      #expect(onDemand.unmatchedEntries == 3)
+    }
+  }
+
   @Test("name similarity ignores case, punctuation and legal forms; days between ISO dates")
   func helpers() {
     #expect(Reconciler.nameSimilarity("ZHEJIANG LIANDA ELECTRONICS CO LTD", "Zhejiang Lianda Electronics Co., Ltd.") == 100)

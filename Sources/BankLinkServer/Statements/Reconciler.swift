@@ -107,6 +107,9 @@ public enum ReconciliationRefusal: Error, Sendable, Hashable, CustomStringConver
   case wrongAccount(paymentID: String, accountID: String)
   case notBooked(String, String)
   case paymentNotReconcilable(String, String)
+  /// The run's scope holds more than ``Limits/maxReconciliationEntries`` entries (or open
+  /// payments): its memory would not be bounded.
+  case scopeTooLarge(entries: Int, payments: Int)
 
   public var description: String {
     switch self {
@@ -118,6 +121,8 @@ public enum ReconciliationRefusal: Error, Sendable, Hashable, CustomStringConver
     case .wrongAccount(let paymentID, let accountID): "payment \(paymentID) is not from the entry's account \(accountID)"
     case .notBooked(let id, let status): "entry \(id) is \(status), not booked: only booked money settles a payment"
     case .paymentNotReconcilable(let id, let status): "payment \(id) is \(status): only a payment with the bank or settled can be matched"
+    case .scopeTooLarge(let entries, let payments):
+      "the run's scope holds more than \(Limits.maxReconciliationEntries) entries or open payments (\(entries) entries, \(payments) payments so far): narrow it to an account and fewer days"
     }
   }
 }
@@ -156,11 +161,16 @@ public final class Reconciler: Sendable {
   // MARK: A run
 
   /// Reconciles the booked entries of `accountID` (nil: every account) with booking dates in
-  /// `fromDate...toDate` (ISO dates; empty: unbounded) and stores a report.
-  public func reconcile(accountID: String?, fromDate: String, toDate: String, by principal: String) throws -> Outcome {
+  /// `fromDate...toDate` (ISO dates; empty: unbounded) and stores a report. With `statements`,
+  /// only the entries of those statements are considered (the run after an import: earlier
+  /// statements' unmatched entries were reported by earlier runs, and listing them again after
+  /// every import would grow the stored reports with the square of the entries).
+  public func reconcile(
+    accountID: String?, fromDate: String, toDate: String, statements: [UInt64]? = nil, by principal: String
+  ) throws -> Outcome {
     let time = self.now()
     let (decisions, unmatchedPayments) = try self.store.withReadTransaction { txn in
-      try self.decide(accountID: accountID, fromDate: fromDate, toDate: toDate, at: time, txn: txn)
+      try self.decide(accountID: accountID, fromDate: fromDate, toDate: toDate, statements: statements, at: time, txn: txn)
     }
     var header = ReconciliationReportHeader(
       sequence: 0, createdAt: time, createdBy: principal, accountID: accountID ?? "", fromDate: fromDate, toDate: toDate)
@@ -235,7 +245,7 @@ public final class Reconciler: Sendable {
 
   /// Every decision of a run, on one snapshot.
   func decide(
-    accountID: String?, fromDate: String, toDate: String, at time: Instant, txn: ReadTransaction
+    accountID: String?, fromDate: String, toDate: String, statements only: [UInt64]? = nil, at time: Instant, txn: ReadTransaction
   ) throws -> (decisions: [Decision], unmatchedPayments: [String]) {
     // The entries in scope: booked, in the window, not matched.
     var entries: [(key: [UInt8], accountID: String, entry: StatementEntry)] = []
@@ -254,12 +264,18 @@ public final class Reconciler: Sendable {
         if !fromDate.isEmpty, entry.bookingDate < fromDate { return true }
         if !toDate.isEmpty, entry.bookingDate > toDate { return true }
         if try txn.get(key, in: .reconMatches) != nil { return true }
+        guard entries.count < Limits.maxReconciliationEntries else {
+          throw ReconciliationRefusal.scopeTooLarge(entries: entries.count + 1, payments: 0)
+        }
         entries.append((key, account, entry))
         accounts.insert(account)
         return true
       }
     }
-    if let accountID {
+    if let only {
+      if let accountID { accounts.insert(accountID) }
+      for sequence in only { try visit(statement: sequence) }
+    } else if let accountID {
       accounts.insert(accountID)
       let prefix = StatementKeys.accountPrefix(accountID)
       var sequences: [UInt64] = []
@@ -291,6 +307,9 @@ public final class Reconciler: Sendable {
       guard accounts.contains(account), Self.reconcilable.contains(payment.status),
         try txn.get(key, in: .reconPaymentMatches) == nil
       else { return true }
+      guard open.count < Limits.maxReconciliationEntries else {
+        throw ReconciliationRefusal.scopeTooLarge(entries: entries.count, payments: open.count + 1)
+      }
       open[payment.id] = payment
       // Only an EndToEndId proves the bank holds a payment still being submitted: matching
       // one by amount would settle a payment the outbox has yet to send.
