@@ -179,24 +179,11 @@ extension BankSimulator: PaymentInitiationConnector {
       try txn.put(Self.reportSequenceKey, next.bytes, in: .meta)
       var key = RecordWriter(capacity: 8)
       key.write(sequence)
-      var record = RecordWriter(capacity: 64)
-      record.write(report.endToEndID)
-      record.write(report.statusCode)
-      record.write(report.reasonCode)
-      record.write(report.reasonText)
-      record.write(report.time.millisecondsSinceEpoch)
-      try txn.put(key.bytes, record.bytes, in: Self.reportsDB)
+      try txn.put(key.bytes, report.record, in: Self.reportsDB)
     }
   }
 
-  static func decodeReport(_ bytes: [UInt8]) throws -> PaymentStatusReport {
-    var reader = RecordReader(bytes)
-    let report = PaymentStatusReport(
-      endToEndID: try reader.readString(), statusCode: try reader.readString(), reasonCode: try reader.readString(),
-      reasonText: try reader.readString(), time: Instant(millisecondsSinceEpoch: try reader.readInt64()))
-    try reader.finish()
-    return report
-  }
+  static func decodeReport(_ bytes: [UInt8]) throws -> PaymentStatusReport { try PaymentStatusReport(record: bytes) }
 
   static func encode(_ stored: Submission) -> [UInt8] {
     let submission = stored.submission
@@ -238,5 +225,26 @@ extension BankSimulator: PaymentInitiationConnector {
       submission: submission, receivedAt: Instant(millisecondsSinceEpoch: try reader.readInt64()), receipts: try reader.readUInt64())
     try reader.finish()
     return stored
+  }
+}
+
+extension PaymentStatusReport {
+  /// The stored form of a report in a connector's feed (the simulator's and the file connector's).
+  var record: [UInt8] {
+    var record = RecordWriter(capacity: 64)
+    record.write(self.endToEndID)
+    record.write(self.statusCode)
+    record.write(self.reasonCode)
+    record.write(self.reasonText)
+    record.write(self.time.millisecondsSinceEpoch)
+    return record.bytes
+  }
+
+  init(record bytes: [UInt8]) throws {
+    var reader = RecordReader(bytes)
+    self.init(
+      endToEndID: try reader.readString(), statusCode: try reader.readString(), reasonCode: try reader.readString(),
+      reasonText: try reader.readString(), time: Instant(millisecondsSinceEpoch: try reader.readInt64()))
+    try reader.finish()
   }
 }

@@ -254,11 +254,7 @@ public final class HostToHostConnector: BankConnector {
           more = true
           return false
         }
-        var reader = RecordReader(value)
-        reports.append(
-          PaymentStatusReport(
-            endToEndID: try reader.readString(), statusCode: try reader.readString(), reasonCode: try reader.readString(),
-            reasonText: try reader.readString(), time: Instant(millisecondsSinceEpoch: try reader.readInt64())))
+        reports.append(try PaymentStatusReport(record: value))
         next = Self.sequence(key) + 1
         return true
       }
@@ -607,13 +603,7 @@ public final class HostToHostConnector: BankConnector {
   }
 
   static func append(_ report: PaymentStatusReport, txn: inout WriteTransaction) throws {
-    var record = RecordWriter(capacity: 64)
-    record.write(report.endToEndID)
-    record.write(report.statusCode)
-    record.write(report.reasonCode)
-    record.write(report.reasonText)
-    record.write(report.time.millisecondsSinceEpoch)
-    try Self.append(record.bytes, in: Self.reportsDB, counter: Self.reportSequenceKey, txn: &txn)
+    try Self.append(report.record, in: Self.reportsDB, counter: Self.reportSequenceKey, txn: &txn)
   }
 
   /// Appends under the next number of `counter` (stored in meta; feeds start at 0, events at 1).
