@@ -189,8 +189,59 @@ public final class HostToHostConnector: BankConnector {
     guard submissions.count <= HostToHostLimits.maxTransfersPerFile else {
       throw BankError(.rejected, "\(submissions.count) transfers; one file holds at most \(HostToHostLimits.maxTransfersPerFile)")
     }
-    let messageID = Self.fileMessageID(submissions)
     let now = self.clock()
+    // Which of these were put in a file before (a resend after a crash): each goes out in the
+    // file it was first put in, never in a second file with another MsgId.
+    let planned: [String: String] = try self.reading { txn in
+      var planned: [String: String] = [:]
+      for submission in submissions {
+        if let file = try txn.get(Self.transferKey(submission.endToEndID), in: Self.sentDB) {
+          planned[submission.endToEndID] = String(decoding: file, as: UTF8.self)
+        }
+      }
+      return planned
+    }
+    let fresh = submissions.filter { planned[$0.endToEndID] == nil }
+    var files = Set(planned.values)
+    if !fresh.isEmpty {
+      let messageID = Self.fileMessageID(fresh)
+      let bytes = try self.paymentFile(fresh, messageID: messageID, now: now)
+      // The file's bytes and which transfers it carries commit before the file is written:
+      // after a crash the same file is written again, whatever round the resend comes in.
+      do {
+        try await self.store.write { txn in
+          var record = RecordWriter(capacity: 64)
+          for submission in fresh.prefix(HostToHostLimits.maxRememberedTransfers) { record.write(submission.endToEndID) }
+          try txn.put(Array(messageID.utf8), record.bytes, in: Self.sentDB)
+          for submission in fresh { try txn.put(Self.transferKey(submission.endToEndID), Array(messageID.utf8), in: Self.sentDB) }
+          try txn.put(Self.fileKey(messageID), [0] + bytes, in: Self.sentDB)
+        }
+      } catch {
+        throw BankError(.unavailable, "the connector's state cannot be written: \(error)")
+      }
+      files.insert(messageID)
+    }
+    for messageID in files.sorted() {
+      do {
+        let pending = try self.store.withReadTransaction { txn in try txn.get(Self.fileKey(messageID), in: Self.sentDB) }
+        // Written before (the flag is set after the rename): the bank has it or will take it.
+        guard let pending, pending.first == 0 else { continue }
+        let path = self.configuration.outbox + "/" + messageID + ".xml"
+        if !FileManager.default.fileExists(atPath: path) { try DurableFile.write(Array(pending.dropFirst()), to: path) }
+        try await self.store.write { txn in try txn.put(Self.fileKey(messageID), [1], in: Self.sentDB) }
+      } catch {
+        throw BankError(.unavailable, "the outbox cannot be written: \(error)")
+      }
+    }
+    return submissions.map {
+      SubmissionAcknowledgement(messageID: $0.messageID, endToEndID: $0.endToEndID, duplicate: planned[$0.endToEndID] != nil, receivedAt: now)
+    }
+  }
+
+  static func transferKey(_ endToEndID: String) -> [UInt8] { Array("e2e/".utf8) + Array(endToEndID.utf8) }
+  static func fileKey(_ messageID: String) -> [UInt8] { Array("file/".utf8) + Array(messageID.utf8) }
+
+  func paymentFile(_ submissions: [PaymentSubmission], messageID: String, now: Instant) throws(BankError) -> [UInt8] {
     var transfers: [CreditTransferMessage.Transfer] = []
     for submission in submissions {
       guard let debtor = self.configuration.accounts.first(where: { $0.id == submission.debtorAccountID }) else {
@@ -205,35 +256,13 @@ public final class HostToHostConnector: BankConnector {
           creditorAccount: submission.creditor.accountNumber, creditorAgentBIC: submission.creditor.bankBIC,
           creditorCountry: submission.creditorCountry, remittance: submission.remittanceInformation))
     }
-    let bytes: [UInt8]
     do {
-      bytes = try Pain001Writer.write(
+      return try Pain001Writer.write(
         CreditTransferMessage(
           version: self.configuration.painVersion, messageID: messageID, createdAt: now.isoTimestamp,
           initiatingPartyName: self.configuration.initiatingPartyName, transfers: transfers))
     } catch {
       throw BankError(.rejected, "the payment file cannot be written: \(error)")
-    }
-    let sentBefore = try self.reading { txn in try txn.get(Array(messageID.utf8), in: Self.sentDB) != nil }
-    let path = self.configuration.outbox + "/" + messageID + ".xml"
-    do {
-      // Remembered before the file exists: a group-level status can name the message as soon
-      // as the bank has it.
-      if !sentBefore {
-        try await self.store.write { txn in
-          var record = RecordWriter(capacity: 64)
-          for submission in submissions.prefix(HostToHostLimits.maxRememberedTransfers) { record.write(submission.endToEndID) }
-          try txn.put(Array(messageID.utf8), record.bytes, in: Self.sentDB)
-        }
-      }
-      if !FileManager.default.fileExists(atPath: path) {
-        try DurableFile.write(bytes, to: path)
-      }
-    } catch {
-      throw BankError(.unavailable, "the outbox cannot be written: \(error)")
-    }
-    return submissions.map {
-      SubmissionAcknowledgement(messageID: $0.messageID, endToEndID: $0.endToEndID, duplicate: sentBefore, receivedAt: now)
     }
   }
 
@@ -375,6 +404,9 @@ public final class HostToHostConnector: BankConnector {
         refusal = "\(error)"
       } catch let error as InboxRefusal {
         refusal = error.reason
+      } catch {
+        // Unreadable for any other reason (permissions, I/O): quarantined, not retried forever.
+        refusal = "cannot be read: \(error)"
       }
     }
     let archived = self.uniqueName(Self.archive(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
@@ -405,8 +437,11 @@ public final class HostToHostConnector: BankConnector {
             txn: &txn)
         }
       }
+      var ordinal = 0
       for statement in taken.statements {
-        try self.book(statement.account, statement.entries, closing: statement.closing, fileDigest: sha256, now: now, txn: &txn)
+        try self.book(
+          statement.account, statement.entries, closing: statement.closing, fileDigest: sha256, firstOrdinal: ordinal, now: now, txn: &txn)
+        ordinal += statement.entries.count
       }
       if taken.isStatementFile {
         var event = RecordWriter(capacity: 128)
@@ -505,7 +540,10 @@ public final class HostToHostConnector: BankConnector {
   /// as uncovered (`h2h_uncovered`) until a statement lists them, or until a statement closes
   /// on or after their booking date without them (the bank's statement is authoritative for its
   /// period).
-  func book(_ account: Account, _ entries: [StatementEntry], closing: StatementBalance?, fileDigest: String, now: Instant, txn: inout WriteTransaction) throws {
+  func book(
+    _ account: Account, _ entries: [StatementEntry], closing: StatementBalance?, fileDigest: String, firstOrdinal: Int, now: Instant,
+    txn: inout WriteTransaction
+  ) throws {
     let prefix = Array(account.id.utf8) + [0]
     let counter = Array("entry_next/\(account.id)".utf8)
     var next: UInt64 = 0
@@ -518,16 +556,19 @@ public final class HostToHostConnector: BankConnector {
       return try reader.readInt64()
     }
     for (ordinal, entry) in entries.enumerated() {
-      let reference = entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference
-      let identity = reference.isEmpty ? "\(fileDigest.prefix(16))-\(ordinal)" : reference
+      // The bank's reference for the entry (entry level, else its transaction's); never NtryRef,
+      // which banks number from 1 in each statement.
+      let reference = entry.accountServicerReference.isEmpty ? (entry.details.first?.accountServicerReference ?? "") : entry.accountServicerReference
+      let identity = reference.isEmpty ? "\(fileDigest.prefix(16))-\(firstOrdinal + ordinal)" : reference
       let key = prefix + Array(identity.utf8.prefix(200))
       if closing != nil { _ = try txn.delete(key, in: Self.uncoveredDB) }
       if try txn.get(key, in: Self.entryKeysDB) != nil { continue }
       try txn.put(key, [], in: Self.entryKeysDB)
       let details = entry.details.first
       let endToEndID = details?.endToEndID == "NOTPROVIDED" ? "" : (details?.endToEndID ?? "")
-      // A reversal undoes an earlier booking: it moves money the other way.
-      let direction: Direction = (entry.direction == .debit) != entry.reversal ? .debit : .credit
+      // CdtDbtInd (MT940's RC/RD, read as such) already says which way the money moved, for a
+      // reversal too.
+      let direction: Direction = entry.direction == .debit ? .debit : .credit
       let transaction = BookedTransaction(
         id: "h2h-\(account.id)-\(next)", accountID: account.id, amount: Money(minorUnits: entry.amountMinor, currency: account.currency),
         direction: direction, bookingTime: now, valueDate: entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate,

@@ -250,6 +250,13 @@ struct HostToHostTests {
       // Resent as the same round after a crash: the same file name, not a second file.
       _ = try await setup.connector.submitPayments([Self.submission("a"), Self.submission("b")], deadline: .now.advanced(by: .seconds(5)))
       #expect(try setup.names(setup.outbox).filter { $0.hasSuffix(".xml") } == [file])
+      // Resent in a round with a newly approved payment: the new one gets a file of its own;
+      // the others are not put in a second file under another MsgId.
+      let mixed = try await setup.connector.submitPayments([Self.submission("a"), Self.submission("c")], deadline: .now.advanced(by: .seconds(5)))
+      #expect(mixed.map(\.duplicate) == [true, false])
+      #expect(try setup.names(setup.outbox).filter { $0.hasSuffix(".xml") } == [file, "MSG-c.xml"].sorted())
+      let second = try Pain001Reader.read(.file(setup.outbox + "/MSG-c.xml"))
+      #expect(second.transfers.map(\.endToEndID) == ["E2E-c"])
       let report = """
         <?xml version="1.0"?>
         <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.03"><CstmrPmtStsRpt>
