@@ -144,6 +144,7 @@ public final class HostToHostConnector: BankConnector {
       var reader = RecordReader(stored)
       let minor = try reader.readInt64()
       let asOf = Instant(millisecondsSinceEpoch: try reader.readInt64())
+      // (then the date of the closing balance it stands on)
       return LedgerBalance(accountID: accountID, ledger: Money(minorUnits: minor, currency: account.currency), asOf: asOf)
     } catch {
       throw BankError(.malformed, "stored balance of \(accountID) is unreadable: \(error)")
@@ -356,7 +357,6 @@ public final class HostToHostConnector: BankConnector {
     let now = Date()
     var names: [String] = []
     for name in try FileManager.default.contentsOfDirectory(atPath: inbox) {
-      if names.count == HostToHostLimits.maxListedFiles { break }
       guard !name.hasPrefix("."), !name.hasSuffix(".tmp"), !name.hasSuffix(".part") else { continue }
       let attributes = try? FileManager.default.attributesOfItem(atPath: inbox + "/" + name)
       guard attributes?[.type] as? FileAttributeType == .typeRegular else { continue }
@@ -367,7 +367,8 @@ public final class HostToHostConnector: BankConnector {
       }
       names.append(name)
     }
-    return names.sorted()
+    // The lowest names first, whatever order the directory lists them in.
+    return Array(names.sorted().prefix(HostToHostLimits.maxListedFiles))
   }
 
   /// What a file brought, ready to be stored in one transaction.
@@ -454,7 +455,7 @@ public final class HostToHostConnector: BankConnector {
       }
     }
     if let refusal {
-      try? Data(refusal.utf8).write(to: URL(fileURLWithPath: quarantined + ".reason"))
+      try? DurableFile.write(Array(refusal.utf8), to: quarantined + ".reason")
       try self.move(path, to: quarantined)
       outcome.quarantined += 1
     } else {
@@ -551,10 +552,17 @@ public final class HostToHostConnector: BankConnector {
       var reader = RecordReader(bytes)
       next = try reader.readUInt64()
     }
+    var closingDate = ""
     var balance: Int64? = try txn.get(Array(account.id.utf8), in: Self.balancesDB).map { bytes in
       var reader = RecordReader(bytes)
-      return try reader.readInt64()
+      let minor = try reader.readInt64()
+      _ = try reader.readInt64()
+      if !reader.isAtEnd { closingDate = try reader.readString() }
+      return minor
     }
+    // A statement older than the one the balance stands on (resent, or late) adds its unknown
+    // entries to the feed but moves no balance: its closing balance is in the past.
+    let stale = closing.map { !closingDate.isEmpty && !$0.date.isEmpty && $0.date < closingDate } ?? false
     for (ordinal, entry) in entries.enumerated() {
       // The bank's reference for the entry (entry level, else its transaction's); never NtryRef,
       // which banks number from 1 in each statement.
@@ -580,7 +588,7 @@ public final class HostToHostConnector: BankConnector {
       try txn.put(prefix + Self.bigEndian(next), transaction.record, in: Self.entriesDB)
       next += 1
       let signed = direction == .debit ? -entry.amountMinor : entry.amountMinor
-      if closing == nil {
+      if closing == nil, !stale {
         var uncovered = RecordWriter(capacity: 24)
         uncovered.write(entry.bookingDate)
         uncovered.write(signed)
@@ -591,7 +599,8 @@ public final class HostToHostConnector: BankConnector {
     var counterValue = RecordWriter(capacity: 8)
     counterValue.write(next)
     try txn.put(counter, counterValue.bytes, in: .meta)
-    if let closing {
+    if let closing, !stale {
+      closingDate = max(closingDate, closing.date)
       // The statement's closing balance, plus what was notified after its period.
       var total = closing.amountMinor
       var expired: [[UInt8]] = []
@@ -614,6 +623,7 @@ public final class HostToHostConnector: BankConnector {
       var record = RecordWriter(capacity: 16)
       record.write(balance)
       record.write(now.millisecondsSinceEpoch)
+      record.write(closingDate)
       try txn.put(Array(account.id.utf8), record.bytes, in: Self.balancesDB)
     }
   }
@@ -711,7 +721,9 @@ public enum DurableFile {
     let url = URL(fileURLWithPath: path)
     let directory = url.deletingLastPathComponent().path
     let temporary = directory + "/." + url.lastPathComponent + ".tmp"
-    let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+    // O_NOFOLLOW: a link planted under the temporary name (the directories are shared with
+    // a bank's transfer agent) is not followed; the rename then replaces a link, never its target.
+    let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o640)
     guard descriptor >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: temporary]) }
     var written = 0
     let ok = bytes.withUnsafeBytes { buffer -> Bool in

@@ -715,6 +715,8 @@ private func parseFilesConnector(_ reader: inout ObjectReader, path: (String) ->
       bankBIC: try accountReader.optionalString("bic") ?? "", bankName: try accountReader.optionalString("bank_name") ?? "",
       currency: currency)
     try accountReader.finish()
+    // The cache refuses such an account from any connector; refused here, by name.
+    if let problem = BankDataLimits.accountProblem(account) { throw ConfigError(key: key, message: problem) }
     guard !accounts.contains(where: { $0.id == id }) else { throw ConfigError(key: key + ".id", message: "'\(id)' appears twice") }
     accounts.append(account)
   }

@@ -233,8 +233,11 @@ struct HostToHostTests {
       try await deliver(
         "4.xml", try Self.file(.statement053, id: "S3", entries: [("D2-A", "2026-12-03", -30_000), ("D2-B", "2026-12-03", 5_000)], closing: (74_500, "2026-12-03")))
       #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger.minorUnits == 74_500)
+      // An older statement delivered late moves no balance; its unknown entry joins the feed.
+      try await deliver("5.xml", try Self.file(.statement053, id: "S0", entries: [("D0-Z", "2026-12-01", -700)], closing: (1, "2026-12-01")))
+      #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger.minorUnits == 74_500)
       // Every entry once in the feed.
-      #expect(try await setup.feed("icbc-cny-001").map(\.bankReference) == ["D1-X", "D2-A", "D2-B", "D1-Y"])
+      #expect(try await setup.feed("icbc-cny-001").map(\.bankReference) == ["D1-X", "D2-A", "D2-B", "D1-Y", "D0-Z"])
     }
   }
 
