@@ -4,6 +4,8 @@
 # counterparty and remittance, as a bank writes them) and a tenth-size camt.053 as the same-run
 # baseline, then reads each with `banklink statements parse FILE --summary` (release build)
 # under /usr/bin/time: entries per second and peak RSS. RSS should not grow with the file.
+# The same-run baseline for speed is libxml2 alone (Benchmarks/FormatsBaseline/sax_noop.c: the
+# SAX2 push parser with callbacks that do nothing, fed as the walker feeds it), built with gcc.
 # Records the figures with the command in docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,7 @@ swift build -c release --product banklink >/dev/null
 bin=".build/release"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+gcc -O2 -o "$work/sax_noop" Benchmarks/FormatsBaseline/sax_noop.c $(pkg-config --cflags --libs libxml-2.0)
 
 python3 - "$work" "$entries" <<'PY'
 import sys
@@ -61,6 +64,9 @@ run() {
   count="$(sed -n 's/.*: [0-9]* statements, \([0-9]*\) entries, \([0-9]*\) continuity breaks.*/\1 \2/p' "$work/$name.out")"
   echo "$name $(stat -c %s "$file") $count $seconds $rss_kib" | tee -a "$work/results"
 }
+/usr/bin/time -f "%M %e" -o "$work/libxml2.time" "$work/sax_noop" "$work/camt053.xml" >/dev/null
+read -r rss_kib seconds <"$work/libxml2.time"
+echo "libxml2-alone $(stat -c %s "$work/camt053.xml") $entries 0 $seconds $rss_kib" | tee -a "$work/results"
 run baseline "$work/baseline.xml"
 run camt053 "$work/camt053.xml"
 run mt940 "$work/mt940.sta"
@@ -70,12 +76,14 @@ import sys, subprocess, datetime
 rows = [line.split() for line in open(sys.argv[1])]
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 base = {r[0]: r for r in rows}["baseline"]
+parser = {r[0]: r for r in rows}["libxml2-alone"]
 lines = ["", f"### Statement files, {datetime.date.today().isoformat()} (commit {commit})", "",
          f"`ENTRIES={sys.argv[2]} make bench-formats` (release build, one core, `banklink statements parse FILE --summary` under `/usr/bin/time`):", "",
-         "| file | size | entries | breaks | seconds | entries/s | peak RSS | RSS / baseline |", "|---|---|---|---|---|---|---|---|"]
+         "| file | size | entries | breaks | seconds | entries/s | time / libxml2 alone | peak RSS | RSS / baseline |", "|---|---|---|---|---|---|---|---|---|"]
 for name, size, entries, breaks, seconds, rss in rows:
     rate = int(entries) / float(seconds) if float(seconds) > 0 else 0
-    lines.append(f"| {name} | {int(size) / 1e6:.0f} MB | {entries} | {breaks} | {seconds} | {rate:,.0f} | {int(rss) / 1024:.0f} MB | {int(rss) / int(base[5]):.2f}× |")
+    ratio = f"{float(seconds) / float(parser[4]):.2f}×" if name == "camt053" and float(parser[4]) > 0 else "—"
+    lines.append(f"| {name} | {int(size) / 1e6:.0f} MB | {entries} | {breaks} | {seconds} | {rate:,.0f} | {ratio} | {int(rss) / 1024:.0f} MB | {int(rss) / int(base[5]):.2f}× |")
 text = "\n".join(lines) + "\n"
 print(text)
 open("docs/BENCHMARKS.md", "a").write(text)

@@ -14,8 +14,7 @@ public enum CamtReader {
   @discardableResult
   public static func read(_ source: FormatSource, _ onEvent: @escaping (StatementEvent) throws -> Void) throws -> StatementFormat {
     let state = CamtState(onEvent: onEvent)
-    try XMLWalker.walk(
-      source, format: "camt", onStart: { element in try state.start(element) }, onEnd: { element, text in try state.end(element, text) })
+    try XMLWalker.walk(source, format: "camt", table: CamtState.table, handler: state)
     guard let format = state.format else {
       throw FormatError(format: "camt", line: 0, location: "", reason: "no camt.052, camt.053 or camt.054 message in the file")
     }
@@ -30,7 +29,20 @@ public enum CamtReader {
   }
 }
 
-private final class CamtState {
+/// What the reader does with each element it knows (``CamtState/table`` lists their paths).
+private enum CamtAction: Int32 {
+  case document = 1, container053, container052, container054, groupMessageID, groupCreated, statement
+  case statementID, sequenceNumber, legalSequenceNumber, page, created, fromDateTime, toDateTime
+  case accountIBAN, accountOther, accountCurrency, accountServicerBIC, additionalStatementInfo
+  case balance, balanceTypeCode, balanceTypeProprietary, balanceAmount, balanceDirection, balanceDate
+  case entry, entryReference, entryAmount, entryDirection, entryReversal, entryStatus, entryBookingDate, entryValueDate
+  case entryServicerReference, domain, family, subFamily, proprietaryCode, entryAdditionalInfo, batchCount
+  case details, messageID, servicerReference, paymentInformationID, instructionID, endToEndID, uetr, transactionID
+  case amount, instructedAmount, creditorName, debtorName, creditorAccount, debtorAccount, creditorBIC, debtorBIC
+  case remittance, creditorReference, returnReason, charges, additionalTransactionInfo
+}
+
+private final class CamtState: XMLTableHandler {
   let onEvent: (StatementEvent) throws -> Void
   var format: StatementFormat?
   var messageID = ""
@@ -44,84 +56,124 @@ private final class CamtState {
   var entryDirectionSeen = false
   var entry: StatementEntry?
   var details: TransactionDetails?
+  /// The currency of the amount element open now (its `Ccy` attribute).
+  var amountCurrency: String?
   var creditorName = "", debtorName = "", creditorAccount = "", debtorAccount = "", creditorBIC = "", debtorBIC = ""
   var domain = "", family = "", subFamily = "", proprietaryCode = ""
 
   init(onEvent: @escaping (StatementEvent) throws -> Void) { self.onEvent = onEvent }
 
-  static let containers: [String: StatementFormat] = [
-    "BkToCstmrStmt": .camt053, "BkToCstmrAcctRpt": .camt052, "BkToCstmrDbtCdtNtfctn": .camt054,
-  ]
-  static let statementElements: Set<String> = ["Stmt", "Rpt", "Ntfctn"]
-
-  func fail(_ element: XMLWalker.Element, _ reason: String) -> FormatError {
-    FormatError(format: self.format?.rawValue ?? "camt", line: 0, location: element.path.joined(separator: "/"), reason: reason)
-  }
-
-  /// The path below the statement element (`Ntry/Amt`), or nil outside a statement.
-  func relative(_ path: [String]) -> ArraySlice<String>? {
-    guard path.count > 3, Self.statementElements.contains(path[2]) else { return nil }
-    return path[3...]
-  }
-
-  func start(_ element: XMLWalker.Element) throws {
-    let path = element.path
-    switch path.count {
-    case 1:
-      guard path[0] == "Document" else { throw self.fail(element, "the root element is \(path[0]), not Document") }
-      try self.checkNamespace(element)
-      return
-    case 2:
-      guard let format = Self.containers[path[1]] else {
-        throw self.fail(element, "not a camt.052, camt.053 or camt.054 message (\(path[1]))")
-      }
-      self.format = format
-      let expected = format.rawValue
-      guard element.namespace.hasPrefix("urn:iso:std:iso:20022:tech:xsd:\(expected).") else {
-        throw self.fail(element, "\(path[1]) belongs to \(expected), but the namespace is '\(element.namespace)'")
-      }
-      return
-    case 3:
-      if Self.statementElements.contains(path[2]), let format = self.format {
-        var header = StatementHeader(format: format)
-        header.messageID = self.messageID
-        header.createdAt = self.messageCreated
-        self.header = header
-        self.headerSent = false
-        self.trailer = StatementTrailer()
-      }
-      return
-    default:
-      break
+  /// Every path read, for all three messages and every version: a version's renamings
+  /// (`BIC`/`BICFI`, `Cdtr/Nm`/`Cdtr/Pty/Nm`, `Sts`/`Sts/Cd`, `AmtDtls/TxAmt/Amt`/`Amt`) are
+  /// each listed.
+  static let table: XMLPathTable = {
+    typealias Entry = XMLPathTable.Entry
+    let message = "Document/BkToCstmrStmt|BkToCstmrAcctRpt|BkToCstmrDbtCdtNtfctn"
+    let statement = message + "/Stmt|Rpt|Ntfctn"
+    let entry = statement + "/Ntry"
+    let details = entry + "/NtryDtls/TxDtls"
+    func at(_ base: String, _ entries: [(String, CamtAction)]) -> [Entry] {
+      entries.map { Entry(base + "/" + $0.0, $0.1.rawValue) }
     }
-    guard let relative = self.relative(path) else { return }
-    switch relative.count {
-    case 1:
-      if relative.last == "Bal" {
-        self.balance = StatementBalance(type: "", amountMinor: 0, currency: "", date: "")
-        self.balanceDirection = .credit
-        self.balanceDirectionSeen = false
-      } else if relative.last == "Ntry" {
-        try self.sendHeader()
-        self.entry = StatementEntry()
-        self.entry?.status = ""
-        self.entryDirectionSeen = false
-        (self.domain, self.family, self.subFamily, self.proprietaryCode) = ("", "", "", "")
+    var entries: [Entry] = [
+      Entry("Document", CamtAction.document.rawValue, text: false),
+      Entry("Document/BkToCstmrStmt", CamtAction.container053.rawValue, text: false),
+      Entry("Document/BkToCstmrAcctRpt", CamtAction.container052.rawValue, text: false),
+      Entry("Document/BkToCstmrDbtCdtNtfctn", CamtAction.container054.rawValue, text: false),
+      Entry(statement, CamtAction.statement.rawValue, text: false),
+      Entry(statement + "/Bal", CamtAction.balance.rawValue, text: false),
+      Entry(entry, CamtAction.entry.rawValue, text: false),
+      Entry(details, CamtAction.details.rawValue, text: false),
+    ]
+    entries += at(message, [("GrpHdr/MsgId", .groupMessageID), ("GrpHdr/CreDtTm", .groupCreated)])
+    entries += at(
+      statement,
+      [
+        ("Id", .statementID), ("ElctrncSeqNb", .sequenceNumber), ("LglSeqNb", .legalSequenceNumber), ("Pgntn/PgNb", .page),
+        ("CreDtTm", .created), ("FrToDt/FrDtTm", .fromDateTime), ("FrToDt/ToDtTm", .toDateTime), ("Acct/Id/IBAN", .accountIBAN),
+        ("Acct/Id/Othr/Id", .accountOther), ("Acct/Ccy", .accountCurrency), ("Acct/Svcr/FinInstnId/BIC|BICFI", .accountServicerBIC),
+        ("AddtlStmtInf|AddtlRptInf|AddtlNtfctnInf", .additionalStatementInfo),
+        ("Bal/Tp/CdOrPrtry/Cd", .balanceTypeCode), ("Bal/Tp/CdOrPrtry/Prtry", .balanceTypeProprietary), ("Bal/Amt", .balanceAmount),
+        ("Bal/CdtDbtInd", .balanceDirection), ("Bal/Dt/Dt|DtTm", .balanceDate),
+      ])
+    entries += at(
+      entry,
+      [
+        ("NtryRef", .entryReference), ("Amt", .entryAmount), ("CdtDbtInd", .entryDirection), ("RvslInd", .entryReversal),
+        ("Sts", .entryStatus), ("Sts/Cd|Prtry", .entryStatus), ("BookgDt/Dt|DtTm", .entryBookingDate),
+        ("ValDt/Dt|DtTm", .entryValueDate), ("AcctSvcrRef", .entryServicerReference), ("BkTxCd/Domn/Cd", .domain),
+        ("BkTxCd/Domn/Fmly/Cd", .family), ("BkTxCd/Domn/Fmly/SubFmlyCd", .subFamily), ("BkTxCd/Prtry/Cd", .proprietaryCode),
+        ("AddtlNtryInf", .entryAdditionalInfo), ("NtryDtls/Btch/NbOfTxs", .batchCount),
+      ])
+    entries += at(
+      details,
+      [
+        ("Refs/MsgId", .messageID), ("Refs/AcctSvcrRef", .servicerReference), ("Refs/PmtInfId", .paymentInformationID),
+        ("Refs/InstrId", .instructionID), ("Refs/EndToEndId", .endToEndID), ("Refs/UETR", .uetr), ("Refs/TxId", .transactionID),
+        ("Amt", .amount), ("AmtDtls/TxAmt/Amt", .amount), ("AmtDtls/InstdAmt/Amt", .instructedAmount),
+        ("RltdPties/Cdtr/Nm", .creditorName), ("RltdPties/Cdtr/Pty/Nm", .creditorName),
+        ("RltdPties/Dbtr/Nm", .debtorName), ("RltdPties/Dbtr/Pty/Nm", .debtorName),
+        ("RltdPties/CdtrAcct/Id/IBAN", .creditorAccount), ("RltdPties/CdtrAcct/Id/Othr/Id", .creditorAccount),
+        ("RltdPties/DbtrAcct/Id/IBAN", .debtorAccount), ("RltdPties/DbtrAcct/Id/Othr/Id", .debtorAccount),
+        ("RltdAgts/CdtrAgt/FinInstnId/BIC|BICFI", .creditorBIC), ("RltdAgts/DbtrAgt/FinInstnId/BIC|BICFI", .debtorBIC),
+        ("RmtInf/Ustrd", .remittance), ("RmtInf/Strd/CdtrRefInf/Ref", .creditorReference), ("RtrInf/Rsn/Cd|Prtry", .returnReason),
+        ("Chrgs/Rcrd/Amt", .charges), ("Chrgs/Amt", .charges), ("AddtlTxInf", .additionalTransactionInfo),
+      ])
+    return XMLPathTable(entries)
+  }()
+
+  /// A refusal; the walker adds the line and the element's path.
+  func fail(_ reason: String) -> FormatError {
+    FormatError(format: self.format?.rawValue ?? "camt", line: 0, location: "", reason: reason)
+  }
+
+  func start(_ action: Int32, _ element: XMLOpening) throws {
+    guard let action = CamtAction(rawValue: action) else {
+      // Outside the table at depth 1 or 2: the wrong document.
+      if element.depth == 1 { throw self.fail("the root element is \(element.name), not Document") }
+      throw self.fail("not a camt.052, camt.053 or camt.054 message (\(element.name))")
+    }
+    switch action {
+    case .document: try self.checkNamespace(element.namespace)
+    case .container053, .container052, .container054:
+      let format: StatementFormat = action == .container053 ? .camt053 : action == .container052 ? .camt052 : .camt054
+      self.format = format
+      let namespace = element.namespace
+      guard namespace.hasPrefix("urn:iso:std:iso:20022:tech:xsd:\(format.rawValue).") else {
+        throw self.fail("\(element.name) belongs to \(format.rawValue), but the namespace is '\(namespace)'")
       }
-    case 3 where relative.elementsEqual(["Ntry", "NtryDtls", "TxDtls"]):
+    case .statement:
+      guard let format = self.format else { return }
+      var header = StatementHeader(format: format)
+      header.messageID = self.messageID
+      header.createdAt = self.messageCreated
+      self.header = header
+      self.headerSent = false
+      self.trailer = StatementTrailer()
+    case .balance:
+      self.balance = StatementBalance(type: "", amountMinor: 0, currency: "", date: "")
+      self.balanceDirection = .credit
+      self.balanceDirectionSeen = false
+    case .entry:
+      try self.sendHeader()
+      self.entry = StatementEntry()
+      self.entry?.status = ""
+      self.entryDirectionSeen = false
+      (self.domain, self.family, self.subFamily, self.proprietaryCode) = ("", "", "", "")
+    case .details:
       self.details = TransactionDetails()
       (self.creditorName, self.debtorName, self.creditorAccount, self.debtorAccount, self.creditorBIC, self.debtorBIC) =
         ("", "", "", "", "", "")
-    default:
-      break
+    case .balanceAmount, .entryAmount, .amount, .instructedAmount, .charges:
+      self.amountCurrency = element.attribute("Ccy")
+    default: break
     }
   }
 
-  func checkNamespace(_ element: XMLWalker.Element) throws {
-    let namespace = element.namespace
+  func checkNamespace(_ namespace: String) throws {
     let prefix = "urn:iso:std:iso:20022:tech:xsd:camt.05"
     guard namespace.hasPrefix(prefix) else {
-      throw self.fail(element, "the namespace '\(namespace)' is not an ISO 20022 camt.052/053/054 namespace")
+      throw self.fail("the namespace '\(namespace)' is not an ISO 20022 camt.052/053/054 namespace")
     }
     // camt.05N.001.VV
     let tail = namespace.dropFirst(prefix.count)
@@ -129,7 +181,7 @@ private final class CamtState {
     guard parts.count == 3, ["2", "3", "4"].contains(parts[0]), parts[1] == "001", let version = Int(parts[2]),
       CamtReader.versions.contains(version)
     else {
-      throw self.fail(element, "camt message version '\(tail)' is not read (versions 001.02 to 001.13)")
+      throw self.fail("camt message version '\(tail)' is not read (versions 001.02 to 001.13)")
     }
   }
 
@@ -139,137 +191,99 @@ private final class CamtState {
     try self.onEvent(.begin(header))
   }
 
-  func amount(_ element: XMLWalker.Element, _ text: String) throws -> (Int64, String) {
-    guard let currency = element.attributes["Ccy"], FormatValues.isCurrency(currency) else {
-      throw self.fail(element, "the amount has no ISO 4217 currency (Ccy)")
+  func amount(_ text: String) throws -> (Int64, String) {
+    guard let currency = self.amountCurrency, FormatValues.isCurrency(currency) else {
+      throw self.fail("the amount has no ISO 4217 currency (Ccy)")
     }
     guard let minor = FormatValues.minorUnits(Substring(text), currency: currency) else {
-      throw self.fail(
-        element, "'\(FormatValues.clip(text, maxBytes: 40))' is not an amount in \(currency) (at most \(FormatValues.exponent(of: currency)) decimals)")
+      throw self.fail("'\(FormatValues.clip(text, maxBytes: 40))' is not an amount in \(currency) (at most \(FormatValues.exponent(of: currency)) decimals)")
     }
     return (minor, currency)
   }
 
-  func date(_ element: XMLWalker.Element, _ text: String) throws -> String {
-    guard let date = FormatValues.isoDate(text) else { throw self.fail(element, "'\(FormatValues.clip(text, maxBytes: 40))' is not a date") }
+  func date(_ text: String) throws -> String {
+    guard let date = FormatValues.isoDate(text) else { throw self.fail("'\(FormatValues.clip(text, maxBytes: 40))' is not a date") }
     return date
   }
 
-  func number(_ element: XMLWalker.Element, _ text: String) throws -> Int {
+  func number(_ text: String) throws -> Int {
     guard let value = Int(text), value >= 0, value <= FormatLimits.maxSequenceNumber else {
-      throw self.fail(element, "'\(FormatValues.clip(text, maxBytes: 40))' is not a number of at most \(FormatLimits.maxSequenceNumber)")
+      throw self.fail("'\(FormatValues.clip(text, maxBytes: 40))' is not a number of at most \(FormatLimits.maxSequenceNumber)")
     }
     return value
   }
 
-  func direction(_ element: XMLWalker.Element, _ text: String) throws -> CreditDebit {
-    guard let direction = CreditDebit(rawValue: text) else { throw self.fail(element, "'\(FormatValues.clip(text, maxBytes: 40))' is not CRDT or DBIT") }
+  func direction(_ text: String) throws -> CreditDebit {
+    guard let direction = CreditDebit(rawValue: text) else { throw self.fail("'\(FormatValues.clip(text, maxBytes: 40))' is not CRDT or DBIT") }
     return direction
   }
 
-  func end(_ element: XMLWalker.Element, _ text: String) throws {
-    let path = element.path
-    if path.count == 4, path[2] == "GrpHdr" {
-      switch path[3] {
-      case "MsgId": self.messageID = text
-      case "CreDtTm": self.messageCreated = text
-      default: break
-      }
-      return
-    }
-    if path.count == 3, Self.statementElements.contains(path[2]) {
+  func end(_ action: Int32, _ text: String) throws {
+    guard let action = CamtAction(rawValue: action) else { return }
+    switch action {
+    case .document, .container053, .container052, .container054: break
+    case .groupMessageID: self.messageID = text
+    case .groupCreated: self.messageCreated = text
+    case .statement:
+      guard self.header != nil else { return }
       try self.sendHeader()
       try self.onEvent(.end(self.trailer))
       self.header = nil
-      return
-    }
-    guard let relative = self.relative(path) else { return }
-    // One String for the matching below: switching on a String compares bytes; on a Substring
-    // it compares Characters (a profile showed that as a fifth of the parse).
-    let key = String(element.key(from: 3))
-    if relative.first == "Ntry" {
-      try self.endEntryElement(element, key, text)
-      return
-    }
-    if relative.first == "Bal" {
-      try self.endBalanceElement(element, key, text)
-      return
-    }
-    guard !self.headerSent else {
-      if key == "AddtlStmtInf" || key == "AddtlRptInf" || key == "AddtlNtfctnInf" { self.trailer.additionalInfo = text }
-      return
-    }
-    switch key {
-    case "Id": self.header?.statementID = text
-    case "ElctrncSeqNb": self.header?.sequenceNumber = try self.number(element, text)
-    case "LglSeqNb": self.header?.legalSequenceNumber = try self.number(element, text)
-    case "Pgntn/PgNb": self.header?.page = try self.number(element, text)
-    case "CreDtTm": self.header?.createdAt = text
-    case "FrToDt/FrDtTm": self.header?.fromDateTime = text
-    case "FrToDt/ToDtTm": self.header?.toDateTime = text
-    case "Acct/Id/IBAN": self.header?.account.iban = text
-    case "Acct/Id/Othr/Id": self.header?.account.other = text
-    case "Acct/Ccy":
-      guard FormatValues.isCurrency(text) else { throw self.fail(element, "'\(text)' is not an ISO 4217 currency") }
-      self.header?.account.currency = text
-    case "Acct/Svcr/FinInstnId/BIC", "Acct/Svcr/FinInstnId/BICFI": self.header?.account.servicerBIC = text
-    default: break
-    }
-  }
-
-  func endBalanceElement(_ element: XMLWalker.Element, _ key: String, _ text: String) throws {
-    switch key {
-    case "Bal/Tp/CdOrPrtry/Cd": self.balance?.type = text
-    case "Bal/Tp/CdOrPrtry/Prtry": if self.balance?.type.isEmpty == true { self.balance?.type = text }
-    case "Bal/Amt":
-      let (minor, currency) = try self.amount(element, text)
+    // The statement's own elements come before its entries in every version; once the header
+    // has gone out with the first entry, a late one is not applied to it.
+    case .statementID: if !self.headerSent { self.header?.statementID = text }
+    case .sequenceNumber: if !self.headerSent { self.header?.sequenceNumber = try self.number(text) }
+    case .legalSequenceNumber: if !self.headerSent { self.header?.legalSequenceNumber = try self.number(text) }
+    case .page: if !self.headerSent { self.header?.page = try self.number(text) }
+    case .created: if !self.headerSent { self.header?.createdAt = text }
+    case .fromDateTime: if !self.headerSent { self.header?.fromDateTime = text }
+    case .toDateTime: if !self.headerSent { self.header?.toDateTime = text }
+    case .accountIBAN: if !self.headerSent { self.header?.account.iban = text }
+    case .accountOther: if !self.headerSent { self.header?.account.other = text }
+    case .accountCurrency:
+      guard FormatValues.isCurrency(text) else { throw self.fail("'\(FormatValues.clip(text, maxBytes: 40))' is not an ISO 4217 currency") }
+      if !self.headerSent { self.header?.account.currency = text }
+    case .accountServicerBIC: if !self.headerSent { self.header?.account.servicerBIC = text }
+    case .additionalStatementInfo: self.trailer.additionalInfo = text
+    case .balanceTypeCode: self.balance?.type = text
+    case .balanceTypeProprietary: if self.balance?.type.isEmpty == true { self.balance?.type = text }
+    case .balanceAmount:
+      let (minor, currency) = try self.amount(text)
       self.balance?.amountMinor = minor
       self.balance?.currency = currency
-    case "Bal/CdtDbtInd":
-      self.balanceDirection = try self.direction(element, text)
+    case .balanceDirection:
+      self.balanceDirection = try self.direction(text)
       self.balanceDirectionSeen = true
-    case "Bal/Dt/Dt", "Bal/Dt/DtTm": self.balance?.date = try self.date(element, text)
-    case "Bal":
+    case .balanceDate: self.balance?.date = try self.date(text)
+    case .balance:
       guard var balance = self.balance, !balance.type.isEmpty, !balance.currency.isEmpty else {
-        throw self.fail(element, "a balance needs a type and an amount")
+        throw self.fail("a balance needs a type and an amount")
       }
       // A missing indicator must not read as a credit: it would flip a debit balance's sign.
-      guard self.balanceDirectionSeen else { throw self.fail(element, "a balance needs CdtDbtInd (CRDT or DBIT)") }
+      guard self.balanceDirectionSeen else { throw self.fail("a balance needs CdtDbtInd (CRDT or DBIT)") }
       if self.balanceDirection == .debit { balance.amountMinor = -balance.amountMinor }
-      self.header?.balances.append(balance)
+      if !self.headerSent { self.header?.balances.append(balance) }
       self.balance = nil
-    default: break
-    }
-  }
-
-  static let detailsPrefix = Array("Ntry/NtryDtls/TxDtls/".utf8)
-
-  func endEntryElement(_ element: XMLWalker.Element, _ key: String, _ text: String) throws {
-    if key.utf8.starts(with: Self.detailsPrefix) {
-      try self.endDetailsElement(element, String(key.utf8.dropFirst(Self.detailsPrefix.count))!, text)
-      return
-    }
-    switch key {
-    case "Ntry/NtryRef": self.entry?.reference = text
-    case "Ntry/Amt":
-      let (minor, currency) = try self.amount(element, text)
+    case .entryReference: self.entry?.reference = text
+    case .entryAmount:
+      let (minor, currency) = try self.amount(text)
       self.entry?.amountMinor = minor
       self.entry?.currency = currency
-    case "Ntry/CdtDbtInd":
-      self.entry?.direction = try self.direction(element, text)
+    case .entryDirection:
+      self.entry?.direction = try self.direction(text)
       self.entryDirectionSeen = true
-    case "Ntry/RvslInd": self.entry?.reversal = text == "true" || text == "1"
-    case "Ntry/Sts", "Ntry/Sts/Cd", "Ntry/Sts/Prtry": if !text.isEmpty { self.entry?.status = text }
-    case "Ntry/BookgDt/Dt", "Ntry/BookgDt/DtTm": self.entry?.bookingDate = try self.date(element, text)
-    case "Ntry/ValDt/Dt", "Ntry/ValDt/DtTm": self.entry?.valueDate = try self.date(element, text)
-    case "Ntry/AcctSvcrRef": self.entry?.accountServicerReference = text
-    case "Ntry/BkTxCd/Domn/Cd": self.domain = text
-    case "Ntry/BkTxCd/Domn/Fmly/Cd": self.family = text
-    case "Ntry/BkTxCd/Domn/Fmly/SubFmlyCd": self.subFamily = text
-    case "Ntry/BkTxCd/Prtry/Cd": self.proprietaryCode = text
-    case "Ntry/AddtlNtryInf": self.entry?.additionalInfo = text
-    case "Ntry/NtryDtls/Btch/NbOfTxs": self.entry?.batchCount = try self.number(element, text)
-    case "Ntry/NtryDtls/TxDtls":
+    case .entryReversal: self.entry?.reversal = text == "true" || text == "1"
+    case .entryStatus: if !text.isEmpty { self.entry?.status = text }
+    case .entryBookingDate: self.entry?.bookingDate = try self.date(text)
+    case .entryValueDate: self.entry?.valueDate = try self.date(text)
+    case .entryServicerReference: self.entry?.accountServicerReference = text
+    case .domain: self.domain = text
+    case .family: self.family = text
+    case .subFamily: self.subFamily = text
+    case .proprietaryCode: self.proprietaryCode = text
+    case .entryAdditionalInfo: self.entry?.additionalInfo = text
+    case .batchCount: self.entry?.batchCount = try self.number(text)
+    case .details:
       guard var details = self.details else { return }
       let debit = self.entry?.direction == .debit
       details.counterpartyName = debit ? self.creditorName : self.debtorName
@@ -277,11 +291,11 @@ private final class CamtState {
       details.counterpartyBIC = debit ? self.creditorBIC : self.debtorBIC
       if (self.entry?.details.count ?? 0) < FormatLimits.maxDetailsPerEntry { self.entry?.details.append(details) }
       self.details = nil
-    case "Ntry":
+    case .entry:
       guard var entry = self.entry else { return }
-      guard !entry.currency.isEmpty else { throw self.fail(element, "an entry needs an amount (Amt)") }
-      guard self.entryDirectionSeen else { throw self.fail(element, "an entry needs CdtDbtInd (CRDT or DBIT)") }
-      if entry.status.isEmpty { throw self.fail(element, "an entry needs a status (Sts)") }
+      guard !entry.currency.isEmpty else { throw self.fail("an entry needs an amount (Amt)") }
+      guard self.entryDirectionSeen else { throw self.fail("an entry needs CdtDbtInd (CRDT or DBIT)") }
+      if entry.status.isEmpty { throw self.fail("an entry needs a status (Sts)") }
       if !self.domain.isEmpty {
         entry.bankTransactionCode = [self.domain, self.family, self.subFamily].filter { !$0.isEmpty }.joined(separator: "/")
       } else if !self.proprietaryCode.isEmpty {
@@ -289,46 +303,39 @@ private final class CamtState {
       }
       self.entry = nil
       try self.onEvent(.entry(entry))
-    default: break
-    }
-  }
-
-  func endDetailsElement(_ element: XMLWalker.Element, _ key: String, _ text: String) throws {
-    switch key {
-    case "Refs/MsgId": self.details?.messageID = text
-    case "Refs/AcctSvcrRef": self.details?.accountServicerReference = text
-    case "Refs/PmtInfId": self.details?.paymentInformationID = text
-    case "Refs/InstrId": self.details?.instructionID = text
-    case "Refs/EndToEndId": self.details?.endToEndID = text
-    case "Refs/UETR": self.details?.uetr = text
-    case "Refs/TxId": self.details?.transactionID = text
-    case "Amt", "AmtDtls/TxAmt/Amt":
-      let (minor, currency) = try self.amount(element, text)
+    case .messageID: self.details?.messageID = text
+    case .servicerReference: self.details?.accountServicerReference = text
+    case .paymentInformationID: self.details?.paymentInformationID = text
+    case .instructionID: self.details?.instructionID = text
+    case .endToEndID: self.details?.endToEndID = text
+    case .uetr: self.details?.uetr = text
+    case .transactionID: self.details?.transactionID = text
+    case .amount:
+      let (minor, currency) = try self.amount(text)
       self.details?.amountMinor = minor
       self.details?.currency = currency
-    case "AmtDtls/InstdAmt/Amt":
+    case .instructedAmount:
       if self.details?.amountMinor == nil {
-        let (minor, currency) = try self.amount(element, text)
+        let (minor, currency) = try self.amount(text)
         self.details?.amountMinor = minor
         self.details?.currency = currency
       }
-    case "RltdPties/Cdtr/Nm", "RltdPties/Cdtr/Pty/Nm": self.creditorName = text
-    case "RltdPties/Dbtr/Nm", "RltdPties/Dbtr/Pty/Nm": self.debtorName = text
-    case "RltdPties/CdtrAcct/Id/IBAN", "RltdPties/CdtrAcct/Id/Othr/Id": self.creditorAccount = text
-    case "RltdPties/DbtrAcct/Id/IBAN", "RltdPties/DbtrAcct/Id/Othr/Id": self.debtorAccount = text
-    case "RltdAgts/CdtrAgt/FinInstnId/BIC", "RltdAgts/CdtrAgt/FinInstnId/BICFI": self.creditorBIC = text
-    case "RltdAgts/DbtrAgt/FinInstnId/BIC", "RltdAgts/DbtrAgt/FinInstnId/BICFI": self.debtorBIC = text
-    case "RmtInf/Ustrd":
+    case .creditorName: self.creditorName = text
+    case .debtorName: self.debtorName = text
+    case .creditorAccount: self.creditorAccount = text
+    case .debtorAccount: self.debtorAccount = text
+    case .creditorBIC: self.creditorBIC = text
+    case .debtorBIC: self.debtorBIC = text
+    case .remittance:
       if (self.details?.remittance.count ?? 0) < FormatLimits.maxRemittanceLines { self.details?.remittance.append(text) }
-    case "RmtInf/Strd/CdtrRefInf/Ref": self.details?.creditorReference = text
-    case "RtrInf/Rsn/Cd", "RtrInf/Rsn/Prtry": self.details?.returnReason = text
-    case "Chrgs/Rcrd/Amt", "Chrgs/Amt":
-      let (minor, _) = try self.amount(element, text)
+    case .creditorReference: self.details?.creditorReference = text
+    case .returnReason: self.details?.returnReason = text
+    case .charges:
+      let (minor, _) = try self.amount(text)
       let (sum, overflow) = (self.details?.chargesMinor ?? 0).addingReportingOverflow(minor)
-      guard !overflow else { throw self.fail(element, "charges overflow") }
+      guard !overflow else { throw self.fail("charges overflow") }
       self.details?.chargesMinor = sum
-    case "AddtlTxInf": self.details?.additionalInfo = text
-    default: break
+    case .additionalTransactionInfo: self.details?.additionalInfo = text
     }
   }
 }

@@ -3,16 +3,19 @@ import Foundation
 
 /// A streaming walk over an XML document with libxml2's SAX2 push parser (Debian's libxml2,
 /// driven directly: Foundation's `XMLParser` costs a `String` and a dictionary per callback and
-/// a weak delegate load, and runs libxml2 in recovery mode): for each element, its path of
-/// local names (namespace prefixes resolved, so `<ns2:Stmt>` and `<Stmt>` are the same), its
-/// attributes and its text. Nothing is held but the current path and text, so memory does not
-/// grow with the file.
+/// a weak delegate load, and runs libxml2 in recovery mode). What each element becomes is up to
+/// an ``XMLSink``: ``XMLWalker/walk(_:format:onStart:onEnd:)`` hands every element with its
+/// path of local names (namespace prefixes resolved, so `<ns2:Stmt>` and `<Stmt>` are the
+/// same), attributes and text; ``XMLWalker/walk(_:format:table:handler:)`` matches names as
+/// bytes against an ``XMLPathTable`` and hands over only the elements listed there, as small
+/// integers, keeping text only for those. Nothing is held but the current path and text, so
+/// memory does not grow with the file.
 ///
 /// Refused before or while parsing: any document type declaration (`<!DOCTYPE`, `<!ENTITY`:
 /// bank files have none, and they are how entity-expansion bombs and external entities get in),
-/// anything but UTF-8, nesting deeper than ``FormatLimits/maxXMLDepth``, element text longer than
-/// ``FormatLimits/maxTextBytes``, and any error libxml2 reports (no recovery mode, no network,
-/// no entity substitution).
+/// anything but UTF-8, nesting deeper than ``FormatLimits/maxXMLDepth``, names longer than
+/// ``FormatLimits/maxXMLNameBytes``, element text longer than ``FormatLimits/maxTextBytes``,
+/// and any error libxml2 reports (no recovery mode, no network, no entity substitution).
 final class XMLWalker {
   struct Element {
     /// Local names from the root down to this element.
@@ -34,25 +37,17 @@ final class XMLWalker {
   }
 
   private let format: String
-  private let onStart: (Element) throws -> Void
-  private let onEnd: (Element, _ text: String) throws -> Void
-  private var path: [String] = []
-  private var namespaces: [String] = []
-  private var attributes: [[String: String]] = []
-  private var text: [UInt8] = []
-  private var joined = ""
-  private var ends: [String.Index] = []
+  private let sink: any XMLSink
+  /// Elements open now (the root is depth 1).
+  private(set) var depth = 0
   /// The root element has closed (a document that simply stops is refused).
   private var rootClosed = false
   private var failure: (any Error)?
   private var context: xmlParserCtxtPtr?
 
-  private init(
-    format: String, onStart: @escaping (Element) throws -> Void, onEnd: @escaping (Element, _ text: String) throws -> Void
-  ) {
+  private init(format: String, sink: any XMLSink) {
     self.format = format
-    self.onStart = onStart
-    self.onEnd = onEnd
+    self.sink = sink
   }
 
   /// Bytes handed to libxml2 at a time.
@@ -64,7 +59,18 @@ final class XMLWalker {
     _ source: FormatSource, format: String, onStart: @escaping (Element) throws -> Void,
     onEnd: @escaping (Element, _ text: String) throws -> Void
   ) throws {
-    let walker = XMLWalker(format: format, onStart: onStart, onEnd: onEnd)
+    try Self.run(source, format: format, sink: ElementSink(onStart: onStart, onEnd: onEnd))
+  }
+
+  /// Walks the document, telling `handler` about the elements `table` lists (and about any
+  /// element outside it at depth 1 or 2, so a reader can refuse the wrong document). Elements
+  /// deeper and not listed cost a name comparison and nothing else; their text is not kept.
+  static func walk(_ source: FormatSource, format: String, table: XMLPathTable, handler: any XMLTableHandler) throws {
+    try Self.run(source, format: format, sink: TableSink(table: table, handler: handler))
+  }
+
+  private static func run(_ source: FormatSource, format: String, sink: any XMLSink) throws {
+    let walker = XMLWalker(format: format, sink: sink)
     var handler = xmlSAXHandler()
     handler.initialized = UInt32(XML_SAX2_MAGIC)
     handler.startElementNs = { context, localName, _, uri, _, _, attributeCount, _, attributes in
@@ -80,6 +86,14 @@ final class XMLWalker {
       Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().characters(characters, Int(length))
     }
     handler.cdataBlock = handler.characters
+    // Bank files have no document type declaration, and it is how entity-expansion bombs and
+    // external entities get in: refused as soon as the parser meets one, before its internal
+    // subset (and any <!ENTITY in it) is read.
+    handler.internalSubset = { context, _, _, _ in
+      guard let context else { return }
+      let walker = Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue()
+      walker.fail(XMLWalker.documentType(walker.format, walker.line))
+    }
     // Errors come back through the parser's return code and last error; a structured handler
     // keeps libxml2 from printing them.
     handler.serror = { _, _ in }
@@ -105,51 +119,56 @@ final class XMLWalker {
             reason = "not well-formed XML: " + String(cString: message).trimmingCharacters(in: .whitespacesAndNewlines)
           }
         }
-        throw FormatError(format: format, line: line, location: walker.path.joined(separator: "/"), reason: reason)
+        throw FormatError(format: format, line: line, location: sink.location, reason: reason)
       }
     }
-    // One pass: each chunk is checked (size, document type declarations, UTF-8) before libxml2
-    // sees it, so what is parsed is exactly what was checked (a file changed between a check
-    // and a parse could not slip through).
+    // One pass: each chunk is checked (size, UTF-8) before libxml2 sees it, so what is parsed
+    // is exactly what was checked (a file changed between a check and a parse could not slip
+    // through). A document type declaration is refused by the parser itself, as it meets one.
     var size = 0
-    var lines = 0
-    var carry = Data()
     var utf8 = UTF8Check()
-    func feed(_ chunk: Data) throws {
+    func feed(_ chunk: UnsafeRawBufferPointer) throws {
       if size == 0 { try Self.checkDeclaredEncoding(chunk, format: format) }
       size += chunk.count
       guard size <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
       guard utf8.feed(chunk) else { throw Self.notUTF8(format, utf8.line) }
-      // The last bytes of the previous chunk, so a marker split across two chunks is seen.
-      let window = carry + chunk
-      let carriedLines = carry.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-      let scanned = Self.documentTypeLine(window, lineOffset: lines - carriedLines)
-      if let line = scanned.found { throw Self.documentType(format, line) }
-      lines = scanned.lines
-      carry = Data(window.suffix(2))
-      try chunk.withUnsafeBytes { try parse($0, last: false) }
+      try parse(chunk, last: false)
     }
     switch source {
     case .data(let data):
       guard data.count <= FormatLimits.maxFileBytes else { throw Self.tooLarge(format) }
-      var offset = data.startIndex
-      while offset < data.endIndex {
-        let end = min(data.endIndex, offset + Self.chunkBytes)
-        try feed(data[offset..<end])
-        offset = end
+      try data.withUnsafeBytes { bytes in
+        var offset = 0
+        while offset < bytes.count {
+          let end = min(bytes.count, offset + Self.chunkBytes)
+          try feed(UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+          offset = end
+        }
       }
     case .file(let path):
-      guard let handle = FileHandle(forReadingAtPath: path) else {
+      let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+      guard descriptor >= 0 else {
         throw FormatError(format: format, line: 0, location: "", reason: "cannot read \(path)")
       }
-      defer { try? handle.close() }
-      while let chunk = try handle.read(upToCount: Self.chunkBytes), !chunk.isEmpty { try feed(chunk) }
+      defer { close(descriptor) }
+      // One buffer for the whole file: no allocation (and no fresh pages) per chunk.
+      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.chunkBytes, alignment: 16)
+      defer { buffer.deallocate() }
+      while true {
+        let count = read(descriptor, buffer.baseAddress, Self.chunkBytes)
+        if count < 0 {
+          if errno == EINTR { continue }
+          throw FormatError(format: format, line: 0, location: "", reason: "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        if count == 0 { break }
+        try feed(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+      }
     }
     guard utf8.finish() else { throw Self.notUTF8(format, utf8.line) }
     try parse(UnsafeRawBufferPointer(start: nil, count: 0), last: true)
     guard walker.rootClosed else {
       throw FormatError(
-        format: format, line: Int(xmlSAX2GetLineNumber(context)), location: walker.path.joined(separator: "/"),
+        format: format, line: Int(xmlSAX2GetLineNumber(context)), location: sink.location,
         reason: "the file ends before its document does (truncated?)")
     }
   }
@@ -160,7 +179,7 @@ final class XMLWalker {
 
   /// ISO 20022 messages are UTF-8: a declaration naming another encoding is refused (libxml2
   /// would transcode, and Foundation's callbacks trap on names that are not valid UTF-8).
-  private static func checkDeclaredEncoding(_ head: Data, format: String) throws {
+  private static func checkDeclaredEncoding(_ head: UnsafeRawBufferPointer, format: String) throws {
     var bytes = Array(head.prefix(256))
     if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
     guard bytes.starts(with: Array("<?xml".utf8)), let end = bytes.firstIndex(of: UInt8(ascii: ">")) else { return }
@@ -181,34 +200,15 @@ final class XMLWalker {
       format: format, line: line, location: "", reason: "a document type declaration (<!DOCTYPE or <!ENTITY) is not accepted in a bank file")
   }
 
-  /// The line of the first `<!DOCTYPE` or `<!ENTITY`, if any, and the lines counted (a byte
-  /// scan; comments and CDATA, which also start with `<!`, are not matched).
-  static func documentTypeLine(_ data: Data, lineOffset: Int) -> (found: Int?, lines: Int) {
-    data.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) -> (found: Int?, lines: Int) in
-      let bytes = buffer.bindMemory(to: UInt8.self)
-      var line = lineOffset
-      var index = 0
-      let count = bytes.count
-      while index < count {
-        let byte = bytes[index]
-        if byte == 0x0A {
-          line += 1
-        } else if byte == UInt8(ascii: "<"), index + 2 < count, bytes[index + 1] == UInt8(ascii: "!") {
-          let next = bytes[index + 2] | 0x20
-          if next == UInt8(ascii: "d") || next == UInt8(ascii: "e") { return (line + 1, line) }
-        }
-        index += 1
-      }
-      return (nil, line)
-    }
-  }
-
   var line: Int { self.context.map { Int(xmlSAX2GetLineNumber($0)) } ?? 0 }
 
+  /// Records the first failure (with the line and element path, when the error has none) and
+  /// stops the parser.
   func fail(_ error: any Error) {
     if self.failure == nil {
-      if var located = error as? FormatError, located.line == 0 {
-        located.line = self.line
+      if var located = error as? FormatError {
+        if located.line == 0 { located.line = self.line }
+        if located.location.isEmpty { located.location = self.sink.location }
         self.failure = located
       } else {
         self.failure = error
@@ -218,19 +218,19 @@ final class XMLWalker {
   }
 
   func error(_ reason: String) -> FormatError {
-    FormatError(format: self.format, line: self.line, location: self.path.joined(separator: "/"), reason: reason)
+    FormatError(format: self.format, line: self.line, location: self.sink.location, reason: reason)
   }
 
   static func string(_ bytes: UnsafePointer<xmlChar>) -> String {
     String(decoding: UnsafeBufferPointer(start: bytes, count: strlen(UnsafeRawPointer(bytes).assumingMemoryBound(to: CChar.self))), as: UTF8.self)
   }
 
-  func start(
+  private func start(
     _ localName: UnsafePointer<xmlChar>, _ uri: UnsafePointer<xmlChar>?, _ attributeCount: Int,
     _ attributes: UnsafeMutablePointer<UnsafePointer<xmlChar>?>?
   ) {
     guard self.failure == nil else { return }
-    guard self.path.count < FormatLimits.maxXMLDepth else {
+    guard self.depth < FormatLimits.maxXMLDepth else {
       self.fail(self.error("elements nest deeper than \(FormatLimits.maxXMLDepth)"))
       return
     }
@@ -239,117 +239,110 @@ final class XMLWalker {
       self.fail(self.error("an element name longer than \(FormatLimits.maxXMLNameBytes) bytes"))
       return
     }
-    let name = Self.string(localName)
-    // Readers look at the namespace of the root and its child only.
-    let namespace = self.path.count < 2 ? uri.map(Self.string) ?? "" : ""
-    var attributeValues: [String: String] = [:]
-    if attributeCount > 0, let attributes {
-      // Five pointers per attribute: local name, prefix, URI, value start, value end.
-      for index in 0..<attributeCount {
-        guard let attributeName = attributes[index * 5], let start = attributes[index * 5 + 3], let end = attributes[index * 5 + 4]
-        else { continue }
-        attributeValues[Self.string(attributeName)] = String(
-          decoding: UnsafeBufferPointer(start: start, count: max(0, end - start)), as: UTF8.self)
-      }
-    }
-    self.path.append(name)
-    self.namespaces.append(namespace)
-    self.attributes.append(attributeValues)
-    if !self.joined.isEmpty { self.joined += "/" }
-    self.joined += name
-    self.ends.append(self.joined.endIndex)
-    self.text.removeAll(keepingCapacity: true)
+    self.depth += 1
     do {
-      try self.onStart(
-        Element(path: self.path, namespace: namespace, attributes: attributeValues, joined: self.joined, ends: self.ends))
+      try self.sink.start(
+        XMLOpening(
+          depth: self.depth, localName: localName, nameLength: nameLength, uri: uri, attributeCount: attributeCount,
+          attributes: attributes))
     } catch {
       self.fail(error)
     }
   }
 
-  func characters(_ characters: UnsafePointer<xmlChar>, _ length: Int) {
+  private func characters(_ characters: UnsafePointer<xmlChar>, _ length: Int) {
     guard self.failure == nil else { return }
-    guard self.text.count + length <= FormatLimits.maxTextBytes else {
+    guard self.sink.characters(characters, length) else {
       self.fail(self.error("element text longer than \(FormatLimits.maxTextBytes) bytes"))
       return
     }
-    self.text.append(contentsOf: UnsafeBufferPointer(start: characters, count: length))
   }
 
-  func end() {
-    guard self.failure == nil, !self.path.isEmpty else { return }
-    let text = Self.trimmed(self.text)
+  private func end() {
+    guard self.failure == nil, self.depth > 0 else { return }
     do {
-      try self.onEnd(
-        Element(
-          path: self.path, namespace: self.namespaces.last ?? "", attributes: self.attributes.last ?? [:], joined: self.joined,
-          ends: self.ends), text)
+      try self.sink.end(depth: self.depth)
     } catch {
       self.fail(error)
     }
-    if self.path.count == 1 { self.rootClosed = true }
-    self.ends.removeLast()
-    self.joined.removeSubrange((self.ends.last ?? self.joined.startIndex)...)
-    self.path.removeLast()
-    self.namespaces.removeLast()
-    self.attributes.removeLast()
-    self.text.removeAll(keepingCapacity: true)
+    if self.depth == 1 { self.rootClosed = true }
+    self.depth -= 1
   }
 
   /// Text without leading and trailing XML white space (space, tab, CR, LF), trimmed as bytes
   /// (ASCII bytes never occur inside a multi-byte UTF-8 sequence), then decoded once.
-  static func trimmed(_ bytes: [UInt8]) -> String {
+  static func trimmed(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
     func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D }
     var start = 0
     var end = bytes.count
     while start < end, isSpace(bytes[start]) { start += 1 }
     while end > start, isSpace(bytes[end - 1]) { end -= 1 }
-    return String(decoding: bytes[start..<end], as: UTF8.self)
+    return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
   }
-
-
 }
 
-/// Checks UTF-8 incrementally, chunk by chunk, so a file read in pieces is checked whole.
+/// Checks UTF-8 incrementally (RFC 3629: no overlong forms, no surrogates, nothing above
+/// U+10FFFF), chunk by chunk, so a file read in pieces is checked whole without being copied.
+/// Counts lines on the way, for the message.
 struct UTF8Check {
-  private var pending: [UInt8] = []
+  /// Continuation bytes still expected for the sequence under way.
+  private var needed = 0
+  /// The range the next continuation byte must fall in (narrower after E0, ED, F0 and F4).
+  private var lower: UInt8 = 0x80
+  private var upper: UInt8 = 0xBF
   /// The line reached (of the first invalid sequence, once `feed` returned false).
   private(set) var line = 1
 
-  /// Checks `chunk`, keeping a sequence cut at its end for the next chunk.
-  mutating func feed(_ chunk: Data) -> Bool {
-    var bytes = self.pending
-    bytes.append(contentsOf: chunk)
-    // Hold back an incomplete sequence at the end (at most 3 bytes).
-    var cut = bytes.count
-    var back = 0
-    while back < 3, cut - back - 1 >= 0 {
-      let byte = bytes[cut - back - 1]
-      if byte & 0xC0 != 0x80 {
-        let length = byte < 0x80 ? 1 : byte >> 5 == 0b110 ? 2 : byte >> 4 == 0b1110 ? 3 : byte >> 3 == 0b11110 ? 4 : 1
-        if length > back + 1 { cut = cut - back - 1 }
-        break
-      }
-      back += 1
-    }
-    self.pending = Array(bytes[cut...])
-    let complete = bytes[..<cut]
-    guard String(validating: complete, as: UTF8.self) != nil else {
-      // Find the line for the message.
-      var decoder = UTF8()
-      var iterator = complete.makeIterator()
-      loop: while true {
-        switch decoder.decode(&iterator) {
-        case .scalarValue(let scalar): if scalar == "\n" { self.line += 1 }
-        case .emptyInput, .error: break loop
+  /// Checks `chunk`, carrying a sequence cut at its end into the next chunk.
+  mutating func feed(_ chunk: UnsafeRawBufferPointer) -> Bool {
+    guard let base = chunk.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return true }
+    let count = chunk.count
+    var index = 0
+    var newlines = 0
+    defer { self.line += newlines }
+    while index < count {
+      if self.needed == 0 {
+        // Eight ASCII bytes at a time.
+        while index + 8 <= count {
+          let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+          guard word & 0x8080_8080_8080_8080 == 0 else { break }
+          newlines += Self.newlines(in: word)
+          index += 8
         }
+        guard index < count else { break }
+        let byte = base[index]
+        index += 1
+        switch byte {
+        case 0x00...0x7F:
+          if byte == 0x0A { newlines += 1 }
+        case 0xC2...0xDF: (self.needed, self.lower, self.upper) = (1, 0x80, 0xBF)
+        case 0xE0: (self.needed, self.lower, self.upper) = (2, 0xA0, 0xBF)
+        case 0xED: (self.needed, self.lower, self.upper) = (2, 0x80, 0x9F)
+        case 0xE1...0xEF: (self.needed, self.lower, self.upper) = (2, 0x80, 0xBF)
+        case 0xF0: (self.needed, self.lower, self.upper) = (3, 0x90, 0xBF)
+        case 0xF4: (self.needed, self.lower, self.upper) = (3, 0x80, 0x8F)
+        case 0xF1...0xF3: (self.needed, self.lower, self.upper) = (3, 0x80, 0xBF)
+        default: return false
+        }
+      } else {
+        let byte = base[index]
+        guard byte >= self.lower, byte <= self.upper else { return false }
+        index += 1
+        self.needed -= 1
+        (self.lower, self.upper) = (0x80, 0xBF)
       }
-      return false
     }
-    self.line += complete.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
     return true
   }
 
+  /// Line feeds among eight ASCII bytes.
+  private static func newlines(in word: UInt64) -> Int {
+    // Bytes equal to 0x0A become zero; the usual zero-byte test (exact for ASCII bytes).
+    let x = word ^ 0x0A0A_0A0A_0A0A_0A0A
+    let zero = (x &- 0x0101_0101_0101_0101) & ~x & 0x8080_8080_8080_8080
+    return zero.nonzeroBitCount
+  }
+
   /// Whether nothing incomplete is left at the end.
-  func finish() -> Bool { self.pending.isEmpty }
+  func finish() -> Bool { self.needed == 0 }
 }
