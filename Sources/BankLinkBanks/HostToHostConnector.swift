@@ -12,6 +12,12 @@ public enum HostToHostLimits {
   /// Booked entries taken from one inbox file (they are held in memory while the file is
   /// processed, about 300 bytes each); a file with more is quarantined.
   public static let maxEntriesPerFile = 500_000
+  /// Statements (or reports, or notifications) in one inbox file; a bank sends one per account
+  /// and period, so a file with more is quarantined.
+  public static let maxStatementsPerFile = 10_000
+  /// Transaction statuses taken from one pain.002 (a status per transfer sent; files go out with
+  /// at most ``maxTransfersPerFile`` transfers); a report with more is quarantined.
+  public static let maxStatusesPerFile = 100_000
   /// Inbox files processed per poll, so one poll cannot hold the connector for long.
   public static let maxFilesPerPoll = 64
   /// Transfers in one outgoing pain.001 file.
@@ -382,14 +388,18 @@ public final class HostToHostConnector: BankConnector {
 
   private func process(_ name: String, _ outcome: inout PollOutcome) async throws {
     let path = self.configuration.inbox + "/" + name
-    let (sha256, bytes) = try Self.fingerprint(path)
+    // Held open from the fingerprint to the move: what is hashed, parsed, stored and archived is
+    // one file, even if another is put in its place meanwhile. Hashing and parsing a large file
+    // take seconds of CPU, so they run on a thread of their own, not on the cooperative pool.
+    let file = try InboxFile(path)
+    let (sha256, bytes) = try await onOwnThread { try file.fingerprint() }
     let fingerprint = Hex.decode(sha256) ?? []
     if let earlier = try self.store.withReadTransaction({ txn in try txn.get(fingerprint, in: Self.filesDB) }) {
       // Stored before a crash, or the same file delivered again: moved, not processed again.
       var reader = RecordReader(earlier)
       let quarantined = try reader.readUInt8() == 2
       let destination = try reader.readString()
-      try self.move(path, to: quarantined ? destination : self.uniqueName(destination, sha256: sha256, keepIfSame: true))
+      try self.move(file, from: path, to: quarantined ? destination : self.uniqueName(destination, sha256: sha256, keepIfSame: true))
       outcome.moved += 1
       return
     }
@@ -400,7 +410,8 @@ public final class HostToHostConnector: BankConnector {
       refusal = "\(bytes) bytes; the inbox takes files of at most \(HostToHostLimits.maxInboxFileBytes)"
     } else {
       do {
-        intake = try self.read(path, now: now)
+        let readPath = file.readPath(fallback: path)
+        intake = try await onOwnThread { try self.read(readPath, now: now) }
       } catch let error as FormatError {
         refusal = "\(error)"
       } catch let error as InboxRefusal {
@@ -410,10 +421,35 @@ public final class HostToHostConnector: BankConnector {
         refusal = "cannot be read: \(error)"
       }
     }
+    // Still being written (the sender ignored the settle time): taken again once it is still.
+    guard file.unchanged() else { return }
     let archived = self.uniqueName(Self.archive(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
     let quarantined = self.uniqueName(Self.quarantine(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
     let sentTransfers = try self.sentTransfers(intake.groupStatuses.map(\.messageID))
-    let (taken, refused) = (intake, refusal)
+    do {
+      try await self.record(intake, refusal: refusal, name: name, sha256: sha256, bytes: bytes, archived: archived, quarantined: quarantined, sentTransfers: sentTransfers, now: now)
+    } catch let late as InboxRefusal {
+      // Refused only while booking (a balance that would overflow): quarantined, and nothing of
+      // the file is stored.
+      refusal = late.reason
+      try await self.record(intake, refusal: late.reason, name: name, sha256: sha256, bytes: bytes, archived: archived, quarantined: quarantined, sentTransfers: sentTransfers, now: now)
+    }
+    if let refusal {
+      try? DurableFile.write(Array(refusal.utf8), to: quarantined + ".reason")
+      try self.move(file, from: path, to: quarantined)
+      outcome.quarantined += 1
+    } else {
+      try self.move(file, from: path, to: archived)
+      outcome.processed += 1
+    }
+  }
+
+  /// Stores what a file brought, or its refusal, with its fingerprint, in one transaction.
+  private func record(
+    _ taken: Intake, refusal refused: String?, name: String, sha256: String, bytes: Int64, archived: String, quarantined: String,
+    sentTransfers: [String: [String]], now: Instant
+  ) async throws {
+    let fingerprint = Hex.decode(sha256) ?? []
     try await self.store.write { txn in
       var record = RecordWriter(capacity: 128)
       record.write(UInt8(refused == nil ? 1 : 2))
@@ -454,14 +490,6 @@ public final class HostToHostConnector: BankConnector {
         try Self.append(event.bytes, in: Self.eventsDB, counter: Self.eventSequenceKey, txn: &txn)
       }
     }
-    if let refusal {
-      try? DurableFile.write(Array(refusal.utf8), to: quarantined + ".reason")
-      try self.move(path, to: quarantined)
-      outcome.quarantined += 1
-    } else {
-      try self.move(path, to: archived)
-      outcome.processed += 1
-    }
   }
 
   struct InboxRefusal: Error {
@@ -477,6 +505,9 @@ public final class HostToHostConnector: BankConnector {
     switch kind {
     case .pain002:
       let report = try Pain002Reader.read(.file(path))
+      guard report.transactions.count <= HostToHostLimits.maxStatusesPerFile else {
+        throw InboxRefusal(reason: "more than \(HostToHostLimits.maxStatusesPerFile) transaction statuses in one report")
+      }
       for transaction in report.transactions where !transaction.endToEndID.isEmpty && !transaction.status.isEmpty {
         intake.reports.append(
           PaymentStatusReport(
@@ -495,7 +526,11 @@ public final class HostToHostConnector: BankConnector {
       var entries = 0
       _ = try StatementFiles.read(.file(path)) { event in
         switch event {
-        case .begin(let header): statements.append(BankStatement(header: header))
+        case .begin(let header):
+          guard statements.count < HostToHostLimits.maxStatementsPerFile else {
+            throw InboxRefusal(reason: "more than \(HostToHostLimits.maxStatementsPerFile) statements in one file")
+          }
+          statements.append(BankStatement(header: header))
         case .entry(let entry):
           entries += 1
           guard entries <= HostToHostLimits.maxEntriesPerFile else {
@@ -593,7 +628,7 @@ public final class HostToHostConnector: BankConnector {
         uncovered.write(entry.bookingDate)
         uncovered.write(signed)
         try txn.put(key, uncovered.bytes, in: Self.uncoveredDB)
-        if let current = balance { balance = current &+ signed }
+        if let current = balance { balance = try Self.add(current, signed, account) }
       }
     }
     var counterValue = RecordWriter(capacity: 8)
@@ -612,7 +647,7 @@ public final class HostToHostConnector: BankConnector {
         if !closing.date.isEmpty, !date.isEmpty, date <= closing.date {
           expired.append(key)
         } else {
-          total = total &+ signed
+          total = try Self.add(total, signed, account)
         }
         return true
       }
@@ -629,6 +664,13 @@ public final class HostToHostConnector: BankConnector {
   }
 
   // MARK: Helpers
+
+  /// A balance moved by an entry; a sum beyond Int64 refuses the file rather than wrapping.
+  static func add(_ balance: Int64, _ amount: Int64, _ account: Account) throws -> Int64 {
+    let (sum, overflow) = balance.addingReportingOverflow(amount)
+    guard !overflow else { throw InboxRefusal(reason: "account \(account.id)'s balance would leave the range of a 64-bit amount") }
+    return sum
+  }
 
   private func reading<Result>(_ body: (ReadTransaction) throws -> Result) throws(BankError) -> Result {
     do {
@@ -702,15 +744,105 @@ public final class HostToHostConnector: BankConnector {
     return url.deletingLastPathComponent().path + "/" + sha256.prefix(12) + "-" + url.lastPathComponent
   }
 
-  func move(_ path: String, to destination: String) throws {
+  /// Moves the processed file out of the inbox. If another file has taken its name meanwhile,
+  /// that one stays in the inbox (it is processed on its own), and the processed content is
+  /// written to `destination` from the open file instead.
+  func move(_ file: InboxFile, from path: String, to destination: String) throws {
     if FileManager.default.fileExists(atPath: destination) {
       // The same file was already moved (a crash after the rename): the inbox copy goes.
-      try FileManager.default.removeItem(atPath: path)
-    } else {
+      if file.isStill(at: path) { try FileManager.default.removeItem(atPath: path) }
+    } else if file.isStill(at: path) {
       guard rename(path, destination) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: destination]) }
+    } else {
+      try DurableFile.write(try file.contents(), to: destination)
     }
     DurableFile.syncDirectory(URL(fileURLWithPath: destination).deletingLastPathComponent().path)
     DurableFile.syncDirectory(self.configuration.inbox)
+  }
+}
+
+/// An inbox file held open while it is processed: fingerprinted, parsed (through
+/// `/proc/self/fd`, so the parsers read this file and not whatever the name points to later)
+/// and moved, with a check that it did not change in between.
+final class InboxFile: Sendable {
+  let descriptor: Int32
+  let device: UInt64
+  let inode: UInt64
+  let size: Int64
+  let modified: timespec
+
+  init(_ path: String) throws {
+    let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+    guard descriptor >= 0 else { throw CocoaError(.fileReadNoSuchFile, userInfo: [NSFilePathErrorKey: path]) }
+    var status = stat()
+    guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+      close(descriptor)
+      throw CocoaError(.fileReadUnknown, userInfo: [NSFilePathErrorKey: path])
+    }
+    self.descriptor = descriptor
+    self.device = UInt64(status.st_dev)
+    self.inode = UInt64(status.st_ino)
+    self.size = Int64(status.st_size)
+    self.modified = status.st_mtim
+  }
+
+  deinit { close(self.descriptor) }
+
+  /// A path that opens this very file, or `fallback` where `/proc` is not mounted.
+  func readPath(fallback: String) -> String {
+    let path = "/proc/self/fd/\(self.descriptor)"
+    return access(path, R_OK) == 0 ? path : fallback
+  }
+
+  /// SHA-256 (hex) and size, read from the start.
+  func fingerprint() throws -> (String, Int64) {
+    var hash = SHA256()
+    var total: Int64 = 0
+    try self.read { chunk in
+      hash.update(bufferPointer: chunk)
+      total += Int64(chunk.count)
+    }
+    return (Hex.encode(hash.finalize()), total)
+  }
+
+  /// The whole file (only when it has to be copied rather than renamed; at most
+  /// ``HostToHostLimits/maxInboxFileBytes`` are ever processed).
+  func contents() throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    try self.read { bytes.append(contentsOf: $0) }
+    return bytes
+  }
+
+  private func read(_ body: (UnsafeRawBufferPointer) -> Void) throws {
+    let chunk = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
+    defer { buffer.deallocate() }
+    var offset: off_t = 0
+    while true {
+      let count = pread(self.descriptor, buffer.baseAddress, chunk, offset)
+      if count < 0 {
+        if errno == EINTR { continue }
+        throw CocoaError(.fileReadUnknown)
+      }
+      if count == 0 { return }
+      body(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+      offset += off_t(count)
+    }
+  }
+
+  /// Whether the file still has the size and modification time it had when opened.
+  func unchanged() -> Bool {
+    var status = stat()
+    guard fstat(self.descriptor, &status) == 0 else { return false }
+    return Int64(status.st_size) == self.size && status.st_mtim.tv_sec == self.modified.tv_sec
+      && status.st_mtim.tv_nsec == self.modified.tv_nsec
+  }
+
+  /// Whether `path` still names this file.
+  func isStill(at path: String) -> Bool {
+    var status = stat()
+    guard lstat(path, &status) == 0 else { return false }
+    return UInt64(status.st_dev) == self.device && UInt64(status.st_ino) == self.inode
   }
 }
 

@@ -64,7 +64,10 @@ public enum Daemon {
         configuration: .init(
           outbox: files.outbox, inbox: files.inbox, stateDirectory: configuration.dataDirectory + "/connector-files",
           accounts: files.accounts.isEmpty ? BankSimulator.catalogueAccounts : files.accounts, painVersion: files.painVersion,
-          initiatingPartyName: files.initiatingPartyName, settleMilliseconds: files.settleMilliseconds),
+          initiatingPartyName: files.initiatingPartyName, settleMilliseconds: files.settleMilliseconds,
+          // The connector's store holds every entry the bank sent, like the cache: it gets the
+          // same map size (storage.map_size_mib), not a smaller fixed one.
+          mapSizeMiB: configuration.storage.mapSizeMiB),
         clock: WallClock.now)
       hostToHost = h2h
       connector = h2h

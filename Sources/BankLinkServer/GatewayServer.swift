@@ -243,7 +243,10 @@ extension GatewayServer {
   public func importBankStatement(path: String, sha256: String, bytes: Int64, fileName: String) async throws -> StatementImportOutcome {
     let outcome = try await self.reconciliation.statements.importFile(
       at: path, sha256: sha256, bytes: bytes, fileName: fileName, declared: nil, importedBy: "connector:files")
-    _ = await self.reconciliation.reconcileAfterImport(outcome)
+    // A file already stored is one whose import was cut short by a crash before the inbox
+    // service recorded it, so its reconciliation may never have run: it runs again (a run over
+    // entries already matched changes nothing).
+    _ = await self.reconciliation.reconcileAfterImport(outcome, evenIfDuplicate: true)
     return outcome
   }
 

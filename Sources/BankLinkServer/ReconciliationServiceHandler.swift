@@ -164,8 +164,8 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
   /// Reconciliation follows every import, over the accounts and booking dates it brought. The
   /// import is committed: a failing run is logged, not answered as a failed import (the client
   /// would retry, be told the file is a duplicate, and no run would follow).
-  func reconcileAfterImport(_ outcome: StatementImportOutcome) async -> Banklink_V1_ReconcileResponse? {
-    guard !outcome.duplicateFile, !outcome.statements.isEmpty else { return nil }
+  func reconcileAfterImport(_ outcome: StatementImportOutcome, evenIfDuplicate: Bool = false) async -> Banklink_V1_ReconcileResponse? {
+    guard evenIfDuplicate || !outcome.duplicateFile, !outcome.statements.isEmpty else { return nil }
     let dates = outcome.statements.flatMap { [$0.fromDate, $0.toDate] }.filter { !$0.isEmpty }
     let accounts = Set(outcome.statements.map(\.accountID))
     do {

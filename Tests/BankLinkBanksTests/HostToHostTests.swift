@@ -1,4 +1,4 @@
-import BankLinkBanks
+@testable import BankLinkBanks
 import BankLinkCore
 import BankLinkFormats
 import BankLinkTestSupport
@@ -238,6 +238,85 @@ struct HostToHostTests {
       #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger.minorUnits == 74_500)
       // Every entry once in the feed.
       #expect(try await setup.feed("icbc-cny-001").map(\.bankReference) == ["D1-X", "D2-A", "D2-B", "D1-Y", "D0-Z"])
+    }
+  }
+
+  @Test("a balance that would leave Int64 quarantines the file, and nothing of it is stored")
+  func balanceOverflow() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+      let near = Int64.max - 1_000
+      try Self.file(.statement053, id: "S1", entries: [], closing: (near, "2026-12-01")).write(to: URL(fileURLWithPath: setup.inbox + "/1.xml"))
+      clock.advance(milliseconds: 1_000)
+      #expect(try await setup.connector.pollInbox().processed == 1)
+      try Self.file(.notification054, id: "N1", entries: [("OK-1", "2026-12-02", 500), ("OVER-1", "2026-12-02", 600)])
+        .write(to: URL(fileURLWithPath: setup.inbox + "/2.xml"))
+      clock.advance(milliseconds: 1_000)
+      let outcome = try await setup.connector.pollInbox()
+      #expect(outcome.quarantined == 1 && outcome.processed == 0, "\(outcome)")
+      let reason = try String(contentsOfFile: setup.inbox + "/quarantine/2.xml.reason", encoding: .utf8)
+      #expect(reason.contains("64-bit"), "\(reason)")
+      // Not even the entry that fitted: the file is all or nothing.
+      #expect(try await setup.connector.fetchBalance(accountID: "icbc-cny-001", deadline: deadline).ledger.minorUnits == near)
+      #expect(try await setup.feed("icbc-cny-001").isEmpty)
+    }
+  }
+
+  @Test("a file replaced under its name while processed: the content processed is archived, the newcomer stays for its own turn")
+  func replacedWhileProcessed() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      let path = setup.inbox + "/day.xml"
+      let first = try Self.file(.notification054, id: "N1", entries: [("A-1", "2026-12-02", 500)])
+      let second = try Self.file(.notification054, id: "N2", entries: [("B-1", "2026-12-02", 700)])
+      try first.write(to: URL(fileURLWithPath: path))
+      // What the connector holds while it works, then a sender renaming a new file over the name.
+      let held = try InboxFile(path)
+      try second.write(to: URL(fileURLWithPath: setup.inbox + "/.incoming"))
+      #expect(rename(setup.inbox + "/.incoming", path) == 0)
+      #expect(!held.isStill(at: path))
+      #expect(try held.fingerprint().1 == Int64(first.count))
+      try FileManager.default.createDirectory(atPath: setup.inbox + "/archive", withIntermediateDirectories: true)
+      try setup.connector.move(held, from: path, to: setup.inbox + "/archive/day.xml")
+      #expect(try Data(contentsOf: URL(fileURLWithPath: setup.inbox + "/archive/day.xml")) == first)
+      #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == second)
+      // The file still in place is renamed as before.
+      let now = try InboxFile(path)
+      try setup.connector.move(now, from: path, to: setup.inbox + "/archive/day-2.xml")
+      #expect(!FileManager.default.fileExists(atPath: path))
+      #expect(try Data(contentsOf: URL(fileURLWithPath: setup.inbox + "/archive/day-2.xml")) == second)
+      // A file that changes while it is read is not taken until it is still.
+      try first.write(to: URL(fileURLWithPath: setup.inbox + "/growing.xml"))
+      let growing = try InboxFile(setup.inbox + "/growing.xml")
+      #expect(growing.unchanged())
+      let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: setup.inbox + "/growing.xml"))
+      try handle.seekToEnd()
+      try handle.write(contentsOf: Data(" ".utf8))
+      try handle.close()
+      #expect(!growing.unchanged())
+    }
+  }
+
+  @Test("a file with more statements than a bank sends is quarantined")
+  func tooManyStatements() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      let one = String(decoding: try Self.file(.notification054, id: "N1", entries: []), as: UTF8.self)
+      // The writer's one notification, repeated past the limit inside one message.
+      let open = try #require(one.range(of: "<Ntfctn>"))
+      let close = try #require(one.range(of: "</Ntfctn>"))
+      let notification = String(one[open.lowerBound..<close.upperBound])
+      let many = String(one[..<open.lowerBound]) + String(repeating: notification, count: HostToHostLimits.maxStatementsPerFile + 1)
+        + String(one[close.upperBound...])
+      try Data(many.utf8).write(to: URL(fileURLWithPath: setup.inbox + "/many.xml"))
+      clock.advance(milliseconds: 1_000)
+      #expect(try await setup.connector.pollInbox().quarantined == 1)
+      let reason = try String(contentsOfFile: setup.inbox + "/quarantine/many.xml.reason", encoding: .utf8)
+      #expect(reason.contains("statements in one file"), "\(reason)")
     }
   }
 

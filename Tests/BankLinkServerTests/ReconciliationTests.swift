@@ -5,6 +5,7 @@ import BankLinkJournal
 @testable import BankLinkServer
 import BankLinkStore
 import BankLinkTestSupport
+import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -249,6 +250,32 @@ struct ReconciliationTests {
         try await service.reconcile(.with { $0.accountID = Self.account })
       }
       #expect(onDemand.unmatchedEntries == 3)
+    }
+  }
+
+  @Test("an inbox statement stored before a crash cut its reconciliation short is reconciled when the inbox service retries it")
+  func inboxRetryReconciles() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      let file = Self.camt053(date: today, lines: [Line(minor: 150, reference: "C-1", code: "ACMT/MDOP/CHRG")])
+      try await withTemporaryDirectory { directory in
+        let path = directory.appending("stmt.xml")
+        try file.write(to: URL(fileURLWithPath: path))
+        let sha256 = SHA256.hash(data: file).map { String(format: "%02x", $0) }.joined()
+        // Stored, then the process died before the reconciliation that follows an import.
+        let stored = try await server.server.reconciliation.statements.importFile(
+          at: path, sha256: sha256, bytes: Int64(file.count), fileName: "stmt.xml", declared: nil, importedBy: "connector:files")
+        #expect(!stored.duplicateFile)
+        let reconciler = server.server.reconciliation.reconciler
+        func reports() throws -> [ReconciliationReportHeader] { try (1...100).compactMap { try reconciler.report(UInt64($0)) } }
+        let before = try reports()
+        // The inbox service's retry: a duplicate file, and the run that was missed.
+        let retried = try await server.server.importBankStatement(path: path, sha256: sha256, bytes: Int64(file.count), fileName: "stmt.xml")
+        #expect(retried.duplicateFile)
+        let after = try reports()
+        #expect(after.count == before.count + 1)
+        #expect(after.last?.unmatchedEntries == 1, "\(after)")
+      }
     }
   }
 

@@ -558,15 +558,3 @@ final class ImportQueue: Sendable {
     return try await body()
   }
 }
-
-/// Runs blocking work (parsing a large file, synchronous LMDB writes) on a thread of its own
-/// rather than on the cooperative pool.
-func onOwnThread<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
-  try await withCheckedThrowingContinuation { continuation in
-    let thread = Thread {
-      continuation.resume(with: Swift.Result { try body() })
-    }
-    thread.stackSize = 8 << 20
-    thread.start()
-  }
-}
