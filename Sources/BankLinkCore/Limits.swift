@@ -71,6 +71,8 @@ public enum Limits {
   /// two or three; the bound caps the work of chain building per handshake.
   public static let maxClientCertificateChainLength = 4
 
+  /// Longest reason given for a certificate revocation (bytes).
+  public static let maxRevocationReasonBytes = 512
   /// Longest reason quoted in a log line (bytes, escaped).
   public static let maxLoggedReasonBytes = 512
 

@@ -14,9 +14,12 @@ import UnixSignals
 public enum Daemon {
   /// Runs until SIGTERM or SIGINT, then drains and returns (the process exits 0). Throws when
   /// the store cannot be opened or the server cannot listen.
+  /// - Parameter reloadConfiguration: reads the configuration again for a reload (SIGHUP); nil
+  ///   when it did not come from a file.
   public static func run(
     configuration: DaemonConfiguration,
     notifier: SystemdNotifier? = SystemdNotifier.fromEnvironment(ProcessInfo.processInfo.environment),
+    reloadConfiguration: (@Sendable () throws -> DaemonConfiguration)? = nil,
     logger: Logger
   ) async throws {
     let store = try Store(
@@ -108,15 +111,21 @@ public enum Daemon {
       connections: configuration.connections.with { $0.minimumTLSVersion = configuration.tls.minimumVersion }
     )
     serverConfiguration.reconciliation = configuration.reconciliation
-    let server = try GatewayServer(
-      configuration: serverConfiguration,
-      principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
-      accountCache: cache,
-      connector: connector,
-      payments: payments,
-      otpVault: otpVault,
-      logger: logger
-    )
+    serverConfiguration.crlPath = configuration.tls.crlPath
+    let server: GatewayServer
+    do {
+      server = try GatewayServer(
+        configuration: serverConfiguration,
+        principals: PrincipalDirectory(PrincipalTable(configuration.principals)),
+        accountCache: cache,
+        connector: connector,
+        payments: payments,
+        otpVault: otpVault,
+        logger: logger
+      )
+    } catch let problem as CertificateRevocationList.Problem {
+      throw ConfigError(key: "tls.crl_file", message: problem.description)
+    }
     let sync = AccountSyncService(
       connector: connector,
       cache: cache,
@@ -164,7 +173,9 @@ public enum Daemon {
       }
     }
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
-    let reload = ReloadListener(notifier: notifier, logger: logger)
+    let reload = ReloadListener(
+      notifier: notifier, logger: logger, server: server, writer: payments.writer, running: configuration,
+      readConfiguration: reloadConfiguration)
 
     var groupConfiguration = ServiceGroupConfiguration(
       services: [
@@ -233,24 +244,95 @@ public struct ReadinessReporter: Service {
   }
 }
 
-/// Traps SIGHUP so that `systemctl reload` (ExecReload=) never terminates the daemon — the
-/// default action of SIGHUP. Reloading certificates, rules and policy is not built yet: the
-/// signal is logged, the systemd status line says so (`systemctl status` shows it; tests wait
-/// for it), and nothing changes.
+/// Reloads on SIGHUP (`systemctl reload banklinkd`, `banklink admin reload` sends it too): the
+/// principals table and the CRL file (`tls.crl_file`). The new configuration is read and
+/// validated whole first; if any of it fails, nothing is applied, the old configuration keeps
+/// serving, and the reason is logged, journaled and raised as a `configuration_refused` alert.
+/// Every reload is journaled (`daemon.reloaded`). Settings that need a restart (listen address,
+/// data directory, TLS certificate and key, CA bundle, limits) are left as they are and named in
+/// the log when they differ. The systemd status line says how the last reload went.
 struct ReloadListener: Service {
   let notifier: SystemdNotifier?
   let logger: Logger
+  let server: GatewayServer
+  let writer: GroupCommitWriter
+  /// The configuration the daemon started with (what needs a restart is compared with it).
+  let running: DaemonConfiguration
+  let readConfiguration: (@Sendable () throws -> DaemonConfiguration)?
 
   func run() async throws {
     let signals = await UnixSignalsSequence(trapping: .sighup)
     for await _ in signals.cancelOnGracefulShutdown() {
-      self.logger.notice("SIGHUP received: reload is not supported yet; configuration unchanged")
+      let status = await self.reload()
       do {
-        try self.notifier?.notify("STATUS=SIGHUP received: reload is not supported yet; serving unchanged")
+        try self.notifier?.notify("STATUS=" + status)
       } catch {
         self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
       }
     }
+  }
+
+  /// One reload; returns the status line.
+  func reload() async -> String {
+    let time = WallClock.now()
+    do {
+      // Read and validate everything before applying anything.
+      let next = try self.readConfiguration?() ?? self.running
+      var list: CertificateRevocationList?
+      if let path = next.tls.crlPath {
+        do {
+          list = try self.server.readRevocationList(at: path)
+        } catch let problem as CertificateRevocationList.Problem {
+          throw ConfigError(key: "tls.crl_file", message: problem.description)
+        }
+      }
+      let restartOnly = self.restartOnlyChanges(next)
+      // Applied together, after every check passed.
+      self.server.principals.replace(with: PrincipalTable(next.principals))
+      self.server.revocations.replaceListed(list?.revokedSerials ?? [])
+      var details: AuditPayload = [
+        "principals": String(next.principals.count), "crl_serials": String(list?.revokedSerials.count ?? 0),
+      ]
+      if !restartOnly.isEmpty { details["needs_restart"] = restartOnly.joined(separator: ", ") }
+      let journaled = details
+      _ = try await self.writer.write { txn in
+        try AuditJournal.append(&txn, at: time, principal: "banklinkd", action: "daemon.reloaded", object: "daemon", details: journaled)
+      }
+      self.logger.notice(
+        "configuration reloaded",
+        metadata: details.fields.mapValues { Logger.MetadataValue.string($0) })
+      if !restartOnly.isEmpty {
+        self.logger.warning("changed settings that take effect only after a restart", metadata: ["keys": "\(restartOnly.joined(separator: ", "))"])
+      }
+      return "serving; reloaded (\(next.principals.count) principals, \(list?.revokedSerials.count ?? 0) revoked serials in the CRL)"
+    } catch {
+      let reason = LogText.prefix("\(error)", maxBytes: Limits.maxLoggedReasonBytes)
+      self.logger.error("reload refused; the running configuration is unchanged", metadata: ["reason": "\(reason)"])
+      do {
+        _ = try await self.writer.write { txn in
+          try AuditJournal.append(
+            &txn, at: time, principal: "banklinkd", action: "daemon.reload_refused", object: "daemon", details: ["reason": reason])
+          _ = try AlertLog.raise(
+            &txn, at: time, severity: .critical, kind: .configurationRefused,
+            message: "reload refused, the running configuration is unchanged: \(reason)", details: ["reason": reason])
+        }
+      } catch {
+        self.logger.error("the refused reload could not be journaled", metadata: ["error": "\(error)"])
+      }
+      return "serving; reload refused, configuration unchanged: \(reason)"
+    }
+  }
+
+  /// Keys whose new value takes effect only after a restart.
+  func restartOnlyChanges(_ next: DaemonConfiguration) -> [String] {
+    var keys: [String] = []
+    if next.listen != self.running.listen { keys.append("listen") }
+    if next.dataDirectory != self.running.dataDirectory { keys.append("data_dir") }
+    if next.tls.caPath != self.running.tls.caPath { keys.append("tls.ca") }
+    if next.tls.certificatePath != self.running.tls.certificatePath { keys.append("tls.certificate") }
+    if next.tls.keyPath != self.running.tls.keyPath { keys.append("tls.key") }
+    if next.storage != self.running.storage { keys.append("storage") }
+    return keys
   }
 }
 

@@ -100,6 +100,9 @@ public struct DaemonConfiguration: Sendable {
     public var trustDomain: String? = nil
     /// The oldest TLS version a client may negotiate (`tls.minimum_version`, "1.2" or "1.3").
     public var minimumVersion: MinimumTLSVersion = .tls12
+    /// An X.509 CRL (PEM or DER) signed by a CA of `tls.ca` (`tls.crl_file`): its serials are
+    /// refused. Re-read on reload.
+    public var crlPath: String? = nil
   }
 
   public struct Storage: Sendable, Equatable {
@@ -272,6 +275,9 @@ public struct DaemonConfiguration: Sendable {
           message: "must be a lower-case domain name (a-z, 0-9, '.', '-') of at most \(Limits.maxTrustDomainBytes) bytes")
       }
       tls.trustDomain = domain
+    }
+    if let crl = try tlsReader.optionalString("crl_file") {
+      tls.crlPath = path(try nonEmpty(crl, key: "tls.crl_file"))
     }
     if let version = try tlsReader.optionalString("minimum_version") {
       guard let minimum = MinimumTLSVersion(rawValue: version) else {
@@ -638,6 +644,9 @@ public struct DaemonConfiguration: Sendable {
       guard String(decoding: data, as: UTF8.self).contains(marker) else {
         throw ConfigError(key: key, message: "\(path) is not a PEM file containing '\(marker)'")
       }
+    }
+    if let crl = self.tls.crlPath, !FileManager.default.isReadableFile(atPath: crl) {
+      throw ConfigError(key: "tls.crl_file", message: "cannot read \(crl)")
     }
     // The private key must not be readable by others (group read is allowed, for a
     // deployment that shares it with a dedicated group: mode 0640 at most).

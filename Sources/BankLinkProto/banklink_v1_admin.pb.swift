@@ -837,8 +837,8 @@ public nonisolated struct Banklink_V1_Principal: Sendable {
 
   public var otpEnrolled: Bool = false
 
-  /// Serial numbers (hex) of revoked certificates of this identity. Empty until
-  /// RevokeCertificate is built (it answers UNIMPLEMENTED today).
+  /// Serial numbers (hex) of revoked certificates of this identity. Not filled: a revocation by
+  /// serial or fingerprint is kept apart from any identity (RevokeCertificate).
   public var revokedSerials: [String] = []
 
   /// All certificates of the identity are revoked.
@@ -970,6 +970,7 @@ public nonisolated struct Banklink_V1_EnrollOtpResponse: Sendable {
   fileprivate var _receipt: Banklink_V1_Receipt? = nil
 }
 
+/// Revokes a client certificate: refused at its next call, also on connections already open.
 public nonisolated struct Banklink_V1_RevokeCertificateRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -979,7 +980,8 @@ public nonisolated struct Banklink_V1_RevokeCertificateRequest: Sendable {
 
   public var target: Banklink_V1_RevokeCertificateRequest.OneOf_Target? = nil
 
-  /// Certificate serial number, hex.
+  /// Certificate serial number, hex (colons and case as `openssl x509 -serial` or
+  /// `-text` print it are accepted).
   public var serialNumber: String {
     get {
       if case .serialNumber(let v)? = target {return v}
@@ -997,15 +999,28 @@ public nonisolated struct Banklink_V1_RevokeCertificateRequest: Sendable {
     set {target = .identity(newValue)}
   }
 
+  /// SHA-256 of the certificate's DER encoding, hex (`openssl x509 -fingerprint -sha256`).
+  public var sha256Fingerprint: String {
+    get {
+      if case .sha256Fingerprint(let v)? = target {return v}
+      return String()
+    }
+    set {target = .sha256Fingerprint(newValue)}
+  }
+
+  /// Why; kept in the revocation record and the audit journal. Required.
   public var reason: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Target: Equatable, Sendable {
-    /// Certificate serial number, hex.
+    /// Certificate serial number, hex (colons and case as `openssl x509 -serial` or
+    /// `-text` print it are accepted).
     case serialNumber(String)
     /// Revoke every certificate of this identity.
     case identity(String)
+    /// SHA-256 of the certificate's DER encoding, hex (`openssl x509 -fingerprint -sha256`).
+    case sha256Fingerprint(String)
 
   }
 
@@ -1017,6 +1032,7 @@ public nonisolated struct Banklink_V1_RevokeCertificateResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// For a revocation by identity: the principal, with `revoked` set.
   public var principal: Banklink_V1_Principal {
     get {_principal ?? Banklink_V1_Principal()}
     set {_principal = newValue}
@@ -1026,6 +1042,7 @@ public nonisolated struct Banklink_V1_RevokeCertificateResponse: Sendable {
   /// Clears the value of `principal`. Subsequent reads from it will return its default value.
   public mutating func clearPrincipal() {self._principal = nil}
 
+  /// Empty when the certificate was revoked already (nothing new is journaled).
   public var receipt: Banklink_V1_Receipt {
     get {_receipt ?? Banklink_V1_Receipt()}
     set {_receipt = newValue}
@@ -1034,6 +1051,8 @@ public nonisolated struct Banklink_V1_RevokeCertificateResponse: Sendable {
   public var hasReceipt: Bool {self._receipt != nil}
   /// Clears the value of `receipt`. Subsequent reads from it will return its default value.
   public mutating func clearReceipt() {self._receipt = nil}
+
+  public var alreadyRevoked: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2908,7 +2927,7 @@ nonisolated extension Banklink_V1_EnrollOtpResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Banklink_V1_RevokeCertificateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RevokeCertificateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}serial_number\0\u{1}identity\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}request_id\0\u{3}serial_number\0\u{1}identity\0\u{1}reason\0\u{3}sha256_fingerprint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2934,6 +2953,14 @@ nonisolated extension Banklink_V1_RevokeCertificateRequest: SwiftProtobuf.Messag
         }
       }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 5: try {
+        var v: String?
+        try decoder.decodeSingularStringField(value: &v)
+        if let v = v {
+          if self.target != nil {try decoder.handleConflictingOneOf()}
+          self.target = .sha256Fingerprint(v)
+        }
+      }()
       default: break
       }
     }
@@ -2956,11 +2983,14 @@ nonisolated extension Banklink_V1_RevokeCertificateRequest: SwiftProtobuf.Messag
       guard case .identity(let v)? = self.target else { preconditionFailure() }
       try visitor.visitSingularStringField(value: v, fieldNumber: 3)
     }()
-    case nil: break
+    default: break
     }
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
     }
+    try { if case .sha256Fingerprint(let v)? = self.target {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2975,7 +3005,7 @@ nonisolated extension Banklink_V1_RevokeCertificateRequest: SwiftProtobuf.Messag
 
 nonisolated extension Banklink_V1_RevokeCertificateResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RevokeCertificateResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}principal\0\u{1}receipt\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}principal\0\u{1}receipt\0\u{3}already_revoked\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2985,6 +3015,7 @@ nonisolated extension Banklink_V1_RevokeCertificateResponse: SwiftProtobuf.Messa
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._principal) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._receipt) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.alreadyRevoked) }()
       default: break
       }
     }
@@ -3001,12 +3032,16 @@ nonisolated extension Banklink_V1_RevokeCertificateResponse: SwiftProtobuf.Messa
     try { if let v = self._receipt {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    if self.alreadyRevoked != false {
+      try visitor.visitSingularBoolField(value: self.alreadyRevoked, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_RevokeCertificateResponse, rhs: Banklink_V1_RevokeCertificateResponse) -> Bool {
     if lhs._principal != rhs._principal {return false}
     if lhs._receipt != rhs._receipt {return false}
+    if lhs.alreadyRevoked != rhs.alreadyRevoked {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

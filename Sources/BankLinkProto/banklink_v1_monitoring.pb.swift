@@ -49,6 +49,10 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
   /// Added with the host-to-host file connector: a file in the bank's inbox could not be read
   /// (moved to quarantine/), or a statement file from it could not be stored.
   case bankFileQuarantined // = 11
+
+  /// Added with live reload: a reload (SIGHUP) was refused because the new configuration or
+  /// CRL file does not validate; the old one keeps serving.
+  case configurationRefused // = 12
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -69,6 +73,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case 9: self = .certificateExpiry
     case 10: self = .rejectionBurst
     case 11: self = .bankFileQuarantined
+    case 12: self = .configurationRefused
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -87,6 +92,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     case .certificateExpiry: return 9
     case .rejectionBurst: return 10
     case .bankFileQuarantined: return 11
+    case .configurationRefused: return 12
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -105,6 +111,7 @@ public nonisolated enum Banklink_V1_AlertKind: SwiftProtobuf.Enum, Swift.CaseIte
     .certificateExpiry,
     .rejectionBurst,
     .bankFileQuarantined,
+    .configurationRefused,
   ]
 
 }
@@ -329,7 +336,7 @@ public nonisolated struct Banklink_V1_AcknowledgeAlertResponse: Sendable {
 fileprivate nonisolated let _protobuf_package = "banklink.v1"
 
 nonisolated extension Banklink_V1_AlertKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0\u{1}ALERT_KIND_REJECTION_BURST\0\u{1}ALERT_KIND_BANK_FILE_QUARANTINED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ALERT_KIND_UNSPECIFIED\0\u{1}ALERT_KIND_RISK_HIT\0\u{1}ALERT_KIND_ANOMALY\0\u{1}ALERT_KIND_BALANCE_THRESHOLD\0\u{1}ALERT_KIND_BANK_REJECTION\0\u{1}ALERT_KIND_RECONCILIATION_BREAK\0\u{1}ALERT_KIND_AUTHENTICATION_FAILURE\0\u{1}ALERT_KIND_BANK_UNAVAILABLE\0\u{1}ALERT_KIND_TAMPERING\0\u{1}ALERT_KIND_CERTIFICATE_EXPIRY\0\u{1}ALERT_KIND_REJECTION_BURST\0\u{1}ALERT_KIND_BANK_FILE_QUARANTINED\0\u{1}ALERT_KIND_CONFIGURATION_REFUSED\0")
 }
 
 nonisolated extension Banklink_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -26,6 +26,8 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
   let identityPolicy: PeerIdentity.Policy
   /// Checks checkpoints with the daemon's own certificate.
   let checkpoints: JournalCheckpoint.Verifier?
+  /// Revoked certificates, checked on every call.
+  let revocations: CertificateRevocations
 
   func whoAmI(request: Banklink_V1_WhoAmIRequest, context: ServerContext) async throws -> Banklink_V1_WhoAmIResponse {
     let caller = try Caller.required()
@@ -99,7 +101,11 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       }
     }
     return .with {
-      $0.principals = page.map { Banklink_V1_Principal($0, otpEnrolled: enrolled.contains($0.identity)) }
+      $0.principals = page.map { principal in
+        var listed = Banklink_V1_Principal(principal, otpEnrolled: enrolled.contains(principal.identity))
+        listed.revoked = self.revocations.isRevoked(identity: principal.identity)
+        return listed
+      }
       if remaining.count > page.count, let last = page.last {
         $0.nextPageToken = PageToken.encode(.principals, after: last.identity)
       }
@@ -218,7 +224,53 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     request: Banklink_V1_RevokeCertificateRequest,
     context: ServerContext
   ) async throws -> Banklink_V1_RevokeCertificateResponse {
-    throw unimplemented(Method.RevokeCertificate.descriptor)
+    let caller = try Caller.required()
+    if !request.requestID.isEmpty { try validIdempotencyKey(request.requestID, field: "request_id") }
+    var violations: [FieldViolation] = []
+    var target: CertificateRevocations.Target?
+    switch request.target {
+    case .serialNumber(let serial):
+      if let canonical = CertificateRevocations.canonicalSerial(serial), canonical.utf8.count <= 40 {
+        target = .serial(canonical)
+      } else {
+        violations.append(.init(field: "serial_number", description: "must be a serial number in hex (at most 20 bytes; colons allowed)"))
+      }
+    case .sha256Fingerprint(let fingerprint):
+      if let canonical = CertificateRevocations.canonicalFingerprint(fingerprint) {
+        target = .fingerprint(canonical)
+      } else {
+        violations.append(.init(field: "sha256_fingerprint", description: "must be 64 hex digits (colons allowed)"))
+      }
+    case .identity(let identity):
+      if case .failure(let problem) = IdentityRules.check(identity) {
+        violations.append(.init(field: "identity", description: "\(problem)"))
+      } else if identity.utf8.elementsEqual(caller.peer.identity.utf8) {
+        violations.append(.init(field: "identity", description: "is your own identity: another admin must revoke it"))
+      } else {
+        target = .identity(identity)
+      }
+    case nil:
+      violations.append(.init(field: "target", description: "name a serial_number, sha256_fingerprint or identity"))
+    }
+    let reason = request.reason.trimmingCharacters(in: .whitespacesAndNewlines)
+    if reason.isEmpty {
+      violations.append(.init(field: "reason", description: "is required (kept in the revocation record and the audit journal)"))
+    } else if reason.utf8.count > Limits.maxRevocationReasonBytes {
+      violations.append(.init(field: "reason", description: "must be at most \(Limits.maxRevocationReasonBytes) bytes"))
+    }
+    guard violations.isEmpty, let target else { throw badRequest(violations) }
+    let (receipt, already) = try await self.mappingStorage {
+      try await self.revocations.revoke(target, reason: reason, by: caller.principal.identity, writer: self.payments.writer, at: self.payments.now())
+    }
+    return .with {
+      if case .identity(let identity) = target {
+        let principal = self.principals.current.principal(for: identity) ?? Principal(identity: identity, roles: [])
+        $0.principal = Banklink_V1_Principal(principal, otpEnrolled: false)
+        $0.principal.revoked = true
+      }
+      if let receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
+      $0.alreadyRevoked = already
+    }
   }
 
   func listAuditEntries(

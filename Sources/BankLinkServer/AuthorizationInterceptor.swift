@@ -61,19 +61,23 @@ public struct AuthorizationInterceptor: ServerInterceptor {
   let logger: Logger
   /// Alerts on client certificates close to expiry, seen on calls.
   let expiry: CertificateExpiryWatch?
+  /// Revoked certificates and identities, and the validity period, checked on every call.
+  let revocations: CertificateRevocations?
 
   public init(
     table: AuthorizationTable,
     principals: PrincipalDirectory,
     identityPolicy: PeerIdentity.Policy = .standard,
     logger: Logger,
-    expiry: CertificateExpiryWatch? = nil
+    expiry: CertificateExpiryWatch? = nil,
+    revocations: CertificateRevocations? = nil
   ) {
     self.table = table
     self.principals = principals
     self.identityPolicy = identityPolicy
     self.logger = logger
     self.expiry = expiry
+    self.revocations = revocations
   }
 
   public func intercept<Input: Sendable, Output: Sendable>(
@@ -101,6 +105,17 @@ public struct AuthorizationInterceptor: ServerInterceptor {
         )
         throw RPCError(code: .unauthenticated, message: "the client certificate is refused: \(refusal)")
       }
+    }
+    // The handshake checked the certificate when the connection opened; a connection outlives
+    // a revocation or the certificate's expiry, so every call checks again.
+    if let peer, let refusal = self.revocations?.refusal(for: peer.certificate, identity: peer.identity) {
+      self.logger.warning(
+        "call refused: the client certificate is no longer accepted",
+        metadata: [
+          "method": "\(context.descriptor)", "identity": "\(peer.identity)", "serial": "\(peer.serialNumberHex)",
+          "peer": "\(context.remotePeer)", "reason": "\(LogText.prefix(refusal, maxBytes: Limits.maxLoggedReasonBytes))",
+        ])
+      throw RPCError(code: .unauthenticated, message: "the client certificate is refused: \(refusal)")
     }
     switch self.table.decide(method: context.descriptor, peer: peer, principals: self.principals.current) {
     case .denied(let error):

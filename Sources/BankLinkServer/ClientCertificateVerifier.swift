@@ -16,10 +16,14 @@ import X509
 /// byte is read, and the chain it validates is what the transport exposes to the interceptor.
 public struct ClientCertificateVerifier: Sendable {
   let roots: CertificateStore
+  /// The trusted CA certificates, for checking a CRL's signature.
+  public let authorities: [Certificate]
   let logger: Logger
+  /// Checked after the chain verifies: a revoked or expired leaf is refused at the handshake too.
+  let revocations: CertificateRevocations?
 
   /// Loads the trusted CA bundle (PEM, one or more certificates).
-  public init(caBundlePath: String, logger: Logger) throws {
+  public init(caBundlePath: String, logger: Logger, revocations: CertificateRevocations? = nil) throws {
     let certificates = try NIOSSLCertificate.fromPEMFile(caBundlePath).map {
       try Certificate(derEncoded: try $0.toDERBytes())
     }
@@ -27,7 +31,9 @@ public struct ClientCertificateVerifier: Sendable {
       throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: caBundlePath])
     }
     self.roots = CertificateStore(certificates)
+    self.authorities = certificates
     self.logger = logger
+    self.revocations = revocations
   }
 
   public enum Outcome: Sendable {
@@ -50,6 +56,7 @@ public struct ClientCertificateVerifier: Sendable {
     }
     switch await verifier.validate(leaf: leaf, intermediates: CertificateStore(presented.dropFirst())) {
     case .validCertificate(let chain):
+      if let refusal = self.revocations?.refusal(for: leaf, identity: nil) { return .refused(refusal) }
       return .verified(Array(chain))
     case .couldNotValidate(let failures):
       let reasons = failures.prefix(3).map { "\($0.policyFailureReason)" }.joined(separator: "; ")

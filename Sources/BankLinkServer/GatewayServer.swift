@@ -33,6 +33,9 @@ public final class GatewayServer: Service {
     public var connections: ConnectionLimits
     /// How statement entries are matched to payments.
     public var reconciliation = ReconciliationSettings()
+    /// An X.509 CRL (PEM or DER) from a CA in `caPath`: its serials are refused. Read at start
+    /// and on reload (`reloadRevocationList`).
+    public var crlPath: String?
 
     public init(
       listen: ListenAddress,
@@ -54,6 +57,10 @@ public final class GatewayServer: Service {
   public let configuration: Configuration
   public let health: HealthStatus
   public let principals: PrincipalDirectory
+  /// Revoked client certificates (stored, and the CRL file's), checked on every call.
+  public let revocations: CertificateRevocations
+  /// The trusted CAs, for a CRL's signature.
+  private let authorities: [Certificate]
   /// Wakes alert subscribers after commits; ended on shutdown.
   public let alerts: AlertHub
   let reconciliation: ReconciliationServiceHandler
@@ -78,6 +85,10 @@ public final class GatewayServer: Service {
     self.principals = principals
     self.logger = logger
 
+    // Certificate validity is judged on the wall clock, as the TLS handshake judges it.
+    let revocations = CertificateRevocations()
+    try revocations.load(from: payments.store)
+    self.revocations = revocations
     // Principals changed at run time are in force before the first call is served.
     let registry = PrincipalRegistry(writer: payments.writer, directory: principals, now: payments.now)
     try registry.loadStored()
@@ -103,7 +114,8 @@ public final class GatewayServer: Service {
         principals: principals,
         registry: registry,
         identityPolicy: configuration.identityPolicy,
-        checkpoints: try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: configuration.certificatePath, encoding: .utf8))
+        checkpoints: try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: configuration.certificatePath, encoding: .utf8)),
+        revocations: revocations
       ),
     ]
     let serviceNames = [
@@ -113,7 +125,9 @@ public final class GatewayServer: Service {
     ].map(\.fullyQualifiedService)
     self.health = HealthStatus(services: Set(serviceNames))
 
-    let verifier = try ClientCertificateVerifier(caBundlePath: configuration.caPath, logger: logger)
+    let verifier = try ClientCertificateVerifier(caBundlePath: configuration.caPath, logger: logger, revocations: revocations)
+    self.authorities = verifier.authorities
+    if let crlPath = configuration.crlPath { try Self.loadRevocationList(crlPath, authorities: verifier.authorities, into: revocations) }
     let limits = configuration.connections
     let admission = ConnectionAdmission(limits: limits, logger: logger)
     self.admission = admission
@@ -161,13 +175,36 @@ public final class GatewayServer: Service {
       principals: principals,
       identityPolicy: configuration.identityPolicy,
       logger: logger,
-      expiry: expiry
+      expiry: expiry,
+      revocations: revocations
     )
     self.server = GRPCServer(
       transport: self.transport,
       services: services + [HealthServiceHandler(status: self.health)],
       interceptors: [interceptor]
     )
+  }
+
+  /// Reads the CRL file, checks it was signed by a trusted CA, and puts its serials in force.
+  /// Throws (and changes nothing) for a file that cannot be read, parsed or verified.
+  static func loadRevocationList(_ path: String, authorities: [Certificate], into revocations: CertificateRevocations) throws {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw CertificateRevocationList.Problem("cannot read the CRL file \(path)")
+    }
+    let list = try CertificateRevocationList(bytes: Array(data))
+    try list.verify(issuedByOneOf: authorities)
+    revocations.replaceListed(list.revokedSerials)
+  }
+
+  /// Reads and verifies a CRL file for a reload, without applying it (the caller applies it
+  /// with everything else once all of the new configuration has validated).
+  public func readRevocationList(at path: String) throws -> CertificateRevocationList {
+    guard let data = FileManager.default.contents(atPath: path) else {
+      throw CertificateRevocationList.Problem("cannot read the CRL file \(path)")
+    }
+    let list = try CertificateRevocationList(bytes: Array(data))
+    try list.verify(issuedByOneOf: self.authorities)
+    return list
   }
 
   /// The bound address, once listening (resolves port 0 to the real port).

@@ -169,7 +169,7 @@ extension AlertKind {
     (.reconciliationBreak, .reconciliationBreak), (.authenticationFailure, .authenticationFailure),
     (.bankUnavailable, .bankUnavailable), (.tampering, .tampering), (.certificateExpiry, .certificateExpiry),
     (.rejectionBurst, .rejectionBurst),
-    (.bankFileQuarantined, .bankFileQuarantined),
+    (.bankFileQuarantined, .bankFileQuarantined), (.configurationRefused, .configurationRefused),
   ]
 
   init?(_ proto: Banklink_V1_AlertKind) {

@@ -109,6 +109,10 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   /// Report sequence, item index → one line: a match, an unmatched entry, an unmatched payment.
   public static let reconReportItems = Database("recon_report_items")
 
+  /// Revoked client certificates: `serial/<hex>`, `sha256/<hex>` or `identity/<identity>` → who
+  /// revoked it, when and why (`RevokeCertificate`).
+  public static let revocations = Database("revocations")
+
   /// Every database of the daemon's current schema.
   public static let all: [Database] = [
     .meta, .principals, .accounts, .balances, .transactions, .transactionIDs, .syncCursors,
@@ -116,7 +120,7 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
     .bookedEndToEnd, .awaitingLedger, .approvals, .pendingApprovals, .approvalDeadlines, .approvalPolicies,
     .otpSecrets, .otpState, .alerts, .ruleSets, .riskBuckets, .riskCreditors, .riskRecent, .riskBaselines,
     .riskDecisions, .riskShadow, .statements, .statementsByAccount, .statementEntries, .statementEntryKeys,
-    .statementFiles, .reconMatches, .reconPaymentMatches, .reconReports, .reconReportItems,
+    .statementFiles, .reconMatches, .reconPaymentMatches, .reconReports, .reconReportItems, .revocations,
   ]
 
   public var description: String { self.name }

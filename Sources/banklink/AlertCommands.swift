@@ -200,7 +200,7 @@ private let kinds: [(String, Banklink_V1_AlertKind)] = [
   ("reconciliation_break", .reconciliationBreak), ("authentication_failure", .authenticationFailure),
   ("bank_unavailable", .bankUnavailable), ("tampering", .tampering), ("certificate_expiry", .certificateExpiry),
   ("rejection_burst", .rejectionBurst),
-  ("bank_file_quarantined", .bankFileQuarantined),
+  ("bank_file_quarantined", .bankFileQuarantined), ("configuration_refused", .configurationRefused),
 ]
 private let kindNames = kinds.map(\.0)
 

@@ -49,7 +49,12 @@ struct BanklinkdCommand: AsyncParsableCommand {
     }
     let logger = Logger(label: "banklinkd")
     do {
-      try await Daemon.run(configuration: configuration, logger: logger)
+      let overrides = DaemonConfiguration.Overrides(listen: self.listen, dataDirectory: self.dataDir, logLevel: self.logLevel)
+      var reload: (@Sendable () throws -> DaemonConfiguration)?
+      if let file = self.config {
+        reload = { try DaemonConfiguration.resolve(file: file, overrides: overrides) }
+      }
+      try await Daemon.run(configuration: configuration, reloadConfiguration: reload, logger: logger)
     } catch {
       logger.critical("banklinkd failed", metadata: ["error": "\(error)"])
       throw ExitCode.failure

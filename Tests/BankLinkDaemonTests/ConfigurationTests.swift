@@ -206,6 +206,8 @@ struct ConfigurationTests {
     (#""trust_domain": """#, "tls.trust_domain"),
     (#""minimum_version": "1.1""#, "tls.minimum_version"),
     (#""minimum_version": 1.3"#, "tls.minimum_version"),
+    (#""crl_file": """#, "tls.crl_file"),
+    (#""crl_file": 7"#, "tls.crl_file"),
   ])
   func tlsPolicyErrors(fragment: String, key: String) {
     let error = Self.failure(Self.replacing(#""key": "tls/server.key""#, with: #""key": "tls/server.key", "# + fragment))

@@ -1,7 +1,10 @@
 import BankLinkDaemon
+import BankLinkPKI
 import BankLinkTestSupport
 import Foundation
+import SwiftASN1
 import Testing
+import X509
 
 /// The real `banklinkd` and `banklink` executables, as an operator and systemd run them.
 @Suite("banklinkd process")
@@ -64,12 +67,46 @@ struct DaemonProcessTests {
       #expect(whoami.stdout.contains(#""identity":"admin""#))
       #expect(whoami.stdout.contains("ROLE_ADMIN"))
 
-      // SIGHUP (systemctl reload) must not terminate the daemon: its handler answers on the
-      // notify socket, so the signal has been handled (not its default action) before we call.
+      // SIGHUP (systemctl reload): the configuration file is read again. The new one adds a
+      // principal and a CRL revoking a certificate; the handler answers on the notify socket.
+      let viewer = try pki.client(commonName: "viewer")
+      let revoked = try pki.client(commonName: "viewer", file: "viewer-revoked")
+      let revokedSerial = try Certificate(pemEncoded: String(contentsOfFile: revoked.certificatePath, encoding: .utf8)).serialNumber
+      try Data(try pki.authority.revocationList(revoking: [revokedSerial])).write(to: URL(fileURLWithPath: directory.appending("ca.crl")))
+      func writeConfig(crl: String) throws {
+        try Data("""
+          {"listen": "127.0.0.1:0", "data_dir": "data",
+           "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key", "crl_file": "\(crl)"},
+           "principals": [{"identity": "admin", "roles": ["admin"]}, {"identity": "viewer", "roles": ["viewer"]}]}
+          """.utf8).write(to: URL(fileURLWithPath: config))
+      }
+      try writeConfig(crl: "ca.crl")
       kill(daemon.processIdentifier, SIGHUP)
       let reloaded = try #require(await next(30), "banklinkd did not handle SIGHUP")
-      #expect(reloaded.contains("SIGHUP received"), "\(reloaded)")
+      #expect(reloaded.contains("reloaded (2 principals, 1 revoked serials in the CRL)"), "\(reloaded)")
       #expect(daemon.isRunning)
+      let asViewer = cliEnvironment(port: port, caPath: pki.caPath, identity: viewer)
+      let viewerCall = try await offPool { try runProgram(Binaries.cli, ["whoami"], environment: asViewer) }
+      #expect(viewerCall.status == 0 && viewerCall.stdout.contains("viewer"), "\(viewerCall.stderr)")
+      let revokedCall = try await offPool {
+        try runProgram(Binaries.cli, ["whoami"], environment: cliEnvironment(port: port, caPath: pki.caPath, identity: revoked))
+      }
+      #expect(revokedCall.status != 0, "a certificate the reloaded CRL lists is refused")
+
+      // A CRL from another CA: the whole reload is refused, the running configuration stays,
+      // and a configuration_refused alert is raised.
+      let stranger = try CertificateAuthority.generate(commonName: "Stranger CA")
+      try Data(try stranger.revocationList(revoking: [])).write(to: URL(fileURLWithPath: directory.appending("other.crl")))
+      try writeConfig(crl: "other.crl")
+      kill(daemon.processIdentifier, SIGHUP)
+      let refused = try #require(await next(30), "banklinkd did not answer the second SIGHUP")
+      #expect(refused.contains("reload refused, configuration unchanged") && refused.contains("tls.crl_file"), "\(refused)")
+      let stillViewer = try await offPool { try runProgram(Binaries.cli, ["whoami"], environment: asViewer) }
+      #expect(stillViewer.status == 0, "\(stillViewer.stderr)")
+      let alerts = try await offPool {
+        try runProgram(Binaries.cli, ["alerts", "list", "--kind", "configuration_refused", "--json"], environment: environmentForCLI)
+      }
+      #expect(alerts.status == 0 && alerts.stdout.contains("reload refused"), "\(alerts.stdout) \(alerts.stderr)")
       let health = try await offPool { try runProgram(Binaries.cli, ["health"], environment: environmentForCLI) }
       #expect(health.status == 0, "\(health.stderr)")
       #expect(health.stdout.contains("SERVING"))

@@ -31,6 +31,7 @@ public enum AlertKind: String, Sendable, Hashable, CaseIterable {
   case certificateExpiry = "certificate_expiry"
   case rejectionBurst = "rejection_burst"
   case bankFileQuarantined = "bank_file_quarantined"
+  case configurationRefused = "configuration_refused"
 }
 
 /// One stored alert.

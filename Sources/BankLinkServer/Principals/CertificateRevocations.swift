@@ -1,0 +1,150 @@
+import BankLinkCore
+import BankLinkJournal
+import BankLinkPKI
+import BankLinkStore
+import Crypto
+import Foundation
+import Synchronization
+import SwiftASN1
+import X509
+
+/// The client certificates refused although their chain verifies: revoked with
+/// `RevokeCertificate` (stored in `revocations`, journaled) or listed in the CRL file
+/// (`tls.crl_file`, read at start and on reload). Checked at each TLS handshake and again on
+/// **every call**, so a certificate revoked, or one that expires, is refused on its next call
+/// even on a connection opened before.
+public final class CertificateRevocations: Sendable {
+  /// What is revoked, as stored keys (`serial/…`, `sha256/…`, `identity/…`).
+  public enum Target: Sendable, Hashable, CustomStringConvertible {
+    case serial(String)
+    case fingerprint(String)
+    case identity(String)
+
+    var key: String {
+      switch self {
+      case .serial(let hex): "serial/" + hex
+      case .fingerprint(let hex): "sha256/" + hex
+      case .identity(let identity): "identity/" + identity
+      }
+    }
+
+    public var description: String {
+      switch self {
+      case .serial(let hex): "serial \(hex)"
+      case .fingerprint(let hex): "SHA-256 fingerprint \(hex)"
+      case .identity(let identity): "every certificate of '\(identity)'"
+      }
+    }
+  }
+
+  private struct State {
+    /// Stored key → reason.
+    var stored: [String: String] = [:]
+    /// Serials listed in the CRL file.
+    var listed: Set<String> = []
+    var anyFingerprint: Bool { self.stored.keys.contains { $0.hasPrefix("sha256/") } }
+  }
+
+  private let state = Mutex(State())
+  let now: @Sendable () -> Date
+
+  public init(now: @escaping @Sendable () -> Date = { Date() }) {
+    self.now = now
+  }
+
+  /// Reads the stored revocations: at start, before serving.
+  public func load(from store: Store) throws {
+    var stored: [String: String] = [:]
+    try store.withReadTransaction { txn in
+      try txn.scan(.revocations) { key, value in
+        var reader = RecordReader(value)
+        stored[String(decoding: key, as: UTF8.self)] = try reader.readString()
+        return true
+      }
+    }
+    self.state.withLock { $0.stored = stored }
+  }
+
+  /// Puts a CRL's serials in force (replacing the previous file's).
+  public func replaceListed(_ serials: Set<String>) {
+    let canonical = Set(serials.compactMap(Self.canonicalSerial))
+    self.state.withLock { $0.listed = canonical }
+  }
+
+  public var counts: (stored: Int, listed: Int) {
+    self.state.withLock { ($0.stored.count, $0.listed.count) }
+  }
+
+  /// A serial number as compared: lower-case hex without separators or leading zeros, so that
+  /// `openssl x509 -serial` (no sign byte), `-text` (colons) and the DER bytes (a leading 00
+  /// before a high bit) name the same certificate. Nil when it is not hex.
+  public static func canonicalSerial(_ text: String) -> String? {
+    let digits = text.lowercased().filter { $0 != ":" && $0 != " " }
+    guard !digits.isEmpty, digits.allSatisfy(\.isHexDigit) else { return nil }
+    let trimmed = digits.drop { $0 == "0" }
+    return trimmed.isEmpty ? "0" : String(trimmed)
+  }
+
+  /// A SHA-256 fingerprint as compared: 64 lower-case hex digits. Nil when it is not one.
+  public static func canonicalFingerprint(_ text: String) -> String? {
+    let digits = text.lowercased().filter { $0 != ":" && $0 != " " }
+    guard digits.utf8.count == 64, digits.allSatisfy(\.isHexDigit) else { return nil }
+    return digits
+  }
+
+  /// Lower-case hex SHA-256 of the certificate's DER encoding, as `openssl x509 -fingerprint
+  /// -sha256` prints it (without the colons).
+  public static func fingerprint(_ certificate: Certificate) -> String? {
+    var serializer = DER.Serializer()
+    guard (try? serializer.serialize(certificate)) != nil else { return nil }
+    return Hex.encode(SHA256.hash(data: serializer.serializedBytes))
+  }
+
+  /// Why `certificate` (presented as `identity`, when one was derived) must be refused now, or
+  /// nil: revoked by serial, fingerprint or identity, listed in the CRL, or outside its validity.
+  public func refusal(for certificate: Certificate, identity: String?) -> String? {
+    let time = self.now()
+    if time > certificate.notValidAfter { return "the client certificate expired at \(certificate.notValidAfter)" }
+    if time < certificate.notValidBefore { return "the client certificate is not valid before \(certificate.notValidBefore)" }
+    let serial = Self.canonicalSerial(certificate.serialNumber.hex) ?? certificate.serialNumber.hex
+    let (reason, checkFingerprint) = self.state.withLock { state -> (String?, Bool) in
+      if let reason = state.stored["serial/" + serial] { return ("revoked (serial \(serial)): \(reason)", false) }
+      if state.listed.contains(serial) { return ("revoked (serial \(serial) is listed in the CRL)", false) }
+      if let identity, let reason = state.stored["identity/" + identity] { return ("revoked (identity '\(identity)'): \(reason)", false) }
+      return (nil, state.anyFingerprint)
+    }
+    if let reason { return reason }
+    // A fingerprint needs the DER encoding hashed: only when some revocation is by fingerprint.
+    guard checkFingerprint, let fingerprint = Self.fingerprint(certificate) else { return nil }
+    return self.state.withLock { state in
+      state.stored["sha256/" + fingerprint].map { "revoked (SHA-256 \(fingerprint)): \($0)" }
+    }
+  }
+
+  /// Whether `identity` as a whole is revoked.
+  public func isRevoked(identity: String) -> Bool {
+    self.state.withLock { $0.stored["identity/" + identity] != nil }
+  }
+
+  /// Stores and journals a revocation by `admin`, then puts it in force. Revoking what is revoked
+  /// already keeps the first record and journals nothing new.
+  public func revoke(
+    _ target: Target, reason: String, by admin: String, writer: GroupCommitWriter, at instant: Instant
+  ) async throws -> (receipt: JournalReceipt?, alreadyRevoked: Bool) {
+    let key = Array(target.key.utf8)
+    let outcome: (JournalReceipt?, Bool) = try await writer.write { txn in
+      if try txn.get(key, in: .revocations) != nil { return (nil, true) }
+      var record = RecordWriter(capacity: 64 + reason.utf8.count)
+      record.write(reason)
+      record.write(admin)
+      record.write(instant.millisecondsSinceEpoch)
+      try txn.put(key, record.bytes, in: .revocations)
+      let receipt = try AuditJournal.append(
+        &txn, at: instant, principal: admin, action: "certificate.revoked", object: "certificates/" + target.key,
+        details: ["target": target.description, "reason": reason])
+      return (receipt, false)
+    }
+    if !outcome.1 { self.state.withLock { $0.stored[target.key] = reason } }
+    return outcome
+  }
+}
