@@ -6,6 +6,7 @@ import BankLinkJournal
 import BankLinkStore
 import Foundation
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 
@@ -22,6 +23,7 @@ public enum Daemon {
     reloadConfiguration: (@Sendable () throws -> DaemonConfiguration)? = nil,
     logger: Logger
   ) async throws {
+    ReadinessReporter.send("STATUS=starting: opening the store", notifier: notifier, logger: logger)
     let store = try Store(
       configuration: .init(
         directory: configuration.dataDirectory,
@@ -173,6 +175,14 @@ public enum Daemon {
       }
     }
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
+    var watchdog: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if let notifier, let interval = WatchdogService.pingInterval(environment: ProcessInfo.processInfo.environment) {
+      logger.info("systemd watchdog enabled", metadata: ["ping_interval": "\(interval)"])
+      watchdog.append(
+        .init(
+          service: WatchdogService(
+            interval: interval, notifier: notifier, writer: payments.writer, eventLoops: MultiThreadedEventLoopGroup.singleton, logger: logger)))
+    }
     let reload = ReloadListener(
       notifier: notifier, logger: logger, server: server, writer: payments.writer, running: configuration,
       readConfiguration: reloadConfiguration)
@@ -187,7 +197,7 @@ public enum Daemon {
         .init(service: submitter),
         .init(service: ApprovalExpiryService(ledger: payments, logger: logger)),
         .init(service: activity, successTerminationBehavior: .ignore),
-      ] + connectorServices + [
+      ] + connectorServices + watchdog + [
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the
         // server drains.
@@ -244,7 +254,7 @@ public struct ReadinessReporter: Service {
   }
 }
 
-/// Reloads on SIGHUP (`systemctl reload banklinkd`, `banklink admin reload` sends it too): the
+/// Reloads on SIGHUP (`systemctl reload banklinkd`): the
 /// principals table and the CRL file (`tls.crl_file`). The new configuration is read and
 /// validated whole first; if any of it fails, nothing is applied, the old configuration keeps
 /// serving, and the reason is logged, journaled and raised as a `configuration_refused` alert.

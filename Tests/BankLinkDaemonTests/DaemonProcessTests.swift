@@ -45,8 +45,13 @@ struct DaemonProcessTests {
       // The first bank sync reports its own status line, before or after READY=1; the other
       // messages are read past it.
       var synced = false
+      var starting = false
       func next(_ seconds: Int) async -> String? {
         while let message = await socket.next(timeoutSeconds: seconds) {
+          if message.hasPrefix("STATUS=starting") {
+            starting = true
+            continue
+          }
           guard message == ReadinessReporter.bankSyncedStatus else { return message }
           synced = true
         }
@@ -54,6 +59,7 @@ struct DaemonProcessTests {
       }
       let ready = try #require(await next(30), "banklinkd never sent READY=1")
       #expect(ready.hasPrefix("READY=1"))
+      #expect(starting, "the status line says the daemon is starting before it is ready")
       if !synced {
         #expect(await socket.next(timeoutSeconds: 30) == ReadinessReporter.bankSyncedStatus, "banklinkd never reported its first bank sync")
         synced = true
