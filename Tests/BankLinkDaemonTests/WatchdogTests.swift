@@ -42,25 +42,48 @@ struct WatchdogTests {
         while let message = socket.receive(timeoutSeconds: 0) { if message == "WATCHDOG=1" { count += 1 } }
         return count
       }
+      /// Whether `count` pings arrive within `seconds` (generous: the suite runs beside others).
+      func pingsArrive(_ count: Int, within seconds: Int) async -> Bool {
+        while socket.receive(timeoutSeconds: 0) != nil {}
+        var seen = 0
+        let deadline = ContinuousClock.now.advanced(by: .seconds(seconds))
+        while seen < count, ContinuousClock.now < deadline {
+          if await socket.next(timeoutSeconds: 1) == "WATCHDOG=1" { seen += 1 }
+        }
+        return seen >= count
+      }
 
-      #expect(try await pings(during: 2) >= 3, "pings while healthy")
+      #expect(await pingsArrive(3, within: 20), "pings while healthy")
 
-      // The writer thread blocked inside a transaction.
+      // The writer thread blocked inside a transaction: once it is, and a probe started before
+      // it has had its interval, no ping may come.
+      let writerEntered = DispatchSemaphore(value: 0)
       let writerHeld = DispatchSemaphore(value: 0)
-      let stuck = Task { try await writer.write { _ in writerHeld.wait() } }
+      let stuck = Task {
+        try await writer.write { _ in
+          writerEntered.signal()
+          writerHeld.wait()
+        }
+      }
+      try await offPool { writerEntered.wait() }
       try await Task.sleep(for: .milliseconds(500))
       #expect(try await pings(during: 2) == 0, "no ping while the writer is stuck")
       writerHeld.signal()
       try await stuck.value
-      #expect(try await pings(during: 2) >= 3, "pings again once the writer answers")
+      #expect(await pingsArrive(3, within: 20), "pings again once the writer answers")
 
       // One event loop blocked.
+      let loopEntered = DispatchSemaphore(value: 0)
       let loopHeld = DispatchSemaphore(value: 0)
-      loops.next().execute { loopHeld.wait() }
+      loops.next().execute {
+        loopEntered.signal()
+        loopHeld.wait()
+      }
+      try await offPool { loopEntered.wait() }
       try await Task.sleep(for: .milliseconds(500))
       #expect(try await pings(during: 2) == 0, "no ping while an event loop is blocked")
       loopHeld.signal()
-      #expect(try await pings(during: 2) >= 3, "pings again once the loops answer")
+      #expect(await pingsArrive(3, within: 20), "pings again once the loops answer")
       running.cancel()
       _ = await running.result
       try await loops.shutdownGracefully()
