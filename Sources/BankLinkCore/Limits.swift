@@ -71,6 +71,8 @@ public enum Limits {
   /// two or three; the bound caps the work of chain building per handshake.
   public static let maxClientCertificateChainLength = 4
 
+  /// Bytes per message of a `Backup` stream (well under the client's 4 MiB message limit).
+  public static let backupChunkBytes = 1 << 20
   /// Longest reason given for a certificate revocation (bytes).
   public static let maxRevocationReasonBytes = 512
   /// Longest reason quoted in a log line (bytes, escaped).

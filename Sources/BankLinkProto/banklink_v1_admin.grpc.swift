@@ -230,6 +230,19 @@ public enum Banklink_V1_AdminService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Backup" metadata.
+        public enum Backup: Sendable {
+            /// Request type for "Backup".
+            public typealias Input = Banklink_V1_BackupRequest
+            /// Response type for "Backup".
+            public typealias Output = Banklink_V1_BackupChunk
+            /// Descriptor for "Backup".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.AdminService"),
+                method: "Backup",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "banklink.v1.AdminService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             WhoAmI.descriptor,
@@ -247,7 +260,8 @@ public enum Banklink_V1_AdminService: Sendable {
             EnrollOtp.descriptor,
             RevokeCertificate.descriptor,
             ListAuditEntries.descriptor,
-            VerifyAuditJournal.descriptor
+            VerifyAuditJournal.descriptor,
+            Backup.descriptor
         ]
     }
 }
@@ -554,6 +568,27 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_VerifyAuditJournalRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_VerifyAuditJournalResponse>
+
+        /// Handle the "Backup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+        /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+        /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+        /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_BackupRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_BackupChunk` messages.
+        func backup(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_BackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk>
     }
 
     /// Service protocol for the "banklink.v1.AdminService" service.
@@ -844,6 +879,27 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.ServerRequest<Banklink_V1_VerifyAuditJournalRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Banklink_V1_VerifyAuditJournalResponse>
+
+        /// Handle the "Backup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+        /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+        /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+        /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_BackupRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_BackupChunk` messages.
+        func backup(
+            request: GRPCCore.ServerRequest<Banklink_V1_BackupRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk>
     }
 
     /// Simple service protocol for the "banklink.v1.AdminService" service.
@@ -1132,6 +1188,28 @@ extension Banklink_V1_AdminService {
             request: Banklink_V1_VerifyAuditJournalRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Banklink_V1_VerifyAuditJournalResponse
+
+        /// Handle the "Backup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+        /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+        /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+        /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_BackupRequest` message.
+        ///   - response: A response stream of `Banklink_V1_BackupChunk` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func backup(
+            request: Banklink_V1_BackupRequest,
+            response: GRPCCore.RPCWriter<Banklink_V1_BackupChunk>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1310,6 +1388,17 @@ extension Banklink_V1_AdminService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_VerifyAuditJournalResponse>(),
             handler: { request, context in
                 try await self.verifyAuditJournal(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Banklink_V1_AdminService.Method.Backup.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_BackupRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_BackupChunk>(),
+            handler: { request, context in
+                try await self.backup(
                     request: request,
                     context: context
                 )
@@ -1495,6 +1584,17 @@ extension Banklink_V1_AdminService.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func backup(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_BackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk> {
+        let response = try await self.backup(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -1706,6 +1806,23 @@ extension Banklink_V1_AdminService.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func backup(
+        request: GRPCCore.ServerRequest<Banklink_V1_BackupRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk> {
+        return GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk>(
+            metadata: [:],
+            producer: { writer in
+                try await self.backup(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -2078,6 +2195,32 @@ extension Banklink_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_VerifyAuditJournalResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_VerifyAuditJournalResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Backup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+        /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+        /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+        /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_BackupRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_BackupRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_BackupChunk` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func backup<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_BackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_BackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_BackupChunk>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Banklink_V1_BackupChunk>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2633,6 +2776,41 @@ extension Banklink_V1_AdminService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Backup" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+        /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+        /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+        /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_BackupRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_BackupRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_BackupChunk` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func backup<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_BackupRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_BackupRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_BackupChunk>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Banklink_V1_BackupChunk>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Banklink_V1_AdminService.Method.Backup.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3086,6 +3264,36 @@ extension Banklink_V1_AdminService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_VerifyAuditJournalRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_VerifyAuditJournalResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Backup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+    /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+    /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+    /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_BackupRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func backup<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_BackupRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Banklink_V1_BackupChunk>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.backup(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_BackupRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_BackupChunk>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3605,6 +3813,40 @@ extension Banklink_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.verifyAuditJournal(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Backup" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Streams a consistent, compacted copy of the daemon's LMDB environment (one read snapshot,
+    /// > mdb_env_copyfd2 with MDB_CP_COMPACT) while the daemon keeps serving. Journaled before the
+    /// > first byte is sent (`daemon.backup`). The last message carries the summary. Restore with
+    /// > `banklinkd --restore-from FILE --data-dir DIR` (docs/operations.md).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func backup<Result>(
+        _ message: Banklink_V1_BackupRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Banklink_V1_BackupChunk>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_BackupRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.backup(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,4 +1,5 @@
 import BankLinkCore
+import Crypto
 import BankLinkJournal
 import BankLinkPKI
 import BankLinkStore
@@ -271,6 +272,67 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       if let receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
       $0.alreadyRevoked = already
     }
+  }
+
+  func backup(
+    request: Banklink_V1_BackupRequest,
+    response: RPCWriter<Banklink_V1_BackupChunk>,
+    context: ServerContext
+  ) async throws {
+    let caller = try Caller.required()
+    // Journaled before the copy is taken, so the copy holds its own record of who took it.
+    let receipt = try await self.mappingStorage {
+      try await self.payments.writer.write { txn in
+        try AuditJournal.append(
+          &txn, at: self.payments.now(), principal: caller.principal.identity, action: "daemon.backup", object: "daemon",
+          details: ["compacted": "true"])
+      }
+    }
+    // The copy goes to an unnamed file in the data directory (gone when closed, also after a
+    // crash), then is streamed from it: the client's pace never holds LMDB's read snapshot.
+    let directory = self.store.configuration.directory
+    let descriptor = Self.unnamedFile(in: directory)
+    guard descriptor >= 0 else {
+      throw RPCError(code: .internalError, message: "cannot create the backup's temporary file in the data directory: \(String(cString: strerror(errno)))")
+    }
+    defer { close(descriptor) }
+    let store = self.store
+    try await self.mappingStorage { try await onOwnThread { try store.copy(to: descriptor) } }
+    var hash = SHA256()
+    var total: UInt64 = 0
+    var chunk = [UInt8](repeating: 0, count: Limits.backupChunkBytes)
+    while true {
+      let count = chunk.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, off_t(total)) }
+      if count < 0 {
+        if errno == EINTR { continue }
+        throw RPCError(code: .internalError, message: "reading the backup copy failed: \(String(cString: strerror(errno)))")
+      }
+      if count == 0 { break }
+      let bytes = chunk[0..<count]
+      hash.update(data: bytes)
+      total += UInt64(count)
+      try await response.write(.with { $0.data = Data(bytes) })
+    }
+    try await response.write(.with {
+      $0.summary = .with {
+        $0.bytes = total
+        $0.sha256 = Hex.encode(hash.finalize())
+        $0.journalHead = receipt.sequence
+        $0.schemaVersion = Store.schemaVersion
+      }
+    })
+  }
+
+  /// An unnamed file in `directory` (Linux `O_TMPFILE`; else a named one removed at once).
+  static func unnamedFile(in directory: String) -> Int32 {
+    // O_TMPFILE is __O_TMPFILE | O_DIRECTORY; Glibc's module does not export the macro.
+    let temporaryFile: Int32 = 0o20_000_000 | O_DIRECTORY
+    let descriptor = open(directory, temporaryFile | O_RDWR | O_CLOEXEC, 0o600)
+    if descriptor >= 0 { return descriptor }
+    var template = Array((directory + "/.backup-XXXXXX").utf8CString)
+    let named = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+    if named >= 0 { template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) } }
+    return named
   }
 
   func listAuditEntries(

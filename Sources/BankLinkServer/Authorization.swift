@@ -90,6 +90,8 @@ public struct AuthorizationTable: Sendable {
       // Audit: auditors and admins.
       (Admin.ListAuditEntries.descriptor, .roles([.auditor, .admin])),
       (Admin.VerifyAuditJournal.descriptor, .roles([.auditor, .admin])),
+      // A copy of everything the daemon holds: admins only, and journaled.
+      (Admin.Backup.descriptor, .roles([.admin])),
     ]
     return AuthorizationTable(Dictionary(entries, uniquingKeysWith: { _, _ in
       preconditionFailure("a method is listed twice in the authorization table")

@@ -205,6 +205,13 @@ public final class Store: Sendable {
   }
 
   /// The schema version recorded in the data directory.
+  /// Writes a consistent copy of the environment to `descriptor` (a pipe or a file), from one
+  /// read snapshot, while writers go on: `mdb_env_copyfd2`, compacted (free pages left out,
+  /// pages renumbered) unless `compact` is false. Blocks until the copy is written.
+  public func copy(to descriptor: Int32, compact: Bool = true) throws {
+    try check(mdb_env_copyfd2(self.env, descriptor, compact ? UInt32(MDB_CP_COMPACT) : 0), "copying the environment")
+  }
+
   public func storedSchemaVersion() throws -> UInt32? {
     try self.withReadTransaction { txn in
       try txn.get(Store.schemaVersionKey, in: .meta).map(Store.decodeVersion)

@@ -19,7 +19,7 @@ struct BanklinkCommand: AsyncParsableCommand {
       HealthCommand.self, WhoAmICommand.self, AccountsCommand.self, BalanceCommand.self, TransactionsCommand.self,
       PayCommand.self, PaymentsCommand.self, ApprovalsCommand.self, ApproveCommand.self, RejectCommand.self,
       PolicyCommand.self, OTPCommand.self, PrincipalsCommand.self, AlertsCommand.self, RulesCommand.self, AuditCommand.self,
-      StatementsCommand.self, ReconcileCommand.self, CertificatesCommand.self, DevCertsCommand.self,
+      StatementsCommand.self, ReconcileCommand.self, CertificatesCommand.self, AdminCommand.self, DevCertsCommand.self,
     ]
   )
 }

@@ -29,7 +29,37 @@ struct BanklinkdCommand: AsyncParsableCommand {
   @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
   var logLevel: String?
 
+  @Option(
+    name: .customLong("restore-from"),
+    help: "Restore a backup (banklink admin backup) into the data directory, which must hold no data, verify it, and exit.")
+  var restoreFrom: String?
+
   func run() async throws {
+    if let backup = self.restoreFrom {
+      let directory: String
+      if let dataDir = self.dataDir {
+        directory = dataDir
+      } else if self.config != nil {
+        do {
+          directory = try DaemonConfiguration.resolve(file: self.config, overrides: .init(logLevel: self.logLevel)).dataDirectory
+        } catch let error as ConfigError {
+          FileHandle.standardError.write(Data("banklinkd: \(error)\n".utf8))
+          throw ExitCode(78)
+        }
+      } else {
+        FileHandle.standardError.write(Data("banklinkd: --restore-from needs --data-dir or --config\n".utf8))
+        throw ExitCode(64)
+      }
+      do {
+        let summary = try Restore.restore(from: backup, into: directory)
+        print(
+          "restored \(summary.bytes) bytes into \(directory): schema \(summary.schemaVersion), audit journal verified (\(summary.journalEntries) entries)")
+        return
+      } catch {
+        FileHandle.standardError.write(Data("banklinkd: restore refused: \(error)\n".utf8))
+        throw ExitCode.failure
+      }
+    }
     let configuration: DaemonConfiguration
     do {
       configuration = try DaemonConfiguration.resolve(

@@ -126,6 +126,19 @@ struct DaemonProcessTests {
       #expect(denied.status == 1)
       #expect(denied.stderr.contains("banklink: UNAVAILABLE:"), "\(denied.stderr)")
 
+      // An online backup with the CLI, restored with banklinkd into a new data directory.
+      let backupFile = directory.appending("backup.mdb")
+      let backup = try await offPool { try runProgram(Binaries.cli, ["admin", "backup", backupFile], environment: environmentForCLI) }
+      #expect(backup.status == 0 && backup.stdout.contains("sha256"), "\(backup.stdout) \(backup.stderr)")
+      let restore = try await offPool {
+        try runProgram(Binaries.daemon, ["--restore-from", backupFile, "--data-dir", directory.appending("restored")], environment: [:])
+      }
+      #expect(restore.status == 0 && restore.stdout.contains("audit journal verified"), "\(restore.stdout) \(restore.stderr)")
+      let again = try await offPool {
+        try runProgram(Binaries.daemon, ["--restore-from", backupFile, "--data-dir", directory.appending("restored")], environment: [:])
+      }
+      #expect(again.status != 0 && again.stderr.contains("already holds"), "\(again.stderr)")
+
       daemon.terminate()  // SIGTERM
       let stopping = await next(15)
       #expect(stopping?.hasPrefix("STOPPING=1") == true)

@@ -25,7 +25,7 @@ struct AuthorizationTableTests {
       #expect(table.access(for: method) != nil, "\(method) is missing from the authorization table")
     }
     #expect(Set(table.entries.keys) == Set(Self.contract))
-    #expect(Self.contract.count == 41)
+    #expect(Self.contract.count == 42)
   }
 
   @Test("only admins change rules, policy and principals")
