@@ -18,7 +18,7 @@
 
 SWIFT     ?= swift
 BIN       := .build/debug
-APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools
+APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools python3-prometheus-client
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile microbench crash-test attack-test fuzz clean

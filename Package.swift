@@ -44,6 +44,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     // Micro-benchmarks (Benchmarks/, `make microbench`). The runtime interposer trait is left off:
     // its package is not mirrored here.
     .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
@@ -68,7 +70,7 @@ let package = Package(
     // LMDB environment, scoped transactions, typed errors.
     .target(
       name: "BankLinkStore",
-      dependencies: ["CLMDB", "CBankLinkThreads", "BankLinkCore"],
+      dependencies: ["CLMDB", "CBankLinkThreads", "BankLinkCore", .product(name: "Metrics", package: "swift-metrics")],
       swiftSettings: swiftSettings
     ),
 
@@ -155,6 +157,7 @@ let package = Package(
       name: "BankLinkServer",
       dependencies: [
         "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkProto", "BankLinkPKI", "BankLinkBanks", "BankLinkRules", "BankLinkFormats",
+        .product(name: "Metrics", package: "swift-metrics"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -183,6 +186,9 @@ let package = Package(
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Metrics", package: "swift-metrics"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       swiftSettings: swiftSettings
     ),

@@ -175,6 +175,10 @@ public enum Daemon {
       }
     }
     let readiness = ReadinessReporter(server: server, notifier: notifier, logger: logger)
+    var metrics: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    if let listen = configuration.metricsListen {
+      metrics.append(.init(service: MetricsService(listen: listen, exporter: MetricsExporter(store: store, server: server), logger: logger)))
+    }
     var watchdog: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if let notifier, let interval = WatchdogService.pingInterval(environment: ProcessInfo.processInfo.environment) {
       logger.info("systemd watchdog enabled", metadata: ["ping_interval": "\(interval)"])
@@ -197,7 +201,7 @@ public enum Daemon {
         .init(service: submitter),
         .init(service: ApprovalExpiryService(ledger: payments, logger: logger)),
         .init(service: activity, successTerminationBehavior: .ignore),
-      ] + connectorServices + watchdog + [
+      ] + connectorServices + watchdog + metrics + [
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the
         // server drains.

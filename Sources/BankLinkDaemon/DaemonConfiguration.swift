@@ -46,6 +46,8 @@ public struct DaemonConfiguration: Sendable {
   public var connections = ConnectionLimits()
   /// How statement entries are matched to payments (`reconciliation`, docs/reconciliation.md).
   public var reconciliation = ReconciliationSettings()
+  /// Where Prometheus scrapes `/metrics` (`metrics.listen`); nil: no metrics listener.
+  public var metricsListen: ListenAddress?
   /// True when no configuration file was given: the development PKI and demo principals
   /// (CN `admin` is an admin). Logged loudly at start; refused under systemd unless
   /// `BANKLINK_ALLOW_DEVELOPMENT_MODE=1`.
@@ -286,6 +288,12 @@ public struct DaemonConfiguration: Sendable {
       tls.minimumVersion = minimum
     }
     try tlsReader.finish()
+
+    var metricsListen: ListenAddress?
+    if var metricsReader = try reader.optionalObject("metrics") {
+      if let listen = try metricsReader.optionalString("listen") { metricsListen = try parseListen(listen, key: "metrics.listen") }
+      try metricsReader.finish()
+    }
 
     var storage = Storage(mapSizeMiB: Limits.defaultMapSizeMiB)
     if var storageReader = try reader.optionalObject("storage") {
@@ -626,6 +634,7 @@ public struct DaemonConfiguration: Sendable {
     configuration.otpKeyPath = otpKeyPath
     configuration.connections = connections
     configuration.reconciliation = reconciliation
+    configuration.metricsListen = metricsListen
     return configuration
   }
 

@@ -1,3 +1,4 @@
+import Metrics
 import BankLinkCore
 internal import CLMDB
 import Synchronization
@@ -10,6 +11,10 @@ import Synchronization
 ///
 /// With `groupCommit` off every call gets its own synced commit, for measuring the difference.
 public final class GroupCommitWriter: Sendable {
+  /// Writes per group commit, and the time from the transaction's start to its synced commit.
+  static let batchSize = Recorder(label: "banklink_store_commit_batch_size", aggregate: true)
+  static let commitDuration = Metrics.Timer(label: "banklink_store_commit_duration_seconds")
+
   public struct Configuration: Sendable {
     public var groupCommit: Bool
     public var maxBatch: Int
@@ -98,9 +103,12 @@ public final class GroupCommitWriter: Sendable {
     }
     if batch.isEmpty { return }
     do {
+      let started = ContinuousClock.now
       let completions = try self.store.withWriteTransaction { txn in
         batch.map { $0.run(&txn) }
       }
+      Self.commitDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
+      Self.batchSize.record(batch.count)
       self.state.withLock {
         $0.statistics.writes += batch.count
         $0.statistics.commits += 1

@@ -212,6 +212,24 @@ public final class Store: Sendable {
     try check(mdb_env_copyfd2(self.env, descriptor, compact ? UInt32(MDB_CP_COMPACT) : 0), "copying the environment")
   }
 
+  /// How full the map is and how many reader slots are taken: for metrics.
+  public struct Usage: Sendable {
+    public var mapSizeBytes: Int
+    public var usedBytes: Int
+    public var readersUsed: Int
+    public var readersMax: Int
+  }
+
+  public func usage() -> Usage {
+    var info = MDB_envinfo()
+    var stat = MDB_stat()
+    mdb_env_info(self.env, &info)
+    mdb_env_stat(self.env, &stat)
+    return Usage(
+      mapSizeBytes: info.me_mapsize, usedBytes: (info.me_last_pgno + 1) * Int(stat.ms_psize), readersUsed: Int(info.me_numreaders),
+      readersMax: Int(info.me_maxreaders))
+  }
+
   public func storedSchemaVersion() throws -> UInt32? {
     try self.withReadTransaction { txn in
       try txn.get(Store.schemaVersionKey, in: .meta).map(Store.decodeVersion)

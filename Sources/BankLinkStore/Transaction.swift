@@ -25,6 +25,13 @@ public struct ReadTransaction: ReadableTransaction {
     try lookup(txn: self.txn, dbi: try handle(self.handles, database), key: key)
   }
 
+  /// The number of records in `database`, from LMDB's own count (no scan).
+  public func count(_ database: Database) throws -> Int {
+    var stat = MDB_stat()
+    try check(mdb_stat(self.txn, try handle(self.handles, database), &stat), "reading the statistics of \(database)")
+    return Int(stat.ms_entries)
+  }
+
   /// Visits records in key order starting at the first key ≥ `start` (or the first key) until
   /// `body` returns false.
   public func scan(
