@@ -207,7 +207,7 @@ let package = Package(
     .executableTarget(
       name: "banklinkd",
       dependencies: [
-        "BankLinkDaemon",
+        "BankLinkDaemon", "BankLinkServer",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         "BankLinkRuntime",

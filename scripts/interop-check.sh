@@ -58,8 +58,11 @@ daemon = subprocess.Popen(
     env={**os.environ, "NOTIFY_SOCKET": notify_path},
 )
 try:
+    # Status lines (starting, the first bank sync) may come before READY=1.
     ready = notify.recv(4096).decode()
-    assert ready.startswith("READY=1"), ready
+    while not ready.startswith("READY=1"):
+        assert ready.startswith("STATUS="), ready
+        ready = notify.recv(4096).decode()
     port = int(ready.rsplit(":", 1)[1])
     target = f"127.0.0.1:{port}"
 

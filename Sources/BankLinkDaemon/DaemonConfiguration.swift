@@ -30,6 +30,12 @@ public struct DaemonConfiguration: Sendable {
   public var tls: TLS
   public var storage: Storage
   public var logLevel: Logger.Level
+  /// `log_format`: plain text lines for a terminal, or one JSON object per line.
+  public var logFormat: LogFormat = .text
+
+  public enum LogFormat: String, Sendable, Equatable {
+    case text, json
+  }
   public var principals: [Principal]
   public var connector: Connector
   public var sync: Sync
@@ -325,6 +331,11 @@ public struct DaemonConfiguration: Sendable {
     }
 
     var logLevel = Logger.Level.info
+    var logFormat = LogFormat.text
+    if let format = try reader.optionalString("log_format") {
+      guard let parsed = LogFormat(rawValue: format) else { throw ConfigError(key: "log_format", message: "must be \"text\" or \"json\"") }
+      logFormat = parsed
+    }
     if let level = try reader.optionalString("log_level") {
       logLevel = try parseLogLevel(level, key: "log_level")
     }
@@ -635,6 +646,7 @@ public struct DaemonConfiguration: Sendable {
     configuration.connections = connections
     configuration.reconciliation = reconciliation
     configuration.metricsListen = metricsListen
+    configuration.logFormat = logFormat
     return configuration
   }
 

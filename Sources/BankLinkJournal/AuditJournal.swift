@@ -34,6 +34,9 @@ public enum AuditJournal {
   ) throws -> JournalReceipt {
     let head = try Self.head(txn.get(Self.headKey, in: .meta))
     let sequence = head.sequence + 1
+    // The request that caused the entry, when it came from an RPC (RequestContext).
+    var details = details
+    if let requestID = RequestContext.requestID, details["request_id"] == nil { details["request_id"] = requestID }
     let entry = AuditEntry(
       sequence: sequence, time: time, principal: principal, action: action, object: object,
       payload: details.canonicalJSON, previousHash: head.entryHash)

@@ -181,7 +181,7 @@ public final class GatewayServer: Service {
     self.server = GRPCServer(
       transport: self.transport,
       services: services + [HealthServiceHandler(status: self.health)],
-      interceptors: [MetricsInterceptor(), interceptor]
+      interceptors: [RequestIDInterceptor(), MetricsInterceptor(), interceptor]
     )
   }
 

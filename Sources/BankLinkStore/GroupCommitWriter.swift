@@ -64,11 +64,13 @@ public final class GroupCommitWriter: Sendable {
   public func write<Result: Sendable>(
     _ body: @escaping @Sendable (inout WriteTransaction) throws -> Result
   ) async throws -> Result {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
+    // The caller's request id goes with its work to the writer thread (audit records keep it).
+    let requestID = RequestContext.requestID
+    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
       let pending = Pending(
         run: { txn in
           do {
-            let result = try txn.withNestedTransaction(body)
+            let result = try RequestContext.$requestID.withValue(requestID) { try txn.withNestedTransaction(body) }
             return { continuation.resume(returning: result) }
           } catch {
             return { continuation.resume(throwing: error) }

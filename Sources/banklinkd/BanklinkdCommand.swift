@@ -1,5 +1,6 @@
 import ArgumentParser
 import BankLinkDaemon
+import BankLinkServer
 import Foundation
 import Logging
 
@@ -72,11 +73,20 @@ struct BanklinkdCommand: AsyncParsableCommand {
     }
 
     let level = configuration.logLevel
-    LoggingSystem.bootstrap { label in
-      var handler = StreamLogHandler.standardError(label: label)
-      handler.logLevel = level
-      return handler
-    }
+    let format = configuration.logFormat
+    LoggingSystem.bootstrap(
+      { label, provider in
+        switch format {
+        case .json:
+          var handler = JSONLogHandler(label: label, metadataProvider: provider)
+          handler.logLevel = level
+          return handler
+        case .text:
+          var handler = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+          handler.logLevel = level
+          return handler
+        }
+      }, metadataProvider: RequestIDInterceptor.loggingMetadata)
     let logger = Logger(label: "banklinkd")
     do {
       let overrides = DaemonConfiguration.Overrides(listen: self.listen, dataDirectory: self.dataDir, logLevel: self.logLevel)
