@@ -9,6 +9,7 @@
 #   make bench-alerts  alert fan-out alone: 1 subscriber, 1,000, 1,000 + 10 stalled at 500 alerts/s
 #   make bench-formats statement readers on a 1,000,000-entry camt.053 and MT940: entries/s, peak RSS
 #   make bench-reconcile reconciliation of ENTRIES (1,000,000) entries against as many payments
+#   make bench-startup  time to READY=1 with PAYMENTS (1,000,000) settled payments beside an empty data dir
 #   make attack-test the attack suite alone (raw HTTP/2 header fuzzing, Watch slots, oversized
 #                    strings, crafted certificates, connection and buffer floods) against the
 #                    real server and daemon over mutual TLS (make test runs it too)
@@ -21,7 +22,7 @@ BIN       := .build/debug
 APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools python3-prometheus-client
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile microbench crash-test attack-test fuzz clean
+.PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile bench-startup microbench crash-test attack-test fuzz clean
 
 all: build
 
@@ -100,6 +101,9 @@ bench-alerts: deps
 
 bench-formats: deps
 	scripts/bench-formats.sh
+
+bench-startup: deps
+	scripts/bench-startup.sh
 
 bench-reconcile: deps
 	$(SWIFT) build -c release --product ReconcileBenchmark

@@ -36,8 +36,44 @@ struct ReconcileBenchmark {
     return (result, wall, used)
   }
 
+  /// `count` settled payments of the simulator's first account, written directly into a new
+  /// data directory (the start-up benchmark's large data set).
+  static func settledPayments(_ count: Int, directory: String) throws {
+    let store = try Store(configuration: .init(directory: directory, mapSizeMiB: 16 * 1024))
+    let now = Instant(millisecondsSinceEpoch: 1_796_342_400_000)
+    let cny = CurrencyCode("CNY")!
+    _ = try Self.measure("setup: \(count) settled payments written") {
+      var index = 0
+      while index < count {
+        let end = min(index + 50_000, count)
+        try store.withWriteTransaction { txn in
+          for i in index..<end {
+            let id = "pay-s" + String(format: "%015d", i + 1)
+            let endToEnd = "BS" + String(format: "%013d", i)
+            let payment = Payment(
+              id: id,
+              instruction: PaymentInstruction(
+                debtorAccountID: "icbc-cny-001",
+                creditor: Creditor(name: "Supplier \(i) Trading Co., Ltd.", accountNumber: "6222\(i)", bic: "PCBCCNBJ", country: "CN"),
+                amount: Money(minorUnits: Int64(100 + i % 100_000), currency: cny), purpose: "INV-\(i)", requestedExecutionDate: now.isoDate,
+                type: .domestic),
+              status: .settled, creator: "erp", idempotencyKey: "k\(i)", endToEndID: endToEnd, createdAt: now, updatedAt: now)
+            try txn.put(Array(id.utf8), payment.record, in: .payments)
+            try txn.put(Array(endToEnd.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
+          }
+        }
+        index = end
+      }
+    }
+  }
+
   static func main() async throws {
     let count = Int(ProcessInfo.processInfo.environment["ENTRIES"] ?? "") ?? 1_000_000
+    // `make bench-startup` only needs a data directory of settled payments, kept.
+    if let keep = ProcessInfo.processInfo.environment["PAYMENTS_ONLY_DATA_DIR"] {
+      try Self.settledPayments(count, directory: keep)
+      return
+    }
     let directory = NSTemporaryDirectory() + "/banklink-reconcile-\(getpid())"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
