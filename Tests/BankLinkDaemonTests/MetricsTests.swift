@@ -76,6 +76,15 @@ struct MetricsTests {
         try runProgram(Binaries.cli, ["audit", "verify"], environment: cliEnvironment(port: daemon.port, caPath: pki.caPath, identity: viewer))
       }
       #expect(denied.status != 0)
+      // A reload refused (the file no longer parses) raises a configuration_refused alert.
+      try Data("{ not json".utf8).write(to: URL(fileURLWithPath: config))
+      while socket.receive(timeoutSeconds: 0) != nil {}
+      kill(daemon.process.processIdentifier, SIGHUP)
+      var refusedStatus: String?
+      while refusedStatus == nil, let message = await socket.next(timeoutSeconds: 30) {
+        if message.contains("reload refused") { refusedStatus = message }
+      }
+      #expect(refusedStatus != nil, "the daemon did not report the refused reload")
 
       let scraped = try await offPool {
         try runProgram("/usr/bin/python3", ["-c", Self.parser, "http://127.0.0.1:\(metricsPort)/metrics"])
@@ -95,6 +104,8 @@ struct MetricsTests {
         #expect((families[gauge]?.samples.first?.value ?? 0) > 0, "\(gauge)")
       }
       #expect(families["banklink_open_connections"] != nil && families["banklink_outbox_depth"] != nil && families["banklink_alerts_raised"] != nil)
+      let alerts = try #require(families["banklink_alerts"], "alerts by kind")
+      #expect(alerts.samples.contains { $0.labels["kind"] == "configuration_refused" && $0.labels["severity"] == "critical" && $0.value == 1 })
 
       // The shipped dashboard and alerting rules use only names the daemon exports.
       let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -1,4 +1,5 @@
 import BankLinkCore
+import Metrics
 import BankLinkStore
 import Synchronization
 
@@ -102,6 +103,9 @@ public final class AlertHub: Sendable {
     }
   }
 
+  /// Alerts raised since the daemon started, by kind and severity (Prometheus).
+  static let alertsMetric = "banklink_alerts_total"
+
   private func committed() {
     let known = self.state.withLock { $0.head }
     // The new alerts, read once for every subscriber (at most the ring's worth of the newest).
@@ -115,8 +119,11 @@ public final class AlertHub: Sendable {
         return (head, page.alerts)
       })
     else { return }
-    let waiting = self.state.withLock { state -> [AsyncStream<Void>.Continuation] in
-      guard head > state.head else { return [] }
+    let (waiting, counted, unread) = self.state.withLock { state -> ([AsyncStream<Void>.Continuation], [Alert], UInt64) in
+      guard head > state.head else { return ([], [], 0) }
+      // Counted once each, by the call that moves the head past them.
+      let counted = fresh.filter { $0.sequence > state.head }
+      let unread = head - state.head - UInt64(counted.count)
       // Contiguous with what the ring holds, or the ring starts again from the fresh alerts.
       if let last = state.recent.last?.sequence, let first = fresh.first?.sequence, first == last + 1 {
         state.recent += fresh
@@ -125,8 +132,13 @@ public final class AlertHub: Sendable {
       }
       if state.recent.count > Limits.alertHubRecent { state.recent.removeFirst(state.recent.count - Limits.alertHubRecent) }
       state.head = head
-      return state.subscribers.values.map(\.continuation)
+      return (state.subscribers.values.map(\.continuation), counted, unread)
     }
+    for alert in counted {
+      Counter(label: Self.alertsMetric, dimensions: [("kind", alert.kind.rawValue), ("severity", alert.severity.name)]).increment()
+    }
+    // More alerts in one commit than the ring holds: the oldest are counted without a kind.
+    if unread > 0 { Counter(label: Self.alertsMetric, dimensions: [("kind", "burst"), ("severity", "unknown")]).increment(by: Int64(unread)) }
     for continuation in waiting { continuation.yield() }
   }
 }
