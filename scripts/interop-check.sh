@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Interoperability check: a stock gRPC client in another language (Python grpcio, from PyPI),
 # given only proto/ and a development certificate, calls grpc.health.v1.Health/Check on a real
-# banklinkd over mutual TLS; a client without a certificate is refused. The daemon listens on
+# banklinkd over mutual TLS; a client without a certificate is refused. Then a stock reflection
+# client (grpcio-reflection, which speaks grpc.reflection.v1alpha) discovers the API with no
+# proto file at all, builds AdminService/WhoAmI's messages from the descriptors it fetched and
+# calls it; and the reflection protocol file we serve is compared, field for field, with the
+# official one that grpcio-reflection ships. The daemon listens on
 # port 0 and reports its port through NOTIFY_SOCKET, as it would to systemd.
 set -euo pipefail
 
@@ -19,8 +23,8 @@ if [ ! -x "$venv/bin/python" ]; then
     rm -rf "$venv" && python3 -m venv "$venv"
   fi
 fi
-"$venv/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null ||
-  "$venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools
+"$venv/bin/python" -c 'import grpc, grpc_tools, grpc_reflection' 2>/dev/null ||
+  "$venv/bin/pip" install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-reflection
 
 # Generate Python stubs from our proto/ only. The proto package is grpc.health.v1, which would
 # shadow grpcio's own `grpc` module, so the generated files move to a package of their own.
@@ -80,6 +84,37 @@ try:
             print("python grpcio without a client certificate: refused (UNAVAILABLE)")
         else:
             raise AssertionError("a client without a certificate was served")
+
+    # Server reflection, as grpcurl or Postman would use it: no proto file on this side.
+    from google.protobuf import descriptor_pool, message_factory
+    from grpc_reflection.v1alpha import reflection_pb2 as official
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    with grpc.secure_channel(target, creds) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        expected = {"banklink.v1.AccountService", "banklink.v1.PaymentService", "banklink.v1.AdminService",
+                    "banklink.v1.MonitoringService", "banklink.v1.ReconciliationService", "grpc.health.v1.Health"}
+        assert expected <= services, services
+        pool = descriptor_pool.DescriptorPool(database)
+        method = pool.FindServiceByName("banklink.v1.AdminService").FindMethodByName("WhoAmI")
+        request_type = message_factory.GetMessageClass(method.input_type)
+        reply_type = message_factory.GetMessageClass(method.output_type)
+        who_am_i = channel.unary_unary("/banklink.v1.AdminService/WhoAmI",
+                                       request_serializer=request_type.SerializeToString,
+                                       response_deserializer=reply_type.FromString)
+        reply = who_am_i(request_type(), timeout=10)
+        assert reply.identity == "viewer", reply
+        # The payment contract is described down to its fields.
+        create = pool.FindMessageTypeByName("banklink.v1.CreatePaymentRequest")
+        assert "instruction" in create.fields_by_name, list(create.fields_by_name)
+        # Our reflection proto is wire-compatible with the official definition.
+        ours = pool.FindFileByName("grpc/reflection/v1alpha/reflection.proto")
+        shape = lambda message: sorted((f.name, f.number, f.type, f.containing_oneof.name if f.containing_oneof else "")
+                                       for f in message.fields)
+        for name, message in official.DESCRIPTOR.message_types_by_name.items():
+            assert shape(message) == shape(ours.message_types_by_name[name]), name
+        print(f"python grpcio-reflection: {len(services)} services listed, WhoAmI called from fetched descriptors, "
+              "reflection.proto matches the official one")
 
     daemon.send_signal(signal.SIGTERM)
     assert notify.recv(4096).decode().startswith("STOPPING=1")

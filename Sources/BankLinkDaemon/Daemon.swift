@@ -127,6 +127,8 @@ public enum Daemon {
       )
     } catch let problem as CertificateRevocationList.Problem {
       throw ConfigError(key: "tls.crl_file", message: problem.description)
+    } catch let problem as ServerCertificate.Problem {
+      throw ConfigError(key: problem.key, message: problem.message)
     }
     let sync = AccountSyncService(
       connector: connector,
@@ -152,13 +154,9 @@ public enum Daemon {
       now: WallClock.now
     )
     // Checkpoints are signed with the daemon's own TLS key (checked at start: a key that does not
-    // match its certificate, or of a kind that cannot sign them, stops the daemon here).
-    let checkpoints = JournalCheckpointService(
-      writer: writer,
-      signer: try JournalCheckpoint.Signer(
-        certificatePEM: String(contentsOfFile: configuration.tls.certificatePath, encoding: .utf8),
-        privateKeyPEM: String(contentsOfFile: configuration.tls.keyPath, encoding: .utf8)),
-      logger: logger, now: WallClock.now)
+    // match its certificate, or of a kind that cannot sign them, stops the daemon above), the
+    // one in force after a reload.
+    let checkpoints = JournalCheckpointService(writer: writer, certificate: server.certificate, logger: logger, now: WallClock.now)
     var connectorServices: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if let files, let hostToHost {
       connectorServices.append(
@@ -187,9 +185,10 @@ public enum Daemon {
           service: WatchdogService(
             interval: interval, notifier: notifier, writer: payments.writer, eventLoops: MultiThreadedEventLoopGroup.singleton, logger: logger)))
     }
-    let reload = ReloadListener(
-      notifier: notifier, logger: logger, server: server, writer: payments.writer, running: configuration,
-      readConfiguration: reloadConfiguration)
+    let reloader = ConfigurationReloader(
+      logger: logger, server: server, payments: payments, running: configuration, readConfiguration: reloadConfiguration)
+    server.reloadHook.install { requestedBy in await reloader.reload(requestedBy: requestedBy) }
+    let reload = ReloadListener(notifier: notifier, logger: logger, reloader: reloader)
 
     var groupConfiguration = ServiceGroupConfiguration(
       services: [
@@ -258,82 +257,121 @@ public struct ReadinessReporter: Service {
   }
 }
 
-/// Reloads on SIGHUP (`systemctl reload banklinkd`): the
-/// principals table and the CRL file (`tls.crl_file`). The new configuration is read and
-/// validated whole first; if any of it fails, nothing is applied, the old configuration keeps
-/// serving, and the reason is logged, journaled and raised as a `configuration_refused` alert.
-/// Every reload is journaled (`daemon.reloaded`). Settings that need a restart (listen address,
-/// data directory, TLS certificate and key, CA bundle, limits) are left as they are and named in
-/// the log when they differ. The systemd status line says how the last reload went.
-struct ReloadListener: Service {
-  let notifier: SystemdNotifier?
+/// Reloads on SIGHUP (`systemctl reload banklinkd`) and on `ReloadConfiguration` (`banklink
+/// admin reload`): the principals table, the CRL file (`tls.crl_file`), the server's certificate
+/// and key, the trusted CA bundle, and the approval policy and rule set files. The new
+/// configuration is read and validated whole first; if any of it fails, nothing is applied, the
+/// old configuration keeps serving, and the reason is logged, journaled and raised as a
+/// `configuration_refused` alert. Every reload is journaled (`daemon.reloaded`, with the policy
+/// and rule set versions it put in the same transaction). Settings that need a restart (listen
+/// address, data directory, storage, connection limits, metrics listener) are left as they are
+/// and named when they differ. Reloads run one at a time.
+actor ConfigurationReloader {
   let logger: Logger
   let server: GatewayServer
-  let writer: GroupCommitWriter
+  let payments: PaymentLedger
   /// The configuration the daemon started with (what needs a restart is compared with it).
   let running: DaemonConfiguration
   let readConfiguration: (@Sendable () throws -> DaemonConfiguration)?
 
-  func run() async throws {
-    let signals = await UnixSignalsSequence(trapping: .sighup)
-    for await _ in signals.cancelOnGracefulShutdown() {
-      let status = await self.reload()
-      do {
-        try self.notifier?.notify("STATUS=" + status)
-      } catch {
-        self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
-      }
-    }
+  init(
+    logger: Logger, server: GatewayServer, payments: PaymentLedger, running: DaemonConfiguration,
+    readConfiguration: (@Sendable () throws -> DaemonConfiguration)?
+  ) {
+    self.logger = logger
+    self.server = server
+    self.payments = payments
+    self.running = running
+    self.readConfiguration = readConfiguration
   }
 
-  /// One reload; returns the status line.
-  func reload() async -> String {
+  /// One reload, on behalf of `requestedBy` ("signal" for SIGHUP, else the caller's identity).
+  func reload(requestedBy: String) async -> Result<ReloadOutcome, ReloadRefusal> {
     let time = WallClock.now()
     do {
       // Read and validate everything before applying anything.
-      let next = try self.readConfiguration?() ?? self.running
+      let next: DaemonConfiguration
+      do {
+        next = try self.readConfiguration?() ?? self.running
+      } catch let error as ConfigError {
+        throw ReloadRefusal(key: error.key, reason: error.description)
+      }
+      let authorities = try TrustedAuthorities.loadForReload(next.tls.caPath)
       var list: CertificateRevocationList?
       if let path = next.tls.crlPath {
         do {
-          list = try self.server.readRevocationList(at: path)
+          list = try self.server.readRevocationList(at: path, authorities: authorities)
         } catch let problem as CertificateRevocationList.Problem {
-          throw ConfigError(key: "tls.crl_file", message: problem.description)
+          throw ReloadRefusal(key: "tls.crl_file", reason: "tls.crl_file: \(problem.description)")
         }
       }
+      let material: ServerCertificate.Material
+      do {
+        material = try ServerCertificate.Material.load(certificatePath: next.tls.certificatePath, keyPath: next.tls.keyPath, now: Date())
+      } catch let problem as ServerCertificate.Problem {
+        throw ReloadRefusal(key: problem.key, reason: problem.description)
+      }
       let restartOnly = self.restartOnlyChanges(next)
-      // Applied together, after every check passed.
+      let previous = self.server.certificate.current
+      var details: AuditPayload = [
+        "requested_by": requestedBy,
+        "principals": String(next.principals.count),
+        "crl_serials": String(list?.revokedSerials.count ?? 0),
+        "ca_certificates": String(authorities.count),
+        "certificate_serial": material.serialHex,
+      ]
+      if material.serialHex != previous.serialHex { details["certificate_rotated_from"] = previous.serialHex }
+      if !restartOnly.isEmpty { details["needs_restart"] = restartOnly.joined(separator: ", ") }
+      // The stored parts (policy and rule set versions) and the journal entry: one transaction.
+      let payments = self.payments
+      let base = details
+      let (receipt, journaled) = try await payments.writer.write { txn in
+        var details = base
+        if let policy = next.payments.approvalPolicy, let version = try payments.adoptConfiguredPolicy(policy, at: time, txn: &txn) {
+          details["approval_policy_version"] = String(version)
+        }
+        if let rules = next.risk.ruleSet, let version = try payments.adoptConfiguredRuleSet(rules, at: time, txn: &txn) {
+          details["rule_set_version"] = String(version)
+        }
+        let receipt = try AuditJournal.append(
+          &txn, at: time, principal: requestedBy == "signal" ? "banklinkd" : requestedBy, action: "daemon.reloaded", object: "daemon",
+          details: details)
+        return (receipt, details)
+      }
+      // In memory, together, after everything validated and the record committed. A handshake
+      // that began before this line uses the old certificate and CA bundle; one after, the new.
       self.server.principals.replace(with: PrincipalTable(next.principals))
       self.server.revocations.replaceListed(list?.revokedSerials ?? [])
-      var details: AuditPayload = [
-        "principals": String(next.principals.count), "crl_serials": String(list?.revokedSerials.count ?? 0),
-      ]
-      if !restartOnly.isEmpty { details["needs_restart"] = restartOnly.joined(separator: ", ") }
-      let journaled = details
-      _ = try await self.writer.write { txn in
-        try AuditJournal.append(&txn, at: time, principal: "banklinkd", action: "daemon.reloaded", object: "daemon", details: journaled)
-      }
-      self.logger.notice(
-        "configuration reloaded",
-        metadata: details.fields.mapValues { Logger.MetadataValue.string($0) })
+      self.server.trust.replace(with: authorities)
+      self.server.certificate.replace(with: material)
+      self.server.observeOwnCertificate()
+      self.logger.notice("configuration reloaded", metadata: journaled.fields.mapValues { Logger.MetadataValue.string($0) })
       if !restartOnly.isEmpty {
         self.logger.warning("changed settings that take effect only after a restart", metadata: ["keys": "\(restartOnly.joined(separator: ", "))"])
       }
-      return "serving; reloaded (\(next.principals.count) principals, \(list?.revokedSerials.count ?? 0) revoked serials in the CRL)"
+      let summary =
+        "reloaded (\(next.principals.count) principals, \(list?.revokedSerials.count ?? 0) revoked serials in the CRL, "
+        + "\(authorities.count) trusted CAs, server certificate \(material.serialHex))"
+      return .success(ReloadOutcome(summary: summary, needsRestart: restartOnly, receipt: receipt))
     } catch {
-      let reason = LogText.prefix("\(error)", maxBytes: Limits.maxLoggedReasonBytes)
-      self.logger.error("reload refused; the running configuration is unchanged", metadata: ["reason": "\(reason)"])
+      let refusal =
+        (error as? ReloadRefusal)
+        ?? ReloadRefusal(key: "(daemon)", reason: LogText.prefix("\(error)", maxBytes: Limits.maxLoggedReasonBytes))
+      let reason = LogText.prefix(refusal.reason, maxBytes: Limits.maxLoggedReasonBytes)
+      self.logger.error("reload refused; the running configuration is unchanged", metadata: ["reason": "\(reason)", "key": "\(refusal.key)"])
       do {
-        _ = try await self.writer.write { txn in
+        _ = try await self.payments.writer.write { txn in
           try AuditJournal.append(
-            &txn, at: time, principal: "banklinkd", action: "daemon.reload_refused", object: "daemon", details: ["reason": reason])
+            &txn, at: time, principal: requestedBy == "signal" ? "banklinkd" : requestedBy, action: "daemon.reload_refused", object: "daemon",
+            details: ["reason": reason, "key": refusal.key, "requested_by": requestedBy])
           _ = try AlertLog.raise(
             &txn, at: time, severity: .critical, kind: .configurationRefused,
-            message: "reload refused, the running configuration is unchanged: \(reason)", details: ["reason": reason])
+            message: "reload refused, the running configuration is unchanged: \(reason)", details: ["reason": reason, "key": refusal.key])
         }
       } catch {
         self.logger.error("the refused reload could not be journaled", metadata: ["error": "\(error)"])
       }
-      return "serving; reload refused, configuration unchanged: \(reason)"
+      return .failure(ReloadRefusal(key: refusal.key, reason: reason))
     }
   }
 
@@ -342,11 +380,34 @@ struct ReloadListener: Service {
     var keys: [String] = []
     if next.listen != self.running.listen { keys.append("listen") }
     if next.dataDirectory != self.running.dataDirectory { keys.append("data_dir") }
-    if next.tls.caPath != self.running.tls.caPath { keys.append("tls.ca") }
-    if next.tls.certificatePath != self.running.tls.certificatePath { keys.append("tls.certificate") }
-    if next.tls.keyPath != self.running.tls.keyPath { keys.append("tls.key") }
     if next.storage != self.running.storage { keys.append("storage") }
+    if next.connections != self.running.connections { keys.append("connections") }
+    if next.metricsListen != self.running.metricsListen { keys.append("metrics.listen") }
+    if next.tls.minimumVersion != self.running.tls.minimumVersion { keys.append("tls.minimum_version") }
     return keys
+  }
+}
+
+/// Runs a reload on each SIGHUP and reports how it went on the systemd status line.
+struct ReloadListener: Service {
+  let notifier: SystemdNotifier?
+  let logger: Logger
+  let reloader: ConfigurationReloader
+
+  func run() async throws {
+    let signals = await UnixSignalsSequence(trapping: .sighup)
+    for await _ in signals.cancelOnGracefulShutdown() {
+      let status: String
+      switch await self.reloader.reload(requestedBy: "signal") {
+      case .success(let outcome): status = "serving; " + outcome.summary
+      case .failure(let refusal): status = "serving; reload refused, configuration unchanged: \(refusal.reason)"
+      }
+      do {
+        try self.notifier?.notify("STATUS=" + status)
+      } catch {
+        self.logger.warning("systemd notification failed", metadata: ["error": "\(error)"])
+      }
+    }
   }
 }
 

@@ -671,11 +671,10 @@ public struct DaemonConfiguration: Sendable {
     }
     // The private key must not be readable by others (group read is allowed, for a
     // deployment that shares it with a dedicated group: mode 0640 at most).
-    var info = stat()
-    if stat(self.tls.keyPath, &info) == 0, info.st_mode & 0o037 != 0 {
+    if let mode = ServerCertificate.permissions(ofFile: self.tls.keyPath), mode & 0o037 != 0 {
       throw ConfigError(
         key: "tls.key",
-        message: "\(self.tls.keyPath) has mode \(String(info.st_mode & 0o777, radix: 8)): a private key must not be writable by its group nor accessible to others (chmod 600 or 640)")
+        message: "\(self.tls.keyPath) has mode \(String(mode & 0o777, radix: 8)): a private key must not be writable by its group nor accessible to others (chmod 600 or 640)")
     }
   }
 }

@@ -141,9 +141,11 @@ public struct IssuedCertificate: Sendable {
   }
 
   /// Writes the certificate (mode 0644) and the private key (mode 0600, owner only).
+  /// Each file ends with a newline, as PEM files conventionally do, so that `cat a.pem b.pem`
+  /// makes a valid bundle.
   public func write(certificateTo certificatePath: String, keyTo keyPath: String) throws {
-    try writeFile(certificatePath, contents: try self.certificatePEM, permissions: 0o644)
-    try writeFile(keyPath, contents: self.privateKeyPEM, permissions: 0o600)
+    try writeFile(certificatePath, contents: try self.certificatePEM + "\n", permissions: 0o644)
+    try writeFile(keyPath, contents: self.privateKeyPEM + "\n", permissions: 0o600)
   }
 }
 

@@ -243,6 +243,19 @@ public enum Banklink_V1_AdminService: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "ReloadConfiguration" metadata.
+        public enum ReloadConfiguration: Sendable {
+            /// Request type for "ReloadConfiguration".
+            public typealias Input = Banklink_V1_ReloadConfigurationRequest
+            /// Response type for "ReloadConfiguration".
+            public typealias Output = Banklink_V1_ReloadConfigurationResponse
+            /// Descriptor for "ReloadConfiguration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "banklink.v1.AdminService"),
+                method: "ReloadConfiguration",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "banklink.v1.AdminService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             WhoAmI.descriptor,
@@ -261,7 +274,8 @@ public enum Banklink_V1_AdminService: Sendable {
             RevokeCertificate.descriptor,
             ListAuditEntries.descriptor,
             VerifyAuditJournal.descriptor,
-            Backup.descriptor
+            Backup.descriptor,
+            ReloadConfiguration.descriptor
         ]
     }
 }
@@ -589,6 +603,30 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.StreamingServerRequest<Banklink_V1_BackupRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk>
+
+        /// Handle the "ReloadConfiguration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+        /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+        /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+        /// > before anything is applied: a configuration that fails is refused whole with
+        /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+        /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+        /// > rather than only the signal so that an admin sees the outcome and the reason.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Banklink_V1_ReloadConfigurationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Banklink_V1_ReloadConfigurationResponse` messages.
+        func reloadConfiguration(
+            request: GRPCCore.StreamingServerRequest<Banklink_V1_ReloadConfigurationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ReloadConfigurationResponse>
     }
 
     /// Service protocol for the "banklink.v1.AdminService" service.
@@ -900,6 +938,30 @@ extension Banklink_V1_AdminService {
             request: GRPCCore.ServerRequest<Banklink_V1_BackupRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_BackupChunk>
+
+        /// Handle the "ReloadConfiguration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+        /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+        /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+        /// > before anything is applied: a configuration that fails is refused whole with
+        /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+        /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+        /// > rather than only the signal so that an admin sees the outcome and the reason.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ReloadConfigurationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Banklink_V1_ReloadConfigurationResponse` message.
+        func reloadConfiguration(
+            request: GRPCCore.ServerRequest<Banklink_V1_ReloadConfigurationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ReloadConfigurationResponse>
     }
 
     /// Simple service protocol for the "banklink.v1.AdminService" service.
@@ -1210,6 +1272,30 @@ extension Banklink_V1_AdminService {
             response: GRPCCore.RPCWriter<Banklink_V1_BackupChunk>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "ReloadConfiguration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+        /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+        /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+        /// > before anything is applied: a configuration that fails is refused whole with
+        /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+        /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+        /// > rather than only the signal so that an admin sees the outcome and the reason.
+        ///
+        /// - Parameters:
+        ///   - request: A `Banklink_V1_ReloadConfigurationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Banklink_V1_ReloadConfigurationResponse` to respond with.
+        func reloadConfiguration(
+            request: Banklink_V1_ReloadConfigurationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Banklink_V1_ReloadConfigurationResponse
     }
 }
 
@@ -1399,6 +1485,17 @@ extension Banklink_V1_AdminService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_BackupChunk>(),
             handler: { request, context in
                 try await self.backup(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Banklink_V1_AdminService.Method.ReloadConfiguration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ReloadConfigurationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ReloadConfigurationResponse>(),
+            handler: { request, context in
+                try await self.reloadConfiguration(
                     request: request,
                     context: context
                 )
@@ -1595,6 +1692,17 @@ extension Banklink_V1_AdminService.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func reloadConfiguration(
+        request: GRPCCore.StreamingServerRequest<Banklink_V1_ReloadConfigurationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Banklink_V1_ReloadConfigurationResponse> {
+        let response = try await self.reloadConfiguration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -1823,6 +1931,19 @@ extension Banklink_V1_AdminService.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func reloadConfiguration(
+        request: GRPCCore.ServerRequest<Banklink_V1_ReloadConfigurationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Banklink_V1_ReloadConfigurationResponse> {
+        return GRPCCore.ServerResponse<Banklink_V1_ReloadConfigurationResponse>(
+            message: try await self.reloadConfiguration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -2221,6 +2342,35 @@ extension Banklink_V1_AdminService {
             deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_BackupChunk>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Banklink_V1_BackupChunk>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReloadConfiguration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+        /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+        /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+        /// > before anything is applied: a configuration that fails is refused whole with
+        /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+        /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+        /// > rather than only the signal so that an admin sees the outcome and the reason.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ReloadConfigurationRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ReloadConfigurationRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ReloadConfigurationResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reloadConfiguration<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ReloadConfigurationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ReloadConfigurationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ReloadConfigurationResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ReloadConfigurationResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2811,6 +2961,46 @@ extension Banklink_V1_AdminService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ReloadConfiguration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+        /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+        /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+        /// > before anything is applied: a configuration that fails is refused whole with
+        /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+        /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+        /// > rather than only the signal so that an admin sees the outcome and the reason.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Banklink_V1_ReloadConfigurationRequest` message.
+        ///   - serializer: A serializer for `Banklink_V1_ReloadConfigurationRequest` messages.
+        ///   - deserializer: A deserializer for `Banklink_V1_ReloadConfigurationResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reloadConfiguration<Result>(
+            request: GRPCCore.ClientRequest<Banklink_V1_ReloadConfigurationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Banklink_V1_ReloadConfigurationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Banklink_V1_ReloadConfigurationResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ReloadConfigurationResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Banklink_V1_AdminService.Method.ReloadConfiguration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3294,6 +3484,41 @@ extension Banklink_V1_AdminService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_BackupRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_BackupChunk>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReloadConfiguration" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+    /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+    /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+    /// > before anything is applied: a configuration that fails is refused whole with
+    /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+    /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+    /// > rather than only the signal so that an admin sees the outcome and the reason.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Banklink_V1_ReloadConfigurationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reloadConfiguration<Result>(
+        request: GRPCCore.ClientRequest<Banklink_V1_ReloadConfigurationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ReloadConfigurationResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reloadConfiguration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Banklink_V1_ReloadConfigurationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Banklink_V1_ReloadConfigurationResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3847,6 +4072,45 @@ extension Banklink_V1_AdminService.ClientProtocol {
             metadata: metadata
         )
         return try await self.backup(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReloadConfiguration" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reads the daemon's configuration file again and puts it in force, as SIGHUP does
+    /// > (`systemctl reload banklinkd`): principals and roles, the CRL, the TLS certificate and key,
+    /// > the trusted CA bundle, the approval policy and rule set files. Everything is validated
+    /// > before anything is applied: a configuration that fails is refused whole with
+    /// > FAILED_PRECONDITION naming the key at fault, journaled (`daemon.reload_refused`) and raised
+    /// > as a `configuration_refused` alert, and the running configuration keeps serving. An RPC
+    /// > rather than only the signal so that an admin sees the outcome and the reason.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reloadConfiguration<Result>(
+        _ message: Banklink_V1_ReloadConfigurationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Banklink_V1_ReloadConfigurationResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Banklink_V1_ReloadConfigurationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reloadConfiguration(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -25,10 +25,13 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
   let registry: PrincipalRegistry
   /// The identities a certificate can present (trust domain): a principal outside it is refused.
   let identityPolicy: PeerIdentity.Policy
-  /// Checks checkpoints with the daemon's own certificate.
-  let checkpoints: JournalCheckpoint.Verifier?
+  /// The daemon's own certificate (replaced on reload): checkpoints are checked with it.
+  let certificate: ServerCertificate
+  var checkpoints: JournalCheckpoint.Verifier? { self.certificate.current.verifier }
   /// Revoked certificates, checked on every call.
   let revocations: CertificateRevocations
+  /// The daemon's configuration reload (as on SIGHUP).
+  let reload: ConfigurationReloadHook
 
   func whoAmI(request: Banklink_V1_WhoAmIRequest, context: ServerContext) async throws -> Banklink_V1_WhoAmIResponse {
     let caller = try Caller.required()
@@ -271,6 +274,29 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       }
       if let receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
       $0.alreadyRevoked = already
+    }
+  }
+
+  func reloadConfiguration(
+    request: Banklink_V1_ReloadConfigurationRequest,
+    context: ServerContext
+  ) async throws -> Banklink_V1_ReloadConfigurationResponse {
+    let caller = try Caller.required()
+    guard let reload = self.reload.installed else {
+      throw RPCError(code: .failedPrecondition, message: "this server was not started from a configuration file; there is nothing to reload")
+    }
+    switch await reload(caller.principal.identity) {
+    case .success(let outcome):
+      return .with {
+        $0.summary = outcome.summary
+        $0.needsRestart = outcome.needsRestart
+        $0.receipt = Banklink_V1_Receipt(outcome.receipt)
+      }
+    case .failure(let refusal):
+      throw GoogleRPCStatus(
+        code: .failedPrecondition,
+        message: "reload refused, the running configuration is unchanged: \(refusal.reason)",
+        details: [.badRequest(violations: [.init(field: refusal.key, description: refusal.reason)])])
     }
   }
 

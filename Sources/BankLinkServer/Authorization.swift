@@ -35,12 +35,17 @@ public struct AuthorizationTable: Sendable {
     typealias Reconciliation = Banklink_V1_ReconciliationService.Method
     typealias Admin = Banklink_V1_AdminService.Method
     typealias Health = Grpc_Health_V1_Health.Method
+    typealias Reflection = Grpc_Reflection_V1_ServerReflection.Method
+    typealias ReflectionAlpha = Grpc_Reflection_V1alpha_ServerReflection.Method
     let entries: [(MethodDescriptor, Access)] = [
       // Health and identity: any known principal.
       (Health.Check.descriptor, .anyPrincipal),
       (Health.List.descriptor, .anyPrincipal),
       (Health.Watch.descriptor, .anyPrincipal),
       (Admin.WhoAmI.descriptor, .anyPrincipal),
+      // Server reflection (grpcurl, Postman): the API's shape, for any known principal.
+      (Reflection.ServerReflectionInfo.descriptor, .anyPrincipal),
+      (ReflectionAlpha.ServerReflectionInfo.descriptor, .anyPrincipal),
 
       // Queries: every role.
       (Accounts.ListAccounts.descriptor, readers),
@@ -92,6 +97,8 @@ public struct AuthorizationTable: Sendable {
       (Admin.VerifyAuditJournal.descriptor, .roles([.auditor, .admin])),
       // A copy of everything the daemon holds: admins only, and journaled.
       (Admin.Backup.descriptor, .roles([.admin])),
+      // Puts a new configuration (certificates, CA bundle, principals, policy) in force.
+      (Admin.ReloadConfiguration.descriptor, .roles([.admin])),
     ]
     return AuthorizationTable(Dictionary(entries, uniquingKeysWith: { _, _ in
       preconditionFailure("a method is listed twice in the authorization table")

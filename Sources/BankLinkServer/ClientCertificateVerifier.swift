@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOSSL
 import SwiftASN1
+import Synchronization
 import X509
 
 /// Verifies the certificate chain a client presents, in place of BoringSSL's built-in check.
@@ -15,23 +16,18 @@ import X509
 /// TLS client certificate must carry. Verification runs once per handshake, before any HTTP/2
 /// byte is read, and the chain it validates is what the transport exposes to the interceptor.
 public struct ClientCertificateVerifier: Sendable {
-  let roots: CertificateStore
+  /// The trusted CA bundle in force; a reload replaces it (``TrustedAuthorities/replace(with:)``)
+  /// and the next handshake is verified against the new one.
+  public let trust: TrustedAuthorities
   /// The trusted CA certificates, for checking a CRL's signature.
-  public let authorities: [Certificate]
+  public var authorities: [Certificate] { self.trust.certificates }
   let logger: Logger
   /// Checked after the chain verifies: a revoked or expired leaf is refused at the handshake too.
   let revocations: CertificateRevocations?
 
   /// Loads the trusted CA bundle (PEM, one or more certificates).
   public init(caBundlePath: String, logger: Logger, revocations: CertificateRevocations? = nil) throws {
-    let certificates = try NIOSSLCertificate.fromPEMFile(caBundlePath).map {
-      try Certificate(derEncoded: try $0.toDERBytes())
-    }
-    guard !certificates.isEmpty else {
-      throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: caBundlePath])
-    }
-    self.roots = CertificateStore(certificates)
-    self.authorities = certificates
+    self.trust = TrustedAuthorities(try TrustedAuthorities.load(caBundlePath))
     self.logger = logger
     self.revocations = revocations
   }
@@ -50,7 +46,7 @@ public struct ClientCertificateVerifier: Sendable {
     guard presented.count <= Limits.maxClientCertificateChainLength else {
       return .refused("\(presented.count) certificates presented, at most \(Limits.maxClientCertificateChainLength)")
     }
-    var verifier = Verifier(rootCertificates: self.roots) {
+    var verifier = Verifier(rootCertificates: CertificateStore(self.trust.certificates)) {
       RFC5280Policy()
       ClientAuthenticationPolicy()
     }
@@ -99,6 +95,42 @@ public struct ClientCertificateVerifier: Sendable {
           promise.succeed(.failed)
         }
       }
+    }
+  }
+}
+
+/// The CA certificates whose client certificates are accepted (`tls.ca`), replaceable on reload.
+public final class TrustedAuthorities: Sendable {
+  private let state: Mutex<[Certificate]>
+
+  public init(_ certificates: [Certificate]) {
+    self.state = Mutex(certificates)
+  }
+
+  public var certificates: [Certificate] { self.state.withLock { $0 } }
+
+  public func replace(with certificates: [Certificate]) {
+    self.state.withLock { $0 = certificates }
+  }
+
+  /// Reads a PEM bundle of one or more CA certificates; throws for a file that cannot be read,
+  /// does not parse or holds none.
+  public static func load(_ path: String) throws -> [Certificate] {
+    let certificates = try NIOSSLCertificate.fromPEMFile(path).map {
+      try Certificate(derEncoded: try $0.toDERBytes())
+    }
+    guard !certificates.isEmpty else {
+      throw CocoaError(.fileReadCorruptFile, userInfo: [NSFilePathErrorKey: path])
+    }
+    return certificates
+  }
+
+  /// ``load(_:)`` for a reload: a failure is a refusal naming `tls.ca`.
+  public static func loadForReload(_ path: String) throws(ReloadRefusal) -> [Certificate] {
+    do {
+      return try Self.load(path)
+    } catch {
+      throw ReloadRefusal(key: "tls.ca", reason: "tls.ca: cannot read \(path) as a PEM bundle of CA certificates (\(error))")
     }
   }
 }

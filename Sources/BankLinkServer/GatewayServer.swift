@@ -59,8 +59,16 @@ public final class GatewayServer: Service {
   public let principals: PrincipalDirectory
   /// Revoked client certificates (stored, and the CRL file's), checked on every call.
   public let revocations: CertificateRevocations
-  /// The trusted CAs, for a CRL's signature.
-  private let authorities: [Certificate]
+  /// The trusted CAs (`tls.ca`): client chains are verified against them at each handshake, and
+  /// a CRL's signature. Replaced on reload.
+  public let trust: TrustedAuthorities
+  /// The daemon's own certificate and key (`tls.certificate`, `tls.key`), presented at each new
+  /// handshake and signing checkpoints. Replaced on reload.
+  public let certificate: ServerCertificate
+  /// The daemon installs its configuration reload here (`ReloadConfiguration`).
+  public let reloadHook: ConfigurationReloadHook
+  /// Watches certificate expiry (the daemon's own, and clients' on their calls).
+  public let expiry: CertificateExpiryWatch
   /// Wakes alert subscribers after commits; ended on shutdown.
   public let alerts: AlertHub
   let reconciliation: ReconciliationServiceHandler
@@ -94,6 +102,9 @@ public final class GatewayServer: Service {
     try registry.loadStored()
     let alerts = try AlertHub(store: payments.store)
     self.alerts = alerts
+    // Certificate validity is judged on the wall clock, as the TLS handshake judges it.
+    let certificate = ServerCertificate(try .load(certificatePath: configuration.certificatePath, keyPath: configuration.keyPath, now: Date()))
+    self.certificate = certificate
     // An import cut short (a crash, a kill) left its entries unfinished: removed before serving.
     let statements = StatementStore(store: payments.store, cache: accountCache, now: now)
     let removed = try statements.removeUnfinishedImports()
@@ -102,6 +113,8 @@ public final class GatewayServer: Service {
     let reconciliation = ReconciliationServiceHandler(
       statements: statements, reconciler: Reconciler(store: payments.store, settings: configuration.reconciliation, now: now))
     self.reconciliation = reconciliation
+    let reloadHook = ConfigurationReloadHook()
+    self.reloadHook = reloadHook
     let services: [any RegistrableRPCService] = [
       AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
       PaymentServiceHandler(ledger: payments, vault: otpVault),
@@ -114,8 +127,9 @@ public final class GatewayServer: Service {
         principals: principals,
         registry: registry,
         identityPolicy: configuration.identityPolicy,
-        checkpoints: try JournalCheckpoint.Verifier(certificatePEM: String(contentsOfFile: configuration.certificatePath, encoding: .utf8)),
-        revocations: revocations
+        certificate: certificate,
+        revocations: revocations,
+        reload: reloadHook
       ),
     ]
     let serviceNames = [
@@ -124,9 +138,16 @@ public final class GatewayServer: Service {
       Banklink_V1_AdminService.descriptor,
     ].map(\.fullyQualifiedService)
     self.health = HealthStatus(services: Set(serviceNames))
+    let reflection = ReflectionServiceV1(
+      index: try ReflectionIndex.standard(
+        services: serviceNames + [
+          Grpc_Health_V1_Health.descriptor.fullyQualifiedService,
+          Grpc_Reflection_V1_ServerReflection.descriptor.fullyQualifiedService,
+          Grpc_Reflection_V1alpha_ServerReflection.descriptor.fullyQualifiedService,
+        ]))
 
     let verifier = try ClientCertificateVerifier(caBundlePath: configuration.caPath, logger: logger, revocations: revocations)
-    self.authorities = verifier.authorities
+    self.trust = verifier.trust
     if let crlPath = configuration.crlPath { try Self.loadRevocationList(crlPath, authorities: verifier.authorities, into: revocations) }
     let limits = configuration.connections
     let admission = ConnectionAdmission(limits: limits, logger: logger)
@@ -139,11 +160,11 @@ public final class GatewayServer: Service {
       }
     self.transport = HTTP2ServerTransport.Posix(
       address: address,
-      transportSecurity: .mTLS(
-        certificateChain: [.file(path: configuration.certificatePath, format: .pem)],
-        privateKey: .file(path: configuration.keyPath, format: .pem)
-      ) { tls in
+      // Each handshake asks `certificate` for the pair in force, so a reload rotates it.
+      transportSecurity: try .mTLS(certificateReloader: certificate) { tls in
         // Trust exactly the configured CA bundle; the helper's default is the system store.
+        // (BoringSSL's own store is not what decides: the callback below verifies every chain
+        // against `trust`, which a reload replaces.)
         tls.trustRoots = .certificates([.file(path: configuration.caPath, format: .pem)])
         // Require a client certificate, and verify its chain with swift-certificates' RFC 5280
         // policy (path length constraints included) instead of BoringSSL's check.
@@ -168,8 +189,7 @@ public final class GatewayServer: Service {
     )
     // The daemon's own certificate is checked now; clients' on their calls.
     let expiry = CertificateExpiryWatch(store: payments.store, logger: logger, now: now)
-    let own = try Certificate(pemEncoded: String(contentsOfFile: configuration.certificatePath, encoding: .utf8))
-    expiry.observe(whose: "banklinkd (tls.certificate)", serial: own.serialNumber.hex, notAfter: own.notValidAfter)
+    self.expiry = expiry
     let interceptor = AuthorizationInterceptor(
       table: .standard,
       principals: principals,
@@ -180,9 +200,16 @@ public final class GatewayServer: Service {
     )
     self.server = GRPCServer(
       transport: self.transport,
-      services: services + [HealthServiceHandler(status: self.health)],
+      services: services + [HealthServiceHandler(status: self.health), reflection, ReflectionServiceV1Alpha(v1: reflection)],
       interceptors: [RequestIDInterceptor(), MetricsInterceptor(), interceptor]
     )
+    self.observeOwnCertificate()
+  }
+
+  /// Raises a `certificate_expiring` alert when the daemon's own certificate is near its end.
+  public func observeOwnCertificate() {
+    let own = self.certificate.current.leaf
+    self.expiry.observe(whose: "banklinkd (tls.certificate)", serial: own.serialNumber.hex, notAfter: own.notValidAfter)
   }
 
   /// Reads the CRL file, checks it was signed by a trusted CA, and puts its serials in force.
@@ -197,13 +224,14 @@ public final class GatewayServer: Service {
   }
 
   /// Reads and verifies a CRL file for a reload, without applying it (the caller applies it
-  /// with everything else once all of the new configuration has validated).
-  public func readRevocationList(at path: String) throws -> CertificateRevocationList {
+  /// with everything else once all of the new configuration has validated). `authorities`: the
+  /// CA bundle the reload puts in force (default: the one in force).
+  public func readRevocationList(at path: String, authorities: [Certificate]? = nil) throws -> CertificateRevocationList {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw CertificateRevocationList.Problem("cannot read the CRL file \(path)")
     }
     let list = try CertificateRevocationList(bytes: Array(data))
-    try list.verify(issuedByOneOf: self.authorities)
+    try list.verify(issuedByOneOf: authorities ?? self.trust.certificates)
     return list
   }
 

@@ -10,20 +10,37 @@ import ServiceLifecycle
 /// shutdown. Each checkpoint is itself a journal entry, written through the group-commit writer.
 public final class JournalCheckpointService: Service {
   let writer: GroupCommitWriter
-  let signer: JournalCheckpoint.Signer
+  /// The signer in force (the daemon's certificate may be rotated while it runs).
+  let signer: @Sendable () -> JournalCheckpoint.Signer
   let entries: UInt64
   let intervalMilliseconds: Int64
   let logger: Logger
   let now: @Sendable () -> Instant
 
-  public init(
+  public convenience init(
     writer: GroupCommitWriter, signer: JournalCheckpoint.Signer,
     entries: UInt64 = Limits.journalCheckpointEntries,
     intervalMilliseconds: Int64 = Limits.journalCheckpointIntervalMilliseconds,
     logger: Logger, now: @escaping @Sendable () -> Instant
   ) {
+    self.init(writer: writer, signing: { signer }, entries: entries, intervalMilliseconds: intervalMilliseconds, logger: logger, now: now)
+  }
+
+  /// Signs with the key of the daemon's certificate in force at each checkpoint.
+  public convenience init(
+    writer: GroupCommitWriter, certificate: ServerCertificate, logger: Logger, now: @escaping @Sendable () -> Instant
+  ) {
+    self.init(writer: writer, signing: { certificate.current.signer }, logger: logger, now: now)
+  }
+
+  init(
+    writer: GroupCommitWriter, signing: @escaping @Sendable () -> JournalCheckpoint.Signer,
+    entries: UInt64 = Limits.journalCheckpointEntries,
+    intervalMilliseconds: Int64 = Limits.journalCheckpointIntervalMilliseconds,
+    logger: Logger, now: @escaping @Sendable () -> Instant
+  ) {
     self.writer = writer
-    self.signer = signer
+    self.signer = signing
     self.entries = entries
     self.intervalMilliseconds = intervalMilliseconds
     self.logger = logger
@@ -56,7 +73,7 @@ public final class JournalCheckpointService: Service {
   /// Appends a checkpoint of the current head now (unless the head is one already).
   @discardableResult
   public func checkpoint() async throws -> JournalReceipt? {
-    let signer = self.signer
+    let signer = self.signer()
     let time = self.now()
     let receipt = try await self.writer.write { txn in try signer.checkpoint(&txn, at: time) }
     if let receipt {

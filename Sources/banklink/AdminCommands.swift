@@ -11,7 +11,34 @@ struct AdminCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "admin",
     abstract: "Operations on the daemon itself (admin).",
-    subcommands: [Backup.self])
+    subcommands: [Backup.self, Reload.self])
+
+  struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Have the daemon read its configuration file again and put it in force (as SIGHUP does).",
+      discussion: """
+        Principals and roles, the CRL, the server's TLS certificate and key, the trusted CA bundle, \
+        the approval policy and rule set files. The new configuration is checked whole first: when \
+        any part fails, nothing changes, the daemon keeps serving, and this command exits with the \
+        key at fault and the reason. Connections already open stay open.
+        """)
+    @OptionGroup var connection: ConnectionOptions
+
+    func run() async throws {
+      let reply = try await reportingFailures {
+        try await withBankLinkClient(self.connection.client) { client in
+          try await Banklink_V1_AdminService.Client(wrapping: client).reloadConfiguration(.init())
+        }
+      }
+      if self.connection.json {
+        try printJSON(reply)
+      } else {
+        var fields = [("reloaded", reply.summary), ("journal", "entry \(reply.receipt.journalSequence)")]
+        if !reply.needsRestart.isEmpty { fields.append(("needs restart", reply.needsRestart.joined(separator: ", "))) }
+        printFields(fields)
+      }
+    }
+  }
 
   struct Backup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -89,7 +89,7 @@ struct DaemonProcessTests {
       try writeConfig(crl: "ca.crl")
       kill(daemon.processIdentifier, SIGHUP)
       let reloaded = try #require(await next(30), "banklinkd did not handle SIGHUP")
-      #expect(reloaded.contains("reloaded (2 principals, 1 revoked serials in the CRL)"), "\(reloaded)")
+      #expect(reloaded.contains("reloaded (2 principals, 1 revoked serials in the CRL, 1 trusted CAs"), "\(reloaded)")
       #expect(daemon.isRunning)
       let asViewer = cliEnvironment(port: port, caPath: pki.caPath, identity: viewer)
       let viewerCall = try await offPool { try runProgram(Binaries.cli, ["whoami"], environment: asViewer) }

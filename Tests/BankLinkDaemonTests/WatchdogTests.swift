@@ -66,7 +66,7 @@ struct WatchdogTests {
         }
       }
       try await offPool { writerEntered.wait() }
-      try await Task.sleep(for: .milliseconds(500))
+      try await Task.sleep(for: .milliseconds(1500))
       #expect(try await pings(during: 2) == 0, "no ping while the writer is stuck")
       writerHeld.signal()
       try await stuck.value
@@ -80,7 +80,10 @@ struct WatchdogTests {
         loopHeld.wait()
       }
       try await offPool { loopEntered.wait() }
-      try await Task.sleep(for: .milliseconds(500))
+      // A probe launched before the loop was blocked may still finish (it passed that loop
+      // already) and earn one last ping; under a loaded suite its task can run late, so wait
+      // several intervals before counting.
+      try await Task.sleep(for: .milliseconds(1500))
       #expect(try await pings(during: 2) == 0, "no ping while an event loop is blocked")
       loopHeld.signal()
       #expect(await pingsArrive(3, within: 20), "pings again once the loops answer")

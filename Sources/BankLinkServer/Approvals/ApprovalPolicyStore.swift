@@ -99,12 +99,14 @@ extension PaymentLedger {
   /// Puts `policy` (from the configuration file) as a new version, unless the policy in force
   /// already has the same rules. Returns the version put, or nil.
   public func adoptConfiguredPolicy(_ policy: ApprovalPolicy) async throws -> UInt64? {
-    let policies = self.policies
     let now = self.now()
-    return try await self.writer.write { txn in
-      if let current = try policies.current(in: txn), current.rules == policy.rules { return nil }
-      return try policies.put(policy, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
-    }
+    return try await self.writer.write { txn in try self.adoptConfiguredPolicy(policy, at: now, txn: &txn) }
+  }
+
+  /// The same inside the caller's transaction (a reload writes it with its journal entry).
+  public func adoptConfiguredPolicy(_ policy: ApprovalPolicy, at now: Instant, txn: inout WriteTransaction) throws -> UInt64? {
+    if let current = try self.policies.current(in: txn), current.rules == policy.rules { return nil }
+    return try self.policies.put(policy, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
   }
 }
 

@@ -280,17 +280,19 @@ extension PaymentLedger {
   /// differ, byte for byte, from the stored set in force (which is not compiled here: a stored
   /// set a newer build refuses can still be replaced); returns the new version, or nil.
   public func adoptConfiguredRuleSet(_ compiled: CompiledRuleSet) async throws -> UInt64? {
-    let rules = self.rules
     let now = self.now()
-    return try await self.writer.write { txn in
-      if let stored = try rules.storedCurrent(in: txn) {
-        let configured = Banklink_V1_RuleSet(compiled.ruleSet)
-        func content(_ message: Banklink_V1_RuleSet) throws -> [UInt8] {
-          try Banklink_V1_RuleSet.with { $0.rules = message.rules; $0.lists = message.lists }.serializedBytes()
-        }
-        if try content(stored) == content(configured) { return nil }
+    return try await self.writer.write { txn in try self.adoptConfiguredRuleSet(compiled, at: now, txn: &txn) }
+  }
+
+  /// The same inside the caller's transaction (a reload writes it with its journal entry).
+  public func adoptConfiguredRuleSet(_ compiled: CompiledRuleSet, at now: Instant, txn: inout WriteTransaction) throws -> UInt64? {
+    if let stored = try self.rules.storedCurrent(in: txn) {
+      let configured = Banklink_V1_RuleSet(compiled.ruleSet)
+      func content(_ message: Banklink_V1_RuleSet) throws -> [UInt8] {
+        try Banklink_V1_RuleSet.with { $0.rules = message.rules; $0.lists = message.lists }.serializedBytes()
       }
-      return try rules.put(compiled, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
+      if try content(stored) == content(configured) { return nil }
     }
+    return try self.rules.put(compiled, expectedVersion: 0, by: "configuration", at: now, txn: &txn).0.version
   }
 }
