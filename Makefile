@@ -66,10 +66,16 @@ TEST_WIDTH ?= 6
 # naming the tests still running and printing the test process's stacks.
 TEST_TIMEOUT ?= 900
 
+# Every daemon the suite starts logs at debug level into TEST_LOG_DIR; after the suite,
+# scripts/check-log-secrets.sh greps all of it for key material, OTP secrets and account numbers.
+TEST_LOG_DIR ?= .build/test-logs
+
 unit-tests: build
 	$(SWIFT) build --build-tests
-	SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) SWIFT=$(SWIFT) scripts/run-tests.sh --timeout $(TEST_TIMEOUT) -- --skip-build --skip ConnectionAttackTests
+	rm -rf $(TEST_LOG_DIR) && mkdir -p $(TEST_LOG_DIR)
+	BANKLINK_TEST_LOG_DIR=$(abspath $(TEST_LOG_DIR)) SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=$(TEST_WIDTH) SWIFT=$(SWIFT) scripts/run-tests.sh --timeout $(TEST_TIMEOUT) -- --skip-build --skip ConnectionAttackTests
 	SWIFT=$(SWIFT) scripts/run-tests.sh --timeout $(TEST_TIMEOUT) -- --skip-build --filter ConnectionAttackTests
+	scripts/check-log-secrets.sh $(TEST_LOG_DIR)
 
 interop: build
 	scripts/interop-check.sh

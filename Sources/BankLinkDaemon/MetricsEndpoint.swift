@@ -23,6 +23,7 @@ public final class MetricsExporter: Sendable {
   let readersUsed: Prometheus.Gauge
   let readersMax: Prometheus.Gauge
   let outboxDepth: Prometheus.Gauge
+  let outboxOldestAge: Prometheus.Gauge
   let connections: Prometheus.Gauge
   let residentMemory: Prometheus.Gauge
   let alerts: Prometheus.Gauge
@@ -47,6 +48,8 @@ public final class MetricsExporter: Sendable {
     self.readersUsed = registry.makeGauge(name: "banklink_lmdb_readers_used", help: "LMDB reader slots taken")
     self.readersMax = registry.makeGauge(name: "banklink_lmdb_readers_max", help: "LMDB reader slots in all")
     self.outboxDepth = registry.makeGauge(name: "banklink_outbox_depth", help: "Payment submissions waiting for the bank")
+    self.outboxOldestAge = registry.makeGauge(
+      name: "banklink_outbox_oldest_age_seconds", help: "Age of the oldest payment submission waiting for the bank (0 when none)")
     self.connections = registry.makeGauge(name: "banklink_open_connections", help: "Client connections open")
     self.residentMemory = registry.makeGauge(name: "banklink_process_resident_memory_bytes", help: "Resident set size")
     self.alerts = registry.makeGauge(name: "banklink_alerts_raised", help: "Alerts raised since the data directory was created")
@@ -59,9 +62,21 @@ public final class MetricsExporter: Sendable {
     self.mapUsed.set(Double(usage.usedBytes))
     self.readersUsed.set(Double(usage.readersUsed))
     self.readersMax.set(Double(usage.readersMax))
-    if let (depth, alerts) = try? self.store.withReadTransaction({ txn in (try txn.count(.outbox), try AlertLog.head(txn)) }) {
+    let now = WallClock.now()
+    if let (depth, alerts, oldest) = try? self.store.withReadTransaction({ txn in
+      (try txn.count(.outbox), try AlertLog.head(txn), try PaymentLedger.oldestOutboxEntryTime(in: txn))
+    }) {
       self.outboxDepth.set(Double(depth))
       self.alerts.set(Double(alerts))
+      self.outboxOldestAge.set(oldest.map { Self.seconds(from: $0, to: now) } ?? 0)
+    }
+    // Per account: how long since its balance was last heard from the bank.
+    for account in (try? self.server.accountFreshness()) ?? [] {
+      guard let syncedAt = account.syncedAt else { continue }
+      self.registry.makeGauge(
+        name: "banklink_sync_lag_seconds", labels: [("account", account.accountID), ("bank", account.bankBIC)],
+        help: "Seconds since the account's balance was last synced from the bank"
+      ).set(Self.seconds(from: syncedAt, to: now))
     }
     self.connections.set(Double(self.server.admission.openConnections))
     self.residentMemory.set(Double(Self.residentBytes()))
@@ -69,6 +84,10 @@ public final class MetricsExporter: Sendable {
     buffer.reserveCapacity(16 * 1024)
     self.registry.emit(into: &buffer)
     return buffer
+  }
+
+  static func seconds(from start: Instant, to end: Instant) -> Double {
+    Double(max(0, end.millisecondsSinceEpoch - start.millisecondsSinceEpoch)) / 1000
   }
 
   /// Resident set size from /proc/self/statm (pages × page size).

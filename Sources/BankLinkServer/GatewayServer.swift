@@ -320,3 +320,21 @@ extension GatewayServer {
     Set(try self.reconciliation.statements.cache.accounts().map(\.id))
   }
 }
+
+extension GatewayServer {
+  /// An account in the cache and when its balance was last heard from the bank.
+  public struct AccountFreshness: Sendable {
+    public var accountID: String
+    public var bankBIC: String
+    /// Nil until the first balance arrived.
+    public var syncedAt: Instant?
+  }
+
+  /// Every cached account with the time of its last balance sync (the sync lag gauge).
+  public func accountFreshness() throws -> [AccountFreshness] {
+    let cache = self.reconciliation.statements.cache
+    return try cache.accounts().map { account in
+      AccountFreshness(accountID: account.id, bankBIC: account.bankBIC, syncedAt: try cache.balance(account.id)?.syncedAt)
+    }
+  }
+}

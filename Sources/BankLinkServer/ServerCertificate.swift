@@ -101,14 +101,6 @@ public final class ServerCertificate: CertificateReloader {
     self.state.withLock { $0 = material }
   }
 
-  /// The permission bits of `path` (symbolic links followed), or nil when it cannot be read: a
-  /// private key must not be readable by others.
-  public static func permissions(ofFile path: String) -> UInt32? {
-    var info = stat()
-    guard stat(path, &info) == 0 else { return nil }
-    return UInt32(info.st_mode) & 0o7777
-  }
-
   /// Called by NIOSSL for each handshake.
   public var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride {
     let material = self.current

@@ -187,6 +187,7 @@ public final class Store: Sendable {
     }
     // mdb_txn_commit frees the transaction whether or not it succeeds.
     try check(mdb_txn_commit(txn), "committing a write transaction", mapSizeMiB: self.configuration.mapSizeMiB)
+    for action in transaction.effects.actions { action() }
     for observer in self.commitObservers.withLock({ $0 }) { observer() }
     return result
   }

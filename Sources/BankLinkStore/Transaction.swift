@@ -57,6 +57,23 @@ public struct WriteTransaction: ReadableTransaction {
   let txn: OpaquePointer
   let handles: [Database: MDB_dbi]
   let mapSizeMiB: Int
+  /// Work to do once this transaction's changes are durable (see ``afterCommit(_:)``).
+  let effects: CommitEffects
+
+  init(env: OpaquePointer, txn: OpaquePointer, handles: [Database: MDB_dbi], mapSizeMiB: Int, effects: CommitEffects = CommitEffects()) {
+    self.env = env
+    self.txn = txn
+    self.handles = handles
+    self.mapSizeMiB = mapSizeMiB
+    self.effects = effects
+  }
+
+  /// Runs `action` on the writer thread after the outermost transaction commits, and never if
+  /// it (or the nested transaction this is) aborts: for counters and notifications that must
+  /// count only what became durable. Keep it short; it delays the batch's callers.
+  public func afterCommit(_ action: @escaping () -> Void) {
+    self.effects.actions.append(action)
+  }
 
   /// Runs `body` in a nested transaction: its writes join this transaction when `body`
   /// returns, and are discarded (leaving this transaction as it was) when it throws.
@@ -73,6 +90,8 @@ public struct WriteTransaction: ReadableTransaction {
       throw error
     }
     try check(mdb_txn_commit(child), "committing a nested transaction", mapSizeMiB: self.mapSizeMiB)
+    // The nested writes joined this transaction; so do their after-commit actions.
+    self.effects.actions.append(contentsOf: nested.effects.actions)
     return result
   }
 
@@ -178,4 +197,10 @@ private func handle(_ handles: [Database: MDB_dbi], _ database: Database) throws
     throw StoreError(code: .notFound, message: "database \(database) is not opened by this store")
   }
   return dbi
+}
+
+/// After-commit actions of one transaction. Used only on the writer thread that owns the
+/// transaction.
+final class CommitEffects: @unchecked Sendable {
+  var actions: [() -> Void] = []
 }

@@ -67,6 +67,9 @@ public func runProgram(
 /// process ids are appended to `BANKLINK_TEST_PIDS_FILE` when it is set, so that
 /// `scripts/run-tests.sh` can end any left running.
 public enum TestProcesses {
+  /// Where daemon logs are kept, at debug level, when set (see ``RunningDaemon/start``).
+  public static let logDirectoryVariable = "BANKLINK_TEST_LOG_DIR"
+
   /// Starts `process`. With `logToFile` (daemons), its stdout and stderr go to a log file in
   /// the temporary directory (its path is returned) — Foundation's default is the test
   /// runner's own; without, the caller has set its own handles (pipes it drains).
@@ -75,7 +78,10 @@ public enum TestProcesses {
     var logPath: String?
     if logToFile {
       let name = URL(fileURLWithPath: process.executableURL?.path ?? "child").lastPathComponent
-      let path = NSTemporaryDirectory() + "/\(name)-\(getpid())-\(UUID().uuidString.prefix(8)).log"
+      // With BANKLINK_TEST_LOG_DIR (make test), the logs are kept there for the secret check
+      // that runs after the suite (scripts/check-log-secrets.sh).
+      let directory = ProcessInfo.processInfo.environment[Self.logDirectoryVariable] ?? NSTemporaryDirectory()
+      let path = directory + "/\(name)-\(getpid())-\(UUID().uuidString.prefix(8)).log"
       _ = FileManager.default.createFile(atPath: path, contents: nil)
       guard let handle = FileHandle(forWritingAtPath: path) else {
         throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])

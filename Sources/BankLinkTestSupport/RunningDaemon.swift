@@ -26,7 +26,9 @@ public final class RunningDaemon: @unchecked Sendable {
   ) async throws -> RunningDaemon {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: Binaries.daemon)
-    process.arguments = ["--config", config, "--log-level", logLevel]
+    // When the suite keeps the daemons' logs for the secret check, they log everything.
+    let level = ProcessInfo.processInfo.environment[TestProcesses.logDirectoryVariable] == nil ? logLevel : "debug"
+    process.arguments = ["--config", config, "--log-level", level]
     var environment = ProcessInfo.processInfo.environment
     environment["NOTIFY_SOCKET"] = socket.path
     process.environment = environment

@@ -55,13 +55,15 @@ struct MetricsTests {
       let pki = try TestPKI(directory: directory)
       let admin = try pki.client(commonName: "admin")
       let viewer = try pki.client(commonName: "viewer")
+      let erp = try pki.client(commonName: "erp")
       let metricsPort = try Self.freePort()
       let config = directory.appending("banklinkd.json")
       try Data("""
         {"listen": "127.0.0.1:0", "data_dir": "data", "connector": {"history_days": 1},
          "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
          "metrics": {"listen": "127.0.0.1:\(metricsPort)"},
-         "principals": [{"identity": "admin", "roles": ["admin"]}, {"identity": "viewer", "roles": ["viewer"]}]}
+         "principals": [{"identity": "admin", "roles": ["admin"]}, {"identity": "viewer", "roles": ["viewer"]},
+                        {"identity": "erp", "roles": ["payer"]}]}
         """.utf8).write(to: URL(fileURLWithPath: config))
       let socket = try NotifySocket(path: directory.appending("notify.sock"))
       let daemon = try await RunningDaemon.start(config: config, socket: socket, logLevel: "warning")
@@ -71,6 +73,17 @@ struct MetricsTests {
         let call = try await offPool { try runProgram(Binaries.cli, ["whoami"], environment: cliEnvironment(port: daemon.port, caPath: pki.caPath, identity: admin)) }
         #expect(call.status == 0, "\(call.stderr)")
       }
+      // A small payment: created, cleared by risk, claimed and submitted to the bank.
+      let paid = try await offPool {
+        try runProgram(
+          Binaries.cli,
+          [
+            "pay", "--from", "icbc-cny-001", "--to-name", "Shanghai Huaxin Trading Co., Ltd.", "--to-account", "3100 2011 0904 0012 345",
+            "--to-bic", "CMBCCNBS", "--to-country", "CN", "--amount", "15.00", "--currency", "CNY", "--purpose", "INV-1",
+            "--idempotency-key", "metrics-1",
+          ], environment: cliEnvironment(port: daemon.port, caPath: pki.caPath, identity: erp))
+      }
+      #expect(paid.status == 0, "\(paid.stderr)")
       // A call authorization refuses is counted with its code.
       let denied = try await offPool {
         try runProgram(Binaries.cli, ["audit", "verify"], environment: cliEnvironment(port: daemon.port, caPath: pki.caPath, identity: viewer))
@@ -104,6 +117,14 @@ struct MetricsTests {
         #expect((families[gauge]?.samples.first?.value ?? 0) > 0, "\(gauge)")
       }
       #expect(families["banklink_open_connections"] != nil && families["banklink_outbox_depth"] != nil && families["banklink_alerts_raised"] != nil)
+      // Payments by state change (counted once committed), from "new" on.
+      let transitions = try #require(families["banklink_payment_transitions"], "\(families.keys.sorted())")
+      #expect(transitions.type == "counter")
+      #expect(transitions.samples.contains { $0.labels["from"] == "new" && $0.value >= 1 }, "\(transitions.samples.map(\.labels))")
+      #expect(families["banklink_outbox_oldest_age_seconds"]?.type == "gauge")
+      // Sync lag, per account and bank, for every account the simulator offers.
+      let lag = try #require(families["banklink_sync_lag_seconds"])
+      #expect(lag.samples.contains { $0.labels["account"] == "icbc-cny-001" && !($0.labels["bank"] ?? "").isEmpty && $0.value < 600 })
       let alerts = try #require(families["banklink_alerts"], "alerts by kind")
       #expect(alerts.samples.contains { $0.labels["kind"] == "configuration_refused" && $0.labels["severity"] == "critical" && $0.value == 1 })
 

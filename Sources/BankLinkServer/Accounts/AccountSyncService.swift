@@ -118,6 +118,7 @@ public final class AccountSyncService: Service {
         } catch {
           firstFailure = firstFailure ?? AccountSyncError(accountID: account.id, underlying: error)
           self.recordFailure(account.id, error)
+          ConnectorErrors.count(error, operation: "sync_account")
         }
       }
       if let firstFailure { throw firstFailure }
@@ -135,6 +136,8 @@ public final class AccountSyncService: Service {
         $0.failedRounds += 1
         $0.lastError = "\(error)"
       }
+      // Per-account failures were counted as they happened; this is the account list's.
+      if !(error is AccountSyncError) { ConnectorErrors.count(error, operation: "sync_accounts") }
       throw error
     }
   }

@@ -56,3 +56,14 @@ public struct VaultError: Error, Sendable, CustomStringConvertible {
   public var description: String
   init(_ description: String) { self.description = description }
 }
+
+extension ServerCertificate {
+  /// The permission bits of `path` (symbolic links followed), or nil when it cannot be read: a
+  /// private key must not be readable by others. (Here, beside the vault's own key check: this
+  /// file's imports give `stat` one unambiguous definition.)
+  public static func permissions(ofFile path: String) -> UInt32? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    return UInt32(info.st_mode) & 0o7777
+  }
+}

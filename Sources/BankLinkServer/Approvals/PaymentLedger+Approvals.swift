@@ -192,7 +192,7 @@ extension PaymentLedger {
       _ = payment.apply(.approvalsCompleted, at: now)
       try PendingApprovals.leave(paymentID, txn: &txn)
       try OutboxRecord.enqueue(payment, txn: &txn)
-      try txn.put(Array(paymentID.utf8), payment.record, in: .payments)
+      try txn.putPayment(payment, key: Array(paymentID.utf8))
       details["status"] = payment.status.rawValue
     }
     try state.save(paymentID, txn: &txn)
@@ -268,7 +268,7 @@ extension PaymentLedger {
       _ = payment.apply(.rejectedByApprover, at: now, reason: reason)
       try PendingApprovals.leave(paymentID, txn: &txn)
       try Reservations.releaseIfDue(payment, txn: &txn)
-      try txn.put(Array(paymentID.utf8), payment.record, in: .payments)
+      try txn.putPayment(payment, key: Array(paymentID.utf8))
       let receipt = try AuditJournal.append(
         &txn, at: now, principal: principal.identity, action: "payment.rejected", object: paymentID,
         details: ["reason": reason, "level": String(level)])
@@ -281,7 +281,7 @@ extension PaymentLedger {
     guard case .success = payment.apply(.approvalWindowExpired, at: now, reason: "the approval window passed") else { return }
     try PendingApprovals.leave(payment.id, txn: &txn)
     try Reservations.releaseIfDue(payment, txn: &txn)
-    try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+    try txn.putPayment(payment)
     try AuditJournal.append(&txn, at: now, principal: "system", action: "payment.expired", object: payment.id)
   }
 

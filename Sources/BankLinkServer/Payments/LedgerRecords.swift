@@ -2,6 +2,7 @@ import BankLinkCore
 import BankLinkJournal
 import BankLinkStore
 import Crypto
+import Metrics
 
 // The payment ledger's stored records: their keys and byte layouts, each in one place. The
 // databases themselves are listed, with their keys and writers, in ``Database`` and in
@@ -142,5 +143,22 @@ enum IdempotencyRecord {
   static func fingerprint(_ stored: String, matches canonical: [UInt8]) -> Bool {
     if stored.hasPrefix(Self.fingerprintPrefix) { return stored == Self.fingerprint(canonical) }
     return stored == Hex.encode(canonical)
+  }
+}
+
+extension WriteTransaction {
+  /// Prometheus counter of payment state changes, by `from` (`new` for a created payment) and
+  /// `to` state.
+  static let paymentTransitionsMetric = "banklink_payment_transitions_total"
+
+  /// Writes `payment`'s record under `key` (its id by default). A change of state is counted
+  /// (``paymentTransitionsMetric``) once the write commits, never for a write that aborts.
+  mutating func putPayment(_ payment: Payment, key: [UInt8]? = nil) throws {
+    let key = key ?? Array(payment.id.utf8)
+    let before = try self.get(key, in: .payments).map { try Payment(record: $0).status }
+    try self.put(key, payment.record, in: .payments)
+    guard before != payment.status else { return }
+    let dimensions = [("from", before?.rawValue ?? "new"), ("to", payment.status.rawValue)]
+    self.afterCommit { Counter(label: Self.paymentTransitionsMetric, dimensions: dimensions).increment() }
   }
 }

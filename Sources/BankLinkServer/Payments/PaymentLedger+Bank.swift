@@ -88,7 +88,7 @@ extension PaymentLedger {
           if let problem = try Self.releaseProblem(payment, in: txn) {
             _ = payment.apply(.releaseCheckFailed, at: now, reason: "release check failed: \(problem)")
             try Reservations.releaseIfDue(payment, txn: &txn)
-            try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+            try txn.putPayment(payment)
             try txn.delete(entry.key, in: .outbox)
             try AuditJournal.append(
               &txn, at: now, principal: "system", action: "payment.blocked", object: payment.id,
@@ -101,7 +101,7 @@ extension PaymentLedger {
             continue
           }
           _ = payment.apply(.claimedForSubmission, at: now)
-          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try txn.putPayment(payment)
           try AuditJournal.append(
             &txn, at: now, principal: "system", action: "payment.submitting", object: payment.id,
             details: ["message_id": entry.messageID])
@@ -132,7 +132,7 @@ extension PaymentLedger {
           var payment = try Payment(record: bytes)
           let before = payment.status
           if case .success(let after) = payment.apply(.submitted, at: now), after != before {
-            try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+            try txn.putPayment(payment)
             try AuditJournal.append(
               &txn, at: now, principal: "system", action: "payment.submitted", object: payment.id,
               details: ["message_id": entry.messageID])
@@ -146,7 +146,7 @@ extension PaymentLedger {
           // second journal entry, alert or burst count for the same rejection.
           guard case .success(let after) = payment.apply(.bankRejected, at: now, reason: reason), after != before else { continue }
           try Reservations.releaseIfDue(payment, txn: &txn)
-          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try txn.putPayment(payment)
           try AuditJournal.append(
             &txn, at: now, principal: "system", action: "payment.failed", object: payment.id, details: ["reason": reason])
           try AlertLog.raise(
@@ -255,7 +255,7 @@ extension PaymentLedger {
           payment.bankReasonCode = String(report.reasonCode.prefix(BankDataLimits.maxStatusCodeBytes))
         }
         try Reservations.releaseIfDue(payment, txn: &txn)
-        try txn.put(paymentID, payment.record, in: .payments)
+        try txn.putPayment(payment, key: paymentID)
         if after != before {
           result.changed += 1
           try AuditJournal.append(
@@ -296,5 +296,20 @@ extension PaymentLedger {
   /// The exact submission the submitter would send for `entry` (tests simulate lost acks).
   public func submissionForTesting(_ entry: OutboxEntry, _ payment: Payment) -> PaymentSubmission {
     self.submission(for: entry, payment)
+  }
+}
+
+extension PaymentLedger {
+  /// When the oldest entry of the outbox was put there (its payment's last change: the claim
+  /// for submission), or nil for an empty outbox. For the `banklink_outbox_oldest_age_seconds`
+  /// gauge: an outbox that does not drain shows as a growing age.
+  public static func oldestOutboxEntryTime(in txn: some ReadableTransaction) throws -> Instant? {
+    var oldest: PaymentLedger.OutboxEntry?
+    try txn.scan(.outbox, from: nil) { key, value in
+      oldest = try OutboxRecord.decode(key: key, value: value)
+      return false
+    }
+    guard let oldest, let record = try txn.get(Array(oldest.paymentID.utf8), in: .payments) else { return nil }
+    return try Payment(record: record).updatedAt
   }
 }

@@ -279,7 +279,7 @@ public struct PaymentLedger: Sendable {
     if payment.status == .approved {
       try OutboxRecord.enqueue(payment, txn: &txn)
     }
-    try txn.put(Array(id.utf8), payment.record, in: .payments)
+    try txn.putPayment(payment, key: Array(id.utf8))
     try txn.put(Array(payment.endToEndID.utf8), Array(id.utf8), in: .paymentsByEndToEnd)
     try Reservations.reserve(payment, txn: &txn)
     if let risk, risk.decision.outcome == .review {
@@ -318,7 +318,7 @@ public struct PaymentLedger: Sendable {
     let receipt = try AuditJournal.append(
       &txn, at: now, principal: creator, action: "payment.created", object: payment.id,
       details: Self.creationDetails(payment, decision))
-    try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+    try txn.putPayment(payment)
     try txn.put(Array(payment.endToEndID.utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
     try Self.raiseRiskAlert(payment, decision, at: now, txn: &txn)
     return (payment, receipt)
@@ -535,7 +535,7 @@ public struct PaymentLedger: Sendable {
       }
       try Reservations.releaseIfDue(payment, txn: &txn)
       try PendingApprovals.leave(id, txn: &txn)
-      try txn.put(Array(id.utf8), payment.record, in: .payments)
+      try txn.putPayment(payment, key: Array(id.utf8))
       var details: AuditPayload = ["reason": reason]
       if !requestID.isEmpty { details["request_id"] = requestID }
       let receipt = try AuditJournal.append(&txn, at: now, principal: principal, action: "payment.cancelled", object: id, details: details)

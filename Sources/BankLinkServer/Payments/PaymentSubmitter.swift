@@ -32,8 +32,18 @@ public final class PaymentSubmitter: Service {
         // Status reports are read even when this round's submission failed: one undeliverable
         // message must not hide what the bank says about everything else.
         var submitError: (any Error)?
-        do { try await self.submitPending() } catch { submitError = error }
-        try await self.pollStatusReports()
+        do {
+          try await self.submitPending()
+        } catch {
+          submitError = error
+          ConnectorErrors.count(error, operation: "submit")
+        }
+        do {
+          try await self.pollStatusReports()
+        } catch {
+          ConnectorErrors.count(error, operation: "status_reports")
+          throw error
+        }
         if let submitError { throw submitError }
         failures = 0
       } catch {

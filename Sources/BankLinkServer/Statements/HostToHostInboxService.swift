@@ -44,6 +44,7 @@ public struct HostToHostInboxService: Service {
         failures = 0
       } catch {
         failures += 1
+        ConnectorErrors.count(error, operation: "inbox")
         self.logger.error("the inbox could not be processed; retrying", metadata: ["error": "\(error)", "consecutive_failures": "\(failures)"])
       }
       let delay = failures == 0 ? self.intervalMilliseconds : backoff.delay(afterFailures: failures)
@@ -54,6 +55,7 @@ public struct HostToHostInboxService: Service {
   /// One poll of the inbox, then the events it produced (and any left from before a crash).
   public func round() async throws {
     let polled = try await self.connector.pollInbox()
+    ConnectorErrors.count(kind: "malformed", operation: "inbox_quarantined", by: polled.quarantined)
     if polled.processed + polled.quarantined + polled.moved > 0 {
       self.logger.info(
         "inbox files processed",

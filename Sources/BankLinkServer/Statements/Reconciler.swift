@@ -611,7 +611,7 @@ public final class Reconciler: Sendable {
       }
       guard payment.status != before else { continue }
       try Reservations.releaseIfDue(payment, txn: &txn)
-      try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+      try txn.putPayment(payment)
       try AuditJournal.append(
         &txn, at: time, principal: "reconciliation", action: "payment.\(payment.status.rawValue)", object: payment.id,
         details: ["entry_id": match.entryID, "method": "\(match.method)", "reason": LogText.prefix(match.reason, maxBytes: 512)])
