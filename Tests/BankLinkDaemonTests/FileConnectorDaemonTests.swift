@@ -30,9 +30,11 @@ struct FileConnectorDaemonTests {
     try await withTemporaryDirectory { directory in
       let pki = try TestPKI(directory: directory)
       let config = directory.appending("banklinkd.json")
+      let metricsPort = try MetricsTests.freePort()
       try Data("""
         {"listen": "127.0.0.1:0", "data_dir": "data",
          "tls": {"ca": "ca.pem", "certificate": "server.pem", "key": "server.key"},
+         "metrics": {"listen": "127.0.0.1:\(metricsPort)"},
          "connector": {"type": "files", "history_days": 1,
                        "files": {"outbox": "h2h/outbox", "inbox": "h2h/inbox", "poll_interval_ms": 200, "settle_ms": 0,
                                  "simulate_bank": true}},
@@ -109,6 +111,20 @@ struct FileConnectorDaemonTests {
       #expect(alert?.message.contains("broken.xml") == true, "\(String(describing: alert))")
       #expect(Self.names(inbox + "/quarantine").contains("broken.xml"))
       #expect(Self.names(inbox + "/quarantine").contains("broken.xml.reason"))
+
+      // The metrics show the quarantined file as a connector error, and the payment's way to
+      // settled as state changes.
+      let scraped = try await offPool {
+        try runProgram("/usr/bin/python3", ["-c", MetricsTests.parser, "http://127.0.0.1:\(metricsPort)/metrics"])
+      }
+      #expect(scraped.status == 0, "\(scraped.stderr)")
+      let families = try JSONDecoder().decode([String: MetricsTests.Family].self, from: Data(scraped.stdout.utf8))
+      let errors = try #require(families["banklink_connector_errors"], "\(families.keys.sorted())")
+      #expect(
+        errors.samples.contains { $0.labels["operation"] == "inbox_quarantined" && $0.labels["kind"] == "malformed" && $0.value == 1 },
+        "\(errors.samples.map(\.labels))")
+      let transitions = try #require(families["banklink_payment_transitions"])
+      #expect(transitions.samples.contains { $0.labels["to"] == "settled" && $0.value >= 1 }, "\(transitions.samples.map(\.labels))")
       #expect(await daemon.stop())
     }
   }

@@ -155,7 +155,8 @@ extension WriteTransaction {
   /// (``paymentTransitionsMetric``) once the write commits, never for a write that aborts.
   mutating func putPayment(_ payment: Payment, key: [UInt8]? = nil) throws {
     let key = key ?? Array(payment.id.utf8)
-    let before = try self.get(key, in: .payments).map { try Payment(record: $0).status }
+    // Only for the count: a record that does not decode never stops the write.
+    let before = try self.get(key, in: .payments).flatMap { try? Payment(record: $0).status }
     try self.put(key, payment.record, in: .payments)
     guard before != payment.status else { return }
     let dimensions = [("from", before?.rawValue ?? "new"), ("to", payment.status.rawValue)]
