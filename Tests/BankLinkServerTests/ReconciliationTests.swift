@@ -279,6 +279,112 @@ struct ReconciliationTests {
     }
   }
 
+  @Test("a run larger than one commit: every entry decided once across chunks, and an EndToEndId wins over an amount that fits")
+  func runAcrossCommits() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      let now = WallClock.now()
+      let count = Limits.statementEntriesPerCommit * 2 + 100
+      let booked = count - 3
+      let contested = Limits.statementEntriesPerCommit + 1_000
+      func id(_ i: Int) -> String { "pay-chunks-" + String(i) }
+      func endToEnd(_ i: Int) -> String { "E2E-CHUNKS-" + String(i) }
+      func minor(_ i: Int) -> Int64 { Int64(100_000 + i * 10_000) }
+      // Submitted payments with amounts far apart (no fee tolerance makes two of them fit one
+      // entry), written directly: the run is under test, not the ledger.
+      try server.payments.store.withWriteTransaction { txn in
+        for i in 0..<count {
+          let payment = Payment(
+            id: id(i), instruction: Self.instruction(minor(i), creditor: "Creditor \(i) Trading Co., Ltd.", purpose: "Invoice \(i)", date: today),
+            status: .submitted, creator: "erp", idempotencyKey: "chunks-\(i)", endToEndID: endToEnd(i), createdAt: now, updatedAt: now)
+          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try txn.put(Array(endToEnd(i).utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
+        }
+      }
+      // First, an entry without a reference that fits the contested payment by amount, date and
+      // name; the entry naming that payment's EndToEndId comes in a later commit of the run.
+      var lines = [
+        Line(minor: minor(contested), reference: "H-0", counterparty: "CREDITOR \(contested) TRADING CO LTD", remittance: "Invoice \(contested)")
+      ]
+      for i in 0..<booked { lines.append(Line(minor: minor(i), endToEnd: endToEnd(i), reference: "R-\(i)")) }
+      let file = Self.camt053(date: today, lines: lines)
+      try await withTemporaryDirectory { directory in
+        let path = directory.appending("chunks.xml")
+        try file.write(to: URL(fileURLWithPath: path))
+        _ = try await server.server.reconciliation.statements.importFile(
+          at: path, sha256: String(repeating: "cd", count: 32), bytes: Int64(file.count), fileName: "chunks.xml", declared: nil, importedBy: "clerk")
+      }
+      let reconciler = server.server.reconciliation.reconciler
+      let outcome = try reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
+      #expect(outcome.report.matched == booked && outcome.report.settled == booked, "\(outcome.report)")
+      #expect(outcome.report.unmatchedEntries == 1 && outcome.report.unmatchedPayments == 3, "\(outcome.report)")
+
+      // Every line of the report once, in order, across the run's commits.
+      var items: [(index: UInt32, item: ReportItem)] = []
+      var from: UInt32 = 0
+      while true {
+        let page = try reconciler.items(of: outcome.report.sequence, from: from, limit: 1_000)
+        items += page.items.map { ($0.index, $0.item) }
+        guard page.more, let last = page.items.last else { break }
+        from = last.index + 1
+      }
+      #expect(items.map(\.index) == (0..<UInt32(count + 1)).map { $0 })
+      var matchedPayments: [String: MatchMethod] = [:]
+      var entries = Set<[UInt8]>()
+      var unmatchedPayments: [String] = []
+      for (_, item) in items {
+        switch item {
+        case .match(let match):
+          #expect(entries.insert(match.entryKey).inserted)
+          for payment in match.paymentIDs { #expect(matchedPayments.updateValue(match.method, forKey: payment) == nil) }
+        case .unmatchedEntry(let key, let classification, _):
+          #expect(entries.insert(key).inserted)
+          #expect(classification == "unexplained")
+        case .unmatchedPayment(let payment): unmatchedPayments.append(payment)
+        }
+      }
+      #expect(matchedPayments[id(contested)] == .reference)
+      #expect(matchedPayments.count == booked && matchedPayments.values.allSatisfy { $0 == .reference })
+      #expect(unmatchedPayments == (booked..<count).map(id).sorted())
+      #expect(try server.payments.payment(id(contested))?.status == .settled)
+      #expect(try server.payments.payment(id(count - 1))?.status == .submitted)
+
+      // On demand again: nothing left to match, nothing matched twice.
+      let again = try reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
+      #expect(again.report.matched == 0 && again.report.unmatchedEntries == 1 && again.report.unmatchedPayments == 3, "\(again.report)")
+    }
+  }
+
+  @Test("the amount index skips taken candidates and finds the first amount in reach")
+  func candidateIndex() {
+    var index = Reconciler.CandidateIndex()
+    for (i, amount) in [500, 100, 300, 300, 200].enumerated() {
+      index.candidates.append(
+        Reconciler.Candidate(id: "p\(i)", amount: Int64(amount), executionDate: "", creditor: "", purpose: "", batchID: i < 2 ? "b" : ""))
+    }
+    index.seal()
+    func alive(from amount: Int64) -> [String] {
+      var found: [String] = []
+      var place = index.alive(from: index.lowerBound(amount))
+      while place < index.byAmount.count {
+        found.append(index.candidates[Int(index.byAmount[place])].id)
+        place = index.alive(from: place + 1)
+      }
+      return found
+    }
+    #expect(alive(from: 0) == ["p1", "p4", "p2", "p3", "p0"])
+    #expect(alive(from: 250) == ["p2", "p3", "p0"])
+    index.take(2)
+    index.take(3)
+    #expect(alive(from: 250) == ["p0"])
+    #expect(alive(from: 0) == ["p1", "p4", "p0"])
+    index.take(0)
+    #expect(alive(from: 250).isEmpty)
+    #expect(index.batchIDs == ["b"] && index.batches["b"] == [0, 1])
+    var empty = Reconciler.CandidateIndex()
+    #expect(empty.alive(from: 0) == 0 && empty.lowerBound(5) == 0)
+  }
+
   @Test("name similarity ignores case, punctuation and legal forms; days between ISO dates")
   func helpers() {
     #expect(Reconciler.nameSimilarity("ZHEJIANG LIANDA ELECTRONICS CO LTD", "Zhejiang Lianda Electronics Co., Ltd.") == 100)

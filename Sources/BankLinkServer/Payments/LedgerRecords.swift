@@ -157,6 +157,13 @@ extension WriteTransaction {
     let key = key ?? Array(payment.id.utf8)
     // Only for the count: a record that does not decode never stops the write.
     let before = try self.get(key, in: .payments).flatMap { try? Payment(record: $0).status }
+    try self.putPayment(payment, key: key, replacing: before)
+  }
+
+  /// ``putPayment(_:key:)`` for a caller that read the stored record in this transaction and
+  /// knows its state (`nil`: there was none), so it is not read again.
+  mutating func putPayment(_ payment: Payment, key: [UInt8]? = nil, replacing before: PaymentStatus?) throws {
+    let key = key ?? Array(payment.id.utf8)
     try self.put(key, payment.record, in: .payments)
     guard before != payment.status else { return }
     let dimensions = [("from", before?.rawValue ?? "new"), ("to", payment.status.rawValue)]

@@ -130,10 +130,13 @@ public enum ReconciliationRefusal: Error, Sendable, Hashable, CustomStringConver
 /// The reconciliation engine: statement entries against payments, every decision with its
 /// method, score and reason; reports stored and paged; matches by hand.
 ///
-/// A run decides on one read snapshot (on a thread of its own), then applies its decisions in
-/// write transactions of ``Limits/statementEntriesPerCommit``, re-checking each against the
-/// committed state: an entry matched meanwhile (by a clerk, or another run) and a payment that
-/// moved (a status report) are left as they are, never matched twice.
+/// A run (on a thread of its own) works in write transactions of
+/// ``Limits/statementEntriesPerCommit`` entries and writes its report's lines as it goes, so
+/// its memory grows with the entries and payments nothing references, not with its scope
+/// (``reconcile(accountID:fromDate:toDate:statements:by:)``). Every decision is taken or
+/// re-checked against the committed state of the transaction that applies it: an entry matched
+/// meanwhile (by a clerk, or another run) and a payment that moved (a status report) are left as
+/// they are, never matched twice.
 public final class Reconciler: Sendable {
   let store: Store
   let settings: ReconciliationSettings
@@ -149,7 +152,9 @@ public final class Reconciler: Sendable {
   static let reconcilable: Set<PaymentStatus> = [.submitting, .submitted, .accepted, .settled]
 
   enum Decision {
-    case match(EntryMatch, settle: Bool, returned: Bool)
+    /// `verified`: the payments, read and checked in the transaction that applies the match
+    /// (pass 1), so ``apply(_:settle:returned:at:raiseAlerts:verified:txn:)`` need not re-read them.
+    case match(EntryMatch, settle: Bool, returned: Bool, verified: [Payment]? = nil)
     case unmatched(entryKey: [UInt8], classification: String, reason: String)
   }
 
@@ -160,61 +165,357 @@ public final class Reconciler: Sendable {
 
   // MARK: A run
 
+  /// A run's report as it is written: its sequence, counters, and the next item's index.
+  struct RunState {
+    var header: ReconciliationReportHeader
+    var nextItem: UInt32 = 0
+    /// Entries whose EndToEndId names a payment the daemon does not hold open.
+    var strays = 0
+    /// The accounts whose payments the run considers.
+    var accounts: Set<String> = []
+
+    /// Stores `item` as the report's next line and counts it.
+    mutating func record(_ item: ReportItem, txn: inout WriteTransaction) throws {
+      try txn.put(ReconRecords.itemKey(self.header.sequence, self.nextItem), ReconRecords.encode(item), in: .reconReportItems)
+      self.nextItem += 1
+      switch item {
+      case .match: self.header.matched += 1
+      case .unmatchedEntry(_, let classification, _):
+        self.header.unmatchedEntries += 1
+        if classification == "reference_not_open" { self.strays += 1 }
+      case .unmatchedPayment: self.header.unmatchedPayments += 1
+      }
+    }
+  }
+
+  /// A booked debit with no EndToEndId of ours: what the batch and heuristic passes need of it.
+  struct PendingEntry {
+    var key: [UInt8]
+    var account: String
+    var amount: Int64
+    var currency: String
+    /// The value date, else the booking date.
+    var date: String
+    var bookingDate: String
+    var batchCount: Int?
+    var counterparty: String
+    /// Remittance and additional information, upper-cased.
+    var remittance: String
+    /// How the entry is classified if nothing matches it.
+    var kind: String
+    var why: String
+  }
+
+  /// An open payment that a booking without a reference may explain.
+  struct Candidate {
+    var id: String
+    var amount: Int64
+    var executionDate: String
+    var creditor: String
+    /// The purpose, upper-cased.
+    var purpose: String
+    var batchID: String
+    var taken = false
+  }
+
+  /// One account's candidates, indexed by amount (with taken ones skipped in amortised
+  /// constant time) and by batch.
+  struct CandidateIndex {
+    var candidates: [Candidate] = []
+    /// Candidate indices in ascending amount.
+    var byAmount: [Int32] = []
+    /// Where each candidate sits in `byAmount`.
+    var position: [Int32] = []
+    /// `next[p] == p` while the candidate at `p` is not taken; otherwise a later position to
+    /// look at (path-compressed). `next[count]` is the end (so an empty index has one slot).
+    var next: [Int32] = [0]
+    var batches: [String: [Int32]] = [:]
+    var batchIDs: [String] = []
+
+    mutating func seal() {
+      self.byAmount = (0..<Int32(self.candidates.count)).sorted {
+        let (a, b) = (self.candidates[Int($0)], self.candidates[Int($1)])
+        return a.amount != b.amount ? a.amount < b.amount : a.id < b.id
+      }
+      self.position = Array(repeating: 0, count: self.candidates.count)
+      for (place, candidate) in self.byAmount.enumerated() { self.position[Int(candidate)] = Int32(place) }
+      self.next = Array(0...Int32(self.candidates.count))
+      for (index, candidate) in self.candidates.enumerated() where !candidate.batchID.isEmpty {
+        self.batches[candidate.batchID, default: []].append(Int32(index))
+      }
+      self.batchIDs = self.batches.keys.sorted()
+    }
+
+    /// The first position ≥ `place` whose candidate is not taken (or the end).
+    mutating func alive(from place: Int) -> Int {
+      var root = place
+      while self.next[root] != Int32(root) { root = Int(self.next[root]) }
+      var step = place
+      while step != root {
+        let following = Int(self.next[step])
+        self.next[step] = Int32(root)
+        step = following
+      }
+      return root
+    }
+
+    /// The first position whose amount is ≥ `amount`.
+    func lowerBound(_ amount: Int64) -> Int {
+      var (low, high) = (0, self.byAmount.count)
+      while low < high {
+        let middle = (low + high) / 2
+        if self.candidates[Int(self.byAmount[middle])].amount < amount { low = middle + 1 } else { high = middle }
+      }
+      return low
+    }
+
+    mutating func take(_ index: Int32) {
+      self.candidates[Int(index)].taken = true
+      let place = Int(self.position[Int(index)])
+      self.next[place] = Int32(place + 1)
+    }
+  }
+
   /// Reconciles the booked entries of `accountID` (nil: every account) with booking dates in
   /// `fromDate...toDate` (ISO dates; empty: unbounded) and stores a report. With `statements`,
   /// only the entries of those statements are considered (the run after an import: earlier
   /// statements' unmatched entries were reported by earlier runs, and listing them again after
   /// every import would grow the stored reports with the square of the entries).
+  ///
+  /// Three passes, each in write transactions of ``Limits/statementEntriesPerCommit`` that
+  /// write their report lines as they go, so memory does not grow with the scope:
+  /// 1. **By reference**, streamed: each entry carrying an EndToEndId is looked up through the
+  ///    EndToEndId index and decided and applied in the transaction that reads it. Credits and
+  ///    returns are decided here too. Debits without a reference of ours are kept (compactly)
+  ///    for the next pass.
+  /// 2. **By batch and heuristic**, on a snapshot taken after pass 1: the open payments that
+  ///    no reference claimed are indexed by amount and batch; each kept entry is decided
+  ///    against them (oldest booking first), then applied after re-checking each decision.
+  /// 3. **Unmatched payments**: the open payments left.
+  /// Exact references win over heuristics across the whole scope: a payment is never guessed
+  /// for one entry while another entry of the run names it.
   public func reconcile(
     accountID: String?, fromDate: String, toDate: String, statements: [UInt64]? = nil, by principal: String
   ) throws -> Outcome {
     let time = self.now()
-    let (decisions, unmatchedPayments) = try self.store.withReadTransaction { txn in
-      try self.decide(accountID: accountID, fromDate: fromDate, toDate: toDate, statements: statements, at: time, txn: txn)
+    let sequences = try self.store.withReadTransaction { txn in
+      try Self.statementsInScope(accountID: accountID, fromDate: fromDate, toDate: toDate, statements: statements, txn: txn)
     }
-    var header = ReconciliationReportHeader(
-      sequence: 0, createdAt: time, createdBy: principal, accountID: accountID ?? "", fromDate: fromDate, toDate: toDate)
-    var items: [ReportItem] = []
-    var index = 0
-    while index < decisions.count {
-      let chunk = decisions[index..<min(index + Limits.statementEntriesPerCommit, decisions.count)]
-      index += chunk.count
-      try self.store.withWriteTransaction { txn in
-        for decision in chunk {
-          switch decision {
-          case .unmatched(let key, let classification, let reason):
-            // Matched meanwhile (by hand): that match stands, and is not this run's.
-            if try txn.get(key, in: .reconMatches) != nil { continue }
-            items.append(.unmatchedEntry(entryKey: key, classification: classification, reason: reason))
-          case .match(let match, let settle, let returned):
-            let alerts = header.returned < Limits.maxBreakAlertsPerImport
-            guard let applied = try Self.apply(match, settle: settle, returned: returned, at: time, raiseAlerts: alerts, txn: &txn) else {
-              items.append(.unmatchedEntry(entryKey: match.entryKey, classification: "unexplained", reason: "a candidate payment changed during the run; run again"))
-              continue
-            }
-            items.append(.match(match))
-            header.settled += applied.settled ? 1 : 0
-            header.returned += applied.returned ? 1 : 0
-          }
-        }
+    var run = RunState(
+      header: ReconciliationReportHeader(
+        sequence: 0, createdAt: time, createdBy: principal, accountID: accountID ?? "", fromDate: fromDate, toDate: toDate))
+    if let accountID { run.accounts.insert(accountID) }
+    // The report's sequence is taken first, so that its lines can be written as the run goes.
+    run.header.sequence = try self.store.withWriteTransaction { txn in
+      let sequence = try Self.lastReport(txn) + 1
+      var head = RecordWriter(capacity: 8)
+      head.write(sequence)
+      try txn.put(Self.reportHeadKey, head.bytes, in: .meta)
+      return sequence
+    }
+    do {
+      var pending: [PendingEntry] = []
+      for sequence in sequences {
+        try self.referencePass(statement: sequence, fromDate: fromDate, toDate: toDate, at: time, run: &run, pending: &pending)
       }
+      try self.heuristicPass(pending, toDate: toDate, at: time, run: &run)
+      return try self.finish(run, fromDate: fromDate, toDate: toDate, at: time, principal: principal, incomplete: nil)
+    } catch {
+      // What was applied stays applied (each step is journaled); the report shows it, marked
+      // incomplete in the run's journal entry.
+      _ = try? self.finish(run, fromDate: fromDate, toDate: toDate, at: time, principal: principal, incomplete: "\(error)")
+      throw error
     }
-    for paymentID in unmatchedPayments { items.append(.unmatchedPayment(paymentID: paymentID)) }
-    return try self.store.withWriteTransaction { txn in
-      // Payments matched by a clerk meanwhile are no longer unmatched.
-      items = try items.filter { item in
-        if case .unmatchedPayment(let id) = item { return try txn.get(Array(id.utf8), in: .reconPaymentMatches) == nil }
+  }
+
+  /// The complete statements that may hold entries of the run, in sequence order.
+  static func statementsInScope(
+    accountID: String?, fromDate: String, toDate: String, statements only: [UInt64]?, txn: ReadTransaction
+  ) throws -> [UInt64] {
+    var sequences: [UInt64] = []
+    if let only {
+      sequences = only
+    } else if let accountID {
+      let prefix = StatementKeys.accountPrefix(accountID)
+      try txn.scan(.statementsByAccount, from: prefix) { key, _ in
+        guard key.count == prefix.count + 8, key.starts(with: prefix) else { return false }
+        var reader = RecordReader(Array(key.suffix(8)))
+        sequences.append(try reader.readUInt64())
         return true
       }
-      header.sequence = try Self.lastReport(txn) + 1
-      for item in items {
-        switch item {
-        case .match: header.matched += 1
-        case .unmatchedEntry: header.unmatchedEntries += 1
-        case .unmatchedPayment: header.unmatchedPayments += 1
-        }
+    } else {
+      try txn.scan(.statements) { key, _ in
+        var reader = RecordReader(key)
+        sequences.append(try reader.readUInt64())
+        return true
       }
-      try Self.write(header, items: items, txn: &txn)
+    }
+    return try sequences.filter { sequence in
+      guard let bytes = try txn.get(StatementKeys.statement(sequence), in: .statements) else { return false }
+      let statement = try StatementKeys.decodeStatement(bytes)
+      guard statement.complete else { return false }
+      if !fromDate.isEmpty, !statement.toDate.isEmpty, statement.toDate < fromDate { return false }
+      if !toDate.isEmpty, !statement.fromDate.isEmpty, statement.fromDate > toDate { return false }
+      return true
+    }
+  }
+
+  /// Pass 1 over one statement's entries, a chunk per write transaction.
+  func referencePass(
+    statement sequence: UInt64, fromDate: String, toDate: String, at time: Instant, run: inout RunState, pending: inout [PendingEntry]
+  ) throws {
+    let prefix = StatementKeys.statement(sequence)
+    var from = StatementKeys.entry(sequence, 0)
+    var more = true
+    while more {
+      let kept: [PendingEntry]
+      (run, kept, from, more) = try self.store.withWriteTransaction { txn in
+        var state = run
+        var kept: [PendingEntry] = []
+        // The chunk's records, read before anything is written.
+        var chunk: [(key: [UInt8], value: [UInt8])] = []
+        var resume: [UInt8]?
+        try txn.scan(.statementEntries, from: from) { key, value in
+          guard key.count == 12, key.starts(with: prefix) else { return false }
+          guard chunk.count < Limits.statementEntriesPerCommit else {
+            resume = key
+            return false
+          }
+          chunk.append((key, value))
+          return true
+        }
+        for (key, value) in chunk {
+          let (account, entry) = try StatementKeys.decodeEntry(value)
+          guard entry.status == "BOOK" else { continue }
+          if !fromDate.isEmpty, entry.bookingDate < fromDate { continue }
+          if !toDate.isEmpty, entry.bookingDate > toDate { continue }
+          if try txn.get(key, in: .reconMatches) != nil { continue }
+          state.accounts.insert(account)
+          if let decision = try self.decideByReference(key: key, account: account, entry: entry, at: time, txn: txn) {
+            try Self.record(decision, at: time, run: &state, txn: &txn)
+            continue
+          }
+          guard pending.count + kept.count < Limits.maxReconciliationEntries else {
+            throw ReconciliationRefusal.scopeTooLarge(entries: pending.count + kept.count + 1, payments: 0)
+          }
+          let (kind, why) = Self.classify(entry)
+          kept.append(
+            PendingEntry(
+              key: key, account: account, amount: entry.amountMinor, currency: entry.currency,
+              date: entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate, bookingDate: entry.bookingDate,
+              batchCount: entry.batchCount ?? (entry.details.count > 1 ? entry.details.count : nil),
+              counterparty: entry.details.first?.counterpartyName ?? "",
+              remittance: (entry.details.flatMap(\.remittance) + [entry.additionalInfo]).joined(separator: " ").uppercased(),
+              kind: kind, why: why))
+        }
+        return (state, kept, resume ?? from, resume != nil)
+      }
+      pending.append(contentsOf: kept)
+    }
+  }
+
+  /// Applies a decision (after ``apply(_:settle:returned:at:raiseAlerts:txn:)`` re-checks it)
+  /// and records its report line.
+  static func record(_ decision: Decision, at time: Instant, run: inout RunState, txn: inout WriteTransaction) throws {
+    switch decision {
+    case .unmatched(let key, let classification, let reason):
+      // Matched meanwhile (by hand): that match stands, and is not this run's.
+      if try txn.get(key, in: .reconMatches) != nil { return }
+      try run.record(.unmatchedEntry(entryKey: key, classification: classification, reason: reason), txn: &txn)
+    case .match(let match, let settle, let returned, let verified):
+      let alerts = run.header.returned < Limits.maxBreakAlertsPerImport
+      guard
+        let applied = try Self.apply(
+          match, settle: settle, returned: returned, at: time, raiseAlerts: alerts, verified: verified, txn: &txn)
+      else {
+        try run.record(
+          .unmatchedEntry(entryKey: match.entryKey, classification: "unexplained", reason: "a candidate payment changed during the run; run again"),
+          txn: &txn)
+        return
+      }
+      try run.record(.match(match), txn: &txn)
+      run.header.settled += applied.settled ? 1 : 0
+      run.header.returned += applied.returned ? 1 : 0
+    }
+  }
+
+  /// Passes 2 and 3: the kept entries against the open payments no reference claimed, then
+  /// the payments left.
+  func heuristicPass(_ pending: [PendingEntry], toDate: String, at time: Instant, run: inout RunState) throws {
+    // The payments those entries may book: of the run's accounts, with the bank or settled,
+    // not matched.
+    var indexes: [String: CandidateIndex] = [:]
+    var leftOver: [(id: String, executionDate: String)] = []
+    let accounts = run.accounts
+    try self.store.withReadTransaction { txn in
+      var held = 0
+      try txn.scan(.payments) { key, value in
+        let payment = try Payment(record: value)
+        let account = payment.instruction.debtorAccountID
+        guard accounts.contains(account), Self.reconcilable.contains(payment.status),
+          try txn.get(key, in: .reconPaymentMatches) == nil
+        else { return true }
+        held += 1
+        guard held <= Limits.maxReconciliationEntries else {
+          throw ReconciliationRefusal.scopeTooLarge(entries: pending.count, payments: held)
+        }
+        // Only an EndToEndId proves the bank holds a payment still being submitted: matching
+        // one by amount would settle a payment the outbox has yet to send.
+        guard payment.status != .submitting else {
+          leftOver.append((payment.id, payment.instruction.requestedExecutionDate))
+          return true
+        }
+        indexes[account, default: CandidateIndex()].candidates.append(
+          Candidate(
+            id: payment.id, amount: payment.instruction.amount.minorUnits, executionDate: payment.instruction.requestedExecutionDate,
+            creditor: payment.instruction.creditor.name, purpose: payment.instruction.purpose.uppercased(), batchID: payment.batchID))
+        return true
+      }
+    }
+    for account in indexes.keys { indexes[account]!.seal() }
+
+    var decisions: [Decision] = []
+    decisions.reserveCapacity(pending.count)
+    for entry in pending.sorted(by: { $0.bookingDate != $1.bookingDate ? $0.bookingDate < $1.bookingDate : $0.key.lexicographicallyPrecedes($1.key) }) {
+      decisions.append(self.decide(entry, at: time, index: &indexes[entry.account, default: CandidateIndex()]))
+    }
+    var start = 0
+    while start < decisions.count {
+      let chunk = decisions[start..<min(start + Limits.statementEntriesPerCommit, decisions.count)]
+      start += chunk.count
+      run = try self.store.withWriteTransaction { txn in
+        var state = run
+        for decision in chunk { try Self.record(decision, at: time, run: &state, txn: &txn) }
+        return state
+      }
+    }
+
+    // Payments left: unmatched when their execution date is inside the window's end (a payment
+    // for tomorrow is not missing from today's statement).
+    for index in indexes.values {
+      for candidate in index.candidates where !candidate.taken { leftOver.append((candidate.id, candidate.executionDate)) }
+    }
+    let unmatched = leftOver.filter { toDate.isEmpty || $0.executionDate <= toDate }.map(\.id).sorted()
+    start = 0
+    while start < unmatched.count {
+      let chunk = unmatched[start..<min(start + Limits.statementEntriesPerCommit, unmatched.count)]
+      start += chunk.count
+      run = try self.store.withWriteTransaction { txn in
+        var state = run
+        // Payments matched by a clerk meanwhile are no longer unmatched.
+        for id in chunk where try txn.get(Array(id.utf8), in: .reconPaymentMatches) == nil {
+          try state.record(.unmatchedPayment(paymentID: id), txn: &txn)
+        }
+        return state
+      }
+    }
+  }
+
+  /// The report's header, the run's alerts and its journal entry.
+  func finish(_ run: RunState, fromDate: String, toDate: String, at time: Instant, principal: String, incomplete: String?) throws -> Outcome {
+    let header = run.header
+    return try self.store.withWriteTransaction { txn in
+      try txn.put(StatementKeys.statement(header.sequence), ReconRecords.encode(header), in: .reconReports)
       if header.returned > Limits.maxBreakAlertsPerImport {
         try AlertLog.raise(
           &txn, at: time, severity: .warning, kind: .bankRejection, accountID: header.accountID,
@@ -222,128 +523,21 @@ public final class Reconciler: Sendable {
       }
       // The bank booked payments the daemon does not hold open (failed, cancelled, another
       // account's): an anomaly for someone to look at, one alert per run.
-      let strays = items.filter { item in
-        if case .unmatchedEntry(_, "reference_not_open", _) = item { return true }
-        return false
-      }
-      if !strays.isEmpty {
+      if run.strays > 0 {
         try AlertLog.raise(
           &txn, at: time, severity: .warning, kind: .anomaly, accountID: header.accountID,
-          message: "reconciliation \(header.id): \(strays.count) booked entries carry the EndToEndId of a payment the daemon does not hold open",
+          message: "reconciliation \(header.id): \(run.strays) booked entries carry the EndToEndId of a payment the daemon does not hold open",
           details: ["report_id": header.id])
       }
-      let receipt = try AuditJournal.append(
-        &txn, at: time, principal: principal, action: "reconciliation.run", object: header.id,
-        details: [
-          "account_id": header.accountID, "from_date": fromDate, "to_date": toDate, "matched": String(header.matched),
-          "unmatched_entries": String(header.unmatchedEntries), "unmatched_payments": String(header.unmatchedPayments),
-          "settled": String(header.settled), "returned": String(header.returned),
-        ])
+      var details: AuditPayload = [
+        "account_id": header.accountID, "from_date": fromDate, "to_date": toDate, "matched": String(header.matched),
+        "unmatched_entries": String(header.unmatchedEntries), "unmatched_payments": String(header.unmatchedPayments),
+        "settled": String(header.settled), "returned": String(header.returned),
+      ]
+      if let incomplete { details["incomplete"] = LogText.prefix(incomplete, maxBytes: 512) }
+      let receipt = try AuditJournal.append(&txn, at: time, principal: principal, action: "reconciliation.run", object: header.id, details: details)
       return Outcome(report: header, receipt: receipt)
     }
-  }
-
-  /// Every decision of a run, on one snapshot.
-  func decide(
-    accountID: String?, fromDate: String, toDate: String, statements only: [UInt64]? = nil, at time: Instant, txn: ReadTransaction
-  ) throws -> (decisions: [Decision], unmatchedPayments: [String]) {
-    // The entries in scope: booked, in the window, not matched.
-    var entries: [(key: [UInt8], accountID: String, entry: StatementEntry)] = []
-    var accounts: Set<String> = []
-    func visit(statement sequence: UInt64) throws {
-      guard let bytes = try txn.get(StatementKeys.statement(sequence), in: .statements) else { return }
-      let statement = try StatementKeys.decodeStatement(bytes)
-      guard statement.complete else { return }
-      if !fromDate.isEmpty, !statement.toDate.isEmpty, statement.toDate < fromDate { return }
-      if !toDate.isEmpty, !statement.fromDate.isEmpty, statement.fromDate > toDate { return }
-      let prefix = StatementKeys.statement(sequence)
-      try txn.scan(.statementEntries, from: StatementKeys.entry(sequence, 0)) { key, value in
-        guard key.count == 12, key.starts(with: prefix) else { return false }
-        let (account, entry) = try StatementKeys.decodeEntry(value)
-        guard entry.status == "BOOK" else { return true }
-        if !fromDate.isEmpty, entry.bookingDate < fromDate { return true }
-        if !toDate.isEmpty, entry.bookingDate > toDate { return true }
-        if try txn.get(key, in: .reconMatches) != nil { return true }
-        guard entries.count < Limits.maxReconciliationEntries else {
-          throw ReconciliationRefusal.scopeTooLarge(entries: entries.count + 1, payments: 0)
-        }
-        entries.append((key, account, entry))
-        accounts.insert(account)
-        return true
-      }
-    }
-    if let only {
-      if let accountID { accounts.insert(accountID) }
-      for sequence in only { try visit(statement: sequence) }
-    } else if let accountID {
-      accounts.insert(accountID)
-      let prefix = StatementKeys.accountPrefix(accountID)
-      var sequences: [UInt64] = []
-      try txn.scan(.statementsByAccount, from: prefix) { key, _ in
-        guard key.count == prefix.count + 8, key.starts(with: prefix) else { return false }
-        var reader = RecordReader(Array(key.suffix(8)))
-        sequences.append(try reader.readUInt64())
-        return true
-      }
-      for sequence in sequences { try visit(statement: sequence) }
-    } else {
-      var sequences: [UInt64] = []
-      try txn.scan(.statements) { key, _ in
-        var reader = RecordReader(key)
-        sequences.append(try reader.readUInt64())
-        return true
-      }
-      for sequence in sequences { try visit(statement: sequence) }
-    }
-
-    // The payments those entries may book: of the same accounts, with the bank or settled,
-    // not matched.
-    var open: [String: Payment] = [:]
-    var byAmount: [String: [Int64: [String]]] = [:]
-    var byBatch: [String: [String: [String]]] = [:]
-    try txn.scan(.payments) { key, value in
-      let payment = try Payment(record: value)
-      let account = payment.instruction.debtorAccountID
-      guard accounts.contains(account), Self.reconcilable.contains(payment.status),
-        try txn.get(key, in: .reconPaymentMatches) == nil
-      else { return true }
-      guard open.count < Limits.maxReconciliationEntries else {
-        throw ReconciliationRefusal.scopeTooLarge(entries: entries.count, payments: open.count + 1)
-      }
-      open[payment.id] = payment
-      // Only an EndToEndId proves the bank holds a payment still being submitted: matching
-      // one by amount would settle a payment the outbox has yet to send.
-      guard payment.status != .submitting else { return true }
-      byAmount[account, default: [:]][payment.instruction.amount.minorUnits, default: []].append(payment.id)
-      if !payment.batchID.isEmpty { byBatch[account, default: [:]][payment.batchID, default: []].append(payment.id) }
-      return true
-    }
-
-    var decisions: [Decision] = []
-    entries.sort {
-      $0.entry.bookingDate != $1.entry.bookingDate ? $0.entry.bookingDate < $1.entry.bookingDate : $0.key.lexicographicallyPrecedes($1.key)
-    }
-    // Per account, the distinct payment amounts in order: a fee-tolerant look-up is a binary
-    // search, not a scan of every amount.
-    let sortedAmounts = byAmount.mapValues { $0.keys.sorted() }
-    for (key, account, entry) in entries {
-      let decision = try self.decide(
-        key: key, account: account, entry: entry, open: open, byAmount: byAmount, sortedAmounts: sortedAmounts[account] ?? [],
-        byBatch: byBatch, at: time, txn: txn)
-      if case .match(let match, _, _) = decision {
-        for id in match.paymentIDs {
-          guard let payment = open.removeValue(forKey: id) else { continue }
-          byAmount[account]?[payment.instruction.amount.minorUnits]?.removeAll { $0 == id }
-          if !payment.batchID.isEmpty { byBatch[account]?[payment.batchID]?.removeAll { $0 == id } }
-        }
-      }
-      decisions.append(decision)
-    }
-    // Payments left: unmatched when their execution date is inside the window's end (a payment
-    // for tomorrow is not missing from today's statement).
-    let unmatched = open.values.filter { toDate.isEmpty || $0.instruction.requestedExecutionDate <= toDate }
-      .sorted { $0.id < $1.id }.map(\.id)
-    return (decisions, unmatched)
   }
 
   /// The EndToEndIds an entry carries: its transactions', else MT940's customer reference.
@@ -367,163 +561,172 @@ public final class Reconciler: Sendable {
     return ("unexplained", "no payment of this account has its reference, or its amount near its value date")
   }
 
-  func decide(
-    key: [UInt8], account: String, entry: StatementEntry, open: [String: Payment], byAmount: [String: [Int64: [String]]],
-    sortedAmounts: [Int64], byBatch: [String: [String: [String]]], at time: Instant, txn: ReadTransaction
-  ) throws -> Decision {
-    func match(_ ids: [String], _ method: MatchMethod, _ score: Int, _ reason: String, difference: Int64 = 0) -> EntryMatch {
-      EntryMatch(
-        entryKey: key, accountID: account, paymentIDs: ids, method: method, score: score, reason: reason, differenceMinor: difference,
-        currency: entry.currency, matchedBy: "auto", time: time, note: "")
-    }
+  static func match(
+    _ key: [UInt8], _ account: String, _ currency: String, _ ids: [String], _ method: MatchMethod, _ score: Int, _ reason: String,
+    difference: Int64 = 0, at time: Instant
+  ) -> EntryMatch {
+    EntryMatch(
+      entryKey: key, accountID: account, paymentIDs: ids, method: method, score: score, reason: reason, differenceMinor: difference,
+      currency: currency, matchedBy: "auto", time: time, note: "")
+  }
+
+  /// Pass 1's decision for an entry: by its EndToEndIds, through the index, against the
+  /// committed state of `txn`. Nil for a debit that names no payment of ours (the next pass's).
+  func decideByReference(
+    key: [UInt8], account: String, entry: StatementEntry, at time: Instant, txn: some ReadableTransaction
+  ) throws -> Decision? {
     let tolerance = self.settings.feeToleranceMinor
     let references = Self.references(entry)
     // A credit (or a reversed debit) carrying a payment's EndToEndId: the money came back.
     let incoming = entry.direction == .credit
-    if !references.isEmpty {
-      var found: [Payment] = []
-      var elsewhere: [String] = []
-      for reference in references {
-        guard let id = try txn.get(Array(reference.utf8), in: .paymentsByEndToEnd).map({ String(decoding: $0, as: UTF8.self) }) else { continue }
-        // A return is a second entry for a payment its debit may have matched already.
-        let candidate = incoming ? try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:)) : open[id]
-        guard let payment = candidate, payment.instruction.debtorAccountID == account,
-          !incoming || Self.reconcilable.contains(payment.status)
-        else {
-          // The reference names a payment of ours that this entry cannot book: never guessed
-          // past by amount, reported.
-          let known = try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:))
-          let matched = try txn.get(Array(id.utf8), in: .reconPaymentMatches) != nil
-          elsewhere.append(
-            known.map { payment in
-              payment.instruction.debtorAccountID != account
-                ? "\(payment.id) of account \(payment.instruction.debtorAccountID)"
-                : matched ? "\(payment.id), matched to another entry" : "\(payment.id) in state \(payment.status.rawValue)"
-            } ?? id)
-          continue
-        }
-        if !found.contains(where: { $0.id == payment.id }) { found.append(payment) }
+    var found: [Payment] = []
+    var elsewhere: [String] = []
+    for reference in references {
+      guard let id = try txn.get(Array(reference.utf8), in: .paymentsByEndToEnd).map({ String(decoding: $0, as: UTF8.self) }) else { continue }
+      let known = try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:))
+      let matched = try txn.get(Array(id.utf8), in: .reconPaymentMatches) != nil
+      // A return is a second entry for a payment its debit may have matched already.
+      guard let payment = known, payment.instruction.debtorAccountID == account, Self.reconcilable.contains(payment.status),
+        incoming || !matched
+      else {
+        // The reference names a payment of ours that this entry cannot book: never guessed
+        // past by amount, reported.
+        elsewhere.append(
+          known.map { payment in
+            payment.instruction.debtorAccountID != account
+              ? "\(payment.id) of account \(payment.instruction.debtorAccountID)"
+              : matched && !incoming ? "\(payment.id), matched to another entry" : "\(payment.id) in state \(payment.status.rawValue)"
+          } ?? id)
+        continue
       }
-      if found.isEmpty, !elsewhere.isEmpty {
-        return .unmatched(
-          entryKey: key, classification: "reference_not_open",
-          reason: "its EndToEndId names \(elsewhere.prefix(5).joined(separator: ", ")): the bank booked a payment the daemon does not hold open")
-      }
-      if !found.isEmpty {
-        let sum = found.reduce(Int64(0)) { $0 &+ $1.instruction.amount.minorUnits }
-        let ids = found.map(\.id)
-        let named = found.count == 1 ? "EndToEndId \(found[0].endToEndID)" : "the EndToEndIds of \(found.count) payments"
-        if incoming {
-          let reason = entry.details.first { !$0.returnReason.isEmpty }?.returnReason ?? ""
-          guard !reason.isEmpty || entry.bankTransactionCode.uppercased().contains("RRTN") else {
-            // A reversal undoes a booking (a debit booked twice); it does not return a payment.
-            return .unmatched(
-              entryKey: key, classification: entry.reversal ? "reversal" : "collection",
-              reason: "a credit carrying \(named) without a return reason")
-          }
-          guard abs(entry.amountMinor &- sum) <= tolerance else {
-            return .unmatched(
-              entryKey: key, classification: "amount_mismatch",
-              reason: "returns \(named) but credits \(entry.amountMinor) against \(sum) paid: beyond the tolerance of \(tolerance)")
-          }
-          return .match(
-            match(ids, .returned, 1000, "\(named) returned (\(reason.isEmpty ? "RRTN" : reason)); amount \(entry.amountMinor) for \(sum)",
-              difference: entry.amountMinor - sum), settle: false, returned: true)
-        }
-        let difference = entry.amountMinor - sum
-        guard difference >= 0, difference <= tolerance else {
-          return .unmatched(
-            entryKey: key, classification: "amount_mismatch",
-            reason: "\(named) (\(ids.joined(separator: ", "))) but booked \(entry.amountMinor) against \(sum) paid: beyond the fee tolerance of \(tolerance)")
-        }
-        let fee = difference == 0 ? "" : "; fee \(difference)"
-        return .match(
-          match(ids, found.count == 1 ? .reference : .batch, 1000, "\(named)\(fee)", difference: difference), settle: true, returned: false)
-      }
+      if !found.contains(where: { $0.id == payment.id }) { found.append(payment) }
     }
-    if incoming { let (kind, why) = Self.classify(entry); return .unmatched(entryKey: key, classification: kind, reason: why) }
+    if found.isEmpty, !elsewhere.isEmpty {
+      return .unmatched(
+        entryKey: key, classification: "reference_not_open",
+        reason: "its EndToEndId names \(elsewhere.prefix(5).joined(separator: ", ")): the bank booked a payment the daemon does not hold open")
+    }
+    if found.isEmpty {
+      guard incoming else { return nil }
+      let (kind, why) = Self.classify(entry)
+      return .unmatched(entryKey: key, classification: kind, reason: why)
+    }
+    let sum = found.reduce(Int64(0)) { $0 &+ $1.instruction.amount.minorUnits }
+    let ids = found.map(\.id)
+    let named = found.count == 1 ? "EndToEndId \(found[0].endToEndID)" : "the EndToEndIds of \(found.count) payments"
+    if incoming {
+      let reason = entry.details.first { !$0.returnReason.isEmpty }?.returnReason ?? ""
+      guard !reason.isEmpty || entry.bankTransactionCode.uppercased().contains("RRTN") else {
+        // A reversal undoes a booking (a debit booked twice); it does not return a payment.
+        return .unmatched(
+          entryKey: key, classification: entry.reversal ? "reversal" : "collection",
+          reason: "a credit carrying \(named) without a return reason")
+      }
+      guard abs(entry.amountMinor &- sum) <= tolerance else {
+        return .unmatched(
+          entryKey: key, classification: "amount_mismatch",
+          reason: "returns \(named) but credits \(entry.amountMinor) against \(sum) paid: beyond the tolerance of \(tolerance)")
+      }
+      return .match(
+        Self.match(
+          key, account, entry.currency, ids, .returned, 1000,
+          "\(named) returned (\(reason.isEmpty ? "RRTN" : reason)); amount \(entry.amountMinor) for \(sum)",
+          difference: entry.amountMinor - sum, at: time),
+        settle: false, returned: true, verified: found)
+    }
+    let difference = entry.amountMinor - sum
+    guard difference >= 0, difference <= tolerance else {
+      return .unmatched(
+        entryKey: key, classification: "amount_mismatch",
+        reason: "\(named) (\(ids.joined(separator: ", "))) but booked \(entry.amountMinor) against \(sum) paid: beyond the fee tolerance of \(tolerance)")
+    }
+    let fee = difference == 0 ? "" : "; fee \(difference)"
+    return .match(
+      Self.match(key, account, entry.currency, ids, found.count == 1 ? .reference : .batch, 1000, "\(named)\(fee)", difference: difference, at: time),
+      settle: true, returned: false, verified: found)
+  }
 
+  /// Pass 2's decision for a debit without a reference of ours: a batch by its sum and count,
+  /// else the best candidate by amount, value date, counterparty and remittance. A chosen
+  /// candidate is taken, so no later entry of the run chooses it.
+  func decide(_ entry: PendingEntry, at time: Instant, index: inout CandidateIndex) -> Decision {
+    let tolerance = self.settings.feeToleranceMinor
+    let window = self.settings.dateWindowDays
     // N:1: one booking for a batch, by the batch's sum and count.
-    let count = entry.batchCount ?? (entry.details.count > 1 ? entry.details.count : nil)
-    if let count, count > 1, let batches = byBatch[account] {
-      let date = entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate
-      var fits: [(batchID: String, ids: [String], difference: Int64, sum: Int64)] = []
-      for (batchID, ids) in batches.sorted(by: { $0.key < $1.key }) where ids.count == count {
-        let payments = ids.compactMap { open[$0] }
-        let sum = payments.reduce(Int64(0)) { $0 &+ $1.instruction.amount.minorUnits }
-        let difference = entry.amountMinor &- sum
-        let near = payments.allSatisfy { payment in
-          Self.daysBetween(date, payment.instruction.requestedExecutionDate).map { $0 <= self.settings.dateWindowDays } ?? true
+    if let count = entry.batchCount, count > 1 {
+      var fits: [(batchID: String, members: [Int32], difference: Int64, sum: Int64)] = []
+      for batchID in index.batchIDs {
+        let members = (index.batches[batchID] ?? []).filter { !index.candidates[Int($0)].taken }
+        guard members.count == count else { continue }
+        let sum = members.reduce(Int64(0)) { $0 &+ index.candidates[Int($1)].amount }
+        let difference = entry.amount &- sum
+        let near = members.allSatisfy { member in
+          Self.daysBetween(entry.date, index.candidates[Int(member)].executionDate).map { $0 <= window } ?? true
         }
-        if difference >= 0, difference <= tolerance, near { fits.append((batchID, ids.sorted(), difference, sum)) }
+        if difference >= 0, difference <= tolerance, near { fits.append((batchID, members, difference, sum)) }
       }
       if fits.count > 1 {
         return .unmatched(
-          entryKey: key, classification: "ambiguous",
+          entryKey: entry.key, classification: "ambiguous",
           reason: "batches \(fits.prefix(3).map(\.batchID).joined(separator: ", ")) each have \(count) payments summing to the amount: match by hand")
       }
       if let fit = fits.first {
+        for member in fit.members { index.take(member) }
         return .match(
-          match(fit.ids, .batch, 900, "batch \(fit.batchID): \(count) payments summing to \(fit.sum)\(fit.difference == 0 ? "" : "; fee \(fit.difference)")", difference: fit.difference),
+          Self.match(
+            entry.key, entry.account, entry.currency, fit.members.map { index.candidates[Int($0)].id }.sorted(), .batch, 900,
+            "batch \(fit.batchID): \(count) payments summing to \(fit.sum)\(fit.difference == 0 ? "" : "; fee \(fit.difference)")",
+            difference: fit.difference, at: time),
           settle: true, returned: false)
       }
     }
 
     // Heuristic: amount (exact, or short of it by a fee), value date, counterparty, reference.
-    var scored: [(id: String, score: Int, reason: String, difference: Int64)] = []
-    if let amounts = byAmount[account] {
-      var candidates: [(String, Int64)] = []
-      // The first amount ≥ entry − tolerance, then every amount up to the entry's.
-      var low = 0
-      var high = sortedAmounts.count
-      let floor = entry.amountMinor &- tolerance
-      while low < high {
-        let middle = (low + high) / 2
-        if sortedAmounts[middle] < floor { low = middle + 1 } else { high = middle }
+    var scored: [(candidate: Int32, score: Int, reason: String, difference: Int64)] = []
+    var place = index.alive(from: index.lowerBound(entry.amount &- tolerance))
+    while place < index.byAmount.count {
+      let member = index.byAmount[place]
+      let candidate = index.candidates[Int(member)]
+      guard candidate.amount <= entry.amount else { break }
+      place = index.alive(from: place + 1)
+      let fee = entry.amount - candidate.amount
+      var score = fee == 0 ? 400 : 300
+      var reasons = [fee == 0 ? "amount \(entry.amount)" : "amount \(entry.amount) = \(candidate.amount) + fee \(fee)"]
+      if let days = Self.daysBetween(entry.date, candidate.executionDate) {
+        guard days <= window else { continue }
+        score += 200 - 200 * days / (window + 1)
+        reasons.append(days == 0 ? "value date \(entry.date)" : "value date \(days) day(s) from \(candidate.executionDate)")
       }
-      while low < sortedAmounts.count, sortedAmounts[low] <= entry.amountMinor {
-        for id in amounts[sortedAmounts[low]] ?? [] { candidates.append((id, entry.amountMinor - sortedAmounts[low])) }
-        low += 1
+      let similarity = Self.nameSimilarity(entry.counterparty, candidate.creditor)
+      if similarity > 0 {
+        score += similarity * 300 / 100
+        reasons.append(
+          "counterparty '\(LogText.prefix(entry.counterparty, maxBytes: 64))' \(similarity) % like '\(LogText.prefix(candidate.creditor, maxBytes: 64))'")
       }
-      for (id, fee) in candidates {
-        guard let payment = open[id] else { continue }
-        var score = fee == 0 ? 400 : 300
-        var reasons = [fee == 0 ? "amount \(entry.amountMinor)" : "amount \(entry.amountMinor) = \(payment.instruction.amount.minorUnits) + fee \(fee)"]
-        let date = entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate
-        if let days = Self.daysBetween(date, payment.instruction.requestedExecutionDate) {
-          guard days <= self.settings.dateWindowDays else { continue }
-          score += 200 - 200 * days / (self.settings.dateWindowDays + 1)
-          reasons.append(days == 0 ? "value date \(date)" : "value date \(days) day(s) from \(payment.instruction.requestedExecutionDate)")
-        }
-        let name = entry.details.first?.counterpartyName ?? ""
-        let similarity = Self.nameSimilarity(name, payment.instruction.creditor.name)
-        if similarity > 0 {
-          score += similarity * 300 / 100
-          reasons.append("counterparty '\(LogText.prefix(name, maxBytes: 64))' \(similarity) % like '\(LogText.prefix(payment.instruction.creditor.name, maxBytes: 64))'")
-        }
-        let remittance = (entry.details.flatMap(\.remittance) + [entry.additionalInfo]).joined(separator: " ").uppercased()
-        let purpose = payment.instruction.purpose.uppercased()
-        if !purpose.isEmpty, remittance.contains(purpose) || Self.sharedReference(remittance, purpose) {
-          score += 100
-          reasons.append("remittance carries the payment's reference")
-        }
-        scored.append((id, min(score, 999), reasons.joined(separator: ", "), fee))
+      if !candidate.purpose.isEmpty, entry.remittance.contains(candidate.purpose) || Self.sharedReference(entry.remittance, candidate.purpose) {
+        score += 100
+        reasons.append("remittance carries the payment's reference")
       }
+      scored.append((member, min(score, 999), reasons.joined(separator: ", "), fee))
     }
-    scored.sort { $0.score != $1.score ? $0.score > $1.score : $0.id < $1.id }
+    func id(_ member: Int32) -> String { index.candidates[Int(member)].id }
+    scored.sort { $0.score != $1.score ? $0.score > $1.score : id($0.candidate) < id($1.candidate) }
     if let best = scored.first, best.score >= self.settings.minimumScore {
       if scored.count > 1, best.score - scored[1].score < self.settings.ambiguityMargin {
         return .unmatched(
-          entryKey: key, classification: "ambiguous",
-          reason: scored.prefix(3).map { "\($0.id) (\($0.score))" }.joined(separator: ", ") + " fit almost as well: match by hand")
+          entryKey: entry.key, classification: "ambiguous",
+          reason: scored.prefix(3).map { "\(id($0.candidate)) (\($0.score))" }.joined(separator: ", ") + " fit almost as well: match by hand")
       }
-      return .match(match([best.id], .heuristic, best.score, best.reason, difference: best.difference), settle: true, returned: false)
+      index.take(best.candidate)
+      return .match(
+        Self.match(entry.key, entry.account, entry.currency, [id(best.candidate)], .heuristic, best.score, best.reason, difference: best.difference, at: time),
+        settle: true, returned: false)
     }
-    var (kind, why) = Self.classify(entry)
-    if kind == "unexplained", let best = scored.first {
-      why = "best candidate \(best.id) scored \(best.score) (\(best.reason)), under \(self.settings.minimumScore)"
+    var why = entry.why
+    if entry.kind == "unexplained", let best = scored.first {
+      why = "best candidate \(id(best.candidate)) scored \(best.score) (\(best.reason)), under \(self.settings.minimumScore)"
     }
-    return .unmatched(entryKey: key, classification: kind, reason: why)
+    return .unmatched(entryKey: entry.key, classification: entry.kind, reason: why)
   }
 
   /// Whole days between two ISO dates, or nil when either is not one.
@@ -579,12 +782,14 @@ public final class Reconciler: Sendable {
 
   /// Applies a match in `txn` after re-checking it; nil when it no longer holds.
   /// `raiseAlerts`: whether a return raises its alert (a run bounds how many it raises).
+  /// `verified`: the match's payments, read and checked in `txn` by the caller.
   static func apply(
-    _ match: EntryMatch, settle: Bool, returned: Bool, at time: Instant, raiseAlerts: Bool = true, txn: inout WriteTransaction
+    _ match: EntryMatch, settle: Bool, returned: Bool, at time: Instant, raiseAlerts: Bool = true, verified: [Payment]? = nil,
+    txn: inout WriteTransaction
   ) throws -> (settled: Bool, returned: Bool)? {
-    guard try txn.get(match.entryKey, in: .reconMatches) == nil else { return nil }
-    var payments: [Payment] = []
-    for id in match.paymentIDs {
+    if verified == nil { guard try txn.get(match.entryKey, in: .reconMatches) == nil else { return nil } }
+    var payments: [Payment] = verified ?? []
+    for id in match.paymentIDs where verified == nil {
       // A return books a payment a second time (its debit holds the payment's match). A
       // payment a clerk unmatched is held (an empty record) for a clerk's match only.
       if !returned, let held = try txn.get(Array(id.utf8), in: .reconPaymentMatches), !(match.method == .manual && held.isEmpty) {
@@ -611,7 +816,7 @@ public final class Reconciler: Sendable {
       }
       guard payment.status != before else { continue }
       try Reservations.releaseIfDue(payment, txn: &txn)
-      try txn.putPayment(payment)
+      try txn.putPayment(payment, replacing: before)
       try AuditJournal.append(
         &txn, at: time, principal: "reconciliation", action: "payment.\(payment.status.rawValue)", object: payment.id,
         details: ["entry_id": match.entryID, "method": "\(match.method)", "reason": LogText.prefix(match.reason, maxBytes: 512)])
@@ -698,16 +903,6 @@ public final class Reconciler: Sendable {
     guard let bytes = try txn.get(Self.reportHeadKey, in: .meta) else { return 0 }
     var reader = RecordReader(bytes)
     return try reader.readUInt64()
-  }
-
-  static func write(_ header: ReconciliationReportHeader, items: [ReportItem], txn: inout WriteTransaction) throws {
-    var head = RecordWriter(capacity: 8)
-    head.write(header.sequence)
-    try txn.put(Self.reportHeadKey, head.bytes, in: .meta)
-    try txn.put(StatementKeys.statement(header.sequence), ReconRecords.encode(header), in: .reconReports)
-    for (index, item) in items.enumerated() {
-      try txn.put(ReconRecords.itemKey(header.sequence, UInt32(index)), ReconRecords.encode(item), in: .reconReportItems)
-    }
   }
 
   public func report(_ sequence: UInt64) throws -> ReconciliationReportHeader? {
