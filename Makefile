@@ -6,6 +6,8 @@
 #   make protos  regenerate Sources/BankLinkProto from proto/
 #   make bench   release build; noop vs balance, then rounds of balance and pay (group commit
 #                on/off, held), then alert fan-out; records docs/BENCHMARKS.md
+#   make bench-grpc  server CPU per call under the standard C++ gRPC client (../shared/tools/grpcload):
+#                    C++ no-op, bare grpc-swift-2, banklinkd's methods under both executors, RSS
 #   make bench-alerts  alert fan-out alone: 1 subscriber, 1,000, 1,000 + 10 stalled at 500 alerts/s
 #   make bench-formats statement readers on a 1,000,000-entry camt.053 and MT940: entries/s, peak RSS
 #   make bench-reconcile reconciliation of ENTRIES (1,000,000) entries against as many payments
@@ -22,7 +24,7 @@ BIN       := .build/debug
 APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools python3-prometheus-client
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-alerts bench-formats bench-reconcile bench-startup microbench crash-test attack-test fuzz clean
+.PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-grpc bench-alerts bench-formats bench-reconcile bench-startup microbench crash-test attack-test fuzz clean
 
 all: build
 
@@ -104,6 +106,9 @@ bench: deps
 
 bench-alerts: deps
 	scripts/bench-alerts.sh
+
+bench-grpc: deps
+	scripts/bench-grpc.sh
 
 bench-formats: deps
 	scripts/bench-formats.sh

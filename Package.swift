@@ -168,6 +168,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -368,6 +369,20 @@ let package = Package(
       path: "Benchmarks/StorageBenchmarks",
       swiftSettings: swiftSettings,
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+    ),
+
+    // A bare grpc-swift-2 no-op server over mutual TLS, the framework's own cost per call
+    // (`make bench-grpc`).
+    .executableTarget(
+      name: "BareGRPCServer",
+      dependencies: [
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+      ],
+      path: "Benchmarks/BareGRPCServer",
+      swiftSettings: swiftSettings
     ),
 
     // Reconciliation at scale: 1,000,000 entries against 1,000,000 payments (`make bench-reconcile`).
