@@ -100,7 +100,13 @@ public func withBankLinkClients<Result: Sendable>(
   let all = clients
   return try await withThrowingTaskGroup(of: Void.self) { group in
     for client in all {
-      group.addTask { try await client.runConnections() }
+      group.addTask {
+        do {
+          try await client.runConnections()
+        } catch let error as RuntimeError where error.code == .clientIsStopped {
+          // `body` finished before this task ran: the client was shut down unused.
+        }
+      }
     }
     defer { for client in all { client.beginGracefulShutdown() } }
     let result = try await body(all)

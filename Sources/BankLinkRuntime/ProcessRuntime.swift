@@ -17,20 +17,20 @@ import NIOPosix
 /// - The event loops number the CPUs this process may run on: NIO counts cgroup quotas and
 ///   cpusets, and this adds the scheduler affinity (systemd's `CPUAffinity=`, `taskset`), so a
 ///   daemon confined to one core does not time-slice two loops on it.
-/// - Those event loops also become Swift concurrency's global executor: a handler's task runs on
-///   the loop thread that does the I/O instead of hopping to the cooperative pool and back,
-///   which saves two thread wake-ups per call. The price is that async code must never block;
-///   BankLink's blocking work (LMDB write transactions and their synced flush) runs on the
-///   store's writer thread (`Store.write`, `GroupCommitWriter`).
+/// - Async code runs on Swift's own cooperative pool, not on the event loops. Measured with a
+///   standard gRPC client (`make bench-grpc`, docs/BENCHMARKS.md), making the event loops the
+///   global executor costs 1.4–1.9× the server CPU per call from 32 calls in flight and half as
+///   much memory again; `BANKLINK_GLOBAL_EXECUTOR=loops` still installs them, for comparison.
+///   Either way, BankLink's blocking work (LMDB write transactions and their synced flush) runs
+///   on the store's writer thread (`Store.write`, `GroupCommitWriter`).
 ///
-/// `NIO_SINGLETON_GROUP_LOOP_COUNT` still overrides the loop count;
-/// `BANKLINK_GLOBAL_EXECUTOR=default` keeps Swift's own cooperative pool (for comparison).
+/// `NIO_SINGLETON_GROUP_LOOP_COUNT` still overrides the loop count.
 public enum ProcessRuntime {
   public static func configure(environment: [String: String]) {
     if environment["NIO_SINGLETON_GROUP_LOOP_COUNT"] == nil, let allowed = allowedCPUCount() {
       NIOSingletons.groupLoopCountSuggestion = max(1, min(System.coreCount, allowed))
     }
-    if environment["BANKLINK_GLOBAL_EXECUTOR"] != "default" {
+    if environment["BANKLINK_GLOBAL_EXECUTOR"] == "loops" {
       NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     }
   }

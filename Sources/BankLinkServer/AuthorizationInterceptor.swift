@@ -63,6 +63,9 @@ public struct AuthorizationInterceptor: ServerInterceptor {
   let expiry: CertificateExpiryWatch?
   /// Revoked certificates and identities, and the validity period, checked on every call.
   let revocations: CertificateRevocations?
+  /// Each connection's verified client certificate (``GatewayServer``'s listener). Calls on a
+  /// transport that does not fill it take the certificate from the transport's context.
+  let peers: ConnectionPeers?
 
   public init(
     table: AuthorizationTable,
@@ -70,7 +73,8 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     identityPolicy: PeerIdentity.Policy = .standard,
     logger: Logger,
     expiry: CertificateExpiryWatch? = nil,
-    revocations: CertificateRevocations? = nil
+    revocations: CertificateRevocations? = nil,
+    peers: ConnectionPeers? = nil
   ) {
     self.table = table
     self.principals = principals
@@ -78,6 +82,7 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     self.logger = logger
     self.expiry = expiry
     self.revocations = revocations
+    self.peers = peers
   }
 
   public func intercept<Input: Sendable, Output: Sendable>(
@@ -85,7 +90,8 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
+    let certificate =
+      self.peers?.peer(context.remotePeer)?.leaf ?? (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
     var peer: PeerIdentity?
     if let certificate {
       switch PeerIdentity.derive(from: certificate, policy: self.identityPolicy) {

@@ -62,6 +62,14 @@ public struct ClientCertificateVerifier: Sendable {
 
   /// The callback NIOSSL calls with the peer's certificates during each handshake.
   public var callback: @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void {
+    self.callback(onVerified: nil)
+  }
+
+  /// ``callback``, which also hands the verified leaf, parsed, to `onVerified` before the
+  /// handshake completes: the connection keeps it, so no call parses it again.
+  public func callback(
+    onVerified: (@Sendable (Certificate) -> Void)?
+  ) -> @Sendable ([NIOSSLCertificate], EventLoopPromise<NIOSSLVerificationResultWithMetadata>) -> Void {
     { [self] certificates, promise in
       let presented: [Certificate]
       do {
@@ -74,6 +82,7 @@ public struct ClientCertificateVerifier: Sendable {
       Task {
         switch await self.verify(presented) {
         case .verified(let chain):
+          if let leaf = chain.first { onVerified?(leaf) }
           do {
             let validated = try chain.map { certificate in
               var serializer = DER.Serializer()

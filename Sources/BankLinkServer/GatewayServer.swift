@@ -75,8 +75,12 @@ public final class GatewayServer: Service {
   /// The open connections and the limits on them.
   public let admission: ConnectionAdmission
   private let shutdownBegun = Mutex(false)
-  private let transport: HTTP2ServerTransport.Posix
-  private let server: GRPCServer<HTTP2ServerTransport.Posix>
+  private let transport: HTTP2ServerTransport.Custom<GatewayListenerFactory>
+  private let server: GRPCServer<HTTP2ServerTransport.Custom<GatewayListenerFactory>>
+  /// Each open connection's verified client certificate, for the calls on it.
+  public let peers = ConnectionPeers()
+  /// `listen` as configured, for messages.
+  private let listenAddress: String
   private let logger: Logger
 
   public init(
@@ -153,25 +157,22 @@ public final class GatewayServer: Service {
     let admission = ConnectionAdmission(limits: limits, logger: logger)
     self.admission = admission
 
-    let address: GRPCNIOTransportCore.SocketAddress =
-      switch configuration.listen.family {
-      case .ipv4: .ipv4(host: configuration.listen.host, port: configuration.listen.port)
-      case .ipv6: .ipv6(host: configuration.listen.host, port: configuration.listen.port)
-      }
-    self.transport = HTTP2ServerTransport.Posix(
-      address: address,
-      // Each handshake asks `certificate` for the pair in force, so a reload rotates it.
-      transportSecurity: try .mTLS(certificateReloader: certificate) { tls in
-        // Trust exactly the configured CA bundle; the helper's default is the system store.
-        // (BoringSSL's own store is not what decides: the callback below verifies every chain
-        // against `trust`, which a reload replaces.)
-        tls.trustRoots = .certificates([.file(path: configuration.caPath, format: .pem)])
-        // Require a client certificate, and verify its chain with swift-certificates' RFC 5280
-        // policy (path length constraints included) instead of BoringSSL's check.
-        tls.clientCertificateVerification = .noHostnameVerification
-        tls.customVerificationCallback = verifier.callback
-      },
-      config: .defaults { config in
+    // grpc-swift-nio-transport's Posix transport with our own listener (GatewayListener.swift):
+    // each connection's client certificate is parsed once, at its handshake.
+    // - Each handshake asks `certificate` for the pair in force, so a reload rotates it.
+    // - Trust exactly the configured CA bundle (the names sent in the certificate request).
+    //   BoringSSL's own store is not what decides: `verifier` checks every chain against `trust`
+    //   with swift-certificates' RFC 5280 policy (path length constraints included), and a
+    //   reload replaces `trust`.
+    self.listenAddress = "\(configuration.listen.host):\(configuration.listen.port)"
+    let listener = GatewayListenerFactory(
+      host: configuration.listen.host, port: configuration.listen.port,
+      sslContext: try GatewayListenerFactory.sslContext(certificate: certificate, caPath: configuration.caPath),
+      verifier: verifier, peers: self.peers)
+    self.transport = HTTP2ServerTransport.Custom(
+      listenerFactory: listener,
+      config: {
+        var config = HTTP2ServerTransport.Custom<GatewayListenerFactory>.Config.defaults
         config.http2.maxConcurrentStreams = Limits.maxConcurrentStreamsPerConnection
         // The transport's bound; RequestStreamGuard applies each method's own, smaller one.
         config.rpc.maxRequestPayloadSize = Limits.maxRequestMessageBytes
@@ -185,7 +186,8 @@ public final class GatewayServer: Service {
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
           RequestStreamGuard.install(on: channel, limits: limits)
         }
-      }
+        return config
+      }()
     )
     // The daemon's own certificate is checked now; clients' on their calls.
     let expiry = CertificateExpiryWatch(store: payments.store, logger: logger, now: now)
@@ -196,7 +198,8 @@ public final class GatewayServer: Service {
       identityPolicy: configuration.identityPolicy,
       logger: logger,
       expiry: expiry,
-      revocations: revocations
+      revocations: revocations,
+      peers: self.peers
     )
     self.server = GRPCServer(
       transport: self.transport,
@@ -237,7 +240,14 @@ public final class GatewayServer: Service {
 
   /// The bound address, once listening (resolves port 0 to the real port).
   public var listeningAddress: GRPCNIOTransportCore.SocketAddress {
-    get async throws { try await self.transport.listeningAddress }
+    get async throws {
+      guard let address = await self.transport.listeningAddress else {
+        throw RuntimeError(
+          code: .serverIsStopped,
+          message: "not listening on \(self.listenAddress): the address may be in use or not this host's, or the server stopped")
+      }
+      return address
+    }
   }
 
   public func run() async throws {

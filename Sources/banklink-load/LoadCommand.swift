@@ -124,7 +124,9 @@ struct LoadCommand: AsyncParsableCommand {
           return try await LoadRun(clients: clients, shape: self.shape, call: call).run()
         }
       case .h2:
-        let accounts = try await withBankLinkClient(self.connection.client) { try await self.accountIDs($0) }
+        // noop needs no account: no client is opened (one closed before it ran its connections
+        // would fail with clientIsStopped).
+        let accounts = self.scenario == .noop ? [] : try await withBankLinkClient(self.connection.client) { try await self.accountIDs($0) }
         return try await H2LoadDriver(
           configuration: self.connection.client, connections: self.connections, shape: self.shape,
           nextRequest: try self.makeRequest(accounts: accounts)

@@ -1,0 +1,110 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import NIOCertificateReloading
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+import X509
+
+/// The client certificate of each open connection, parsed once at its handshake, found by a
+/// call from the remote address its `ServerContext` names.
+///
+/// Why: grpc-swift-nio-transport's `HTTP2ServerTransport.Posix` builds every stream's
+/// transport-specific context by fetching the connection's validated chain from its event loop
+/// (a hop) and parsing each certificate of it from DER again: a fifth of banklinkd's CPU per
+/// unary call (docs/BENCHMARKS.md, `make bench-grpc`). The chain is the same for every stream of a
+/// connection, and our verifier (``ClientCertificateVerifier``) has parsed it already.
+public final class ConnectionPeers: Sendable {
+  public final class Peer: Sendable {
+    let certificate: Mutex<Certificate?> = Mutex(nil)
+    /// The verified leaf, once the handshake verified it.
+    public var leaf: Certificate? { self.certificate.withLock { $0 } }
+  }
+
+  private let peers: Mutex<[String: Peer]> = Mutex([:])
+
+  public init() {}
+
+  /// The peer of the connection `remotePeer` (as `ServerContext.remotePeer` writes it).
+  public func peer(_ remotePeer: String) -> Peer? {
+    self.peers.withLock { $0[remotePeer] }
+  }
+
+  public var count: Int { self.peers.withLock { $0.count } }
+
+  /// Registers a new connection's peer, until the channel closes.
+  func open(_ channel: any Channel) -> Peer {
+    let peer = Peer()
+    let key = Self.key(channel.remoteAddress)
+    self.peers.withLock { $0[key] = peer }
+    channel.closeFuture.whenComplete { _ in
+      self.peers.withLock { peers in
+        if peers[key] === peer { peers[key] = nil }
+      }
+    }
+    return peer
+  }
+
+  /// What grpc-swift-nio-transport writes as `ServerContext.remotePeer` for a TCP connection
+  /// (`Channel.remoteAddressInfo` in GRPCNIOTransportCore): `ipv4:HOST:PORT`, `ipv6:[HOST]:PORT`.
+  static func key(_ address: NIOCore.SocketAddress?) -> String {
+    switch address {
+    case .v4(let v4)?: "ipv4:\(v4.host):\(address?.port ?? 0)"
+    case .v6(let v6)?: "ipv6:[\(v6.host)]:\(address?.port ?? 0)"
+    default: "<unknown>"
+    }
+  }
+}
+
+/// The daemon's listener for `HTTP2ServerTransport.Custom`: what
+/// `HTTP2ServerTransport.Posix` sets up (a TCP listener with `SO_REUSEADDR`, TLS with our own
+/// client certificate verification, then the transport's HTTP/2 and gRPC pipeline), except that
+/// each connection's verified client certificate is kept in ``ConnectionPeers`` instead of being
+/// re-parsed for every stream.
+struct GatewayListenerFactory: HTTP2ServerTransport.ListenerFactory {
+  let host: String
+  let port: Int
+  let sslContext: NIOSSLContext
+  let verifier: ClientCertificateVerifier
+  let peers: ConnectionPeers
+  var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+
+  /// The TLS configuration `HTTP2ServerTransport.Posix` builds for mutual TLS: TLS 1.2 or
+  /// later (``ConnectionGuard`` enforces `tls.minimum_version` on top), ALPN `grpc-exp` and `h2`,
+  /// a client certificate required (verified by ``ClientCertificateVerifier``, not BoringSSL),
+  /// the server certificate from `reloader`, so a reload rotates it.
+  static func sslContext(certificate reloader: ServerCertificate, caPath: String) throws -> NIOSSLContext {
+    let primed = reloader.sslContextConfigurationOverride
+    guard let chain = primed.certificateChain, let key = primed.privateKey else {
+      throw RPCError(code: .failedPrecondition, message: "the server certificate is not loaded")
+    }
+    var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
+    configuration.minimumTLSVersion = .tlsv12
+    configuration.certificateVerification = .noHostnameVerification
+    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caPath))
+    configuration.applicationProtocols = ["grpc-exp", "h2"]
+    configuration.setCertificateReloader(reloader)
+    return try NIOSSLContext(configuration: configuration)
+  }
+
+  func makeListeningChannel(
+    listenerConfigurator: HTTP2ServerTransport.ListenerConfigurator,
+    connectionConfigurator: HTTP2ServerTransport.ConnectionConfigurator
+  ) async throws -> NIOAsyncChannel<HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never> {
+    let (sslContext, verifier, peers) = (self.sslContext, self.verifier, self.peers)
+    return try await ServerBootstrap(group: self.eventLoopGroup)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelInitializer { channel in listenerConfigurator.configure(channel: channel) }
+      .bind(host: self.host, port: self.port) { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let peer = peers.open(channel)
+          let callback = verifier.callback { leaf in peer.certificate.withLock { $0 = leaf } }
+          try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallbackWithMetadata: callback))
+        }.flatMap {
+          connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
+        }
+      }
+  }
+}
