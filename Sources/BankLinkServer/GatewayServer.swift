@@ -164,7 +164,7 @@ public final class GatewayServer: Service {
     //   BoringSSL's own store is not what decides: `verifier` checks every chain against `trust`
     //   with swift-certificates' RFC 5280 policy (path length constraints included), and a
     //   reload replaces `trust`.
-    self.listenAddress = "\(configuration.listen.host):\(configuration.listen.port)"
+    self.listenAddress = configuration.listen.description
     let listener = GatewayListenerFactory(
       host: configuration.listen.host, port: configuration.listen.port,
       sslContext: try GatewayListenerFactory.sslContext(certificate: certificate, caPath: configuration.caPath),

@@ -20,7 +20,7 @@ public struct TestPKI: Sendable {
       .server,
       commonName: "banklinkd-test",
       dnsNames: ["localhost"],
-      ipAddresses: [[127, 0, 0, 1]]
+      ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]]
     )
     try server.write(certificateTo: self.serverCertificatePath, keyTo: self.serverKeyPath)
   }

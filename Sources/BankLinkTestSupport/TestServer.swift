@@ -8,12 +8,14 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 
-/// A real ``GatewayServer`` on 127.0.0.1, port 0, over mutual TLS with a minted PKI, a store in
+/// A real ``GatewayServer`` on 127.0.0.1 (or `[::1]`), port 0, over mutual TLS with a minted PKI, a store in
 /// a temporary directory and the embedded bank simulator (with its own store beside it).
 public struct TestServer: Sendable {
   public let pki: TestPKI
   public let server: GatewayServer
   public let port: Int
+  /// `127.0.0.1`, or `[::1]` for a server configured to listen on IPv6.
+  public var host = "127.0.0.1"
   public let simulator: BankSimulator
   public let cache: AccountCache
   /// Not running in the background: tests call `syncOnce()` when they want the cache to move.
@@ -22,7 +24,7 @@ public struct TestServer: Sendable {
   /// Not running in the background: tests call `submitPending()` / `pollStatusReports()`.
   public let submitter: PaymentSubmitter
 
-  public var address: String { "127.0.0.1:\(self.port)" }
+  public var address: String { "\(self.host):\(self.port)" }
 
   /// A client configuration for `identity` against this server.
   public func client(_ identity: ClientIdentityFiles) -> ClientConfiguration {
@@ -80,13 +82,14 @@ public func withTestServer<Result: Sendable>(
       group.addTask { try await server.run() }
       defer { server.beginGracefulShutdown() }
       let address = try await server.listeningAddress
-      guard let port = address.ipv4?.port else {
-        throw RPCError(code: .internalError, message: "test server bound to \(address), not IPv4")
+      guard let port = address.ipv4?.port ?? address.ipv6?.port else {
+        throw RPCError(code: .internalError, message: "test server bound to \(address), not IPv4 or IPv6")
       }
-      let result = try await body(
-        TestServer(
-          pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync, payments: payments,
-          submitter: PaymentSubmitter(ledger: payments, connector: simulator, intervalMilliseconds: 100, logger: logger)))
+      var testServer = TestServer(
+        pki: pki, server: server, port: port, simulator: simulator, cache: cache, sync: sync, payments: payments,
+        submitter: PaymentSubmitter(ledger: payments, connector: simulator, intervalMilliseconds: 100, logger: logger))
+      if address.ipv6 != nil { testServer.host = "[::1]" }
+      let result = try await body(testServer)
       server.beginGracefulShutdown()
       try await group.waitForAll()
       return result

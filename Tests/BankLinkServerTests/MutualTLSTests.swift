@@ -52,6 +52,32 @@ struct MutualTLSTests {
     }
   }
 
+  @Test("on IPv6 too, each connection's calls carry that connection's certificate, never another's")
+  func identityPerConnection() async throws {
+    try await withTestServer(principals: Self.principals, configure: { $0.listen = ListenAddress("[::1]:0")! }) { server in
+      #expect(server.address.hasPrefix("[::1]:"))
+      let identities = ["admin", "viewer", "erp"]
+      let files = try identities.map { try server.pki.client(commonName: $0) }
+      // Three connections at once, several calls each, interleaved.
+      let seen = try await withThrowingTaskGroup(of: (String, [String]).self) { group in
+        for (identity, file) in zip(identities, files) {
+          group.addTask {
+            let answers = try await withBankLinkClient(server.client(file)) { client in
+              var answers: [String] = []
+              for _ in 0..<5 {
+                answers.append(try await Banklink_V1_AdminService.Client(wrapping: client).whoAmI(.init(), options: Self.failFast).identity)
+              }
+              return answers
+            }
+            return (identity, answers)
+          }
+        }
+        return try await group.reduce(into: [String: [String]]()) { $0[$1.0] = $1.1 }
+      }
+      for identity in identities { #expect(seen[identity] == Array(repeating: identity, count: 5), "\(seen)") }
+    }
+  }
+
   @Test("the URI SAN is the identity when the certificate has one")
   func uriSANWins() async throws {
     try await withTestServer(principals: Self.principals) { server in
