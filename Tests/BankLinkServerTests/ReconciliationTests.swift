@@ -393,5 +393,7 @@ struct ReconciliationTests {
     #expect(Reconciler.daysBetween("2026-12-31", "2027-01-02") == 2)
     #expect(Reconciler.daysBetween("2024-02-28", "2024-03-01") == 2)
     #expect(Reconciler.daysBetween("2026-13-01", "2026-12-01") == nil)
+    // Journal entries name the method as earlier builds wrote it.
+    for method in [MatchMethod.reference, .heuristic, .batch, .returned, .manual] { #expect(method.name == "\(method)") }
   }
 }

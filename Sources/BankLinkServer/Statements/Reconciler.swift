@@ -26,6 +26,18 @@ public enum MatchMethod: UInt8, Sendable, Hashable {
   case batch = 3
   case returned = 4
   case manual = 5
+
+  /// The case's name, as journal entries record it (without `String(describing:)`'s reflection,
+  /// which a run would pay per payment).
+  public var name: String {
+    switch self {
+    case .reference: "reference"
+    case .heuristic: "heuristic"
+    case .batch: "batch"
+    case .returned: "returned"
+    case .manual: "manual"
+    }
+  }
 }
 
 /// A stored match: an entry and the payments it books.
@@ -819,7 +831,7 @@ public final class Reconciler: Sendable {
       try txn.putPayment(payment, replacing: before)
       try AuditJournal.append(
         &txn, at: time, principal: "reconciliation", action: "payment.\(payment.status.rawValue)", object: payment.id,
-        details: ["entry_id": match.entryID, "method": "\(match.method)", "reason": LogText.prefix(match.reason, maxBytes: 512)])
+        details: ["entry_id": match.entryID, "method": match.method.name, "reason": LogText.prefix(match.reason, maxBytes: 512)])
       if payment.status == .settled { settledAny = true }
       if payment.status == .returned {
         returnedAny = true
@@ -891,7 +903,7 @@ public final class Reconciler: Sendable {
       }
       return try AuditJournal.append(
         &txn, at: time, principal: principal, action: "reconciliation.unmatched", object: entryID,
-        details: ["payments": match.paymentIDs.joined(separator: ","), "method": "\(match.method)", "note": note])
+        details: ["payments": match.paymentIDs.joined(separator: ","), "method": match.method.name, "note": note])
     }
   }
 
