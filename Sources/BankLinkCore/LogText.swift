@@ -8,10 +8,16 @@ public enum LogText {
 
   /// `text` escaped and cut to ``maxQuotedBytes`` bytes of the original.
   public static func prefix(_ text: String, maxBytes: Int = LogText.maxQuotedBytes) -> String {
+    // Most text is short printable ASCII with nothing to escape: returned as it is, without
+    // building a new string scalar by scalar.
+    let plain = text.utf8.count <= maxBytes && text.utf8.allSatisfy { byte in
+      byte >= 0x20 && byte <= 0x7E && byte != UInt8(ascii: "\\") && byte != UInt8(ascii: "\"")
+    }
+    if plain { return text }
     var out = ""
     var taken = 0
     for scalar in text.unicodeScalars {
-      let width = String(scalar).utf8.count
+      let width = UTF8.width(scalar)
       if taken + width > maxBytes {
         out += "…"
         break
