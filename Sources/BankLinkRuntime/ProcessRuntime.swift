@@ -19,7 +19,7 @@ import NIOPosix
 ///   daemon confined to one core does not time-slice two loops on it.
 /// - Async code runs on Swift's own cooperative pool, not on the event loops. Measured with a
 ///   standard gRPC client (`make bench-grpc`, docs/BENCHMARKS.md), making the event loops the
-///   global executor costs 1.4–1.9× the server CPU per call from 32 calls in flight and half as
+///   global executor costs 1.4–2.4× the server CPU per call from 32 calls in flight (two runs) and half as
 ///   much memory again; `BANKLINK_GLOBAL_EXECUTOR=loops` still installs them, for comparison.
 ///   Either way, BankLink's blocking work (LMDB write transactions and their synced flush) runs
 ///   on the store's writer thread (`Store.write`, `GroupCommitWriter`).

@@ -32,12 +32,12 @@ public final class ConnectionPeers: Sendable {
     self.peers.withLock { $0[remotePeer] }
   }
 
-  public var count: Int { self.peers.withLock { $0.count } }
-
-  /// Registers a new connection's peer, until the channel closes.
+  /// Registers a new connection's peer, until the channel closes. A connection without a TCP
+  /// remote address is not registered (its streams would share the key `<unknown>` with every
+  /// other such connection): its calls find no certificate and are refused.
   func open(_ channel: any Channel) -> Peer {
     let peer = Peer()
-    let key = Self.key(channel.remoteAddress)
+    guard let key = Self.key(channel.remoteAddress) else { return peer }
     self.peers.withLock { $0[key] = peer }
     channel.closeFuture.whenComplete { _ in
       self.peers.withLock { peers in
@@ -49,11 +49,11 @@ public final class ConnectionPeers: Sendable {
 
   /// What grpc-swift-nio-transport writes as `ServerContext.remotePeer` for a TCP connection
   /// (`Channel.remoteAddressInfo` in GRPCNIOTransportCore): `ipv4:HOST:PORT`, `ipv6:[HOST]:PORT`.
-  static func key(_ address: NIOCore.SocketAddress?) -> String {
+  static func key(_ address: NIOCore.SocketAddress?) -> String? {
     switch address {
-    case .v4(let v4)?: "ipv4:\(v4.host):\(address?.port ?? 0)"
-    case .v6(let v6)?: "ipv6:[\(v6.host)]:\(address?.port ?? 0)"
-    default: "<unknown>"
+    case .v4(let v4)?: address?.port.map { "ipv4:\(v4.host):\($0)" }
+    case .v6(let v6)?: address?.port.map { "ipv6:[\(v6.host)]:\($0)" }
+    default: nil
     }
   }
 }

@@ -177,10 +177,10 @@ public final class Reconciler: Sendable {
 
   // MARK: A run
 
-  /// A run's report as it is written: its sequence, counters, and the next item's index.
+  /// A run's report as it is written: its header (sequence and counters) and what the run
+  /// gathered on the way.
   struct RunState {
     var header: ReconciliationReportHeader
-    var nextItem: UInt32 = 0
     /// Entries whose EndToEndId names a payment the daemon does not hold open.
     var strays = 0
     /// The accounts whose payments the run considers.
@@ -188,8 +188,9 @@ public final class Reconciler: Sendable {
 
     /// Stores `item` as the report's next line and counts it.
     mutating func record(_ item: ReportItem, txn: inout WriteTransaction) throws {
-      try txn.put(ReconRecords.itemKey(self.header.sequence, self.nextItem), ReconRecords.encode(item), in: .reconReportItems)
-      self.nextItem += 1
+      // The next line's index is the number of lines so far.
+      let index = self.header.matched + self.header.unmatchedEntries + self.header.unmatchedPayments
+      try txn.put(ReconRecords.itemKey(self.header.sequence, UInt32(index)), ReconRecords.encode(item), in: .reconReportItems)
       switch item {
       case .match: self.header.matched += 1
       case .unmatchedEntry(_, let classification, _):
