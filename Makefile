@@ -21,15 +21,16 @@
 
 SWIFT     ?= swift
 BIN       := .build/debug
-APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools python3-prometheus-client
+APT_PKGS  := liblmdb-dev libxml2-dev pkg-config protobuf-compiler zbar-tools python3-prometheus-client libgrpc++-dev libprotobuf-dev g++
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build certs run run-files test unit-tests interop protos protos-check bench bench-grpc bench-alerts bench-formats bench-reconcile bench-startup microbench crash-test attack-test fuzz clean
 
 all: build
 
-# System packages: LMDB (the store), protoc (generated-code check) and zbarimg (reads back the
-# QR code `banklink otp enroll` prints, in a test). Installed only if missing.
+# System packages: LMDB (the store), protoc (generated-code check), zbarimg (reads back the
+# QR code `banklink otp enroll` prints, in a test) and gRPC C++ (the interop check's C++ client).
+# Installed only if missing.
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

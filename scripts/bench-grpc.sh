@@ -5,12 +5,12 @@
 #   - the C++ no-op server (grpcload's noop_server): the baseline every ratio is taken against;
 #   - a bare grpc-swift-2 server (Benchmarks/BareGRPCServer: default transport configuration, no
 #     interceptors, raw bytes in and out): the framework's own cost;
-#   - banklinkd, under each global executor (Swift's cooperative pool, the default, and the
-#     event loops, BANKLINK_GLOBAL_EXECUTOR=loops): Health/Check, WhoAmI, GetBalance and
+#   - banklinkd in each of VARIANTS (as shipped; with the unary fast path off; with the event loops
+#     as the executor — see below): Health/Check, WhoAmI, GetBalance and
 #     CreatePayment (the same request each call, so after the first call it measures the
 #     idempotent replay: grpcload cannot vary a request; `make bench` measures creation with
 #     banklink-load's h2 driver, which makes a key per call);
-#   - GetBalance at 8, 32, 64 and 128 calls in flight under both executors;
+#   - GetBalance at 8, 32, 64 and 128 calls in flight for every variant;
 # and banklinkd's RSS idle, at the peak of each run, and 2 s after it.
 #
 # Servers run on CPU 0, the load generator on CPU 1 (where the machine has two), so "server CPU
@@ -18,7 +18,7 @@
 # figure to compare; calls/s are bounded by one core and by the generator (about 15 µs a call).
 #
 # Knobs (environment): DURATION (s per run, default 6), WARMUP (s, default 2), CONNECTIONS
-# (default 2), CONCURRENCY (default 64), GRPCLOAD_DIR (default /tmp/grpcload; built with
+# (default 2), CONCURRENCY (default 64), VARIANTS (default "default nofast"), GRPCLOAD_DIR (default /tmp/grpcload; built with
 # ../shared/tools/grpcload/build.sh when missing, installing Debian's gRPC packages if needed).
 # Prints a Markdown table of the figures and their ratios, and writes every run's JSON to
 # $RESULTS (default .build/bench-grpc.jsonl).
@@ -117,19 +117,29 @@ bare_port="$(free_port)"
 "${server_pin[@]}" "$bin/BareGRPCServer" --listen "127.0.0.1:$bare_port" --ca "$pki/ca.pem" --cert "$pki/server.pem" --key "$pki/server.key" \
   >"$work/bare.log" 2>&1 &
 bare_pid=$!; pids+=("$bare_pid")
-loops_port="$(free_port)"
-daemon_config loops "$loops_port"
-BANKLINK_GLOBAL_EXECUTOR=loops "${server_pin[@]}" "$bin/banklinkd" --config "$work/loops.json" 2>"$work/loops.log" &
-loops_pid=$!; pids+=("$loops_pid")
-default_port="$(free_port)"
-daemon_config default "$default_port"
-BANKLINK_GLOBAL_EXECUTOR=default "${server_pin[@]}" "$bin/banklinkd" --config "$work/default.json" 2>"$work/default.log" &
-default_pid=$!; pids+=("$default_pid")
-for port in "$cpp_port" "$bare_port" "$loops_port" "$default_port"; do wait_port "$port"; done
+# banklinkd variants (VARIANTS, default "default nofast"): default = as shipped (Swift's pool as the
+# executor, the unary fast path on); nofast = every call through gRPC Swift
+# (BANKLINK_UNARY_FAST_PATH=off); loops = the event loops as the executor (BANKLINK_GLOBAL_EXECUTOR=loops).
+variants="${VARIANTS:-default nofast}"
+declare -A vpid vport
+for variant in $variants; do
+  case "$variant" in
+    default) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default) ;;
+    nofast) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default BANKLINK_UNARY_FAST_PATH=off) ;;
+    loops) env_vars=(BANKLINK_GLOBAL_EXECUTOR=loops) ;;
+    *) echo "unknown variant $variant" >&2; exit 2 ;;
+  esac
+  vport[$variant]="$(free_port)"
+  daemon_config "$variant" "${vport[$variant]}"
+  env "${env_vars[@]}" "${server_pin[@]}" "$bin/banklinkd" --config "$work/$variant.json" 2>"$work/$variant.log" &
+  vpid[$variant]=$!; pids+=("${vpid[$variant]}")
+done
+for port in "$cpp_port" "$bare_port" "${vport[@]}"; do wait_port "$port"; done
 sleep 1
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-idle_loops="$(rss_kib "$loops_pid")"; idle_default="$(rss_kib "$default_pid")"; idle_bare="$(rss_kib "$bare_pid")"
+idle_rss="bare grpc-swift-2 $(( $(rss_kib "$bare_pid") / 1024 )) MiB"
+for variant in $variants; do idle_rss="$idle_rss, banklinkd ($variant) $(( $(rss_kib "${vpid[$variant]}") / 1024 )) MiB"; done
 
 # measure NAME PID PORT METHOD DATA CERT CONCURRENCY: one run; its JSON (measure.sh's, plus the
 # server's peak RSS during the run and its RSS 2 s after) appended to $results.
@@ -156,27 +166,25 @@ health=/grpc.health.v1.Health/Check
 echo "server CPU per call, $concurrency in flight over $CONNECTIONS connections, $duration s a run (server on CPU 0, client on CPU 1)"
 measure cpp-noop "$cpp_pid" "$cpp_port" "$health" "$work/empty.bin" viewer "$concurrency"
 measure bare-grpc-swift "$bare_pid" "$bare_port" "$health" "$work/empty.bin" viewer "$concurrency"
-for executor in loops default; do
-  pid_var="${executor}_pid"; port_var="${executor}_port"
-  pid="${!pid_var}"; port="${!port_var}"
-  measure "$executor-health" "$pid" "$port" "$health" "$work/empty.bin" viewer "$concurrency"
-  measure "$executor-whoami" "$pid" "$port" /banklink.v1.AdminService/WhoAmI "$work/empty.bin" viewer "$concurrency"
-  measure "$executor-balance" "$pid" "$port" /banklink.v1.AccountService/GetBalance "$work/balance.bin" viewer "$concurrency"
-  measure "$executor-pay-replay" "$pid" "$port" /banklink.v1.PaymentService/CreatePayment "$work/pay.bin" erp "$concurrency"
+for variant in $variants; do
+  pid="${vpid[$variant]}"; port="${vport[$variant]}"
+  measure "$variant-health" "$pid" "$port" "$health" "$work/empty.bin" viewer "$concurrency"
+  measure "$variant-whoami" "$pid" "$port" /banklink.v1.AdminService/WhoAmI "$work/empty.bin" viewer "$concurrency"
+  measure "$variant-balance" "$pid" "$port" /banklink.v1.AccountService/GetBalance "$work/balance.bin" viewer "$concurrency"
+  measure "$variant-pay-replay" "$pid" "$port" /banklink.v1.PaymentService/CreatePayment "$work/pay.bin" erp "$concurrency"
 done
-echo "GetBalance by calls in flight, both executors and the bare server interleaved"
+echo "GetBalance by calls in flight, every variant and the bare server interleaved"
 for inflight in 8 32 128; do
-  for executor in loops default; do
-    pid_var="${executor}_pid"; port_var="${executor}_port"
-    measure "$executor-balance-$inflight" "${!pid_var}" "${!port_var}" /banklink.v1.AccountService/GetBalance "$work/balance.bin" viewer "$inflight"
+  for variant in $variants; do
+    measure "$variant-balance-$inflight" "${vpid[$variant]}" "${vport[$variant]}" /banklink.v1.AccountService/GetBalance "$work/balance.bin" viewer "$inflight"
   done
   measure "bare-grpc-swift-$inflight" "$bare_pid" "$bare_port" "$health" "$work/empty.bin" viewer "$inflight"
   measure "cpp-noop-$inflight" "$cpp_pid" "$cpp_port" "$health" "$work/empty.bin" viewer "$inflight"
 done
 
-python3 - "$results" "$idle_loops" "$idle_default" "$idle_bare" "$concurrency" "$CONNECTIONS" "$duration" <<'PY'
+python3 - "$results" "$idle_rss" "$concurrency" "$CONNECTIONS" "$duration" <<'PY'
 import json, sys
-path, idle_loops, idle_default, idle_bare, concurrency, connections, duration = sys.argv[1:]
+path, idle_rss, concurrency, connections, duration = sys.argv[1:]
 runs = {r["name"]: r for r in map(json.loads, open(path))}
 base = runs["cpp-noop"]["server_cpu_us_per_call"]
 bare = runs["bare-grpc-swift"]["server_cpu_us_per_call"]
@@ -198,6 +206,5 @@ for name, r in runs.items():
     print(f"| {name} | {r['inflight']} | {cpu:.1f} | {cpu / base:.2f} | {cpu / bare:.2f} | {r['throughput']:.0f} | "
           f"{r['p50_us']:.0f} / {r['p99_us']:.0f} | {mib(r['rss_peak_kib'])} → {mib(r['rss_after_kib'])} | {errors} |")
 print()
-print(f"Idle RSS before the runs: banklinkd (event loops) {mib(idle_loops)} MiB, banklinkd (default executor) {mib(idle_default)} MiB, "
-      f"bare grpc-swift-2 {mib(idle_bare)} MiB.")
+print(f"Idle RSS before the runs: {idle_rss}.")
 PY

@@ -5,7 +5,9 @@
 # client (grpcio-reflection, which speaks grpc.reflection.v1alpha) discovers the API with no
 # proto file at all, builds AdminService/WhoAmI's messages from the descriptors it fetched and
 # calls it; and the reflection protocol file we serve is compared, field for field, with the
-# official one that grpcio-reflection ships. The daemon listens on
+# official one that grpcio-reflection ships. GetBalance is called from the cache and with refresh
+# (the unary fast path answers the first, gRPC Swift the second), and a stock C++ client (Debian's
+# grpc++, Tests/Interop/cpp_client.cc) checks the fast path's answers and refusals. The daemon listens on
 # port 0 and reports its port through NOTIFY_SOCKET, as it would to systemd.
 set -euo pipefail
 
@@ -34,6 +36,10 @@ mkdir -p "$work/raw" "$work/gen/grpc_health"
 cp "$work"/raw/grpc/health/v1/health_pb2*.py "$work/gen/grpc_health/"
 sed -i 's/^from grpc.health.v1 import/from grpc_health import/' "$work/gen/grpc_health/health_pb2_grpc.py"
 
+# A stock C++ client too (Debian's gRPC C++, installed by `make deps`): Tests/Interop/cpp_client.cc.
+# shellcheck disable=SC2046  # pkg-config output is meant to be split
+g++ -std=c++17 -O1 -o "$work/cpp_client" Tests/Interop/cpp_client.cc $(pkg-config --cflags --libs grpc++ protobuf) -pthread
+
 "$bin/banklink" dev-certs --out "$work/pki" >/dev/null
 cat >"$work/banklinkd.json" <<'JSON'
 {
@@ -44,9 +50,9 @@ cat >"$work/banklinkd.json" <<'JSON'
 }
 JSON
 
-GRPC_VERBOSITY=NONE "$venv/bin/python" - "$work" "$bin/banklinkd" <<'PY'
+GRPC_VERBOSITY=NONE "$venv/bin/python" - "$work" "$bin/banklinkd" "$work/cpp_client" <<'PY'
 import os, signal, socket, subprocess, sys
-work, daemon_path = sys.argv[1], sys.argv[2]
+work, daemon_path, cpp_client = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path.insert(0, work + "/gen")
 import grpc
 from grpc_health import health_pb2, health_pb2_grpc
@@ -104,6 +110,27 @@ try:
                                        response_deserializer=reply_type.FromString)
         reply = who_am_i(request_type(), timeout=10)
         assert reply.identity == "viewer", reply
+        # GetBalance from the cache (the unary fast path answers it) and with refresh (gRPC Swift
+        # serves it: it asks the bank) agree on the account.
+        method = pool.FindServiceByName("banklink.v1.AccountService").FindMethodByName("GetBalance")
+        balance_request = message_factory.GetMessageClass(method.input_type)
+        get_balance = channel.unary_unary("/banklink.v1.AccountService/GetBalance",
+                                          request_serializer=balance_request.SerializeToString,
+                                          response_deserializer=message_factory.GetMessageClass(method.output_type).FromString)
+        # The refresh first: READY=1 may come before the first sync stored a balance.
+        live = get_balance(balance_request(account_id="icbc-cny-001", refresh=True), timeout=10)
+        cached, call = get_balance.with_call(balance_request(account_id="icbc-cny-001"), timeout=10,
+                                             metadata=[("x-request-id", "python-interop-1")])
+        assert cached.account_id == live.account_id == "icbc-cny-001", (cached, live)
+        assert cached.ledger.currency_code == live.ledger.currency_code == "CNY", (cached, live)
+        assert ("x-request-id", "python-interop-1") in call.initial_metadata(), call.initial_metadata()
+        try:
+            get_balance(balance_request(account_id="nope-cny-404"), timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        else:
+            raise AssertionError("an unknown account was answered")
+        print("python grpcio GetBalance: from the cache and with refresh alike; an unknown account NOT_FOUND")
         # The payment contract is described down to its fields.
         create = pool.FindMessageTypeByName("banklink.v1.CreatePaymentRequest")
         assert "instruction" in create.fields_by_name, list(create.fields_by_name)
@@ -115,6 +142,11 @@ try:
             assert shape(message) == shape(ours.message_types_by_name[name]), name
         print(f"python grpcio-reflection: {len(services)} services listed, WhoAmI called from fetched descriptors, "
               "reflection.proto matches the official one")
+
+    # The same daemon from a stock C++ client (Debian's grpc++): the fast path's answers, its
+    # authorization, and what it hands to gRPC Swift (a compressed request).
+    subprocess.run([cpp_client, target, f"{work}/pki/ca.pem", f"{work}/pki/viewer.pem", f"{work}/pki/viewer.key",
+                    f"{work}/pki/alice.pem", f"{work}/pki/alice.key"], check=True)
 
     daemon.send_signal(signal.SIGTERM)
     assert notify.recv(4096).decode().startswith("STOPPING=1")

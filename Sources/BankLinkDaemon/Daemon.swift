@@ -114,6 +114,8 @@ public enum Daemon {
     )
     serverConfiguration.reconciliation = configuration.reconciliation
     serverConfiguration.crlPath = configuration.tls.crlPath
+    // For comparison only (make bench-grpc): every call through gRPC Swift.
+    serverConfiguration.unaryFastPath = ProcessInfo.processInfo.environment["BANKLINK_UNARY_FAST_PATH"] != "off"
     let server: GatewayServer
     do {
       server = try GatewayServer(

@@ -34,8 +34,12 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
   let reload: ConfigurationReloadHook
 
   func whoAmI(request: Banklink_V1_WhoAmIRequest, context: ServerContext) async throws -> Banklink_V1_WhoAmIResponse {
-    let caller = try Caller.required()
-    return .with {
+    Self.whoAmI(try Caller.required())
+  }
+
+  /// What `WhoAmI` answers `caller` (also from the unary fast path, ``UnaryFastPath``).
+  static func whoAmI(_ caller: Caller) -> Banklink_V1_WhoAmIResponse {
+    .with {
       $0.identity = caller.peer.identity
       $0.identitySource = caller.peer.source.rawValue
       $0.roles = caller.principal.roles.sorted().map(Banklink_V1_Role.init)

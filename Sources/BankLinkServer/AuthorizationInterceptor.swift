@@ -90,11 +90,53 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    let certificate =
-      self.peers?.peer(context.remotePeer)?.leaf ?? (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
+    let caller: Caller
+    if let peer = self.peers?.peer(context.remotePeer) {
+      caller = try self.authorize(peer, method: context.descriptor, remotePeer: context.remotePeer)
+    } else {
+      let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
+      caller = try self.authorize(
+        certificate.map { ($0, PeerIdentity.derive(from: $0, policy: self.identityPolicy)) }, method: context.descriptor,
+        remotePeer: context.remotePeer)
+    }
+    let deadline = RequestDeadline.from(request.metadata)
+    var response = try await Caller.$current.withValue(caller) {
+      try await RequestDeadline.$current.withValue(deadline) {
+        try await next(request, context)
+      }
+    }
+    // Streaming handlers write their messages after `next` returns: carry the caller there too.
+    if case .success(var contents) = response.accepted {
+      let producer = contents.producer
+      contents.producer = { writer in
+        try await Caller.$current.withValue(caller) {
+          try await RequestDeadline.$current.withValue(deadline) { try await producer(writer) }
+        }
+      }
+      response.accepted = .success(contents)
+    }
+    return response
+  }
+
+  /// The caller of `method` on the connection of `peer` (its verified client certificate and the
+  /// identity derived from it once), or the refusal (logged). Shared by the interceptor and the
+  /// unary fast path (``UnaryFastPath``), so both decide alike.
+  func authorize(_ peer: ConnectionPeers.Peer, method: MethodDescriptor, remotePeer: @autoclosure () -> String) throws(RPCError) -> Caller {
+    let identity = peer.identity(policy: self.identityPolicy)
+    return try self.authorize(peer.leaf.flatMap { leaf in identity.map { (leaf, $0) } }, method: method, remotePeer: remotePeer())
+  }
+
+  /// The caller of `method` presenting `presented` (the connection's verified client
+  /// certificate and the identity derived from it), or the refusal (logged): an identity the
+  /// certificate does not name, a revoked or expired certificate, a method outside the table, an
+  /// unknown principal, a missing role.
+  func authorize(
+    _ presented: (certificate: Certificate, identity: Result<PeerIdentity, PeerIdentity.Refusal>)?, method: MethodDescriptor,
+    remotePeer: @autoclosure () -> String
+  ) throws(RPCError) -> Caller {
     var peer: PeerIdentity?
-    if let certificate {
-      switch PeerIdentity.derive(from: certificate, policy: self.identityPolicy) {
+    if let (certificate, identity) = presented {
+      switch identity {
       case .success(let identity):
         peer = identity
       case .failure(let refusal):
@@ -103,9 +145,9 @@ public struct AuthorizationInterceptor: ServerInterceptor {
         self.logger.warning(
           "call refused: the client certificate names no acceptable identity",
           metadata: [
-            "method": "\(context.descriptor)",
+            "method": "\(method)",
             "serial": "\(certificate.serialNumber.hex)",
-            "peer": "\(context.remotePeer)",
+            "peer": "\(remotePeer())",
             "reason": "\(refusal)",
           ]
         )
@@ -118,19 +160,19 @@ public struct AuthorizationInterceptor: ServerInterceptor {
       self.logger.warning(
         "call refused: the client certificate is no longer accepted",
         metadata: [
-          "method": "\(context.descriptor)", "identity": "\(peer.identity)", "serial": "\(peer.serialNumberHex)",
-          "peer": "\(context.remotePeer)", "reason": "\(LogText.prefix(refusal, maxBytes: Limits.maxLoggedReasonBytes))",
+          "method": "\(method)", "identity": "\(peer.identity)", "serial": "\(peer.serialNumberHex)",
+          "peer": "\(remotePeer())", "reason": "\(LogText.prefix(refusal, maxBytes: Limits.maxLoggedReasonBytes))",
         ])
       throw RPCError(code: .unauthenticated, message: "the client certificate is refused: \(refusal)")
     }
-    switch self.table.decide(method: context.descriptor, peer: peer, principals: self.principals.current) {
+    switch self.table.decide(method: method, peer: peer, principals: self.principals.current) {
     case .denied(let error):
       self.logger.warning(
         "call refused",
         metadata: [
-          "method": "\(context.descriptor)",
+          "method": "\(method)",
           "identity": "\(peer?.identity ?? "-")",
-          "peer": "\(context.remotePeer)",
+          "peer": "\(remotePeer())",
           "code": "\(error.code)",
           "reason": "\(error.message)",
         ]
@@ -138,23 +180,7 @@ public struct AuthorizationInterceptor: ServerInterceptor {
       throw error
     case .allowed(let caller):
       self.expiry?.observe(whose: "principal '\(caller.peer.identity)'", serial: caller.peer.serialNumberHex, notAfter: caller.peer.notValidAfter)
-      let deadline = RequestDeadline.from(request.metadata)
-      var response = try await Caller.$current.withValue(caller) {
-        try await RequestDeadline.$current.withValue(deadline) {
-          try await next(request, context)
-        }
-      }
-      // Streaming handlers write their messages after `next` returns: carry the caller there too.
-      if case .success(var contents) = response.accepted {
-        let producer = contents.producer
-        contents.producer = { writer in
-          try await Caller.$current.withValue(caller) {
-            try await RequestDeadline.$current.withValue(deadline) { try await producer(writer) }
-          }
-        }
-        response.accepted = .success(contents)
-      }
-      return response
+      return caller
     }
   }
 }

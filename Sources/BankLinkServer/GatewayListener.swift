@@ -1,3 +1,4 @@
+import BankLinkPKI
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -19,8 +20,20 @@ import X509
 public final class ConnectionPeers: Sendable {
   public final class Peer: Sendable {
     let certificate: Mutex<Certificate?> = Mutex(nil)
+    /// The identity derived from the leaf, with the policy it was derived under: the same for
+    /// every call of the connection, so derived (the SAN extension parsed) once.
+    private let derived: Mutex<(PeerIdentity.Policy, Result<PeerIdentity, PeerIdentity.Refusal>)?> = Mutex(nil)
     /// The verified leaf, once the handshake verified it.
     public var leaf: Certificate? { self.certificate.withLock { $0 } }
+
+    /// The identity the leaf names under `policy` (nil before the handshake verified a leaf).
+    func identity(policy: PeerIdentity.Policy) -> Result<PeerIdentity, PeerIdentity.Refusal>? {
+      if let (cachedPolicy, identity) = self.derived.withLock({ $0 }), cachedPolicy == policy { return identity }
+      guard let leaf = self.leaf else { return nil }
+      let identity = PeerIdentity.derive(from: leaf, policy: policy)
+      self.derived.withLock { $0 = (policy, identity) }
+      return identity
+    }
   }
 
   private let peers: Mutex<[String: Peer]> = Mutex([:])
@@ -101,6 +114,7 @@ struct GatewayListenerFactory: HTTP2ServerTransport.ListenerFactory {
         channel.eventLoop.makeCompletedFuture {
           let peer = peers.open(channel)
           let callback = verifier.callback { leaf in peer.certificate.withLock { $0 = leaf } }
+          try channel.pipeline.syncOperations.addHandler(ConnectionPeerHandler(peer: peer))
           try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallbackWithMetadata: callback))
         }.flatMap {
           connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))

@@ -36,6 +36,9 @@ public final class GatewayServer: Service {
     /// An X.509 CRL (PEM or DER) from a CA in `caPath`: its serials are refused. Read at start
     /// and on reload (`reloadRevocationList`).
     public var crlPath: String?
+    /// Whether the hot unary methods are answered on the event loop (``UnaryFastPath``). Off:
+    /// every call goes through gRPC Swift (for comparison: `BANKLINK_UNARY_FAST_PATH=off`).
+    public var unaryFastPath = true
 
     public init(
       listen: ListenAddress,
@@ -75,6 +78,10 @@ public final class GatewayServer: Service {
   /// The open connections and the limits on them.
   public let admission: ConnectionAdmission
   private let shutdownBegun = Mutex(false)
+  /// The unary fast path, nil when `unaryFastPath` is off.
+  private let fastPath: UnaryFastPath?
+  /// Calls the unary fast path answered since start (tests, diagnostics).
+  public var fastPathAnswered: Int { self.fastPath?.answered.load(ordering: .relaxed) ?? 0 }
   private let transport: HTTP2ServerTransport.Custom<GatewayListenerFactory>
   private let server: GRPCServer<HTTP2ServerTransport.Custom<GatewayListenerFactory>>
   /// Each open connection's verified client certificate, for the calls on it.
@@ -119,8 +126,9 @@ public final class GatewayServer: Service {
     self.reconciliation = reconciliation
     let reloadHook = ConfigurationReloadHook()
     self.reloadHook = reloadHook
+    let accounts = AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now)
     let services: [any RegistrableRPCService] = [
-      AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now),
+      accounts,
       PaymentServiceHandler(ledger: payments, vault: otpVault),
       MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
       reconciliation,
@@ -157,6 +165,34 @@ public final class GatewayServer: Service {
     let admission = ConnectionAdmission(limits: limits, logger: logger)
     self.admission = admission
 
+    // The daemon's own certificate is checked now; clients' on their calls.
+    let expiry = CertificateExpiryWatch(store: payments.store, logger: logger, now: now)
+    self.expiry = expiry
+    let interceptor = AuthorizationInterceptor(
+      table: .standard,
+      principals: principals,
+      identityPolicy: configuration.identityPolicy,
+      logger: logger,
+      expiry: expiry,
+      revocations: revocations,
+      peers: self.peers
+    )
+    let health = self.health
+    let fastPath = configuration.unaryFastPath ? UnaryFastPath(
+      methods: [
+        .init(Grpc_Health_V1_Health.Method.Check.descriptor) { (request: Grpc_Health_V1_HealthCheckRequest, _) in
+          try HealthServiceHandler.check(request, status: health)
+        },
+        .init(Banklink_V1_AdminService.Method.WhoAmI.descriptor) { (_: Banklink_V1_WhoAmIRequest, caller) in
+          AdminServiceHandler.whoAmI(caller)
+        },
+        .init(Banklink_V1_AccountService.Method.GetBalance.descriptor) { (request: Banklink_V1_GetBalanceRequest, _) in
+          // A refresh asks the bank (async): gRPC Swift serves it.
+          request.refresh ? nil : try accounts.cachedBalance(request)
+        },
+      ],
+      authorization: interceptor) : nil
+    self.fastPath = fastPath
     // grpc-swift-nio-transport's Posix transport with our own listener (GatewayListener.swift):
     // each connection's client certificate is parsed once, at its handshake.
     // - Each handshake asks `certificate` for the pair in force, so a reload rotates it.
@@ -183,23 +219,12 @@ public final class GatewayServer: Service {
         }
         // Refuse requests whose headers would trap inside grpc-swift (grpc-timeout: -1S) before
         // grpc-swift parses them, and bound the request bytes each stream buffers.
+        // Then the unary fast path (UnaryFastPath.swift) answers the hot unary methods.
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
-          RequestStreamGuard.install(on: channel, limits: limits)
+          RequestStreamGuard.install(on: channel, limits: limits, fastPath: fastPath)
         }
         return config
       }()
-    )
-    // The daemon's own certificate is checked now; clients' on their calls.
-    let expiry = CertificateExpiryWatch(store: payments.store, logger: logger, now: now)
-    self.expiry = expiry
-    let interceptor = AuthorizationInterceptor(
-      table: .standard,
-      principals: principals,
-      identityPolicy: configuration.identityPolicy,
-      logger: logger,
-      expiry: expiry,
-      revocations: revocations,
-      peers: self.peers
     )
     self.server = GRPCServer(
       transport: self.transport,

@@ -106,10 +106,15 @@ struct HealthServiceHandler: Grpc_Health_V1_Health.SimpleServiceProtocol {
     request: Grpc_Health_V1_HealthCheckRequest,
     context: ServerContext
   ) async throws -> Grpc_Health_V1_HealthCheckResponse {
-    guard let status = self.status.status(of: request.service) else {
+    try Self.check(request, status: self.status)
+  }
+
+  /// What `Check` answers (also from the unary fast path, ``UnaryFastPath``).
+  static func check(_ request: Grpc_Health_V1_HealthCheckRequest, status: HealthStatus) throws -> Grpc_Health_V1_HealthCheckResponse {
+    guard let serving = status.status(of: request.service) else {
       throw RPCError(code: .notFound, message: "unknown service '\(LogText.prefix(request.service))'")
     }
-    return .with { $0.status = status }
+    return .with { $0.status = serving }
   }
 
   func list(request: Grpc_Health_V1_HealthListRequest, context: ServerContext) async throws -> Grpc_Health_V1_HealthListResponse {

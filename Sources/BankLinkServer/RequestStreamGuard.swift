@@ -143,22 +143,30 @@ public final class RequestStreamGuard: ChannelDuplexHandler, RemovableChannelHan
   /// before the stream channel is activated; swift-nio-http2 holds the stream's HEADERS frame
   /// until activation, so the guard always sees it first. The connection's ``ConnectionGuard``
   /// (same event loop) holds the buffer budget the streams share.
-  public static func install(on channel: any Channel, limits: ConnectionLimits = .standard) -> EventLoopFuture<Void> {
+  /// With `fastPath`, the stream's ``UnaryFastPathHandler`` goes behind the guard (so the guard's
+  /// limits apply to the calls it answers too), ahead of gRPC's stream handler.
+  public static func install(
+    on channel: any Channel, limits: ConnectionLimits = .standard, fastPath: UnaryFastPath? = nil
+  ) -> EventLoopFuture<Void> {
     if channel.eventLoop.inEventLoop {
       return channel.eventLoop.makeCompletedFuture(withResultOf: {
-        try RequestStreamGuard.addGuard(to: channel, limits: limits)
+        try RequestStreamGuard.addGuard(to: channel, limits: limits, fastPath: fastPath)
       })
     }
     return channel.eventLoop.submit {
-      try RequestStreamGuard.addGuard(to: channel, limits: limits)
+      try RequestStreamGuard.addGuard(to: channel, limits: limits, fastPath: fastPath)
     }
   }
 
-  /// Must run on `channel`'s event loop: the handler is created here and never leaves it.
-  private static func addGuard(to channel: any Channel, limits: ConnectionLimits) throws {
-    let connection = try? channel.parent?.pipeline.syncOperations.handler(type: ConnectionGuard.self)
-    try channel.pipeline.syncOperations.addHandler(
-      RequestStreamGuard(limits: limits, connection: connection), position: .first)
+  /// Must run on `channel`'s event loop: the handlers are created here and never leave it.
+  private static func addGuard(to channel: any Channel, limits: ConnectionLimits, fastPath: UnaryFastPath?) throws {
+    let connection = channel.parent?.pipeline.syncOperations
+    let guardHandler = RequestStreamGuard(limits: limits, connection: try? connection?.handler(type: ConnectionGuard.self))
+    if let fastPath {
+      let peer = try? connection?.handler(type: ConnectionPeerHandler.self).peer
+      try channel.pipeline.syncOperations.addHandler(UnaryFastPathHandler(fastPath: fastPath, peer: peer), position: .first)
+    }
+    try channel.pipeline.syncOperations.addHandler(guardHandler, position: .first)
   }
 
   // MARK: Validation
@@ -335,7 +343,7 @@ public final class RequestStreamGuard: ChannelDuplexHandler, RemovableChannelHan
       // The message did not arrive whole in the frame it started in: give it a deadline.
       let timeout = TimeAmount.milliseconds(Int64(self.limits.messageReceiveTimeoutMilliseconds))
       let seconds = self.limits.messageReceiveTimeoutMilliseconds / 1000
-      self.messageTimer = context.eventLoop.scheduleTask(in: timeout) { [weak self] in
+      self.messageTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
         guard let self, self.state == .accepted else { return }
         self.refuse(
           context: context,

@@ -14,6 +14,8 @@ final class RawHTTP2Client: Sendable {
     var trailers: [(String, String)] = []
     /// The stream was reset by the server (RST_STREAM) with this code.
     var reset: HTTP2ErrorCode?
+    /// The bytes of the DATA frames (gRPC-framed messages).
+    var body: [UInt8] = []
 
     var all: [(String, String)] { self.headers + self.trailers }
     var grpcStatus: String? { self.all.first { $0.0 == "grpc-status" }?.1 }
@@ -82,6 +84,29 @@ final class RawHTTP2Client: Sendable {
     endStream: Bool = true,
     timeout: TimeAmount = .seconds(10)
   ) async throws -> Response {
+    try await self.start(headers: headers, body: body, endStream: endStream, timeout: timeout).response.get()
+  }
+
+  /// A stream started by ``start(headers:body:endStream:timeout:)``: more DATA can be sent on it.
+  struct OpenStream: Sendable {
+    let channel: any Channel
+    let response: EventLoopFuture<Response>
+
+    /// Sends `bytes` in one DATA frame, ending the client's side when `endStream`.
+    func send(_ bytes: [UInt8], endStream: Bool) {
+      var buffer = self.channel.allocator.buffer(capacity: bytes.count)
+      buffer.writeBytes(bytes)
+      self.channel.writeAndFlush(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer), endStream: endStream)), promise: nil)
+    }
+  }
+
+  /// As ``call(headers:body:endStream:timeout:)``, without waiting for the answer.
+  func start(
+    headers: [(String, String)],
+    body: [UInt8]? = nil,
+    endStream: Bool = true,
+    timeout: TimeAmount = .seconds(10)
+  ) async throws -> OpenStream {
     let promise = self.channel.eventLoop.makePromise(of: Response.self)
     let streamPromise = self.channel.eventLoop.makePromise(of: (any Channel).self)
     self.multiplexer.createStreamChannel(promise: streamPromise) { stream in
@@ -104,8 +129,8 @@ final class RawHTTP2Client: Sendable {
     stream.flush()
     // No answer in time: close the stream; the collector then reports what it has (nothing).
     let deadline = stream.eventLoop.scheduleTask(in: timeout) { stream.close(promise: nil) }
-    defer { deadline.cancel() }
-    return try await promise.futureResult.get()
+    promise.futureResult.whenComplete { _ in deadline.cancel() }
+    return OpenStream(channel: stream, response: promise.futureResult)
   }
 
   func close() async {
@@ -134,6 +159,7 @@ private final class ResponseCollector: ChannelInboundHandler {
       self.sawHeaders = true
       if headers.endStream { self.finish() }
     case .data(let data):
+      if case .byteBuffer(let buffer) = data.data { self.response.body += buffer.readableBytesView }
       if data.endStream { self.finish() }
     case .rstStream(let code):
       self.response.reset = code

@@ -37,49 +37,57 @@ struct AccountServiceHandler: Banklink_V1_AccountService.SimpleServiceProtocol {
   }
 
   func getBalance(request: Banklink_V1_GetBalanceRequest, context: ServerContext) async throws -> Banklink_V1_Balance {
+    guard request.refresh else { return try self.cachedBalance(request) }
     let accountID = try validAccountID(request.accountID)
     guard let (account, cached, reserved) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
       throw APIError.notFound("account", accountID)
     }
-    if request.refresh {
-      let deadline = self.refreshDeadline()
-      let live: LedgerBalance
-      do throws(BankError) {
-        live = try await self.connector.fetchBalance(accountID: accountID, deadline: deadline)
-        // What the bank said is checked like any synced balance: the account asked for, in its
-        // currency, in range.
-        if let problem = BankDataLimits.balanceProblem(live, accountID: accountID, currency: account.currency, now: self.now()) {
-          self.logger.error("bad balance from the bank on refresh; not used", metadata: ["account": "\(accountID)", "problem": "\(problem)"])
-          throw BankError(.malformed, problem)
-        }
-      } catch {
-        self.logger.notice(
-          "live balance refresh failed; answering from cache",
-          metadata: ["account": "\(accountID)", "error": "\(error)"]
+    let deadline = self.refreshDeadline()
+    let live: LedgerBalance
+    do throws(BankError) {
+      live = try await self.connector.fetchBalance(accountID: accountID, deadline: deadline)
+      // What the bank said is checked like any synced balance: the account asked for, in its
+      // currency, in range.
+      if let problem = BankDataLimits.balanceProblem(live, accountID: accountID, currency: account.currency, now: self.now()) {
+        self.logger.error("bad balance from the bank on refresh; not used", metadata: ["account": "\(accountID)", "problem": "\(problem)"])
+        throw BankError(.malformed, problem)
+      }
+    } catch {
+      self.logger.notice(
+        "live balance refresh failed; answering from cache",
+        metadata: ["account": "\(accountID)", "error": "\(error)"]
+      )
+      guard let cached else {
+        throw APIError.unavailable(
+          "the bank did not answer usefully (\(LogText.prefix(error.message))) and no balance of \(accountID) is cached yet",
+          reason: "BANK_UNAVAILABLE"
         )
-        guard let cached else {
-          throw APIError.unavailable(
-            "the bank did not answer usefully (\(LogText.prefix(error.message))) and no balance of \(accountID) is cached yet",
-            reason: "BANK_UNAVAILABLE"
-          )
-        }
-        return try self.balance(account, cached.balance, reserved: reserved, source: .cache, stale: true)
       }
-      do {
-        try await self.cache.store(balance: live, syncedAt: self.now())
-      } catch {
-        // The live answer is still correct; the cache catches up on the next sync.
-        self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])
-      }
-      // Read again after the bank call: payments created meanwhile reserve funds, and the
-      // sync may have stored a newer balance (and released what it includes) — answer that one.
-      guard let (_, current, reservedNow) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
-        throw APIError.notFound("account", accountID)
-      }
-      if let current, current.balance.asOf > live.asOf {
-        return try self.balance(account, current.balance, reserved: reservedNow, source: .cache, stale: false)
-      }
-      return try self.balance(account, live, reserved: max(reserved, reservedNow), source: .bank, stale: false)
+      return try self.balance(account, cached.balance, reserved: reserved, source: .cache, stale: true)
+    }
+    do {
+      try await self.cache.store(balance: live, syncedAt: self.now())
+    } catch {
+      // The live answer is still correct; the cache catches up on the next sync.
+      self.logger.warning("could not cache a refreshed balance", metadata: ["account": "\(accountID)", "error": "\(error)"])
+    }
+    // Read again after the bank call: payments created meanwhile reserve funds, and the
+    // sync may have stored a newer balance (and released what it includes) — answer that one.
+    guard let (_, current, reservedNow) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
+      throw APIError.notFound("account", accountID)
+    }
+    if let current, current.balance.asOf > live.asOf {
+      return try self.balance(account, current.balance, reserved: reservedNow, source: .cache, stale: false)
+    }
+    return try self.balance(account, live, reserved: max(reserved, reservedNow), source: .bank, stale: false)
+  }
+
+  /// `GetBalance` without `refresh`: answered from the cache alone, synchronously (a read
+  /// transaction), so the unary fast path (``UnaryFastPath``) serves it on the event loop too.
+  func cachedBalance(_ request: Banklink_V1_GetBalanceRequest) throws -> Banklink_V1_Balance {
+    let accountID = try validAccountID(request.accountID)
+    guard let (account, cached, reserved) = try withStore({ try self.cache.accountAndBalance(accountID) }) else {
+      throw APIError.notFound("account", accountID)
     }
     guard let cached else {
       throw APIError.unavailable(

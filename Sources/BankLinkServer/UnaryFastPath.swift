@@ -1,0 +1,377 @@
+import BankLinkCore
+import Foundation
+import GRPCCore
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import SwiftProtobuf
+import Synchronization
+
+/// The hot unary methods answered on the stream's event loop, without gRPC Swift's per-call
+/// machinery: `grpc.health.v1.Health/Check`, `banklink.v1.AdminService/WhoAmI` and
+/// `banklink.v1.AccountService/GetBalance` without `refresh` — each answered synchronously from
+/// memory or one LMDB read transaction.
+///
+/// Why: under a standard gRPC client, a bare grpc-swift-2 server costs 6–8× the CPU per call of a
+/// C++ gRPC server (docs/BENCHMARKS.md, `make bench-grpc`); the profile is the framework's per-call
+/// work (tasks, async sequences, interceptor and router closures, generic metadata look-ups),
+/// not ours. See docs/architecture.md, "The unary fast path".
+///
+/// How: a ``UnaryFastPathHandler`` sits in every HTTP/2 stream's pipeline behind
+/// ``RequestStreamGuard`` and ahead of gRPC Swift's stream handler. For a fast method it holds the
+/// request's frames until the request is complete, then answers it itself — or, when the request
+/// is anything but plain, hands the held frames to gRPC Swift as if it had never been there, so
+/// every unusual case keeps gRPC Swift's own behaviour:
+/// - compression (`grpc-encoding` other than `identity`, a compressed message): gRPC Swift's
+///   refusal (`UNIMPLEMENTED` with `grpc-accept-encoding`, or `INTERNAL`);
+/// - a `content-type` other than `application/grpc` or `application/grpc+proto`, a method other
+///   than POST, no message or more than one, a message that does not parse: gRPC Swift's answer;
+/// - a request the method itself leaves to gRPC Swift (GetBalance with `refresh`: it asks the
+///   bank, which is async).
+/// What the fast path answers, it answers as gRPC Swift with banklinkd's interceptors would:
+/// - the same authorization (``AuthorizationInterceptor/authorize(_:method:remotePeer:)``:
+///   identity, revocation, expiry, the table), refusals logged alike;
+/// - the same request id (`x-request-id` in the response headers or the error's trailers), on the
+///   log lines written meanwhile, with the method and the caller;
+/// - the same metrics (``MetricsInterceptor/record(_:_:since:)``);
+/// - the same status, message and metadata of an error (`grpc-status-details-bin` included),
+///   trailers-only;
+/// - the deadline (`grpc-timeout`): a request not complete by then is answered
+///   `DEADLINE_EXCEEDED` and its stream reset;
+/// - message size limits, buffering and the malformed `grpc-timeout` stay with
+///   ``RequestStreamGuard`` in front; flow control, `GOAWAY` on drain and stream limits with
+///   swift-nio-http2 and the transport's connection handler, which the fast path does not touch.
+///
+/// The transport still runs a task per stream (it waits for a method descriptor gRPC Swift's
+/// handler never resolves for a stream answered here, and ends when the stream closes): that
+/// part of the framework's cost remains.
+public final class UnaryFastPath: Sendable {
+  /// One method the fast path serves.
+  struct Method: Sendable {
+    let descriptor: MethodDescriptor
+    /// `descriptor.fullyQualifiedMethod`, kept for log lines.
+    let name: String
+    /// The serialized response to a request's bytes, or nil when gRPC Swift should serve the call
+    /// (the bytes do not parse, or the method needs what only the async handler does). Runs with
+    /// the caller, request id and method in their task-locals. Throws the call's error.
+    let answer: @Sendable (_ request: [UInt8], _ caller: Caller) throws -> [UInt8]?
+
+    init<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+      _ descriptor: MethodDescriptor,
+      answer: @escaping @Sendable (Request, Caller) throws -> Response?
+    ) {
+      self.descriptor = descriptor
+      self.name = descriptor.fullyQualifiedMethod
+      self.answer = { bytes, caller in
+        // A message that does not parse is gRPC Swift's to refuse, with its own status.
+        guard let request = try? Request(serializedBytes: bytes) else { return nil }
+        return try answer(request, caller).map { try $0.serializedBytes() }
+      }
+    }
+  }
+
+  /// The methods served, by their `:path` (`/package.Service/Method`).
+  let methods: [String: Method]
+  let authorization: AuthorizationInterceptor
+  /// Calls answered here (successes and errors; not those handed to gRPC Swift).
+  let answered = Atomic<Int>(0)
+
+  init(methods: [Method], authorization: AuthorizationInterceptor) {
+    self.methods = Dictionary(uniqueKeysWithValues: methods.map { ("/" + $0.descriptor.fullyQualifiedMethod, $0) })
+    self.authorization = authorization
+  }
+
+  // MARK: Wire constants
+
+  /// `content-type` values gRPC Swift serves as protobuf gRPC (`ContentType` in
+  /// grpc-swift-nio-transport); any other goes to gRPC Swift.
+  static let plainContentTypes: Set<String> = ["application/grpc", "application/grpc+proto"]
+
+  /// The only `grpc-encoding` the fast path reads: none (an absent header is the same).
+  static let identityEncoding = "identity"
+
+  /// Most frames of one request the fast path holds (HEADERS, DATA, WINDOW_UPDATE...): a unary
+  /// request is usually two. A client that sends more without ending its side (empty DATA
+  /// frames, say) is handed to gRPC Swift, so holding never grows without bound.
+  public static let maxHeldFrames = 16
+
+  /// gRPC status `DEADLINE_EXCEEDED` (4).
+  static let deadlineExceededStatus = 4
+
+  /// The message gRPC Swift answers an expired deadline with.
+  static let deadlineExceededMessage = "the request's deadline (grpc-timeout) passed before it was complete"
+
+  /// Nanoseconds per `grpc-timeout` unit (gRPC over HTTP/2: H M S m u n).
+  static func nanoseconds(perUnit unit: UInt8) -> Int64? {
+    switch unit {
+    case UInt8(ascii: "H"): 3_600_000_000_000
+    case UInt8(ascii: "M"): 60_000_000_000
+    case UInt8(ascii: "S"): 1_000_000_000
+    case UInt8(ascii: "m"): 1_000_000
+    case UInt8(ascii: "u"): 1_000
+    case UInt8(ascii: "n"): 1
+    default: nil
+    }
+  }
+
+  /// The `grpc-timeout` of `headers` as a time amount, nil when absent or malformed
+  /// (``RequestStreamGuard`` has refused a malformed one before this runs). At most 8 digits of
+  /// hours: no overflow.
+  static func timeout(in headers: HPACKHeaders) -> TimeAmount? {
+    guard let value = headers.first(name: RequestStreamGuard.timeoutHeader), RequestStreamGuard.isValidTimeout(value),
+      let unit = value.utf8.last, let perUnit = Self.nanoseconds(perUnit: unit), let amount = Int64(value.dropLast())
+    else { return nil }
+    return .nanoseconds(amount.multipliedReportingOverflow(by: perUnit).overflow ? .max : amount * perUnit)
+  }
+
+  /// Whether the fast path may read a request with `headers` itself: a POST of plain protobuf
+  /// gRPC without compression. Anything else is gRPC Swift's.
+  static func isPlain(_ headers: HPACKHeaders) -> Bool {
+    guard headers.first(name: ":method") == "POST",
+      let contentType = headers.first(name: "content-type"), Self.plainContentTypes.contains(contentType)
+    else { return false }
+    let encodings = headers[canonicalForm: "grpc-encoding"]
+    return encodings.isEmpty || (encodings.count == 1 && encodings[0] == Self.identityEncoding)
+  }
+
+  /// The single uncompressed message of a unary request whose DATA frames carried `buffers`, or
+  /// nil for anything else (no message, several, a compressed one, a truncated one): gRPC Swift
+  /// answers those.
+  static func singleMessage(_ buffers: [ByteBuffer]) -> [UInt8]? {
+    var whole: ByteBuffer
+    if buffers.count == 1 {
+      whole = buffers[0]
+    } else {
+      whole = ByteBuffer()
+      for var buffer in buffers { whole.writeBuffer(&buffer) }
+    }
+    guard let flag = whole.readInteger(as: UInt8.self), flag == 0, let length = whole.readInteger(as: UInt32.self),
+      Int(length) == whole.readableBytes
+    else { return nil }
+    return whole.readBytes(length: Int(length))
+  }
+
+  /// The request id of a call: the client's `x-request-id` when acceptable, else a new one (as
+  /// ``RequestIDInterceptor``).
+  static func requestID(in headers: HPACKHeaders) -> String {
+    if let offered = headers.first(name: RequestIDInterceptor.metadataKey), RequestContext.isAcceptable(offered) {
+      return offered
+    }
+    return UUID().uuidString.lowercased()
+  }
+
+  /// `error` as gRPC Swift's server would send it (`RPCError`, or converted as it converts).
+  static func rpcError(_ error: any Error) -> RPCError {
+    if let error = error as? RPCError { return error }
+    if let convertible = error as? any RPCErrorConvertible { return RPCError(convertible) }
+    return RPCError(code: .unknown, message: "Service method threw an unknown error.", cause: error)
+  }
+}
+
+/// The connection's verified client certificate, in its channel's pipeline where the streams'
+/// ``UnaryFastPathHandler``s find it. Passes every event on untouched (NIO needs a handler to be
+/// inbound or outbound; it sits in front of TLS, so it costs one call per socket read).
+final class ConnectionPeerHandler: ChannelInboundHandler, Sendable {
+  typealias InboundIn = ByteBuffer
+  let peer: ConnectionPeers.Peer
+
+  init(peer: ConnectionPeers.Peer) {
+    self.peer = peer
+  }
+}
+
+/// One stream's part of the ``UnaryFastPath``. Lives on the stream channel's event loop.
+final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTP2Frame.FramePayload
+  typealias InboundOut = HTTP2Frame.FramePayload
+  typealias OutboundIn = HTTP2Frame.FramePayload
+  typealias OutboundOut = HTTP2Frame.FramePayload
+
+  private enum State {
+    /// No HEADERS frame yet.
+    case awaitingHeaders
+    /// A fast method's request is being read: its frames are held.
+    case collecting(UnaryFastPath.Method)
+    /// gRPC Swift serves the stream: every frame passes.
+    case passing
+    /// Answered here: later frames of the stream are dropped.
+    case answered
+  }
+
+  private let fastPath: UnaryFastPath
+  /// The connection's client certificate holder (nil: not served by banklinkd's listener, so no
+  /// call is answered here).
+  private let peer: ConnectionPeers.Peer?
+  private var state = State.awaitingHeaders
+  /// The frames of the request read so far, in order (handed to gRPC Swift when it serves it).
+  private var held: [HTTP2Frame.FramePayload] = []
+  /// DATA bytes among `held`, bounded by one message of the method's limit and its prefix
+  /// (beyond that the request is not one message: gRPC Swift's to answer).
+  private var heldBytes = 0
+  private var maxHeldBytes = 0
+  private var headers = HPACKHeaders()
+  private var started = ContinuousClock.now
+  private var deadline: NIODeadline?
+  private var deadlineTimer: Scheduled<Void>?
+
+  init(fastPath: UnaryFastPath, peer: ConnectionPeers.Peer?) {
+    self.fastPath = fastPath
+    self.peer = peer
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch self.state {
+    case .passing:
+      context.fireChannelRead(data)
+    case .answered:
+      return
+    case .awaitingHeaders:
+      let frame = self.unwrapInboundIn(data)
+      guard self.peer != nil, case .headers(let headers) = frame, let path = headers.headers.first(name: ":path"),
+        let method = self.fastPath.methods[path], UnaryFastPath.isPlain(headers.headers)
+      else {
+        self.state = .passing
+        context.fireChannelRead(data)
+        return
+      }
+      self.state = .collecting(method)
+      self.started = .now
+      self.headers = headers.headers
+      self.held = [frame]
+      self.heldBytes = 0
+      self.maxHeldBytes = RequestStreamGuard.messagePrefixBytes + Limits.maxRequestMessageBytes(forPath: path)
+      if let timeout = UnaryFastPath.timeout(in: headers.headers) { self.deadline = .now() + timeout }
+      if headers.endStream { self.complete(method, context: context) }
+    case .collecting(let method):
+      let frame = self.unwrapInboundIn(data)
+      if case .rstStream = frame {
+        // The client gave up: nothing to answer.
+        return self.finish()
+      }
+      self.held.append(frame)
+      guard self.held.count <= UnaryFastPath.maxHeldFrames else { return self.pass(context: context) }
+      switch frame {
+      case .data(let payload):
+        self.heldBytes += payload.data.readableBytes
+        if self.heldBytes > self.maxHeldBytes { return self.pass(context: context) }
+        if payload.endStream { self.complete(method, context: context) }
+      case .headers(let trailers):
+        // A client's trailers end its side; HEADERS that do not are gRPC Swift's to refuse.
+        if trailers.endStream { self.complete(method, context: context) } else { self.pass(context: context) }
+      default:
+        break
+      }
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    // A request not complete in the read that brought its headers waits for its deadline.
+    if case .collecting = self.state, let deadline = self.deadline, self.deadlineTimer == nil {
+      self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+        guard let self, case .collecting(let method) = self.state else { return }
+        self.answer(method, error: Self.deadlineExceeded, requestID: UnaryFastPath.requestID(in: self.headers), context: context)
+        // The client is still sending: ask it to stop (RFC 9113 § 8.1).
+        context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
+      }
+    }
+    context.fireChannelReadComplete()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.finish()
+    context.fireChannelInactive()
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.finish()
+  }
+
+  private static let deadlineExceeded = RPCError(code: .deadlineExceeded, message: UnaryFastPath.deadlineExceededMessage)
+
+  /// The request is complete: answer it, or hand it to gRPC Swift.
+  private func complete(_ method: UnaryFastPath.Method, context: ChannelHandlerContext) {
+    self.deadlineTimer?.cancel()
+    self.deadlineTimer = nil
+    let buffers = self.held.compactMap { frame -> ByteBuffer? in
+      if case .data(let payload) = frame, case .byteBuffer(let buffer) = payload.data, buffer.readableBytes > 0 { return buffer }
+      return nil
+    }
+    guard let request = UnaryFastPath.singleMessage(buffers), let peer = self.peer else { return self.pass(context: context) }
+    let requestID = UnaryFastPath.requestID(in: self.headers)
+    if let deadline = self.deadline, deadline <= .now() {
+      return self.answer(method, error: Self.deadlineExceeded, requestID: requestID, context: context)
+    }
+    let response: [UInt8]?
+    let remoteAddress = context.channel.parent?.remoteAddress
+    do {
+      // Log lines written meanwhile (a refusal, a store error) carry the request id and method,
+      // and the caller once known, as on gRPC Swift's path.
+      response = try RequestContext.$requestID.withValue(requestID) {
+        try RequestContext.$method.withValue(method.name) {
+          let caller = try self.fastPath.authorization.authorize(
+            peer, method: method.descriptor, remotePeer: ConnectionPeers.key(remoteAddress) ?? "unknown")
+          return try Caller.$current.withValue(caller) { try method.answer(request, caller) }
+        }
+      }
+    } catch {
+      return self.answer(method, error: UnaryFastPath.rpcError(error), requestID: requestID, context: context)
+    }
+    guard let response else { return self.pass(context: context) }
+    self.state = .answered
+    self.held = []
+    var headers: HPACKHeaders = [":status": RequestStreamGuard.httpStatusOK, "content-type": RequestStreamGuard.grpcContentType]
+    headers.add(name: RequestIDInterceptor.metadataKey, value: requestID)
+    var message = context.channel.allocator.buffer(capacity: RequestStreamGuard.messagePrefixBytes + response.count)
+    message.writeInteger(UInt8(0))
+    message.writeInteger(UInt32(response.count))
+    message.writeBytes(response)
+    context.write(self.wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+    context.write(self.wrapOutboundOut(.data(.init(data: .byteBuffer(message)))), promise: nil)
+    context.writeAndFlush(self.wrapOutboundOut(.headers(.init(headers: ["grpc-status": "0"], endStream: true))), promise: nil)
+    MetricsInterceptor.record(method.descriptor, nil, since: self.started)
+    self.fastPath.answered.add(1, ordering: .relaxed)
+  }
+
+  /// Answers the call with `error`, trailers-only, as gRPC Swift answers a unary handler that
+  /// threw before responding.
+  private func answer(_ method: UnaryFastPath.Method, error: RPCError, requestID: String, context: ChannelHandlerContext) {
+    self.state = .answered
+    self.held = []
+    self.deadlineTimer?.cancel()
+    self.deadlineTimer = nil
+    var trailers: HPACKHeaders = [
+      ":status": RequestStreamGuard.httpStatusOK, "content-type": RequestStreamGuard.grpcContentType,
+      "grpc-status": String(error.code.rawValue),
+    ]
+    if !error.message.isEmpty {
+      trailers.add(name: "grpc-message", value: RequestStreamGuard.percentEncoded(error.message))
+    }
+    for (key, value) in error.metadata {
+      trailers.add(name: key.lowercased(), value: value.encoded())
+    }
+    trailers.add(name: RequestIDInterceptor.metadataKey, value: requestID)
+    context.writeAndFlush(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+    MetricsInterceptor.record(method.descriptor, error.code, since: self.started)
+    self.fastPath.answered.add(1, ordering: .relaxed)
+  }
+
+  /// gRPC Swift serves the stream: the held frames go to it in the order they came.
+  private func pass(context: ChannelHandlerContext) {
+    self.state = .passing
+    self.deadlineTimer?.cancel()
+    self.deadlineTimer = nil
+    let held = self.held
+    self.held = []
+    for frame in held { context.fireChannelRead(self.wrapInboundOut(frame)) }
+  }
+
+  private func finish() {
+    if case .collecting = self.state { self.state = .answered }
+    self.held = []
+    self.deadlineTimer?.cancel()
+    self.deadlineTimer = nil
+  }
+}
+
+@available(*, unavailable)
+extension UnaryFastPathHandler: Sendable {}

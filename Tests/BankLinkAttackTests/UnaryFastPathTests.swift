@@ -1,0 +1,257 @@
+import BankLinkClient
+import BankLinkCore
+import BankLinkProto
+import BankLinkServer
+import BankLinkTestSupport
+import Foundation
+import GRPCCore
+import NIOCore
+import NIOHTTP2
+import SwiftProtobuf
+import Testing
+
+/// The unary fast path (UnaryFastPath.swift) from the wire: every request, well-formed or not,
+/// gets the answer gRPC Swift gives it on a server without the fast path (same status, message,
+/// status details, metadata), the calls it must leave to gRPC Swift reach gRPC Swift, and the
+/// gRPC behaviours a client relies on — deadlines, drain — hold for the calls it answers.
+@Suite("Unary fast path")
+struct UnaryFastPathTests {
+  static let principals = [
+    Principal(identity: "viewer", roles: [.viewer]),
+    Principal(identity: "clerk", roles: [.reconciler]),
+  ]
+
+  static let getBalance = "/banklink.v1.AccountService/GetBalance"
+  static let whoAmI = "/banklink.v1.AdminService/WhoAmI"
+  static let healthCheck = "/grpc.health.v1.Health/Check"
+
+  struct Case: Sendable {
+    var label: String
+    var identity = "viewer"
+    var path: String
+    var headers: [(String, String)] = []
+    var body: [UInt8]?
+    /// Whether the fast path answers it (else it hands it to gRPC Swift).
+    var answeredHere: Bool
+    /// gRPC Swift gives no gRPC status: HTTP 415 for a content-type it does not serve; it closes
+    /// the stream on a compressed message it was not told the encoding of; nothing at all (until
+    /// the client gives up) for a unary request that ends without a message.
+    var expectsNoGRPCAnswer = false
+    /// gRPC Swift refuses it in the transport, before the interceptors give it a request id.
+    var refusedByTransport = false
+    var timeout: TimeAmount = .seconds(10)
+  }
+
+  static func balance(_ account: String, refresh: Bool = false) throws -> [UInt8] {
+    try Banklink_V1_GetBalanceRequest.with {
+      $0.accountID = account
+      $0.refresh = refresh
+    }.serializedBytes()
+  }
+
+  static func cases() throws -> [Case] {
+    let empty = RawHTTP2Client.frame([])
+    return [
+      Case(label: "Health/Check", path: Self.healthCheck, body: empty, answeredHere: true),
+      Case(
+        label: "Health/Check of an unknown service", path: Self.healthCheck,
+        body: RawHTTP2Client.frame(try Grpc_Health_V1_HealthCheckRequest.with { $0.service = "no.such.Service" }.serializedBytes()),
+        answeredHere: true),
+      Case(label: "WhoAmI", path: Self.whoAmI, body: empty, answeredHere: true),
+      Case(label: "WhoAmI, not a principal", identity: "stranger", path: Self.whoAmI, body: empty, answeredHere: true),
+      Case(label: "GetBalance", path: Self.getBalance, body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001")), answeredHere: true),
+      Case(
+        label: "GetBalance, role missing", identity: "clerk", path: Self.getBalance,
+        body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001")), answeredHere: true),
+      Case(
+        label: "GetBalance of an unknown account", path: Self.getBalance, body: RawHTTP2Client.frame(try Self.balance("nope-cny-404")),
+        answeredHere: true),
+      Case(label: "GetBalance without an account", path: Self.getBalance, body: RawHTTP2Client.frame(try Self.balance("")), answeredHere: true),
+      Case(
+        label: "GetBalance as application/grpc+proto", path: Self.getBalance,
+        headers: [("content-type", "application/grpc+proto")], body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001")),
+        answeredHere: true),
+      // Handed to gRPC Swift:
+      Case(
+        label: "GetBalance with refresh (asks the bank)", path: Self.getBalance,
+        body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001", refresh: true)), answeredHere: false),
+      Case(
+        label: "gzip-encoded request", path: Self.getBalance, headers: [("grpc-encoding", "gzip")],
+        body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001"), flag: 1), answeredHere: false, refusedByTransport: true),
+      Case(
+        label: "compressed flag without an encoding", path: Self.getBalance,
+        body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001"), flag: 1), answeredHere: false, expectsNoGRPCAnswer: true),
+      Case(label: "no message", path: Self.whoAmI, body: nil, answeredHere: false, expectsNoGRPCAnswer: true, timeout: .seconds(2)),
+      Case(label: "two messages", path: Self.whoAmI, body: empty + empty, answeredHere: false),
+      Case(label: "a truncated message", path: Self.getBalance, body: Array(RawHTTP2Client.frame(try Self.balance("icbc-cny-001")).dropLast(2)), answeredHere: false),
+      Case(label: "bytes that are no GetBalanceRequest", path: Self.getBalance, body: RawHTTP2Client.frame([0xFF, 0xFF, 0xFF]), answeredHere: false),
+      Case(
+        label: "content-type application/grpc+json", path: Self.whoAmI, headers: [("content-type", "application/grpc+json")], body: empty,
+        answeredHere: false, expectsNoGRPCAnswer: true),
+    ]
+  }
+
+  /// What a client can observe of an answer, with what legitimately differs between two servers
+  /// (the balance's staleness, certificate serials) left out of the body.
+  struct Observed: Equatable, CustomStringConvertible {
+    var status: String?
+    var message: String?
+    /// `grpc-status-details-bin`, decoded from base64 (a serialized google.rpc.Status).
+    var details: [UInt8]?
+    var headerNames: [String]
+    var trailerNames: [String]
+    var requestID: String?
+    var reset: HTTP2ErrorCode?
+    var identity: String?
+    var account: String?
+
+    var description: String {
+      "status \(self.status ?? "-") \(self.message ?? "") details \(self.details.map { "\($0.count) bytes" } ?? "-") headers \(self.headerNames) trailers \(self.trailerNames) id \(self.requestID ?? "-") identity \(self.identity ?? "-") account \(self.account ?? "-")"
+    }
+
+    init(_ response: RawHTTP2Client.Response, path: String) throws {
+      self.status = response.grpcStatus
+      self.message = response.grpcMessage
+      if let encoded = response.all.first(where: { $0.0 == "grpc-status-details-bin" })?.1 {
+        let padded = encoded + String(repeating: "=", count: (4 - encoded.count % 4) % 4)
+        self.details = [UInt8](Data(base64Encoded: padded) ?? Data())
+      }
+      self.headerNames = response.headers.map(\.0).sorted()
+      self.trailerNames = response.trailers.map(\.0).sorted()
+      self.requestID = response.all.first { $0.0 == RequestIDInterceptor.metadataKey }?.1
+      self.reset = response.reset
+      if response.body.count >= 5 {
+        let message = Array(response.body.dropFirst(5))
+        if path == UnaryFastPathTests.whoAmI { self.identity = try Banklink_V1_WhoAmIResponse(serializedBytes: message).identity }
+        if path == UnaryFastPathTests.getBalance {
+          let balance = try Banklink_V1_Balance(serializedBytes: message)
+          self.account = "\(balance.accountID) \(balance.ledger.currencyCode) \(balance.source)"
+        }
+      }
+    }
+  }
+
+  static func observe(_ server: TestServer, _ cases: [Case]) async throws -> [Observed] {
+    var observed: [Observed] = []
+    for call in cases {
+      let files = try server.pki.client(commonName: call.identity)
+      let raw = try await RawHTTP2Client.connect(host: "127.0.0.1", port: server.port, configuration: server.client(files))
+      let headers = RawHTTP2Client.grpcHeaders(path: call.path).filter { header in !call.headers.contains { $0.0 == header.0 } }
+        + call.headers + [(RequestIDInterceptor.metadataKey, "fast-path-test-1")]
+      observed.append(try Observed(await raw.call(headers: headers, body: call.body, timeout: call.timeout), path: call.path))
+      await raw.close()
+    }
+    return observed
+  }
+
+  @Test("every request is answered as gRPC Swift answers it without the fast path")
+  func sameAnswers() async throws {
+    let cases = try Self.cases()
+    let slow = try await withTestServer(principals: Self.principals, configure: { $0.unaryFastPath = false }) { server in
+      let observed = try await Self.observe(server, cases)
+      #expect(server.server.fastPathAnswered == 0)
+      return observed
+    }
+    let fast = try await withTestServer(principals: Self.principals) { server in
+      let observed = try await Self.observe(server, cases)
+      // Exactly the calls it should answer, no more, no fewer.
+      #expect(server.server.fastPathAnswered == cases.filter(\.answeredHere).count)
+      return observed
+    }
+    for (index, call) in cases.enumerated() {
+      #expect(fast[index] == slow[index], "\(call.label):\n fast path \(fast[index])\n gRPC Swift \(slow[index])")
+      if call.expectsNoGRPCAnswer {
+        #expect(fast[index].status == nil, "\(call.label): \(fast[index])")
+      } else {
+        #expect(fast[index].status != nil, "\(call.label): no grpc-status: \(fast[index])")
+        #expect((fast[index].requestID == "fast-path-test-1") != call.refusedByTransport, "\(call.label)")
+      }
+    }
+    // The cases cover what they claim: successes, refusals, and errors with details.
+    let statuses = Set(fast.compactMap(\.status))
+    #expect(statuses.isSuperset(of: ["0", "3", "5", "7", "12"]), "\(statuses)")
+    #expect(fast.contains { $0.details != nil })
+    #expect(fast[2].identity == "viewer" && fast[4].account == "icbc-cny-001 CNY cache")
+  }
+
+  @Test("a deadline that passes before the request is complete: DEADLINE_EXCEEDED, the stream reset")
+  func deadline() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let raw = try await RawHTTP2Client.connect(
+        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+      let message = RawHTTP2Client.frame(try Self.balance("icbc-cny-001"))
+      // Half of the message, then nothing: the deadline (200 ms) passes first.
+      let stream = try await raw.start(
+        headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance) + [("grpc-timeout", "200m")], body: Array(message.prefix(4)),
+        endStream: false)
+      let late = try await stream.response.get()
+      #expect(late.grpcStatus == "4", "\(late.all)")
+      #expect(late.all.contains { $0.0 == RequestIDInterceptor.metadataKey })
+      // A deadline already spent when the request completes.
+      let spent = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance) + [("grpc-timeout", "1n")], body: message)
+      #expect(spent.grpcStatus == "4", "\(spent.all)")
+      // A generous one is met.
+      let met = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance) + [("grpc-timeout", "5S")], body: message)
+      #expect(met.grpcStatus == "0", "\(met.all)")
+      // A message split over three DATA frames is answered when its last byte arrives.
+      let split = try await raw.start(
+        headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance) + [("grpc-timeout", "5S")], body: Array(message.prefix(2)),
+        endStream: false)
+      split.send(Array(message.dropFirst(2).prefix(4)), endStream: false)
+      split.send(Array(message.dropFirst(6)), endStream: true)
+      let whole = try await split.response.get()
+      #expect(whole.grpcStatus == "0", "\(whole.all)")
+      #expect(try Banklink_V1_Balance(serializedBytes: Array(whole.body.dropFirst(5))).accountID == "icbc-cny-001")
+      #expect(server.server.fastPathAnswered == 4)
+      await raw.close()
+    }
+  }
+
+  @Test("what the fast path holds is bounded: a message over the limit is refused in front of it, many frames go to gRPC Swift")
+  func sizeLimit() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let raw = try await RawHTTP2Client.connect(
+        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+      let limit = Limits.maxRequestMessageBytes(forPath: Self.getBalance)
+      let huge = RawHTTP2Client.frame(try Self.balance(String(repeating: "a", count: limit + 16)))
+      let response = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: huge)
+      #expect(response.grpcStatus == "8", "\(response.all)")
+      #expect(server.server.fastPathAnswered == 0)
+      // Frames the fast path holds are bounded too: past UnaryFastPath.maxHeldFrames, the request
+      // goes to gRPC Swift, which answers it. Here a WhoAmIRequest with an unknown field (skipped
+      // by any parser), one byte per DATA frame (empty ones are swift-nio-http2's to refuse).
+      let padded = RawHTTP2Client.frame([0x7A, 18] + [UInt8](repeating: 0x61, count: 18))
+      #expect(padded.count > UnaryFastPath.maxHeldFrames)
+      let stream = try await raw.start(headers: RawHTTP2Client.grpcHeaders(path: Self.whoAmI), endStream: false)
+      for (index, byte) in padded.enumerated() { stream.send([byte], endStream: index == padded.count - 1) }
+      let answer = try await stream.response.get()
+      #expect(answer.grpcStatus == "0", "\(answer.all) reset \(String(describing: answer.reset))")
+      #expect(try Banklink_V1_WhoAmIResponse(serializedBytes: Array(answer.body.dropFirst(5))).identity == "viewer")
+      #expect(server.server.fastPathAnswered == 0)
+      await raw.close()
+    }
+  }
+
+  @Test("drain: a call in flight on the fast path is answered, then the connection gets GOAWAY")
+  func drain() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let raw = try await RawHTTP2Client.connect(
+        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+      let message = RawHTTP2Client.frame(try Self.balance("icbc-cny-001"))
+      let stream = try await raw.start(
+        headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: Array(message.prefix(3)), endStream: false)
+      // Let the server read the headers before it starts draining.
+      try await Task.sleep(for: .milliseconds(200))
+      server.server.beginGracefulShutdown()
+      try await Task.sleep(for: .milliseconds(200))
+      stream.send(Array(message.dropFirst(3)), endStream: true)
+      let answer = try await stream.response.get()
+      #expect(answer.grpcStatus == "0", "\(answer.all)")
+      #expect(server.server.fastPathAnswered == 1)
+      // The connection was told to go away: a new call on it is not served.
+      let after = try? await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: message, timeout: .seconds(2))
+      #expect(after?.grpcStatus != "0")
+      await raw.close()
+    }
+  }
+}
