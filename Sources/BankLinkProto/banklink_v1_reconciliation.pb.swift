@@ -805,56 +805,106 @@ public nonisolated struct Banklink_V1_UnmatchedPayment: Sendable {
   fileprivate var _age: SwiftProtobuf.Google_Protobuf_Duration? = nil
 }
 
-public nonisolated struct Banklink_V1_ReconciliationReport: Sendable {
+public nonisolated struct Banklink_V1_ReconciliationReport: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var reportID: String = String()
+  public var reportID: String {
+    get {_storage._reportID}
+    set {_uniqueStorage()._reportID = newValue}
+  }
 
   public var createTime: SwiftProtobuf.Google_Protobuf_Timestamp {
-    get {_createTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
-    set {_createTime = newValue}
+    get {_storage._createTime ?? SwiftProtobuf.Google_Protobuf_Timestamp()}
+    set {_uniqueStorage()._createTime = newValue}
   }
   /// Returns true if `createTime` has been explicitly set.
-  public var hasCreateTime: Bool {self._createTime != nil}
+  public var hasCreateTime: Bool {_storage._createTime != nil}
   /// Clears the value of `createTime`. Subsequent reads from it will return its default value.
-  public mutating func clearCreateTime() {self._createTime = nil}
+  public mutating func clearCreateTime() {_uniqueStorage()._createTime = nil}
 
   /// This page's part of each section (matches first, then unmatched entries, then payments).
-  public var matches: [Banklink_V1_Match] = []
+  public var matches: [Banklink_V1_Match] {
+    get {_storage._matches}
+    set {_uniqueStorage()._matches = newValue}
+  }
 
-  public var unmatchedEntries: [Banklink_V1_UnmatchedEntry] = []
+  public var unmatchedEntries: [Banklink_V1_UnmatchedEntry] {
+    get {_storage._unmatchedEntries}
+    set {_uniqueStorage()._unmatchedEntries = newValue}
+  }
 
-  public var unmatchedPayments: [Banklink_V1_UnmatchedPayment] = []
+  public var unmatchedPayments: [Banklink_V1_UnmatchedPayment] {
+    get {_storage._unmatchedPayments}
+    set {_uniqueStorage()._unmatchedPayments = newValue}
+  }
 
-  public var nextPageToken: String = String()
+  public var nextPageToken: String {
+    get {_storage._nextPageToken}
+    set {_uniqueStorage()._nextPageToken = newValue}
+  }
 
   /// The scope and totals of the whole report.
-  public var accountID: String = String()
+  public var accountID: String {
+    get {_storage._accountID}
+    set {_uniqueStorage()._accountID = newValue}
+  }
 
-  public var fromDate: String = String()
+  public var fromDate: String {
+    get {_storage._fromDate}
+    set {_uniqueStorage()._fromDate = newValue}
+  }
 
-  public var toDate: String = String()
+  public var toDate: String {
+    get {_storage._toDate}
+    set {_uniqueStorage()._toDate = newValue}
+  }
 
-  public var matchedCount: Int64 = 0
+  public var matchedCount: Int64 {
+    get {_storage._matchedCount}
+    set {_uniqueStorage()._matchedCount = newValue}
+  }
 
-  public var unmatchedEntryCount: Int64 = 0
+  public var unmatchedEntryCount: Int64 {
+    get {_storage._unmatchedEntryCount}
+    set {_uniqueStorage()._unmatchedEntryCount = newValue}
+  }
 
-  public var unmatchedPaymentCount: Int64 = 0
+  public var unmatchedPaymentCount: Int64 {
+    get {_storage._unmatchedPaymentCount}
+    set {_uniqueStorage()._unmatchedPaymentCount = newValue}
+  }
 
-  public var settledCount: Int64 = 0
+  public var settledCount: Int64 {
+    get {_storage._settledCount}
+    set {_uniqueStorage()._settledCount = newValue}
+  }
 
-  public var returnedCount: Int64 = 0
+  public var returnedCount: Int64 {
+    get {_storage._returnedCount}
+    set {_uniqueStorage()._returnedCount = newValue}
+  }
 
   /// Who ran it: "auto" after an import, else the principal.
-  public var createdBy: String = String()
+  public var createdBy: String {
+    get {_storage._createdBy}
+    set {_uniqueStorage()._createdBy = newValue}
+  }
+
+  /// False while the run is going, and for good when it was cut short (a crash between its
+  /// commits, or an error): the counts and lines are then what it committed, and the next run
+  /// takes up what it left.
+  public var complete: Bool {
+    get {_storage._complete}
+    set {_uniqueStorage()._complete = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _createTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Banklink_V1_MatchEntryRequest: Sendable {
@@ -2051,103 +2101,174 @@ nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, Swift
 
 nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReconciliationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{3}create_time\0\u{1}matches\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{3}next_page_token\0\u{3}account_id\0\u{3}from_date\0\u{3}to_date\0\u{3}matched_count\0\u{3}unmatched_entry_count\0\u{3}unmatched_payment_count\0\u{3}settled_count\0\u{3}returned_count\0\u{3}created_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{3}create_time\0\u{1}matches\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{3}next_page_token\0\u{3}account_id\0\u{3}from_date\0\u{3}to_date\0\u{3}matched_count\0\u{3}unmatched_entry_count\0\u{3}unmatched_payment_count\0\u{3}settled_count\0\u{3}returned_count\0\u{3}created_by\0\u{1}complete\0")
+
+  fileprivate class _StorageClass {
+    var _reportID: String = String()
+    var _createTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+    var _matches: [Banklink_V1_Match] = []
+    var _unmatchedEntries: [Banklink_V1_UnmatchedEntry] = []
+    var _unmatchedPayments: [Banklink_V1_UnmatchedPayment] = []
+    var _nextPageToken: String = String()
+    var _accountID: String = String()
+    var _fromDate: String = String()
+    var _toDate: String = String()
+    var _matchedCount: Int64 = 0
+    var _unmatchedEntryCount: Int64 = 0
+    var _unmatchedPaymentCount: Int64 = 0
+    var _settledCount: Int64 = 0
+    var _returnedCount: Int64 = 0
+    var _createdBy: String = String()
+    var _complete: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _reportID = source._reportID
+      _createTime = source._createTime
+      _matches = source._matches
+      _unmatchedEntries = source._unmatchedEntries
+      _unmatchedPayments = source._unmatchedPayments
+      _nextPageToken = source._nextPageToken
+      _accountID = source._accountID
+      _fromDate = source._fromDate
+      _toDate = source._toDate
+      _matchedCount = source._matchedCount
+      _unmatchedEntryCount = source._unmatchedEntryCount
+      _unmatchedPaymentCount = source._unmatchedPaymentCount
+      _settledCount = source._settledCount
+      _returnedCount = source._returnedCount
+      _createdBy = source._createdBy
+      _complete = source._complete
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.reportID) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._createTime) }()
-      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.matches) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.unmatchedEntries) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.unmatchedPayments) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.nextPageToken) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.accountID) }()
-      case 8: try { try decoder.decodeSingularStringField(value: &self.fromDate) }()
-      case 9: try { try decoder.decodeSingularStringField(value: &self.toDate) }()
-      case 10: try { try decoder.decodeSingularInt64Field(value: &self.matchedCount) }()
-      case 11: try { try decoder.decodeSingularInt64Field(value: &self.unmatchedEntryCount) }()
-      case 12: try { try decoder.decodeSingularInt64Field(value: &self.unmatchedPaymentCount) }()
-      case 13: try { try decoder.decodeSingularInt64Field(value: &self.settledCount) }()
-      case 14: try { try decoder.decodeSingularInt64Field(value: &self.returnedCount) }()
-      case 15: try { try decoder.decodeSingularStringField(value: &self.createdBy) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._reportID) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._createTime) }()
+        case 3: try { try decoder.decodeRepeatedMessageField(value: &_storage._matches) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._unmatchedEntries) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._unmatchedPayments) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._nextPageToken) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._accountID) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._fromDate) }()
+        case 9: try { try decoder.decodeSingularStringField(value: &_storage._toDate) }()
+        case 10: try { try decoder.decodeSingularInt64Field(value: &_storage._matchedCount) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._unmatchedEntryCount) }()
+        case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._unmatchedPaymentCount) }()
+        case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._settledCount) }()
+        case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._returnedCount) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._createdBy) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._complete) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.reportID.isEmpty {
-      try visitor.visitSingularStringField(value: self.reportID, fieldNumber: 1)
-    }
-    try { if let v = self._createTime {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    if !self.matches.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.matches, fieldNumber: 3)
-    }
-    if !self.unmatchedEntries.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.unmatchedEntries, fieldNumber: 4)
-    }
-    if !self.unmatchedPayments.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.unmatchedPayments, fieldNumber: 5)
-    }
-    if !self.nextPageToken.isEmpty {
-      try visitor.visitSingularStringField(value: self.nextPageToken, fieldNumber: 6)
-    }
-    if !self.accountID.isEmpty {
-      try visitor.visitSingularStringField(value: self.accountID, fieldNumber: 7)
-    }
-    if !self.fromDate.isEmpty {
-      try visitor.visitSingularStringField(value: self.fromDate, fieldNumber: 8)
-    }
-    if !self.toDate.isEmpty {
-      try visitor.visitSingularStringField(value: self.toDate, fieldNumber: 9)
-    }
-    if self.matchedCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.matchedCount, fieldNumber: 10)
-    }
-    if self.unmatchedEntryCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.unmatchedEntryCount, fieldNumber: 11)
-    }
-    if self.unmatchedPaymentCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.unmatchedPaymentCount, fieldNumber: 12)
-    }
-    if self.settledCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.settledCount, fieldNumber: 13)
-    }
-    if self.returnedCount != 0 {
-      try visitor.visitSingularInt64Field(value: self.returnedCount, fieldNumber: 14)
-    }
-    if !self.createdBy.isEmpty {
-      try visitor.visitSingularStringField(value: self.createdBy, fieldNumber: 15)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._reportID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reportID, fieldNumber: 1)
+      }
+      try { if let v = _storage._createTime {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      if !_storage._matches.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._matches, fieldNumber: 3)
+      }
+      if !_storage._unmatchedEntries.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._unmatchedEntries, fieldNumber: 4)
+      }
+      if !_storage._unmatchedPayments.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._unmatchedPayments, fieldNumber: 5)
+      }
+      if !_storage._nextPageToken.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._nextPageToken, fieldNumber: 6)
+      }
+      if !_storage._accountID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._accountID, fieldNumber: 7)
+      }
+      if !_storage._fromDate.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._fromDate, fieldNumber: 8)
+      }
+      if !_storage._toDate.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._toDate, fieldNumber: 9)
+      }
+      if _storage._matchedCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._matchedCount, fieldNumber: 10)
+      }
+      if _storage._unmatchedEntryCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._unmatchedEntryCount, fieldNumber: 11)
+      }
+      if _storage._unmatchedPaymentCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._unmatchedPaymentCount, fieldNumber: 12)
+      }
+      if _storage._settledCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._settledCount, fieldNumber: 13)
+      }
+      if _storage._returnedCount != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._returnedCount, fieldNumber: 14)
+      }
+      if !_storage._createdBy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._createdBy, fieldNumber: 15)
+      }
+      if _storage._complete != false {
+        try visitor.visitSingularBoolField(value: _storage._complete, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Banklink_V1_ReconciliationReport, rhs: Banklink_V1_ReconciliationReport) -> Bool {
-    if lhs.reportID != rhs.reportID {return false}
-    if lhs._createTime != rhs._createTime {return false}
-    if lhs.matches != rhs.matches {return false}
-    if lhs.unmatchedEntries != rhs.unmatchedEntries {return false}
-    if lhs.unmatchedPayments != rhs.unmatchedPayments {return false}
-    if lhs.nextPageToken != rhs.nextPageToken {return false}
-    if lhs.accountID != rhs.accountID {return false}
-    if lhs.fromDate != rhs.fromDate {return false}
-    if lhs.toDate != rhs.toDate {return false}
-    if lhs.matchedCount != rhs.matchedCount {return false}
-    if lhs.unmatchedEntryCount != rhs.unmatchedEntryCount {return false}
-    if lhs.unmatchedPaymentCount != rhs.unmatchedPaymentCount {return false}
-    if lhs.settledCount != rhs.settledCount {return false}
-    if lhs.returnedCount != rhs.returnedCount {return false}
-    if lhs.createdBy != rhs.createdBy {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._reportID != rhs_storage._reportID {return false}
+        if _storage._createTime != rhs_storage._createTime {return false}
+        if _storage._matches != rhs_storage._matches {return false}
+        if _storage._unmatchedEntries != rhs_storage._unmatchedEntries {return false}
+        if _storage._unmatchedPayments != rhs_storage._unmatchedPayments {return false}
+        if _storage._nextPageToken != rhs_storage._nextPageToken {return false}
+        if _storage._accountID != rhs_storage._accountID {return false}
+        if _storage._fromDate != rhs_storage._fromDate {return false}
+        if _storage._toDate != rhs_storage._toDate {return false}
+        if _storage._matchedCount != rhs_storage._matchedCount {return false}
+        if _storage._unmatchedEntryCount != rhs_storage._unmatchedEntryCount {return false}
+        if _storage._unmatchedPaymentCount != rhs_storage._unmatchedPaymentCount {return false}
+        if _storage._settledCount != rhs_storage._settledCount {return false}
+        if _storage._returnedCount != rhs_storage._returnedCount {return false}
+        if _storage._createdBy != rhs_storage._createdBy {return false}
+        if _storage._complete != rhs_storage._complete {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

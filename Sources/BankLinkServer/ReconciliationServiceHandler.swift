@@ -268,6 +268,7 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
       report.unmatchedPaymentCount = Int64(header.unmatchedPayments)
       report.settledCount = Int64(header.settled)
       report.returnedCount = Int64(header.returned)
+      report.complete = header.complete
       for line in items {
         switch line.item {
         case .match(let match):

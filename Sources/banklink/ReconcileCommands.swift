@@ -120,7 +120,7 @@ struct ReconcileCommand: AsyncParsableCommand {
         ("report", "\(report.reportID) by \(report.createdBy) at \(isoTime(report.createTime))"),
         ("scope", "\(report.accountID.isEmpty ? "every account" : report.accountID), booked \(report.fromDate.isEmpty ? "…" : report.fromDate)..\(report.toDate.isEmpty ? "…" : report.toDate)"),
         ("totals", "\(report.matchedCount) matched (settled \(report.settledCount), returned \(report.returnedCount)), \(report.unmatchedEntryCount) entries and \(report.unmatchedPaymentCount) payments unmatched"),
-      ])
+      ] + (report.complete ? [] : [("state", "INCOMPLETE: the run was cut short or is still going; these are the lines it committed")]))
       if !report.matches.isEmpty {
         Swift.print("\nmatched")
         printTable(

@@ -10,6 +10,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 /// Reconciliation over real mutual TLS and real LMDB: payments sent to the simulated bank, then
@@ -352,6 +353,59 @@ struct ReconciliationTests {
       // On demand again: nothing left to match, nothing matched twice.
       let again = try reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
       #expect(again.report.matched == 0 && again.report.unmatchedEntries == 1 && again.report.unmatchedPayments == 3, "\(again.report)")
+    }
+  }
+
+  @Test("a run cut short between its commits leaves a readable, incomplete report; the next run finishes the work")
+  func runCutShort() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      let now = WallClock.now()
+      let count = Limits.statementEntriesPerCommit * 2 + 10
+      func endToEnd(_ i: Int) -> String { "E2E-CUT-" + String(i) }
+      func minor(_ i: Int) -> Int64 { Int64(100_000 + i * 10_000) }
+      try server.payments.store.withWriteTransaction { txn in
+        for i in 0..<count {
+          let payment = Payment(
+            id: "pay-cut-\(i)", instruction: Self.instruction(minor(i), creditor: "Creditor \(i)", purpose: "Invoice \(i)", date: today),
+            status: .submitted, creator: "erp", idempotencyKey: "cut-\(i)", endToEndID: endToEnd(i), createdAt: now, updatedAt: now)
+          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try txn.put(Array(endToEnd(i).utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
+        }
+      }
+      let file = Self.camt053(date: today, lines: (0..<count).map { Line(minor: minor($0), endToEnd: endToEnd($0), reference: "C-\($0)") })
+      try await withTemporaryDirectory { directory in
+        let path = directory.appending("cut.xml")
+        try file.write(to: URL(fileURLWithPath: path))
+        _ = try await server.server.reconciliation.statements.importFile(
+          at: path, sha256: String(repeating: "ef", count: 32), bytes: Int64(file.count), fileName: "cut.xml", declared: nil, importedBy: "clerk")
+      }
+      struct CutShort: Error {}
+      let store = server.payments.store
+      let seen = Mutex<[ReconciliationReportHeader]>([])
+      // What a kill -9 after the run's first commit would leave, read from the store there; the
+      // second commit's hook cuts the run short.
+      let interrupted = Reconciler(store: store, now: WallClock.now) { committed in
+        let stored = try store.withReadTransaction { txn in
+          try txn.get(StatementKeys.statement(committed.sequence), in: .reconReports).map(ReconRecords.decodeHeader)
+        }
+        let lines = try Reconciler(store: store, now: WallClock.now).items(of: committed.sequence, from: 0, limit: 100_000).items.count
+        #expect(stored?.complete == false && stored?.matched == committed.matched && lines == committed.matched, "\(String(describing: stored))")
+        let commits = seen.withLock { $0.append(committed); return $0.count }
+        if commits == 2 { throw CutShort() }
+      }
+      #expect(throws: CutShort.self) { try interrupted.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk") }
+      let first = try #require(seen.withLock { $0.first })
+      #expect(first.matched == Limits.statementEntriesPerCommit)
+      let cut = try #require(try interrupted.report(first.sequence))
+      #expect(!cut.complete && cut.matched == Limits.statementEntriesPerCommit * 2, "\(cut)")
+      let journal = try store.withReadTransaction { txn in try AuditJournal.entries(about: cut.id, limit: 10, in: txn) }
+      #expect(journal.count == 1 && journal[0].payload.contains("incomplete"), "\(journal.map(\.payload))")
+
+      // The next run matches what is left, and only that.
+      let rest = try server.server.reconciliation.reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
+      #expect(rest.report.complete && rest.report.matched == 10 && rest.report.unmatchedPayments == 0, "\(rest.report)")
+      #expect(try interrupted.report(rest.report.sequence)?.complete == true)
     }
   }
 

@@ -81,6 +81,9 @@ public struct ReconciliationReportHeader: Sendable, Hashable {
   public var unmatchedPayments = 0
   public var settled = 0
   public var returned = 0
+  /// False while the run is going, and for good when it was cut short (a crash between two of
+  /// its commits, or an error): the counters and lines are then what it committed.
+  public var complete = false
 
   public var id: String { ReconciliationIDs.report(self.sequence) }
 }
@@ -153,11 +156,18 @@ public final class Reconciler: Sendable {
   let store: Store
   let settings: ReconciliationSettings
   let now: @Sendable () -> Instant
+  /// Called after each of a run's commits with the report header as committed: tests read the
+  /// store there, where a crash would leave it, or throw to cut the run short.
+  let afterCommit: (@Sendable (ReconciliationReportHeader) throws -> Void)?
 
-  public init(store: Store, settings: ReconciliationSettings = .init(), now: @escaping @Sendable () -> Instant) {
+  public init(
+    store: Store, settings: ReconciliationSettings = .init(), now: @escaping @Sendable () -> Instant,
+    afterCommit: (@Sendable (ReconciliationReportHeader) throws -> Void)? = nil
+  ) {
     self.store = store
     self.settings = settings
     self.now = now
+    self.afterCommit = afterCommit
   }
 
   /// Payment states a booked entry can explain: with the bank, or settled by a pain.002.
@@ -185,6 +195,15 @@ public final class Reconciler: Sendable {
     var strays = 0
     /// The accounts whose payments the run considers.
     var accounts: Set<String> = []
+
+    /// Stores the header as it stands, marked incomplete, in the transaction that stored the
+    /// lines it counts: a crash between the run's commits leaves a readable report of what
+    /// was committed, not lines without a header.
+    func saveHeader(txn: inout WriteTransaction) throws {
+      var header = self.header
+      header.complete = false
+      try txn.put(StatementKeys.statement(header.sequence), ReconRecords.encode(header), in: .reconReports)
+    }
 
     /// Stores `item` as the report's next line and counts it.
     mutating func record(_ item: ReportItem, txn: inout WriteTransaction) throws {
@@ -319,11 +338,14 @@ public final class Reconciler: Sendable {
         sequence: 0, createdAt: time, createdBy: principal, accountID: accountID ?? "", fromDate: fromDate, toDate: toDate))
     if let accountID { run.accounts.insert(accountID) }
     // The report's sequence is taken first, so that its lines can be written as the run goes.
-    run.header.sequence = try self.store.withWriteTransaction { txn in
+    run.header.sequence = try self.store.withWriteTransaction { [run] txn in
       let sequence = try Self.lastReport(txn) + 1
       var head = RecordWriter(capacity: 8)
       head.write(sequence)
       try txn.put(Self.reportHeadKey, head.bytes, in: .meta)
+      var started = run
+      started.header.sequence = sequence
+      try started.saveHeader(txn: &txn)
       return sequence
     }
     do {
@@ -421,8 +443,10 @@ public final class Reconciler: Sendable {
               remittance: (entry.details.flatMap(\.remittance) + [entry.additionalInfo]).joined(separator: " ").uppercased(),
               kind: kind, why: why))
         }
+        try state.saveHeader(txn: &txn)
         return (state, kept, resume ?? from, resume != nil)
       }
+      try self.afterCommit?(run.header)
       pending.append(contentsOf: kept)
     }
   }
@@ -499,8 +523,10 @@ public final class Reconciler: Sendable {
       run = try self.store.withWriteTransaction { txn in
         var state = run
         for decision in chunk { try Self.record(decision, at: time, run: &state, txn: &txn) }
+        try state.saveHeader(txn: &txn)
         return state
       }
+      try self.afterCommit?(run.header)
     }
 
     // Payments left: unmatched when their execution date is inside the window's end (a payment
@@ -519,14 +545,17 @@ public final class Reconciler: Sendable {
         for id in chunk where try txn.get(Array(id.utf8), in: .reconPaymentMatches) == nil {
           try state.record(.unmatchedPayment(paymentID: id), txn: &txn)
         }
+        try state.saveHeader(txn: &txn)
         return state
       }
+      try self.afterCommit?(run.header)
     }
   }
 
   /// The report's header, the run's alerts and its journal entry.
   func finish(_ run: RunState, fromDate: String, toDate: String, at time: Instant, principal: String, incomplete: String?) throws -> Outcome {
-    let header = run.header
+    var header = run.header
+    header.complete = incomplete == nil
     return try self.store.withWriteTransaction { txn in
       try txn.put(StatementKeys.statement(header.sequence), ReconRecords.encode(header), in: .reconReports)
       if header.returned > Limits.maxBreakAlertsPerImport {
@@ -1062,9 +1091,13 @@ enum ReconRecords {
     }
   }
 
+  /// Format 2 adds `complete` at the end; a format-1 header (written before it existed, only
+  /// when a run finished) reads as complete.
+  static let headerFormat: UInt8 = 2
+
   static func encode(_ header: ReconciliationReportHeader) -> [UInt8] {
     var writer = RecordWriter(capacity: 128)
-    writer.write(UInt8(1))
+    writer.write(Self.headerFormat)
     writer.write(header.sequence)
     writer.write(header.createdAt.millisecondsSinceEpoch)
     writer.write(header.createdBy)
@@ -1074,12 +1107,14 @@ enum ReconRecords {
     for count in [header.matched, header.unmatchedEntries, header.unmatchedPayments, header.settled, header.returned] {
       writer.write(UInt64(count))
     }
+    writer.write(UInt8(header.complete ? 1 : 0))
     return writer.bytes
   }
 
   static func decodeHeader(_ bytes: [UInt8]) throws -> ReconciliationReportHeader {
     var reader = RecordReader(bytes)
-    guard try reader.readUInt8() == 1 else { throw StoreError(code: .corrupted, message: "report of an unknown format") }
+    let format = try reader.readUInt8()
+    guard format == 1 || format == Self.headerFormat else { throw StoreError(code: .corrupted, message: "report of an unknown format") }
     var header = ReconciliationReportHeader(
       sequence: try reader.readUInt64(), createdAt: Instant(millisecondsSinceEpoch: try reader.readInt64()),
       createdBy: try reader.readString(), accountID: try reader.readString(), fromDate: try reader.readString(),
@@ -1089,6 +1124,7 @@ enum ReconRecords {
     header.unmatchedPayments = Int(try reader.readUInt64())
     header.settled = Int(try reader.readUInt64())
     header.returned = Int(try reader.readUInt64())
+    header.complete = format == 1 ? true : try reader.readUInt8() == 1
     try reader.finish()
     return header
   }
