@@ -41,18 +41,25 @@ sed -i 's/^from grpc.health.v1 import/from grpc_health import/' "$work/gen/grpc_
 g++ -std=c++17 -O1 -o "$work/cpp_client" Tests/Interop/cpp_client.cc $(pkg-config --cflags --libs grpc++ protobuf) -pthread
 
 "$bin/banklink" dev-certs --out "$work/pki" >/dev/null
-cat >"$work/banklinkd.json" <<'JSON'
+metrics_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cat >"$work/banklinkd.json" <<JSON
 {
   "listen": "127.0.0.1:0",
   "data_dir": "data",
   "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
+  "metrics": { "listen": "127.0.0.1:$metrics_port" },
   "principals": [ { "identity": "viewer", "roles": ["viewer"] } ]
 }
 JSON
 
-GRPC_VERBOSITY=NONE "$venv/bin/python" - "$work" "$bin/banklinkd" "$work/cpp_client" <<'PY'
-import os, signal, socket, subprocess, sys
-work, daemon_path, cpp_client = sys.argv[1], sys.argv[2], sys.argv[3]
+GRPC_VERBOSITY=NONE "$venv/bin/python" - "$work" "$bin/banklinkd" "$work/cpp_client" "$metrics_port" <<'PY'
+import os, signal, socket, subprocess, sys, urllib.request
+work, daemon_path, cpp_client, metrics_port = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+
+def fast_path_answered():
+    """The daemon's count of calls its unary fast path answered (banklink_rpc_fast_path_answered)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("banklink_rpc_fast_path_answered")))
 sys.path.insert(0, work + "/gen")
 import grpc
 from grpc_health import health_pb2, health_pb2_grpc
@@ -145,8 +152,15 @@ try:
 
     # The same daemon from a stock C++ client (Debian's grpc++): the fast path's answers, its
     # authorization, and what it hands to gRPC Swift (a compressed request).
+    before = fast_path_answered()
+    assert before == 4, before  # Python's Health/Check, WhoAmI, cached GetBalance, unknown account
     subprocess.run([cpp_client, target, f"{work}/pki/ca.pem", f"{work}/pki/viewer.pem", f"{work}/pki/viewer.key",
                     f"{work}/pki/alice.pem", f"{work}/pki/alice.key"], check=True)
+    # Of its nine calls the fast path answered seven (the gzip-compressed one and the one whose
+    # bytes are no message went to gRPC Swift, as Python's refresh did).
+    after = fast_path_answered()
+    assert after - before == 7, (before, after)
+    print(f"the unary fast path answered {after:.0f} of these calls (banklink_rpc_fast_path_answered)")
 
     daemon.send_signal(signal.SIGTERM)
     assert notify.recv(4096).decode().startswith("STOPPING=1")

@@ -26,6 +26,7 @@ public final class MetricsExporter: Sendable {
   let outboxOldestAge: Prometheus.Gauge
   let connections: Prometheus.Gauge
   let residentMemory: Prometheus.Gauge
+  let fastPathAnswered: Prometheus.Gauge
   let alerts: Prometheus.Gauge
 
   /// Creates the registry and makes it swift-metrics' backend (once per process).
@@ -52,6 +53,8 @@ public final class MetricsExporter: Sendable {
       name: "banklink_outbox_oldest_age_seconds", help: "Age of the oldest payment submission waiting for the bank (0 when none)")
     self.connections = registry.makeGauge(name: "banklink_open_connections", help: "Client connections open")
     self.residentMemory = registry.makeGauge(name: "banklink_process_resident_memory_bytes", help: "Resident set size")
+    self.fastPathAnswered = registry.makeGauge(
+      name: "banklink_rpc_fast_path_answered", help: "Calls the unary fast path answered since start (a running count)")
     self.alerts = registry.makeGauge(name: "banklink_alerts_raised", help: "Alerts raised since the data directory was created")
   }
 
@@ -80,6 +83,7 @@ public final class MetricsExporter: Sendable {
     }
     self.connections.set(Double(self.server.admission.openConnections))
     self.residentMemory.set(Double(Self.residentBytes()))
+    self.fastPathAnswered.set(Double(self.server.fastPathAnswered))
     var buffer: [UInt8] = []
     buffer.reserveCapacity(16 * 1024)
     self.registry.emit(into: &buffer)

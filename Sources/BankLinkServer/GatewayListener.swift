@@ -19,6 +19,9 @@ import X509
 /// connection, and our verifier (``ClientCertificateVerifier``) has parsed it already.
 public final class ConnectionPeers: Sendable {
   public final class Peer: Sendable {
+    /// Whether the connection is in the registry (it has a TCP remote address): the fast path
+    /// serves only those, as the interceptor finds only those.
+    let registered: Bool
     let certificate: Mutex<Certificate?> = Mutex(nil)
     /// The identity derived from the leaf, with the policy it was derived under: the same for
     /// every call of the connection, so derived (the SAN extension parsed) once.
@@ -33,6 +36,10 @@ public final class ConnectionPeers: Sendable {
       let identity = PeerIdentity.derive(from: leaf, policy: policy)
       self.derived.withLock { $0 = (policy, identity) }
       return identity
+    }
+
+    init(registered: Bool) {
+      self.registered = registered
     }
   }
 
@@ -49,8 +56,8 @@ public final class ConnectionPeers: Sendable {
   /// remote address is not registered (its streams would share the key `<unknown>` with every
   /// other such connection): its calls find no certificate and are refused.
   func open(_ channel: any Channel) -> Peer {
-    let peer = Peer()
-    guard let key = Self.key(channel.remoteAddress) else { return peer }
+    guard let key = Self.key(channel.remoteAddress) else { return Peer(registered: false) }
+    let peer = Peer(registered: true)
     self.peers.withLock { $0[key] = peer }
     channel.closeFuture.whenComplete { _ in
       self.peers.withLock { peers in
@@ -114,7 +121,9 @@ struct GatewayListenerFactory: HTTP2ServerTransport.ListenerFactory {
         channel.eventLoop.makeCompletedFuture {
           let peer = peers.open(channel)
           let callback = verifier.callback { leaf in peer.certificate.withLock { $0 = leaf } }
-          try channel.pipeline.syncOperations.addHandler(ConnectionPeerHandler(peer: peer))
+          // The fast path finds the certificate here; an unregistered connection's calls are
+          // gRPC Swift's, whose interceptor refuses them.
+          if peer.registered { try channel.pipeline.syncOperations.addHandler(ConnectionPeerHandler(peer: peer)) }
           try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallbackWithMetadata: callback))
         }.flatMap {
           connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))

@@ -25,19 +25,26 @@ import Synchronization
 /// - compression (`grpc-encoding` other than `identity`, a compressed message): gRPC Swift's
 ///   refusal (`UNIMPLEMENTED` with `grpc-accept-encoding`, or `INTERNAL`);
 /// - a `content-type` other than `application/grpc` or `application/grpc+proto`, a method other
-///   than POST, no message or more than one, a message that does not parse: gRPC Swift's answer;
+///   than POST, a `:scheme` other than http or https, no message or more than one, client
+///   trailers, a message that does not parse: gRPC Swift's answer;
+/// - a request over ``maxHeldRequestBytes`` or ``maxHeldFrames``;
 /// - a request the method itself leaves to gRPC Swift (GetBalance with `refresh`: it asks the
-///   bank, which is async).
+///   bank, which is async);
+/// - every call of a connection the listener did not register (no TCP address): the
+///   interceptor refuses those.
 /// What the fast path answers, it answers as gRPC Swift with banklinkd's interceptors would:
 /// - the same authorization (``AuthorizationInterceptor/authorize(_:method:remotePeer:)``:
-///   identity, revocation, expiry, the table), refusals logged alike;
+///   identity, revocation, expiry, the table), at the call's HEADERS as the interceptors run
+///   there, refusals logged alike;
 /// - the same request id (`x-request-id` in the response headers or the error's trailers), on the
 ///   log lines written meanwhile, with the method and the caller;
 /// - the same metrics (``MetricsInterceptor/record(_:_:since:)``);
 /// - the same status, message and metadata of an error (`grpc-status-details-bin` included),
 ///   trailers-only;
-/// - the deadline (`grpc-timeout`): a request not complete by then is answered
-///   `DEADLINE_EXCEEDED` and its stream reset;
+/// - the deadline (`grpc-timeout`), more strictly than gRPC Swift (which only cancels the
+///   handler, and answers a complete request whose deadline has passed): a request not complete
+///   by then, or complete only after it, is answered `DEADLINE_EXCEEDED` (the stream reset if the
+///   client is still sending);
 /// - message size limits, buffering and the malformed `grpc-timeout` stay with
 ///   ``RequestStreamGuard`` in front; flow control, `GOAWAY` on drain and stream limits with
 ///   swift-nio-http2 and the transport's connection handler, which the fast path does not touch.
@@ -87,8 +94,16 @@ public final class UnaryFastPath: Sendable {
   /// grpc-swift-nio-transport); any other goes to gRPC Swift.
   static let plainContentTypes: Set<String> = ["application/grpc", "application/grpc+proto"]
 
+  /// `:scheme` values gRPC Swift accepts (it refuses others, which the fast path leaves to it).
+  static let schemes: Set<String> = ["http", "https"]
+
   /// The only `grpc-encoding` the fast path reads: none (an absent header is the same).
   static let identityEncoding = "identity"
+
+  /// Most DATA bytes of one request the fast path holds: the fast methods' requests are an
+  /// account id or a service name (tens of bytes); a bigger one goes to gRPC Swift, whose limits
+  /// (``Limits/maxRequestMessageBytes(forPath:)``, the connection's buffer budget) apply.
+  public static let maxHeldRequestBytes = 4096
 
   /// Most frames of one request the fast path holds (HEADERS, DATA, WINDOW_UPDATE...): a unary
   /// request is usually two. A client that sends more without ending its side (empty DATA
@@ -98,7 +113,8 @@ public final class UnaryFastPath: Sendable {
   /// gRPC status `DEADLINE_EXCEEDED` (4).
   static let deadlineExceededStatus = 4
 
-  /// The message gRPC Swift answers an expired deadline with.
+  /// The message of the fast path's `DEADLINE_EXCEEDED` (gRPC Swift itself sends none: it
+  /// cancels the handler and lets it answer, or not).
   static let deadlineExceededMessage = "the request's deadline (grpc-timeout) passed before it was complete"
 
   /// Nanoseconds per `grpc-timeout` unit (gRPC over HTTP/2: H M S m u n).
@@ -127,7 +143,7 @@ public final class UnaryFastPath: Sendable {
   /// Whether the fast path may read a request with `headers` itself: a POST of plain protobuf
   /// gRPC without compression. Anything else is gRPC Swift's.
   static func isPlain(_ headers: HPACKHeaders) -> Bool {
-    guard headers.first(name: ":method") == "POST",
+    guard headers.first(name: ":method") == "POST", let scheme = headers.first(name: ":scheme"), Self.schemes.contains(scheme),
       let contentType = headers.first(name: "content-type"), Self.plainContentTypes.contains(contentType)
     else { return false }
     let encodings = headers[canonicalForm: "grpc-encoding"]
@@ -164,7 +180,8 @@ public final class UnaryFastPath: Sendable {
   static func rpcError(_ error: any Error) -> RPCError {
     if let error = error as? RPCError { return error }
     if let convertible = error as? any RPCErrorConvertible { return RPCError(convertible) }
-    return RPCError(code: .unknown, message: "Service method threw an unknown error.", cause: error)
+    // What gRPC Swift's interceptor chain makes of any other error (ServerRPCExecutor).
+    return RPCError(code: .unknown, message: "", cause: error)
   }
 }
 
@@ -187,28 +204,33 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
   typealias OutboundIn = HTTP2Frame.FramePayload
   typealias OutboundOut = HTTP2Frame.FramePayload
 
+  /// A fast method's call, authorized at its HEADERS, whose request is being read.
+  private struct Call {
+    var method: UnaryFastPath.Method
+    var caller: Caller
+    var requestID: String
+  }
+
   private enum State {
     /// No HEADERS frame yet.
     case awaitingHeaders
     /// A fast method's request is being read: its frames are held.
-    case collecting(UnaryFastPath.Method)
+    case collecting(Call)
     /// gRPC Swift serves the stream: every frame passes.
     case passing
-    /// Answered here: later frames of the stream are dropped.
+    /// Answered here (or given up by the client): later frames of the stream are dropped.
     case answered
   }
 
   private let fastPath: UnaryFastPath
-  /// The connection's client certificate holder (nil: not served by banklinkd's listener, so no
-  /// call is answered here).
+  /// The connection's client certificate holder (nil: a connection banklinkd's listener did not
+  /// register, whose calls gRPC Swift's interceptor refuses; none is answered here).
   private let peer: ConnectionPeers.Peer?
   private var state = State.awaitingHeaders
   /// The frames of the request read so far, in order (handed to gRPC Swift when it serves it).
   private var held: [HTTP2Frame.FramePayload] = []
-  /// DATA bytes among `held`, bounded by one message of the method's limit and its prefix
-  /// (beyond that the request is not one message: gRPC Swift's to answer).
+  /// DATA bytes among `held` (at most ``UnaryFastPath/maxHeldRequestBytes``).
   private var heldBytes = 0
-  private var maxHeldBytes = 0
   private var headers = HPACKHeaders()
   private var started = ContinuousClock.now
   private var deadline: NIODeadline?
@@ -227,37 +249,53 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
       return
     case .awaitingHeaders:
       let frame = self.unwrapInboundIn(data)
-      guard self.peer != nil, case .headers(let headers) = frame, let path = headers.headers.first(name: ":path"),
+      guard let peer = self.peer, case .headers(let headers) = frame, let path = headers.headers.first(name: ":path"),
         let method = self.fastPath.methods[path], UnaryFastPath.isPlain(headers.headers)
       else {
         self.state = .passing
         context.fireChannelRead(data)
         return
       }
-      self.state = .collecting(method)
       self.started = .now
       self.headers = headers.headers
+      let requestID = UnaryFastPath.requestID(in: headers.headers)
+      // Authorized when its HEADERS arrive, as gRPC Swift's interceptors do: a caller that may not
+      // call the method is refused at once and never gets to hold a request here.
+      let caller: Caller
+      do {
+        caller = try RequestContext.$requestID.withValue(requestID) {
+          try RequestContext.$method.withValue(method.name) {
+            try self.fastPath.authorization.authorize(
+              peer, method: method.descriptor, remotePeer: ConnectionPeers.key(context.channel.parent?.remoteAddress) ?? "unknown")
+          }
+        }
+      } catch {
+        self.answer(method.descriptor, error: UnaryFastPath.rpcError(error), requestID: requestID, context: context)
+        if !headers.endStream { context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil) }
+        return
+      }
+      let call = Call(method: method, caller: caller, requestID: requestID)
+      self.state = .collecting(call)
       self.held = [frame]
       self.heldBytes = 0
-      self.maxHeldBytes = RequestStreamGuard.messagePrefixBytes + Limits.maxRequestMessageBytes(forPath: path)
       if let timeout = UnaryFastPath.timeout(in: headers.headers) { self.deadline = .now() + timeout }
-      if headers.endStream { self.complete(method, context: context) }
-    case .collecting(let method):
+      if headers.endStream { self.complete(call, context: context) }
+    case .collecting(let call):
       let frame = self.unwrapInboundIn(data)
       if case .rstStream = frame {
         // The client gave up: nothing to answer.
-        return self.finish()
+        return self.abandon()
       }
       self.held.append(frame)
       guard self.held.count <= UnaryFastPath.maxHeldFrames else { return self.pass(context: context) }
       switch frame {
       case .data(let payload):
         self.heldBytes += payload.data.readableBytes
-        if self.heldBytes > self.maxHeldBytes { return self.pass(context: context) }
-        if payload.endStream { self.complete(method, context: context) }
-      case .headers(let trailers):
-        // A client's trailers end its side; HEADERS that do not are gRPC Swift's to refuse.
-        if trailers.endStream { self.complete(method, context: context) } else { self.pass(context: context) }
+        if self.heldBytes > UnaryFastPath.maxHeldRequestBytes { return self.pass(context: context) }
+        if payload.endStream { self.complete(call, context: context) }
+      case .headers:
+        // Trailers or a second HEADERS: gRPC Swift's to answer (it refuses either).
+        self.pass(context: context)
       default:
         break
       }
@@ -268,8 +306,8 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     // A request not complete in the read that brought its headers waits for its deadline.
     if case .collecting = self.state, let deadline = self.deadline, self.deadlineTimer == nil {
       self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-        guard let self, case .collecting(let method) = self.state else { return }
-        self.answer(method, error: Self.deadlineExceeded, requestID: UnaryFastPath.requestID(in: self.headers), context: context)
+        guard let self, case .collecting(let call) = self.state else { return }
+        self.answer(call.method.descriptor, error: Self.deadlineExceeded, requestID: call.requestID, context: context)
         // The client is still sending: ask it to stop (RFC 9113 § 8.1).
         context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
       }
@@ -278,49 +316,46 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   func channelInactive(context: ChannelHandlerContext) {
-    self.finish()
+    // Closed while the request was being read (the guard refused it, the connection went).
+    self.abandon()
     context.fireChannelInactive()
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
-    self.finish()
+    self.abandon()
   }
 
   private static let deadlineExceeded = RPCError(code: .deadlineExceeded, message: UnaryFastPath.deadlineExceededMessage)
 
   /// The request is complete: answer it, or hand it to gRPC Swift.
-  private func complete(_ method: UnaryFastPath.Method, context: ChannelHandlerContext) {
+  private func complete(_ call: Call, context: ChannelHandlerContext) {
     self.deadlineTimer?.cancel()
     self.deadlineTimer = nil
     let buffers = self.held.compactMap { frame -> ByteBuffer? in
       if case .data(let payload) = frame, case .byteBuffer(let buffer) = payload.data, buffer.readableBytes > 0 { return buffer }
       return nil
     }
-    guard let request = UnaryFastPath.singleMessage(buffers), let peer = self.peer else { return self.pass(context: context) }
-    let requestID = UnaryFastPath.requestID(in: self.headers)
+    guard let request = UnaryFastPath.singleMessage(buffers) else { return self.pass(context: context) }
     if let deadline = self.deadline, deadline <= .now() {
-      return self.answer(method, error: Self.deadlineExceeded, requestID: requestID, context: context)
+      return self.answer(call.method.descriptor, error: Self.deadlineExceeded, requestID: call.requestID, context: context)
     }
     let response: [UInt8]?
-    let remoteAddress = context.channel.parent?.remoteAddress
     do {
-      // Log lines written meanwhile (a refusal, a store error) carry the request id and method,
-      // and the caller once known, as on gRPC Swift's path.
-      response = try RequestContext.$requestID.withValue(requestID) {
-        try RequestContext.$method.withValue(method.name) {
-          let caller = try self.fastPath.authorization.authorize(
-            peer, method: method.descriptor, remotePeer: ConnectionPeers.key(remoteAddress) ?? "unknown")
-          return try Caller.$current.withValue(caller) { try method.answer(request, caller) }
+      // Log lines written meanwhile (a store error) carry the request id, method and caller, as
+      // on gRPC Swift's path.
+      response = try RequestContext.$requestID.withValue(call.requestID) {
+        try RequestContext.$method.withValue(call.method.name) {
+          try Caller.$current.withValue(call.caller) { try call.method.answer(request, call.caller) }
         }
       }
     } catch {
-      return self.answer(method, error: UnaryFastPath.rpcError(error), requestID: requestID, context: context)
+      return self.answer(call.method.descriptor, error: UnaryFastPath.rpcError(error), requestID: call.requestID, context: context)
     }
     guard let response else { return self.pass(context: context) }
     self.state = .answered
     self.held = []
     var headers: HPACKHeaders = [":status": RequestStreamGuard.httpStatusOK, "content-type": RequestStreamGuard.grpcContentType]
-    headers.add(name: RequestIDInterceptor.metadataKey, value: requestID)
+    headers.add(name: RequestIDInterceptor.metadataKey, value: call.requestID)
     var message = context.channel.allocator.buffer(capacity: RequestStreamGuard.messagePrefixBytes + response.count)
     message.writeInteger(UInt8(0))
     message.writeInteger(UInt32(response.count))
@@ -328,13 +363,13 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     context.write(self.wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
     context.write(self.wrapOutboundOut(.data(.init(data: .byteBuffer(message)))), promise: nil)
     context.writeAndFlush(self.wrapOutboundOut(.headers(.init(headers: ["grpc-status": "0"], endStream: true))), promise: nil)
-    MetricsInterceptor.record(method.descriptor, nil, since: self.started)
+    MetricsInterceptor.record(call.method.descriptor, nil, since: self.started)
     self.fastPath.answered.add(1, ordering: .relaxed)
   }
 
-  /// Answers the call with `error`, trailers-only, as gRPC Swift answers a unary handler that
-  /// threw before responding.
-  private func answer(_ method: UnaryFastPath.Method, error: RPCError, requestID: String, context: ChannelHandlerContext) {
+  /// Answers the call with `error`, trailers-only, as gRPC Swift answers a unary call whose
+  /// interceptor or handler threw before responding.
+  private func answer(_ method: MethodDescriptor, error: RPCError, requestID: String, context: ChannelHandlerContext) {
     self.state = .answered
     self.held = []
     self.deadlineTimer?.cancel()
@@ -351,11 +386,13 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     }
     trailers.add(name: RequestIDInterceptor.metadataKey, value: requestID)
     context.writeAndFlush(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
-    MetricsInterceptor.record(method.descriptor, error.code, since: self.started)
+    MetricsInterceptor.record(method, error.code, since: self.started)
     self.fastPath.answered.add(1, ordering: .relaxed)
   }
 
-  /// gRPC Swift serves the stream: the held frames go to it in the order they came.
+  /// gRPC Swift serves the stream: the held frames go to it in the order they came. (Its
+  /// interceptor authorizes the call again: the fast path's check only decided whether it could
+  /// hold the request.)
   private func pass(context: ChannelHandlerContext) {
     self.state = .passing
     self.deadlineTimer?.cancel()
@@ -365,8 +402,13 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     for frame in held { context.fireChannelRead(self.wrapInboundOut(frame)) }
   }
 
-  private func finish() {
-    if case .collecting = self.state { self.state = .answered }
+  /// The stream ended before the request was complete (a reset, a refusal by the guard, the
+  /// connection closing): counted as cancelled, as gRPC Swift's path counts its handler's end.
+  private func abandon() {
+    if case .collecting(let call) = self.state {
+      self.state = .answered
+      MetricsInterceptor.record(call.method.descriptor, .cancelled, since: self.started)
+    }
     self.held = []
     self.deadlineTimer?.cancel()
     self.deadlineTimer = nil

@@ -82,9 +82,12 @@ final class RawHTTP2Client: Sendable {
     headers: [(String, String)],
     body: [UInt8]? = nil,
     endStream: Bool = true,
+    trailers: [(String, String)]? = nil,
     timeout: TimeAmount = .seconds(10)
   ) async throws -> Response {
-    try await self.start(headers: headers, body: body, endStream: endStream, timeout: timeout).response.get()
+    let stream = try await self.start(headers: headers, body: body, endStream: endStream && trailers == nil, timeout: timeout)
+    if let trailers { stream.sendTrailers(trailers) }
+    return try await stream.response.get()
   }
 
   /// A stream started by ``start(headers:body:endStream:timeout:)``: more DATA can be sent on it.
@@ -97,6 +100,13 @@ final class RawHTTP2Client: Sendable {
       var buffer = self.channel.allocator.buffer(capacity: bytes.count)
       buffer.writeBytes(bytes)
       self.channel.writeAndFlush(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer), endStream: endStream)), promise: nil)
+    }
+
+    /// Ends the client's side with a HEADERS frame (trailers).
+    func sendTrailers(_ fields: [(String, String)]) {
+      var hpack = HPACKHeaders()
+      for (name, value) in fields { hpack.add(name: name, value: value) }
+      self.channel.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: hpack, endStream: true)), promise: nil)
     }
   }
 

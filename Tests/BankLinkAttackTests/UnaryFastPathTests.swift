@@ -19,6 +19,8 @@ struct UnaryFastPathTests {
   static let principals = [
     Principal(identity: "viewer", roles: [.viewer]),
     Principal(identity: "clerk", roles: [.reconciler]),
+    // Known, but holding no role: every reader method refuses it.
+    Principal(identity: "norole", roles: []),
   ]
 
   static let getBalance = "/banklink.v1.AccountService/GetBalance"
@@ -34,9 +36,12 @@ struct UnaryFastPathTests {
     /// Whether the fast path answers it (else it hands it to gRPC Swift).
     var answeredHere: Bool
     /// gRPC Swift gives no gRPC status: HTTP 415 for a content-type it does not serve; it closes
-    /// the stream on a compressed message it was not told the encoding of; nothing at all (until
-    /// the client gives up) for a unary request that ends without a message.
+    /// or resets the stream on a compressed message it was not told the encoding of, on client
+    /// trailers and on a `:scheme` it does not know; nothing at all (until the client gives up)
+    /// for a unary request that ends without a message.
     var expectsNoGRPCAnswer = false
+    /// Trailers the client ends its side with (after the body).
+    var trailers: [(String, String)]?
     /// gRPC Swift refuses it in the transport, before the interceptors give it a request id.
     var refusedByTransport = false
     var timeout: TimeAmount = .seconds(10)
@@ -61,7 +66,7 @@ struct UnaryFastPathTests {
       Case(label: "WhoAmI, not a principal", identity: "stranger", path: Self.whoAmI, body: empty, answeredHere: true),
       Case(label: "GetBalance", path: Self.getBalance, body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001")), answeredHere: true),
       Case(
-        label: "GetBalance, role missing", identity: "clerk", path: Self.getBalance,
+        label: "GetBalance, role missing", identity: "norole", path: Self.getBalance,
         body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001")), answeredHere: true),
       Case(
         label: "GetBalance of an unknown account", path: Self.getBalance, body: RawHTTP2Client.frame(try Self.balance("nope-cny-404")),
@@ -85,6 +90,15 @@ struct UnaryFastPathTests {
       Case(label: "two messages", path: Self.whoAmI, body: empty + empty, answeredHere: false),
       Case(label: "a truncated message", path: Self.getBalance, body: Array(RawHTTP2Client.frame(try Self.balance("icbc-cny-001")).dropLast(2)), answeredHere: false),
       Case(label: "bytes that are no GetBalanceRequest", path: Self.getBalance, body: RawHTTP2Client.frame([0xFF, 0xFF, 0xFF]), answeredHere: false),
+      Case(
+        label: ":scheme other than http or https", path: Self.whoAmI, headers: [(":scheme", "foo")], body: empty, answeredHere: false,
+        expectsNoGRPCAnswer: true),
+      Case(
+        label: "client trailers after the message", path: Self.whoAmI, body: empty, answeredHere: false, expectsNoGRPCAnswer: true,
+        trailers: [("x-trailer", "1")]),
+      Case(
+        label: "a request bigger than the fast path holds", path: Self.getBalance,
+        body: RawHTTP2Client.frame(try Self.balance(String(repeating: "a", count: UnaryFastPath.maxHeldRequestBytes))), answeredHere: false),
       Case(
         label: "content-type application/grpc+json", path: Self.whoAmI, headers: [("content-type", "application/grpc+json")], body: empty,
         answeredHere: false, expectsNoGRPCAnswer: true),
@@ -131,34 +145,43 @@ struct UnaryFastPathTests {
     }
   }
 
-  static func observe(_ server: TestServer, _ cases: [Case]) async throws -> [Observed] {
-    var observed: [Observed] = []
+  /// Each case's answer, and whether the fast path answered it (its count went up by one).
+  static func observe(_ server: TestServer, _ cases: [Case]) async throws -> [(Observed, answeredHere: Bool)] {
+    var observed: [(Observed, answeredHere: Bool)] = []
     for call in cases {
+      let before = server.server.fastPathAnswered
       let files = try server.pki.client(commonName: call.identity)
       let raw = try await RawHTTP2Client.connect(host: "127.0.0.1", port: server.port, configuration: server.client(files))
       let headers = RawHTTP2Client.grpcHeaders(path: call.path).filter { header in !call.headers.contains { $0.0 == header.0 } }
         + call.headers + [(RequestIDInterceptor.metadataKey, "fast-path-test-1")]
-      observed.append(try Observed(await raw.call(headers: headers, body: call.body, timeout: call.timeout), path: call.path))
+      let response = try await raw.call(headers: headers, body: call.body, trailers: call.trailers, timeout: call.timeout)
+      observed.append((try Observed(response, path: call.path), server.server.fastPathAnswered == before + 1))
+      #expect(server.server.fastPathAnswered - before <= 1, "\(call.label)")
       await raw.close()
     }
     return observed
   }
 
+  /// A raw HTTP/2 connection as principal "viewer".
+  static func viewer(_ server: TestServer) async throws -> RawHTTP2Client {
+    try await RawHTTP2Client.connect(
+      host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+  }
+
   @Test("every request is answered as gRPC Swift answers it without the fast path")
   func sameAnswers() async throws {
     let cases = try Self.cases()
-    let slow = try await withTestServer(principals: Self.principals, configure: { $0.unaryFastPath = false }) { server in
-      let observed = try await Self.observe(server, cases)
-      #expect(server.server.fastPathAnswered == 0)
-      return observed
+    let slowRun = try await withTestServer(principals: Self.principals, configure: { $0.unaryFastPath = false }) { server in
+      try await Self.observe(server, cases)
     }
-    let fast = try await withTestServer(principals: Self.principals) { server in
-      let observed = try await Self.observe(server, cases)
-      // Exactly the calls it should answer, no more, no fewer.
-      #expect(server.server.fastPathAnswered == cases.filter(\.answeredHere).count)
-      return observed
+    let fastRun = try await withTestServer(principals: Self.principals) { server in
+      try await Self.observe(server, cases)
     }
+    #expect(slowRun.allSatisfy { !$0.answeredHere })
+    let (slow, fast) = (slowRun.map(\.0), fastRun.map(\.0))
     for (index, call) in cases.enumerated() {
+      // Exactly the calls it should answer, each one.
+      #expect(fastRun[index].answeredHere == call.answeredHere, "\(call.label)")
       #expect(fast[index] == slow[index], "\(call.label):\n fast path \(fast[index])\n gRPC Swift \(slow[index])")
       if call.expectsNoGRPCAnswer {
         #expect(fast[index].status == nil, "\(call.label): \(fast[index])")
@@ -174,11 +197,12 @@ struct UnaryFastPathTests {
     #expect(fast[2].identity == "viewer" && fast[4].account == "icbc-cny-001 CNY cache")
   }
 
+  // Stricter than gRPC Swift, which on a deadline only cancels the handler (and answers a
+  // complete request whose deadline has passed): docs/architecture.md, "The unary fast path".
   @Test("a deadline that passes before the request is complete: DEADLINE_EXCEEDED, the stream reset")
   func deadline() async throws {
     try await withTestServer(principals: Self.principals) { server in
-      let raw = try await RawHTTP2Client.connect(
-        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+      let raw = try await Self.viewer(server)
       let message = RawHTTP2Client.frame(try Self.balance("icbc-cny-001"))
       // Half of the message, then nothing: the deadline (200 ms) passes first.
       let stream = try await raw.start(
@@ -207,11 +231,24 @@ struct UnaryFastPathTests {
     }
   }
 
+  @Test("a caller that may not call the method is refused at its HEADERS, before it sends a byte more")
+  func refusedAtHeaders() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let raw = try await RawHTTP2Client.connect(
+        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "norole")))
+      // HEADERS only, no END_STREAM, no deadline: the refusal must not wait for the request.
+      let stream = try await raw.start(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), endStream: false, timeout: .seconds(5))
+      let refused = try await stream.response.get()
+      #expect(refused.grpcStatus == "7", "\(refused.all)")
+      #expect(server.server.fastPathAnswered == 1)
+      await raw.close()
+    }
+  }
+
   @Test("what the fast path holds is bounded: a message over the limit is refused in front of it, many frames go to gRPC Swift")
   func sizeLimit() async throws {
     try await withTestServer(principals: Self.principals) { server in
-      let raw = try await RawHTTP2Client.connect(
-        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+      let raw = try await Self.viewer(server)
       let limit = Limits.maxRequestMessageBytes(forPath: Self.getBalance)
       let huge = RawHTTP2Client.frame(try Self.balance(String(repeating: "a", count: limit + 16)))
       let response = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: huge)
@@ -235,8 +272,7 @@ struct UnaryFastPathTests {
   @Test("drain: a call in flight on the fast path is answered, then the connection gets GOAWAY")
   func drain() async throws {
     try await withTestServer(principals: Self.principals) { server in
-      let raw = try await RawHTTP2Client.connect(
-        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "viewer")))
+      let raw = try await Self.viewer(server)
       let message = RawHTTP2Client.frame(try Self.balance("icbc-cny-001"))
       let stream = try await raw.start(
         headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: Array(message.prefix(3)), endStream: false)
@@ -248,9 +284,10 @@ struct UnaryFastPathTests {
       let answer = try await stream.response.get()
       #expect(answer.grpcStatus == "0", "\(answer.all)")
       #expect(server.server.fastPathAnswered == 1)
-      // The connection was told to go away: a new call on it is not served.
-      let after = try? await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: message, timeout: .seconds(2))
-      #expect(after?.grpcStatus != "0")
+      // The connection was told to go away: no new stream opens on it.
+      await #expect(throws: (any Error).self) {
+        try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: message, timeout: .seconds(2))
+      }
       await raw.close()
     }
   }
