@@ -123,16 +123,21 @@ public struct AuthorizationInterceptor: ServerInterceptor {
   /// unary fast path (``UnaryFastPath``), so both decide alike.
   func authorize(_ peer: ConnectionPeers.Peer, method: MethodDescriptor, remotePeer: @autoclosure () -> String) throws(RPCError) -> Caller {
     let identity = peer.identity(policy: self.identityPolicy)
-    return try self.authorize(peer.leaf.flatMap { leaf in identity.map { (leaf, $0) } }, method: method, remotePeer: remotePeer())
+    let revocations = self.revocations
+    return try self.authorize(
+      peer.leaf.flatMap { leaf in identity.map { (leaf, $0) } }, method: method, remotePeer: remotePeer(),
+      refusal: { certificate, identity in revocations.flatMap { peer.refusal(certificate, identity: identity, revocations: $0) } })
   }
 
   /// The caller of `method` presenting `presented` (the connection's verified client
   /// certificate and the identity derived from it), or the refusal (logged): an identity the
   /// certificate does not name, a revoked or expired certificate, a method outside the table, an
   /// unknown principal, a missing role.
+  /// `refusal`: why the certificate, as the identity, is refused now (revoked, expired); by
+  /// default asked of `revocations` afresh.
   func authorize(
     _ presented: (certificate: Certificate, identity: Result<PeerIdentity, PeerIdentity.Refusal>)?, method: MethodDescriptor,
-    remotePeer: @autoclosure () -> String
+    remotePeer: @autoclosure () -> String, refusal: ((Certificate, String) -> String?)? = nil
   ) throws(RPCError) -> Caller {
     var peer: PeerIdentity?
     if let (certificate, identity) = presented {
@@ -156,7 +161,8 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     }
     // The handshake checked the certificate when the connection opened; a connection outlives
     // a revocation or the certificate's expiry, so every call checks again.
-    if let peer, let refusal = self.revocations?.refusal(for: peer.certificate, identity: peer.identity) {
+    let check = refusal ?? { certificate, identity in self.revocations?.refusal(for: certificate, identity: identity) }
+    if let peer, let refusal = check(peer.certificate, peer.identity) {
       self.logger.warning(
         "call refused: the client certificate is no longer accepted",
         metadata: [

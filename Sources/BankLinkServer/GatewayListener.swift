@@ -38,6 +38,24 @@ public final class ConnectionPeers: Sendable {
       return identity
     }
 
+    /// The connection's last revocation decision (for the identity it was taken for) and the
+    /// revocation state's version it holds for.
+    private let revocation: Mutex<(version: UInt64, identity: String?, refusal: String?)?> = Mutex(nil)
+
+    /// Why the connection's certificate must be refused now: its validity period is checked on
+    /// every call; whether it is revoked is decided again only when what is revoked changed (a
+    /// revocation, a store load, a CRL), not re-derived from the serial on every call.
+    func refusal(_ certificate: Certificate, identity: String?, revocations: CertificateRevocations) -> String? {
+      if let expired = revocations.validityRefusal(certificate) { return expired }
+      let version = revocations.version
+      if let cached = self.revocation.withLock({ $0 }), cached.version == version, cached.identity == identity {
+        return cached.refusal
+      }
+      let decided = revocations.revocationRefusal(for: certificate, identity: identity)
+      self.revocation.withLock { $0 = (decided.version, identity, decided.refusal) }
+      return decided.refusal
+    }
+
     init(registered: Bool) {
       self.registered = registered
     }

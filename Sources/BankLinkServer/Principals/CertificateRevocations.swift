@@ -39,10 +39,22 @@ public final class CertificateRevocations: Sendable {
 
   private struct State {
     /// Stored key → reason.
-    var stored: [String: String] = [:]
+    var stored: [String: String] = [:] {
+      didSet { self.changed() }
+    }
     /// Serials listed in the CRL file.
-    var listed: Set<String> = []
-    var anyFingerprint: Bool { self.stored.keys.contains { $0.hasPrefix("sha256/") } }
+    var listed: Set<String> = [] {
+      didSet { self.changed() }
+    }
+    /// Whether any stored revocation is by fingerprint (kept on change, not scanned per call).
+    private(set) var anyFingerprint = false
+    /// Bumped on every change: a decision taken at one version holds until the next.
+    private(set) var version: UInt64 = 0
+
+    private mutating func changed() {
+      self.version &+= 1
+      self.anyFingerprint = self.stored.keys.contains { $0.hasPrefix("sha256/") }
+    }
   }
 
   private let state = Mutex(State())
@@ -103,21 +115,38 @@ public final class CertificateRevocations: Sendable {
   /// Why `certificate` (presented as `identity`, when one was derived) must be refused now, or
   /// nil: revoked by serial, fingerprint or identity, listed in the CRL, or outside its validity.
   public func refusal(for certificate: Certificate, identity: String?) -> String? {
+    self.validityRefusal(certificate) ?? self.revocationRefusal(for: certificate, identity: identity).refusal
+  }
+
+  /// Why `certificate` is outside its validity period now, or nil.
+  func validityRefusal(_ certificate: Certificate) -> String? {
     let time = self.now()
     if time > certificate.notValidAfter { return "the client certificate expired at \(certificate.notValidAfter)" }
     if time < certificate.notValidBefore { return "the client certificate is not valid before \(certificate.notValidBefore)" }
+    return nil
+  }
+
+  /// The version of what is revoked: it changes with every revocation, load and CRL.
+  var version: UInt64 { self.state.withLock { $0.version } }
+
+  /// Why `certificate` (as `identity`) is revoked, or nil, with the ``version`` the answer holds
+  /// for (a connection keeps it until the version moves: ``ConnectionPeers/Peer``).
+  func revocationRefusal(for certificate: Certificate, identity: String?) -> (refusal: String?, version: UInt64) {
     let serial = Self.canonicalSerial(certificate.serialNumber.hex) ?? certificate.serialNumber.hex
-    let (reason, checkFingerprint) = self.state.withLock { state -> (String?, Bool) in
-      if let reason = state.stored["serial/" + serial] { return ("revoked (serial \(serial)): \(reason)", false) }
-      if state.listed.contains(serial) { return ("revoked (serial \(serial) is listed in the CRL)", false) }
-      if let identity, let reason = state.stored["identity/" + identity] { return ("revoked (identity '\(identity)'): \(reason)", false) }
-      return (nil, state.anyFingerprint)
+    let (reason, checkFingerprint, version) = self.state.withLock { state -> (String?, Bool, UInt64) in
+      if let reason = state.stored["serial/" + serial] { return ("revoked (serial \(serial)): \(reason)", false, state.version) }
+      if state.listed.contains(serial) { return ("revoked (serial \(serial) is listed in the CRL)", false, state.version) }
+      if let identity, let reason = state.stored["identity/" + identity] {
+        return ("revoked (identity '\(identity)'): \(reason)", false, state.version)
+      }
+      return (nil, state.anyFingerprint, state.version)
     }
-    if let reason { return reason }
+    if let reason { return (reason, version) }
     // A fingerprint needs the DER encoding hashed: only when some revocation is by fingerprint.
-    guard checkFingerprint, let fingerprint = Self.fingerprint(certificate) else { return nil }
+    guard checkFingerprint, let fingerprint = Self.fingerprint(certificate) else { return (nil, version) }
     return self.state.withLock { state in
-      state.stored["sha256/" + fingerprint].map { "revoked (SHA-256 \(fingerprint)): \($0)" }
+      // Read again: a change in between moves the version, so the answer is never cached stale.
+      (state.stored["sha256/" + fingerprint].map { "revoked (SHA-256 \(fingerprint)): \($0)" }, min(version, state.version))
     }
   }
 
