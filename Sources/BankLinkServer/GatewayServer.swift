@@ -127,9 +127,10 @@ public final class GatewayServer: Service {
     let reloadHook = ConfigurationReloadHook()
     self.reloadHook = reloadHook
     let accounts = AccountServiceHandler(cache: accountCache, connector: connector, logger: logger, now: now)
+    let paymentService = PaymentServiceHandler(ledger: payments, vault: otpVault)
     let services: [any RegistrableRPCService] = [
       accounts,
-      PaymentServiceHandler(ledger: payments, vault: otpVault),
+      paymentService,
       MonitoringServiceHandler(store: payments.store, writer: payments.writer, hub: alerts, now: now),
       reconciliation,
       AdminServiceHandler(
@@ -189,6 +190,9 @@ public final class GatewayServer: Service {
         .init(Banklink_V1_AccountService.Method.GetBalance.descriptor) { (request: Banklink_V1_GetBalanceRequest, _) in
           // A refresh asks the bank (async): gRPC Swift serves it.
           request.refresh ? nil : try accounts.cachedBalance(request)
+        },
+        .init(Banklink_V1_PaymentService.Method.GetPayment.descriptor) { (request: Banklink_V1_GetPaymentRequest, _) in
+          try paymentService.payment(request)
         },
       ],
       authorization: interceptor) : nil

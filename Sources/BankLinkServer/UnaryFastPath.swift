@@ -8,9 +8,10 @@ import SwiftProtobuf
 import Synchronization
 
 /// The hot unary methods answered on the stream's event loop, without gRPC Swift's per-call
-/// machinery: `grpc.health.v1.Health/Check`, `banklink.v1.AdminService/WhoAmI` and
-/// `banklink.v1.AccountService/GetBalance` without `refresh` — each answered synchronously from
-/// memory or one LMDB read transaction.
+/// machinery: `grpc.health.v1.Health/Check`, `banklink.v1.AdminService/WhoAmI`,
+/// `banklink.v1.AccountService/GetBalance` without `refresh` and
+/// `banklink.v1.PaymentService/GetPayment` (an ERP polling its payments) — each answered
+/// synchronously from memory or LMDB read transactions.
 ///
 /// Why: under a standard gRPC client, a bare grpc-swift-2 server costs 6–8× the CPU per call of a
 /// C++ gRPC server (docs/BENCHMARKS.md, `make bench-grpc`); the profile is the framework's per-call

@@ -26,6 +26,13 @@ struct UnaryFastPathTests {
   static let getBalance = "/banklink.v1.AccountService/GetBalance"
   static let whoAmI = "/banklink.v1.AdminService/WhoAmI"
   static let healthCheck = "/grpc.health.v1.Health/Check"
+  static let getPayment = "/banklink.v1.PaymentService/GetPayment"
+  /// Stands for the id of the payment `observe` creates on each server (ids differ between them).
+  static let createdPayment = "<created>"
+
+  static func payment(_ id: String) throws -> [UInt8] {
+    RawHTTP2Client.frame(try Banklink_V1_GetPaymentRequest.with { $0.paymentID = id }.serializedBytes())
+  }
 
   struct Case: Sendable {
     var label: String
@@ -76,6 +83,9 @@ struct UnaryFastPathTests {
         label: "GetBalance as application/grpc+proto", path: Self.getBalance,
         headers: [("content-type", "application/grpc+proto")], body: RawHTTP2Client.frame(try Self.balance("icbc-cny-001")),
         answeredHere: true),
+      Case(label: "GetPayment", path: Self.getPayment, body: try Self.payment(Self.createdPayment), answeredHere: true),
+      Case(label: "GetPayment of an unknown payment", path: Self.getPayment, body: try Self.payment("pay-nope"), answeredHere: true),
+      Case(label: "GetPayment with a malformed id", path: Self.getPayment, body: try Self.payment("../x"), answeredHere: true),
       // Handed to gRPC Swift:
       Case(
         label: "GetBalance with refresh (asks the bank)", path: Self.getBalance,
@@ -118,9 +128,10 @@ struct UnaryFastPathTests {
     var reset: HTTP2ErrorCode?
     var identity: String?
     var account: String?
+    var payment: String?
 
     var description: String {
-      "status \(self.status ?? "-") \(self.message ?? "") details \(self.details.map { "\($0.count) bytes" } ?? "-") headers \(self.headerNames) trailers \(self.trailerNames) id \(self.requestID ?? "-") identity \(self.identity ?? "-") account \(self.account ?? "-")"
+      "status \(self.status ?? "-") \(self.message ?? "") details \(self.details.map { "\($0.count) bytes" } ?? "-") headers \(self.headerNames) trailers \(self.trailerNames) id \(self.requestID ?? "-") identity \(self.identity ?? "-") account \(self.account ?? "-") payment \(self.payment ?? "-")"
     }
 
     init(_ response: RawHTTP2Client.Response, path: String) throws {
@@ -137,6 +148,10 @@ struct UnaryFastPathTests {
       if response.body.count >= 5 {
         let message = Array(response.body.dropFirst(5))
         if path == UnaryFastPathTests.whoAmI { self.identity = try Banklink_V1_WhoAmIResponse(serializedBytes: message).identity }
+        if path == UnaryFastPathTests.getPayment {
+          let payment = try Banklink_V1_Payment(serializedBytes: message)
+          self.payment = "\(payment.status) \(payment.instruction.amount.minorUnits) \(payment.instruction.debtorAccountID)"
+        }
         if path == UnaryFastPathTests.getBalance {
           let balance = try Banklink_V1_Balance(serializedBytes: message)
           self.account = "\(balance.accountID) \(balance.ledger.currencyCode) \(balance.source)"
@@ -148,7 +163,15 @@ struct UnaryFastPathTests {
   /// Each case's answer, and whether the fast path answered it (its count went up by one).
   static func observe(_ server: TestServer, _ cases: [Case]) async throws -> [(Observed, answeredHere: Bool)] {
     var observed: [(Observed, answeredHere: Bool)] = []
-    for call in cases {
+    let created = try await server.payments.create(
+      PaymentInstruction(
+        debtorAccountID: "icbc-cny-001",
+        creditor: Creditor(name: "Shanghai Huaxin Trading Co., Ltd.", accountNumber: "3100 2011 0904 0012 345", bic: "CMBCCNBS", country: "CN"),
+        amount: Money(minorUnits: 12_345, currency: CurrencyCode("CNY")!), purpose: "INV-2026-0042", requestedExecutionDate: "",
+        type: .domestic),
+      idempotencyKey: "fast-path-1", creator: "erp")
+    for var call in cases {
+      if call.body == (try Self.payment(Self.createdPayment)) { call.body = try Self.payment(created.payment.id) }
       let before = server.server.fastPathAnswered
       let files = try server.pki.client(commonName: call.identity)
       let raw = try await RawHTTP2Client.connect(host: "127.0.0.1", port: server.port, configuration: server.client(files))
@@ -195,6 +218,7 @@ struct UnaryFastPathTests {
     #expect(statuses.isSuperset(of: ["0", "3", "5", "7", "12"]), "\(statuses)")
     #expect(fast.contains { $0.details != nil })
     #expect(fast[2].identity == "viewer" && fast[4].account == "icbc-cny-001 CNY cache")
+    #expect(fast.contains { $0.payment?.hasSuffix("12345 icbc-cny-001") == true }, "\(fast.compactMap(\.payment))")
   }
 
   // Stricter than gRPC Swift, which on a deadline only cancels the handler (and answers a

@@ -138,6 +138,9 @@ int main(int argc, char** argv) {
             invalid.status.error_message().find("account_id") != std::string::npos,
         "GetBalance without an account: INVALID_ARGUMENT naming account_id");
 
+  Reply payment = Call(viewer, "/banklink.v1.PaymentService/GetPayment", StringField1("pay-nope"));
+  Check(payment.status.error_code() == grpc::StatusCode::NOT_FOUND, "GetPayment of an unknown payment: NOT_FOUND");
+
   Reply refused = Call(stranger, "/banklink.v1.AdminService/WhoAmI", "");
   Check(refused.status.error_code() == grpc::StatusCode::PERMISSION_DENIED,
         "WhoAmI from a certificate that is no principal: PERMISSION_DENIED");

@@ -69,6 +69,12 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
   }
 
   func getPayment(request: Banklink_V1_GetPaymentRequest, context: ServerContext) async throws -> Banklink_V1_Payment {
+    try self.payment(request)
+  }
+
+  /// What `GetPayment` answers: read transactions only, so the unary fast path
+  /// (``UnaryFastPath``) serves it on the event loop too.
+  func payment(_ request: Banklink_V1_GetPaymentRequest) throws -> Banklink_V1_Payment {
     let id = try validPaymentID(request.paymentID)
     guard let payment = try withStore({ try self.ledger.payment(id) }) else { throw APIError.notFound("payment", id) }
     var message = Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(id) })
