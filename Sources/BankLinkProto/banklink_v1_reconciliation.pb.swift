@@ -892,12 +892,12 @@ public nonisolated struct Banklink_V1_ReconciliationReport: @unchecked Sendable 
     set {_uniqueStorage()._createdBy = newValue}
   }
 
-  /// False while the run is going, and for good when it was cut short (a crash between its
+  /// True while the run is going, and for good when it was cut short (a crash between its
   /// commits, or an error): the counts and lines are then what it committed, and the next run
-  /// takes up what it left.
-  public var complete: Bool {
-    get {_storage._complete}
-    set {_uniqueStorage()._complete = newValue}
+  /// takes up what it left. (Unset, as from a daemon that predates the field: complete.)
+  public var incomplete: Bool {
+    get {_storage._incomplete}
+    set {_uniqueStorage()._incomplete = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -2101,7 +2101,7 @@ nonisolated extension Banklink_V1_UnmatchedPayment: SwiftProtobuf.Message, Swift
 
 nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReconciliationReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{3}create_time\0\u{1}matches\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{3}next_page_token\0\u{3}account_id\0\u{3}from_date\0\u{3}to_date\0\u{3}matched_count\0\u{3}unmatched_entry_count\0\u{3}unmatched_payment_count\0\u{3}settled_count\0\u{3}returned_count\0\u{3}created_by\0\u{1}complete\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}report_id\0\u{3}create_time\0\u{1}matches\0\u{3}unmatched_entries\0\u{3}unmatched_payments\0\u{3}next_page_token\0\u{3}account_id\0\u{3}from_date\0\u{3}to_date\0\u{3}matched_count\0\u{3}unmatched_entry_count\0\u{3}unmatched_payment_count\0\u{3}settled_count\0\u{3}returned_count\0\u{3}created_by\0\u{1}incomplete\0")
 
   fileprivate class _StorageClass {
     var _reportID: String = String()
@@ -2119,7 +2119,7 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
     var _settledCount: Int64 = 0
     var _returnedCount: Int64 = 0
     var _createdBy: String = String()
-    var _complete: Bool = false
+    var _incomplete: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2145,7 +2145,7 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
       _settledCount = source._settledCount
       _returnedCount = source._returnedCount
       _createdBy = source._createdBy
-      _complete = source._complete
+      _incomplete = source._incomplete
     }
   }
 
@@ -2179,7 +2179,7 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
         case 13: try { try decoder.decodeSingularInt64Field(value: &_storage._settledCount) }()
         case 14: try { try decoder.decodeSingularInt64Field(value: &_storage._returnedCount) }()
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._createdBy) }()
-        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._complete) }()
+        case 16: try { try decoder.decodeSingularBoolField(value: &_storage._incomplete) }()
         default: break
         }
       }
@@ -2237,8 +2237,8 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
       if !_storage._createdBy.isEmpty {
         try visitor.visitSingularStringField(value: _storage._createdBy, fieldNumber: 15)
       }
-      if _storage._complete != false {
-        try visitor.visitSingularBoolField(value: _storage._complete, fieldNumber: 16)
+      if _storage._incomplete != false {
+        try visitor.visitSingularBoolField(value: _storage._incomplete, fieldNumber: 16)
       }
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2264,7 +2264,7 @@ nonisolated extension Banklink_V1_ReconciliationReport: SwiftProtobuf.Message, S
         if _storage._settledCount != rhs_storage._settledCount {return false}
         if _storage._returnedCount != rhs_storage._returnedCount {return false}
         if _storage._createdBy != rhs_storage._createdBy {return false}
-        if _storage._complete != rhs_storage._complete {return false}
+        if _storage._incomplete != rhs_storage._incomplete {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -248,13 +248,9 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
       ? 0 : try PageToken.decode(request.pageToken, .reconciliationReport) { reader -> UInt32? in
         try reader.readUInt64() == sequence ? try reader.readUInt32() : nil
       }
-    let (header, items, more) = try withStore {
-      () -> (ReconciliationReportHeader?, [(index: UInt32, item: ReportItem, entry: StoredStatementEntry?, payment: Payment?)], Bool) in
-      guard let header = try self.reconciler.report(sequence) else { return (nil, [], false) }
-      let page = try self.reconciler.items(of: sequence, from: from, limit: size)
-      return (header, page.items, page.more)
+    guard let (header, items, more) = try withStore({ try self.reconciler.page(of: sequence, from: from, limit: size) }) else {
+      throw APIError.notFound("reconciliation report", request.reportID)
     }
-    guard let header else { throw APIError.notFound("reconciliation report", request.reportID) }
     let reportTime = header.createdAt
     return .with { report in
       report.reportID = header.id
@@ -268,7 +264,7 @@ struct ReconciliationServiceHandler: Banklink_V1_ReconciliationService.SimpleSer
       report.unmatchedPaymentCount = Int64(header.unmatchedPayments)
       report.settledCount = Int64(header.settled)
       report.returnedCount = Int64(header.returned)
-      report.complete = header.complete
+      report.incomplete = !header.complete
       for line in items {
         switch line.item {
         case .match(let match):

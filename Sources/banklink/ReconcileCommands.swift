@@ -93,6 +93,11 @@ struct ReconcileCommand: AsyncParsableCommand {
         (entry.direction == .debit ? "-" : "+") + formatMoney(entry.amount)
       }
       if self.csv {
+        if report.incomplete {
+          // Not in the CSV itself (its lines are items): on stderr, where a script sees it.
+          FileHandle.standardError.write(
+            Data("warning: report \(report.reportID) is INCOMPLETE: the run was cut short or is still going; these are the lines it committed\n".utf8))
+        }
         func field(_ text: String) -> String {
           text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : text
         }
@@ -120,7 +125,7 @@ struct ReconcileCommand: AsyncParsableCommand {
         ("report", "\(report.reportID) by \(report.createdBy) at \(isoTime(report.createTime))"),
         ("scope", "\(report.accountID.isEmpty ? "every account" : report.accountID), booked \(report.fromDate.isEmpty ? "…" : report.fromDate)..\(report.toDate.isEmpty ? "…" : report.toDate)"),
         ("totals", "\(report.matchedCount) matched (settled \(report.settledCount), returned \(report.returnedCount)), \(report.unmatchedEntryCount) entries and \(report.unmatchedPaymentCount) payments unmatched"),
-      ] + (report.complete ? [] : [("state", "INCOMPLETE: the run was cut short or is still going; these are the lines it committed")]))
+      ] + (report.incomplete ? [("state", "INCOMPLETE: the run was cut short or is still going; these are the lines it committed")] : []))
       if !report.matches.isEmpty {
         Swift.print("\nmatched")
         printTable(

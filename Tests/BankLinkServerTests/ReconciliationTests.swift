@@ -362,10 +362,12 @@ struct ReconciliationTests {
       let today = WallClock.now().isoDate
       let now = WallClock.now()
       let count = Limits.statementEntriesPerCommit * 2 + 10
+      // Three payments the statement does not book (unmatched: the last pass's commit).
+      let payments = count + 3
       func endToEnd(_ i: Int) -> String { "E2E-CUT-" + String(i) }
       func minor(_ i: Int) -> Int64 { Int64(100_000 + i * 10_000) }
       try server.payments.store.withWriteTransaction { txn in
-        for i in 0..<count {
+        for i in 0..<payments {
           let payment = Payment(
             id: "pay-cut-\(i)", instruction: Self.instruction(minor(i), creditor: "Creditor \(i)", purpose: "Invoice \(i)", date: today),
             status: .submitted, creator: "erp", idempotencyKey: "cut-\(i)", endToEndID: endToEnd(i), createdAt: now, updatedAt: now)
@@ -373,7 +375,12 @@ struct ReconciliationTests {
           try txn.put(Array(endToEnd(i).utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
         }
       }
-      let file = Self.camt053(date: today, lines: (0..<count).map { Line(minor: minor($0), endToEnd: endToEnd($0), reference: "C-\($0)") })
+      // And two debits naming no payment (left to the heuristic pass, which finds nothing).
+      let file = Self.camt053(
+        date: today,
+        lines: (0..<count).map { Line(minor: minor($0), endToEnd: endToEnd($0), reference: "C-\($0)") } + [
+          Line(minor: 777, reference: "FEE-1"), Line(minor: 778, reference: "FEE-2"),
+        ])
       try await withTemporaryDirectory { directory in
         let path = directory.appending("cut.xml")
         try file.write(to: URL(fileURLWithPath: path))
@@ -385,12 +392,15 @@ struct ReconciliationTests {
       let seen = Mutex<[ReconciliationReportHeader]>([])
       // What a kill -9 after the run's first commit would leave, read from the store there; the
       // second commit's hook cuts the run short.
+      // After each commit of a run, the store holds the header as committed (incomplete) and
+      // exactly the lines it counts.
+      @Sendable func checkCommitted(_ committed: ReconciliationReportHeader) throws {
+        let page = try #require(try Reconciler(store: store, now: WallClock.now).page(of: committed.sequence, from: 0, limit: 100_000))
+        #expect(page.header == committed && !page.header.complete, "\(page.header)")
+        #expect(page.items.count == committed.matched + committed.unmatchedEntries + committed.unmatchedPayments)
+      }
       let interrupted = Reconciler(store: store, now: WallClock.now) { committed in
-        let stored = try store.withReadTransaction { txn in
-          try txn.get(StatementKeys.statement(committed.sequence), in: .reconReports).map(ReconRecords.decodeHeader)
-        }
-        let lines = try Reconciler(store: store, now: WallClock.now).items(of: committed.sequence, from: 0, limit: 100_000).items.count
-        #expect(stored?.complete == false && stored?.matched == committed.matched && lines == committed.matched, "\(String(describing: stored))")
+        try checkCommitted(committed)
         let commits = seen.withLock { $0.append(committed); return $0.count }
         if commits == 2 { throw CutShort() }
       }
@@ -402,10 +412,56 @@ struct ReconciliationTests {
       let journal = try store.withReadTransaction { txn in try AuditJournal.entries(about: cut.id, limit: 10, in: txn) }
       #expect(journal.count == 1 && journal[0].payload.contains("incomplete"), "\(journal.map(\.payload))")
 
-      // The next run matches what is left, and only that.
-      let rest = try server.server.reconciliation.reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
-      #expect(rest.report.complete && rest.report.matched == 10 && rest.report.unmatchedPayments == 0, "\(rest.report)")
+      // The next run matches what is left, and only that; each of its passes commits (reference,
+      // heuristic, unmatched payments), each commit with its header.
+      let restCommits = Mutex(0)
+      let resumed = Reconciler(store: store, now: WallClock.now) { committed in
+        try checkCommitted(committed)
+        restCommits.withLock { $0 += 1 }
+      }
+      let rest = try resumed.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
+      #expect(rest.report.complete && rest.report.matched == 10, "\(rest.report)")
+      #expect(rest.report.unmatchedEntries == 2 && rest.report.unmatchedPayments == 3, "\(rest.report)")
+      // The reference pass reads the statement's 10,012 entries in three commits (matched ones
+      // skipped), then one for the heuristic pass's two entries, one for the three payments.
+      #expect(restCommits.withLock { $0 } == 5)
       #expect(try interrupted.report(rest.report.sequence)?.complete == true)
+    }
+  }
+
+  @Test("a report header of format 1 (before the complete flag) reads as complete, unless its run's journal entry says incomplete")
+  func headerFormatOne() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let store = server.payments.store
+      let reconciler = Reconciler(store: store, now: WallClock.now)
+      func formatOne(_ sequence: UInt64) -> [UInt8] {
+        var header = ReconciliationReportHeader(
+          sequence: sequence, createdAt: WallClock.now(), createdBy: "clerk", accountID: Self.account, fromDate: "", toDate: "")
+        header.matched = 3
+        // Format 2 is format 1 with a flag byte at the end.
+        var bytes = ReconRecords.encode(header)
+        bytes[0] = 1
+        return Array(bytes.dropLast())
+      }
+      try store.withWriteTransaction { txn in
+        try txn.put(StatementKeys.statement(901), formatOne(901), in: .reconReports)
+        try txn.put(StatementKeys.statement(902), formatOne(902), in: .reconReports)
+        _ = try AuditJournal.append(
+          &txn, at: WallClock.now(), principal: "clerk", action: "reconciliation.run", object: ReconciliationIDs.report(901),
+          details: ["matched": "3"])
+        _ = try AuditJournal.append(
+          &txn, at: WallClock.now(), principal: "clerk", action: "reconciliation.run", object: ReconciliationIDs.report(902),
+          details: ["matched": "3", "incomplete": "the store is full"])
+      }
+      let finished = try #require(try reconciler.report(901))
+      #expect(finished.complete && finished.matched == 3)
+      #expect(try reconciler.report(902)?.complete == false)
+      // Over the API: `incomplete` is set only for the run cut short.
+      let answers = try await Self.as_(server, "clerk") { client in
+        [try await client.getReconciliationReport(.with { $0.reportID = ReconciliationIDs.report(901) }),
+         try await client.getReconciliationReport(.with { $0.reportID = ReconciliationIDs.report(902) })]
+      }
+      #expect(answers.map(\.incomplete) == [false, true])
     }
   }
 

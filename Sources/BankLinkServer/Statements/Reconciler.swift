@@ -948,8 +948,32 @@ public final class Reconciler: Sendable {
   }
 
   public func report(_ sequence: UInt64) throws -> ReconciliationReportHeader? {
+    try self.store.withReadTransaction { txn in try Self.report(sequence, txn: txn) }
+  }
+
+  /// A report's header as `txn` sees it. A format-1 header (written, before the format had the
+  /// flag, only when a run ended) is complete unless the run's journal entry says it was cut
+  /// short by an error.
+  static func report(_ sequence: UInt64, txn: some ReadableTransaction) throws -> ReconciliationReportHeader? {
+    guard let bytes = try txn.get(StatementKeys.statement(sequence), in: .reconReports) else { return nil }
+    var header = try ReconRecords.decodeHeader(bytes)
+    if bytes.first == 1, let run = try AuditJournal.entries(about: header.id, limit: 1, in: txn).first {
+      let details = (try? JSONSerialization.jsonObject(with: Data(run.payload.utf8))) as? [String: Any]
+      header.complete = run.action != "reconciliation.run" || details?["incomplete"] == nil
+    }
+    return header
+  }
+
+  /// A report's header and a page of its items from `index`, read in one transaction (a run
+  /// still going commits lines and header together: the page never holds lines its header does
+  /// not count).
+  public func page(
+    of sequence: UInt64, from index: UInt32, limit: Int
+  ) throws -> (header: ReconciliationReportHeader, items: [(index: UInt32, item: ReportItem, entry: StoredStatementEntry?, payment: Payment?)], more: Bool)? {
     try self.store.withReadTransaction { txn in
-      try txn.get(StatementKeys.statement(sequence), in: .reconReports).map(ReconRecords.decodeHeader)
+      guard let header = try Self.report(sequence, txn: txn) else { return nil }
+      let page = try Self.items(of: sequence, from: index, limit: limit, txn: txn)
+      return (header, page.items, page.more)
     }
   }
 
@@ -957,39 +981,43 @@ public final class Reconciler: Sendable {
   public func items(
     of sequence: UInt64, from index: UInt32, limit: Int
   ) throws -> (items: [(index: UInt32, item: ReportItem, entry: StoredStatementEntry?, payment: Payment?)], more: Bool) {
-    try self.store.withReadTransaction { txn in
-      var found: [(UInt32, ReportItem, StoredStatementEntry?, Payment?)] = []
-      var more = false
-      let prefix = StatementKeys.statement(sequence)
-      try txn.scan(.reconReportItems, from: ReconRecords.itemKey(sequence, index)) { key, value in
-        guard key.count == 12, key.starts(with: prefix) else { return false }
-        if found.count == limit {
-          more = true
-          return false
-        }
-        var reader = RecordReader(Array(key.suffix(4)))
-        let position = try reader.readUInt32()
-        let item = try ReconRecords.decodeItem(value)
-        var entry: StoredStatementEntry?
-        var payment: Payment?
-        func load(_ entryKey: [UInt8]) throws {
-          guard let bytes = try txn.get(entryKey, in: .statementEntries) else { return }
-          var keyReader = RecordReader(entryKey)
-          let statement = try keyReader.readUInt64()
-          let entryIndex = try keyReader.readUInt32()
-          let (account, decoded) = try StatementKeys.decodeEntry(bytes)
-          entry = StoredStatementEntry(statementSequence: statement, index: entryIndex, accountID: account, entry: decoded)
-        }
-        switch item {
-        case .match(let match): try load(match.entryKey)
-        case .unmatchedEntry(let entryKey, _, _): try load(entryKey)
-        case .unmatchedPayment(let id): payment = try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:))
-        }
-        found.append((position, item, entry, payment))
-        return true
+    try self.store.withReadTransaction { txn in try Self.items(of: sequence, from: index, limit: limit, txn: txn) }
+  }
+
+  static func items(
+    of sequence: UInt64, from index: UInt32, limit: Int, txn: some ReadableTransaction
+  ) throws -> (items: [(index: UInt32, item: ReportItem, entry: StoredStatementEntry?, payment: Payment?)], more: Bool) {
+    var found: [(UInt32, ReportItem, StoredStatementEntry?, Payment?)] = []
+    var more = false
+    let prefix = StatementKeys.statement(sequence)
+    try txn.scan(.reconReportItems, from: ReconRecords.itemKey(sequence, index)) { key, value in
+      guard key.count == 12, key.starts(with: prefix) else { return false }
+      if found.count == limit {
+        more = true
+        return false
       }
-      return (found, more)
+      var reader = RecordReader(Array(key.suffix(4)))
+      let position = try reader.readUInt32()
+      let item = try ReconRecords.decodeItem(value)
+      var entry: StoredStatementEntry?
+      var payment: Payment?
+      func load(_ entryKey: [UInt8]) throws {
+        guard let bytes = try txn.get(entryKey, in: .statementEntries) else { return }
+        var keyReader = RecordReader(entryKey)
+        let statement = try keyReader.readUInt64()
+        let entryIndex = try keyReader.readUInt32()
+        let (account, decoded) = try StatementKeys.decodeEntry(bytes)
+        entry = StoredStatementEntry(statementSequence: statement, index: entryIndex, accountID: account, entry: decoded)
+      }
+      switch item {
+      case .match(let match): try load(match.entryKey)
+      case .unmatchedEntry(let entryKey, _, _): try load(entryKey)
+      case .unmatchedPayment(let id): payment = try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:))
+      }
+      found.append((position, item, entry, payment))
+      return true
     }
+    return (found, more)
   }
 
   /// The stored match of an entry, if any.
