@@ -13,13 +13,18 @@ public struct RequestIDInterceptor: ServerInterceptor {
 
   public init() {}
 
+  /// The id of a call whose client offered `offered`: that one when acceptable, else a new UUID
+  /// (also for the unary fast path, ``UnaryFastPath``).
+  static func requestID(offered: String?) -> String {
+    offered.flatMap { RequestContext.isAcceptable($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
+  }
+
   public func intercept<Input: Sendable, Output: Sendable>(
     request: StreamingServerRequest<Input>,
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    let offered = request.metadata[stringValues: Self.metadataKey].first { _ in true }
-    let id = offered.flatMap { RequestContext.isAcceptable($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
+    let id = Self.requestID(offered: request.metadata[stringValues: Self.metadataKey].first { _ in true })
     var response: StreamingServerResponse<Output>
     do {
       response = try await RequestContext.$requestID.withValue(id) {

@@ -199,7 +199,7 @@ public final class RequestStreamGuard: ChannelDuplexHandler, RemovableChannelHan
 
   /// The trailers-only response refusing a request for `reason`: `:status: 200`,
   /// `content-type: application/grpc`, `grpc-status` (`INVALID_ARGUMENT` unless told),
-  /// `grpc-message` percent-encoded. With `trailersOnly` false, only the two `grpc-` fields: the
+  /// `grpc-message` percent-encoded (none when `reason` is empty). With `trailersOnly` false, only the two `grpc-` fields: the
   /// trailers after response headers gRPC Swift already sent.
   public static func trailers(
     for reason: String,
@@ -209,7 +209,8 @@ public final class RequestStreamGuard: ChannelDuplexHandler, RemovableChannelHan
     var headers: HPACKHeaders =
       trailersOnly ? [":status": Self.httpStatusOK, "content-type": Self.grpcContentType] : [:]
     headers.add(name: "grpc-status", value: String(status))
-    headers.add(name: "grpc-message", value: Self.percentEncoded(reason))
+    // No `grpc-message` for an empty reason, as gRPC Swift writes none.
+    if !reason.isEmpty { headers.add(name: "grpc-message", value: Self.percentEncoded(reason)) }
     return headers
   }
 

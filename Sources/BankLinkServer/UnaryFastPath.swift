@@ -1,5 +1,4 @@
 import BankLinkCore
-import Foundation
 import GRPCCore
 import NIOCore
 import NIOHPACK
@@ -111,34 +110,14 @@ public final class UnaryFastPath: Sendable {
   /// frames, say) is handed to gRPC Swift, so holding never grows without bound.
   public static let maxHeldFrames = 16
 
-  /// gRPC status `DEADLINE_EXCEEDED` (4).
-  static let deadlineExceededStatus = 4
-
   /// The message of the fast path's `DEADLINE_EXCEEDED` (gRPC Swift itself sends none: it
   /// cancels the handler and lets it answer, or not).
   static let deadlineExceededMessage = "the request's deadline (grpc-timeout) passed before it was complete"
 
-  /// Nanoseconds per `grpc-timeout` unit (gRPC over HTTP/2: H M S m u n).
-  static func nanoseconds(perUnit unit: UInt8) -> Int64? {
-    switch unit {
-    case UInt8(ascii: "H"): 3_600_000_000_000
-    case UInt8(ascii: "M"): 60_000_000_000
-    case UInt8(ascii: "S"): 1_000_000_000
-    case UInt8(ascii: "m"): 1_000_000
-    case UInt8(ascii: "u"): 1_000
-    case UInt8(ascii: "n"): 1
-    default: nil
-    }
-  }
-
-  /// The `grpc-timeout` of `headers` as a time amount, nil when absent or malformed
-  /// (``RequestStreamGuard`` has refused a malformed one before this runs). At most 8 digits of
-  /// hours: no overflow.
+  /// The `grpc-timeout` of `headers` (parsed as ``RequestDeadline`` parses it for handlers), nil
+  /// when absent or malformed (``RequestStreamGuard`` has refused a malformed one before this runs).
   static func timeout(in headers: HPACKHeaders) -> TimeAmount? {
-    guard let value = headers.first(name: RequestStreamGuard.timeoutHeader), RequestStreamGuard.isValidTimeout(value),
-      let unit = value.utf8.last, let perUnit = Self.nanoseconds(perUnit: unit), let amount = Int64(value.dropLast())
-    else { return nil }
-    return .nanoseconds(amount.multipliedReportingOverflow(by: perUnit).overflow ? .max : amount * perUnit)
+    headers.first(name: RequestStreamGuard.timeoutHeader).flatMap(RequestDeadline.parse).map(TimeAmount.init)
   }
 
   /// Whether the fast path may read a request with `headers` itself: a POST of plain protobuf
@@ -171,10 +150,7 @@ public final class UnaryFastPath: Sendable {
   /// The request id of a call: the client's `x-request-id` when acceptable, else a new one (as
   /// ``RequestIDInterceptor``).
   static func requestID(in headers: HPACKHeaders) -> String {
-    if let offered = headers.first(name: RequestIDInterceptor.metadataKey), RequestContext.isAcceptable(offered) {
-      return offered
-    }
-    return UUID().uuidString.lowercased()
+    RequestIDInterceptor.requestID(offered: headers.first(name: RequestIDInterceptor.metadataKey))
   }
 
   /// `error` as gRPC Swift's server would send it (`RPCError`, or converted as it converts).
@@ -375,13 +351,7 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.held = []
     self.deadlineTimer?.cancel()
     self.deadlineTimer = nil
-    var trailers: HPACKHeaders = [
-      ":status": RequestStreamGuard.httpStatusOK, "content-type": RequestStreamGuard.grpcContentType,
-      "grpc-status": String(error.code.rawValue),
-    ]
-    if !error.message.isEmpty {
-      trailers.add(name: "grpc-message", value: RequestStreamGuard.percentEncoded(error.message))
-    }
+    var trailers = RequestStreamGuard.trailers(for: error.message, status: error.code.rawValue)
     for (key, value) in error.metadata {
       trailers.add(name: key.lowercased(), value: value.encoded())
     }
