@@ -308,10 +308,17 @@ struct UnaryFastPathTests {
       let answer = try await stream.response.get()
       #expect(answer.grpcStatus == "0", "\(answer.all)")
       #expect(server.server.fastPathAnswered == 1)
-      // The connection was told to go away: no new stream opens on it.
-      await #expect(throws: (any Error).self) {
-        try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: message, timeout: .seconds(2))
+      // The connection was told to go away: a new call on it is not served. The client refuses to
+      // open the stream once it has read the GOAWAY; on a loaded machine it may open it first,
+      // and the server then closes it unanswered.
+      let after: RawHTTP2Client.Response?
+      do {
+        after = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.getBalance), body: message, timeout: .seconds(2))
+      } catch {
+        after = nil
       }
+      #expect(after == nil || after?.grpcStatus == nil, "\(after?.all ?? [])")
+      #expect(server.server.fastPathAnswered == 1)
       await raw.close()
     }
   }
