@@ -54,8 +54,12 @@ private final class CamtState: XMLTableHandler {
   var balanceDirection: CreditDebit = .credit
   var balanceDirectionSeen = false
   var entryDirectionSeen = false
-  var entry: StatementEntry?
-  var details: TransactionDetails?
+  /// The entry and the transaction being read, built in place (an optional here would be
+  /// copied out and back for every field set) while `entryOpen` / `detailsOpen`.
+  var entry = StatementEntry()
+  var entryOpen = false
+  var details = TransactionDetails()
+  var detailsOpen = false
   /// The currency of the amount element open now (its `Ccy` attribute).
   var amountCurrency: String?
   var creditorName = "", debtorName = "", creditorAccount = "", debtorAccount = "", creditorBIC = "", debtorBIC = ""
@@ -157,11 +161,13 @@ private final class CamtState: XMLTableHandler {
     case .entry:
       try self.sendHeader()
       self.entry = StatementEntry()
-      self.entry?.status = ""
+      self.entry.status = ""
+      self.entryOpen = true
       self.entryDirectionSeen = false
       (self.domain, self.family, self.subFamily, self.proprietaryCode) = ("", "", "", "")
     case .details:
       self.details = TransactionDetails()
+      self.detailsOpen = true
       (self.creditorName, self.debtorName, self.creditorAccount, self.debtorAccount, self.creditorBIC, self.debtorBIC) =
         ("", "", "", "", "", "")
     case .balanceAmount, .entryAmount, .amount, .instructedAmount, .charges:
@@ -264,61 +270,69 @@ private final class CamtState: XMLTableHandler {
       if self.balanceDirection == .debit { balance.amountMinor = -balance.amountMinor }
       if !self.headerSent { self.header?.balances.append(balance) }
       self.balance = nil
-    case .entryReference: self.entry?.reference = text
+    case .entryReference: self.entry.reference = text
     case .entryAmount:
       let (minor, currency) = try self.amount(text)
-      self.entry?.amountMinor = minor
-      self.entry?.currency = currency
+      self.entry.amountMinor = minor
+      self.entry.currency = currency
     case .entryDirection:
-      self.entry?.direction = try self.direction(text)
+      self.entry.direction = try self.direction(text)
       self.entryDirectionSeen = true
-    case .entryReversal: self.entry?.reversal = text == "true" || text == "1"
-    case .entryStatus: if !text.isEmpty { self.entry?.status = text }
-    case .entryBookingDate: self.entry?.bookingDate = try self.date(text)
-    case .entryValueDate: self.entry?.valueDate = try self.date(text)
-    case .entryServicerReference: self.entry?.accountServicerReference = text
+    case .entryReversal: self.entry.reversal = text == "true" || text == "1"
+    case .entryStatus: if !text.isEmpty { self.entry.status = text }
+    case .entryBookingDate: self.entry.bookingDate = try self.date(text)
+    case .entryValueDate: self.entry.valueDate = try self.date(text)
+    case .entryServicerReference: self.entry.accountServicerReference = text
     case .domain: self.domain = text
     case .family: self.family = text
     case .subFamily: self.subFamily = text
     case .proprietaryCode: self.proprietaryCode = text
-    case .entryAdditionalInfo: self.entry?.additionalInfo = text
-    case .batchCount: self.entry?.batchCount = try self.number(text)
+    case .entryAdditionalInfo: self.entry.additionalInfo = text
+    case .batchCount: self.entry.batchCount = try self.number(text)
     case .details:
-      guard var details = self.details else { return }
-      let debit = self.entry?.direction == .debit
+      guard self.detailsOpen else { return }
+      self.detailsOpen = false
+      // Taken, not copied: the entry gets the only reference to its strings.
+      var details = TransactionDetails()
+      swap(&details, &self.details)
+      let debit = self.entry.direction == .debit
       details.counterpartyName = debit ? self.creditorName : self.debtorName
       details.counterpartyAccount = debit ? self.creditorAccount : self.debtorAccount
       details.counterpartyBIC = debit ? self.creditorBIC : self.debtorBIC
-      if (self.entry?.details.count ?? 0) < FormatLimits.maxDetailsPerEntry { self.entry?.details.append(details) }
-      self.details = nil
+      if self.entry.details.count < FormatLimits.maxDetailsPerEntry { self.entry.details.append(details) }
     case .entry:
-      guard var entry = self.entry else { return }
+      guard self.entryOpen else { return }
+      self.entryOpen = false
+      var entry = StatementEntry()
+      swap(&entry, &self.entry)
       guard !entry.currency.isEmpty else { throw self.fail("an entry needs an amount (Amt)") }
       guard self.entryDirectionSeen else { throw self.fail("an entry needs CdtDbtInd (CRDT or DBIT)") }
       if entry.status.isEmpty { throw self.fail("an entry needs a status (Sts)") }
       if !self.domain.isEmpty {
-        entry.bankTransactionCode = [self.domain, self.family, self.subFamily].filter { !$0.isEmpty }.joined(separator: "/")
+        var code = self.domain
+        if !self.family.isEmpty { code += "/" + self.family }
+        if !self.subFamily.isEmpty { code += "/" + self.subFamily }
+        entry.bankTransactionCode = code
       } else if !self.proprietaryCode.isEmpty {
         entry.bankTransactionCode = "PRTRY:" + self.proprietaryCode
       }
-      self.entry = nil
       try self.onEvent(.entry(entry))
-    case .messageID: self.details?.messageID = text
-    case .servicerReference: self.details?.accountServicerReference = text
-    case .paymentInformationID: self.details?.paymentInformationID = text
-    case .instructionID: self.details?.instructionID = text
-    case .endToEndID: self.details?.endToEndID = text
-    case .uetr: self.details?.uetr = text
-    case .transactionID: self.details?.transactionID = text
+    case .messageID: self.details.messageID = text
+    case .servicerReference: self.details.accountServicerReference = text
+    case .paymentInformationID: self.details.paymentInformationID = text
+    case .instructionID: self.details.instructionID = text
+    case .endToEndID: self.details.endToEndID = text
+    case .uetr: self.details.uetr = text
+    case .transactionID: self.details.transactionID = text
     case .amount:
       let (minor, currency) = try self.amount(text)
-      self.details?.amountMinor = minor
-      self.details?.currency = currency
+      self.details.amountMinor = minor
+      self.details.currency = currency
     case .instructedAmount:
-      if self.details?.amountMinor == nil {
+      if self.details.amountMinor == nil {
         let (minor, currency) = try self.amount(text)
-        self.details?.amountMinor = minor
-        self.details?.currency = currency
+        self.details.amountMinor = minor
+        self.details.currency = currency
       }
     case .creditorName: self.creditorName = text
     case .debtorName: self.debtorName = text
@@ -327,15 +341,15 @@ private final class CamtState: XMLTableHandler {
     case .creditorBIC: self.creditorBIC = text
     case .debtorBIC: self.debtorBIC = text
     case .remittance:
-      if (self.details?.remittance.count ?? 0) < FormatLimits.maxRemittanceLines { self.details?.remittance.append(text) }
-    case .creditorReference: self.details?.creditorReference = text
-    case .returnReason: self.details?.returnReason = text
+      if self.details.remittance.count < FormatLimits.maxRemittanceLines { self.details.remittance.append(text) }
+    case .creditorReference: self.details.creditorReference = text
+    case .returnReason: self.details.returnReason = text
     case .charges:
       let (minor, _) = try self.amount(text)
-      let (sum, overflow) = (self.details?.chargesMinor ?? 0).addingReportingOverflow(minor)
+      let (sum, overflow) = self.details.chargesMinor.addingReportingOverflow(minor)
       guard !overflow else { throw self.fail("charges overflow") }
-      self.details?.chargesMinor = sum
-    case .additionalTransactionInfo: self.details?.additionalInfo = text
+      self.details.chargesMinor = sum
+    case .additionalTransactionInfo: self.details.additionalInfo = text
     }
   }
 }

@@ -166,6 +166,8 @@ public enum StatementContinuity {
 /// statement being read, and the last statement's balances per account.
 public struct ContinuityTracker: Sendable {
   private var current: BankStatement?
+  /// The current statement's account currency.
+  private var currency = ""
   private var bookedSum: Int64 = 0
   private var overflowed = false
   private var previous: [String: BankStatement] = [:]
@@ -180,19 +182,20 @@ public struct ContinuityTracker: Sendable {
     switch event {
     case .begin(let header):
       self.current = BankStatement(header: header)
+      self.currency = header.account.currency
       self.bookedSum = 0
       self.overflowed = false
       return []
     case .entry(let entry):
-      guard let current = self.current else { return [] }
+      // Runs for every entry of a file: the statement is read in place, not copied.
+      guard self.current != nil else { return [] }
       var breaks: [ContinuityBreak] = []
-      let currency = current.header.account.currency
-      if !currency.isEmpty, !entry.currency.isEmpty, entry.currency != currency {
+      if !self.currency.isEmpty, !entry.currency.isEmpty, entry.currency != self.currency, let header = self.current?.header {
         let reference = entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference
         breaks.append(
           ContinuityBreak(
-            kind: .currencyMismatch, account: current.header.account.identification, statementID: current.header.statementID,
-            message: "entry \(reference) is in \(entry.currency), the statement in \(currency)"))
+            kind: .currencyMismatch, account: header.account.identification, statementID: header.statementID,
+            message: "entry \(reference) is in \(entry.currency), the statement in \(header.account.currency)"))
       }
       if entry.status == "BOOK", !self.overflowed {
         let (sum, overflow) = self.bookedSum.addingReportingOverflow(entry.signedAmountMinor)

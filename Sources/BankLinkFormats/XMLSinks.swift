@@ -139,6 +139,9 @@ struct XMLPathTable: Sendable {
   struct Node: Sendable {
     var nameStart: Int
     var nameCount: Int
+    /// The name's first eight bytes as one word (``XMLPathTable/prefix(_:_:)``): most names
+    /// differ there, so a sibling is usually ruled out by one integer comparison.
+    var prefix: UInt64
     var action: Int32
     var keepsText: Bool
     var firstChild: Int32 = -1
@@ -151,7 +154,7 @@ struct XMLPathTable: Sendable {
   /// Builds the tree; a path listed twice with different actions is a programming error.
   init(_ entries: [Entry]) {
     // Node 0 stands above the root.
-    self.nodes = [Node(nameStart: 0, nameCount: 0, action: Self.none, keepsText: false)]
+    self.nodes = [Node(nameStart: 0, nameCount: 0, prefix: 0, action: Self.none, keepsText: false)]
     self.names = []
     for entry in entries {
       var paths: [[Substring]] = [[]]
@@ -181,10 +184,19 @@ struct XMLPathTable: Sendable {
       child = node.nextSibling
     }
     let index = Int32(self.nodes.count)
-    self.nodes.append(Node(nameStart: self.names.count, nameCount: name.count, action: Self.none, keepsText: false))
+    let prefix = name.withUnsafeBufferPointer { Self.prefix($0.baseAddress!, $0.count) }
+    self.nodes.append(Node(nameStart: self.names.count, nameCount: name.count, prefix: prefix, action: Self.none, keepsText: false))
     self.names.append(contentsOf: name)
     if last >= 0 { self.nodes[Int(last)].nextSibling = index } else { self.nodes[Int(parent)].firstChild = index }
     return index
+  }
+
+  /// Up to the first eight bytes of a name, little-endian, zero-padded.
+  @inline(__always)
+  static func prefix(_ name: UnsafePointer<UInt8>, _ length: Int) -> UInt64 {
+    var word: UInt64 = 0
+    for index in 0..<min(8, length) { word |= UInt64(name[index]) << (8 * UInt64(index)) }
+    return word
   }
 
   func name(of node: Int32) -> String {
@@ -213,6 +225,9 @@ final class TableSink: XMLSink {
   /// Node numbers of the open elements that are in the table, from the root down.
   private let stack: UnsafeMutablePointer<Int32>
   private let textBuffer: UnsafeMutablePointer<UInt8>
+  /// Per node: the child matched last under it (-1: none yet). Files write elements in schema
+  /// order, so the sibling after it is the likeliest next element.
+  private let lastMatched: UnsafeMutablePointer<Int32>
   /// [listed depth, depth below the last listed element, text length, whether text is kept]
   private let counters: UnsafeMutablePointer<Int>
   /// The name of the outermost open element outside the table, for error messages.
@@ -225,6 +240,8 @@ final class TableSink: XMLSink {
     _ = self.nodes.initialize(from: table.nodes)
     self.names = .allocate(capacity: max(1, table.names.count))
     _ = self.names.initialize(from: table.names)
+    self.lastMatched = .allocate(capacity: table.nodes.count)
+    self.lastMatched.initialize(repeating: -1, count: table.nodes.count)
     self.stack = .allocate(capacity: FormatLimits.maxXMLDepth + 1)
     self.stack.initialize(repeating: 0, count: FormatLimits.maxXMLDepth + 1)
     self.textBuffer = .allocate(capacity: FormatLimits.maxTextBytes)
@@ -236,6 +253,7 @@ final class TableSink: XMLSink {
     self.nodes.deallocate()
     self.names.deallocate()
     self.stack.deallocate()
+    self.lastMatched.deallocate()
     self.textBuffer.deallocate()
     self.counters.deallocate()
   }
@@ -310,15 +328,30 @@ final class TableSink: XMLSink {
 
   /// The child of `parent` with this name, or -1.
   private func child(of parent: Int32, _ name: UnsafePointer<UInt8>, _ length: Int) -> Int32 {
-    let names = self.names.baseAddress!
+    let prefix = XMLPathTable.prefix(name, length)
+    let last = self.lastMatched[Int(parent)]
+    if last >= 0 {
+      let next = self.nodes[Int(last)].nextSibling
+      if next >= 0, self.matches(next, name, length, prefix) {
+        self.lastMatched[Int(parent)] = next
+        return next
+      }
+    }
     var child = self.nodes[Int(parent)].firstChild
     while child >= 0 {
-      let node = self.nodes[Int(child)]
-      if node.nameCount == length, names[node.nameStart] == name[0], memcmp(names + node.nameStart, name, length) == 0 {
+      if self.matches(child, name, length, prefix) {
+        self.lastMatched[Int(parent)] = child
         return child
       }
-      child = node.nextSibling
+      child = self.nodes[Int(child)].nextSibling
     }
     return -1
+  }
+
+  @inline(__always)
+  private func matches(_ index: Int32, _ name: UnsafePointer<UInt8>, _ length: Int, _ prefix: UInt64) -> Bool {
+    let node = self.nodes[Int(index)]
+    guard node.nameCount == length, node.prefix == prefix else { return false }
+    return length <= 8 || memcmp(self.names.baseAddress! + node.nameStart + 8, name + 8, length - 8) == 0
   }
 }

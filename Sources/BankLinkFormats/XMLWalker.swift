@@ -71,19 +71,23 @@ final class XMLWalker {
 
   private static func run(_ source: FormatSource, format: String, sink: any XMLSink) throws {
     let walker = XMLWalker(format: format, sink: sink)
+    // Alive until the parser is freed: its callbacks hold the walker unretained.
+    defer { withExtendedLifetime(walker) {} }
     var handler = xmlSAXHandler()
     handler.initialized = UInt32(XML_SAX2_MAGIC)
+    // The walker outlives the parse (`run` holds it), so the callbacks borrow it without
+    // reference counting: they run for every element and every piece of text.
     handler.startElementNs = { context, localName, _, uri, _, _, attributeCount, _, attributes in
       guard let context, let localName else { return }
-      Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().start(localName, uri, Int(attributeCount), attributes)
+      Unmanaged<XMLWalker>.fromOpaque(context)._withUnsafeGuaranteedRef { $0.start(localName, uri, Int(attributeCount), attributes) }
     }
     handler.endElementNs = { context, _, _, _ in
       guard let context else { return }
-      Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().end()
+      Unmanaged<XMLWalker>.fromOpaque(context)._withUnsafeGuaranteedRef { $0.end() }
     }
     handler.characters = { context, characters, length in
       guard let context, let characters else { return }
-      Unmanaged<XMLWalker>.fromOpaque(context).takeUnretainedValue().characters(characters, Int(length))
+      Unmanaged<XMLWalker>.fromOpaque(context)._withUnsafeGuaranteedRef { $0.characters(characters, Int(length)) }
     }
     handler.cdataBlock = handler.characters
     // Bank files have no document type declaration, and it is how entity-expansion bombs and

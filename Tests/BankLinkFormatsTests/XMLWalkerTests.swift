@@ -124,4 +124,49 @@ struct XMLWalkerTests {
     try XMLWalker.walk(.data(Data("<Q><A>x</A></Q>".utf8)), format: "test", table: table, handler: other)
     #expect(other.events == ["start -1 Q"])
   }
+
+  @Test("the path table finds siblings in any order, names that share their first eight bytes, and names of up to 64 bytes")
+  func pathTableOrderAndPrefixes() throws {
+    final class Recorder: XMLTableHandler {
+      var events: [String] = []
+      func start(_ action: Int32, _ element: XMLOpening) throws {}
+      func end(_ action: Int32, _ text: String) throws { self.events.append("\(action)=\(text)") }
+    }
+    let long = String(repeating: "L", count: FormatLimits.maxXMLNameBytes)
+    let table = XMLPathTable([
+      .init("R", 1, text: false), .init("R/E", 2, text: false), .init("R/E/AcctSvcrRef", 3), .init("R/E/AcctSvcrRefX", 4),
+      .init("R/E/AcctSvcr", 5), .init("R/E/Amt", 6), .init("R/E/\(long)", 7),
+    ])
+    // The same siblings in table order, reversed, and shuffled with unlisted names between
+    // them: the sibling after the last match is only a hint.
+    let xml = """
+      <R><E><AcctSvcrRef>a</AcctSvcrRef><AcctSvcrRefX>b</AcctSvcrRefX><AcctSvcr>c</AcctSvcr><Amt>d</Amt><\(long)>e</\(long)></E>\
+      <E><\(long)>e</\(long)><Amt>d</Amt><AcctSvcr>c</AcctSvcr><AcctSvcrRefX>b</AcctSvcrRefX><AcctSvcrRef>a</AcctSvcrRef></E>\
+      <E><AcctSvcrRefY>no</AcctSvcrRefY><AcctSvcrRefX>b</AcctSvcrRefX><Am>no</Am><AcctSvcrRef>a</AcctSvcrRef><AcctSvc>no</AcctSvc>\
+      <Amt>d</Amt><AcctSvcrRefX>b</AcctSvcrRefX></E></R>
+      """
+    let recorder = Recorder()
+    try XMLWalker.walk(.data(Data(xml.utf8)), format: "test", table: table, handler: recorder)
+    #expect(
+      recorder.events == [
+        "3=a", "4=b", "5=c", "6=d", "7=e", "2=", "7=e", "6=d", "5=c", "4=b", "3=a", "2=", "4=b", "3=a", "6=d", "4=b", "2=", "1=",
+      ])
+  }
+
+  @Test("dates and currency exponents as the readers check them")
+  func datesAndExponents() {
+    #expect(FormatValues.isoDate("2026-12-03") == "2026-12-03")
+    #expect(FormatValues.isoDate("2026-12-03T23:00:00+08:00") == "2026-12-03")
+    #expect(FormatValues.isoDate("2024-02-29") == "2024-02-29")
+    for refused in ["2026-02-29", "1900-02-29", "2026-13-01", "2026-04-31", "2026-00-10", "2026-12-00", "1899-12-31", "3000-01-01",
+      "2026-1-03", "2026/12/03", "26-12-03", "", "2026-12-0", "２０２６-12-03"]
+    {
+      #expect(FormatValues.isoDate(refused) == nil, "\(refused)")
+    }
+    #expect(FormatValues.isoDate("2000-02-29") == "2000-02-29")
+    #expect(FormatValues.isoDate("2026-06-30") == "2026-06-30" && FormatValues.isoDate("2026-07-31") == "2026-07-31")
+    for (currency, exponent) in [("CNY", 2), ("EUR", 2), ("JPY", 0), ("KRW", 0), ("RWF", 0), ("KWD", 3), ("LYD", 3), ("JP", 2), ("JPYX", 2), ("", 2)] {
+      #expect(FormatValues.exponent(of: currency) == exponent, "\(currency)")
+    }
+  }
 }
