@@ -100,7 +100,12 @@ public enum AuditJournal {
     record.writeRaw(entry.entryHash)
     let key = Self.key(entry.sequence)
     try txn.put(key, record.bytes, in: .audit)
-    try txn.put(Array(entry.object.utf8) + [0] + key, [], in: .auditByObject)
+    var objectKey: [UInt8] = []
+    objectKey.reserveCapacity(entry.object.utf8.count + 1 + key.count)
+    objectKey.append(contentsOf: entry.object.utf8)
+    objectKey.append(0)
+    objectKey.append(contentsOf: key)
+    try txn.put(objectKey, [], in: .auditByObject)
     var head = RecordWriter(capacity: 40)
     head.write(entry.sequence)
     head.writeRaw(entry.entryHash)
@@ -251,26 +256,34 @@ public struct AuditEntry: Sendable, Hashable {
   ///
   /// integers big-endian, `str` a u32 big-endian byte count then the UTF-8 bytes.
   public var computedHash: [UInt8] {
-    var bytes: [UInt8] = Array(Self.domain.utf8)
-    bytes.reserveCapacity(128 + self.principal.utf8.count + self.action.utf8.count + self.object.utf8.count)
-    Self.append(self.sequence, to: &bytes)
-    Self.append(UInt64(bitPattern: self.time.millisecondsSinceEpoch), to: &bytes)
-    for text in [self.principal, self.action, self.object] {
-      let utf8 = Array(text.utf8)
-      Self.append(UInt32(utf8.count), to: &bytes)
-      bytes += utf8
+    // One buffer, allocated once, hashed in one call; the payload is hashed where it lies.
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(
+      Self.domain.utf8.count + 16 + 12 + self.principal.utf8.count + self.action.utf8.count + self.object.utf8.count + 64)
+    bytes.append(contentsOf: Self.domain.utf8)
+    func integer<Integer: FixedWidthInteger>(_ value: Integer) {
+      withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
     }
-    bytes += self.payloadDigest
-    bytes += self.previousHash
-    return Array(SHA256.hash(data: bytes))
+    func field(_ text: String) {
+      var text = text
+      text.withUTF8 { utf8 in
+        integer(UInt32(utf8.count))
+        bytes.append(contentsOf: utf8)
+      }
+    }
+    integer(self.sequence)
+    integer(UInt64(bitPattern: self.time.millisecondsSinceEpoch))
+    field(self.principal)
+    field(self.action)
+    field(self.object)
+    var payload = self.payload
+    payload.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }.withUnsafeBytes { bytes.append(contentsOf: $0) }
+    bytes.append(contentsOf: self.previousHash)
+    return bytes.withUnsafeBytes { Array(SHA256.hash(data: $0)) }
   }
 
   /// Domain separation: no other hash BankLink computes starts with these bytes.
   public static let domain = "banklink-audit-v1"
-
-  private static func append<Integer: FixedWidthInteger>(_ value: Integer, to bytes: inout [UInt8]) {
-    withUnsafeBytes(of: value.bigEndian) { bytes += $0 }
-  }
 }
 
 /// The details of a journal entry: string fields, written as canonical JSON — an object with
@@ -293,21 +306,28 @@ public struct AuditPayload: Sendable, Hashable, ExpressibleByDictionaryLiteral {
   }
 
   public var canonicalJSON: String {
-    let keys = self.fields.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-    var out: [UInt8] = [UInt8(ascii: "{")]
-    for (index, key) in keys.enumerated() {
+    let fields = self.fields.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+    var out: [UInt8] = []
+    out.reserveCapacity(fields.reduce(2) { $0 + $1.key.utf8.count + $1.value.utf8.count + 6 })
+    out.append(UInt8(ascii: "{"))
+    for (index, field) in fields.enumerated() {
       if index > 0 { out.append(UInt8(ascii: ",")) }
-      Self.appendString(key, to: &out)
+      Self.appendString(field.key, to: &out)
       out.append(UInt8(ascii: ":"))
-      Self.appendString(self.fields[key]!, to: &out)
+      Self.appendString(field.value, to: &out)
     }
     out.append(UInt8(ascii: "}"))
     return String(decoding: out, as: UTF8.self)
   }
 
   private static func appendString(_ text: String, to out: inout [UInt8]) {
-    let hex = Array("0123456789abcdef".utf8)
     out.append(UInt8(ascii: "\""))
+    // Most values need no escaping: copied whole.
+    if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+      out.append(contentsOf: text.utf8)
+      out.append(UInt8(ascii: "\""))
+      return
+    }
     for byte in text.utf8 {
       switch byte {
       case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
@@ -318,10 +338,12 @@ public struct AuditPayload: Sendable, Hashable, ExpressibleByDictionaryLiteral {
       case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
       case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
       case 0..<0x20:
-        out += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+        out += Array("\\u00".utf8) + [Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 0x0F)]]
       default: out.append(byte)
       }
     }
     out.append(UInt8(ascii: "\""))
   }
+
+  private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }

@@ -27,9 +27,12 @@ public struct RecordWriter: Sendable {
   }
 
   public mutating func write(_ value: String) {
-    let utf8 = Array(value.utf8)
-    self.write(UInt32(utf8.count))
-    self.bytes.append(contentsOf: utf8)
+    // Straight from the string's storage: no intermediate array per field.
+    var value = value
+    value.withUTF8 { utf8 in
+      self.write(UInt32(utf8.count))
+      self.bytes.append(contentsOf: utf8)
+    }
   }
 
   /// Raw bytes without a length (for key prefixes).
@@ -47,22 +50,34 @@ public struct RecordReader: Sendable {
   public var isAtEnd: Bool { self.offset == self.bytes.count }
 
   private mutating func take(_ count: Int) throws -> ArraySlice<UInt8> {
+    let start = try self.advance(count)
+    return self.bytes[start..<start + count]
+  }
+
+  /// Checks that `count` more bytes are there, moves past them and returns where they start.
+  private mutating func advance(_ count: Int) throws -> Int {
     guard count >= 0, self.bytes.count - self.offset >= count else {
       throw StoreError(code: .corrupted, message: "record truncated at byte \(self.offset) (wanted \(count) more)")
     }
     defer { self.offset += count }
-    return self.bytes[self.offset..<self.offset + count]
+    return self.offset
   }
 
-  public mutating func readUInt8() throws -> UInt8 { try self.take(1).first! }
-
-  public mutating func readUInt32() throws -> UInt32 {
-    try self.take(4).reduce(0) { ($0 << 8) | UInt32($1) }
+  /// A big-endian integer, read in place (no slice, so no reference counting
+  /// per field: records are decoded by the million in a reconciliation run).
+  private mutating func integer<Integer: FixedWidthInteger>(_ type: Integer.Type) throws -> Integer {
+    let start = try self.advance(MemoryLayout<Integer>.size)
+    return self.bytes.withUnsafeBytes { Integer(bigEndian: $0.loadUnaligned(fromByteOffset: start, as: Integer.self)) }
   }
 
-  public mutating func readUInt64() throws -> UInt64 {
-    try self.take(8).reduce(0) { ($0 << 8) | UInt64($1) }
+  public mutating func readUInt8() throws -> UInt8 {
+    let start = try self.advance(1)
+    return self.bytes[start]
   }
+
+  public mutating func readUInt32() throws -> UInt32 { try self.integer(UInt32.self) }
+
+  public mutating func readUInt64() throws -> UInt64 { try self.integer(UInt64.self) }
 
   public mutating func readInt64() throws -> Int64 {
     Int64(bitPattern: try self.readUInt64() ^ (1 << 63))
@@ -74,7 +89,18 @@ public struct RecordReader: Sendable {
 
   public mutating func readString() throws -> String {
     let count = Int(try self.readUInt32())
-    return String(decoding: try self.take(count), as: UTF8.self)
+    let start = try self.advance(count)
+    return self.bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<start + count]), as: UTF8.self) }
+  }
+
+  /// Steps over a string written by ``RecordWriter/write(_:)-(String)`` without decoding it.
+  public mutating func skipString() throws {
+    _ = try self.advance(Int(try self.readUInt32()))
+  }
+
+  /// Steps over `count` bytes.
+  public mutating func skip(_ count: Int) throws {
+    _ = try self.advance(count)
   }
 
   /// Checks that the whole record was consumed: trailing bytes mean a format mismatch.
@@ -249,6 +275,23 @@ extension Payment {
     writer.write(self.bankStatusCode)
     writer.write(self.bankReasonCode)
     return writer.bytes
+  }
+
+  /// The status of a stored payment, read without decoding the rest of the record: for scans
+  /// that pass over most payments by their state.
+  public static func status(ofRecord record: [UInt8]) throws -> PaymentStatus {
+    var reader = RecordReader(record)
+    try expectFormat(try reader.readUInt8(), Payment.recordFormat, "payment")
+    try reader.skipString()  // id
+    // The instruction: debtor account, the creditor's five fields, amount, currency, purpose,
+    // execution date, type (``PaymentInstruction/write(to:)``).
+    for _ in 0..<6 { try reader.skipString() }
+    try reader.skip(8)
+    for _ in 0..<4 { try reader.skipString() }
+    guard let status = PaymentStatus(rawValue: try reader.readString()) else {
+      throw StoreError(code: .corrupted, message: "a payment record has an unknown status")
+    }
+    return status
   }
 
   public init(record: [UInt8]) throws {

@@ -500,6 +500,13 @@ struct ReconciliationTests {
     #expect(Reconciler.nameSimilarity("ZHEJIANG LIANDA ELECTRONICS CO LTD", "Zhejiang Lianda Electronics Co., Ltd.") == 100)
     #expect(Reconciler.nameSimilarity("Lianda Electronics", "Hengrui Logistics") == 0)
     #expect(Reconciler.nameSimilarity("江苏恒瑞物流有限公司", "江苏恒瑞物流") == 100)
+    // Plain ASCII names take a byte path; names with other characters the general one. Both
+    // split at anything but letters and digits and ignore case: the same words either way.
+    #expect(Reconciler.nameSimilarity("Supplier 12 Co., Ltd.", "supplier-12 trading") == 66)
+    #expect(Reconciler.nameSimilarity("Supplier 12 Co., Ltd.", "Supplier 12 Co., Ltd. ·") == 100)
+    #expect(Reconciler.nameSimilarity("Müller Supplier 12 GmbH", "MÜLLER supplier_13") == 50)
+    #expect(Reconciler.nameSimilarity("Muller Supplier 12 GmbH", "MULLER supplier_13") == 50)
+    #expect(Reconciler.nameSimilarity("the co ltd", "Acme") == 0)
     #expect(Reconciler.daysBetween("2026-12-31", "2027-01-02") == 2)
     #expect(Reconciler.daysBetween("2024-02-28", "2024-03-01") == 2)
     #expect(Reconciler.daysBetween("2026-13-01", "2026-12-01") == nil)

@@ -170,8 +170,15 @@ public final class Reconciler: Sendable {
     self.afterCommit = afterCommit
   }
 
-  /// Payment states a booked entry can explain: with the bank, or settled by a pain.002.
-  static let reconcilable: Set<PaymentStatus> = [.submitting, .submitted, .accepted, .settled]
+  /// Payment states a booked entry can explain: with the bank, or settled by a pain.002. (A
+  /// switch, not a `Set`: asked for every payment a run reads, and a set would hash the
+  /// state's name.)
+  static func isReconcilable(_ status: PaymentStatus) -> Bool {
+    switch status {
+    case .submitting, .submitted, .accepted, .settled: true
+    default: false
+    }
+  }
 
   enum Decision {
     /// `verified`: the payments, read and checked in the transaction that applies the match
@@ -407,6 +414,7 @@ public final class Reconciler: Sendable {
       (run, kept, from, more) = try self.store.withWriteTransaction { txn in
         var state = run
         var kept: [PendingEntry] = []
+        var lastAccount: String?
         // The chunk's records, read before anything is written.
         var chunk: [(key: [UInt8], value: [UInt8])] = []
         var resume: [UInt8]?
@@ -425,7 +433,11 @@ public final class Reconciler: Sendable {
           if !fromDate.isEmpty, entry.bookingDate < fromDate { continue }
           if !toDate.isEmpty, entry.bookingDate > toDate { continue }
           if try txn.get(key, in: .reconMatches) != nil { continue }
-          state.accounts.insert(account)
+          // Entries of a statement share their account: the set is touched once per change.
+          if account != lastAccount {
+            state.accounts.insert(account)
+            lastAccount = account
+          }
           if let decision = try self.decideByReference(key: key, account: account, entry: entry, at: time, txn: txn) {
             try Self.record(decision, at: time, run: &state, txn: &txn)
             continue
@@ -487,11 +499,13 @@ public final class Reconciler: Sendable {
     try self.store.withReadTransaction { txn in
       var held = 0
       try txn.scan(.payments) { key, value in
+        // Most stored payments are closed or matched already: that is read first (the state
+        // without decoding the record, then the match index), and only the others decoded.
+        guard Self.isReconcilable(try Payment.status(ofRecord: value)), try txn.get(key, in: .reconPaymentMatches) == nil
+        else { return true }
         let payment = try Payment(record: value)
         let account = payment.instruction.debtorAccountID
-        guard accounts.contains(account), Self.reconcilable.contains(payment.status),
-          try txn.get(key, in: .reconPaymentMatches) == nil
-        else { return true }
+        guard accounts.contains(account) else { return true }
         held += 1
         guard held <= Limits.maxReconciliationEntries else {
           throw ReconciliationRefusal.scopeTooLarge(entries: pending.count, payments: held)
@@ -628,7 +642,7 @@ public final class Reconciler: Sendable {
       let known = try txn.get(Array(id.utf8), in: .payments).map(Payment.init(record:))
       let matched = try txn.get(Array(id.utf8), in: .reconPaymentMatches) != nil
       // A return is a second entry for a payment its debit may have matched already.
-      guard let payment = known, payment.instruction.debtorAccountID == account, Self.reconcilable.contains(payment.status),
+      guard let payment = known, payment.instruction.debtorAccountID == account, Self.isReconcilable(payment.status),
         incoming || !matched
       else {
         // The reference names a payment of ours that this entry cannot book: never guessed
@@ -779,9 +793,33 @@ public final class Reconciler: Sendable {
 
   /// 0…100: how alike two names are, by their words (case, punctuation and legal-form words
   /// such as "Co", "Ltd", "GmbH" ignored; Chinese names compared by characters).
+  static let nameNoise: Set<String> = ["CO", "LTD", "LIMITED", "INC", "GMBH", "AG", "SA", "LLC", "CORP", "COMPANY", "THE", "有限公司", "公司"]
+
   static func nameSimilarity(_ a: String, _ b: String) -> Int {
-    let noise: Set<String> = ["CO", "LTD", "LIMITED", "INC", "GMBH", "AG", "SA", "LLC", "CORP", "COMPANY", "THE", "有限公司", "公司"]
+    let noise = Self.nameNoise
     func words(_ text: String) -> Set<String> {
+      // Plain ASCII (most names in a run): words of letters and digits, upper-cased, split at
+      // anything else, read as bytes. The same words as the general path below.
+      if text.utf8.allSatisfy({ $0 < 0x80 }) {
+        var result: Set<String> = []
+        var word: [UInt8] = []
+        func flushBytes() {
+          if !word.isEmpty {
+            let text = String(decoding: word, as: UTF8.self)
+            if !noise.contains(text) { result.insert(text) }
+            word.removeAll(keepingCapacity: true)
+          }
+        }
+        for byte in text.utf8 {
+          switch byte {
+          case UInt8(ascii: "a")...UInt8(ascii: "z"): word.append(byte - 0x20)
+          case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): word.append(byte)
+          default: flushBytes()
+          }
+        }
+        flushBytes()
+        return result
+      }
       var text = text
       for form in ["有限责任公司", "股份有限公司", "有限公司", "公司"] where text.hasSuffix(form) {
         text = String(text.dropLast(form.count))
@@ -840,7 +878,7 @@ public final class Reconciler: Sendable {
       guard let bytes = try txn.get(Array(id.utf8), in: .payments) else { return nil }
       let payment = try Payment(record: bytes)
       guard payment.instruction.debtorAccountID == match.accountID else { return nil }
-      if settle || returned { guard reconcilable.contains(payment.status) || payment.status == .returned else { return nil } }
+      if settle || returned { guard isReconcilable(payment.status) || payment.status == .returned else { return nil } }
       // Only an EndToEndId (score 1000) or a clerk settles a payment still being submitted.
       if payment.status == .submitting, match.score < 1000 { return nil }
       payments.append(payment)
@@ -900,7 +938,7 @@ public final class Reconciler: Sendable {
         if let held = try txn.get(Array(id.utf8), in: .reconPaymentMatches), !(held.isEmpty || incoming) {
           throw ReconciliationRefusal.paymentAlreadyMatched(id)
         }
-        guard Self.reconcilable.contains(payment.status) || (incoming && payment.status == .returned) else {
+        guard Self.isReconcilable(payment.status) || (incoming && payment.status == .returned) else {
           throw ReconciliationRefusal.paymentNotReconcilable(id, payment.status.rawValue)
         }
         sum &+= payment.instruction.amount.minorUnits

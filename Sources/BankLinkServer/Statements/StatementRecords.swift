@@ -85,9 +85,19 @@ public enum StatementIDs {
     return UInt64(digits)
   }
 
+  /// `value` in decimal, zero-padded to `width` digits (wider if it needs more), written as
+  /// bytes: an entry's id is formatted for every line of a reconciliation run.
   static func pad(_ value: UInt64, _ width: Int) -> String {
-    let text = String(value)
-    return String(repeating: "0", count: max(0, width - text.count)) + text
+    var digits: [UInt8] = []
+    digits.reserveCapacity(20)
+    var rest = value
+    repeat {
+      digits.append(UInt8(ascii: "0") + UInt8(rest % 10))
+      rest /= 10
+    } while rest > 0
+    while digits.count < width { digits.append(UInt8(ascii: "0")) }
+    digits.reverse()
+    return String(decoding: digits, as: UTF8.self)
   }
 }
 
