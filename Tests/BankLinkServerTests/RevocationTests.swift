@@ -1,5 +1,6 @@
 import BankLinkClient
 import BankLinkCore
+import BankLinkJournal
 import BankLinkPKI
 import BankLinkProto
 @testable import BankLinkServer
@@ -203,6 +204,33 @@ struct RevocationTests {
       #expect(refused?.code == .unauthenticated)
       #expect(refused?.message.contains("CRL") == true)
       #expect(try await withBankLinkClient(server.client(kept)) { try await Self.whoAmI($0) }.identity == "erp")
+    }
+  }
+
+  @Test("a revocation found stored is put in force before the call answers 'already revoked'")
+  func alreadyRevokedIsInForce() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.appending("data"), mapSizeMiB: 16))
+      let writer = GroupCommitWriter(store: store)
+      let now = Instant(millisecondsSinceEpoch: 1_796_342_400_000)
+      // A first RevokeCertificate has committed its record but not yet put it in force (the
+      // window between its commit and its return): modelled by a second instance that shares
+      // the store, as the first call's commit leaves it.
+      let first = CertificateRevocations()
+      _ = try await first.revoke(.identity("erp"), reason: "laptop stolen", by: "admin", writer: writer, at: now)
+      let second = CertificateRevocations()
+      #expect(!second.isRevoked(identity: "erp"))
+      let (receipt, already) = try await second.revoke(.identity("erp"), reason: "again", by: "admin2", writer: writer, at: now)
+      #expect(already && receipt == nil)
+      #expect(second.isRevoked(identity: "erp"), "answered 'already revoked' while calls would still pass")
+      // The first record's reason is the one in force, and nothing new was journaled.
+      let reloaded = CertificateRevocations()
+      try reloaded.load(from: store)
+      #expect(reloaded.isRevoked(identity: "erp"))
+      let journaled = try store.withReadTransaction { txn in
+        try AuditJournal.entries(about: "certificates/identity/erp", limit: 10, in: txn)
+      }
+      #expect(journaled.count == 1)
     }
   }
 }

@@ -156,13 +156,18 @@ public final class CertificateRevocations: Sendable {
   }
 
   /// Stores and journals a revocation by `admin`, then puts it in force. Revoking what is revoked
-  /// already keeps the first record and journals nothing new.
+  /// already keeps the first record and journals nothing new. Either way the revocation is in
+  /// force before this returns: a second call that finds the first one's record stored does not
+  /// answer `already revoked` while the first call has yet to put it in force.
   public func revoke(
     _ target: Target, reason: String, by admin: String, writer: GroupCommitWriter, at instant: Instant
   ) async throws -> (receipt: JournalReceipt?, alreadyRevoked: Bool) {
     let key = Array(target.key.utf8)
-    let outcome: (JournalReceipt?, Bool) = try await writer.write { txn in
-      if try txn.get(key, in: .revocations) != nil { return (nil, true) }
+    let outcome: (receipt: JournalReceipt?, already: Bool, reason: String) = try await writer.write { txn in
+      if let stored = try txn.get(key, in: .revocations) {
+        var reader = RecordReader(stored)
+        return (nil, true, try reader.readString())
+      }
       var record = RecordWriter(capacity: 64 + reason.utf8.count)
       record.write(reason)
       record.write(admin)
@@ -171,9 +176,11 @@ public final class CertificateRevocations: Sendable {
       let receipt = try AuditJournal.append(
         &txn, at: instant, principal: admin, action: "certificate.revoked", object: "certificates/" + target.key,
         details: ["target": target.description, "reason": reason])
-      return (receipt, false)
+      return (receipt, false, reason)
     }
-    if !outcome.1 { self.state.withLock { $0.stored[target.key] = reason } }
-    return outcome
+    self.state.withLock { state in
+      if state.stored[target.key] == nil { state.stored[target.key] = outcome.reason }
+    }
+    return (outcome.receipt, outcome.already)
   }
 }
