@@ -206,9 +206,12 @@ struct ReconciliationTests {
         }
         #expect(notMatched?.code == .failedPrecondition)
 
-        // On demand: the unmatched entry and payment are still there, nothing matched twice.
+        // On demand: the unmatched entry and payment are still there, nothing matched twice;
+        // the payment the clerk unmatched is held for a clerk, and listed as unmatched.
         let again = try await service.reconcile(.with { $0.accountID = Self.account })
-        #expect(again.matched == 0 && again.unmatchedEntries == 4, "\(again)")
+        #expect(again.matched == 0 && again.unmatchedEntries == 4 && again.unmatchedPayments == 2, "\(again)")
+        let listed = try await Self.report(service, again.reportID)
+        #expect(Set(listed.unmatchedPayments.map(\.paymentID)) == [mismatched.id, unbooked.id])
       }
       let anomalies = try server.payments.store.withReadTransaction { txn in
         try AlertLog.page(after: 0, limit: 100, scanLimit: 1_000, filter: AlertFilter(), in: txn).alerts.filter { $0.kind == .anomaly }

@@ -497,18 +497,25 @@ public final class Reconciler: Sendable {
     var leftOver: [(id: String, executionDate: String)] = []
     let accounts = run.accounts
     try self.store.withReadTransaction { txn in
-      var held = 0
+      var open = 0
       try txn.scan(.payments) { key, value in
         // Most stored payments are closed or matched already: that is read first (the state
         // without decoding the record, then the match index), and only the others decoded.
-        guard Self.isReconcilable(try Payment.status(ofRecord: value)), try txn.get(key, in: .reconPaymentMatches) == nil
-        else { return true }
+        guard Self.isReconcilable(try Payment.status(ofRecord: value)) else { return true }
+        let matched = try txn.get(key, in: .reconPaymentMatches)
+        // Matched to an entry: not open. Held for a clerk (an empty record, after an unmatch):
+        // open and listed as unmatched, but never a candidate for an automatic match.
+        guard matched?.isEmpty ?? true else { return true }
         let payment = try Payment(record: value)
         let account = payment.instruction.debtorAccountID
         guard accounts.contains(account) else { return true }
-        held += 1
-        guard held <= Limits.maxReconciliationEntries else {
-          throw ReconciliationRefusal.scopeTooLarge(entries: pending.count, payments: held)
+        open += 1
+        guard open <= Limits.maxReconciliationEntries else {
+          throw ReconciliationRefusal.scopeTooLarge(entries: pending.count, payments: open)
+        }
+        if matched != nil {
+          leftOver.append((payment.id, payment.instruction.requestedExecutionDate))
+          return true
         }
         // Only an EndToEndId proves the bank holds a payment still being submitted: matching
         // one by amount would settle a payment the outbox has yet to send.
@@ -555,8 +562,8 @@ public final class Reconciler: Sendable {
       start += chunk.count
       run = try self.store.withWriteTransaction { txn in
         var state = run
-        // Payments matched by a clerk meanwhile are no longer unmatched.
-        for id in chunk where try txn.get(Array(id.utf8), in: .reconPaymentMatches) == nil {
+        // Payments matched by a clerk meanwhile are no longer unmatched (held ones still are).
+        for id in chunk where try txn.get(Array(id.utf8), in: .reconPaymentMatches)?.isEmpty ?? true {
           try state.record(.unmatchedPayment(paymentID: id), txn: &txn)
         }
         try state.saveHeader(txn: &txn)
