@@ -320,6 +320,17 @@ extension PaymentLedger {
     try self.store.withReadTransaction { try ApprovalState.load(paymentID, in: $0) }
   }
 
+  /// A payment with its approval state and its risk decision, read in one snapshot (so a
+  /// `GetPayment` never shows a state from before an approval beside the approval itself).
+  public func paymentWithDecisions(_ paymentID: String) throws -> (Payment, ApprovalState?, RiskDecision?)? {
+    try self.store.withReadTransaction { txn in
+      let key = Array(paymentID.utf8)
+      guard let payment = try txn.get(key, in: .payments).map(Payment.init(record:)) else { return nil }
+      let decision = try txn.get(key, in: .riskDecisions).map { try RiskDecision.decode($0).0 }
+      return (payment, try ApprovalState.load(paymentID, in: txn), decision)
+    }
+  }
+
   /// What the risk rules decided when the payment was created (nil: no rules were in force).
   public func riskDecision(_ paymentID: String) throws -> RiskDecision? {
     try self.store.withReadTransaction { txn in

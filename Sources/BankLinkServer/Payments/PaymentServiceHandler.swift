@@ -76,9 +76,11 @@ struct PaymentServiceHandler: Banklink_V1_PaymentService.SimpleServiceProtocol {
   /// (``UnaryFastPath``) serves it on the event loop too.
   func payment(_ request: Banklink_V1_GetPaymentRequest) throws -> Banklink_V1_Payment {
     let id = try validPaymentID(request.paymentID)
-    guard let payment = try withStore({ try self.ledger.payment(id) }) else { throw APIError.notFound("payment", id) }
-    var message = Banklink_V1_Payment(payment, approval: try withStore { try self.ledger.approvalState(id) })
-    if let decision = try withStore({ try self.ledger.riskDecision(id) }) {
+    guard let (payment, approval, decision) = try withStore({ try self.ledger.paymentWithDecisions(id) }) else {
+      throw APIError.notFound("payment", id)
+    }
+    var message = Banklink_V1_Payment(payment, approval: approval)
+    if let decision {
       message.riskDecision = Banklink_V1_RuleDecision(decision, paymentID: id)
     }
     return message
