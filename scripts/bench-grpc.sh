@@ -6,7 +6,7 @@
 #   - a bare grpc-swift-2 server (Benchmarks/BareGRPCServer: default transport configuration, no
 #     interceptors, raw bytes in and out): the framework's own cost;
 #   - banklinkd in each of VARIANTS (as shipped; with the unary fast path off; with the event loops
-#     as the executor — see below): Health/Check, WhoAmI, GetBalance and
+#     as the executor; with metrics served — see below): Health/Check, WhoAmI, GetBalance and
 #     CreatePayment (the same request each call, so after the first call it measures the
 #     idempotent replay: grpcload cannot vary a request; `make bench` measures creation with
 #     banklink-load's h2 driver, which makes a key per call);
@@ -97,8 +97,13 @@ open(f"{work}/pay.bin", "wb").write(field(1, "bench-grpc-replay") + field(2, ins
 PY
 
 daemon_config() {
+  local metrics=""
+  # The metrics variant serves /metrics (swift-prometheus as the swift-metrics backend), as a
+  # production daemon does; the others run with swift-metrics' no-op backend.
+  [ "$1" = metrics ] && metrics="\"metrics\": { \"listen\": \"127.0.0.1:$(free_port)\" },"
   cat >"$work/$1.json" <<JSON
 {
+  $metrics
   "listen": "127.0.0.1:$2",
   "data_dir": "data-$1",
   "tls": { "ca": "pki/ca.pem", "certificate": "pki/server.pem", "key": "pki/server.key" },
@@ -119,7 +124,8 @@ bare_port="$(free_port)"
 bare_pid=$!; pids+=("$bare_pid")
 # banklinkd variants (VARIANTS, default "default nofast"): default = as shipped (Swift's pool as the
 # executor, the unary fast path on); nofast = every call through gRPC Swift
-# (BANKLINK_UNARY_FAST_PATH=off); loops = the event loops as the executor (BANKLINK_GLOBAL_EXECUTOR=loops).
+# (BANKLINK_UNARY_FAST_PATH=off); loops = the event loops as the executor (BANKLINK_GLOBAL_EXECUTOR=loops);
+# metrics = as shipped with metrics.listen set (the Prometheus backend counting every call).
 variants="${VARIANTS:-default nofast}"
 declare -A vpid vport
 for variant in $variants; do
@@ -127,6 +133,7 @@ for variant in $variants; do
     default) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default) ;;
     nofast) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default BANKLINK_UNARY_FAST_PATH=off) ;;
     loops) env_vars=(BANKLINK_GLOBAL_EXECUTOR=loops) ;;
+    metrics) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default) ;;
     *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
   vport[$variant]="$(free_port)"
