@@ -210,4 +210,48 @@ struct StoreTests {
       #expect(visited == ["bB", "cC", "dD"])
     }
   }
+
+  @Test("records: fields read back in place, truncation refused at every length, a payment's state read without decoding it")
+  func recordCodec() throws {
+    var writer = RecordWriter()
+    writer.write(UInt8(7))
+    writer.write(UInt32(0xDEAD_BEEF))
+    writer.write(UInt64.max - 1)
+    writer.write(Int64(-42))
+    writer.write("")
+    writer.write("江苏恒瑞 Logistics")
+    writer.write("a plain string longer than a small string's fifteen bytes")
+    let bytes = writer.bytes
+    var reader = RecordReader(bytes)
+    #expect(try reader.readUInt8() == 7 && reader.readUInt32() == 0xDEAD_BEEF && reader.readUInt64() == UInt64.max - 1)
+    #expect(try reader.readInt64() == -42 && reader.readString() == "" && reader.readString() == "江苏恒瑞 Logistics")
+    #expect(try reader.readString() == "a plain string longer than a small string's fifteen bytes")
+    try reader.finish()
+    // Every shorter record fails with `corrupted`, never reads past its end.
+    for length in 0..<bytes.count {
+      var short = RecordReader(Array(bytes.prefix(length)))
+      #expect(throws: StoreError.self) {
+        _ = try short.readUInt8()
+        _ = try short.readUInt32()
+        _ = try short.readUInt64()
+        _ = try short.readInt64()
+        for _ in 0..<3 { _ = try short.readString() }
+        try short.finish()
+      }
+    }
+    let now = Instant(millisecondsSinceEpoch: 1_796_342_400_000)
+    for status in PaymentStatus.allCases {
+      let payment = Payment(
+        id: "pay-s000000000000001",
+        instruction: PaymentInstruction(
+          debtorAccountID: "icbc-cny-001",
+          creditor: Creditor(name: "Supplier Co., Ltd.", accountNumber: "6222", iban: "", bic: "PCBCCNBJ", country: "CN"),
+          amount: Money(minorUnits: 12_345, currency: CurrencyCode("CNY")!), purpose: "INV-1", requestedExecutionDate: "2026-12-04",
+          type: .domestic),
+        status: status, creator: "erp", idempotencyKey: "k", endToEndID: "BL1", createdAt: now, updatedAt: now)
+      #expect(try Payment.status(ofRecord: payment.record) == status)
+      #expect(try Payment(record: payment.record) == payment)
+    }
+    #expect(throws: StoreError.self) { try Payment.status(ofRecord: [1, 0, 0]) }
+  }
 }
