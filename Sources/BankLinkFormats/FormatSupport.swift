@@ -172,6 +172,32 @@ public enum FormatValues {
     return "\(year)-\(two(month))-\(two(day))"
   }
 
+  /// The pieces of `text` between the ASCII byte `separator`, split as bytes: the MT readers'
+  /// separators (line feed, `/`, `?`) are plain ASCII, and a byte split costs no grapheme
+  /// breaking. (Their lines never hold CR LF: a line's CR is stripped as it is read.)
+  static func split(_ text: some StringProtocol, _ separator: UInt8, omittingEmpty: Bool = true) -> [Substring] {
+    Substring(text).utf8.split(separator: separator, omittingEmptySubsequences: omittingEmpty).map { Substring($0) }
+  }
+
+  /// Where the ASCII `needle` first occurs in `text`, found by bytes (no Foundation search).
+  static func firstRange(of needle: StaticString, in text: Substring) -> Range<String.Index>? {
+    let wanted = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+    guard let head = wanted.first else { return nil }
+    let utf8 = text.utf8
+    var index = utf8.startIndex
+    while let found = utf8[index...].firstIndex(of: head) {
+      var probe = found
+      var matched = 0
+      while matched < wanted.count, probe < utf8.endIndex, utf8[probe] == wanted[matched] {
+        matched += 1
+        probe = utf8.index(after: probe)
+      }
+      if matched == wanted.count { return found..<probe }
+      index = utf8.index(after: found)
+    }
+    return nil
+  }
+
   /// Text cut to at most `maxBytes` UTF-8 bytes, between scalars.
   static func clip(_ text: String, maxBytes: Int = FormatLimits.maxTextBytes) -> String {
     guard text.utf8.count > maxBytes else { return text }

@@ -147,8 +147,7 @@ private struct MT940Parser {
   }
 
   mutating func endEntry() throws {
-    guard let entry = self.entry else { return }
-    self.entry = nil
+    guard let entry = self.entry.take() else { return }
     try self.sendHeader()
     try self.onEvent(.entry(entry))
   }
@@ -215,10 +214,12 @@ private struct MT940Parser {
       self.entryHasInfo = false
     case "86":
       try self.needHeader(line, tag)
-      if var entry = self.entry, !self.entryHasInfo {
+      if self.entry != nil, !self.entryHasInfo {
         self.entryHasInfo = true
-        entry.details = [Self.information(text, direction: entry.direction, entry: &entry)]
-        self.entry = entry
+        // Set in place: copying the entry out and back would retain and release every field.
+        let direction = self.entry!.direction
+        let details = Self.information(text, direction: direction, entry: &self.entry!)
+        self.entry!.details = [details]
       } else {
         // After the last :61:, or a second :86:: information about the statement.
         try self.endEntry()
@@ -281,8 +282,8 @@ private struct MT940Parser {
   /// `:61:` — `YYMMDD[MMDD](C|D|RC|RD)[funds code]amount(N|S|F)XXXcustomer ref[//bank ref]`,
   /// then optionally a line of supplementary details.
   func statementLine(_ text: String, _ line: Int) throws -> StatementEntry {
-    let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-    var rest = Substring(lines.first ?? "")
+    let lines = FormatValues.split(text, 0x0A, omittingEmpty: false)
+    var rest = lines.first ?? ""
     var entry = StatementEntry()
     let value = try self.date(rest.prefix(6), line, "61")
     entry.valueDate = value.iso
@@ -330,7 +331,7 @@ private struct MT940Parser {
     }
     entry.bankTransactionCode = String(rest.prefix(4))
     rest = rest.dropFirst(4)
-    if let separator = rest.range(of: "//") {
+    if let separator = FormatValues.firstRange(of: "//", in: rest) {
       entry.customerReference = String(rest[..<separator.lowerBound])
       entry.accountServicerReference = String(rest[separator.upperBound...])
     } else {
@@ -346,13 +347,14 @@ private struct MT940Parser {
     var details = TransactionDetails()
     details.endToEndID = entry.customerReference
     // Continuation lines join without a separator (a line break inside a field is layout).
-    let joined = text.split(separator: "\n").joined()
-    if joined.contains("?2") || joined.contains("?00") {
+    let joined = text.utf8.contains(0x0A) ? FormatValues.split(text, 0x0A).joined() : text
+    let substring = Substring(joined)
+    if FormatValues.firstRange(of: "?2", in: substring) != nil || FormatValues.firstRange(of: "?00", in: substring) != nil {
       Self.germanSubfields(joined, into: &details)
     } else if joined.hasPrefix("/") {
       Self.slashCodes(joined, into: &details)
     } else {
-      details.remittance = [text.split(separator: "\n").joined(separator: " ")]
+      details.remittance = [text.utf8.contains(0x0A) ? FormatValues.split(text, 0x0A).joined(separator: " ") : text]
     }
     if !details.remittance.isEmpty, details.remittance.count > FormatLimits.maxRemittanceLines {
       details.remittance = Array(details.remittance.prefix(FormatLimits.maxRemittanceLines))
@@ -360,10 +362,16 @@ private struct MT940Parser {
     return details
   }
 
+  /// The codes ``slashCodes(_:into:)`` knows (built once: it runs for every `:86:`).
+  static let slashCodeNames: Set<String> = [
+    "EREF", "REMI", "NAME", "IBAN", "BIC", "RTRN", "CSID", "MARF", "PREF", "IREF", "ORDP", "BENM", "TRCD", "ISDT", "CDTRREF",
+    "CDTRREFTP", "CODE", "PURP", "ULTC", "ULTD", "SVWZ", "OCMT", "CHGS",
+  ]
+
   /// `/CODE/value/CODE/value…` — codes of the SWIFT/Dutch convention.
   static func slashCodes(_ text: String, into details: inout TransactionDetails) {
-    let known: Set<String> = ["EREF", "REMI", "NAME", "IBAN", "BIC", "RTRN", "CSID", "MARF", "PREF", "IREF", "ORDP", "BENM", "TRCD", "ISDT", "CDTRREF", "CDTRREFTP", "CODE", "PURP", "ULTC", "ULTD", "SVWZ", "OCMT", "CHGS"]
-    var parts = text.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+    let known = Self.slashCodeNames
+    var parts = FormatValues.split(text, UInt8(ascii: "/"), omittingEmpty: false).map(String.init)
     parts.removeFirst()
     var index = 0
     var pairs: [(String, String)] = []
@@ -406,7 +414,7 @@ private struct MT940Parser {
   static func germanSubfields(_ text: String, into details: inout TransactionDetails) {
     var remittance = ""
     var name = ""
-    for piece in text.split(separator: "?").dropFirst() {
+    for piece in FormatValues.split(text, UInt8(ascii: "?")).dropFirst() {
       guard piece.count >= 2, let number = Int(piece.prefix(2)) else { continue }
       let value = String(piece.dropFirst(2))
       switch number {
