@@ -142,7 +142,7 @@ struct XMLWalkerTests {
     let xml = """
       <R><E><AcctSvcrRef>a</AcctSvcrRef><AcctSvcrRefX>b</AcctSvcrRefX><AcctSvcr>c</AcctSvcr><Amt>d</Amt><\(long)>e</\(long)></E>\
       <E><\(long)>e</\(long)><Amt>d</Amt><AcctSvcr>c</AcctSvcr><AcctSvcrRefX>b</AcctSvcrRefX><AcctSvcrRef>a</AcctSvcrRef></E>\
-      <E><AcctSvcrRefY>no</AcctSvcrRefY><AcctSvcrRefX>b</AcctSvcrRefX><Am>no</Am><AcctSvcrRef>a</AcctSvcrRef><AcctSvc>no</AcctSvc>\
+      <E><AcctSvcrRefY>no</AcctSvcrRefY><AcctSvcrRefX>b</AcctSvcrRefX><Am>no</Am><AcctSvcrRef>a</AcctSvcrRef><AcctSvc>no</AcctSvc><AcctSvcX>no</AcctSvcX>\
       <Amt>d</Amt><AcctSvcrRefX>b</AcctSvcrRefX></E></R>
       """
     let recorder = Recorder()

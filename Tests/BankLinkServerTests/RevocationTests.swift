@@ -223,6 +223,7 @@ struct RevocationTests {
       let (receipt, already) = try await second.revoke(.identity("erp"), reason: "again", by: "admin2", writer: writer, at: now)
       #expect(already && receipt == nil)
       #expect(second.isRevoked(identity: "erp"), "answered 'already revoked' while calls would still pass")
+      #expect(second.reason(for: .identity("erp")) == "laptop stolen")
       // The first record's reason is the one in force, and nothing new was journaled.
       let reloaded = CertificateRevocations()
       try reloaded.load(from: store)

@@ -150,6 +150,11 @@ public final class CertificateRevocations: Sendable {
     }
   }
 
+  /// The reason in force for `target`, if it is revoked by a stored record.
+  func reason(for target: Target) -> String? {
+    self.state.withLock { $0.stored[target.key] }
+  }
+
   /// Whether `identity` as a whole is revoked.
   public func isRevoked(identity: String) -> Bool {
     self.state.withLock { $0.stored["identity/" + identity] != nil }
@@ -165,8 +170,9 @@ public final class CertificateRevocations: Sendable {
     let key = Array(target.key.utf8)
     let outcome: (receipt: JournalReceipt?, already: Bool, reason: String) = try await writer.write { txn in
       if let stored = try txn.get(key, in: .revocations) {
+        // A record that does not decode is still a revocation: put in force with this reason.
         var reader = RecordReader(stored)
-        return (nil, true, try reader.readString())
+        return (nil, true, (try? reader.readString()) ?? reason)
       }
       var record = RecordWriter(capacity: 64 + reason.utf8.count)
       record.write(reason)
