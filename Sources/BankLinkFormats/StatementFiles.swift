@@ -166,8 +166,6 @@ public enum StatementContinuity {
 /// statement being read, and the last statement's balances per account.
 public struct ContinuityTracker: Sendable {
   private var current: BankStatement?
-  /// The current statement's account currency.
-  private var currency = ""
   private var bookedSum: Int64 = 0
   private var overflowed = false
   private var previous: [String: BankStatement] = [:]
@@ -182,7 +180,6 @@ public struct ContinuityTracker: Sendable {
     switch event {
     case .begin(let header):
       self.current = BankStatement(header: header)
-      self.currency = header.account.currency
       self.bookedSum = 0
       self.overflowed = false
       return []
@@ -190,7 +187,8 @@ public struct ContinuityTracker: Sendable {
       // Runs for every entry of a file: the statement is read in place, not copied.
       guard self.current != nil else { return [] }
       var breaks: [ContinuityBreak] = []
-      if !self.currency.isEmpty, !entry.currency.isEmpty, entry.currency != self.currency, let header = self.current?.header {
+      let currency = self.current?.header.account.currency ?? ""
+      if !currency.isEmpty, !entry.currency.isEmpty, entry.currency != currency, let header = self.current?.header {
         let reference = entry.accountServicerReference.isEmpty ? entry.reference : entry.accountServicerReference
         breaks.append(
           ContinuityBreak(
