@@ -211,15 +211,29 @@ struct ReconcileBenchmark {
     let rssBefore = Self.peakRSSMiB()
     let anonBefore = Self.rssAnonMiB()
     let anonymous = AnonymousPeak()
+    let ioBefore = (try? String(contentsOfFile: "/proc/self/io", encoding: .utf8)) ?? ""
     let reconciler = Reconciler(store: store, now: { now })
     let (outcome, runWall, runCPU) = try Self.measure("run: reconcile \(count) entries against \(count) payments") {
       try reconciler.reconcile(accountID: "bench-cny", fromDate: date, toDate: date, by: "bench")
     }
     let anonPeak = anonymous.stop()
+    if ProcessInfo.processInfo.environment["XP_SIZES"] != nil { print(ioBefore); print((try? String(contentsOfFile: "/proc/self/io", encoding: .utf8)) ?? ""); try Self.dbSizes(store) }
     let report = outcome.report
     print("run: matched \(report.matched), unmatched entries \(report.unmatchedEntries), unmatched payments \(report.unmatchedPayments), settled \(report.settled)")
     print(String(format: "ratio run/baseline: %.1f× wall, %.1f× CPU (baseline decoded %d records)", runWall / baseWall, runCPU / baseCPU, decoded))
     print("peak RSS: \(rssBefore) MiB before the run, \(Self.peakRSSMiB()) MiB after (with the store's mapped pages)")
     print("anonymous (heap) RSS: \(anonBefore) MiB before the run, peak \(anonPeak) MiB during it")
+  }
+}
+
+extension ReconcileBenchmark {
+  static func dbSizes(_ store: Store) throws {
+    try store.withReadTransaction { txn in
+      for db in Database.all {
+        var n = 0, k = 0, v = 0
+        try txn.scanInPlace(db) { key, value in n += 1; k += key.count; v += value.count; return true }
+        if n > 0 { print("db \(db.name): \(n) records, keys \(k / max(n,1)) B avg, values \(v / max(n,1)) B avg, total \((k + v) >> 20) MiB") }
+      }
+    }
   }
 }

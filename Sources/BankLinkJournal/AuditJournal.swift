@@ -88,7 +88,10 @@ public enum AuditJournal {
 
   // MARK: Records
 
-  static func write(_ entry: AuditEntry, txn: inout WriteTransaction) throws {
+  /// Stores `entry` and moves the head to it. A new entry is appended (a sequence already used
+  /// is refused, never overwritten); `rewriting` replaces the record under the entry's sequence
+  /// (the schema migration, which rewrites every record in its new format).
+  static func write(_ entry: AuditEntry, rewriting: Bool = false, txn: inout WriteTransaction) throws {
     var record = RecordWriter(capacity: 96 + entry.payload.utf8.count)
     record.write(Self.recordFormat)
     record.write(entry.time.millisecondsSinceEpoch)
@@ -99,7 +102,11 @@ public enum AuditJournal {
     record.writeRaw(entry.previousHash)
     record.writeRaw(entry.entryHash)
     let key = Self.key(entry.sequence)
-    try txn.put(key, record.bytes, in: .audit)
+    if rewriting {
+      try txn.put(key, record.bytes, in: .audit)
+    } else {
+      try txn.append(key, record.bytes, in: .audit)
+    }
     var objectKey: [UInt8] = []
     objectKey.reserveCapacity(entry.object.utf8.count + 1 + key.count)
     objectKey.append(contentsOf: entry.object.utf8)
@@ -183,7 +190,7 @@ public enum AuditJournal {
       let entry = AuditEntry(
         sequence: sequence, time: time, principal: principal, action: action, object: object,
         payload: payload.canonicalJSON, previousHash: previous)
-      try Self.write(entry, txn: &txn)
+      try Self.write(entry, rewriting: true, txn: &txn)
       previous = entry.entryHash
       expected += 1
     }

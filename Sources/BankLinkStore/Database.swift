@@ -5,8 +5,30 @@
 /// existing data changes shape).
 public struct Database: Hashable, Sendable, CustomStringConvertible {
   public let name: String
+  /// FNV-1a of `name`, computed once: every read and write finds its LMDB handle by it
+  /// (``DatabaseHandles``) instead of hashing the name each time.
+  let fingerprint: UInt64
 
-  public init(_ name: String) { self.name = name }
+  public init(_ name: String) {
+    self.name = name
+    self.fingerprint = Self.fingerprint(of: name)
+  }
+
+  static func fingerprint(of name: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in name.utf8 {
+      hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+    }
+    return hash
+  }
+
+  public static func == (lhs: Database, rhs: Database) -> Bool {
+    lhs.fingerprint == rhs.fingerprint && lhs.name == rhs.name
+  }
+
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(self.fingerprint)
+  }
 
   /// Store metadata: the schema version and other environment-wide records.
   public static let meta = Database("meta")
@@ -124,4 +146,44 @@ public struct Database: Hashable, Sendable, CustomStringConvertible {
   ]
 
   public var description: String { self.name }
+}
+
+/// A store's LMDB handles by database: a small open-addressed table keyed by the databases'
+/// fingerprints, looked up on every read and write (a `Dictionary` hashed the name each time:
+/// a few per cent of a reconciliation run's CPU).
+struct DatabaseHandles: Sendable {
+  /// By slot: the database's fingerprint, its name and handle; `dbis[slot] == nil`: empty.
+  private let fingerprints: [UInt64]
+  private let names: [String]
+  private let dbis: [UInt32?]
+  private let mask: Int
+
+  init(_ handles: [Database: UInt32]) {
+    // At most half full, so a probe ends soon at an empty slot.
+    var capacity = 8
+    while capacity < 2 * handles.count { capacity *= 2 }
+    var fingerprints = [UInt64](repeating: 0, count: capacity)
+    var names = [String](repeating: "", count: capacity)
+    var dbis = [UInt32?](repeating: nil, count: capacity)
+    for (database, dbi) in handles {
+      var slot = Int(truncatingIfNeeded: database.fingerprint) & (capacity - 1)
+      while dbis[slot] != nil { slot = (slot + 1) & (capacity - 1) }
+      fingerprints[slot] = database.fingerprint
+      names[slot] = database.name
+      dbis[slot] = dbi
+    }
+    self.fingerprints = fingerprints
+    self.names = names
+    self.dbis = dbis
+    self.mask = capacity - 1
+  }
+
+  subscript(database: Database) -> UInt32? {
+    var slot = Int(truncatingIfNeeded: database.fingerprint) & self.mask
+    while let dbi = self.dbis[slot] {
+      if self.fingerprints[slot] == database.fingerprint, self.names[slot] == database.name { return dbi }
+      slot = (slot + 1) & self.mask
+    }
+    return nil
+  }
 }

@@ -280,15 +280,34 @@ extension Payment {
   /// The status of a stored payment, read without decoding the rest of the record: for scans
   /// that pass over most payments by their state.
   public static func status(ofRecord record: [UInt8]) throws -> PaymentStatus {
-    var reader = RecordReader(record)
-    try expectFormat(try reader.readUInt8(), Payment.recordFormat, "payment")
-    try reader.skipString()  // id
-    // The instruction: debtor account, the creditor's five fields, amount, currency, purpose,
-    // execution date, type (``PaymentInstruction/write(to:)``).
-    for _ in 0..<6 { try reader.skipString() }
-    try reader.skip(8)
-    for _ in 0..<4 { try reader.skipString() }
-    guard let status = PaymentStatus(rawValue: try reader.readString()) else {
+    try record.withUnsafeBytes { try Self.status(ofRecord: $0) }
+  }
+
+  /// ``status(ofRecord:)-([UInt8])`` of a record read in place (``ReadableTransaction/scanInPlace(_:from:_:)``):
+  /// a scan over a million payments copies none of them.
+  public static func status(ofRecord record: UnsafeRawBufferPointer) throws -> PaymentStatus {
+    var offset = 0
+    func advance(_ count: Int) throws -> Int {
+      guard count >= 0, record.count - offset >= count else {
+        throw StoreError(code: .corrupted, message: "payment record truncated at byte \(offset) (wanted \(count) more)")
+      }
+      defer { offset += count }
+      return offset
+    }
+    func stringLength() throws -> Int {
+      Int(UInt32(bigEndian: record.loadUnaligned(fromByteOffset: try advance(4), as: UInt32.self)))
+    }
+    try expectFormat(record[try advance(1)], Payment.recordFormat, "payment")
+    // The id, then the instruction: debtor account, the creditor's five fields, amount,
+    // currency, purpose, execution date, type (``PaymentInstruction/write(to:)``).
+    for _ in 0..<7 { _ = try advance(try stringLength()) }
+    _ = try advance(8)
+    for _ in 0..<4 { _ = try advance(try stringLength()) }
+    let count = try stringLength()
+    let start = try advance(count)
+    // Status names are short: a small string, no allocation.
+    guard let status = PaymentStatus(rawValue: String(decoding: UnsafeRawBufferPointer(rebasing: record[start..<start + count]), as: UTF8.self))
+    else {
       throw StoreError(code: .corrupted, message: "a payment record has an unknown status")
     }
     return status

@@ -88,7 +88,7 @@ public final class Store: Sendable {
 
   // The environment pointer is immutable after init; LMDB itself synchronises access to it.
   nonisolated(unsafe) private let env: OpaquePointer
-  private let handles: [Database: MDB_dbi]
+  private let handles: DatabaseHandles
   public let configuration: Configuration
   /// Where write transactions of async callers run (see ``write(_:)``); the
   /// ``GroupCommitWriter`` drains on it too, so writers of one environment queue here instead of
@@ -296,7 +296,7 @@ public final class Store: Sendable {
 
   private static func openDatabases(
     _ env: OpaquePointer, _ databases: Set<Database>, readOnly: Bool
-  ) throws -> [Database: MDB_dbi] {
+  ) throws -> DatabaseHandles {
     var txn: OpaquePointer?
     try check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &txn), "beginning the set-up transaction")
     guard let txn else { throw StoreError(code: .other, message: "mdb_txn_begin returned no transaction") }
@@ -314,7 +314,7 @@ public final class Store: Sendable {
       throw error
     }
     try check(mdb_txn_commit(txn), "committing the set-up transaction")
-    return handles
+    return DatabaseHandles(handles)
   }
 
   private static func makeDirectory(_ path: String) throws {

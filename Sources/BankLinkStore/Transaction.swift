@@ -18,7 +18,7 @@ public protocol ReadableTransaction {
 /// specialising generic closures over non-copyable parameters in release builds.)
 public struct ReadTransaction: ReadableTransaction {
   let txn: OpaquePointer
-  let handles: [Database: MDB_dbi]
+  let handles: DatabaseHandles
 
   /// The value stored under `key`, or nil when there is none.
   public func get(_ key: [UInt8], in database: Database) throws -> [UInt8]? {
@@ -55,12 +55,12 @@ public struct ReadTransaction: ReadableTransaction {
 public struct WriteTransaction: ReadableTransaction {
   let env: OpaquePointer
   let txn: OpaquePointer
-  let handles: [Database: MDB_dbi]
+  let handles: DatabaseHandles
   let mapSizeMiB: Int
   /// Work to do once this transaction's changes are durable (see ``afterCommit(_:)``).
   let effects: CommitEffects
 
-  init(env: OpaquePointer, txn: OpaquePointer, handles: [Database: MDB_dbi], mapSizeMiB: Int, effects: CommitEffects = CommitEffects()) {
+  init(env: OpaquePointer, txn: OpaquePointer, handles: DatabaseHandles, mapSizeMiB: Int, effects: CommitEffects = CommitEffects()) {
     self.env = env
     self.txn = txn
     self.handles = handles
@@ -123,6 +123,25 @@ public struct WriteTransaction: ReadableTransaction {
         var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
         var v = MDB_val(mv_size: valueBytes.count, mv_data: UnsafeMutableRawPointer(mutating: valueBytes.baseAddress))
         try check(mdb_put(self.txn, dbi, &k, &v, 0), "writing to \(database)", mapSizeMiB: self.mapSizeMiB)
+      }
+    }
+  }
+
+  /// Stores a new record whose key must sort after every key in `database` (`MDB_APPEND`): for
+  /// an append-only log, where any other key (one already used, above all) means the log's own
+  /// record of where it ends is behind what it holds, and must not overwrite what was written.
+  /// Throws ``StoreError/Code/corrupted`` then, writing nothing.
+  public mutating func append(_ key: [UInt8], _ value: [UInt8], in database: Database) throws {
+    let dbi = try handle(self.handles, database)
+    try key.withUnsafeBytes { keyBytes in
+      try value.withUnsafeBytes { valueBytes in
+        var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
+        var v = MDB_val(mv_size: valueBytes.count, mv_data: UnsafeMutableRawPointer(mutating: valueBytes.baseAddress))
+        let rc = mdb_put(self.txn, dbi, &k, &v, UInt32(MDB_APPEND))
+        if rc == MDB_KEYEXIST {
+          throw StoreError(code: .corrupted, message: "appending to \(database): the key does not sort after its last record (would overwrite)")
+        }
+        try check(rc, "appending to \(database)", mapSizeMiB: self.mapSizeMiB)
       }
     }
   }
@@ -190,7 +209,7 @@ private func scanRecordsInPlace(
   if rc != MDB_NOTFOUND { try check(rc, "scanning records") }
 }
 
-private func handle(_ handles: [Database: MDB_dbi], _ database: Database) throws -> MDB_dbi {
+private func handle(_ handles: DatabaseHandles, _ database: Database) throws -> MDB_dbi {
   guard let dbi = handles[database] else {
     // A programmer error (a database missing from the store's configuration), reported as a
     // typed error rather than a crash of the daemon.

@@ -58,6 +58,30 @@ struct JournalTests {
     }
   }
 
+  @Test("a head that fell behind the entries never lets an append overwrite one: refused, the entry kept")
+  func appendNeverOverwrites() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Self.open(directory.path)
+      _ = try await Self.fill(store, count: 5)
+      let before = try store.withReadTransaction { try AuditJournal.entries(after: 0, limit: 10, in: $0) }
+      // The head record set back to entry 3 (a restored or damaged meta record).
+      try store.withWriteTransaction { txn in
+        var head = RecordWriter()
+        head.write(UInt64(3))
+        head.writeRaw(before[2].entryHash)
+        try txn.put(AuditJournal.headKey, head.bytes, in: .meta)
+      }
+      let error = #expect(throws: StoreError.self) {
+        try store.withWriteTransaction { txn in
+          try AuditJournal.append(&txn, at: Instant(millisecondsSinceEpoch: 0), principal: "mallory", action: "payment.settled", object: "pay-1")
+        }
+      }
+      #expect(error?.code == .corrupted)
+      let after = try store.withReadTransaction { try AuditJournal.entries(after: 0, limit: 10, in: $0) }
+      #expect(after == before)
+    }
+  }
+
   @Test("the payload is canonical JSON: sorted keys, no whitespace, JSON's escapes and nothing more")
   func canonicalPayload() {
     let payload: AuditPayload = ["z": "last", "a": "quote \" backslash \\ tab \t nl \n bell \u{07} 中文 é", "m": ""]
@@ -229,7 +253,7 @@ struct JournalTests {
         for index in 3..<entries.count {
           if index > 3 { entries[index].previousHash = entries[index - 1].entryHash }
           entries[index].entryHash = entries[index].computedHash
-          try AuditJournal.write(entries[index], txn: &txn)
+          try AuditJournal.write(entries[index], rewriting: true, txn: &txn)
         }
       }
       #expect(try store.withReadTransaction { try JournalVerifier.verify(in: $0) }.valid)

@@ -253,5 +253,66 @@ struct StoreTests {
       #expect(try Payment(record: payment.record) == payment)
     }
     #expect(throws: StoreError.self) { try Payment.status(ofRecord: [1, 0, 0]) }
+    // The state read in place stops at the record's end at every length, never past it.
+    let record = Payment(
+      id: "pay-s000000000000002",
+      instruction: PaymentInstruction(
+        debtorAccountID: "icbc-cny-001", creditor: Creditor(name: "S", accountNumber: "6222", iban: "", bic: "", country: "CN"),
+        amount: Money(minorUnits: 1, currency: CurrencyCode("CNY")!), purpose: "", requestedExecutionDate: "2026-12-04", type: .domestic),
+      status: .submitted, creator: "erp", idempotencyKey: "k", endToEndID: "BL2", createdAt: now, updatedAt: now
+    ).record
+    let statusEnd = record.count - (3 * 4 + 2 * 8 + 4 * 4 + "erp".utf8.count + "k".utf8.count + "BL2".utf8.count)
+    for length in 0..<statusEnd {
+      let error = #expect(throws: StoreError.self) { try Payment.status(ofRecord: Array(record.prefix(length))) }
+      #expect(error?.code == .corrupted, "\(length)")
+    }
+    #expect(try Payment.status(ofRecord: Array(record.prefix(statusEnd))) == .submitted)
+  }
+
+  @Test("every database reaches its own LMDB handle; one the store did not open is a typed error")
+  func databaseHandles() async throws {
+    try await withTemporaryDirectory { directory in
+      // As many as the environment holds: the handle table at its fullest.
+      let extra = (0..<(Limits.maxNamedDatabases - Database.all.count)).map { Database("extra_\($0)") }
+      let databases = Database.all + extra
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8, databases: databases))
+      try store.withWriteTransaction { txn in
+        for database in databases { try txn.put(Self.bytes("which"), Self.bytes(database.name), in: database) }
+      }
+      // A database made anew (not the static the store opened) finds the same handle.
+      let found = try store.withReadTransaction { txn in
+        try databases.map { (try txn.get(Self.bytes("which"), in: Database($0.name)), try txn.count($0)) }
+      }
+      for (database, (value, count)) in zip(databases, found) {
+        // (The store keeps its schema version in `meta` too.)
+        #expect(value == Self.bytes(database.name) && (count == 1 || database == .meta), "\(database)")
+      }
+      let error = #expect(throws: StoreError.self) {
+        try store.withReadTransaction { txn in try txn.get(Self.bytes("which"), in: Database("never_opened")) }
+      }
+      #expect(error?.code == .notFound)
+    }
+  }
+
+  @Test("append: only a key past the last one is written; any other is refused and overwrites nothing")
+  func appendOnly() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      try store.withWriteTransaction { txn in
+        try txn.append([0, 1], Self.bytes("first"), in: .principals)
+        try txn.append([0, 2], Self.bytes("second"), in: .principals)
+      }
+      for key: [UInt8] in [[0, 2], [0, 1], [0, 1, 5], [0]] {
+        let error = #expect(throws: StoreError.self) {
+          try store.withWriteTransaction { txn in try txn.append(key, Self.bytes("overwrite"), in: .principals) }
+        }
+        #expect(error?.code == .corrupted, "\(key)")
+      }
+      try store.withWriteTransaction { txn in try txn.append([0, 3], Self.bytes("third"), in: .principals) }
+      let values = try store.withReadTransaction { txn in
+        try [[UInt8]]([[0, 1], [0, 2], [0, 3]]).map { try txn.get($0, in: .principals) }
+      }
+      #expect(values == [Self.bytes("first"), Self.bytes("second"), Self.bytes("third")])
+    }
   }
 }

@@ -498,15 +498,17 @@ public final class Reconciler: Sendable {
     let accounts = run.accounts
     try self.store.withReadTransaction { txn in
       var open = 0
-      try txn.scan(.payments) { key, value in
+      try txn.scanInPlace(.payments) { keyBytes, valueBytes in
         // Most stored payments are closed or matched already: that is read first (the state
-        // without decoding the record, then the match index), and only the others decoded.
-        guard Self.isReconcilable(try Payment.status(ofRecord: value)) else { return true }
+        // in place, without copying or decoding the record, then the match index), and only
+        // the others decoded.
+        guard Self.isReconcilable(try Payment.status(ofRecord: valueBytes)) else { return true }
+        let key = Array(keyBytes)
         let matched = try txn.get(key, in: .reconPaymentMatches)
         // Matched to an entry: not open. Held for a clerk (an empty record, after an unmatch):
         // open and listed as unmatched, but never a candidate for an automatic match.
         guard matched?.isEmpty ?? true else { return true }
-        let payment = try Payment(record: value)
+        let payment = try Payment(record: Array(valueBytes))
         let account = payment.instruction.debtorAccountID
         guard accounts.contains(account) else { return true }
         open += 1
