@@ -26,6 +26,13 @@ public enum HostToHostLimits {
   public static let maxListedFiles = 10_000
   /// EndToEndIds remembered per sent message, for group-level pain.002 statuses.
   public static let maxRememberedTransfers = 10_000
+  /// Bytes hashed of a file over ``maxInboxFileBytes``: it is refused by its size, so only its
+  /// start names it (a sparse file of exabytes costs nothing to make and forever to hash).
+  public static let oversizeFingerprintBytes: Int64 = 1 << 20
+  /// Polls in a row a file may fail in (it cannot be opened, hashed or moved) before the daemon
+  /// is told (``HostToHostConnector/PollOutcome/stuck``); it is still tried at every poll, and
+  /// the files after it are processed meanwhile.
+  public static let failedPollsBeforeAlert = 3
 }
 
 /// The bank reached through files, as most banks are in practice (SFTP drop folders, bank
@@ -97,6 +104,17 @@ public final class HostToHostConnector: BankConnector {
     public var quarantined = 0
     /// Files already processed before a crash, only moved now.
     public var moved = 0
+    /// Files this poll could not process (they could not be opened, read or moved); they are
+    /// tried again at the next poll, and did not stop the files after them.
+    public var failed = 0
+    /// Files that have now failed ``HostToHostLimits/failedPollsBeforeAlert`` polls in a row,
+    /// with the last error: reported once, for an alert.
+    public var stuck: [StuckFile] = []
+  }
+
+  public struct StuckFile: Sendable, Hashable {
+    public var name: String
+    public var error: String
   }
 
   static let filesDB = Database("h2h_files")
@@ -116,6 +134,8 @@ public final class HostToHostConnector: BankConnector {
   let clock: @Sendable () -> Instant
   /// Polls run one at a time (the service's loop and a test's call never overlap).
   private let polling = Mutex(false)
+  /// Polls in a row each inbox file has failed in, by name (only names still listed are kept).
+  private let failedPolls = Mutex<[String: Int]>([:])
 
   public init(configuration: Configuration, clock: @escaping @Sendable () -> Instant) throws {
     self.configuration = configuration
@@ -352,18 +372,41 @@ public final class HostToHostConnector: BankConnector {
     guard !busy else { return PollOutcome() }
     defer { self.polling.withLock { $0 = false } }
     var outcome = PollOutcome()
-    for name in try self.readyFiles().prefix(HostToHostLimits.maxFilesPerPoll) {
-      try await self.process(name, &outcome)
+    let ready = try self.readyFiles(limit: HostToHostLimits.maxFilesPerPoll)
+    // One file that cannot be processed (unreadable, a folder it cannot be moved to) must not
+    // hold back the files after it: it is counted, tried again next poll, and reported once it
+    // has failed several polls in a row.
+    var failures = self.failedPolls.withLock { $0 }.filter { ready.contains($0.key) }
+    for name in ready {
+      do {
+        try await self.process(name, &outcome)
+        failures[name] = nil
+      } catch {
+        outcome.failed += 1
+        let polls = (failures[name] ?? 0) + 1
+        failures[name] = polls
+        if polls == HostToHostLimits.failedPollsBeforeAlert { outcome.stuck.append(StuckFile(name: name, error: "\(error)")) }
+      }
     }
+    self.failedPolls.withLock { $0 = failures }
     return outcome
   }
 
-  func readyFiles() throws -> [String] {
+  /// The first `limit` files of the inbox by name that are ready: regular, not hidden, not
+  /// `.tmp`/`.part`, not modified for the settle time. Every entry's name is listed, but files
+  /// are examined (a `stat` each) in name order, among the first
+  /// ``HostToHostLimits/maxListedFiles``, only until `limit` are found.
+  func readyFiles(limit: Int) throws -> [String] {
     let inbox = self.configuration.inbox
     let now = Date()
     var names: [String] = []
     for name in try FileManager.default.contentsOfDirectory(atPath: inbox) {
       guard !name.hasPrefix("."), !name.hasSuffix(".tmp"), !name.hasSuffix(".part") else { continue }
+      names.append(name)
+    }
+    var ready: [String] = []
+    // The lowest names first, whatever order the directory lists them in.
+    for name in names.sorted().prefix(HostToHostLimits.maxListedFiles) {
       let attributes = try? FileManager.default.attributesOfItem(atPath: inbox + "/" + name)
       guard attributes?[.type] as? FileAttributeType == .typeRegular else { continue }
       if let modified = attributes?[.modificationDate] as? Date,
@@ -371,10 +414,10 @@ public final class HostToHostConnector: BankConnector {
       {
         continue
       }
-      names.append(name)
+      ready.append(name)
+      if ready.count == limit { break }
     }
-    // The lowest names first, whatever order the directory lists them in.
-    return Array(names.sorted().prefix(HostToHostLimits.maxListedFiles))
+    return ready
   }
 
   /// What a file brought, ready to be stored in one transaction.
@@ -392,21 +435,32 @@ public final class HostToHostConnector: BankConnector {
     // one file, even if another is put in its place meanwhile. Hashing and parsing a large file
     // take seconds of CPU, so they run on a thread of their own, not on the cooperative pool.
     let file = try InboxFile(path)
-    let (sha256, bytes) = try await onOwnThread { try file.fingerprint() }
+    // A file over the size limit is refused by its size, which the open file already gives:
+    // only its start is hashed, and its fingerprint then names it rather than digests it.
+    let oversize = file.size > HostToHostLimits.maxInboxFileBytes
+    let (sha256, read) = try await onOwnThread { try file.fingerprint(upTo: oversize ? HostToHostLimits.oversizeFingerprintBytes : nil) }
+    let bytes = oversize ? file.size : read
     let fingerprint = Hex.decode(sha256) ?? []
+    var quarantinedBefore = false
     if let earlier = try self.store.withReadTransaction({ txn in try txn.get(fingerprint, in: Self.filesDB) }) {
-      // Stored before a crash, or the same file delivered again: moved, not processed again.
       var reader = RecordReader(earlier)
-      let quarantined = try reader.readUInt8() == 2
-      let destination = try reader.readString()
-      try self.move(file, from: path, to: quarantined ? destination : self.uniqueName(destination, sha256: sha256, keepIfSame: true))
-      outcome.moved += 1
-      return
+      quarantinedBefore = try reader.readUInt8() == 2
+      if !quarantinedBefore {
+        // Processed before a crash, or the same file delivered again: moved, not processed again.
+        let destination = try reader.readString()
+        try self.move(file, from: path, to: self.uniqueName(destination, sha256: sha256, keepIfSame: true))
+        outcome.moved += 1
+        return
+      }
+      // Quarantined before: taken again, as a bank resends a file once its cause is fixed (an
+      // account added to the configuration). Refused again, it goes back to quarantine without
+      // a second event: its alert was raised the first time (and a file whose move keeps
+      // failing must not raise one per poll).
     }
     let now = self.clock()
     var intake = Intake()
     var refusal: String?
-    if bytes > HostToHostLimits.maxInboxFileBytes {
+    if oversize {
       refusal = "\(bytes) bytes; the inbox takes files of at most \(HostToHostLimits.maxInboxFileBytes)"
     } else {
       do {
@@ -427,12 +481,16 @@ public final class HostToHostConnector: BankConnector {
     let quarantined = self.uniqueName(Self.quarantine(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
     let sentTransfers = try self.sentTransfers(intake.groupStatuses.map(\.messageID))
     do {
-      try await self.record(intake, refusal: refusal, name: name, sha256: sha256, bytes: bytes, archived: archived, quarantined: quarantined, sentTransfers: sentTransfers, now: now)
+      try await self.record(
+        intake, refusal: refusal, announced: quarantinedBefore, name: name, sha256: sha256, bytes: bytes, archived: archived,
+        quarantined: quarantined, sentTransfers: sentTransfers, now: now)
     } catch let late as InboxRefusal {
       // Refused only while booking (a balance that would overflow): quarantined, and nothing of
       // the file is stored.
       refusal = late.reason
-      try await self.record(intake, refusal: late.reason, name: name, sha256: sha256, bytes: bytes, archived: archived, quarantined: quarantined, sentTransfers: sentTransfers, now: now)
+      try await self.record(
+        intake, refusal: late.reason, announced: quarantinedBefore, name: name, sha256: sha256, bytes: bytes, archived: archived,
+        quarantined: quarantined, sentTransfers: sentTransfers, now: now)
     }
     if let refusal {
       try? DurableFile.write(Array(refusal.utf8), to: quarantined + ".reason")
@@ -445,9 +503,10 @@ public final class HostToHostConnector: BankConnector {
   }
 
   /// Stores what a file brought, or its refusal, with its fingerprint, in one transaction.
+  /// `announced`: the same file was quarantined before, with its event; a refusal now adds none.
   private func record(
-    _ taken: Intake, refusal refused: String?, name: String, sha256: String, bytes: Int64, archived: String, quarantined: String,
-    sentTransfers: [String: [String]], now: Instant
+    _ taken: Intake, refusal refused: String?, announced: Bool, name: String, sha256: String, bytes: Int64, archived: String,
+    quarantined: String, sentTransfers: [String: [String]], now: Instant
   ) async throws {
     let fingerprint = Hex.decode(sha256) ?? []
     try await self.store.write { txn in
@@ -458,6 +517,7 @@ public final class HostToHostConnector: BankConnector {
       record.write(now.millisecondsSinceEpoch)
       try txn.put(fingerprint, record.bytes, in: Self.filesDB)
       if let refused {
+        guard !announced else { return }
         var event = RecordWriter(capacity: 128)
         event.write(UInt8(2))
         event.write(name)
@@ -794,11 +854,12 @@ final class InboxFile: Sendable {
     return access(path, R_OK) == 0 ? path : fallback
   }
 
-  /// SHA-256 (hex) and size, read from the start.
-  func fingerprint() throws -> (String, Int64) {
+  /// SHA-256 (hex) and size, read from the start: of the whole file, or of its first `limit`
+  /// bytes.
+  func fingerprint(upTo limit: Int64? = nil) throws -> (String, Int64) {
     var hash = SHA256()
     var total: Int64 = 0
-    try self.read { chunk in
+    try self.read(upTo: limit) { chunk in
       hash.update(bufferPointer: chunk)
       total += Int64(chunk.count)
     }
@@ -813,13 +874,15 @@ final class InboxFile: Sendable {
     return bytes
   }
 
-  private func read(_ body: (UnsafeRawBufferPointer) -> Void) throws {
+  private func read(upTo limit: Int64? = nil, _ body: (UnsafeRawBufferPointer) -> Void) throws {
     let chunk = 1 << 20
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
     defer { buffer.deallocate() }
     var offset: off_t = 0
     while true {
-      let count = pread(self.descriptor, buffer.baseAddress, chunk, offset)
+      let wanted = limit.map { Int(max(0, min(Int64(chunk), $0 - Int64(offset)))) } ?? chunk
+      if wanted == 0 { return }
+      let count = pread(self.descriptor, buffer.baseAddress, wanted, offset)
       if count < 0 {
         if errno == EINTR { continue }
         throw CocoaError(.fileReadUnknown)

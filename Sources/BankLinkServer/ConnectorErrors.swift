@@ -4,8 +4,9 @@ import Metrics
 
 /// Counts failures talking to the bank (Prometheus `banklink_connector_errors_total`) by
 /// `operation` (`sync_accounts`, `sync_account`, `submit`, `status_reports`, `inbox`,
-/// `inbox_quarantined`) and `kind` (the bank error's code: `unavailable`, `rejected`, `timeout`,
-/// `malformed`, `not_found`; `storage` for a local store failure; `other`).
+/// `inbox_quarantined`, `inbox_file`: one inbox file that could not be processed) and `kind`
+/// (the bank error's code: `unavailable`, `rejected`, `timeout`, `malformed`, `not_found`;
+/// `storage` for a local store failure; `other`).
 enum ConnectorErrors {
   static let metric = "banklink_connector_errors_total"
 

@@ -181,6 +181,65 @@ struct HostToHostTests {
     }
   }
 
+  @Test("a file that cannot be moved holds back no other and is reported after three polls; a quarantined file is taken again; an oversize one is refused by its size")
+  func inboxFailures() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      func quarantineEvents() throws -> Int {
+        try setup.connector.events(after: 0, limit: 1_000).count { if case .quarantined = $0 { true } else { false } }
+      }
+      // `quarantine/` replaced by a link to nowhere: every move there fails (ENOENT), as after
+      // an operator's mistake; the archive still works.
+      let quarantine = setup.inbox + "/quarantine"
+      try FileManager.default.removeItem(atPath: quarantine)
+      try FileManager.default.createSymbolicLink(atPath: quarantine, withDestinationPath: directory.appending("nowhere"))
+      try Data("hello".utf8).write(to: URL(fileURLWithPath: setup.inbox + "/0001-note.txt"))
+      try Self.file(.notification054, id: "N-AFTER", entries: [("REF-AFTER", "2026-12-03", 500)])
+        .write(to: URL(fileURLWithPath: setup.inbox + "/0002-after.xml"))
+      var stuck: [HostToHostConnector.StuckFile] = []
+      for poll in 1...4 {
+        let outcome = try await setup.connector.pollInbox()
+        #expect(outcome.failed == 1 && outcome.processed == (poll == 1 ? 1 : 0), "poll \(poll): \(outcome)")
+        stuck += outcome.stuck
+      }
+      // Reported once, at the third failed poll, with the error; the file after it went through.
+      #expect(stuck.map(\.name) == ["0001-note.txt"] && stuck.allSatisfy { !$0.error.isEmpty })
+      #expect(try setup.names(setup.inbox + "/archive") == ["0002-after.xml"])
+      #expect(try await setup.feed("icbc-cny-001").map(\.amount.minorUnits) == [500])
+      // One quarantine event for the note, however many polls failed to move it.
+      #expect(try quarantineEvents() == 1)
+
+      // The folder back: the note is quarantined, still one event.
+      try FileManager.default.removeItem(atPath: quarantine)
+      try FileManager.default.createDirectory(atPath: quarantine, withIntermediateDirectories: false)
+      var outcome = try await setup.connector.pollInbox()
+      #expect(outcome.quarantined == 1 && outcome.failed == 0 && outcome.stuck.isEmpty, "\(outcome)")
+      #expect(try setup.names(quarantine).contains("0001-note.txt"))
+      #expect(try quarantineEvents() == 1)
+
+      // The same bytes delivered again are read again (not taken for processed and deleted):
+      // refused again, quarantined beside the first, without a second alert.
+      try Data("hello".utf8).write(to: URL(fileURLWithPath: setup.inbox + "/0003-note.txt"))
+      outcome = try await setup.connector.pollInbox()
+      #expect(outcome.quarantined == 1 && outcome.moved == 0, "\(outcome)")
+      #expect(try setup.names(quarantine).contains("0003-note.txt"))
+      #expect(try quarantineEvents() == 1)
+
+      // A sparse file past the size limit is refused by its size, without reading it through.
+      let huge = setup.inbox + "/0004-huge.xml"
+      _ = FileManager.default.createFile(atPath: huge, contents: Data("<?xml".utf8))
+      let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: huge))
+      try handle.truncate(atOffset: UInt64(HostToHostLimits.maxInboxFileBytes) * 64)
+      try handle.close()
+      outcome = try await setup.connector.pollInbox()
+      #expect(outcome.quarantined == 1, "\(outcome)")
+      let reason = try String(contentsOfFile: quarantine + "/0004-huge.xml.reason", encoding: .utf8)
+      #expect(reason.contains("\(HostToHostLimits.maxInboxFileBytes * 64) bytes"), "\(reason)")
+      #expect(try quarantineEvents() == 2)
+    }
+  }
+
   static func file(
     _ kind: CamtWriter.Kind, id: String, entries: [(ref: String, date: String, minor: Int64)], closing: (minor: Int64, date: String)? = nil
   ) throws -> Data {

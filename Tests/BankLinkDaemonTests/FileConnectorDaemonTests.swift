@@ -125,6 +125,21 @@ struct FileConnectorDaemonTests {
         "\(errors.samples.map(\.labels))")
       let transitions = try #require(families["banklink_payment_transitions"])
       #expect(transitions.samples.contains { $0.labels["to"] == "settled" && $0.value >= 1 }, "\(transitions.samples.map(\.labels))")
+
+      // A file that cannot be moved (`quarantine/` gone): after three polls an alert names it,
+      // and the polls go on meanwhile.
+      try FileManager.default.removeItem(atPath: inbox + "/quarantine")
+      try FileManager.default.createSymbolicLink(atPath: inbox + "/quarantine", withDestinationPath: directory.appending("nowhere"))
+      try Data("<Document><Nonsense/></Document>".utf8).write(to: URL(fileURLWithPath: inbox + "/stuck.xml"))
+      let stuck = try await Self.poll(seconds: 30) { () -> Banklink_V1_Alert? in
+        try await withBankLinkClient(pki.clientConfiguration(address: address, identity: admin)) { grpc in
+          try await Banklink_V1_MonitoringService.Client(wrapping: grpc).listAlerts(.with {
+            $0.pageSize = 1_000
+            $0.kinds = [.bankFileQuarantined]
+          }).alerts.first { $0.message.contains("stuck.xml") && $0.message.contains("could not be processed") }
+        }
+      }
+      #expect(stuck != nil)
       #expect(await daemon.stop())
     }
   }

@@ -53,14 +53,46 @@ public struct HostToHostInboxService: Service {
   }
 
   /// One poll of the inbox, then the events it produced (and any left from before a crash).
+  /// The events are acted on even when the poll fails (the inbox folder unreadable, say); the
+  /// poll's error is thrown afterwards, for the retry back-off.
   public func round() async throws {
-    let polled = try await self.connector.pollInbox()
-    ConnectorErrors.count(kind: "malformed", operation: "inbox_quarantined", by: polled.quarantined)
-    if polled.processed + polled.quarantined + polled.moved > 0 {
-      self.logger.info(
-        "inbox files processed",
-        metadata: ["processed": "\(polled.processed)", "quarantined": "\(polled.quarantined)", "moved": "\(polled.moved)"])
+    var pollError: (any Error)?
+    do {
+      let polled = try await self.connector.pollInbox()
+      ConnectorErrors.count(kind: "malformed", operation: "inbox_quarantined", by: polled.quarantined)
+      ConnectorErrors.count(kind: "other", operation: "inbox_file", by: polled.failed)
+      if polled.processed + polled.quarantined + polled.moved + polled.failed > 0 {
+        self.logger.info(
+          "inbox files processed",
+          metadata: [
+            "processed": "\(polled.processed)", "quarantined": "\(polled.quarantined)", "moved": "\(polled.moved)",
+            "failed": "\(polled.failed)",
+          ])
+      }
+      for stuck in polled.stuck { try await self.raiseStuck(stuck) }
+    } catch {
+      pollError = error
     }
+    try await self.actOnEvents()
+    if let pollError { throw pollError }
+  }
+
+  /// A file that has failed several polls in a row: an alert (once per run of the daemon; the
+  /// file is still tried at every poll).
+  private func raiseStuck(_ stuck: HostToHostConnector.StuckFile) async throws {
+    self.logger.error("inbox file cannot be processed", metadata: ["file": "\(stuck.name)", "error": "\(stuck.error)"])
+    let now = self.now()
+    try await self.store.write { txn in
+      try AlertLog.raise(
+        &txn, at: now, severity: .warning, kind: .bankFileQuarantined,
+        message:
+          "bank file \(stuck.name) could not be processed in \(HostToHostLimits.failedPollsBeforeAlert) polls in a row "
+          + "(it is tried at every poll; the files after it are processed): \(LogText.prefix(stuck.error, maxBytes: 512))",
+        details: ["file": stuck.name, "error": LogText.prefix(stuck.error, maxBytes: 512)])
+    }
+  }
+
+  private func actOnEvents() async throws {
     // A statement is stored against the cache's accounts: until account sync has stored the
     // connector's, its events wait (the files are already safe in the archive).
     let known = try self.server.cachedAccountIDs()
