@@ -214,8 +214,14 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
     }
     let secret = TOTP.newSecret()
     let now = self.payments.now()
-    let receipt = try await self.mappingStorage {
+    let enrolment = try await self.mappingStorage {
       try await self.payments.enrollOTP(request.identity, secret: secret, vault: vault, by: caller.principal.identity, at: now)
+    }
+    guard case .enrolled(let receipt) = enrolment else {
+      throw GoogleRPCStatus(
+        code: .permissionDenied,
+        message: "an admin cannot enrol their own OTP (their certificate alone would then hold both factors); another admin enrols it",
+        details: [.errorInfo(reason: "SELF_ENROLMENT", domain: APIError.domain)])
     }
     return .with {
       $0.otpauthUri = TOTP.enrolmentURI(secret: secret, principal: request.identity)

@@ -244,6 +244,21 @@ struct ApprovalTests {
     }
   }
 
+  @Test("an admin cannot enrol their own OTP: refused with SELF_ENROLMENT and journaled, no secret returned or enrolled")
+  func noSelfEnrolment() async throws {
+    try await Self.withApprovals(policy: nil) { server, people in
+      let refused = await #expect(throws: RPCError.self) {
+        try await withBankLinkClient(server.client(people["admin"]!.files)) { client in
+          _ = try await Admin(wrapping: client).enrollOtp(.with { $0.identity = "admin" })
+        }
+      }
+      #expect(refused?.code == .permissionDenied, "\(String(describing: refused))")
+      #expect(try refused?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.reason == "SELF_ENROLMENT")
+      let journal = try server.payments.auditEntries(limit: 1_000).filter { $0.object == "admin" }
+      #expect(journal.map(\.action) == ["otp.enrol_refused"] && journal.first?.principal == "admin", "\(journal)")
+    }
+  }
+
   @Test("two approvers racing for the last approval: exactly one releases the payment, the other is told it no longer waits")
   func raceForLastSlot() async throws {
     let policy = Banklink_V1_ApprovalPolicy.with {

@@ -9,11 +9,13 @@ import Synchronization
 
 /// The approval policy in force: versions kept in `approval_policies` (protobuf, by version; a
 /// payment's pinned version stays readable), the current version in `meta`. Reads go through a
-/// cache checked against the stored version inside the caller's transaction, so a payment is
-/// always pinned to the version in force in the transaction that creates it.
+/// cache of the decoded policy checked against the stored policy's bytes inside the caller's
+/// transaction, so a payment is always pinned to the version in force in the transaction that
+/// creates it — and a policy read in a transaction that then aborted (its version number later
+/// given to another policy) is never served from the cache.
 public final class ApprovalPolicyStore: Sendable {
   static let versionKey = Array("approval_policy_version".utf8)
-  private let cache = Mutex<ApprovalPolicy?>(nil)
+  private let cache = Mutex<(bytes: [UInt8], policy: ApprovalPolicy)?>(nil)
 
   public init() {}
 
@@ -22,16 +24,25 @@ public final class ApprovalPolicyStore: Sendable {
     guard let bytes = try txn.get(Self.versionKey, in: .meta) else { return nil }
     var reader = RecordReader(bytes)
     let version = try reader.readUInt64()
-    if let cached = self.cache.withLock({ $0 }), cached.version == version { return cached }
-    let policy = try Self.load(version, in: txn)
-    self.cache.withLock { $0 = policy }
+    let stored = try Self.bytes(version, in: txn)
+    if let cached = self.cache.withLock({ $0 }), cached.bytes == stored { return cached.policy }
+    let policy = try Self.decode(stored, version: version)
+    self.cache.withLock { $0 = (stored, policy) }
     return policy
   }
 
   static func load(_ version: UInt64, in txn: some ReadableTransaction) throws -> ApprovalPolicy {
+    try Self.decode(try Self.bytes(version, in: txn), version: version)
+  }
+
+  private static func bytes(_ version: UInt64, in txn: some ReadableTransaction) throws -> [UInt8] {
     guard let bytes = try txn.get(AuditJournal.key(version), in: .approvalPolicies) else {
       throw StoreError(code: .corrupted, message: "approval policy version \(version) is missing")
     }
+    return bytes
+  }
+
+  private static func decode(_ bytes: [UInt8], version: UInt64) throws -> ApprovalPolicy {
     let message = try Banklink_V1_ApprovalPolicy(serializedBytes: bytes)
     switch ApprovalPolicy.from(message) {
     case .success(let policy): return policy

@@ -410,18 +410,33 @@ extension PaymentLedger {
 extension PaymentLedger {
   /// Stores a new OTP secret for `principal`, sealed, replacing any earlier one (its codes stop
   /// working at once), resets its OTP state, and journals the enrolment (never the secret).
+  /// What an enrolment did: the secret stored, or refused (and the refusal journaled).
+  public enum OTPEnrolment: Sendable {
+    case enrolled(JournalReceipt)
+    /// An admin enrolling themselves: their certificate's key would then be the only thing
+    /// between an attacker and both factors of their own approvals. Another admin enrols them.
+    case refusedSelfEnrolment(JournalReceipt)
+  }
+
   public func enrollOTP(
     _ principal: String, secret: [UInt8], vault: OTPVault, by admin: String, at now: Instant
-  ) async throws -> JournalReceipt {
+  ) async throws -> OTPEnrolment {
+    if admin.utf8.elementsEqual(principal.utf8) {
+      return .refusedSelfEnrolment(
+        try await self.writer.write { txn in
+          try AuditJournal.append(
+            &txn, at: now, principal: admin, action: "otp.enrol_refused", object: principal, details: ["reason": "self_enrolment"])
+        })
+    }
     let sealed = try vault.seal(secret, for: principal)
-    return try await self.writer.write { txn in
+    return .enrolled(try await self.writer.write { txn in
       let replaced = try txn.get(Array(principal.utf8), in: .otpSecrets) != nil
       try txn.put(Array(principal.utf8), sealed, in: .otpSecrets)
       try OTPState().save(principal, txn: &txn)
       return try AuditJournal.append(
         &txn, at: now, principal: admin, action: "otp.enrolled", object: principal,
         details: ["replaced": replaced ? "true" : "false"])
-    }
+    })
   }
 }
 
