@@ -175,6 +175,23 @@ struct FundSafetyTests {
     }
   }
 
+  @Test("a bank report for a payment never sent (approved, not claimed) is an anomaly: not settled, still sent")
+  func reportForUnsentPayment() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let payment = try await server.payments.create(Self.instruction(30_000), idempotencyKey: "u", creator: "erp").payment
+      #expect(payment.status == .approved)
+      let applied = try await server.payments.apply(
+        [PaymentStatusReport(endToEndID: payment.endToEndID, statusCode: "ACSC", time: WallClock.now())], nextCursor: "forged-1")
+      #expect(applied.changed == 0 && applied.anomalies.map(\.subject) == [payment.id])
+      let recorded = try server.payments.auditEntries(limit: 10_000).filter { $0.action == "bank.anomaly" }
+      #expect(recorded.count == 1 && recorded.first?.payload.contains("has not been sent") == true, "\(recorded)")
+      #expect(try server.payments.payment(payment.id)?.status == .approved)
+      // The submitter still sends it, once.
+      #expect(try await server.submitter.submitPending() == 1)
+      #expect(try server.simulator.receipts()[payment.endToEndID] == 1)
+    }
+  }
+
   // MARK: 2. Available never overstated
 
   @Test("a booked debit releases its reservation only with a balance that includes it; an older balance never replaces a newer")

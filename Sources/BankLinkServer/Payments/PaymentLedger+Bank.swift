@@ -237,9 +237,13 @@ extension PaymentLedger {
         var payment = try Payment(record: bytes)
         let before = payment.status
         if before == .approved {
-          // A payment claimed by an earlier build, which sent without claiming: the report
-          // proves the bank holds it.
-          _ = payment.apply(.submitted, at: now)
+          // Never claimed for submission, so never sent: a report about it is a misrouted or
+          // forged file, and applying it would mark settled a payment whose money never left
+          // (its funds held for good). Recorded, not applied; the submitter sends it as usual.
+          try anomaly(
+            payment.id,
+            "bank reports \(code) for payment \(payment.id), which has not been sent (approved, not yet claimed for submission); not applied")
+          continue
         }
         let reason = LogText.prefix(
           report.reasonText.isEmpty ? report.reasonCode : "\(report.reasonCode) \(report.reasonText)",
