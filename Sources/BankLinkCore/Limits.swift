@@ -346,6 +346,11 @@ extension Limits {
   public static let maxOTPFailures = 5
   /// …for this long. Every failure and lockout is journaled.
   public static let otpLockoutSeconds: Int64 = 900
+  /// Lockouts in a row (no right code between them) after which the principal's approvals stay
+  /// locked until an admin re-enrols their OTP (RFC 4226 §7.3): 4 × 5 wrong codes, about a
+  /// 1-in-16,000 chance for a guesser against a 6-digit code and three accepted steps, instead
+  /// of five guesses every 15 minutes for ever.
+  public static let maxOTPLockouts = 4
 }
 
 extension Limits {

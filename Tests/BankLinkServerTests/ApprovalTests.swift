@@ -462,6 +462,58 @@ struct ApprovalTests {
     }
   }
 
+  @Test("lockout after lockout with no right code between them locks approvals until the OTP is enrolled again")
+  func otpLockoutsEscalate() async throws {
+    try await Self.withLedger { server, ledger, clock, approver, key, secret, vault in
+      let id = try await ledger.create(PaymentLedger.Fixture.instruction(200_000), idempotencyKey: "lock-1", creator: "erp").payment.id
+      func attempt(_ code: String) async throws -> PaymentLedger.ApprovalRefusal? {
+        let payment = try #require(try ledger.payment(id))
+        let state = try #require(try ledger.approvalState(id))
+        let digest = ApprovalDigest.digest(paymentID: id, instruction: payment.instruction, policyVersion: state.policyVersion, level: 1)
+        do {
+          _ = try await ledger.approve(
+            id, by: approver, signature: try CertificateSignatures.sign(digest, with: key), otpCode: code, comment: "", vault: vault)
+          return nil
+        } catch let refusal as PaymentLedger.ApprovalRefusal {
+          return refusal
+        }
+      }
+      // A right code between lockouts starts the count again.
+      for _ in 0..<Limits.maxOTPFailures { _ = try await attempt("000000") }
+      clock.advance(milliseconds: Limits.otpLockoutSeconds * 1000 + 1)
+      let other = try await ledger.create(PaymentLedger.Fixture.instruction(200_000), idempotencyKey: "lock-2", creator: "erp").payment.id
+      _ = try await Self.approveOnLedger(ledger, other, approver: approver, key: key, secret: secret, vault: vault, at: clock.now)
+      for lockout in 1...Limits.maxOTPLockouts {
+        var last: PaymentLedger.ApprovalRefusal?
+        for _ in 0..<Limits.maxOTPFailures { last = try await attempt("000000") }
+        guard case .otpRejected(_, let until?) = last else {
+          Issue.record("lockout \(lockout): \(String(describing: last))")
+          return
+        }
+        if lockout < Limits.maxOTPLockouts {
+          #expect(until == clock.now.adding(milliseconds: Limits.otpLockoutSeconds * 1000), "lockout \(lockout)")
+          clock.advance(milliseconds: Limits.otpLockoutSeconds * 1000 + 1)
+        } else {
+          #expect(until.millisecondsSinceEpoch == Int64.max)
+        }
+      }
+      // Hours later even the right code is refused; the journal says until when.
+      clock.advance(milliseconds: 2 * 3_600_000)
+      let locked = try await attempt(TOTP.code(secret: secret, step: TOTP.step(at: clock.now)))
+      guard case .otpLocked(let until)? = locked, until.millisecondsSinceEpoch == Int64.max else {
+        Issue.record("\(String(describing: locked))")
+        return
+      }
+      let journal = try ledger.auditEntries(limit: 1_000).filter { $0.object == "alice" && $0.action == "otp.locked" }
+      #expect(journal.count == Limits.maxOTPLockouts + 1 && journal.last?.payload.contains("re-enrolment") == true)
+      // Enrolled again by an admin: the new secret's code approves.
+      let fresh = TOTP.newSecret()
+      _ = try await ledger.enrollOTP("alice", secret: fresh, vault: vault, by: "admin", at: clock.now)
+      #expect(try await attempt(TOTP.code(secret: fresh, step: TOTP.step(at: clock.now))) == nil)
+      _ = server
+    }
+  }
+
   @Test("release check: an approved payment whose stored instruction was altered is blocked, never sent, and journaled")
   func releaseCheck() async throws {
     try await Self.withLedger { server, ledger, clock, approver, key, secret, vault in

@@ -156,16 +156,24 @@ struct OTPState: Sendable, Hashable {
   var lastStep: Int64 = Int64.min
   var failures: Int = 0
   var lockedUntil: Instant = Instant(millisecondsSinceEpoch: 0)
+  /// Lockouts in a row without a right code between them (``Limits/maxOTPLockouts``).
+  var lockouts: Int = 0
 
-  static let recordFormat: UInt8 = 1
+  /// `lockedUntil` of approvals locked until the OTP is enrolled again (which resets the state).
+  static let untilReenrolled = Instant(millisecondsSinceEpoch: Int64.max)
+
+  /// 1: last step, failures, locked until; 2: and the lockouts in a row.
+  static let recordFormat: UInt8 = 2
 
   static func load(_ principal: String, in txn: some ReadableTransaction) throws -> OTPState {
     guard let bytes = try txn.get(Array(principal.utf8), in: .otpState) else { return OTPState() }
     var reader = RecordReader(bytes)
-    guard try reader.readUInt8() == Self.recordFormat else { throw StoreError(code: .corrupted, message: "unknown OTP state format") }
-    let state = OTPState(
+    let format = try reader.readUInt8()
+    guard format == 1 || format == Self.recordFormat else { throw StoreError(code: .corrupted, message: "unknown OTP state format") }
+    var state = OTPState(
       lastStep: try reader.readInt64(), failures: Int(try reader.readUInt32()),
       lockedUntil: Instant(millisecondsSinceEpoch: try reader.readInt64()))
+    if format == 2 { state.lockouts = Int(try reader.readUInt32()) }
     try reader.finish()
     return state
   }
@@ -176,6 +184,7 @@ struct OTPState: Sendable, Hashable {
     writer.write(self.lastStep)
     writer.write(UInt32(self.failures))
     writer.write(self.lockedUntil.millisecondsSinceEpoch)
+    writer.write(UInt32(clamping: self.lockouts))
     try txn.put(Array(principal.utf8), writer.bytes, in: .otpState)
   }
 }

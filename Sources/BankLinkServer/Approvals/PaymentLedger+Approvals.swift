@@ -214,6 +214,7 @@ extension PaymentLedger {
     if let step = TOTP.matchingStep(code, secret: secret, at: now), step > state.lastStep {
       state.lastStep = step
       state.failures = 0
+      state.lockouts = 0
       try state.save(principal, txn: &txn)
       return nil
     }
@@ -221,18 +222,30 @@ extension PaymentLedger {
     state.failures += 1
     var locked: Instant?
     if state.failures >= Limits.maxOTPFailures {
-      state.lockedUntil = now.adding(milliseconds: Limits.otpLockoutSeconds * 1000)
       state.failures = 0
+      state.lockouts += 1
+      // Lockout after lockout with no right code between them: a guesser, not a typo. Locked
+      // until an admin enrols the principal's OTP again.
+      state.lockedUntil =
+        state.lockouts >= Limits.maxOTPLockouts ? OTPState.untilReenrolled : now.adding(milliseconds: Limits.otpLockoutSeconds * 1000)
       locked = state.lockedUntil
     }
     try state.save(principal, txn: &txn)
+    let untilReenrolled = locked == OTPState.untilReenrolled
     try AuditJournal.append(
       &txn, at: now, principal: principal, action: locked == nil ? "otp.failed" : "otp.locked", object: principal,
-      details: locked.map { ["locked_until_ms": String($0.millisecondsSinceEpoch)] } ?? ["failures": String(state.failures)])
+      details: locked.map {
+        untilReenrolled
+          ? ["locked_until": "re-enrolment", "lockouts": String(state.lockouts)]
+          : ["locked_until_ms": String($0.millisecondsSinceEpoch), "lockouts": String(state.lockouts)]
+      } ?? ["failures": String(state.failures)])
     if let locked {
       try AlertLog.raise(
-        &txn, at: now, severity: .warning, kind: .authenticationFailure,
-        message: "approvals of '\(principal)' locked until \(locked.isoTimestamp) after \(Limits.maxOTPFailures) wrong one-time passwords",
+        &txn, at: now, severity: untilReenrolled ? .critical : .warning, kind: .authenticationFailure,
+        message: untilReenrolled
+          ? "approvals of '\(principal)' locked until an admin enrols their OTP again, after \(state.lockouts) lockouts in a row "
+            + "(\(state.lockouts * Limits.maxOTPFailures) wrong one-time passwords): someone may be guessing with their certificate"
+          : "approvals of '\(principal)' locked until \(locked.isoTimestamp) after \(Limits.maxOTPFailures) wrong one-time passwords",
         details: ["principal": principal])
     }
     return .otpRejected(failures: state.failures, lockedUntil: locked)

@@ -306,6 +306,11 @@ extension PaymentLedger.Refusal {
 }
 
 extension PaymentLedger.ApprovalRefusal {
+  /// When a lockout ends, as a caller reads it.
+  static func lockEnd(_ until: Instant) -> String {
+    until == OTPState.untilReenrolled ? "an admin enrols your OTP again" : until.isoTimestamp
+  }
+
   var status: GoogleRPCStatus {
     func precondition(_ type: String, _ message: String) -> GoogleRPCStatus {
       GoogleRPCStatus(
@@ -339,14 +344,14 @@ extension PaymentLedger.ApprovalRefusal {
       if let lockedUntil {
         return GoogleRPCStatus(
           code: .permissionDenied,
-          message: "otp_code is wrong or already used; your approvals are locked until \(lockedUntil.isoTimestamp)", details: [])
+          message: "otp_code is wrong or already used; your approvals are locked until \(Self.lockEnd(lockedUntil))", details: [])
       }
       return GoogleRPCStatus(
         code: .permissionDenied,
         message: "otp_code is wrong or already used (\(failures) of \(Limits.maxOTPFailures) before a lockout)", details: [])
     case .otpLocked(let until):
       return GoogleRPCStatus(
-        code: .permissionDenied, message: "your approvals are locked after repeated wrong one-time passwords until \(until.isoTimestamp)",
+        code: .permissionDenied, message: "your approvals are locked after repeated wrong one-time passwords until \(Self.lockEnd(until))",
         details: [])
     case .expired:
       return precondition("APPROVAL_EXPIRED", "the approval window has passed; the payment expired and its funds were released")
