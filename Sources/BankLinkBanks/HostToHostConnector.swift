@@ -759,6 +759,20 @@ public final class HostToHostConnector: BankConnector {
     try Self.append(report.record, in: Self.reportsDB, counter: Self.reportSequenceKey, txn: &txn)
   }
 
+  /// The next status report and event numbers this connector's store will issue: positions the
+  /// daemon has saved beyond them were issued by another store (see
+  /// `HostToHostInboxService.checkPositions`).
+  public func nextNumbers() throws -> (statusReport: UInt64, event: UInt64) {
+    try self.store.withReadTransaction { txn in
+      func counter(_ key: [UInt8], start: UInt64) throws -> UInt64 {
+        guard let bytes = try txn.get(key, in: .meta) else { return start }
+        var reader = RecordReader(bytes)
+        return try reader.readUInt64()
+      }
+      return (try counter(Self.reportSequenceKey, start: 0), try counter(Self.eventSequenceKey, start: 1))
+    }
+  }
+
   /// Appends under the next number of `counter` (stored in meta; feeds start at 0, events at 1).
   static func append(_ value: [UInt8], in database: Database, counter: [UInt8], txn: inout WriteTransaction) throws {
     var sequence: UInt64 = database == Self.eventsDB ? 1 : 0

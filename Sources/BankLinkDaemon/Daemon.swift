@@ -161,6 +161,14 @@ public enum Daemon {
     let checkpoints = JournalCheckpointService(writer: writer, certificate: server.certificate, logger: logger, now: WallClock.now)
     var connectorServices: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if let files, let hostToHost {
+      if let mismatch = try HostToHostInboxService.checkPositions(connector: hostToHost, payments: payments, store: store) {
+        throw ConfigError(
+          key: "connector.files",
+          message:
+            "\(configuration.dataDirectory)/connector-files is behind the daemon's store (\(mismatch)); started on it, the daemon "
+            + "would skip what the connector numbers anew. A backup holds data.mdb only: restore connector-files taken after it "
+            + "(docs/operations.md, Backup and restore); or this data directory was used with another connector before")
+      }
       connectorServices.append(
         .init(
           service: HostToHostInboxService(

@@ -52,6 +52,27 @@ public struct HostToHostInboxService: Service {
     }
   }
 
+  /// Refuses to start on a connector store behind the daemon's own: a daemon store restored
+  /// from a backup (which holds only `data.mdb`) beside a newer, older or empty
+  /// `connector-files` would skip what the connector numbers anew (status reports and events
+  /// below the saved positions are never read). Returns a description of the mismatch, or nil.
+  public static func checkPositions(connector: HostToHostConnector, payments: PaymentLedger, store: Store) throws -> String? {
+    let issued = try connector.nextNumbers()
+    let acted = try store.withReadTransaction { txn -> UInt64 in
+      guard let bytes = try txn.get(Self.cursorKey, in: .meta) else { return 0 }
+      var reader = RecordReader(bytes)
+      return try reader.readUInt64()
+    }
+    var problems: [String] = []
+    if acted >= issued.event {
+      problems.append("the daemon has acted on inbox events up to \(acted), the connector's store has issued \(issued.event - 1)")
+    }
+    if let cursor = try payments.statusCursor(), let read = UInt64(cursor), read > issued.statusReport {
+      problems.append("the daemon has read status reports up to \(read), the connector's store has issued \(issued.statusReport)")
+    }
+    return problems.isEmpty ? nil : problems.joined(separator: "; ")
+  }
+
   /// One poll of the inbox, then the events it produced (and any left from before a crash).
   /// The events are acted on even when the poll fails (the inbox folder unreadable, say); the
   /// poll's error is thrown afterwards, for the retry back-off.
