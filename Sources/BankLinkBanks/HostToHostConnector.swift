@@ -596,7 +596,13 @@ public final class HostToHostConnector: BankConnector {
           guard entries <= HostToHostLimits.maxEntriesPerFile else {
             throw InboxRefusal(reason: "more than \(HostToHostLimits.maxEntriesPerFile) entries in one file")
           }
-          if entry.status == "BOOK" { statements[statements.count - 1].entries.append(entry) }
+          if entry.status == "BOOK" {
+            // Booking reads an entry's first transaction details only; the rest (a batch
+            // booking may carry thousands, ~250 bytes each) are not held for the whole file.
+            var entry = entry
+            if entry.details.count > 1 { entry.details.removeSubrange(1...) }
+            statements[statements.count - 1].entries.append(entry)
+          }
         case .end(let trailer): statements[statements.count - 1].trailer = trailer
         }
       }

@@ -24,6 +24,10 @@ public enum Limits {
   /// Entries written per transaction while a large statement is stored (the statement becomes
   /// visible only in the import's last transaction, so readers never see half of a file).
   public static let statementEntriesPerCommit = 5_000
+  /// Transaction details held for one commit of a statement import: an entry may carry up to
+  /// `FormatLimits.maxDetailsPerEntry`, so entries alone would let 5,000 batch bookings hold
+  /// fifty million details in memory.
+  public static let statementDetailsPerCommit = 50_000
 
   /// Reconciliation-break alerts raised by one import; further breaks are counted in the last.
   public static let maxBreakAlertsPerImport = 20

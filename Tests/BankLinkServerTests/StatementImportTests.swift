@@ -281,6 +281,31 @@ struct StatementImportTests {
     }
   }
 
+  @Test("batch bookings with thousands of details each: the import commits by details too, and stores every one")
+  func detailsBoundTheCommit() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      // Six entries of the most details an entry keeps: Limits.statementDetailsPerCommit is
+      // reached after the fifth, so the sixth goes in a second commit.
+      let perEntry = FormatLimits.maxDetailsPerEntry - 1
+      #expect(5 * (perEntry + 1) >= Limits.statementDetailsPerCommit && 4 * (perEntry + 1) < Limits.statementDetailsPerCommit)
+      let entries = (0..<6).map { Entry(reference: "BATCH-\($0)", minor: 1_000) }
+      var xml = String(decoding: Self.camt053(id: "BATCH", sequence: 1, opening: 1_000_000, entries: entries), as: UTF8.self)
+      let extra = (0..<perEntry).map { "<TxDtls><Refs><EndToEndId>E\($0)</EndToEndId></Refs></TxDtls>" }.joined()
+      xml = xml.replacingOccurrences(of: "<NtryDtls>", with: "<NtryDtls>" + extra)
+      let imported = try await Self.as_(server, "clerk") { try await Self.upload($0, Data(xml.utf8), chunk: 1 << 20) }
+      #expect(imported.entriesImported == 6)
+      let details = try server.payments.store.withReadTransaction { txn -> [Int] in
+        var counts: [Int] = []
+        try txn.scan(.statementEntries) { _, value in
+          counts.append(try StatementKeys.decodeEntry(value).1.details.count)
+          return true
+        }
+        return counts
+      }
+      #expect(details == Array(repeating: perEntry + 1, count: 6))
+    }
+  }
+
   @Test("an import cut short is removed at start: its statement, entries and dedup keys; the entries import again")
   func unfinishedImportIsSwept() async throws {
     try await withTestServer(principals: Self.principals) { server in

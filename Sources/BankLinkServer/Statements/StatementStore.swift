@@ -190,6 +190,9 @@ public final class StatementStore: Sendable {
     var nextSequence = try self.store.withReadTransaction { txn in try Self.lastSequence(txn) } + 1
     var tracker = ContinuityTracker()
     var pendingEntries: [StoredStatementEntry] = []
+    // Their transaction details: a batch booking may carry thousands each, so a commit is also
+    // bounded by details (``Limits/statementDetailsPerCommit``), not only by entries.
+    var pendingDetails = 0
     var pendingStatements: [StoredStatement] = []
     var statements: [StoredStatement] = []
     var current: StoredStatement?
@@ -221,6 +224,7 @@ public final class StatementStore: Sendable {
         }
       }
       pendingEntries.removeAll(keepingCapacity: true)
+      pendingDetails = 0
       pendingStatements.removeAll(keepingCapacity: true)
     }
 
@@ -250,6 +254,7 @@ public final class StatementStore: Sendable {
         pendingEntries.append(
           StoredStatementEntry(
             statementSequence: statement.sequence, index: nextIndex, accountID: statement.accountID, entry: entry, ordinal: ordinal))
+        pendingDetails += entry.details.count
         nextIndex += 1
         statement.entries += 1
         if !entry.bookingDate.isEmpty {
@@ -257,7 +262,7 @@ public final class StatementStore: Sendable {
           if entry.bookingDate > statement.toDate { statement.toDate = entry.bookingDate }
         }
         current = statement
-        if pendingEntries.count >= Limits.statementEntriesPerCommit {
+        if pendingEntries.count >= Limits.statementEntriesPerCommit || pendingDetails >= Limits.statementDetailsPerCommit {
           // The statement is written unfinished with its first entries: a crash before the
           // import's last transaction leaves it for the start-up sweep.
           if let statement = current { pendingStatements.append(statement) }
