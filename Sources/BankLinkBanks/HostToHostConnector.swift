@@ -232,7 +232,7 @@ public final class HostToHostConnector: BankConnector {
     var files = Set(planned.values)
     if !fresh.isEmpty {
       let messageID = Self.fileMessageID(fresh)
-      let bytes = try self.paymentFile(fresh, messageID: messageID, now: now)
+      let (bytes, blocks) = try self.paymentFile(fresh, messageID: messageID, now: now)
       // The file's bytes and which transfers it carries commit before the file is written:
       // after a crash the same file is written again, whatever round the resend comes in.
       do {
@@ -240,6 +240,11 @@ public final class HostToHostConnector: BankConnector {
           var record = RecordWriter(capacity: 64)
           for submission in fresh.prefix(HostToHostLimits.maxRememberedTransfers) { record.write(submission.endToEndID) }
           try txn.put(Array(messageID.utf8), record.bytes, in: Self.sentDB)
+          for block in blocks {
+            var members = RecordWriter(capacity: 64)
+            for endToEndID in block.endToEndIDs.prefix(HostToHostLimits.maxRememberedTransfers) { members.write(endToEndID) }
+            try txn.put(Self.blockKey(block.id), members.bytes, in: Self.sentDB)
+          }
           for submission in fresh { try txn.put(Self.transferKey(submission.endToEndID), Array(messageID.utf8), in: Self.sentDB) }
           try txn.put(Self.fileKey(messageID), [0] + bytes, in: Self.sentDB)
         }
@@ -267,8 +272,13 @@ public final class HostToHostConnector: BankConnector {
 
   static func transferKey(_ endToEndID: String) -> [UInt8] { Array("e2e/".utf8) + Array(endToEndID.utf8) }
   static func fileKey(_ messageID: String) -> [UInt8] { Array("file/".utf8) + Array(messageID.utf8) }
+  static func blockKey(_ paymentInformationID: String) -> [UInt8] { Array("pmtinf/".utf8) + Array(paymentInformationID.utf8) }
 
-  func paymentFile(_ submissions: [PaymentSubmission], messageID: String, now: Instant) throws(BankError) -> [UInt8] {
+  /// The pain.001 file of `submissions`, and the EndToEndIds of each of its `PmtInf` blocks by
+  /// `PmtInfId` (a pain.002 may give a status for a whole block).
+  func paymentFile(
+    _ submissions: [PaymentSubmission], messageID: String, now: Instant
+  ) throws(BankError) -> (bytes: [UInt8], blocks: [(id: String, endToEndIDs: [String])]) {
     var transfers: [CreditTransferMessage.Transfer] = []
     for submission in submissions {
       guard let debtor = self.configuration.accounts.first(where: { $0.id == submission.debtorAccountID }) else {
@@ -284,10 +294,14 @@ public final class HostToHostConnector: BankConnector {
           creditorCountry: submission.creditorCountry, remittance: submission.remittanceInformation))
     }
     do {
-      return try Pain001Writer.write(
+      let bytes = try Pain001Writer.write(
         CreditTransferMessage(
           version: self.configuration.painVersion, messageID: messageID, createdAt: now.isoTimestamp,
           initiatingPartyName: self.configuration.initiatingPartyName, transfers: transfers))
+      let blocks = Pain001Writer.paymentInformationGroups(transfers).enumerated().map { number, members in
+        (Pain001Writer.paymentInformationID(messageID: messageID, number: number + 1), members.map { transfers[$0].endToEndID })
+      }
+      return (bytes, blocks)
     } catch {
       throw BankError(.rejected, "the payment file cannot be written: \(error)")
     }
@@ -423,8 +437,10 @@ public final class HostToHostConnector: BankConnector {
   /// What a file brought, ready to be stored in one transaction.
   struct Intake: Sendable {
     var reports: [PaymentStatusReport] = []
-    /// Group-level statuses: every transfer of the original message takes them.
-    var groupStatuses: [(messageID: String, status: String, reason: String, text: String)] = []
+    /// Statuses for a whole message (`GrpSts`, scope: the message id) or a whole `PmtInf` block
+    /// (`PmtInfSts`, scope: ``blockKey(_:)``): every transfer sent in it that has no status of
+    /// its own in the file takes them.
+    var scopeStatuses: [ScopeStatus] = []
     var statements: [(account: Account, entries: [StatementEntry], closing: StatementBalance?)] = []
     var isStatementFile = false
   }
@@ -479,7 +495,7 @@ public final class HostToHostConnector: BankConnector {
     guard file.unchanged() else { return }
     let archived = self.uniqueName(Self.archive(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
     let quarantined = self.uniqueName(Self.quarantine(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
-    let sentTransfers = try self.sentTransfers(intake.groupStatuses.map(\.messageID))
+    let sentTransfers = try self.sentTransfers(intake.scopeStatuses.map(\.scope))
     do {
       try await self.record(
         intake, refusal: refusal, announced: quarantinedBefore, name: name, sha256: sha256, bytes: bytes, archived: archived,
@@ -506,7 +522,7 @@ public final class HostToHostConnector: BankConnector {
   /// `announced`: the same file was quarantined before, with its event; a refusal now adds none.
   private func record(
     _ taken: Intake, refusal refused: String?, announced: Bool, name: String, sha256: String, bytes: Int64, archived: String,
-    quarantined: String, sentTransfers: [String: [String]], now: Instant
+    quarantined: String, sentTransfers: [[UInt8]: [String]], now: Instant
   ) async throws {
     let fingerprint = Hex.decode(sha256) ?? []
     try await self.store.write { txn in
@@ -527,10 +543,12 @@ public final class HostToHostConnector: BankConnector {
         return
       }
       for report in taken.reports { try Self.append(report, txn: &txn) }
-      for group in taken.groupStatuses {
-        for endToEndID in sentTransfers[group.messageID] ?? [] {
+      var covered: Set<String> = []
+      for scope in taken.scopeStatuses {
+        for endToEndID in sentTransfers[scope.scope] ?? [] where !scope.except.contains(endToEndID) && !covered.contains(endToEndID) {
+          covered.insert(endToEndID)
           try Self.append(
-            PaymentStatusReport(endToEndID: endToEndID, statusCode: group.status, reasonCode: group.reason, reasonText: group.text, time: now),
+            PaymentStatusReport(endToEndID: endToEndID, statusCode: scope.status, reasonCode: scope.reason, reasonText: scope.text, time: now),
             txn: &txn)
         }
       }
@@ -556,6 +574,16 @@ public final class HostToHostConnector: BankConnector {
     var reason: String
   }
 
+  struct ScopeStatus: Sendable {
+    /// The `sentDB` key listing the scope's EndToEndIds.
+    var scope: [UInt8]
+    var status: String
+    var reason: String
+    var text: String
+    /// Transfers the file gives a status of their own.
+    var except: Set<String>
+  }
+
   /// Parses one file. Throws ``FormatError`` or ``InboxRefusal`` for a file to quarantine.
   func read(_ path: String, now: Instant) throws -> Intake {
     guard let kind = StatementFiles.detect(file: path) else {
@@ -568,15 +596,31 @@ public final class HostToHostConnector: BankConnector {
       guard report.transactions.count <= HostToHostLimits.maxStatusesPerFile else {
         throw InboxRefusal(reason: "more than \(HostToHostLimits.maxStatusesPerFile) transaction statuses in one report")
       }
+      var own: Set<String> = []
       for transaction in report.transactions where !transaction.endToEndID.isEmpty && !transaction.status.isEmpty {
+        own.insert(transaction.endToEndID)
         intake.reports.append(
           PaymentStatusReport(
             endToEndID: transaction.endToEndID, statusCode: transaction.status, reasonCode: transaction.reasons.first?.code ?? "",
             reasonText: transaction.reasons.first?.additionalInfo ?? "", time: now))
       }
-      if report.transactions.isEmpty, !report.groupStatus.isEmpty, !report.originalMessageID.isEmpty {
-        intake.groupStatuses.append(
-          (report.originalMessageID, report.groupStatus, report.groupReasons.first?.code ?? "", report.groupReasons.first?.additionalInfo ?? ""))
+      // A status for a whole block or message covers the transfers without one of their own
+      // (a block rejected whole, say, lists none); a block's status before the message's.
+      // PART (some accepted, some not) says nothing about any one transfer: not applied.
+      for block in report.paymentInformation where !block.status.isEmpty && block.status != "PART" && !block.paymentInformationID.isEmpty {
+        intake.scopeStatuses.append(
+          ScopeStatus(
+            scope: Self.blockKey(block.paymentInformationID), status: block.status, reason: block.reasons.first?.code ?? "",
+            text: block.reasons.first?.additionalInfo ?? "", except: own))
+      }
+      if !report.groupStatus.isEmpty, report.groupStatus != "PART", !report.originalMessageID.isEmpty {
+        intake.scopeStatuses.append(
+          ScopeStatus(
+            scope: Array(report.originalMessageID.utf8), status: report.groupStatus, reason: report.groupReasons.first?.code ?? "",
+            text: report.groupReasons.first?.additionalInfo ?? "", except: own))
+      }
+      guard !intake.reports.isEmpty || !intake.scopeStatuses.isEmpty else {
+        throw InboxRefusal(reason: "a pain.002 with no status for any transfer, payment information block or message")
       }
     case .pain001:
       throw InboxRefusal(reason: "a pain.001 (payment initiation) does not come from the bank")
@@ -746,16 +790,18 @@ public final class HostToHostConnector: BankConnector {
     }
   }
 
-  func sentTransfers(_ messageIDs: [String]) throws -> [String: [String]] {
-    guard !messageIDs.isEmpty else { return [:] }
+  /// The EndToEndIds sent in each scope (a message id, or a ``blockKey(_:)``), as recorded when
+  /// the file was written; a scope this connector did not send is absent.
+  func sentTransfers(_ scopes: [[UInt8]]) throws -> [[UInt8]: [String]] {
+    guard !scopes.isEmpty else { return [:] }
     return try self.store.withReadTransaction { txn in
-      var found: [String: [String]] = [:]
-      for messageID in messageIDs {
-        guard let bytes = try txn.get(Array(messageID.utf8), in: Self.sentDB) else { continue }
+      var found: [[UInt8]: [String]] = [:]
+      for scope in scopes {
+        guard let bytes = try txn.get(scope, in: Self.sentDB) else { continue }
         var reader = RecordReader(bytes)
         var ids: [String] = []
         while !reader.isAtEnd { ids.append(try reader.readString()) }
-        found[messageID] = ids
+        found[scope] = ids
       }
       return found
     }

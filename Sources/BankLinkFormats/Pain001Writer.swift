@@ -162,26 +162,15 @@ public enum Pain001Writer {
     xml.element("Nm", text: message.initiatingPartyName.isEmpty ? "BankLink" : message.initiatingPartyName)
     xml.close("InitgPty")
     xml.close("GrpHdr")
-    // One PmtInf per debtor account and execution date, in order of first appearance.
-    var groups: [(key: String, transfers: [CreditTransferMessage.Transfer])] = []
-    var groupIndex: [String: Int] = [:]
-    for transfer in message.transfers {
-      let key = transfer.debtorAccount + "\u{0}" + transfer.executionDate
-      if let index = groupIndex[key] {
-        groups[index].transfers.append(transfer)
-      } else {
-        groupIndex[key] = groups.count
-        groups.append((key, [transfer]))
-      }
-    }
+    let groups = Self.paymentInformationGroups(message.transfers).map { $0.map { message.transfers[$0] } }
     for (number, group) in groups.enumerated() {
-      let first = group.transfers[0]
+      let first = group[0]
       xml.open("PmtInf")
       // Unique within the message and at most 35 characters.
       xml.element("PmtInfId", identifier: Self.paymentInformationID(messageID: message.messageID, number: number + 1))
       xml.element("PmtMtd", identifier: "TRF")
-      xml.element("NbOfTxs", identifier: String(group.transfers.count))
-      xml.element("CtrlSum", identifier: try Self.controlSum(group.transfers))
+      xml.element("NbOfTxs", identifier: String(group.count))
+      xml.element("CtrlSum", identifier: try Self.controlSum(group))
       if v09 {
         xml.open("ReqdExctnDt")
         xml.element("Dt", identifier: first.executionDate)
@@ -204,7 +193,7 @@ public enum Pain001Writer {
       }
       xml.close("FinInstnId")
       xml.close("DbtrAgt")
-      for transfer in group.transfers {
+      for transfer in group {
         xml.open("CdtTrfTxInf")
         xml.open("PmtId")
         xml.element("InstrId", identifier: transfer.instructionID)
@@ -271,8 +260,26 @@ public enum Pain001Writer {
       && value.utf8.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) }
   }
 
+  /// The `PmtInf` blocks a message's transfers go in, as indices into `transfers`: one per
+  /// debtor account and execution date, in order of first appearance. The `n`-th (from 1) is
+  /// identified by ``paymentInformationID(messageID:number:)``.
+  public static func paymentInformationGroups(_ transfers: [CreditTransferMessage.Transfer]) -> [[Int]] {
+    var groups: [[Int]] = []
+    var groupIndex: [String: Int] = [:]
+    for (index, transfer) in transfers.enumerated() {
+      let key = transfer.debtorAccount + "\u{0}" + transfer.executionDate
+      if let group = groupIndex[key] {
+        groups[group].append(index)
+      } else {
+        groupIndex[key] = groups.count
+        groups.append([index])
+      }
+    }
+    return groups
+  }
+
   /// `<MsgId>-<n>`, cut so it stays within 35 characters and unique.
-  static func paymentInformationID(messageID: String, number: Int) -> String {
+  public static func paymentInformationID(messageID: String, number: Int) -> String {
     let suffix = "-\(number)"
     return String(messageID.prefix(Self.maxIdentifierLength - suffix.count)) + suffix
   }

@@ -413,6 +413,58 @@ struct HostToHostTests {
       #expect(reports.allSatisfy { $0.statusCode == "RJCT" && $0.reasonCode == "FF01" })
     }
   }
+
+  @Test("a pain.002 status for a whole PmtInf block covers the transfers sent in it without one of their own; one with no status is quarantined")
+  func blockStatus() async throws {
+    try await withTemporaryDirectory { directory in
+      let clock = ManualClock(Self.start)
+      let setup = try Setup(directory) { clock.now }
+      // Two execution dates: two PmtInf blocks, (a, b) and (c).
+      var c = Self.submission("c")
+      c.requestedExecutionDate = "2026-10-27"
+      _ = try await setup.connector.submitPayments([Self.submission("a"), Self.submission("b"), c], deadline: .now.advanced(by: .seconds(5)))
+      let file = try #require(try setup.names(setup.outbox).first { $0.hasSuffix(".xml") })
+      let messageID = String(file.dropLast(4))
+      let sent = try Pain001Reader.read(.file(setup.outbox + "/" + file))
+      // The block ids as sent (the message id cut to keep them within 35 characters).
+      let (block1, block2) = (
+        Pain001Writer.paymentInformationID(messageID: messageID, number: 1), Pain001Writer.paymentInformationID(messageID: messageID, number: 2)
+      )
+      #expect(sent.transfers.map(\.paymentInformationID) == [block1, block1, block2])
+      // Block 1 rejected whole (no transaction statuses); in block 2, c settled; the group
+      // partially accepted (PART: about no transfer in particular).
+      let report = """
+        <?xml version="1.0"?>
+        <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.03"><CstmrPmtStsRpt>
+        <GrpHdr><MsgId>R2</MsgId><CreDtTm>2026-10-26T10:00:00</CreDtTm></GrpHdr>
+        <OrgnlGrpInfAndSts><OrgnlMsgId>\(messageID)</OrgnlMsgId><OrgnlMsgNmId>pain.001.001.03</OrgnlMsgNmId><GrpSts>PART</GrpSts></OrgnlGrpInfAndSts>
+        <OrgnlPmtInfAndSts><OrgnlPmtInfId>\(block1)</OrgnlPmtInfId><PmtInfSts>RJCT</PmtInfSts>
+        <StsRsnInf><Rsn><Cd>AC04</Cd></Rsn><AddtlInf>account closed</AddtlInf></StsRsnInf></OrgnlPmtInfAndSts>
+        <OrgnlPmtInfAndSts><OrgnlPmtInfId>\(block2)</OrgnlPmtInfId>
+        <TxInfAndSts><OrgnlEndToEndId>E2E-c</OrgnlEndToEndId><TxSts>ACSC</TxSts></TxInfAndSts></OrgnlPmtInfAndSts>
+        </CstmrPmtStsRpt></Document>
+        """
+      try Data(report.utf8).write(to: URL(fileURLWithPath: setup.inbox + "/status.xml"))
+      #expect(try await setup.connector.pollInbox().processed == 1)
+      let reports = try await setup.reports().map { "\($0.endToEndID) \($0.statusCode) \($0.reasonCode)" }.sorted()
+      #expect(reports == ["E2E-a RJCT AC04", "E2E-b RJCT AC04", "E2E-c ACSC "], "\(reports)")
+      // A report with no status at all (PART only, a transaction without TxSts): quarantined.
+      let empty = """
+        <?xml version="1.0"?>
+        <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.002.001.03"><CstmrPmtStsRpt>
+        <GrpHdr><MsgId>R3</MsgId><CreDtTm>2026-10-26T10:00:00</CreDtTm></GrpHdr>
+        <OrgnlGrpInfAndSts><OrgnlMsgId>\(messageID)</OrgnlMsgId><OrgnlMsgNmId>pain.001.001.03</OrgnlMsgNmId><GrpSts>PART</GrpSts></OrgnlGrpInfAndSts>
+        <OrgnlPmtInfAndSts><OrgnlPmtInfId>\(block2)</OrgnlPmtInfId>
+        <TxInfAndSts><OrgnlEndToEndId>E2E-c</OrgnlEndToEndId></TxInfAndSts></OrgnlPmtInfAndSts>
+        </CstmrPmtStsRpt></Document>
+        """
+      try Data(empty.utf8).write(to: URL(fileURLWithPath: setup.inbox + "/empty.xml"))
+      #expect(try await setup.connector.pollInbox().quarantined == 1)
+      let reason = try String(contentsOfFile: setup.inbox + "/quarantine/empty.xml.reason", encoding: .utf8)
+      #expect(reason.contains("no status"), "\(reason)")
+      #expect(try await setup.reports().count == 3)
+    }
+  }
 }
 
 /// A clock the test moves by hand.

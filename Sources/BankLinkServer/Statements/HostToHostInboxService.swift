@@ -103,7 +103,7 @@ public struct HostToHostInboxService: Service {
   private func raiseStuck(_ stuck: HostToHostConnector.StuckFile) async throws {
     self.logger.error("inbox file cannot be processed", metadata: ["file": "\(stuck.name)", "error": "\(stuck.error)"])
     let now = self.now()
-    try await self.store.write { txn in
+    _ = try await self.store.write { txn in
       try AlertLog.raise(
         &txn, at: now, severity: .warning, kind: .bankFileQuarantined,
         message:
