@@ -388,9 +388,20 @@ extension PaymentLedger {
   /// Verifies, from the stored bytes alone, that a payment about to be handed to the bank was
   /// approved as its pinned requirement demands: every stored approval's signature over the
   /// digest of the *stored* instruction, by the stored certificate; distinct approvers, none
-  /// the creator, enough at every level. Nil when it holds (or the payment needed none).
+  /// the creator, enough at every level. And against the payment's `payment.created` journal
+  /// entry (hash-chained, so not rewritten without breaking the chain or a signed checkpoint):
+  /// the stored instruction is the one created, and a payment created needing approvals still
+  /// has its approval record. Nil when it holds (or the payment needed none).
   static func releaseProblem(_ payment: Payment, in txn: some ReadableTransaction) throws -> String? {
-    guard let state = try ApprovalState.load(payment.id, in: txn) else { return nil }
+    let created = try AuditJournal.entries(about: payment.id, limit: 1, in: txn).first.flatMap { entry in
+      entry.action == "payment.created" ? (sequence: entry.sequence, details: Self.journaledDetails(entry.payload)) : nil
+    }
+    guard let state = try ApprovalState.load(payment.id, in: txn) else {
+      if let created, created.details["policy_rule"] != nil {
+        return "its approval record is missing, but it was created needing approvals (journal entry \(created.sequence))"
+      }
+      return Self.instructionProblem(payment, created: created)
+    }
     var seen = Set<String>()
     for (index, approval) in state.approvals.enumerated() {
       guard seen.insert(approval.approver).inserted else { return "approval \(index + 1): \(approval.approver) approved twice" }
@@ -406,7 +417,23 @@ extension PaymentLedger {
       }
     }
     if let level = state.currentLevel { return "level \(level) of the requirement is not complete" }
+    return Self.instructionProblem(payment, created: created)
+  }
+
+  /// Whether the stored instruction is the one its creation journaled (entries of builds that
+  /// journaled no digest are not checked).
+  private static func instructionProblem(_ payment: Payment, created: (sequence: UInt64, details: [String: String])?) -> String? {
+    guard let created, let journaled = created.details["instruction_sha256"] else { return nil }
+    guard journaled == IdempotencyRecord.fingerprint(payment.instruction.canonicalRecord) else {
+      return "the stored instruction is not the one journaled at its creation (journal entry \(created.sequence))"
+    }
     return nil
+  }
+
+  /// A journal entry's payload (a flat JSON object of strings, ``AuditPayload``) as a dictionary;
+  /// empty when it is not one.
+  static func journaledDetails(_ payload: String) -> [String: String] {
+    (try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: String]) ?? [:]
   }
 
   static func describe(_ level: ApprovalPolicy.Level, amount: Money) -> String {
