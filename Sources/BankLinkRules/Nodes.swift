@@ -209,11 +209,25 @@ final class ArithmeticNode: EvalNode, @unchecked Sendable {
       return .int(result)
     }
     switch self.op {
-    case .add: return try Operators.add(left, right)
+    case .add:
+      // Building a string, bytes or list value costs by its size.
+      let sum = try Operators.add(left, right)
+      try a.step(cost: Self.size(sum))
+      return sum
     case .subtract: return try Operators.subtract(left, right)
     case .multiply: return try Operators.multiply(left, right)
     case .divide: return try Operators.divide(left, right)
     case .modulo: return try Operators.modulo(left, right)
+    }
+  }
+
+  /// The steps a string, bytes or list value of this size is worth (0 for the others).
+  static func size(_ value: Value) -> Int {
+    switch value {
+    case .string(let text): text.utf8.count / RuleLimits.bytesBuiltPerStep
+    case .bytes(let bytes): bytes.count / RuleLimits.bytesBuiltPerStep
+    case .list(let list): list.count / RuleLimits.elementsPerStep
+    default: 0
     }
   }
 }
@@ -265,8 +279,10 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
   override func eval(_ a: Activation) throws(EvaluationError) -> Value {
     let left = try self.lhs.eval(a)
     let right = try self.rhs.eval(a)
-    // Walking a computed list (deep equality, membership) is work the budget counts.
+    // Walking a computed list (deep equality, membership) is work the budget counts, and so is
+    // comparing long strings or bytes.
     if case .list(let list) = right, self.members == nil { try a.step(cost: list.count / RuleLimits.elementsPerStep) }
+    if self.kind != .member { try a.step(cost: min(Self.textSize(left), Self.textSize(right))) }
     let result: Bool
     switch self.kind {
     case .equal: result = Operators.equal(left, right)
@@ -283,6 +299,15 @@ final class ComparisonNode: EvalNode, @unchecked Sendable {
       a.trace?.append("\(self.render(self.lhsText, left, self.lhsIsConstant)) \(self.op) \(self.render(self.rhsText, right, self.rhsIsConstant))")
     }
     return .bool(result)
+  }
+
+  /// The steps comparing a string or bytes value of this size is worth (0 for the others).
+  static func textSize(_ value: Value) -> Int {
+    switch value {
+    case .string(let text): text.utf8.count / RuleLimits.bytesBuiltPerStep
+    case .bytes(let bytes): bytes.count / RuleLimits.bytesBuiltPerStep
+    default: 0
+    }
   }
 
   private func render(_ text: String, _ value: Value, _ constant: Bool) -> String {

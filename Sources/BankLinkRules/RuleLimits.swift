@@ -21,6 +21,10 @@ public enum RuleLimits {
   public static let elementsPerStep = 16
   /// Byte comparisons of `contains` (text × needle at worst) that count as one step.
   public static let bytesPerStep = 4_096
+  /// Bytes of a string or bytes value built by `+`, or compared by `==`/`!=`/ordering, that
+  /// count as one step: building and comparing large values is work like any other (a macro
+  /// concatenating 64 KiB values would otherwise copy gigabytes within its step budget).
+  public static let bytesBuiltPerStep = 1_024
   /// The largest string or bytes value `+` builds, and the longest list.
   public static let maxValueBytes = 65_536
   public static let maxValueElements = 10_000

@@ -144,5 +144,20 @@ struct FuzzTests {
     let walk = try Declarations([("l", .list(.int))]).compile("l.map(a, l) == l.map(b, l)")
     let thousand = Value.list((0..<1_000).map { .int($0) })
     #expect { try walk.evaluate([thousand]) } throws: { ($0 as? EvaluationError)?.message.hasPrefix("evaluation budget") == true }
+    // Building large strings in a macro is work too: 10,000 values of 256 bytes, each
+    // concatenated a hundred times over (25 KB, every copy on the way): about 1.3 MB copied per
+    // iteration for one step, before strings were charged by their size.
+    let concatenations = try Declarations([("l", .list(.string))]).compile(
+      "l.exists(b, size(" + Array(repeating: "b", count: 100).joined(separator: " + ") + ") < 0)")
+    let values = Value.list((0..<10_000).map { .string(String(repeating: "v", count: 255) + String($0 % 10)) })
+    #expect { try concatenations.evaluate([values]) } throws: {
+      ($0 as? EvaluationError)?.message.hasPrefix("evaluation budget") == true
+    }
+    // And comparing long strings: 10,000 comparisons of two 60 KB values.
+    let comparisons = try Declarations([("l", .list(.string)), ("s", .string)]).compile("l.exists(b, s == s + b)")
+    let wide = Value.string(String(repeating: "w", count: 60_000))
+    #expect { try comparisons.evaluate([values, wide]) } throws: {
+      ($0 as? EvaluationError)?.message.hasPrefix("evaluation budget") == true
+    }
   }
 }
