@@ -49,6 +49,8 @@ private final class CamtState: XMLTableHandler {
   var messageCreated = ""
   var header: StatementHeader?
   var headerSent = false
+  /// Statements (reports, notifications) begun so far: at most ``FormatLimits/maxStatementsPerFile``.
+  var statements = 0
   var trailer = StatementTrailer()
   var balance: StatementBalance?
   var balanceDirection: CreditDebit = .credit
@@ -148,6 +150,10 @@ private final class CamtState: XMLTableHandler {
       }
     case .statement:
       guard let format = self.format else { return }
+      self.statements += 1
+      guard self.statements <= FormatLimits.maxStatementsPerFile else {
+        throw self.fail("more than \(FormatLimits.maxStatementsPerFile) statements in one file")
+      }
       var header = StatementHeader(format: format)
       header.messageID = self.messageID
       header.createdAt = self.messageCreated

@@ -47,7 +47,7 @@ public enum FormatLimits {
   public static let maxDetailsPerEntry = 10_000
   /// Unstructured remittance lines kept per transaction.
   public static let maxRemittanceLines = 32
-  /// Statements in one MT940 file.
+  /// Statements (reports, notifications) in one file, MT940 or camt.
   public static let maxStatementsPerFile = 100_000
   /// Largest statement, legal sequence or page number accepted: far beyond any bank's count
   /// (camt's ElctrncSeqNb is 18 digits in the schema), small enough that arithmetic on it never

@@ -318,6 +318,14 @@ struct FormatTests {
     let pain = "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:pain.001.001.03\"><CstmrCdtTrfInitn/></Document>"
     #expect(Self.refusal(pain, camt)?.reason.contains("not an ISO 20022 camt") == true)
 
+    // More statements in one file than any bank sends (an import answer listing them all
+    // would outgrow a client's message limit).
+    let many = "<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:camt.053.001.02\"><BkToCstmrStmt><GrpHdr><MsgId>M</MsgId></GrpHdr>"
+      + String(repeating: "<Stmt><Id>S</Id><Acct><Id><Othr><Id>1</Id></Othr></Id><Ccy>CNY</Ccy></Acct></Stmt>", count: FormatLimits.maxStatementsPerFile + 1)
+      + "</BkToCstmrStmt></Document>"
+    let tooMany = try #require(Self.refusal(many, camt))
+    #expect(tooMany.reason.contains("more than \(FormatLimits.maxStatementsPerFile) statements"), "\(tooMany)")
+
     let text = String(decoding: try Self.sample("camt053-v08-cn.xml"), as: UTF8.self)
     let truncated = try #require(Self.refusal(String(text.prefix(900)), camt))
     #expect(truncated.reason.contains("not well-formed") || truncated.reason.contains("truncated"), "\(truncated)")

@@ -44,6 +44,9 @@ struct ReconciliationTests {
     var remittance = ""
     var returnReason = ""
     var batch: Int?
+    var reversal = false
+    /// A second transaction detail naming another payment.
+    var secondEndToEnd = ""
   }
 
   static func camt053(date: String, lines: [Line]) -> Data {
@@ -63,7 +66,7 @@ struct ReconciliationTests {
     for line in lines {
       let parts = line.code.split(separator: "/")
       xml += """
-        <Ntry><Amt Ccy="CNY">\(amount(line.minor))</Amt><CdtDbtInd>\(line.debit ? "DBIT" : "CRDT")</CdtDbtInd>
+        <Ntry><Amt Ccy="CNY">\(amount(line.minor))</Amt><CdtDbtInd>\(line.debit ? "DBIT" : "CRDT")</CdtDbtInd>\(line.reversal ? "<RvslInd>true</RvslInd>" : "")
         <Sts><Cd>BOOK</Cd></Sts><BookgDt><Dt>\(date)</Dt></BookgDt><ValDt><Dt>\(date)</Dt></ValDt>
         <AcctSvcrRef>\(line.reference)</AcctSvcrRef>
         <BkTxCd><Domn><Cd>\(parts[0])</Cd><Fmly><Cd>\(parts[1])</Cd><SubFmlyCd>\(parts[2])</SubFmlyCd></Fmly></Domn></BkTxCd>
@@ -72,7 +75,7 @@ struct ReconciliationTests {
         \(line.counterparty.isEmpty ? "" : "<RltdPties><Cdtr><Pty><Nm>\(line.counterparty)</Nm></Pty></Cdtr></RltdPties>")
         \(line.remittance.isEmpty ? "" : "<RmtInf><Ustrd>\(line.remittance)</Ustrd></RmtInf>")
         \(line.returnReason.isEmpty ? "" : "<RtrInf><Rsn><Cd>\(line.returnReason)</Cd></Rsn></RtrInf>")
-        </TxDtls></NtryDtls></Ntry>
+        </TxDtls>\(line.secondEndToEnd.isEmpty ? "" : "<TxDtls><Refs><EndToEndId>\(line.secondEndToEnd)</EndToEndId></Refs></TxDtls>")</NtryDtls></Ntry>
 
         """
     }
@@ -231,6 +234,51 @@ struct ReconciliationTests {
       }
       #expect(journal.filter { $0 == "reconciliation.run" }.count == 2)
       #expect(journal.contains("reconciliation.matched") && journal.contains("reconciliation.unmatched"))
+    }
+  }
+
+  @Test("a reversal is never a return; a debit naming a payment not open is left whole to a clerk; a fee never settles a payment by amount")
+  func bankBookingsThatAreNotPayments() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      let ledger = server.payments
+      func pay(_ minor: Int64, _ key: String) async throws -> Payment {
+        try await ledger.create(Self.instruction(minor, creditor: "Jiangsu Hengrui Logistics Co., Ltd.", purpose: "Freight", date: today),
+          idempotencyKey: key, creator: "erp").payment
+      }
+      let twice = try await pay(100_000, "twice")
+      let open = try await pay(100_000, "multi-open")
+      let cancelled = try await pay(3_000, "multi-cancelled")
+      _ = try await ledger.cancel(cancelled.id, by: "erp", isAdmin: false, reason: "duplicate")
+      let feeSized = try await pay(25_000, "fee-sized")
+      _ = try await server.submitter.submitPending()
+      let lines = [
+        // Booked, booked a second time by mistake, and that second booking reversed (with a
+        // reason code, as banks send).
+        Line(minor: 100_000, endToEnd: twice.endToEndID, reference: "N-1"),
+        Line(minor: 100_000, endToEnd: twice.endToEndID, reference: "N-2"),
+        Line(minor: 100_000, debit: false, endToEnd: twice.endToEndID, reference: "N-3", returnReason: "DUPL", reversal: true),
+        // One debit for an open payment and a cancelled one: within the fee tolerance of the
+        // open one alone.
+        Line(minor: 103_000, endToEnd: open.endToEndID, reference: "N-4", secondEndToEnd: cancelled.endToEndID),
+        // A charge of exactly the amount of a payment due today.
+        Line(minor: 25_000, reference: "N-5", code: "ACMT/MDOP/CHRG"),
+      ]
+      let imported = try await Self.as_(server, "clerk") { service in
+        try await service.importStatement(requestProducer: { writer in
+          try await writer.write(.with { $0.content = Self.camt053(date: today, lines: lines) })
+        })
+      }
+      let report = try await Self.as_(server, "auditor") { try await Self.report($0, imported.reconciliation.reportID) }
+      #expect(report.matches.map(\.entry.bankReference) == ["N-1"], "\(report.matches.map(\.reason))")
+      let classes = Dictionary(uniqueKeysWithValues: report.unmatchedEntries.map { ($0.entry.bankReference, $0.classification) })
+      #expect(
+        classes == ["N-2": "reference_not_open", "N-3": "reversal", "N-4": "reference_not_open", "N-5": "fee"],
+        "\(report.unmatchedEntries.map(\.reason))")
+      #expect(try ledger.payment(twice.id)?.status == .settled)
+      #expect(try ledger.payment(open.id)?.status == .submitted)
+      #expect(try ledger.payment(cancelled.id)?.status == .cancelled)
+      #expect(try ledger.payment(feeSized.id)?.status == .submitted)
     }
   }
 

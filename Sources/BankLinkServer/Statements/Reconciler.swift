@@ -446,6 +446,12 @@ public final class Reconciler: Sendable {
             throw ReconciliationRefusal.scopeTooLarge(entries: pending.count + kept.count + 1, payments: 0)
           }
           let (kind, why) = Self.classify(entry)
+          // A fee, interest or a reversal is the bank's own booking: never a payment of ours
+          // found by its amount (a 250.00 charge would settle a 250.00 payment due today).
+          guard kind == "unexplained" else {
+            try Self.record(.unmatched(entryKey: key, classification: kind, reason: why), at: time, run: &state, txn: &txn)
+            continue
+          }
           kept.append(
             PendingEntry(
               key: key, account: account, amount: entry.amountMinor, currency: entry.currency,
@@ -666,7 +672,10 @@ public final class Reconciler: Sendable {
       }
       if !found.contains(where: { $0.id == payment.id }) { found.append(payment) }
     }
-    if found.isEmpty, !elsewhere.isEmpty {
+    // Any payment named that this entry cannot book — even beside others it could — leaves the
+    // whole entry to a clerk: booked by amount without it, a cancelled or failed payment the
+    // bank did pay would vanish into a "fee" and be paid again.
+    if !elsewhere.isEmpty {
       return .unmatched(
         entryKey: key, classification: "reference_not_open",
         reason: "its EndToEndId names \(elsewhere.prefix(5).joined(separator: ", ")): the bank booked a payment the daemon does not hold open")
@@ -680,12 +689,15 @@ public final class Reconciler: Sendable {
     let ids = found.map(\.id)
     let named = found.count == 1 ? "EndToEndId \(found[0].endToEndID)" : "the EndToEndIds of \(found.count) payments"
     if incoming {
+      // A reversal undoes a booking (a debit booked twice, say), whatever reason it carries: it
+      // does not return the payment, which the bank did pay.
+      if entry.reversal {
+        return .unmatched(
+          entryKey: key, classification: "reversal", reason: "a reversal carrying \(named): it undoes a booking, it returns no payment")
+      }
       let reason = entry.details.first { !$0.returnReason.isEmpty }?.returnReason ?? ""
       guard !reason.isEmpty || entry.bankTransactionCode.uppercased().contains("RRTN") else {
-        // A reversal undoes a booking (a debit booked twice); it does not return a payment.
-        return .unmatched(
-          entryKey: key, classification: entry.reversal ? "reversal" : "collection",
-          reason: "a credit carrying \(named) without a return reason")
+        return .unmatched(entryKey: key, classification: "collection", reason: "a credit carrying \(named) without a return reason")
       }
       guard abs(entry.amountMinor &- sum) <= tolerance else {
         return .unmatched(
