@@ -277,6 +277,11 @@ extension Limits {
   /// Items in one CreatePaymentBatch: a large payroll run, and the most one group-committed
   /// transaction should carry.
   public static let maxBatchItems = 5_000
+  /// Risk rule steps (active and shadow sets together) the items of one batch may take
+  /// together, on the store's one writer thread: about half a second. Each payment alone may
+  /// take two decisions' worth (`RuleLimits.maxDecisionSteps` per set); a batch whose rules need
+  /// more than this is refused (RESOURCE_EXHAUSTED) rather than holding every other write.
+  public static let maxRiskStepsPerBatch = 5_000_000
 }
 
 extension Limits {

@@ -101,11 +101,15 @@ public final class Program: Sendable {
 public final class Evaluation {
   let activation: Activation
   let declaredCount: Int
+  /// Work all the programs evaluated here may do together (each within its own budget).
+  let decisionSteps: Int
 
-  /// `variables` for programs compiled against the same declarations as `program`.
-  public init(_ variables: [Value], for program: Program) {
+  /// `variables` for programs compiled against the same declarations as `program`; all of
+  /// them together do at most `decisionSteps` (never more than ``RuleLimits/maxDecisionSteps``).
+  public init(_ variables: [Value], for program: Program, decisionSteps: Int = RuleLimits.maxDecisionSteps) {
     self.activation = Activation(slots: program.slots(for: variables), explaining: false)
     self.declaredCount = variables.count
+    self.decisionSteps = max(0, min(decisionSteps, RuleLimits.maxDecisionSteps))
   }
 
   /// Work done by every program evaluated so far (at most ``RuleLimits/maxDecisionSteps``).
@@ -118,7 +122,7 @@ public final class Evaluation {
       activation.slots.append(contentsOf: repeatElement(.null, count: program.slotCount - activation.slots.count))
     }
     // Each program has its own budget, and all of them together one more.
-    activation.limit = activation.steps + min(RuleLimits.maxEvaluationSteps, max(0, RuleLimits.maxDecisionSteps - activation.steps))
+    activation.limit = activation.steps + min(RuleLimits.maxEvaluationSteps, max(0, self.decisionSteps - activation.steps))
     activation.trace = explaining ? [] : nil
     activation.quiet = 0
     return activation

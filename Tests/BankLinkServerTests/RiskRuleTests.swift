@@ -178,6 +178,28 @@ struct RiskRuleTests {
     }
   }
 
+  @Test("a batch's items share one budget of rule work: past it the batch is refused whole (RESOURCE_EXHAUSTED), nothing created")
+  func batchRuleBudget() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      // A rule that runs into its own evaluation budget (a review, fail closed) on every item.
+      let names = (0..<1_000).map { "name-\($0)" }
+      _ = try await Self.put(
+        server,
+        Self.ruleSet([Self.rule("heavy", "lists.big.exists(a, lists.big.exists(b, a == b + 'x'))", .review)], lists: ["big": names]))
+      let items = (0..<(Limits.maxRiskStepsPerBatch / RuleLimits.maxEvaluationSteps + 5)).map { _ in Self.instruction(1_000) }
+      let refused = await #expect(throws: RPCError.self) {
+        try await Self.payments(server) { try await $0.createPaymentBatch(.with { $0.idempotencyKey = "heavy"; $0.items = items }) }
+      }
+      #expect(refused?.code == .resourceExhausted && refused?.message.contains("smaller batches") == true, "\(String(describing: refused))")
+      #expect(try refused?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.reason == "RISK_WORK_EXCEEDED")
+      let listed = try await Self.payments(server) { try await $0.listPayments(.with { $0.pageSize = 100 }) }
+      #expect(listed.payments.isEmpty)
+      // The same rule on one payment: decided (review, the rule stopped by its own budget).
+      let one = try await Self.create(server, "one", Self.instruction(1_000))
+      #expect(one.riskDecision.outcome == .review && one.riskDecision.hits.first?.error.contains("budget") == true)
+    }
+  }
+
   @Test("review on a policy already at five levels asks the last level for one more approver; a non-bool dyn rule reviews")
   func reviewAtMostLevels() async throws {
     try await withTestServer(principals: Self.principals) { server in

@@ -76,6 +76,14 @@ public struct PaymentLedger: Sendable {
     case notCreator(paymentID: String)
     case notCancellable(paymentID: String, status: PaymentStatus)
     case batchRejected([BatchItemRefusal])
+    /// The risk rules' work for a batch passed ``Limits/maxRiskStepsPerBatch`` at item `index`.
+    case riskWorkExceeded(index: Int)
+  }
+
+  /// The rule steps the payments of one write job may still take (``Limits/maxRiskStepsPerBatch``).
+  final class RiskStepBudget {
+    var remaining: Int
+    init(_ steps: Int = Limits.maxRiskStepsPerBatch) { self.remaining = steps }
   }
 
   public struct BatchItemRefusal: Sendable, Hashable {
@@ -163,11 +171,18 @@ public struct PaymentLedger: Sendable {
     return (last ? entries.last : entries.first)?.receipt
   }
 
+  /// The item index of a batch item's field prefix (`items[12].` → 12; 0 for a single payment).
+  static func itemIndex(_ field: String) -> Int {
+    Int(field.drop { $0 != "[" }.dropFirst().prefix { $0 != "]" }) ?? 0
+  }
+
   /// Creates one payment inside the caller's transaction: account and funds checks, state,
   /// reservation, outbox entry and its journal entry, whose receipt it returns.
+  /// `riskBudget`: shared by the items of a batch (nil: this payment's decisions alone bound it).
   static func insert(
     _ instruction: PaymentInstruction, field: String, creator: String, idempotencyKey: String, batchID: String,
-    configuration: Configuration, policies: ApprovalPolicyStore, rules: RuleSetStore, at now: Instant, txn: inout WriteTransaction
+    configuration: Configuration, policies: ApprovalPolicyStore, rules: RuleSetStore, riskBudget: RiskStepBudget? = nil, at now: Instant,
+    txn: inout WriteTransaction
   ) throws -> (Payment, JournalReceipt) {
     var instruction = instruction
     if instruction.requestedExecutionDate.isEmpty {
@@ -213,17 +228,26 @@ public struct PaymentLedger: Sendable {
         timeZone: configuration.timeZone(of: account.id), ledger: ledger, available: available, in: txn)
       let variables = RiskVariables.values(
         instruction: instruction, creator: creator, account: account, features: features, at: now)
-      let decision = active?.decide(variables)
+      // Within a batch, the items' decisions share one budget: past it the batch is refused,
+      // never decided on rules the budget cut short.
+      func decide(_ set: CompiledRuleSet) throws -> RiskDecision {
+        guard let riskBudget else { return set.decide(variables) }
+        let (decision, steps) = set.decide(variables, maxSteps: riskBudget.remaining)
+        riskBudget.remaining -= steps
+        guard riskBudget.remaining > 0 else { throw Refusal.riskWorkExceeded(index: Self.itemIndex(field)) }
+        return decision
+      }
+      let decision = try active.map(decide)
       if let decision {
         risk = (decision, features)
         try txn.put(Array(id.utf8), decision.record(features: features), in: .riskDecisions)
       }
       if let shadow {
+        let shadowDecision = try decide(shadow)
         // Its records are checked as they are read; one that does not decode is not a reason to
         // refuse the payment (the report then misses this payment).
         try? ShadowReports.record(
-          shadow.decide(variables), active: decision, features: features, paymentID: id, paymentSequence: sequence, at: now,
-          txn: &txn)
+          shadowDecision, active: decision, features: features, paymentID: id, paymentSequence: sequence, at: now, txn: &txn)
       }
       // Every attempt counts towards the account's features, blocked ones too.
       try RiskFeatures.record(
@@ -387,6 +411,7 @@ public struct PaymentLedger: Sendable {
       let batchID = "batch-\(now.millisecondsSinceEpoch)-\(sequence)"
       var payments: [Payment] = []
       var failures: [(Int, Refusal)] = []
+      let riskBudget = RiskStepBudget()
       for (index, item) in items.enumerated() {
         do {
           // Each item in its own nested transaction so that every failing item is reported;
@@ -394,10 +419,14 @@ public struct PaymentLedger: Sendable {
           let (payment, _) = try txn.withNestedTransaction { nested in
             try Self.insert(
               item, field: "items[\(index)].", creator: creator, idempotencyKey: "\(idempotencyKey)#\(index)",
-              batchID: batchID, configuration: configuration, policies: policies, rules: rules, at: now, txn: &nested)
+              batchID: batchID, configuration: configuration, policies: policies, rules: rules, riskBudget: riskBudget, at: now,
+              txn: &nested)
           }
           payments.append(payment)
         } catch let refusal as Refusal {
+          // The rules' work spent: the batch stops here (the items after it would each fail at
+          // once, the budget gone).
+          if case .riskWorkExceeded = refusal { throw refusal }
           failures.append((index, refusal))
         }
       }

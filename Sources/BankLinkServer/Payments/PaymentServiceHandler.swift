@@ -293,6 +293,12 @@ extension PaymentLedger.Refusal {
         details: [
           .preconditionFailure(violations: reported.map { .init(type: "BATCH_ITEM", subject: "items[\($0.index)]", description: $0.refusal.status.message) })
         ])
+    case .riskWorkExceeded(let index):
+      return GoogleRPCStatus(
+        code: .resourceExhausted,
+        message: "batch refused, nothing created: the risk rules' work for its items passed \(Limits.maxRiskStepsPerBatch) steps "
+          + "at items[\(index)]; send it in smaller batches",
+        details: [.errorInfo(reason: "RISK_WORK_EXCEEDED", domain: APIError.domain, metadata: ["item": "\(index)"])])
     case .notCancellable(let id, let status):
       let why =
         status == .submitting || status == .submitted || status == .accepted

@@ -246,9 +246,15 @@ public final class CompiledRuleSet: Sendable {
   /// Evaluates every rule (shadow ones too) on one payment's variables. A rule that fails at
   /// run time counts as `review` (fail closed) and is reported with its error.
   public func decide(_ variables: [Value]) -> RiskDecision {
+    self.decide(variables, maxSteps: RuleLimits.maxDecisionSteps).decision
+  }
+
+  /// ``decide(_:)`` within `maxSteps` of work for all the rules together (a rule the budget
+  /// stops fails, so `review`), and the steps it took.
+  public func decide(_ variables: [Value], maxSteps: Int) -> (decision: RiskDecision, steps: Int) {
     var decision = RiskDecision(outcome: .allow, hits: [], ruleSetVersion: self.ruleSet.version, score: 0)
-    guard let first = self.programs.first else { return decision }
-    let evaluation = Evaluation(variables, for: first)
+    guard let first = self.programs.first else { return (decision, 0) }
+    let evaluation = Evaluation(variables, for: first, decisionSteps: maxSteps)
     for (rule, program) in zip(self.ruleSet.rules, self.programs) {
       do throws(EvaluationError) {
         let value = try program.evaluate(in: evaluation)
@@ -271,7 +277,7 @@ public final class CompiledRuleSet: Sendable {
         self.record(hit, rule, into: &decision)
       }
     }
-    return decision
+    return (decision, evaluation.steps)
   }
 }
 
