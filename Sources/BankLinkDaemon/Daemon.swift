@@ -335,6 +335,7 @@ actor ConfigurationReloader {
       // The stored parts (policy and rule set versions) and the journal entry: one transaction.
       let payments = self.payments
       let base = details
+      let revocationList = list
       let (receipt, journaled) = try await payments.writer.write { txn in
         var details = base
         if let policy = next.payments.approvalPolicy, let version = try payments.adoptConfiguredPolicy(policy, at: time, txn: &txn) {
@@ -343,6 +344,7 @@ actor ConfigurationReloader {
         if let rules = next.risk.ruleSet, let version = try payments.adoptConfiguredRuleSet(rules, at: time, txn: &txn) {
           details["rule_set_version"] = String(version)
         }
+        if let revocationList { try CertificateRevocations.recordInForce(revocationList, txn: &txn) }
         let receipt = try AuditJournal.append(
           &txn, at: time, principal: requestedBy == "signal" ? "banklinkd" : requestedBy, action: "daemon.reloaded", object: "daemon",
           details: details)

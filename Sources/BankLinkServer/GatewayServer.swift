@@ -74,6 +74,8 @@ public final class GatewayServer: Service {
   public let expiry: CertificateExpiryWatch
   /// Wakes alert subscribers after commits; ended on shutdown.
   public let alerts: AlertHub
+  /// The daemon's store (the CRL freshness record is kept in its `meta`).
+  let store: Store
   let reconciliation: ReconciliationServiceHandler
   /// The open connections and the limits on them.
   public let admission: ConnectionAdmission
@@ -113,6 +115,7 @@ public final class GatewayServer: Service {
     try registry.loadStored()
     let alerts = try AlertHub(store: payments.store)
     self.alerts = alerts
+    self.store = payments.store
     // Certificate validity is judged on the wall clock, as the TLS handshake judges it.
     let certificate = ServerCertificate(try .load(certificatePath: configuration.certificatePath, keyPath: configuration.keyPath, now: Date()))
     self.certificate = certificate
@@ -161,7 +164,9 @@ public final class GatewayServer: Service {
 
     let verifier = try ClientCertificateVerifier(caBundlePath: configuration.caPath, logger: logger, revocations: revocations)
     self.trust = verifier.trust
-    if let crlPath = configuration.crlPath { try Self.loadRevocationList(crlPath, authorities: verifier.authorities, into: revocations) }
+    if let crlPath = configuration.crlPath {
+      try Self.loadRevocationList(crlPath, authorities: verifier.authorities, into: revocations, store: payments.store)
+    }
     let limits = configuration.connections
     let admission = ConnectionAdmission(limits: limits, logger: logger)
     self.admission = admission
@@ -244,15 +249,20 @@ public final class GatewayServer: Service {
     self.expiry.observe(whose: "banklinkd (tls.certificate)", serial: own.serialNumber.hex, notAfter: own.notValidAfter)
   }
 
-  /// Reads the CRL file, checks it was signed by a trusted CA, and puts its serials in force.
-  /// Throws (and changes nothing) for a file that cannot be read, parsed or verified.
-  static func loadRevocationList(_ path: String, authorities: [Certificate], into revocations: CertificateRevocations) throws {
+  /// Reads the CRL file, checks it was signed by a trusted CA and is not older than the list of
+  /// that CA put in force before, and puts its serials in force. Throws (and changes nothing)
+  /// for a file that cannot be read, parsed or verified, or is older.
+  static func loadRevocationList(
+    _ path: String, authorities: [Certificate], into revocations: CertificateRevocations, store: Store
+  ) throws {
     guard let data = FileManager.default.contents(atPath: path) else {
       throw CertificateRevocationList.Problem("cannot read the CRL file \(path)")
     }
     let list = try CertificateRevocationList(bytes: Array(data))
     try list.verify(issuedByOneOf: authorities)
+    try CertificateRevocations.checkNotOlder(list, in: store)
     revocations.replaceListed(list.revokedSerials)
+    try store.withWriteTransaction { try CertificateRevocations.recordInForce(list, txn: &$0) }
   }
 
   /// Reads and verifies a CRL file for a reload, without applying it (the caller applies it
@@ -264,6 +274,7 @@ public final class GatewayServer: Service {
     }
     let list = try CertificateRevocationList(bytes: Array(data))
     try list.verify(issuedByOneOf: authorities ?? self.trust.certificates)
+    try CertificateRevocations.checkNotOlder(list, in: self.store)
     return list
   }
 

@@ -207,6 +207,37 @@ struct RevocationTests {
     }
   }
 
+  @Test("a CRL older than the one of its CA put in force is refused, at a reload and at a start: a rollback would un-revoke")
+  func olderRevocationListRefused() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let erp = try server.pki.client(commonName: "erp", file: "erp-old-crl")
+      let serial = try Self.certificate(erp).serialNumber
+      let crlPath = server.pki.directory.appending("ca.crl")
+      let now = Date()
+      let store = server.payments.writer.store
+      // Issued now, revoking the certificate: put in force as a start puts it.
+      try Data(try server.pki.authority.revocationList(revoking: [serial], at: now)).write(to: URL(fileURLWithPath: crlPath))
+      try GatewayServer.loadRevocationList(
+        crlPath, authorities: server.server.trust.certificates, into: server.server.revocations, store: store)
+      #expect(server.server.revocations.counts.listed == 1)
+      // The list of an hour before (a configuration rolled back), empty: refused by a reload's
+      // read and by a start, and nothing changes.
+      try Data(try server.pki.authority.revocationList(revoking: [], at: now.addingTimeInterval(-3_600))).write(to: URL(fileURLWithPath: crlPath))
+      let reload = #expect(throws: CertificateRevocationList.Problem.self) { try server.server.readRevocationList(at: crlPath) }
+      #expect(reload?.description.contains("un-revoke") == true, "\(String(describing: reload))")
+      #expect(throws: CertificateRevocationList.Problem.self) {
+        try GatewayServer.loadRevocationList(
+          crlPath, authorities: server.server.trust.certificates, into: server.server.revocations, store: store)
+      }
+      #expect(server.server.revocations.counts.listed == 1)
+      // A newer list (the certificate reinstated by the CA) is taken.
+      try Data(try server.pki.authority.revocationList(revoking: [], at: now.addingTimeInterval(60))).write(to: URL(fileURLWithPath: crlPath))
+      try GatewayServer.loadRevocationList(
+        crlPath, authorities: server.server.trust.certificates, into: server.server.revocations, store: store)
+      #expect(server.server.revocations.counts.listed == 0)
+    }
+  }
+
   @Test("a revocation found stored is put in force before the call answers 'already revoked'")
   func alreadyRevokedIsInForce() async throws {
     try await withTemporaryDirectory { directory in

@@ -83,6 +83,43 @@ public final class CertificateRevocations: Sendable {
     self.state.withLock { $0.listed = canonical }
   }
 
+  // MARK: CRL freshness
+
+  /// `meta` key of the newest CRL of an issuer put in force: its `thisUpdate`, in ms.
+  static func issuedKey(_ list: CertificateRevocationList) -> [UInt8] {
+    Array("crl_issued/".utf8) + Array(Hex.encode(Array(SHA256.hash(data: Array(String(describing: list.issuer).utf8)))).utf8)
+  }
+
+  /// Refuses a CRL issued before the newest list of the same CA put in force (at a start or a
+  /// reload, remembered in the store): putting it in force would un-revoke every certificate
+  /// revoked since (a configuration rolled back, an old copy of the file).
+  public static func checkNotOlder(_ list: CertificateRevocationList, in store: Store) throws {
+    let newest = try store.withReadTransaction { txn -> Int64? in
+      guard let bytes = try txn.get(Self.issuedKey(list), in: .meta) else { return nil }
+      var reader = RecordReader(bytes)
+      return try reader.readInt64()
+    }
+    let issued = Int64((list.thisUpdate.timeIntervalSince1970 * 1000).rounded(.down))
+    if let newest, issued < newest {
+      let inForce = Instant(millisecondsSinceEpoch: newest).isoTimestamp
+      throw CertificateRevocationList.Problem(
+        "this CRL was issued at \(Instant(millisecondsSinceEpoch: issued).isoTimestamp), before the list of the same CA put in "
+          + "force before (issued at \(inForce)): an older list would un-revoke the certificates revoked since")
+    }
+  }
+
+  /// Remembers `list` as the newest of its CA put in force, in `txn`.
+  public static func recordInForce(_ list: CertificateRevocationList, txn: inout WriteTransaction) throws {
+    let issued = Int64((list.thisUpdate.timeIntervalSince1970 * 1000).rounded(.down))
+    if let bytes = try txn.get(Self.issuedKey(list), in: .meta) {
+      var reader = RecordReader(bytes)
+      guard try reader.readInt64() < issued else { return }
+    }
+    var record = RecordWriter(capacity: 8)
+    record.write(issued)
+    try txn.put(Self.issuedKey(list), record.bytes, in: .meta)
+  }
+
   public var counts: (stored: Int, listed: Int) {
     self.state.withLock { ($0.stored.count, $0.listed.count) }
   }
