@@ -4,6 +4,7 @@ import BankLinkProto
 import BankLinkStore
 import Foundation
 import GRPCCore
+import GRPCProtobuf
 import SwiftProtobuf
 
 /// `banklink.v1.MonitoringService`: the alert log, streamed, listed and acknowledged
@@ -106,15 +107,18 @@ struct MonitoringServiceHandler: Banklink_V1_MonitoringService.SimpleServiceProt
     let sequence = request.sequence
     let identity = caller.principal.identity
     let comment = request.comment
-    let (alert, receipt) = try await self.mappingStorage {
-      try await self.writer.write { txn -> (Alert?, JournalReceipt?) in
-        guard var alert = try AlertLog.alert(sequence, in: txn) else { return (nil, nil) }
+    let (alert, receipt, ownSubject) = try await self.mappingStorage {
+      try await self.writer.write { txn -> (Alert?, JournalReceipt?, String?) in
+        guard var alert = try AlertLog.alert(sequence, in: txn) else { return (nil, nil, nil) }
         let object = "alerts/\(sequence)"
+        // Never one's own: an alert about the caller (their OTP lockout, say) or about a
+        // payment they created is for someone else to close.
+        if let subject = try Self.ownSubject(of: alert, identity: identity, in: txn) { return (alert, nil, subject) }
         if !alert.acknowledgedBy.isEmpty {
           // Acknowledged already (a retry, or someone else): the alert as it is and the receipt
           // of its acknowledgement; nothing changes.
           let entries = try AuditJournal.entries(about: object, limit: Limits.maxJournalEntriesPerObject, in: txn)
-          return (alert, entries.last { $0.action == "alert.acknowledged" }?.receipt)
+          return (alert, entries.last { $0.action == "alert.acknowledged" }?.receipt, nil)
         }
         alert.acknowledgedBy = identity
         alert.acknowledgedAt = now
@@ -123,14 +127,31 @@ struct MonitoringServiceHandler: Banklink_V1_MonitoringService.SimpleServiceProt
         var details: AuditPayload = ["kind": alert.kind.rawValue, "severity": alert.severity.name]
         if !comment.isEmpty { details["comment"] = comment }
         let receipt = try AuditJournal.append(&txn, at: now, principal: identity, action: "alert.acknowledged", object: object, details: details)
-        return (alert, receipt)
+        return (alert, receipt, nil)
       }
     }
     guard let alert else { throw APIError.notFound("alert", String(sequence)) }
+    if let ownSubject {
+      throw GoogleRPCStatus(
+        code: .permissionDenied, message: "alert \(sequence) is about \(ownSubject): another principal acknowledges it",
+        details: [.errorInfo(reason: "OWN_ALERT", domain: APIError.domain)])
+    }
     return .with {
       $0.alert = Banklink_V1_Alert(alert)
       if let receipt { $0.receipt = Banklink_V1_Receipt(receipt) }
     }
+  }
+
+  /// What makes `alert` the caller's own, or nil: it names them (`details.principal`), or its
+  /// payment is one they created.
+  static func ownSubject(of alert: Alert, identity: String, in txn: some ReadableTransaction) throws -> String? {
+    if let principal = alert.details["principal"], principal.utf8.elementsEqual(identity.utf8) { return "you" }
+    if !alert.paymentID.isEmpty, let bytes = try txn.get(Array(alert.paymentID.utf8), in: .payments),
+      try Payment(record: bytes).creator.utf8.elementsEqual(identity.utf8)
+    {
+      return "payment \(alert.paymentID), which you created"
+    }
+    return nil
   }
 
   private func mappingStorage<T>(_ body: () async throws -> T) async throws -> T {

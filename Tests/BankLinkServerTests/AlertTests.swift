@@ -9,6 +9,7 @@ import BankLinkTestSupport
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import GRPCProtobuf
 import Logging
 import SwiftProtobuf
 import Synchronization
@@ -225,6 +226,18 @@ struct AlertTests {
         _ = try await Self.monitoring(server, "admin") { try await $0.acknowledgeAlert(.with { $0.sequence = 3 }) }
       }
       #expect(missing?.code == .notFound)
+      // An alert about the admin themselves (their OTP lockout, say) is another admin's to close.
+      let own = try await server.payments.writer.write { txn in
+        try AlertLog.raise(
+          &txn, at: WallClock.now(), severity: .warning, kind: .authenticationFailure, message: "approvals of 'admin' locked",
+          details: ["principal": "admin"])
+      }
+      let refused = await #expect(throws: RPCError.self) {
+        _ = try await Self.monitoring(server, "admin") { try await $0.acknowledgeAlert(.with { $0.sequence = own }) }
+      }
+      #expect(refused?.code == .permissionDenied, "\(String(describing: refused))")
+      #expect(try refused?.unpackGoogleRPCStatus()?.details.compactMap(\.errorInfo).first?.reason == "OWN_ALERT")
+      #expect(try server.payments.auditEntries(limit: 100).filter { $0.object == "alerts/\(own)" }.isEmpty)
     }
   }
 
