@@ -273,8 +273,18 @@ struct AdminServiceHandler: Banklink_V1_AdminService.SimpleServiceProtocol {
       violations.append(.init(field: "reason", description: "must be at most \(Limits.maxRevocationReasonBytes) bytes"))
     }
     guard violations.isEmpty, let target else { throw badRequest(violations) }
-    let (receipt, already) = try await self.mappingStorage {
-      try await self.revocations.revoke(target, reason: reason, by: caller.principal.identity, writer: self.payments.writer, at: self.payments.now())
+    let (receipt, already): (JournalReceipt?, Bool)
+    do {
+      (receipt, already) = try await self.mappingStorage {
+        try await self.revocations.revoke(
+          target, reason: reason, by: caller.principal.identity, writer: self.payments.writer, registry: self.registry,
+          at: self.payments.now())
+      }
+    } catch let refusal as CertificateRevocations.LastAdmin {
+      throw GoogleRPCStatus(
+        code: .failedPrecondition,
+        message: "'\(refusal.identity)' is the last admin whose certificates are not revoked; grant admin to another principal first",
+        details: [.errorInfo(reason: "LAST_ADMIN", domain: APIError.domain)])
     }
     return .with {
       if case .identity(let identity) = target {

@@ -238,6 +238,28 @@ struct RevocationTests {
     }
   }
 
+  @Test("a revoked admin is no admin: the last one not revoked cannot give up admin, and two admins cannot revoke each other")
+  func revokedAdminsDoNotCount() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      _ = try await Self.revoke(server, .with { $0.identity = "admin2"; $0.reason = "left the company" })
+      // admin is now the only admin whose certificates work: giving up admin is refused.
+      let refused = await #expect(throws: RPCError.self) {
+        try await withBankLinkClient(server.client(try server.pki.client(commonName: "admin", file: "admin-revoker"))) { client in
+          _ = try await Banklink_V1_AdminService.Client(wrapping: client).setPrincipalRoles(
+            .with { $0.identity = "admin"; $0.roles = [] }, options: Self.options)
+        }
+      }
+      #expect(refused?.code == .failedPrecondition && refused?.message.contains("not revoked") == true, "\(String(describing: refused))")
+      // The other order of a race of two admins revoking each other: the second is refused.
+      let registry = PrincipalRegistry(writer: server.payments.writer, directory: server.server.principals, now: WallClock.now)
+      await #expect(throws: CertificateRevocations.LastAdmin(identity: "admin")) {
+        _ = try await server.server.revocations.revoke(
+          .identity("admin"), reason: "retaliation", by: "admin2", writer: server.payments.writer, registry: registry, at: WallClock.now())
+      }
+      #expect(try server.payments.writer.store.withReadTransaction { try $0.get(Array("identity/admin".utf8), in: .revocations) } == nil)
+    }
+  }
+
   @Test("a revocation found stored is put in force before the call answers 'already revoked'")
   func alreadyRevokedIsInForce() async throws {
     try await withTemporaryDirectory { directory in

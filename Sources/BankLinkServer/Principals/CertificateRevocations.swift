@@ -201,11 +201,27 @@ public final class CertificateRevocations: Sendable {
   /// already keeps the first record and journals nothing new. Either way the revocation is in
   /// force before this returns: a second call that finds the first one's record stored does not
   /// answer `already revoked` while the first call has yet to put it in force.
+  /// Revoking an identity would leave no admin whose certificates are not revoked.
+  public struct LastAdmin: Error, Sendable, Hashable {
+    public var identity: String
+  }
+
+  /// `registry`: for an identity, checks in the same transaction that an admin is left
+  /// (``LastAdmin`` otherwise, nothing written) — two admins revoking each other at once
+  /// cannot together lock every admin out.
   public func revoke(
-    _ target: Target, reason: String, by admin: String, writer: GroupCommitWriter, at instant: Instant
+    _ target: Target, reason: String, by admin: String, writer: GroupCommitWriter, registry: PrincipalRegistry? = nil, at instant: Instant
   ) async throws -> (receipt: JournalReceipt?, alreadyRevoked: Bool) {
     let key = Array(target.key.utf8)
     let outcome: (receipt: JournalReceipt?, already: Bool, reason: String) = try await writer.write { txn in
+      if case .identity(let identity) = target, let registry, try txn.get(key, in: .revocations) == nil {
+        let table = try registry.table(in: txn)
+        if table.principal(for: identity)?.holds(.admin) == true,
+          try PrincipalRegistry.usableAdmins(in: table, excluding: identity, txn: txn) == 0
+        {
+          throw LastAdmin(identity: identity)
+        }
+      }
       if let stored = try txn.get(key, in: .revocations) {
         // A record that does not decode is still a revocation: put in force with this reason.
         var reader = RecordReader(stored)

@@ -12,7 +12,7 @@ import BankLinkStore
 ///
 /// Two rules protect the table from its own administrators: an admin cannot grant themselves
 /// anything (a role they do not hold, or a looser approval limit), and no change may leave the
-/// table without an admin. Both are checked inside the write transaction, against the table as
+/// table without an admin whose identity is not revoked. Both are checked inside the write transaction, against the table as
 /// it is at commit, so two admins racing cannot together remove the last two admins.
 public struct PrincipalRegistry: Sendable {
   public let writer: GroupCommitWriter
@@ -44,6 +44,20 @@ public struct PrincipalRegistry: Sendable {
   private enum Outcome: Sendable {
     case changed(Change, overrides: [Principal])
     case refused(Refusal)
+  }
+
+  /// The table in force as `txn` sees it: the configured one with the stored principals over it.
+  public func table(in txn: some ReadableTransaction) throws -> PrincipalTable {
+    self.directory.configured.overlaid(with: try PrincipalRecord.loadAll(in: txn))
+  }
+
+  /// Principals of `table` holding admin whose identity is not revoked (`identity/…` in
+  /// `revocations`), leaving `excluding` out.
+  public static func usableAdmins(in table: PrincipalTable, excluding: String? = nil, txn: some ReadableTransaction) throws -> Int {
+    try table.principals.filter { principal in
+      guard principal.holds(.admin), principal.identity != excluding else { return false }
+      return try txn.get(Array(CertificateRevocations.Target.identity(principal.identity).key.utf8), in: .revocations) == nil
+    }.count
   }
 
   /// Puts the stored principals in force over the configured table: at start, before serving.
@@ -87,9 +101,10 @@ public struct PrincipalRegistry: Sendable {
           return try refuse(.selfGrant("an admin cannot loosen their own approval limits"), "self_grant")
         }
       }
-      if after.count(holding: .admin) == 0 {
+      // An admin whose every certificate is revoked (by identity) administers nothing.
+      if try Self.usableAdmins(in: after, txn: txn) == 0 {
         return try refuse(
-          .lastAdmin("'\(identity)' is the last principal holding admin; grant admin to another principal first"),
+          .lastAdmin("'\(identity)' is the last principal holding admin whose certificates are not revoked; grant admin to another principal first"),
           "last_admin")
       }
       if previous == nil && after.count > Limits.maxPrincipals { return .refused(.tooManyPrincipals) }
