@@ -1,5 +1,6 @@
 import BankLinkClient
 import BankLinkCore
+import BankLinkFormats
 import BankLinkProto
 import BankLinkJournal
 @testable import BankLinkServer
@@ -546,8 +547,17 @@ struct ReconciliationTests {
     #expect(empty.alive(from: 0) == 0 && empty.lowerBound(5) == 0)
   }
 
-  @Test("name similarity ignores case, punctuation and legal forms; days between ISO dates")
+  @Test("name similarity ignores case, punctuation and legal forms; days between ISO dates; what an entry keeps is bounded")
   func helpers() {
+    // A batch booking's remittance (thousands of details of 32 lines) is kept to 4 KiB, cut at
+    // a character; the counterparty likewise.
+    var entry = StatementEntry()
+    var details = TransactionDetails()
+    details.remittance = Array(repeating: "INV-1 江苏恒瑞 " + String(repeating: "x", count: 65_000), count: 32)
+    entry.details = Array(repeating: details, count: 100)
+    let kept = Reconciler.keptRemittance(entry)
+    #expect(kept.utf8.count <= Reconciler.maxKeptRemittanceBytes && kept.hasPrefix("INV-1 江苏恒瑞 XXX"))
+    #expect(Reconciler.clipped("江苏恒瑞", maxBytes: 7) == "江苏" && Reconciler.clipped("abc", maxBytes: 7) == "abc")
     #expect(Reconciler.nameSimilarity("ZHEJIANG LIANDA ELECTRONICS CO LTD", "Zhejiang Lianda Electronics Co., Ltd.") == 100)
     #expect(Reconciler.nameSimilarity("Lianda Electronics", "Hengrui Logistics") == 0)
     #expect(Reconciler.nameSimilarity("江苏恒瑞物流有限公司", "江苏恒瑞物流") == 100)

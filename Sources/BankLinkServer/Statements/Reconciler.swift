@@ -227,6 +227,35 @@ public final class Reconciler: Sendable {
     }
   }
 
+  /// What a kept entry holds of its counterparty's name and of its remittance (upper-cased), in
+  /// bytes: enough for name similarity and for finding a reference, and bounded whatever the
+  /// bank wrote (an entry may carry thousands of details of 32 remittance lines each).
+  static let maxKeptCounterpartyBytes = 256
+  static let maxKeptRemittanceBytes = 4_096
+
+  static func keptRemittance(_ entry: StatementEntry) -> String {
+    var text = ""
+    for line in entry.details.lazy.flatMap(\.remittance) + [entry.additionalInfo] {
+      guard text.utf8.count < Self.maxKeptRemittanceBytes else { break }
+      text += text.isEmpty ? line : " " + line
+    }
+    return Self.clipped(text, maxBytes: Self.maxKeptRemittanceBytes).uppercased()
+  }
+
+  /// `text` cut to at most `maxBytes` of UTF-8, at a character boundary.
+  static func clipped(_ text: String, maxBytes: Int) -> String {
+    guard text.utf8.count > maxBytes else { return text }
+    var bytes = 0
+    var end = text.startIndex
+    for index in text.indices {
+      let width = text[index].utf8.count
+      guard bytes + width <= maxBytes else { break }
+      bytes += width
+      end = text.index(after: index)
+    }
+    return String(text[..<end])
+  }
+
   /// A booked debit with no EndToEndId of ours: what the batch and heuristic passes need of it.
   struct PendingEntry {
     var key: [UInt8]
@@ -457,8 +486,8 @@ public final class Reconciler: Sendable {
               key: key, account: account, amount: entry.amountMinor, currency: entry.currency,
               date: entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate, bookingDate: entry.bookingDate,
               batchCount: entry.batchCount ?? (entry.details.count > 1 ? entry.details.count : nil),
-              counterparty: entry.details.first?.counterpartyName ?? "",
-              remittance: (entry.details.flatMap(\.remittance) + [entry.additionalInfo]).joined(separator: " ").uppercased(),
+              counterparty: Self.clipped(entry.details.first?.counterpartyName ?? "", maxBytes: Self.maxKeptCounterpartyBytes),
+              remittance: Self.keptRemittance(entry),
               kind: kind, why: why))
         }
         try state.saveHeader(txn: &txn)
