@@ -376,6 +376,12 @@ extension Limits {
   /// and routers, while one caller cannot take every slot.
   public static let maxAlertSubscribers = 2_048
   public static let maxAlertSubscribersPerPrincipal = 1_024
+  /// Of ``maxAlertSubscribers``, the slots only admins and auditors may take: two other callers
+  /// at their per-principal limit cannot keep the people who act on alerts from watching them.
+  public static let reservedAlertSubscribers = 64
+  /// Alerts handed to one stream write: a subscriber that stops reading holds at most this many
+  /// (besides its HTTP/2 window), not a whole replay page.
+  public static let alertsPerWrite = 32
   /// How far (in alerts) a live subscriber may fall behind the newest alert before its stream
   /// is ended with RESOURCE_EXHAUSTED (it resumes from the last sequence it was sent).
   public static let maxAlertSubscriberLag: UInt64 = 10_000

@@ -203,6 +203,38 @@ struct AlertTests {
     }
   }
 
+  @Test("subscription slots: the last ones are kept for admins and auditors; a replay goes out in writes of at most 32 alerts")
+  func subscriptionSlotsAndWrites() async throws {
+    try await withTestServer(principals: Self.principals, initialSync: false) { server in
+      let hub = server.server.alerts
+      var held: [AlertHub.Subscription] = []
+      defer { for subscription in held { subscription.cancel() } }
+      // Two callers at their per-principal limit, short of the reserved slots.
+      for _ in 0..<Limits.maxAlertSubscribersPerPrincipal { held.append(try hub.subscribe(principal: "v1")) }
+      let second = Limits.maxAlertSubscribers - Limits.reservedAlertSubscribers - Limits.maxAlertSubscribersPerPrincipal
+      for _ in 0..<second { held.append(try hub.subscribe(principal: "v2")) }
+      #expect(throws: AlertHub.Refusal.tooManySubscribers) { _ = try hub.subscribe(principal: "v2") }
+      #expect(throws: AlertHub.Refusal.tooManySubscribers) { _ = try hub.subscribe(principal: "v3") }
+      held.append(try hub.subscribe(principal: "admin", mayUseReserved: true))
+      for subscription in held { subscription.cancel() }
+      held = []
+
+      // A backlog of 100 alerts replayed: no write carries more than 32.
+      _ = try await Self.raise(server, 100)
+      struct Done: Error {}
+      let sizes = Mutex<[Int]>([])
+      let subscription = try hub.subscribe(principal: "viewer")
+      defer { subscription.cancel() }
+      await #expect(throws: Done.self) {
+        try await AlertFeed.run(
+          store: server.payments.writer.store, hub: hub, subscription: subscription, after: 0, filter: AlertFilter(),
+          send: { alerts in sizes.withLock { $0.append(alerts.count) } }, caughtUp: { _ in throw Done() })
+      }
+      let written = sizes.withLock { $0 }
+      #expect(written.reduce(0, +) == 100 && written.allSatisfy { $0 <= Limits.alertsPerWrite }, "\(written)")
+    }
+  }
+
   @Test("acknowledge: admins only, audited with a receipt, once; a retry returns the same receipt")
   func acknowledge() async throws {
     try await withTestServer(principals: Self.principals, initialSync: false) { server in

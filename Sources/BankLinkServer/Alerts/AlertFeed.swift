@@ -30,10 +30,16 @@ public enum AlertFeed {
             }
           }
         }
-        // One write of everything found: a subscriber that fell behind (a busy daemon, a slow
-        // network) catches up in fewer, larger writes — one flush, one TLS record — so the cost
-        // per alert falls as the load rises.
-        if !page.alerts.isEmpty { try await send(page.alerts) }
+        // Writes of up to ``Limits/alertsPerWrite`` alerts: a subscriber that fell behind (a busy
+        // daemon, a slow network) catches up in fewer, larger writes — one flush, one TLS record
+        // each — so the cost per alert falls as the load rises, while one that stopped reading
+        // holds at most one such write, not the whole page.
+        var start = 0
+        while start < page.alerts.count {
+          let end = min(start + Limits.alertsPerWrite, page.alerts.count)
+          try await send(Array(page.alerts[start..<end]))
+          start = end
+        }
         cursor = page.scannedThrough
         if !page.more { break }
         if live, hub.head > cursor, hub.head - cursor > Limits.maxAlertSubscriberLag {

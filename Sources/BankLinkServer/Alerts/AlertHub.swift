@@ -61,11 +61,14 @@ public final class AlertHub: Sendable {
 
   public var subscriberCount: Int { self.state.withLock { $0.subscribers.count } }
 
-  public func subscribe(principal: String) throws(Refusal) -> Subscription {
+  /// `mayUseReserved`: an admin or auditor, who may take the last
+  /// ``Limits/reservedAlertSubscribers`` slots.
+  public func subscribe(principal: String, mayUseReserved: Bool = false) throws(Refusal) -> Subscription {
     let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     let id = try self.state.withLock { state throws(Refusal) -> UInt64 in
       if state.shutDown { throw .shuttingDown }
-      guard state.subscribers.count < Limits.maxAlertSubscribers else { throw .tooManySubscribers }
+      let slots = Limits.maxAlertSubscribers - (mayUseReserved ? 0 : Limits.reservedAlertSubscribers)
+      guard state.subscribers.count < slots else { throw .tooManySubscribers }
       let mine = state.subscribers.values.reduce(0) { $0 + ($1.principal.utf8.elementsEqual(principal.utf8) ? 1 : 0) }
       guard mine < Limits.maxAlertSubscribersPerPrincipal else { throw .tooManyForPrincipal }
       let id = state.nextID
