@@ -283,6 +283,32 @@ struct ReconciliationTests {
     }
   }
 
+  @Test("the run after an import lists the open payments of its statements' period, not every older one again; a run on demand lists them")
+  func autoRunListsItsPeriodsPayments() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let now = WallClock.now()
+      let today = now.isoDate
+      let tomorrow = now.adding(milliseconds: 86_400_000).isoDate
+      let open = try await server.payments.create(
+        Self.instruction(42_000, creditor: "Jiangsu Hengrui Logistics Co., Ltd.", purpose: "Freight", date: today),
+        idempotencyKey: "older", creator: "erp"
+      ).payment
+      _ = try await server.submitter.submitPending()
+      // Tomorrow's notification of a charge: its run is about tomorrow.
+      let auto = try await Self.as_(server, "clerk") { service in
+        try await service.importStatement(requestProducer: { writer in
+          try await writer.write(.with { $0.content = Self.camt053(date: tomorrow, lines: [Line(minor: 150, reference: "T-1", code: "ACMT/MDOP/CHRG")]) })
+        })
+      }.reconciliation
+      #expect(auto.unmatchedEntries == 1 && auto.unmatchedPayments == 0, "\(auto)")
+      let onDemand = try await Self.as_(server, "clerk") { service in
+        try await service.reconcile(.with { $0.accountID = Self.account })
+      }
+      let report = try await Self.as_(server, "clerk") { try await Self.report($0, onDemand.reportID) }
+      #expect(report.unmatchedPayments.map(\.paymentID) == [open.id])
+    }
+  }
+
   @Test("the run after an import considers that import's entries: earlier unmatched entries are not listed again; a run on demand lists them all")
   func autoRunScope() async throws {
     try await withTestServer(principals: Self.principals) { server in

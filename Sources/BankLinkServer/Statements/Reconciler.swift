@@ -389,7 +389,9 @@ public final class Reconciler: Sendable {
       for sequence in sequences {
         try self.referencePass(statement: sequence, fromDate: fromDate, toDate: toDate, at: time, run: &run, pending: &pending)
       }
-      try self.heuristicPass(pending, toDate: toDate, at: time, run: &run)
+      // A run after an import lists the payments of its statements' period; one on demand
+      // every open payment up to its end.
+      try self.heuristicPass(pending, fromDate: statements == nil ? "" : fromDate, toDate: toDate, at: time, run: &run)
       return try self.finish(run, fromDate: fromDate, toDate: toDate, at: time, principal: principal, incomplete: nil)
     } catch {
       // What was applied stays applied (each step is journaled); the report shows it, marked
@@ -525,7 +527,10 @@ public final class Reconciler: Sendable {
 
   /// Passes 2 and 3: the kept entries against the open payments no reference claimed, then
   /// the payments left.
-  func heuristicPass(_ pending: [PendingEntry], toDate: String, at time: Instant, run: inout RunState) throws {
+  /// Unmatched payments listed: those whose execution date is within `fromDate` (when not
+  /// empty) and `toDate` — a run after each import would otherwise list every older open
+  /// payment again, report after report.
+  func heuristicPass(_ pending: [PendingEntry], fromDate: String = "", toDate: String, at time: Instant, run: inout RunState) throws {
     // The payments those entries may book: of the run's accounts, with the bank or settled,
     // not matched.
     var indexes: [String: CandidateIndex] = [:]
@@ -592,7 +597,8 @@ public final class Reconciler: Sendable {
     for index in indexes.values {
       for candidate in index.candidates where !candidate.taken { leftOver.append((candidate.id, candidate.executionDate)) }
     }
-    let unmatched = leftOver.filter { toDate.isEmpty || $0.executionDate <= toDate }.map(\.id).sorted()
+    let unmatched = leftOver.filter { (toDate.isEmpty || $0.executionDate <= toDate) && (fromDate.isEmpty || $0.executionDate >= fromDate) }
+      .map(\.id).sorted()
     start = 0
     while start < unmatched.count {
       let chunk = unmatched[start..<min(start + Limits.statementEntriesPerCommit, unmatched.count)]
