@@ -6,7 +6,7 @@
 //
 // Figures: the run's wall time and CPU time, beside a baseline measured in the same process on
 // the same data: one read transaction that decodes every entry and payment in scope (what any
-// run must at least do); and the process's peak RSS after the run.
+// run must at least do); the process's peak RSS after the run; and the bytes its commits wrote.
 import BankLinkCore
 import BankLinkServer
 import BankLinkStore
@@ -57,6 +57,14 @@ struct ReconcileBenchmark {
         return max(self.peak, sample)
       }
     }
+  }
+
+  /// Bytes this process has passed to write system calls (`wchar` of `/proc/self/io`): LMDB
+  /// writes its commits' dirty pages with `pwritev`, so a run's difference is what it wrote.
+  static func bytesWritten() -> Int64 {
+    let io = (try? String(contentsOfFile: "/proc/self/io", encoding: .utf8)) ?? ""
+    let line = io.split(separator: "\n").first { $0.hasPrefix("wchar:") } ?? ""
+    return Int64(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
   }
 
   static func measure<T>(_ label: String, _ body: () throws -> T) rethrows -> (T, wall: Double, cpu: Double) {
@@ -211,29 +219,18 @@ struct ReconcileBenchmark {
     let rssBefore = Self.peakRSSMiB()
     let anonBefore = Self.rssAnonMiB()
     let anonymous = AnonymousPeak()
-    let ioBefore = (try? String(contentsOfFile: "/proc/self/io", encoding: .utf8)) ?? ""
+    let writtenBefore = Self.bytesWritten()
     let reconciler = Reconciler(store: store, now: { now })
     let (outcome, runWall, runCPU) = try Self.measure("run: reconcile \(count) entries against \(count) payments") {
       try reconciler.reconcile(accountID: "bench-cny", fromDate: date, toDate: date, by: "bench")
     }
     let anonPeak = anonymous.stop()
-    if ProcessInfo.processInfo.environment["XP_SIZES"] != nil { print(ioBefore); print((try? String(contentsOfFile: "/proc/self/io", encoding: .utf8)) ?? ""); try Self.dbSizes(store) }
+    let written = Self.bytesWritten() - writtenBefore
     let report = outcome.report
     print("run: matched \(report.matched), unmatched entries \(report.unmatchedEntries), unmatched payments \(report.unmatchedPayments), settled \(report.settled)")
     print(String(format: "ratio run/baseline: %.1f× wall, %.1f× CPU (baseline decoded %d records)", runWall / baseWall, runCPU / baseCPU, decoded))
     print("peak RSS: \(rssBefore) MiB before the run, \(Self.peakRSSMiB()) MiB after (with the store's mapped pages)")
     print("anonymous (heap) RSS: \(anonBefore) MiB before the run, peak \(anonPeak) MiB during it")
-  }
-}
-
-extension ReconcileBenchmark {
-  static func dbSizes(_ store: Store) throws {
-    try store.withReadTransaction { txn in
-      for db in Database.all {
-        var n = 0, k = 0, v = 0
-        try txn.scanInPlace(db) { key, value in n += 1; k += key.count; v += value.count; return true }
-        if n > 0 { print("db \(db.name): \(n) records, keys \(k / max(n,1)) B avg, values \(v / max(n,1)) B avg, total \((k + v) >> 20) MiB") }
-      }
-    }
+    print("written by the run's commits: \(written >> 20) MiB, \(written / Int64(max(count, 1))) bytes per entry")
   }
 }

@@ -454,7 +454,12 @@ public final class HostToHostConnector: BankConnector {
     // A file over the size limit is refused by its size, which the open file already gives:
     // only its start is hashed, and its fingerprint then names it rather than digests it.
     let oversize = file.size > HostToHostLimits.maxInboxFileBytes
-    let (sha256, read) = try await onOwnThread { try file.fingerprint(upTo: oversize ? HostToHostLimits.oversizeFingerprintBytes : nil) }
+    let (sha256, read) = try await onOwnThread {
+      // An oversize file's fingerprint: its size and first MiB, tagged, so it never equals the
+      // digest of a file that was read whole (nor another oversize file of another size).
+      try file.fingerprint(
+        upTo: oversize ? HostToHostLimits.oversizeFingerprintBytes : nil, tag: oversize ? Array("oversize \(file.size)\n".utf8) : [])
+    }
     let bytes = oversize ? file.size : read
     let fingerprint = Hex.decode(sha256) ?? []
     var quarantinedBefore = false
@@ -496,6 +501,14 @@ public final class HostToHostConnector: BankConnector {
     let archived = self.uniqueName(Self.archive(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
     let quarantined = self.uniqueName(Self.quarantine(self.configuration.inbox) + "/" + name, sha256: sha256, keepIfSame: false)
     let sentTransfers = try self.sentTransfers(intake.scopeStatuses.map(\.scope))
+    // Statuses only for blocks or messages this connector has no record of sending (another
+    // sender's, or a file sent before blocks were recorded): nothing could be applied, so it is
+    // quarantined for a person, never archived as if it had been.
+    if refusal == nil, intake.reports.isEmpty, !intake.scopeStatuses.isEmpty,
+      !intake.scopeStatuses.contains(where: { sentTransfers[$0.scope] != nil })
+    {
+      refusal = "its statuses are for payment information blocks or messages this connector has no record of sending"
+    }
     do {
       try await self.record(
         intake, refusal: refusal, announced: quarantinedBefore, name: name, sha256: sha256, bytes: bytes, archived: archived,
@@ -920,10 +933,11 @@ final class InboxFile: Sendable {
     return access(path, R_OK) == 0 ? path : fallback
   }
 
-  /// SHA-256 (hex) and size, read from the start: of the whole file, or of its first `limit`
-  /// bytes.
-  func fingerprint(upTo limit: Int64? = nil) throws -> (String, Int64) {
+  /// SHA-256 (hex) and size, read from the start: of the whole file, or of `tag` and its first
+  /// `limit` bytes.
+  func fingerprint(upTo limit: Int64? = nil, tag: [UInt8] = []) throws -> (String, Int64) {
     var hash = SHA256()
+    if !tag.isEmpty { hash.update(data: tag) }
     var total: Int64 = 0
     try self.read(upTo: limit) { chunk in
       hash.update(bufferPointer: chunk)

@@ -277,11 +277,13 @@ extension Limits {
   /// Items in one CreatePaymentBatch: a large payroll run, and the most one group-committed
   /// transaction should carry.
   public static let maxBatchItems = 5_000
-  /// Risk rule steps (active and shadow sets together) the items of one batch may take
-  /// together, on the store's one writer thread: about half a second. Each payment alone may
-  /// take two decisions' worth (`RuleLimits.maxDecisionSteps` per set); a batch whose rules need
-  /// more than this is refused (RESOURCE_EXHAUSTED) rather than holding every other write.
-  public static let maxRiskStepsPerBatch = 5_000_000
+  /// Risk rule steps the items of one batch may take together, on the store's one writer
+  /// thread: about two seconds, 4,000 steps an item at ``maxBatchItems`` (a rule set of
+  /// comparisons and `in` lists takes tens; a regex over a name hundreds). Each payment alone may
+  /// take a decision's worth (`RuleLimits.maxDecisionSteps`); a batch whose rules in force need
+  /// more is refused (RESOURCE_EXHAUSTED) rather than holding every other write. Shadow rules and
+  /// a shadow set have as much again, apart: past it they do not evaluate the rest of the batch.
+  public static let maxRiskStepsPerBatch = 20_000_000
 }
 
 extension Limits {

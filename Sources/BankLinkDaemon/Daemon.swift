@@ -344,7 +344,13 @@ actor ConfigurationReloader {
         if let rules = next.risk.ruleSet, let version = try payments.adoptConfiguredRuleSet(rules, at: time, txn: &txn) {
           details["rule_set_version"] = String(version)
         }
-        if let revocationList { try CertificateRevocations.recordInForce(revocationList, txn: &txn) }
+        if let revocationList {
+          do {
+            try CertificateRevocations.recordInForce(revocationList, txn: &txn)
+          } catch let problem as CertificateRevocationList.Problem {
+            throw ReloadRefusal(key: "tls.crl_file", reason: "tls.crl_file: \(problem.description)")
+          }
+        }
         let receipt = try AuditJournal.append(
           &txn, at: time, principal: requestedBy == "signal" ? "banklinkd" : requestedBy, action: "daemon.reloaded", object: "daemon",
           details: details)

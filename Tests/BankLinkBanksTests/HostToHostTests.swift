@@ -463,6 +463,15 @@ struct HostToHostTests {
       let reason = try String(contentsOfFile: setup.inbox + "/quarantine/empty.xml.reason", encoding: .utf8)
       #expect(reason.contains("no status"), "\(reason)")
       #expect(try await setup.reports().count == 3)
+      // A block this connector has no record of sending (another sender's, or a file sent
+      // before blocks were recorded): nothing can be applied, so quarantined, not archived.
+      let foreign = report.replacingOccurrences(of: block1, with: "ELSEWHERE-1").replacingOccurrences(of: "<TxInfAndSts><OrgnlEndToEndId>E2E-c</OrgnlEndToEndId><TxSts>ACSC</TxSts></TxInfAndSts>", with: "")
+        .replacingOccurrences(of: "<OrgnlMsgId>\(messageID)</OrgnlMsgId>", with: "<OrgnlMsgId>ELSEWHERE</OrgnlMsgId>")
+      try Data(foreign.utf8).write(to: URL(fileURLWithPath: setup.inbox + "/foreign.xml"))
+      #expect(try await setup.connector.pollInbox().quarantined == 1)
+      let foreignReason = try String(contentsOfFile: setup.inbox + "/quarantine/foreign.xml.reason", encoding: .utf8)
+      #expect(foreignReason.contains("no record of sending"), "\(foreignReason)")
+      #expect(try await setup.reports().count == 3)
     }
   }
 }

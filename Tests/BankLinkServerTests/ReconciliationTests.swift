@@ -274,36 +274,45 @@ struct ReconciliationTests {
       #expect(report.matches.map(\.entry.bankReference) == ["N-1"], "\(report.matches.map(\.reason))")
       let classes = Dictionary(uniqueKeysWithValues: report.unmatchedEntries.map { ($0.entry.bankReference, $0.classification) })
       #expect(
-        classes == ["N-2": "reference_not_open", "N-3": "reversal", "N-4": "reference_not_open", "N-5": "fee"],
+        classes == ["N-2": "reference_not_open", "N-3": "payment_reversal", "N-4": "reference_not_open", "N-5": "fee"],
         "\(report.unmatchedEntries.map(\.reason))")
       #expect(try ledger.payment(twice.id)?.status == .settled)
       #expect(try ledger.payment(open.id)?.status == .submitted)
       #expect(try ledger.payment(cancelled.id)?.status == .cancelled)
       #expect(try ledger.payment(feeSized.id)?.status == .submitted)
+      // The reversal naming a payment of ours is an anomaly for a clerk, as the strays are.
+      let anomalies = try server.payments.writer.store.withReadTransaction {
+        try AlertLog.page(after: 0, limit: 100, scanLimit: 1_000, filter: AlertFilter(), in: $0).alerts
+      }.filter { $0.kind == .anomaly }.map(\.message)
+      #expect(anomalies.contains { $0.contains("1 reversals") } && anomalies.contains { $0.contains("2 booked entries") }, "\(anomalies)")
     }
   }
 
-  @Test("the run after an import lists the open payments of its statements' period, not every older one again; a run on demand lists them")
+  @Test("the run after an import lists the open payments of its statements' period and window, not every older one again; a run on demand lists them")
   func autoRunListsItsPeriodsPayments() async throws {
     try await withTestServer(principals: Self.principals) { server in
       let now = WallClock.now()
       let today = now.isoDate
-      let tomorrow = now.adding(milliseconds: 86_400_000).isoDate
+      func day(_ offset: Int64) -> String { now.adding(milliseconds: offset * 86_400_000).isoDate }
       let open = try await server.payments.create(
         Self.instruction(42_000, creditor: "Jiangsu Hengrui Logistics Co., Ltd.", purpose: "Freight", date: today),
         idempotencyKey: "older", creator: "erp"
       ).payment
       _ = try await server.submitter.submitPending()
-      // Tomorrow's notification of a charge: its run is about tomorrow.
-      let auto = try await Self.as_(server, "clerk") { service in
-        try await service.importStatement(requestProducer: { writer in
-          try await writer.write(.with { $0.content = Self.camt053(date: tomorrow, lines: [Line(minor: 150, reference: "T-1", code: "ACMT/MDOP/CHRG")]) })
-        })
-      }.reconciliation
-      #expect(auto.unmatchedEntries == 1 && auto.unmatchedPayments == 0, "\(auto)")
-      let onDemand = try await Self.as_(server, "clerk") { service in
-        try await service.reconcile(.with { $0.accountID = Self.account })
+      func importCharge(on date: String) async throws -> Banklink_V1_ReconcileResponse {
+        try await Self.as_(server, "clerk") { service in
+          try await service.importStatement(requestProducer: { writer in
+            try await writer.write(.with { $0.content = Self.camt053(date: date, lines: [Line(minor: 150, reference: "T-\(date)", code: "ACMT/MDOP/CHRG")]) })
+          })
+        }.reconciliation
       }
+      // Within the date window after its day: listed, it is late.
+      let late = try await importCharge(on: day(2))
+      #expect(late.unmatchedEntries == 1 && late.unmatchedPayments == 1, "\(late)")
+      // A week on: not listed again by every run after an import.
+      let later = try await importCharge(on: day(7))
+      #expect(later.unmatchedEntries == 1 && later.unmatchedPayments == 0, "\(later)")
+      let onDemand = try await Self.as_(server, "clerk") { service in try await service.reconcile(.with { $0.accountID = Self.account }) }
       let report = try await Self.as_(server, "clerk") { try await Self.report($0, onDemand.reportID) }
       #expect(report.unmatchedPayments.map(\.paymentID) == [open.id])
     }

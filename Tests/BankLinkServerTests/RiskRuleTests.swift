@@ -197,6 +197,16 @@ struct RiskRuleTests {
       // The same rule on one payment: decided (review, the rule stopped by its own budget).
       let one = try await Self.create(server, "one", Self.instruction(1_000))
       #expect(one.riskDecision.outcome == .review && one.riskDecision.hits.first?.error.contains("budget") == true)
+      // The same heavy rule in a shadow set never refuses a batch: the items past its budget are
+      // left out of its report.
+      _ = try await Self.put(
+        server,
+        Self.ruleSet(
+          [Self.rule("heavy", "lists.big.exists(a, lists.big.exists(b, a == b + 'x'))", .review, shadow: true)], lists: ["big": names]))
+      let created = try await Self.payments(server) {
+        try await $0.createPaymentBatch(.with { $0.idempotencyKey = "heavy-shadow"; $0.items = items })
+      }
+      #expect(created.payments.count == items.count)
     }
   }
 

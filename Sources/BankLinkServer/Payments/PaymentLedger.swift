@@ -80,10 +80,15 @@ public struct PaymentLedger: Sendable {
     case riskWorkExceeded(index: Int)
   }
 
-  /// The rule steps the payments of one write job may still take (``Limits/maxRiskStepsPerBatch``).
+  /// The rule steps the payments of one write job may still take (``Limits/maxRiskStepsPerBatch``),
+  /// for the rule set in force and, apart, for a shadow set.
   final class RiskStepBudget {
     var remaining: Int
-    init(_ steps: Int = Limits.maxRiskStepsPerBatch) { self.remaining = steps }
+    var shadowRemaining: Int
+    init(_ steps: Int = Limits.maxRiskStepsPerBatch) {
+      self.remaining = steps
+      self.shadowRemaining = steps
+    }
   }
 
   public struct BatchItemRefusal: Sendable, Hashable {
@@ -229,25 +234,43 @@ public struct PaymentLedger: Sendable {
       let variables = RiskVariables.values(
         instruction: instruction, creator: creator, account: account, features: features, at: now)
       // Within a batch, the items' decisions share one budget: past it the batch is refused,
-      // never decided on rules the budget cut short.
-      func decide(_ set: CompiledRuleSet) throws -> RiskDecision {
-        guard let riskBudget else { return set.decide(variables) }
-        let (decision, steps) = set.decide(variables, maxSteps: riskBudget.remaining)
-        riskBudget.remaining -= steps
-        guard riskBudget.remaining > 0 else { throw Refusal.riskWorkExceeded(index: Self.itemIndex(field)) }
-        return decision
+      // never decided on rules the budget cut short. Shadow rules (and a shadow set) are never
+      // enforced, so they never refuse a batch: they have a budget of their own, and the items
+      // past it are not evaluated by them.
+      var decision: RiskDecision?
+      if let active {
+        if let riskBudget {
+          let (decided, steps, shadowSteps) = active.decide(
+            variables, maxSteps: riskBudget.remaining, shadowMaxSteps: max(0, riskBudget.shadowRemaining))
+          riskBudget.remaining -= steps
+          riskBudget.shadowRemaining -= shadowSteps
+          guard riskBudget.remaining > 0 else { throw Refusal.riskWorkExceeded(index: Self.itemIndex(field)) }
+          decision = decided
+        } else {
+          decision = active.decide(variables)
+        }
       }
-      let decision = try active.map(decide)
       if let decision {
         risk = (decision, features)
         try txn.put(Array(id.utf8), decision.record(features: features), in: .riskDecisions)
       }
-      if let shadow {
-        let shadowDecision = try decide(shadow)
-        // Its records are checked as they are read; one that does not decode is not a reason to
-        // refuse the payment (the report then misses this payment).
-        try? ShadowReports.record(
-          shadowDecision, active: decision, features: features, paymentID: id, paymentSequence: sequence, at: now, txn: &txn)
+      if let shadow, (riskBudget?.shadowRemaining ?? 1) > 0 {
+        let shadowDecision: RiskDecision
+        if let riskBudget {
+          let budget = riskBudget.shadowRemaining
+          let (decided, steps, shadowSteps) = shadow.decide(variables, maxSteps: budget, shadowMaxSteps: budget)
+          riskBudget.shadowRemaining -= steps + shadowSteps
+          shadowDecision = decided
+        } else {
+          shadowDecision = shadow.decide(variables)
+        }
+        // Cut short by the budget: not recorded (it would count rules as failed that never ran).
+        if (riskBudget?.shadowRemaining ?? 1) > 0 {
+          // Its records are checked as they are read; one that does not decode is not a reason
+          // to refuse the payment (the report then misses this payment).
+          try? ShadowReports.record(
+            shadowDecision, active: decision, features: features, paymentID: id, paymentSequence: sequence, at: now, txn: &txn)
+        }
       }
       // Every attempt counts towards the account's features, blocked ones too.
       try RiskFeatures.record(

@@ -108,12 +108,19 @@ public final class CertificateRevocations: Sendable {
     }
   }
 
-  /// Remembers `list` as the newest of its CA put in force, in `txn`.
+  /// Remembers `list` as the newest of its CA put in force, in `txn` — and refuses it there if
+  /// a newer one was put in force since it was checked (two reloads at once).
   public static func recordInForce(_ list: CertificateRevocationList, txn: inout WriteTransaction) throws {
     let issued = Int64((list.thisUpdate.timeIntervalSince1970 * 1000).rounded(.down))
     if let bytes = try txn.get(Self.issuedKey(list), in: .meta) {
       var reader = RecordReader(bytes)
-      guard try reader.readInt64() < issued else { return }
+      let newest = try reader.readInt64()
+      if issued < newest {
+        throw CertificateRevocationList.Problem(
+          "this CRL was issued at \(Instant(millisecondsSinceEpoch: issued).isoTimestamp), before a newer list of the same CA "
+            + "put in force meanwhile (issued at \(Instant(millisecondsSinceEpoch: newest).isoTimestamp))")
+      }
+      guard newest < issued else { return }
     }
     var record = RecordWriter(capacity: 8)
     record.write(issued)

@@ -246,16 +246,28 @@ public final class CompiledRuleSet: Sendable {
   /// Evaluates every rule (shadow ones too) on one payment's variables. A rule that fails at
   /// run time counts as `review` (fail closed) and is reported with its error.
   public func decide(_ variables: [Value]) -> RiskDecision {
-    self.decide(variables, maxSteps: RuleLimits.maxDecisionSteps).decision
+    self.decide(variables, maxSteps: RuleLimits.maxDecisionSteps, shadowMaxSteps: RuleLimits.maxDecisionSteps).decision
   }
 
-  /// ``decide(_:)`` within `maxSteps` of work for all the rules together (a rule the budget
-  /// stops fails, so `review`), and the steps it took.
-  public func decide(_ variables: [Value], maxSteps: Int) -> (decision: RiskDecision, steps: Int) {
+  /// ``decide(_:)`` within `maxSteps` of work for the enforced rules together (a rule the
+  /// budget stops fails, so `review`) and `shadowMaxSteps` for the shadow rules (0: they are
+  /// not evaluated), and the steps each took.
+  public func decide(
+    _ variables: [Value], maxSteps: Int, shadowMaxSteps: Int
+  ) -> (decision: RiskDecision, steps: Int, shadowSteps: Int) {
     var decision = RiskDecision(outcome: .allow, hits: [], ruleSetVersion: self.ruleSet.version, score: 0)
-    guard let first = self.programs.first else { return (decision, 0) }
-    let evaluation = Evaluation(variables, for: first, decisionSteps: maxSteps)
+    guard let first = self.programs.first else { return (decision, 0, 0) }
+    let enforced = Evaluation(variables, for: first, decisionSteps: maxSteps)
+    var shadowEvaluation: Evaluation?
     for (rule, program) in zip(self.ruleSet.rules, self.programs) {
+      let evaluation: Evaluation
+      if rule.shadow {
+        guard shadowMaxSteps > 0 else { continue }
+        evaluation = shadowEvaluation ?? Evaluation(variables, for: first, decisionSteps: shadowMaxSteps)
+        shadowEvaluation = evaluation
+      } else {
+        evaluation = enforced
+      }
       do throws(EvaluationError) {
         let value = try program.evaluate(in: evaluation)
         guard case .bool(let held) = value else {
@@ -277,7 +289,7 @@ public final class CompiledRuleSet: Sendable {
         self.record(hit, rule, into: &decision)
       }
     }
-    return (decision, evaluation.steps)
+    return (decision, enforced.steps, shadowEvaluation?.steps ?? 0)
   }
 }
 

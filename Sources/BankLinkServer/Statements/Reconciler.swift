@@ -200,6 +200,8 @@ public final class Reconciler: Sendable {
     var header: ReconciliationReportHeader
     /// Entries whose EndToEndId names a payment the daemon does not hold open.
     var strays = 0
+    /// Reversals carrying the EndToEndId of a payment of ours.
+    var reversals = 0
     /// The accounts whose payments the run considers.
     var accounts: Set<String> = []
 
@@ -222,6 +224,7 @@ public final class Reconciler: Sendable {
       case .unmatchedEntry(_, let classification, _):
         self.header.unmatchedEntries += 1
         if classification == "reference_not_open" { self.strays += 1 }
+        if classification == "payment_reversal" { self.reversals += 1 }
       case .unmatchedPayment: self.header.unmatchedPayments += 1
       }
     }
@@ -389,9 +392,12 @@ public final class Reconciler: Sendable {
       for sequence in sequences {
         try self.referencePass(statement: sequence, fromDate: fromDate, toDate: toDate, at: time, run: &run, pending: &pending)
       }
-      // A run after an import lists the payments of its statements' period; one on demand
-      // every open payment up to its end.
-      try self.heuristicPass(pending, fromDate: statements == nil ? "" : fromDate, toDate: toDate, at: time, run: &run)
+      // A run after an import lists the payments of its statements' period and of the date
+      // window before it (so one due a few days before, that no statement booked, is listed
+      // once it is late); one on demand every open payment up to its end.
+      let listedFrom = statements == nil || fromDate.isEmpty
+        ? "" : Instant(isoDate: fromDate).map { $0.adding(milliseconds: -Int64(self.settings.dateWindowDays) * 86_400_000).isoDate } ?? ""
+      try self.heuristicPass(pending, fromDate: listedFrom, toDate: toDate, at: time, run: &run)
       return try self.finish(run, fromDate: fromDate, toDate: toDate, at: time, principal: principal, incomplete: nil)
     } catch {
       // What was applied stays applied (each step is journaled); the report shows it, marked
@@ -635,6 +641,13 @@ public final class Reconciler: Sendable {
           message: "reconciliation \(header.id): \(run.strays) booked entries carry the EndToEndId of a payment the daemon does not hold open",
           details: ["report_id": header.id])
       }
+      if run.reversals > 0 {
+        try AlertLog.raise(
+          &txn, at: time, severity: .warning, kind: .anomaly, accountID: header.accountID,
+          message: "reconciliation \(header.id): \(run.reversals) reversals carry the EndToEndId of a payment of ours "
+            + "(a duplicate debit undone, or a return booked as a reversal): a clerk decides",
+          details: ["report_id": header.id])
+      }
       var details: AuditPayload = [
         "account_id": header.accountID, "from_date": fromDate, "to_date": toDate, "matched": String(header.matched),
         "unmatched_entries": String(header.unmatchedEntries), "unmatched_payments": String(header.unmatchedPayments),
@@ -724,11 +737,13 @@ public final class Reconciler: Sendable {
     let ids = found.map(\.id)
     let named = found.count == 1 ? "EndToEndId \(found[0].endToEndID)" : "the EndToEndIds of \(found.count) payments"
     if incoming {
-      // A reversal undoes a booking (a debit booked twice, say), whatever reason it carries: it
-      // does not return the payment, which the bank did pay.
+      // A reversal undoes a booking: a debit booked twice (the payment was paid), or a return
+      // some banks book as a reversal (MT940 `RD` with `/RTRN/`). Which one only a person can
+      // tell: never applied by itself, listed for a clerk, and the run raises an anomaly.
       if entry.reversal {
         return .unmatched(
-          entryKey: key, classification: "reversal", reason: "a reversal carrying \(named): it undoes a booking, it returns no payment")
+          entryKey: key, classification: "payment_reversal",
+          reason: "a reversal carrying \(named): a duplicate debit undone, or a return booked as a reversal; match it by hand if it returns the payment")
       }
       let reason = entry.details.first { !$0.returnReason.isEmpty }?.returnReason ?? ""
       guard !reason.isEmpty || entry.bankTransactionCode.uppercased().contains("RRTN") else {
