@@ -827,14 +827,18 @@ public final class HostToHostConnector: BankConnector {
   /// The next status report and event numbers this connector's store will issue: positions the
   /// daemon has saved beyond them were issued by another store (see
   /// `HostToHostInboxService.checkPositions`).
-  public func nextNumbers() throws -> (statusReport: UInt64, event: UInt64) {
+  public func nextNumbers() throws -> (statusReport: UInt64, event: UInt64, entries: [String: UInt64]) {
     try self.store.withReadTransaction { txn in
       func counter(_ key: [UInt8], start: UInt64) throws -> UInt64 {
         guard let bytes = try txn.get(key, in: .meta) else { return start }
         var reader = RecordReader(bytes)
         return try reader.readUInt64()
       }
-      return (try counter(Self.reportSequenceKey, start: 0), try counter(Self.eventSequenceKey, start: 1))
+      var entries: [String: UInt64] = [:]
+      for account in self.configuration.accounts {
+        entries[account.id] = try counter(Array("entry_next/\(account.id)".utf8), start: 0)
+      }
+      return (try counter(Self.reportSequenceKey, start: 0), try counter(Self.eventSequenceKey, start: 1), entries)
     }
   }
 

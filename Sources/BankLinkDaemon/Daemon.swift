@@ -167,7 +167,8 @@ public enum Daemon {
           message:
             "\(configuration.dataDirectory)/connector-files is behind the daemon's store (\(mismatch)); started on it, the daemon "
             + "would skip what the connector numbers anew. A backup holds data.mdb only: restore connector-files taken after it "
-            + "(docs/operations.md, Backup and restore); or this data directory was used with another connector before")
+            + "(docs/operations.md, Backup and restore); or this data directory was used with another connector before: start the "
+            + "files connector on a new data directory")
       }
       connectorServices.append(
         .init(

@@ -11,7 +11,7 @@ import Testing
 struct HostToHostPositionsTests {
   @Test("a connector store behind the daemon's positions (restored from an older copy, or empty) is named; one level with them or ahead passes")
   func positionsChecked() async throws {
-    try await withTestServer(principals: [Principal(identity: "admin", roles: [.admin])]) { server in
+    try await withTestServer(principals: [Principal(identity: "admin", roles: [.admin])], initialSync: false) { server in
       try await withTemporaryDirectory { directory in
         let connector = try HostToHostConnector(
           configuration: .init(
@@ -53,6 +53,12 @@ struct HostToHostPositionsTests {
         // The connector ahead of the daemon (an event not acted on yet, after a crash): fine.
         try save(event: 0, statusCursor: "0")
         #expect(try check() == nil)
+        // An account's feed read further than the connector has booked (no entries here yet).
+        _ = try await server.cache.apply(
+          TransactionFeedPage(transactions: [], nextCursor: "7", hasMore: false), accountID: "icbc-cny-001",
+          syncedAt: Instant(millisecondsSinceEpoch: 1_796_342_400_000))
+        let feed = try #require(try check())
+        #expect(feed.contains("icbc-cny-001's booked entries up to 7"), "\(feed)")
       }
     }
   }

@@ -53,9 +53,10 @@ public struct HostToHostInboxService: Service {
   }
 
   /// Refuses to start on a connector store behind the daemon's own: a daemon store restored
-  /// from a backup (which holds only `data.mdb`) beside a newer, older or empty
-  /// `connector-files` would skip what the connector numbers anew (status reports and events
-  /// below the saved positions are never read). Returns a description of the mismatch, or nil.
+  /// from a backup (which holds only `data.mdb`) beside an older or empty `connector-files`
+  /// would skip what the connector numbers anew (status reports, events and each account's
+  /// booked entries below the saved positions are never read). Returns a description of the
+  /// mismatch, or nil.
   public static func checkPositions(connector: HostToHostConnector, payments: PaymentLedger, store: Store) throws -> String? {
     let issued = try connector.nextNumbers()
     let acted = try store.withReadTransaction { txn -> UInt64 in
@@ -69,6 +70,15 @@ public struct HostToHostInboxService: Service {
     }
     if let cursor = try payments.statusCursor(), let read = UInt64(cursor), read > issued.statusReport {
       problems.append("the daemon has read status reports up to \(read), the connector's store has issued \(issued.statusReport)")
+    }
+    // Each account's feed of booked entries likewise (account sync's cursor).
+    for (account, next) in issued.entries.sorted(by: { $0.key < $1.key }) {
+      let state = try store.withReadTransaction { txn in
+        try AccountCache.decodeSyncState(try txn.get(AccountCache.accountKey(account), in: .syncCursors))
+      }
+      if let cursor = state.cursor, let read = UInt64(cursor), read > next {
+        problems.append("the daemon has read \(account)'s booked entries up to \(read), the connector's store has issued \(next)")
+      }
     }
     return problems.isEmpty ? nil : problems.joined(separator: "; ")
   }
