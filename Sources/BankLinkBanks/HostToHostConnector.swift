@@ -140,8 +140,21 @@ public final class HostToHostConnector: BankConnector {
   public init(configuration: Configuration, clock: @escaping @Sendable () -> Instant) throws {
     self.configuration = configuration
     self.clock = clock
-    for directory in [configuration.outbox, configuration.inbox, Self.archive(configuration.inbox), Self.quarantine(configuration.inbox)] {
-      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    for (directory, key) in [
+      (configuration.outbox, "outbox"), (configuration.inbox, "inbox"), (Self.archive(configuration.inbox), "inbox"),
+      (Self.quarantine(configuration.inbox), "inbox"),
+    ] {
+      do {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      } catch {
+        throw FolderProblem(key: key, path: directory, reason: "it cannot be created (\(error.localizedDescription))")
+      }
+      // A folder that exists but cannot be written (a read-only mount, a sandbox without it in
+      // its writable paths) would pass the line above and fail every submission and every
+      // move later, looking like a bank outage: refused now, naming it.
+      guard access(directory, W_OK) == 0 else {
+        throw FolderProblem(key: key, path: directory, reason: String(cString: strerror(errno)))
+      }
     }
     self.store = try Store(
       configuration: .init(
@@ -585,6 +598,15 @@ public final class HostToHostConnector: BankConnector {
 
   struct InboxRefusal: Error {
     var reason: String
+  }
+
+  /// A folder of the connector the daemon cannot write.
+  public struct FolderProblem: Error, Sendable, CustomStringConvertible {
+    /// `outbox` or `inbox` (the configuration key under `connector.files`).
+    public var key: String
+    public var path: String
+    public var reason: String
+    public var description: String { "\(self.path) cannot be written: \(self.reason)" }
   }
 
   struct ScopeStatus: Sendable {

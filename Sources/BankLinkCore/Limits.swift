@@ -226,6 +226,9 @@ extension Limits {
 
   /// Shortest pause between sync rounds: protects a real bank from being hammered.
   public static let minSyncIntervalMilliseconds = 100
+  /// Longest interval a configuration may set (a day): a slip of units (seconds for
+  /// milliseconds) would otherwise leave payments in the outbox for days.
+  public static let maxIntervalMilliseconds = 86_400_000
 }
 
 extension Limits {

@@ -65,15 +65,22 @@ public enum Daemon {
     let connector: any BankConnector
     var hostToHost: HostToHostConnector?
     if let files {
-      let h2h = try HostToHostConnector(
-        configuration: .init(
-          outbox: files.outbox, inbox: files.inbox, stateDirectory: configuration.dataDirectory + "/connector-files",
-          accounts: files.accounts.isEmpty ? BankSimulator.catalogueAccounts : files.accounts, painVersion: files.painVersion,
-          initiatingPartyName: files.initiatingPartyName, settleMilliseconds: files.settleMilliseconds,
-          // The connector's store holds every entry the bank sent, like the cache: it gets the
-          // same map size (storage.map_size_mib), not a smaller fixed one.
-          mapSizeMiB: configuration.storage.mapSizeMiB),
-        clock: WallClock.now)
+      let h2h: HostToHostConnector
+      do {
+        h2h = try HostToHostConnector(
+          configuration: .init(
+            outbox: files.outbox, inbox: files.inbox, stateDirectory: configuration.dataDirectory + "/connector-files",
+            accounts: files.accounts.isEmpty ? BankSimulator.catalogueAccounts : files.accounts, painVersion: files.painVersion,
+            initiatingPartyName: files.initiatingPartyName, settleMilliseconds: files.settleMilliseconds,
+            // The connector's store holds every entry the bank sent, like the cache: it gets the
+            // same map size (storage.map_size_mib), not a smaller fixed one.
+            mapSizeMiB: configuration.storage.mapSizeMiB),
+          clock: WallClock.now)
+      } catch let problem as HostToHostConnector.FolderProblem {
+        throw ConfigError(
+          key: "connector.files.\(problem.key)",
+          message: "\(problem.description) (under systemd, list it in ReadWritePaths=: docs/operations.md)")
+      }
       hostToHost = h2h
       connector = h2h
       logger.info("host-to-host file connector", metadata: ["outbox": "\(files.outbox)", "inbox": "\(files.inbox)", "simulated_bank": "\(files.simulateBank)"])

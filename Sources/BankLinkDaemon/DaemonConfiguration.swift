@@ -364,7 +364,9 @@ public struct DaemonConfiguration: Sendable {
         simulator.historyDays = days
       }
       if let interval = try connectorReader.optionalInt("activity_interval_ms") {
-        guard interval >= 0 else { throw ConfigError(key: "connector.activity_interval_ms", message: "must not be negative") }
+        guard (0...Limits.maxIntervalMilliseconds).contains(interval) else {
+          throw ConfigError(key: "connector.activity_interval_ms", message: "must be between 0 and \(Limits.maxIntervalMilliseconds)")
+        }
         simulator.activityIntervalMilliseconds = Int64(interval)
       }
       if let latency = try connectorReader.optionalInt("latency_ms") {
@@ -398,8 +400,9 @@ public struct DaemonConfiguration: Sendable {
     var sync = Sync(intervalMilliseconds: 1_000)
     if var syncReader = try reader.optionalObject("sync") {
       if let interval = try syncReader.optionalInt("interval_ms") {
-        guard interval >= Limits.minSyncIntervalMilliseconds else {
-          throw ConfigError(key: "sync.interval_ms", message: "must be at least \(Limits.minSyncIntervalMilliseconds)")
+        guard (Limits.minSyncIntervalMilliseconds...Limits.maxIntervalMilliseconds).contains(interval) else {
+          throw ConfigError(
+            key: "sync.interval_ms", message: "must be between \(Limits.minSyncIntervalMilliseconds) and \(Limits.maxIntervalMilliseconds)")
         }
         sync.intervalMilliseconds = Int64(interval)
       }
@@ -488,8 +491,10 @@ public struct DaemonConfiguration: Sendable {
         payments.approvalThresholdMajorUnits = Int64(threshold)
       }
       if let interval = try paymentsReader.optionalInt("submit_interval_ms") {
-        guard interval >= Limits.minSyncIntervalMilliseconds else {
-          throw ConfigError(key: "payments.submit_interval_ms", message: "must be at least \(Limits.minSyncIntervalMilliseconds)")
+        guard (Limits.minSyncIntervalMilliseconds...Limits.maxIntervalMilliseconds).contains(interval) else {
+          throw ConfigError(
+            key: "payments.submit_interval_ms",
+            message: "must be between \(Limits.minSyncIntervalMilliseconds) and \(Limits.maxIntervalMilliseconds)")
         }
         payments.submitIntervalMilliseconds = Int64(interval)
       }
@@ -711,8 +716,8 @@ private func parseFilesConnector(_ reader: inout ObjectReader, path: (String) ->
   guard outbox != inbox else { throw ConfigError(key: "connector.files.inbox", message: "must not be the outbox") }
   func interval(_ key: String, _ defaultValue: Int64, minimum: Int64) throws -> Int64 {
     guard let value = try reader.optionalInt(key) else { return defaultValue }
-    guard Int64(value) >= minimum, value <= 86_400_000 else {
-      throw ConfigError(key: "connector.files.\(key)", message: "must be between \(minimum) and 86400000")
+    guard Int64(value) >= minimum, value <= Limits.maxIntervalMilliseconds else {
+      throw ConfigError(key: "connector.files.\(key)", message: "must be between \(minimum) and \(Limits.maxIntervalMilliseconds)")
     }
     return Int64(value)
   }

@@ -240,6 +240,28 @@ struct HostToHostTests {
     }
   }
 
+  @Test("an outbox or inbox the daemon cannot write is refused at start, naming it (not found out at the first payment)")
+  func unwritableFolders() async throws {
+    try await withTemporaryDirectory { directory in
+      func open(outbox: String, inbox: String) throws -> HostToHostConnector {
+        try HostToHostConnector(
+          configuration: .init(
+            outbox: outbox, inbox: inbox, stateDirectory: directory.appending("connector"), accounts: BankSimulator.catalogueAccounts,
+            settleMilliseconds: 0, mapSizeMiB: 16),
+          clock: { Self.start })
+      }
+      // /proc/self exists and no one may write it, root included (as a read-only mount).
+      let outbox = #expect(throws: HostToHostConnector.FolderProblem.self) {
+        _ = try open(outbox: "/proc/self", inbox: directory.appending("inbox"))
+      }
+      #expect(outbox?.key == "outbox" && outbox?.path == "/proc/self", "\(String(describing: outbox))")
+      let inbox = #expect(throws: HostToHostConnector.FolderProblem.self) {
+        _ = try open(outbox: directory.appending("outbox"), inbox: "/proc/self/banklink-inbox")
+      }
+      #expect(inbox?.key == "inbox" && inbox?.description.contains("cannot be created") == true, "\(String(describing: inbox))")
+    }
+  }
+
   static func file(
     _ kind: CamtWriter.Kind, id: String, entries: [(ref: String, date: String, minor: Int64)], closing: (minor: Int64, date: String)? = nil
   ) throws -> Data {

@@ -111,7 +111,7 @@ public struct HostToHostInboxService: Service {
   /// A file that has failed several polls in a row: an alert (once per run of the daemon; the
   /// file is still tried at every poll).
   private func raiseStuck(_ stuck: HostToHostConnector.StuckFile) async throws {
-    self.logger.error("inbox file cannot be processed", metadata: ["file": "\(stuck.name)", "error": "\(stuck.error)"])
+    self.logger.error("inbox file cannot be processed", metadata: ["file": "\(LogText.prefix(stuck.name))", "error": "\(LogText.prefix(stuck.error, maxBytes: 512))"])
     let now = self.now()
     _ = try await self.store.write { txn in
       try AlertLog.raise(
@@ -163,7 +163,7 @@ public struct HostToHostInboxService: Service {
         self.logger.info(
           "statement file from the inbox stored",
           metadata: [
-            "file": "\(fileName)", "statements": "\(outcome.statements.count)", "entries": "\(outcome.entries)",
+            "file": "\(LogText.prefix(fileName))", "statements": "\(outcome.statements.count)", "entries": "\(outcome.entries)",
             "duplicate_entries": "\(outcome.duplicates)", "duplicate_file": "\(outcome.duplicateFile)",
           ])
         try await self.advance(to: event.sequence)
@@ -180,7 +180,7 @@ public struct HostToHostInboxService: Service {
       }
       return true
     case .quarantined(_, let fileName, let sha256, let reason):
-      self.logger.warning("inbox file quarantined", metadata: ["file": "\(fileName)", "reason": "\(reason)"])
+      self.logger.warning("inbox file quarantined", metadata: ["file": "\(LogText.prefix(fileName))", "reason": "\(LogText.prefix(reason, maxBytes: 512))"])
       try await self.advance(to: event.sequence) { txn, now in
         try AlertLog.raise(
           &txn, at: now, severity: .warning, kind: .bankFileQuarantined, message: "bank file \(fileName) quarantined: \(reason)",
