@@ -128,7 +128,8 @@ struct AlertsCommand: AsyncParsableCommand {
       var options = JSONEncodingOptions()
       options.preserveProtoFieldNames = true
       let line = self.connection.json ? try alert.jsonString(options: options) : alertLine(alert)
-      FileHandle.standardOutput.write(Data((line + "\n").utf8))
+      // Throws on a closed pipe (`banklink alerts watch | head`) instead of trapping.
+      try FileHandle.standardOutput.write(contentsOf: Data((line + "\n").utf8))
     }
   }
 

@@ -214,35 +214,44 @@ struct ExportLine: Encodable {
   }
 }
 
-/// Standard output or a file, one JSON object per line.
+/// Standard output or a file, one JSON object per line. A file is written as `PATH.partial`,
+/// synced and renamed to `PATH` by ``close()``: an export cut short (a full disk, an error)
+/// never leaves a file that looks whole — a truncated export is a valid prefix of the chain and
+/// would verify. An existing `PATH` is refused, not overwritten.
 struct ExportSink {
   private let handle: FileHandle
-  private let ownsHandle: Bool
+  private let path: String?
   private let encoder: JSONEncoder
 
   init(path: String?) throws {
     if let path {
-      guard FileManager.default.createFile(atPath: path, contents: nil) else {
-        throw ValidationError("cannot create \(path)")
+      guard !FileManager.default.fileExists(atPath: path) else { throw ValidationError("\(path) exists; export to a new file") }
+      let partial = path + ".partial"
+      guard FileManager.default.createFile(atPath: partial, contents: nil) else {
+        throw ValidationError("cannot create \(partial)")
       }
-      self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-      self.ownsHandle = true
+      self.handle = try FileHandle(forWritingTo: URL(fileURLWithPath: partial))
+      self.path = path
     } else {
       self.handle = FileHandle.standardOutput
-      self.ownsHandle = false
+      self.path = nil
     }
     self.encoder = JSONEncoder()
     self.encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
   }
 
+  /// Throws when the line cannot be written (a closed pipe, a full disk) instead of trapping.
   mutating func write(_ line: ExportLine) throws {
     var data = try self.encoder.encode(line)
     data.append(0x0A)
-    self.handle.write(data)
+    try self.handle.write(contentsOf: data)
   }
 
   func close() throws {
-    if self.ownsHandle { try self.handle.close() }
+    guard let path = self.path else { return }
+    try self.handle.synchronize()
+    try self.handle.close()
+    guard rename(path + ".partial", path) == 0 else { throw ValidationError("cannot rename \(path).partial to \(path)") }
   }
 }
 

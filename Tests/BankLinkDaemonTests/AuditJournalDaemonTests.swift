@@ -102,6 +102,13 @@ struct AuditJournalDaemonTests {
       let refused = try runProgram("/usr/bin/env", ["python3", Self.verifyScript, export])
       #expect(refused.status == 1, "\(refused.stdout) \(refused.stderr)")
       #expect(refused.stdout.contains("entry \(victim + 1)"), "\(refused.stdout)")
+
+      // An export never overwrites a file; one that cannot be written (a full disk) fails with a
+      // message and exit 1 instead of trapping (a file export goes through FILE.partial).
+      let again = try runProgram(Binaries.cli, ["audit", "export", "--data-dir", directory.appending("data"), "--out", export])
+      #expect(again.status != 0 && again.stderr.contains("exists"), "\(again.status) \(again.stderr)")
+      let full = try runProgram("/bin/sh", ["-c", "\(Binaries.cli) audit export --data-dir '\(directory.appending("data"))' > /dev/full"])
+      #expect(full.status == 1, "\(full.status) \(full.stderr)")
     }
   }
 }
