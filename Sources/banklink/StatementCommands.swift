@@ -77,9 +77,18 @@ struct StatementsCommand: AsyncParsableCommand {
               if progress { FileHandle.standardError.write(Data("\rsent; the daemon is checking and storing the file…\n".utf8)) }
             })
         }
-      } catch let error as RPCError where error.code == .invalidArgument || error.code == .resourceExhausted {
+      } catch let error as RPCError
+        where error.code == .invalidArgument || (error.code == .resourceExhausted && error.message.hasPrefix("content:"))
+      {
+        // The file itself (malformed, over the size limit, which the daemon reports on
+        // `content:`): EX_DATAERR, never worth retrying as it is.
         FileHandle.standardError.write(Data("refused: \(error.message)\n".utf8))
         throw ExitCode(65)
+      } catch let error as RPCError where error.code == .resourceExhausted {
+        // The daemon busy (uploads in progress) or its disk or store full: EX_TEMPFAIL, the
+        // same file can be sent again later.
+        FileHandle.standardError.write(Data("banklink: try again later: \(error.message)\n".utf8))
+        throw ExitCode(75)
       } catch let error as RPCError {
         FileHandle.standardError.write(Data("banklink: \(statusName(error.code)): \(error.message)\n".utf8))
         throw ExitCode(error.code == .unavailable ? 69 : 1)
