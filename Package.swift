@@ -336,6 +336,8 @@ let package = Package(
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
         "BankLinkBanks", "BankLinkStore", "BankLinkCore",
       ],
       swiftSettings: swiftSettings

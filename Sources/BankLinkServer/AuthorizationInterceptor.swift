@@ -91,7 +91,7 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let caller: Caller
-    if let peer = self.peers?.peer(context.remotePeer) {
+    if let peer = self.peers?.peer(remotePeer: context.remotePeer, localPeer: context.localPeer) {
       caller = try self.authorize(peer, method: context.descriptor, remotePeer: context.remotePeer)
     } else {
       let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate

@@ -65,18 +65,34 @@ public final class ConnectionPeers: Sendable {
 
   public init() {}
 
-  /// The peer of the connection `remotePeer` (as `ServerContext.remotePeer` writes it).
-  public func peer(_ remotePeer: String) -> Peer? {
-    self.peers.withLock { $0[remotePeer] }
+  /// The peer of the connection between `remotePeer` and `localPeer` (as `ServerContext`
+  /// writes them). Both ends: the remote address alone is not unique among open connections
+  /// (one client address and port reaching the daemon at two of its addresses, through a NAT or
+  /// on a wildcard listener), and one connection must never find another's certificate.
+  public func peer(remotePeer: String, localPeer: String) -> Peer? {
+    self.peers.withLock { $0[remotePeer + " " + localPeer] }
   }
 
-  /// Registers a new connection's peer, until the channel closes. A connection without a TCP
-  /// remote address is not registered (its streams would share the key `<unknown>` with every
-  /// other such connection): its calls find no certificate and are refused.
+  /// Registers a new connection's peer, until the channel closes. A connection without TCP
+  /// addresses is not registered (its streams would share the key `<unknown>` with every other
+  /// such connection): its calls find no certificate and are refused. Nor is one whose two ends
+  /// are already registered (cannot happen for two open TCP connections; if it ever did, both
+  /// are left without a certificate rather than one given the other's).
   func open(_ channel: any Channel) -> Peer {
-    guard let key = Self.key(channel.remoteAddress) else { return Peer(registered: false) }
+    guard let remote = Self.key(channel.remoteAddress), let local = Self.key(channel.localAddress) else {
+      return Peer(registered: false)
+    }
+    let key = remote + " " + local
     let peer = Peer(registered: true)
-    self.peers.withLock { $0[key] = peer }
+    let registered = self.peers.withLock { peers -> Bool in
+      if let existing = peers[key] {
+        existing.certificate.withLock { $0 = nil }
+        return false
+      }
+      peers[key] = peer
+      return true
+    }
+    guard registered else { return Peer(registered: false) }
     channel.closeFuture.whenComplete { _ in
       self.peers.withLock { peers in
         if peers[key] === peer { peers[key] = nil }
@@ -85,8 +101,9 @@ public final class ConnectionPeers: Sendable {
     return peer
   }
 
-  /// What grpc-swift-nio-transport writes as `ServerContext.remotePeer` for a TCP connection
-  /// (`Channel.remoteAddressInfo` in GRPCNIOTransportCore): `ipv4:HOST:PORT`, `ipv6:[HOST]:PORT`.
+  /// What grpc-swift-nio-transport writes as `ServerContext.remotePeer` and `localPeer` for a
+  /// TCP connection (`Channel.remoteAddressInfo`/`localAddressInfo` in GRPCNIOTransportCore):
+  /// `ipv4:HOST:PORT`, `ipv6:[HOST]:PORT`.
   static func key(_ address: NIOCore.SocketAddress?) -> String? {
     switch address {
     case .v4(let v4)?: address?.port.map { "ipv4:\(v4.host):\($0)" }
