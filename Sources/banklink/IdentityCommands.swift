@@ -73,7 +73,7 @@ struct DevCertsCommand: AsyncParsableCommand {
     abstract: "Create the development PKI: a CA, the daemon's certificate and one per demo principal.",
     discussion: """
       Writes ca.pem/ca.key, server.pem/server.key (SAN localhost, 127.0.0.1, ::1) and
-      NAME.pem/NAME.key for admin, erp, alice, bob, viewer and auditor. Private keys are written
+      NAME.pem/NAME.key for admin, erp, alice, bob, viewer, auditor and clerk. Private keys are written
       with mode 0600. For development only: production brings its own CA.
       """
   )

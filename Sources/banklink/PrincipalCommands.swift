@@ -60,7 +60,7 @@ struct PrincipalsCommand: AsyncParsableCommand {
         """)
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The certificate identity (URI SAN or common name).") var identity: String
-    @Option(name: .customLong("role"), help: "A role to grant: viewer, payer, approver, auditor, admin (repeat for several).")
+    @Option(name: .customLong("role"), help: "A role to grant: viewer, payer, approver, reconciler, auditor, admin (repeat for several).")
     var roles: [String] = []
     @Option(
       name: .customLong("limit"),

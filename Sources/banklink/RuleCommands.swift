@@ -90,7 +90,7 @@ struct RulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Dry-run the rules (in force, or --rules FILE) over one payment instruction, on the account's features now.")
     @OptionGroup var connection: ConnectionOptions
-    @Option(help: "A PaymentInstruction in JSON (as in `payments get --json`'s instruction).") var payment: String
+    @Option(help: "A PaymentInstruction in JSON (as in `payments show --json`'s instruction).") var payment: String
     @Option(help: "Rule set file to test instead of the one in force.") var rules: String?
     func run() async throws {
       let instruction: Banklink_V1_PaymentInstruction
