@@ -117,14 +117,7 @@ public struct WriteTransaction: ReadableTransaction {
 
   /// Stores `value` under `key`, replacing any previous value.
   public mutating func put(_ key: [UInt8], _ value: [UInt8], in database: Database) throws {
-    let dbi = try handle(self.handles, database)
-    try key.withUnsafeBytes { keyBytes in
-      try value.withUnsafeBytes { valueBytes in
-        var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
-        var v = MDB_val(mv_size: valueBytes.count, mv_data: UnsafeMutableRawPointer(mutating: valueBytes.baseAddress))
-        try check(mdb_put(self.txn, dbi, &k, &v, 0), "writing to \(database)", mapSizeMiB: self.mapSizeMiB)
-      }
-    }
+    try check(try self.rawPut(key, value, in: database, flags: 0), "writing to \(database)", mapSizeMiB: self.mapSizeMiB)
   }
 
   /// Stores a new record whose key must sort after every key in `database` (`MDB_APPEND`): for
@@ -132,16 +125,21 @@ public struct WriteTransaction: ReadableTransaction {
   /// record of where it ends is behind what it holds, and must not overwrite what was written.
   /// Throws ``StoreError/Code/corrupted`` then, writing nothing.
   public mutating func append(_ key: [UInt8], _ value: [UInt8], in database: Database) throws {
+    let rc = try self.rawPut(key, value, in: database, flags: UInt32(MDB_APPEND))
+    if rc == MDB_KEYEXIST {
+      throw StoreError(code: .corrupted, message: "appending to \(database): the key does not sort after its last record (would overwrite)")
+    }
+    try check(rc, "appending to \(database)", mapSizeMiB: self.mapSizeMiB)
+  }
+
+  /// `mdb_put` of `key` and `value` with `flags`; LMDB's return code.
+  private func rawPut(_ key: [UInt8], _ value: [UInt8], in database: Database, flags: UInt32) throws -> Int32 {
     let dbi = try handle(self.handles, database)
-    try key.withUnsafeBytes { keyBytes in
-      try value.withUnsafeBytes { valueBytes in
+    return key.withUnsafeBytes { keyBytes in
+      value.withUnsafeBytes { valueBytes in
         var k = MDB_val(mv_size: keyBytes.count, mv_data: UnsafeMutableRawPointer(mutating: keyBytes.baseAddress))
         var v = MDB_val(mv_size: valueBytes.count, mv_data: UnsafeMutableRawPointer(mutating: valueBytes.baseAddress))
-        let rc = mdb_put(self.txn, dbi, &k, &v, UInt32(MDB_APPEND))
-        if rc == MDB_KEYEXIST {
-          throw StoreError(code: .corrupted, message: "appending to \(database): the key does not sort after its last record (would overwrite)")
-        }
-        try check(rc, "appending to \(database)", mapSizeMiB: self.mapSizeMiB)
+        return mdb_put(self.txn, dbi, &k, &v, flags)
       }
     }
   }
