@@ -56,10 +56,13 @@ GRPC_VERBOSITY=NONE "$venv/bin/python" - "$work" "$bin/banklinkd" "$work/cpp_cli
 import os, signal, socket, subprocess, sys, urllib.request
 work, daemon_path, cpp_client, metrics_port = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
+def metric(name):
+    """A counter of the daemon's metrics endpoint (0 when absent: counters appear at their first)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return float(next((line.split()[-1] for line in text.splitlines() if line.startswith(name)), 0))
 def fast_path_answered():
     """The daemon's count of calls its unary fast path answered (banklink_rpc_fast_path_answered)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith("banklink_rpc_fast_path_answered")))
+    return metric("banklink_rpc_fast_path_answered")
 sys.path.insert(0, work + "/gen")
 import grpc
 from grpc_health import health_pb2, health_pb2_grpc
@@ -156,11 +159,15 @@ try:
     assert before == 4, before  # Python's Health/Check, WhoAmI, cached GetBalance, unknown account
     subprocess.run([cpp_client, target, f"{work}/pki/ca.pem", f"{work}/pki/viewer.pem", f"{work}/pki/viewer.key",
                     f"{work}/pki/alice.pem", f"{work}/pki/alice.key"], check=True)
-    # Of its ten calls the fast path answered eight (the gzip-compressed one and the one whose
-    # bytes are no message went to gRPC Swift, as Python's refresh did).
+    # Of its thirteen calls the fast path answered ten (the gzip-compressed one, the one whose
+    # bytes are no message and a GetBalance with refresh went to gRPC Swift).
     after = fast_path_answered()
-    assert after - before == 8, (before, after)
+    assert after - before == 10, (before, after)
     print(f"the unary fast path answered {after:.0f} of these calls (banklink_rpc_fast_path_answered)")
+    # Its reconnect did resume the TLS session (so its checks above covered a resumed session).
+    resumed = metric("banklink_tls_sessions_resumed_total")
+    assert resumed >= 1, resumed
+    print(f"the C++ client's reconnect resumed its TLS session and kept its identity ({resumed:.0f} resumed)")
 
     daemon.send_signal(signal.SIGTERM)
     # Status lines (the first bank sync's, which may come after READY=1) can be queued ahead.

@@ -369,6 +369,8 @@ actor ConfigurationReloader {
       self.server.principals.replace(with: PrincipalTable(next.principals))
       self.server.revocations.replaceListed(list?.revokedSerials ?? [])
       self.server.trust.replace(with: authorities)
+      // A TLS session resumed after this carries a certificate verified under the old bundle.
+      self.server.peers.forgetVerifiedLeaves()
       self.server.certificate.replace(with: material)
       self.server.observeOwnCertificate()
       self.logger.notice("configuration reloaded", metadata: journaled.fields.mapValues { Logger.MetadataValue.string($0) })

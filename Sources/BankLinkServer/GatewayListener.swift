@@ -1,11 +1,15 @@
 import BankLinkPKI
+import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import Metrics
 import NIOCertificateReloading
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
+import SwiftASN1
 import Synchronization
 import X509
 
@@ -62,8 +66,39 @@ public final class ConnectionPeers: Sendable {
   }
 
   private let peers: Mutex<[String: Peer]> = Mutex([:])
+  /// SHA-256 of the leaves this process verified at a full handshake (at most
+  /// ``maxVerifiedLeaves``; emptied when the CA bundle is replaced): a resumed TLS session
+  /// skips the verification callback, so its connection's certificate is taken from the session
+  /// only when it is one of these.
+  private let verifiedLeaves: Mutex<Set<[UInt8]>> = Mutex([])
+  static let maxVerifiedLeaves = 10_000
 
   public init() {}
+
+  func rememberVerified(_ leaf: Certificate) {
+    guard let der = try? Self.der(leaf) else { return }
+    self.verifiedLeaves.withLock { leaves in
+      if leaves.count >= Self.maxVerifiedLeaves { leaves.removeAll(keepingCapacity: true) }
+      leaves.insert(Array(SHA256.hash(data: der)))
+    }
+  }
+
+  func wasVerified(der: [UInt8]) -> Bool {
+    let digest = Array(SHA256.hash(data: der))
+    return self.verifiedLeaves.withLock { $0.contains(digest) }
+  }
+
+  /// After the CA bundle changed: sessions established under the old one are not resumed with
+  /// their certificate (their connections' calls are refused; clients do a full handshake).
+  public func forgetVerifiedLeaves() {
+    self.verifiedLeaves.withLock { $0.removeAll() }
+  }
+
+  static func der(_ certificate: Certificate) throws -> [UInt8] {
+    var serializer = DER.Serializer()
+    try serializer.serialize(certificate)
+    return serializer.serializedBytes
+  }
 
   /// The peer of the connection between `remotePeer` and `localPeer` (as `ServerContext`
   /// writes them). Both ends: the remote address alone is not unique among open connections
@@ -155,14 +190,53 @@ struct GatewayListenerFactory: HTTP2ServerTransport.ListenerFactory {
       .bind(host: self.host, port: self.port) { channel in
         channel.eventLoop.makeCompletedFuture {
           let peer = peers.open(channel)
-          let callback = verifier.callback { leaf in peer.certificate.withLock { $0 = leaf } }
+          let callback = verifier.callback { leaf in
+            peer.certificate.withLock { $0 = leaf }
+            peers.rememberVerified(leaf)
+          }
           // The fast path finds the certificate here; an unregistered connection's calls are
           // gRPC Swift's, whose interceptor refuses them.
           if peer.registered { try channel.pipeline.syncOperations.addHandler(ConnectionPeerHandler(peer: peer)) }
           try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallbackWithMetadata: callback))
+          if peer.registered { try channel.pipeline.syncOperations.addHandler(ResumedSessionHandler(peer: peer, peers: peers)) }
         }.flatMap {
           connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
         }
       }
+  }
+}
+
+/// A resumed TLS session (a client reconnecting with a session ticket, as Java and many other
+/// clients do by default) completes its handshake without the verification callback, so the
+/// connection would have no certificate and every call would be refused. At the end of the
+/// handshake this takes the session's client certificate — only if this process verified that
+/// very certificate at a full handshake (``ConnectionPeers/wasVerified(der:)``) — then leaves the
+/// pipeline. Revocation and validity are checked on every call as for any connection.
+final class ResumedSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = NIOAny
+  let peer: ConnectionPeers.Peer
+  let peers: ConnectionPeers
+
+  static let metric = "banklink_tls_sessions_resumed_total"
+
+  init(peer: ConnectionPeers.Peer, peers: ConnectionPeers) {
+    self.peer = peer
+    self.peers = peers
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if case TLSUserEvent.handshakeCompleted = event {
+      if self.peer.leaf == nil, let tls = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+        let presented = tls.peerCertificate, let der = try? presented.toDERBytes(), self.peers.wasVerified(der: der),
+        let leaf = try? Certificate(derEncoded: der)
+      {
+        self.peer.certificate.withLock { $0 = leaf }
+        Counter(label: Self.metric).increment()
+      }
+      context.fireUserInboundEventTriggered(event)
+      context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
   }
 }

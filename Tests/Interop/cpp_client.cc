@@ -6,6 +6,7 @@
 //
 // CERT/KEY must be principal "viewer" (role viewer); STRANGER_* a certificate of the same CA whose
 // identity is not a principal. Exits 0 when every check holds, 1 naming the first that failed.
+#include <grpc/grpc_security.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
@@ -93,14 +94,20 @@ bool Has(const std::multimap<std::string, std::string>& metadata, const std::str
   return false;
 }
 
+// `sessions`: a TLS session cache shared by channels, so that a new channel resumes the session
+// of an earlier one (as Java and other clients do by default when they reconnect).
 std::shared_ptr<grpc::Channel> Connect(const std::string& target, const std::string& ca, const std::string& cert,
-                                       const std::string& key) {
+                                       const std::string& key, grpc_ssl_session_cache* sessions = nullptr) {
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = ReadFile(ca);
   ssl.pem_cert_chain = ReadFile(cert);
   ssl.pem_private_key = ReadFile(key);
   grpc::ChannelArguments args;
   args.SetSslTargetNameOverride("localhost");
+  if (sessions != nullptr) {
+    grpc_arg arg = grpc_ssl_session_cache_create_channel_arg(sessions);
+    args.SetPointerWithVtable(arg.key, arg.value.pointer.p, arg.value.pointer.vtable);
+  }
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }
 
@@ -151,6 +158,25 @@ int main(int argc, char** argv) {
   Reply garbage = Call(viewer, "/banklink.v1.AccountService/GetBalance", std::string("\xff\xff\xff", 3));
   Check(garbage.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT,
         "GetBalance with bytes that are no message: INVALID_ARGUMENT (gRPC Swift's answer, handed over by the fast path)");
+
+  // A reconnect that resumes the TLS session still carries the client's certificate: on the
+  // fast path (WhoAmI) and through gRPC Swift (GetBalance with refresh asks the bank).
+  grpc_ssl_session_cache* sessions = grpc_ssl_session_cache_create_lru(8);
+  {
+    grpc::GenericStub first(Connect(argv[1], argv[2], argv[3], argv[4], sessions));
+    Reply full = Call(first, "/banklink.v1.AdminService/WhoAmI", "");
+    Check(full.status.ok(), "WhoAmI on a channel that stores its TLS session");
+  }
+  {
+    grpc::GenericStub resumed(Connect(argv[1], argv[2], argv[3], argv[4], sessions));
+    Reply again = Call(resumed, "/banklink.v1.AdminService/WhoAmI", "");
+    Check(again.status.ok() && again.body.find("viewer") != std::string::npos,
+          "WhoAmI on a reconnect that resumes the TLS session names 'viewer' (" + again.status.error_message() + ")");
+    std::string refresh = StringField1("icbc-cny-001") + std::string("\x10\x01", 2);
+    Reply served = Call(resumed, "/banklink.v1.AccountService/GetBalance", refresh);
+    Check(served.status.ok(), "GetBalance with refresh (gRPC Swift) on the resumed session (" + served.status.error_message() + ")");
+  }
+  grpc_ssl_session_cache_destroy(sessions);
 
   if (failures > 0) {
     std::printf("%d check(s) failed\n", failures);
