@@ -199,7 +199,7 @@ public enum FormatValues {
   }
 
   /// Text cut to at most `maxBytes` UTF-8 bytes, between scalars.
-  static func clip(_ text: String, maxBytes: Int = FormatLimits.maxTextBytes) -> String {
+  public static func clip(_ text: String, maxBytes: Int = FormatLimits.maxTextBytes) -> String {
     guard text.utf8.count > maxBytes else { return text }
     var out = ""
     var taken = 0

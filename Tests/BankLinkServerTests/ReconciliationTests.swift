@@ -592,7 +592,7 @@ struct ReconciliationTests {
     entry.details = Array(repeating: details, count: 100)
     let kept = Reconciler.keptRemittance(entry)
     #expect(kept.utf8.count <= Reconciler.maxKeptRemittanceBytes && kept.hasPrefix("INV-1 江苏恒瑞 XXX"))
-    #expect(Reconciler.clipped("江苏恒瑞", maxBytes: 7) == "江苏" && Reconciler.clipped("abc", maxBytes: 7) == "abc")
+    #expect(FormatValues.clip("江苏恒瑞", maxBytes: 7) == "江苏" && FormatValues.clip("abc", maxBytes: 7) == "abc")
     #expect(Reconciler.nameSimilarity("ZHEJIANG LIANDA ELECTRONICS CO LTD", "Zhejiang Lianda Electronics Co., Ltd.") == 100)
     #expect(Reconciler.nameSimilarity("Lianda Electronics", "Hengrui Logistics") == 0)
     #expect(Reconciler.nameSimilarity("江苏恒瑞物流有限公司", "江苏恒瑞物流") == 100)

@@ -1,5 +1,6 @@
 import BankLinkCore
 import BankLinkJournal
+import BankLinkRules
 import BankLinkStore
 import Crypto
 import Foundation
@@ -76,7 +77,8 @@ public struct PaymentLedger: Sendable {
     case notCreator(paymentID: String)
     case notCancellable(paymentID: String, status: PaymentStatus)
     case batchRejected([BatchItemRefusal])
-    /// The risk rules' work for a batch passed ``Limits/maxRiskStepsPerBatch`` at item `index`.
+    /// The risk rules' work for a batch passed ``Limits/maxRiskStepsPerBatch`` at item `index`
+    /// (the batch's loop names the item).
     case riskWorkExceeded(index: Int)
   }
 
@@ -176,11 +178,6 @@ public struct PaymentLedger: Sendable {
     return (last ? entries.last : entries.first)?.receipt
   }
 
-  /// The item index of a batch item's field prefix (`items[12].` → 12; 0 for a single payment).
-  static func itemIndex(_ field: String) -> Int {
-    Int(field.drop { $0 != "[" }.dropFirst().prefix { $0 != "]" }) ?? 0
-  }
-
   /// Creates one payment inside the caller's transaction: account and funds checks, state,
   /// reservation, outbox entry and its journal entry, whose receipt it returns.
   /// `riskBudget`: shared by the items of a batch (nil: this payment's decisions alone bound it).
@@ -239,31 +236,24 @@ public struct PaymentLedger: Sendable {
       // past it are not evaluated by them.
       var decision: RiskDecision?
       if let active {
+        let (decided, steps, shadowSteps) = active.decide(
+          variables, maxSteps: riskBudget?.remaining ?? RuleLimits.maxDecisionSteps,
+          shadowMaxSteps: riskBudget.map { max(0, $0.shadowRemaining) } ?? RuleLimits.maxDecisionSteps)
         if let riskBudget {
-          let (decided, steps, shadowSteps) = active.decide(
-            variables, maxSteps: riskBudget.remaining, shadowMaxSteps: max(0, riskBudget.shadowRemaining))
           riskBudget.remaining -= steps
           riskBudget.shadowRemaining -= shadowSteps
-          guard riskBudget.remaining > 0 else { throw Refusal.riskWorkExceeded(index: Self.itemIndex(field)) }
-          decision = decided
-        } else {
-          decision = active.decide(variables)
+          guard riskBudget.remaining > 0 else { throw Refusal.riskWorkExceeded(index: 0) }
         }
+        decision = decided
       }
       if let decision {
         risk = (decision, features)
         try txn.put(Array(id.utf8), decision.record(features: features), in: .riskDecisions)
       }
-      if let shadow, (riskBudget?.shadowRemaining ?? 1) > 0 {
-        let shadowDecision: RiskDecision
-        if let riskBudget {
-          let budget = riskBudget.shadowRemaining
-          let (decided, steps, shadowSteps) = shadow.decide(variables, maxSteps: budget, shadowMaxSteps: budget)
-          riskBudget.shadowRemaining -= steps + shadowSteps
-          shadowDecision = decided
-        } else {
-          shadowDecision = shadow.decide(variables)
-        }
+      let shadowBudget = riskBudget?.shadowRemaining ?? RuleLimits.maxDecisionSteps
+      if let shadow, shadowBudget > 0 {
+        let (shadowDecision, steps, shadowSteps) = shadow.decide(variables, maxSteps: shadowBudget, shadowMaxSteps: shadowBudget)
+        riskBudget?.shadowRemaining -= steps + shadowSteps
         // Cut short by the budget: not recorded (it would count rules as failed that never ran).
         if (riskBudget?.shadowRemaining ?? 1) > 0 {
           // Its records are checked as they are read; one that does not decode is not a reason
@@ -449,7 +439,7 @@ public struct PaymentLedger: Sendable {
         } catch let refusal as Refusal {
           // The rules' work spent: the batch stops here (the items after it would each fail at
           // once, the budget gone).
-          if case .riskWorkExceeded = refusal { throw refusal }
+          if case .riskWorkExceeded = refusal { throw Refusal.riskWorkExceeded(index: index) }
           failures.append((index, refusal))
         }
       }

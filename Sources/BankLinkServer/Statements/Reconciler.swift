@@ -242,21 +242,7 @@ public final class Reconciler: Sendable {
       guard text.utf8.count < Self.maxKeptRemittanceBytes else { break }
       text += text.isEmpty ? line : " " + line
     }
-    return Self.clipped(text, maxBytes: Self.maxKeptRemittanceBytes).uppercased()
-  }
-
-  /// `text` cut to at most `maxBytes` of UTF-8, at a character boundary.
-  static func clipped(_ text: String, maxBytes: Int) -> String {
-    guard text.utf8.count > maxBytes else { return text }
-    var bytes = 0
-    var end = text.startIndex
-    for index in text.indices {
-      let width = text[index].utf8.count
-      guard bytes + width <= maxBytes else { break }
-      bytes += width
-      end = text.index(after: index)
-    }
-    return String(text[..<end])
+    return FormatValues.clip(text, maxBytes: Self.maxKeptRemittanceBytes).uppercased()
   }
 
   /// A booked debit with no EndToEndId of ours: what the batch and heuristic passes need of it.
@@ -494,7 +480,7 @@ public final class Reconciler: Sendable {
               key: key, account: account, amount: entry.amountMinor, currency: entry.currency,
               date: entry.valueDate.isEmpty ? entry.bookingDate : entry.valueDate, bookingDate: entry.bookingDate,
               batchCount: entry.batchCount ?? (entry.details.count > 1 ? entry.details.count : nil),
-              counterparty: Self.clipped(entry.details.first?.counterpartyName ?? "", maxBytes: Self.maxKeptCounterpartyBytes),
+              counterparty: FormatValues.clip(entry.details.first?.counterpartyName ?? "", maxBytes: Self.maxKeptCounterpartyBytes),
               remittance: Self.keptRemittance(entry),
               kind: kind, why: why))
         }
