@@ -168,7 +168,7 @@ public enum Daemon {
     let checkpoints = JournalCheckpointService(writer: writer, certificate: server.certificate, logger: logger, now: WallClock.now)
     var connectorServices: [ServiceGroupConfiguration.ServiceConfiguration] = []
     if let files, let hostToHost {
-      if let mismatch = try HostToHostInboxService.checkPositions(connector: hostToHost, payments: payments, store: store) {
+      if let mismatch = try HostToHostInboxService.checkPositions(connector: hostToHost, store: store) {
         throw ConfigError(
           key: "connector.files",
           message:

@@ -1,6 +1,7 @@
 import BankLinkCore
 import BankLinkStore
 import Crypto
+import Foundation
 
 /// The tamper-evident audit journal: every state change is appended as an entry in the same
 /// LMDB transaction as the change, each entry's hash covering the previous entry's hash.
@@ -210,6 +211,14 @@ public struct JournalReceipt: Sendable, Hashable {
 }
 
 /// One journal entry.
+extension AuditEntry {
+  /// The payload's fields (a flat JSON object of strings, as ``AuditPayload`` writes it); empty
+  /// when the payload is not one.
+  public var details: [String: String] {
+    (try? JSONSerialization.jsonObject(with: Data(self.payload.utf8)) as? [String: String]) ?? [:]
+  }
+}
+
 public struct AuditEntry: Sendable, Hashable {
   public var sequence: UInt64
   public var time: Instant

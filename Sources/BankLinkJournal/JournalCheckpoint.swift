@@ -102,8 +102,8 @@ public enum JournalCheckpoint {
 
     /// Checks checkpoint `entry`: it signs exactly the entry before it, with this certificate.
     public func check(_ entry: AuditEntry) -> Outcome {
-      guard let fields = try? JSONSerialization.jsonObject(with: Data(entry.payload.utf8)) as? [String: String],
-        let sequenceText = fields["signed_sequence"], let sequence = UInt64(sequenceText),
+      let fields = entry.details
+      guard let sequenceText = fields["signed_sequence"], let sequence = UInt64(sequenceText),
         let hashText = fields["signed_hash"], let hash = Hex.decode(hashText),
         let signatureText = fields["signature"], let signature = Data(base64Encoded: signatureText),
         let certificate = fields["certificate_sha256"]

@@ -20,7 +20,7 @@ struct HostToHostPositionsTests {
           clock: { Instant(millisecondsSinceEpoch: 1_796_342_400_000) })
         let store = server.payments.writer.store
         func check() throws -> String? {
-          try HostToHostInboxService.checkPositions(connector: connector, payments: server.payments, store: store)
+          try HostToHostInboxService.checkPositions(connector: connector, store: store)
         }
         // A fresh daemon store beside a fresh connector store.
         #expect(try check() == nil)

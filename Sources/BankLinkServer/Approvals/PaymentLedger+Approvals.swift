@@ -394,7 +394,7 @@ extension PaymentLedger {
   /// has its approval record. Nil when it holds (or the payment needed none).
   static func releaseProblem(_ payment: Payment, in txn: some ReadableTransaction) throws -> String? {
     let created = try AuditJournal.entries(about: payment.id, limit: 1, in: txn).first.flatMap { entry in
-      entry.action == "payment.created" ? (sequence: entry.sequence, details: Self.journaledDetails(entry.payload)) : nil
+      entry.action == "payment.created" ? (sequence: entry.sequence, details: entry.details) : nil
     }
     guard let state = try ApprovalState.load(payment.id, in: txn) else {
       if let created, created.details["policy_rule"] != nil {
@@ -428,12 +428,6 @@ extension PaymentLedger {
       return "the stored instruction is not the one journaled at its creation (journal entry \(created.sequence))"
     }
     return nil
-  }
-
-  /// A journal entry's payload (a flat JSON object of strings, ``AuditPayload``) as a dictionary;
-  /// empty when it is not one.
-  static func journaledDetails(_ payload: String) -> [String: String] {
-    (try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: String]) ?? [:]
   }
 
   static func describe(_ level: ApprovalPolicy.Level, amount: Money) -> String {

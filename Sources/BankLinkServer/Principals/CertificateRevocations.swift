@@ -94,37 +94,36 @@ public final class CertificateRevocations: Sendable {
   /// reload, remembered in the store): putting it in force would un-revoke every certificate
   /// revoked since (a configuration rolled back, an old copy of the file).
   public static func checkNotOlder(_ list: CertificateRevocationList, in store: Store) throws {
-    let newest = try store.withReadTransaction { txn -> Int64? in
-      guard let bytes = try txn.get(Self.issuedKey(list), in: .meta) else { return nil }
-      var reader = RecordReader(bytes)
-      return try reader.readInt64()
-    }
-    let issued = Int64((list.thisUpdate.timeIntervalSince1970 * 1000).rounded(.down))
-    if let newest, issued < newest {
-      let inForce = Instant(millisecondsSinceEpoch: newest).isoTimestamp
-      throw CertificateRevocationList.Problem(
-        "this CRL was issued at \(Instant(millisecondsSinceEpoch: issued).isoTimestamp), before the list of the same CA put in "
-          + "force before (issued at \(inForce)): an older list would un-revoke the certificates revoked since")
-    }
+    _ = try store.withReadTransaction { try Self.newestInForce(beside: list, txn: $0) }
   }
 
   /// Remembers `list` as the newest of its CA put in force, in `txn` — and refuses it there if
   /// a newer one was put in force since it was checked (two reloads at once).
   public static func recordInForce(_ list: CertificateRevocationList, txn: inout WriteTransaction) throws {
-    let issued = Int64((list.thisUpdate.timeIntervalSince1970 * 1000).rounded(.down))
-    if let bytes = try txn.get(Self.issuedKey(list), in: .meta) {
-      var reader = RecordReader(bytes)
-      let newest = try reader.readInt64()
-      if issued < newest {
-        throw CertificateRevocationList.Problem(
-          "this CRL was issued at \(Instant(millisecondsSinceEpoch: issued).isoTimestamp), before a newer list of the same CA "
-            + "put in force meanwhile (issued at \(Instant(millisecondsSinceEpoch: newest).isoTimestamp))")
-      }
-      guard newest < issued else { return }
-    }
+    if let newest = try Self.newestInForce(beside: list, txn: txn), newest >= Self.issued(list) { return }
     var record = RecordWriter(capacity: 8)
-    record.write(issued)
+    record.write(Self.issued(list))
     try txn.put(Self.issuedKey(list), record.bytes, in: .meta)
+  }
+
+  /// `thisUpdate` of the newest list of `list`'s CA put in force (nil: none yet); throws when
+  /// `list` is older than it.
+  private static func newestInForce(beside list: CertificateRevocationList, txn: some ReadableTransaction) throws -> Int64? {
+    guard let bytes = try txn.get(Self.issuedKey(list), in: .meta) else { return nil }
+    var reader = RecordReader(bytes)
+    let newest = try reader.readInt64()
+    let issued = Self.issued(list)
+    guard issued >= newest else {
+      throw CertificateRevocationList.Problem(
+        "this CRL was issued at \(Instant(millisecondsSinceEpoch: issued).isoTimestamp), before the list of the same CA put in "
+          + "force (issued at \(Instant(millisecondsSinceEpoch: newest).isoTimestamp)): an older list would un-revoke the "
+          + "certificates revoked since")
+    }
+    return newest
+  }
+
+  private static func issued(_ list: CertificateRevocationList) -> Int64 {
+    Int64((list.thisUpdate.timeIntervalSince1970 * 1000).rounded(.down))
   }
 
   public var counts: (stored: Int, listed: Int) {

@@ -12,8 +12,9 @@ import BankLinkStore
 ///
 /// Two rules protect the table from its own administrators: an admin cannot grant themselves
 /// anything (a role they do not hold, or a looser approval limit), and no change may leave the
-/// table without an admin whose identity is not revoked. Both are checked inside the write transaction, against the table as
-/// it is at commit, so two admins racing cannot together remove the last two admins.
+/// table without an admin whose identity is not revoked. Both are checked inside the write
+/// transaction, against the table as it is at commit, so two admins racing cannot together
+/// remove the last two admins.
 public struct PrincipalRegistry: Sendable {
   public let writer: GroupCommitWriter
   public let directory: PrincipalDirectory

@@ -57,26 +57,30 @@ public struct HostToHostInboxService: Service {
   /// would skip what the connector numbers anew (status reports, events and each account's
   /// booked entries below the saved positions are never read). Returns a description of the
   /// mismatch, or nil.
-  public static func checkPositions(connector: HostToHostConnector, payments: PaymentLedger, store: Store) throws -> String? {
+  public static func checkPositions(connector: HostToHostConnector, store: Store) throws -> String? {
     let issued = try connector.nextNumbers()
-    let acted = try store.withReadTransaction { txn -> UInt64 in
-      guard let bytes = try txn.get(Self.cursorKey, in: .meta) else { return 0 }
-      var reader = RecordReader(bytes)
-      return try reader.readUInt64()
+    // The daemon's positions, from one snapshot.
+    let (acted, statusCursor, feeds) = try store.withReadTransaction { txn in
+      let acted: UInt64 = try txn.get(Self.cursorKey, in: .meta).map { bytes in
+        var reader = RecordReader(bytes)
+        return try reader.readUInt64()
+      } ?? 0
+      let statusCursor = try txn.get(PaymentLedger.statusCursorKey, in: .meta).map { String(decoding: $0, as: UTF8.self) }
+      let feeds = try issued.entries.keys.sorted().map { account in
+        (account, try AccountCache.decodeSyncState(try txn.get(AccountCache.accountKey(account), in: .syncCursors)).cursor)
+      }
+      return (acted, statusCursor, feeds)
     }
     var problems: [String] = []
     if acted >= issued.event {
       problems.append("the daemon has acted on inbox events up to \(acted), the connector's store has issued \(issued.event - 1)")
     }
-    if let cursor = try payments.statusCursor(), let read = UInt64(cursor), read > issued.statusReport {
+    if let read = statusCursor.flatMap({ UInt64($0) }), read > issued.statusReport {
       problems.append("the daemon has read status reports up to \(read), the connector's store has issued \(issued.statusReport)")
     }
     // Each account's feed of booked entries likewise (account sync's cursor).
-    for (account, next) in issued.entries.sorted(by: { $0.key < $1.key }) {
-      let state = try store.withReadTransaction { txn in
-        try AccountCache.decodeSyncState(try txn.get(AccountCache.accountKey(account), in: .syncCursors))
-      }
-      if let cursor = state.cursor, let read = UInt64(cursor), read > next {
+    for (account, cursor) in feeds {
+      if let read = cursor.flatMap({ UInt64($0) }), let next = issued.entries[account], read > next {
         problems.append("the daemon has read \(account)'s booked entries up to \(read), the connector's store has issued \(next)")
       }
     }

@@ -1053,8 +1053,7 @@ public final class Reconciler: Sendable {
     guard let bytes = try txn.get(StatementKeys.statement(sequence), in: .reconReports) else { return nil }
     var header = try ReconRecords.decodeHeader(bytes)
     if bytes.first == 1, let run = try AuditJournal.entries(about: header.id, limit: 1, in: txn).first {
-      let details = (try? JSONSerialization.jsonObject(with: Data(run.payload.utf8))) as? [String: Any]
-      header.complete = run.action != "reconciliation.run" || details?["incomplete"] == nil
+      header.complete = run.action != "reconciliation.run" || run.details["incomplete"] == nil
     }
     return header
   }
