@@ -286,32 +286,38 @@ extension Payment {
   /// ``status(ofRecord:)-([UInt8])`` of a record read in place (``ReadableTransaction/scanInPlace(_:from:_:)``):
   /// a scan over a million payments copies none of them.
   public static func status(ofRecord record: UnsafeRawBufferPointer) throws -> PaymentStatus {
-    var offset = 0
-    func advance(_ count: Int) throws -> Int {
-      guard count >= 0, record.count - offset >= count else {
-        throw StoreError(code: .corrupted, message: "payment record truncated at byte \(offset) (wanted \(count) more)")
-      }
-      defer { offset += count }
-      return offset
+    // A plain loop over the length prefixes: asked of every stored payment by a reconciliation
+    // run, where nested throwing helpers cost more than the reading.
+    guard let format = record.first, format == Payment.recordFormat else {
+      throw StoreError(code: .corrupted, message: "payment record has format \(record.first.map(String.init) ?? "none"), expected \(Payment.recordFormat)")
     }
-    func stringLength() throws -> Int {
-      Int(UInt32(bigEndian: record.loadUnaligned(fromByteOffset: try advance(4), as: UInt32.self)))
+    // The id, then the instruction: debtor account, the creditor's five fields (7 strings),
+    // amount (8 bytes), currency, purpose, execution date, type (4 strings)
+    // (``PaymentInstruction/write(to:)``); then the status.
+    var offset = 1
+    for field in 0..<11 {
+      if field == 7 { offset += 8 }
+      guard record.count - offset >= 4 else { throw Self.truncated(at: offset) }
+      offset += 4 + Int(UInt32(bigEndian: record.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
     }
-    try expectFormat(record[try advance(1)], Payment.recordFormat, "payment")
-    // The id, then the instruction: debtor account, the creditor's five fields, amount,
-    // currency, purpose, execution date, type (``PaymentInstruction/write(to:)``).
-    for _ in 0..<7 { _ = try advance(try stringLength()) }
-    _ = try advance(8)
-    for _ in 0..<4 { _ = try advance(try stringLength()) }
-    let count = try stringLength()
-    let start = try advance(count)
-    // Status names are short: a small string, no allocation.
-    guard let status = PaymentStatus(rawValue: String(decoding: UnsafeRawBufferPointer(rebasing: record[start..<start + count]), as: UTF8.self))
-    else {
-      throw StoreError(code: .corrupted, message: "a payment record has an unknown status")
+    guard record.count - offset >= 4 else { throw Self.truncated(at: offset) }
+    let count = Int(UInt32(bigEndian: record.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+    offset += 4
+    guard record.count - offset >= count else { throw Self.truncated(at: offset) }
+    // Compared as bytes: no String is made and no string switch run.
+    let name = UnsafeRawBufferPointer(rebasing: record[offset..<offset + count])
+    for (bytes, status) in Self.statusNames where bytes.count == count && bytes.elementsEqual(name) {
+      return status
     }
-    return status
+    throw StoreError(code: .corrupted, message: "a payment record has an unknown status")
   }
+
+  private static func truncated(at offset: Int) -> StoreError {
+    StoreError(code: .corrupted, message: "payment record truncated at byte \(offset)")
+  }
+
+  /// Every state's stored name, as bytes.
+  static let statusNames: [(bytes: [UInt8], status: PaymentStatus)] = PaymentStatus.allCases.map { (Array($0.rawValue.utf8), $0) }
 
   public init(record: [UInt8]) throws {
     var reader = RecordReader(record)

@@ -43,7 +43,17 @@ public final class Store: Sendable {
   /// directory with another version is refused at start rather than misread.
   ///
   /// 2: the audit records are a hash-chained journal (BankLinkJournal), with an object index.
-  public static let schemaVersion: UInt32 = 2
+  /// 3: a reconciliation run's match record (`recon_matches`) may name the report line that holds
+  /// the match instead of holding it again; builds of schema 2 cannot read it. Nothing stored
+  /// changes on the way from 2 (``formatMigrations``).
+  public static let schemaVersion: UInt32 = 3
+
+  /// Steps to this build's schema that rewrite nothing: they only stop older builds from opening
+  /// a directory holding records they cannot read. Every store of ``schemaVersion`` applies them
+  /// along with its configuration's migrations.
+  static let formatMigrations = [
+    SchemaMigration(from: 2, description: "match records may name their report line") { _ in }
+  ]
 
   static let schemaVersionKey: [UInt8] = Array("schema_version".utf8)
 
@@ -244,6 +254,13 @@ public final class Store: Sendable {
         self.migratedFrom = stored
         return
       }
+      // Read-only, an older schema whose steps rewrite nothing reads as it is (`banklink audit
+      // verify` of a copy made by the previous build).
+      if stored < expected, self.configuration.readOnly, expected == Store.schemaVersion,
+        (stored..<expected).allSatisfy({ version in Store.formatMigrations.contains { $0.from == version } })
+      {
+        return
+      }
       guard stored == expected else {
         throw StoreError(
           code: .schemaMismatch,
@@ -270,7 +287,8 @@ public final class Store: Sendable {
     var steps: [SchemaMigration] = []
     var version = stored
     while version < expected {
-      guard let step = self.configuration.migrations.first(where: { $0.from == version }) else { return false }
+      let known = self.configuration.migrations + (expected == Store.schemaVersion ? Store.formatMigrations : [])
+      guard let step = known.first(where: { $0.from == version }) else { return false }
       steps.append(step)
       version += 1
     }

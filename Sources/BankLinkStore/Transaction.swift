@@ -1,4 +1,9 @@
 internal import CLMDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// What both kinds of transaction can do: read records.
 public protocol ReadableTransaction {
@@ -32,6 +37,13 @@ public struct ReadTransaction: ReadableTransaction {
     return Int(stat.ms_entries)
   }
 
+  /// The pages `database` occupies (branch, leaf and overflow), from LMDB's own statistics.
+  public func pages(_ database: Database) throws -> Int {
+    var stat = MDB_stat()
+    try check(mdb_stat(self.txn, try handle(self.handles, database), &stat), "reading the statistics of \(database)")
+    return Int(stat.ms_branch_pages + stat.ms_leaf_pages + stat.ms_overflow_pages)
+  }
+
   /// Visits records in key order starting at the first key ≥ `start` (or the first key) until
   /// `body` returns false.
   public func scan(
@@ -49,6 +61,58 @@ public struct ReadTransaction: ReadableTransaction {
   ) throws {
     try scanRecordsInPlace(txn: self.txn, dbi: try handle(self.handles, database), from: start, body)
   }
+
+  /// ``scanInPlace(_:from:_:)`` of `database`, with each record's namesake in `other` (the
+  /// record of `other` under the same key, or nil), found by a second cursor walking beside the
+  /// first instead of a look-up per record: for a pass over two databases keyed alike (payments
+  /// and their matches). The same lifetime rules as `scanInPlace`.
+  public func scanInPlace(
+    _ database: Database,
+    joining other: Database,
+    from start: [UInt8]? = nil,
+    _ body: (_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, _ joined: UnsafeRawBufferPointer?) throws -> Bool
+  ) throws {
+    let otherDBI = try handle(self.handles, other)
+    var cursor: OpaquePointer?
+    try check(mdb_cursor_open(self.txn, otherDBI, &cursor), "opening a cursor")
+    defer { mdb_cursor_close(cursor) }
+    var k = MDB_val()
+    var v = MDB_val()
+    // MDB_NOTFOUND once the second cursor has passed its last record.
+    var rc: Int32 = MDB_NOTFOUND
+    var positioned = false
+    try scanRecordsInPlace(txn: self.txn, dbi: try handle(self.handles, database), from: start) { key, value in
+      // Forward to the first key of `other` not below `key`: a few steps, else a seek.
+      var steps = 0
+      while !positioned || (rc == 0 && compareKeys(k, key) < 0) {
+        if !positioned || steps == joinedScanSteps {
+          var wanted = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+          rc = mdb_cursor_get(cursor, &wanted, &v, MDB_SET_RANGE)
+          if rc == 0 { k = wanted }
+          positioned = true
+          break
+        }
+        rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)
+        steps += 1
+      }
+      if rc != 0, rc != MDB_NOTFOUND { try check(rc, "scanning records") }
+      let joined = rc == 0 && compareKeys(k, key) == 0 ? UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size) : nil
+      return try body(key, value, joined)
+    }
+  }
+}
+
+/// Steps a joined scan's second cursor takes forward before it seeks instead.
+private let joinedScanSteps = 8
+
+/// LMDB's default key order: bytes compared as unsigned, then the shorter first.
+private func compareKeys(_ a: MDB_val, _ b: UnsafeRawBufferPointer) -> Int {
+  let common = min(a.mv_size, b.count)
+  if common > 0, let left = a.mv_data, let right = b.baseAddress {
+    let order = memcmp(left, right, common)
+    if order != 0 { return Int(order) }
+  }
+  return a.mv_size - b.count
 }
 
 /// A read-write LMDB transaction. Only valid inside ``Store/withWriteTransaction(_:)``.
@@ -165,7 +229,16 @@ private func lookup(txn: OpaquePointer, dbi: MDB_dbi, key: [UInt8]) throws -> [U
     let rc = mdb_get(txn, dbi, &k, &v)
     if rc == MDB_NOTFOUND { return nil }
     try check(rc, "reading a record")
-    return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+    return copyBytes(v)
+  }
+}
+
+/// The bytes of an LMDB value, copied out in one `memcpy` (`Array(UnsafeRawBufferPointer)` goes
+/// through the generic sequence copy): every get and copying scan does this.
+private func copyBytes(_ value: MDB_val) -> [UInt8] {
+  [UInt8](unsafeUninitializedCapacity: value.mv_size) { buffer, count in
+    if value.mv_size > 0, let source = value.mv_data { buffer.baseAddress!.update(from: source.assumingMemoryBound(to: UInt8.self), count: value.mv_size) }
+    count = value.mv_size
   }
 }
 
@@ -176,7 +249,9 @@ private func scanRecords(
   _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
 ) throws {
   try scanRecordsInPlace(txn: txn, dbi: dbi, from: start) { key, value in
-    try body(Array(key), Array(value))
+    try body(
+      copyBytes(MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))),
+      copyBytes(MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))))
   }
 }
 

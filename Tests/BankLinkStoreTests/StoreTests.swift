@@ -151,6 +151,64 @@ struct StoreTests {
     }
   }
 
+  @Test("a directory of schema 2 opens as schema 3 without a rewrite; read-only it is read as it is; an older build would refuse it")
+  func formatOnlySchemaStep() async throws {
+    try await withTemporaryDirectory { directory in
+      do {
+        let old = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8, schemaVersion: 2))
+        try old.withWriteTransaction { try $0.put(Self.bytes("kept"), Self.bytes("as it was"), in: .principals) }
+      }
+      // Read-only (a copy verified by `banklink audit verify`): opened, nothing written.
+      let copy = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8, readOnly: true))
+      #expect(try copy.storedSchemaVersion() == 2)
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      #expect(store.migratedFrom == 2)
+      #expect(try store.storedSchemaVersion() == 3)
+      #expect(try store.withReadTransaction { try $0.get(Self.bytes("kept"), in: .principals) } == Self.bytes("as it was"))
+      // The previous build (schema 2) refuses the directory now.
+      let refused = #expect(throws: StoreError.self) {
+        _ = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8, schemaVersion: 2))
+      }
+      #expect(refused?.code == .schemaMismatch)
+    }
+  }
+
+  @Test("a joined scan finds each record's namesake in the other database, across gaps long and short, as look-ups would")
+  func joinedScan() async throws {
+    try await withTemporaryDirectory { directory in
+      let store = try Store(configuration: .init(directory: directory.path, mapSizeMiB: 8))
+      // Primary keys: every third number; the other database: some of them, many keys between
+      // (gaps longer than the steps a joined scan takes before it seeks), keys before the first
+      // and after the last, and keys that are a prefix of primary keys.
+      let primary = stride(from: 0, to: 600, by: 3).map { String(format: "k%04d", $0) }
+      var other = ["a", "k", "k000", "z"] + stride(from: 0, to: 600, by: 6).map { String(format: "k%04d", $0) }
+      other += (300..<400).map { String(format: "k%04d", $0) } + ["k0450x"]
+      try store.withWriteTransaction { txn in
+        for key in primary { try txn.put(Self.bytes(key), Self.bytes("p" + key), in: .payments) }
+        for key in Set(other) { try txn.put(Self.bytes(key), Self.bytes("o" + key), in: .reconPaymentMatches) }
+      }
+      for start in [nil, Self.bytes("k0300"), Self.bytes("k0301")] {
+        var joined: [String: String?] = [:]
+        var expected: [String: String?] = [:]
+        try store.withReadTransaction { txn in
+          try txn.scanInPlace(.payments, joining: .reconPaymentMatches, from: start) { key, value, match in
+            let name = String(decoding: key, as: UTF8.self)
+            #expect(String(decoding: value, as: UTF8.self) == "p" + name)
+            joined.updateValue(match.map { String(decoding: $0, as: UTF8.self) }, forKey: name)
+            return true
+          }
+          try txn.scan(.payments, from: start) { key, _ in
+            expected.updateValue(
+              try txn.get(key, in: .reconPaymentMatches).map { String(decoding: $0, as: UTF8.self) }, forKey: String(decoding: key, as: UTF8.self))
+            return true
+          }
+        }
+        #expect(joined == expected && joined.count == primary.filter { start == nil || $0 >= String(decoding: start!, as: UTF8.self) }.count)
+        #expect(joined.values.contains { $0 == nil } && joined.values.contains { $0 != nil })
+      }
+    }
+  }
+
   @Test("write transactions run on one named writer thread, on the CPUs configured for it")
   func writerThreadPlacement() async throws {
     try await withTemporaryDirectory { directory in
