@@ -295,7 +295,8 @@ public struct AuditEntry: Sendable, Hashable {
     var payload = self.payload
     payload.withUTF8 { SHA256.hash(data: UnsafeRawBufferPointer($0)) }.withUnsafeBytes { bytes.append(contentsOf: $0) }
     bytes.append(contentsOf: self.previousHash)
-    return bytes.withUnsafeBytes { Array(SHA256.hash(data: $0)) }
+    // Copied out of the digest in one piece (`Array(digest)` iterates it byte by byte).
+    return bytes.withUnsafeBytes { SHA256.hash(data: $0).withUnsafeBytes { Array($0) } }
   }
 
   /// Domain separation: no other hash BankLink computes starts with these bytes.
@@ -308,29 +309,78 @@ public struct AuditEntry: Sendable, Hashable {
 /// everything else as UTF-8). Python's `json.dumps(d, sort_keys=True, separators=(",", ":"),
 /// ensure_ascii=False)` writes the same bytes for the same fields.
 public struct AuditPayload: Sendable, Hashable, ExpressibleByDictionaryLiteral {
-  public private(set) var fields: [String: String]
+  /// The fields in canonical order (ascending UTF-8 bytes of their keys), each key once: a
+  /// payload has a handful of fields and is built for every journal entry, so a sorted pair of
+  /// arrays rather than a dictionary to hash and then sort.
+  private var keys: [String] = []
+  private var values: [String] = []
 
-  public init() { self.fields = [:] }
+  public init() {}
 
+  /// A key given twice keeps its last value.
   public init(dictionaryLiteral elements: (String, String)...) {
-    self.fields = Dictionary(elements, uniquingKeysWith: { _, last in last })
+    self.keys.reserveCapacity(elements.count)
+    self.values.reserveCapacity(elements.count)
+    for (key, value) in elements { self[key] = value }
+  }
+
+  public var fields: [String: String] {
+    Dictionary(uniqueKeysWithValues: zip(self.keys, self.values))
+  }
+
+  /// Where `key` is, or where it would go.
+  private func place(of key: String) -> (index: Int, found: Bool) {
+    var key = key
+    return key.withUTF8 { wanted in
+      for index in self.keys.indices {
+        var existing = self.keys[index]
+        let order = existing.withUTF8 { Self.compare(wanted, $0) }
+        if order == 0 { return (index, true) }
+        if order < 0 { return (index, false) }
+      }
+      return (self.keys.count, false)
+    }
+  }
+
+  /// The order of two keys' UTF-8 bytes: negative, zero or positive.
+  private static func compare(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Int {
+    let common = min(a.count, b.count)
+    if common > 0, let left = a.baseAddress, let right = b.baseAddress {
+      let order = memcmp(left, right, common)
+      if order != 0 { return Int(order) }
+    }
+    return a.count - b.count
   }
 
   public subscript(key: String) -> String? {
-    get { self.fields[key] }
-    set { self.fields[key] = newValue }
+    get {
+      let (index, found) = self.place(of: key)
+      return found ? self.values[index] : nil
+    }
+    set {
+      let (index, found) = self.place(of: key)
+      switch (found, newValue) {
+      case (true, let value?): self.values[index] = value
+      case (true, nil):
+        self.keys.remove(at: index)
+        self.values.remove(at: index)
+      case (false, let value?):
+        self.keys.insert(key, at: index)
+        self.values.insert(value, at: index)
+      case (false, nil): break
+      }
+    }
   }
 
   public var canonicalJSON: String {
-    let fields = self.fields.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
     var out: [UInt8] = []
-    out.reserveCapacity(fields.reduce(2) { $0 + $1.key.utf8.count + $1.value.utf8.count + 6 })
+    out.reserveCapacity(zip(self.keys, self.values).reduce(2) { $0 + $1.0.utf8.count + $1.1.utf8.count + 6 })
     out.append(UInt8(ascii: "{"))
-    for (index, field) in fields.enumerated() {
+    for index in self.keys.indices {
       if index > 0 { out.append(UInt8(ascii: ",")) }
-      Self.appendString(field.key, to: &out)
+      Self.appendString(self.keys[index], to: &out)
       out.append(UInt8(ascii: ":"))
-      Self.appendString(field.value, to: &out)
+      Self.appendString(self.values[index], to: &out)
     }
     out.append(UInt8(ascii: "}"))
     return String(decoding: out, as: UTF8.self)

@@ -87,6 +87,17 @@ struct JournalTests {
     let payload: AuditPayload = ["z": "last", "a": "quote \" backslash \\ tab \t nl \n bell \u{07} 中文 é", "m": ""]
     #expect(payload.canonicalJSON == #"{"a":"quote \" backslash \\ tab \t nl \n bell \u0007 中文 é","m":"","z":"last"}"#)
     #expect(AuditPayload().canonicalJSON == "{}")
+    // Keys in byte order whatever order they were given or set in (upper case before lower,
+    // a prefix before its extensions, multi-byte UTF-8 last); a key given twice keeps its last
+    // value; nil removes.
+    var built: AuditPayload = ["b": "1", "B": "2", "bb": "3", "é": "4", "a": "5", "b": "6"]
+    #expect(built.canonicalJSON == #"{"B":"2","a":"5","b":"6","bb":"3","é":"4"}"#)
+    built["aa"] = "7"
+    built["B"] = nil
+    built["missing"] = nil
+    built["bb"] = "8"
+    #expect(built.canonicalJSON == #"{"a":"5","aa":"7","b":"6","bb":"8","é":"4"}"#)
+    #expect(built["aa"] == "7" && built["B"] == nil && built.fields == ["a": "5", "aa": "7", "b": "6", "bb": "8", "é": "4"])
   }
 
   @Test("the entry hash is SHA-256 over the documented encoding (docs/audit.md)")
