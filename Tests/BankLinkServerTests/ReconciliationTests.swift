@@ -443,6 +443,68 @@ struct ReconciliationTests {
     }
   }
 
+  @Test("a run's match record names the report line holding the match: read back whole, unmatched through it, the line kept; a line that does not hold it is corruption")
+  func matchRecordsNameTheirLine() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let today = WallClock.now().isoDate
+      let now = WallClock.now()
+      let store = server.payments.store
+      try store.withWriteTransaction { txn in
+        for i in 0..<2 {
+          let payment = Payment(
+            id: "pay-line-\(i)", instruction: Self.instruction(Int64(10_000 * (i + 1)), creditor: "Line \(i) Trading Co., Ltd.", purpose: "Invoice", date: today), status: .submitted, creator: "erp",
+            idempotencyKey: "line-\(i)", endToEndID: "E2E-LINE-\(i)", createdAt: now, updatedAt: now)
+          try txn.put(Array(payment.id.utf8), payment.record, in: .payments)
+          try txn.put(Array(payment.endToEndID.utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
+        }
+      }
+      let file = Self.camt053(
+        date: today, lines: [Line(minor: 10_000, endToEnd: "E2E-LINE-0", reference: "L-0"), Line(minor: 20_000, endToEnd: "E2E-LINE-1", reference: "L-1")])
+      try await withTemporaryDirectory { directory in
+        let path = directory.appending("lines.xml")
+        try file.write(to: URL(fileURLWithPath: path))
+        _ = try await server.server.reconciliation.statements.importFile(
+          at: path, sha256: String(repeating: "ef", count: 32), bytes: Int64(file.count), fileName: "lines.xml", declared: nil, importedBy: "clerk")
+      }
+      let reconciler = server.server.reconciliation.reconciler
+      // The run matches both; its report's lines hold the matches whole.
+      let report = try reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk").report
+      #expect(report.matched == 2, "\(report)")
+      let lines = try reconciler.items(of: report.sequence, from: 0, limit: 10).items
+      let matches = lines.compactMap { line -> EntryMatch? in
+        if case .match(let match) = line.item { return match }
+        return nil
+      }
+      #expect(matches.count == 2 && matches.allSatisfy { $0.method == .reference })
+      for (index, match) in matches.enumerated() {
+        // Stored as the line's place (format, report, index: 13 bytes), read back as the line's match.
+        let record = try #require(try store.withReadTransaction { try $0.get(match.entryKey, in: .reconMatches) })
+        #expect(record.count == 13 && record.first == 2, "\(record)")
+        #expect(try reconciler.match(of: match.entryID) == match, "line \(index)")
+      }
+      // Unmatched through the line: the match record goes, the report keeps its line.
+      _ = try reconciler.unmatch(entryID: matches[0].entryID, note: "booked against the wrong invoice", by: "clerk")
+      #expect(try reconciler.match(of: matches[0].entryID) == nil)
+      #expect(try reconciler.items(of: report.sequence, from: 0, limit: 10).items.map(\.item) == lines.map(\.item))
+      // A clerk's match is stored whole (no line of a run holds it).
+      let manual = try reconciler.match(entryID: matches[0].entryID, paymentIDs: ["pay-line-0"], note: "confirmed with the bank", by: "clerk").0
+      let manualRecord = try #require(try store.withReadTransaction { try $0.get(manual.entryKey, in: .reconMatches) })
+      #expect(manualRecord.first == 1)
+      #expect(try reconciler.match(of: manual.entryID) == manual)
+      // A record naming a line that holds another entry's match is refused as corrupt, never
+      // taken for this entry's match.
+      try store.withWriteTransaction { txn in
+        var writer = RecordWriter()
+        writer.write(UInt8(2))
+        writer.write(report.sequence)
+        writer.write(UInt32(0))
+        try txn.put(matches[1].entryKey, writer.bytes, in: .reconMatches)
+      }
+      let corrupt = #expect(throws: StoreError.self) { try reconciler.match(of: matches[1].entryID) }
+      #expect(corrupt?.code == .corrupted)
+    }
+  }
+
   @Test("a run cut short between its commits leaves a readable, incomplete report; the next run finishes the work")
   func runCutShort() async throws {
     try await withTestServer(principals: Self.principals) { server in

@@ -62,6 +62,12 @@ public struct EntryMatch: Sendable, Hashable {
   }
 }
 
+/// Where a report line is stored: the report's sequence and the line's index in it.
+struct ReportLine: Hashable {
+  var report: UInt64
+  var index: UInt32
+}
+
 /// One line of a report.
 public enum ReportItem: Sendable, Hashable {
   case match(EntryMatch)
@@ -214,11 +220,15 @@ public final class Reconciler: Sendable {
       try txn.put(StatementKeys.statement(header.sequence), ReconRecords.encode(header), in: .reconReports)
     }
 
+    /// Where the report's next line goes: its index is the number of lines so far.
+    var nextLine: ReportLine {
+      ReportLine(report: self.header.sequence, index: UInt32(self.header.matched + self.header.unmatchedEntries + self.header.unmatchedPayments))
+    }
+
     /// Stores `item` as the report's next line and counts it.
     mutating func record(_ item: ReportItem, txn: inout WriteTransaction) throws {
-      // The next line's index is the number of lines so far.
-      let index = self.header.matched + self.header.unmatchedEntries + self.header.unmatchedPayments
-      try txn.put(ReconRecords.itemKey(self.header.sequence, UInt32(index)), ReconRecords.encode(item), in: .reconReportItems)
+      let line = self.nextLine
+      try txn.put(ReconRecords.itemKey(line.report, line.index), ReconRecords.encode(item), in: .reconReportItems)
       switch item {
       case .match: self.header.matched += 1
       case .unmatchedEntry(_, let classification, _):
@@ -450,12 +460,23 @@ public final class Reconciler: Sendable {
           chunk.append((key, value))
           return true
         }
+        // The chunk's entries matched already (by an earlier run or a clerk): one walk over the
+        // chunk's key range rather than a look-up per entry. (This transaction writes only the
+        // match of the entry it is deciding, so the set stays true through the chunk.)
+        var matchedAlready = Set<[UInt8]>()
+        if let first = chunk.first?.key, let last = chunk.last?.key {
+          try txn.scan(.reconMatches, from: first) { key, _ in
+            guard !last.lexicographicallyPrecedes(key) else { return false }
+            matchedAlready.insert(key)
+            return true
+          }
+        }
         for (key, value) in chunk {
-          let (account, entry) = try StatementKeys.decodeEntry(value)
+          if !matchedAlready.isEmpty, matchedAlready.contains(key) { continue }
+          let (account, entry) = try StatementKeys.decodeEntryForMatching(value)
           guard entry.status == "BOOK" else { continue }
           if !fromDate.isEmpty, entry.bookingDate < fromDate { continue }
           if !toDate.isEmpty, entry.bookingDate > toDate { continue }
-          if try txn.get(key, in: .reconMatches) != nil { continue }
           // Entries of a statement share their account: the set is touched once per change.
           if account != lastAccount {
             state.accounts.insert(account)
@@ -504,7 +525,7 @@ public final class Reconciler: Sendable {
       let alerts = run.header.returned < Limits.maxBreakAlertsPerImport
       guard
         let applied = try Self.apply(
-          match, settle: settle, returned: returned, at: time, raiseAlerts: alerts, verified: verified, txn: &txn)
+          match, settle: settle, returned: returned, at: time, raiseAlerts: alerts, verified: verified, line: run.nextLine, txn: &txn)
       else {
         try run.record(
           .unmatchedEntry(entryKey: match.entryKey, classification: "unexplained", reason: "a candidate payment changed during the run; run again"),
@@ -530,13 +551,13 @@ public final class Reconciler: Sendable {
     let accounts = run.accounts
     try self.store.withReadTransaction { txn in
       var open = 0
-      try txn.scanInPlace(.payments) { keyBytes, valueBytes in
+      // Each payment with its match (payments and their matches are keyed alike: walked side by
+      // side rather than looked up one by one).
+      try txn.scanInPlace(.payments, joining: .reconPaymentMatches) { _, valueBytes, matched in
         // Most stored payments are closed or matched already: that is read first (the state
-        // in place, without copying or decoding the record, then the match index), and only
-        // the others decoded.
+        // in place, without copying or decoding the record, then the match), and only the
+        // others decoded.
         guard Self.isReconcilable(try Payment.status(ofRecord: valueBytes)) else { return true }
-        let key = Array(keyBytes)
-        let matched = try txn.get(key, in: .reconPaymentMatches)
         // Matched to an entry: not open. Held for a clerk (an empty record, after an unmatch):
         // open and listed as unmatched, but never a candidate for an automatic match.
         guard matched?.isEmpty ?? true else { return true }
@@ -920,9 +941,13 @@ public final class Reconciler: Sendable {
   /// Applies a match in `txn` after re-checking it; nil when it no longer holds.
   /// `raiseAlerts`: whether a return raises its alert (a run bounds how many it raises).
   /// `verified`: the match's payments, read and checked in `txn` by the caller.
+  ///
+  /// `line`: the report line of the run that makes the match, written next in the same
+  /// transaction with the whole match; the match record then refers to it (13 bytes instead of
+  /// the match again). A match by hand has no line: its record holds it whole.
   static func apply(
     _ match: EntryMatch, settle: Bool, returned: Bool, at time: Instant, raiseAlerts: Bool = true, verified: [Payment]? = nil,
-    txn: inout WriteTransaction
+    line: ReportLine? = nil, txn: inout WriteTransaction
   ) throws -> (settled: Bool, returned: Bool)? {
     if verified == nil { guard try txn.get(match.entryKey, in: .reconMatches) == nil else { return nil } }
     var payments: [Payment] = verified ?? []
@@ -967,7 +992,7 @@ public final class Reconciler: Sendable {
         try RejectionBurst.note(paymentID: payment.id, accountID: match.accountID, at: time, txn: &txn)
       }
     }
-    try txn.put(match.entryKey, ReconRecords.encode(match), in: .reconMatches)
+    try txn.put(match.entryKey, line.map(ReconRecords.encode(line:)) ?? ReconRecords.encode(match), in: .reconMatches)
     if !returned {
       for id in match.paymentIDs { try txn.put(Array(id.utf8), match.entryKey, in: .reconPaymentMatches) }
     }
@@ -1019,7 +1044,7 @@ public final class Reconciler: Sendable {
     let time = self.now()
     return try self.store.withWriteTransaction { txn in
       guard let bytes = try txn.get(key, in: .reconMatches) else { throw ReconciliationRefusal.notMatched(entryID) }
-      let match = try ReconRecords.decodeMatch(bytes, key: key)
+      let match = try ReconRecords.storedMatch(bytes, key: key, txn: txn)
       _ = try txn.delete(key, in: .reconMatches)
       // The payments are held (an empty record) for a clerk: an automatic run would otherwise
       // match them straight back to whatever fits, which is what the clerk just undid.
@@ -1118,7 +1143,7 @@ public final class Reconciler: Sendable {
   public func match(of entryID: String) throws -> EntryMatch? {
     guard let key = ReconciliationIDs.entryKey(entryID) else { return nil }
     return try self.store.withReadTransaction { txn in
-      try txn.get(key, in: .reconMatches).map { try ReconRecords.decodeMatch($0, key: key) }
+      try txn.get(key, in: .reconMatches).map { try ReconRecords.storedMatch($0, key: key, txn: txn) }
     }
   }
 }
@@ -1132,9 +1157,40 @@ enum ReconRecords {
     return writer.bytes
   }
 
+  /// Formats of a ``Database/reconMatches`` record: the match whole (a match by hand, and every
+  /// match earlier builds wrote), or the report line of the run that made it, which holds it
+  /// whole. Report lines are never deleted, so the line outlives the match (an unmatch deletes
+  /// the match record and leaves the report as the run wrote it).
+  static let wholeMatchFormat: UInt8 = 1
+  static let lineMatchFormat: UInt8 = 2
+
+  static func encode(line: ReportLine) -> [UInt8] {
+    var writer = RecordWriter(capacity: 13)
+    writer.write(Self.lineMatchFormat)
+    writer.write(line.report)
+    writer.write(line.index)
+    return writer.bytes
+  }
+
+  /// The match a ``Database/reconMatches`` record stores, in either format.
+  static func storedMatch(_ bytes: [UInt8], key: [UInt8], txn: some ReadableTransaction) throws -> EntryMatch {
+    guard bytes.first == Self.lineMatchFormat else { return try Self.decodeMatch(bytes, key: key) }
+    var reader = RecordReader(bytes)
+    _ = try reader.readUInt8()
+    let report = try reader.readUInt64()
+    let index = try reader.readUInt32()
+    try reader.finish()
+    guard let line = try txn.get(Self.itemKey(report, index), in: .reconReportItems),
+      case .match(let match) = try Self.decodeItem(line), match.entryKey == key
+    else {
+      throw StoreError(code: .corrupted, message: "the match of entry \(Hex.encode(key)) names report line \(report).\(index), which does not hold it")
+    }
+    return match
+  }
+
   static func encode(_ match: EntryMatch) -> [UInt8] {
     var writer = RecordWriter(capacity: 128)
-    writer.write(UInt8(1))
+    writer.write(Self.wholeMatchFormat)
     writer.write(match.accountID)
     writer.write(UInt32(match.paymentIDs.count))
     for id in match.paymentIDs { writer.write(id) }
@@ -1157,7 +1213,7 @@ enum ReconRecords {
   }
 
   static func decodeMatch(_ reader: inout RecordReader, key: [UInt8]) throws -> EntryMatch {
-    guard try reader.readUInt8() == 1 else { throw StoreError(code: .corrupted, message: "match record of an unknown format") }
+    guard try reader.readUInt8() == Self.wholeMatchFormat else { throw StoreError(code: .corrupted, message: "match record of an unknown format") }
     let account = try reader.readString()
     let count = Int(try reader.readUInt32())
     guard count <= FormatLimits.maxDetailsPerEntry else { throw StoreError(code: .corrupted, message: "match naming \(count) payments") }

@@ -70,11 +70,23 @@ public enum StatementIDs {
   static let indexDigits = 6
 
   public static func statement(_ sequence: UInt64) -> String {
-    Self.statementPrefix + Self.pad(sequence, Self.sequenceDigits)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(Self.statementPrefix.utf8.count + 20)
+    bytes.append(contentsOf: Self.statementPrefix.utf8)
+    Self.appendPadded(sequence, Self.sequenceDigits, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
   }
 
+  /// Written into one buffer: a reconciliation run formats an entry's id for every match it
+  /// journals.
   public static func entry(_ sequence: UInt64, _ index: UInt32) -> String {
-    Self.statement(sequence) + "." + Self.pad(UInt64(index), Self.indexDigits)
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(Self.statementPrefix.utf8.count + 20 + 1 + 10)
+    bytes.append(contentsOf: Self.statementPrefix.utf8)
+    Self.appendPadded(sequence, Self.sequenceDigits, to: &bytes)
+    bytes.append(UInt8(ascii: "."))
+    Self.appendPadded(UInt64(index), Self.indexDigits, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
   }
 
   /// The sequence of `stm-…`, or nil when `id` is not a statement id.
@@ -89,15 +101,25 @@ public enum StatementIDs {
   /// bytes: an entry's id is formatted for every line of a reconciliation run.
   static func pad(_ value: UInt64, _ width: Int) -> String {
     var digits: [UInt8] = []
-    digits.reserveCapacity(20)
-    var rest = value
-    repeat {
-      digits.append(UInt8(ascii: "0") + UInt8(rest % 10))
-      rest /= 10
-    } while rest > 0
-    while digits.count < width { digits.append(UInt8(ascii: "0")) }
-    digits.reverse()
+    Self.appendPadded(value, width, to: &digits)
     return String(decoding: digits, as: UTF8.self)
+  }
+
+  static func appendPadded(_ value: UInt64, _ width: Int, to bytes: inout [UInt8]) {
+    var count = 1
+    var rest = value / 10
+    while rest > 0 {
+      count += 1
+      rest /= 10
+    }
+    for _ in count..<max(count, width) { bytes.append(UInt8(ascii: "0")) }
+    let start = bytes.count
+    for _ in 0..<count { bytes.append(0) }
+    rest = value
+    for place in stride(from: start + count - 1, through: start, by: -1) {
+      bytes[place] = UInt8(ascii: "0") + UInt8(rest % 10)
+      rest /= 10
+    }
   }
 }
 
@@ -302,15 +324,32 @@ enum StatementKeys {
     return Self.dedup(decoded.accountID, decoded.entry, ordinal: decoded.ordinal)
   }
 
-  static func decodeEntryRecord(_ bytes: [UInt8]) throws -> (accountID: String, ordinal: UInt32, entry: StatementEntry) {
+  /// What reconciliation reads of an entry (``Reconciler``): the record decoded except the fields
+  /// no pass looks at — ids other than the EndToEndId, the counterparty's account and BIC, a
+  /// detail's amount, currency, charges and additional information — which are left empty. For
+  /// matching only: never stored or shown.
+  static func decodeEntryForMatching(_ bytes: [UInt8]) throws -> (accountID: String, entry: StatementEntry) {
+    let decoded = try Self.decodeEntryRecord(bytes, matchingOnly: true)
+    return (decoded.accountID, decoded.entry)
+  }
+
+  static func decodeEntryRecord(
+    _ bytes: [UInt8], matchingOnly: Bool = false
+  ) throws -> (accountID: String, ordinal: UInt32, entry: StatementEntry) {
     var reader = RecordReader(bytes)
+    // A field reconciliation does not read: skipped without making a String.
+    func skippable() throws -> String {
+      guard matchingOnly else { return try reader.readString() }
+      try reader.skipString()
+      return ""
+    }
     guard try reader.readUInt8() == Self.entryFormat else {
       throw StoreError(code: .corrupted, message: "statement entry record of an unknown format")
     }
     let accountID = try reader.readString()
     let ordinal = try reader.readUInt32()
     var entry = StatementEntry()
-    entry.reference = try reader.readString()
+    entry.reference = try skippable()
     entry.amountMinor = try reader.readInt64()
     entry.currency = try reader.readString()
     entry.direction = try reader.readUInt8() == 1 ? .credit : .debit
@@ -318,7 +357,7 @@ enum StatementKeys {
     entry.status = try reader.readString()
     entry.bookingDate = try reader.readString()
     entry.valueDate = try reader.readString()
-    entry.accountServicerReference = try reader.readString()
+    entry.accountServicerReference = try skippable()
     entry.bankTransactionCode = try reader.readString()
     entry.customerReference = try reader.readString()
     entry.additionalInfo = try reader.readString()
@@ -330,29 +369,30 @@ enum StatementKeys {
     }
     for _ in 0..<details {
       var detail = TransactionDetails()
-      detail.messageID = try reader.readString()
-      detail.accountServicerReference = try reader.readString()
-      detail.paymentInformationID = try reader.readString()
-      detail.instructionID = try reader.readString()
+      detail.messageID = try skippable()
+      detail.accountServicerReference = try skippable()
+      detail.paymentInformationID = try skippable()
+      detail.instructionID = try skippable()
       detail.endToEndID = try reader.readString()
-      detail.uetr = try reader.readString()
-      detail.transactionID = try reader.readString()
+      detail.uetr = try skippable()
+      detail.transactionID = try skippable()
       let hasAmount = try reader.readUInt8() == 1
       let amount = try reader.readInt64()
-      detail.amountMinor = hasAmount ? amount : nil
-      detail.currency = try reader.readString()
+      detail.amountMinor = hasAmount && !matchingOnly ? amount : nil
+      detail.currency = try skippable()
       detail.counterpartyName = try reader.readString()
-      detail.counterpartyAccount = try reader.readString()
-      detail.counterpartyBIC = try reader.readString()
+      detail.counterpartyAccount = try skippable()
+      detail.counterpartyBIC = try skippable()
       let lines = Int(try reader.readUInt32())
       guard lines <= FormatLimits.maxRemittanceLines else {
         throw StoreError(code: .corrupted, message: "statement entry with \(lines) remittance lines")
       }
       for _ in 0..<lines { detail.remittance.append(try reader.readString()) }
-      detail.creditorReference = try reader.readString()
+      detail.creditorReference = try skippable()
       detail.returnReason = try reader.readString()
-      detail.chargesMinor = try reader.readInt64()
-      detail.additionalInfo = try reader.readString()
+      let charges = try reader.readInt64()
+      detail.chargesMinor = matchingOnly ? 0 : charges
+      detail.additionalInfo = try skippable()
       entry.details.append(detail)
     }
     try reader.finish()
