@@ -216,6 +216,7 @@ struct ReconcileBenchmark {
         return n
       }
     }
+    let pagesBefore = try Self.pages(store)
     let rssBefore = Self.peakRSSMiB()
     let anonBefore = Self.rssAnonMiB()
     let anonymous = AnonymousPeak()
@@ -232,5 +233,20 @@ struct ReconcileBenchmark {
     print("peak RSS: \(rssBefore) MiB before the run, \(Self.peakRSSMiB()) MiB after (with the store's mapped pages)")
     print("anonymous (heap) RSS: \(anonBefore) MiB before the run, peak \(anonPeak) MiB during it")
     print("written by the run's commits: \(written >> 20) MiB, \(written / Int64(max(count, 1))) bytes per entry")
+    // Where those bytes go: the pages each database gained, per entry.
+    let pagesAfter = try Self.pages(store)
+    let grown = pagesAfter.map { ($0.key, $0.value - (pagesBefore[$0.key] ?? 0)) }.filter { $0.1 != 0 }.sorted { $0.1 > $1.1 }
+    for (name, pages) in grown {
+      print("  \(name): \(pages) pages, \(Int64(pages) * 4096 / Int64(max(count, 1))) bytes per entry")
+    }
+  }
+
+  /// Pages per database, by name (LMDB's statistics).
+  static func pages(_ store: Store) throws -> [String: Int] {
+    try store.withReadTransaction { txn in
+      var pages: [String: Int] = [:]
+      for database in Database.all { pages[database.name] = try txn.pages(database) }
+      return pages
+    }
   }
 }
