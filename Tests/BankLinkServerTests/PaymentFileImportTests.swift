@@ -29,7 +29,7 @@ struct PaymentFileImportTests {
       <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"><CstmrCdtTrfInitn>
       <GrpHdr><MsgId>\(messageID)</MsgId><CreDtTm>2026-12-03T08:00:00</CreDtTm><NbOfTxs>\(transfers)</NbOfTxs><CtrlSum>\(controlSum)</CtrlSum>
         <InitgPty><Nm>Huaxin</Nm></InitgPty></GrpHdr>
-      <PmtInf><PmtInfId>\(messageID)-1</PmtInfId><PmtMtd>TRF</PmtMtd><ReqdExctnDt>2026-12-04</ReqdExctnDt>
+      <PmtInf><PmtInfId>\(messageID)-1</PmtInfId><PmtMtd>TRF</PmtMtd><ReqdExctnDt>\(WallClock.now().isoDate)</ReqdExctnDt>
         <Dbtr><Nm>Huaxin</Nm></Dbtr><DbtrAcct><Id><Othr><Id>\(debtor)</Id></Othr></Id></DbtrAcct>
         <DbtrAgt><FinInstnId><BIC>ICBKCNBJ</BIC></FinInstnId></DbtrAgt>\(items)
       </PmtInf></CstmrCdtTrfInitn></Document>
