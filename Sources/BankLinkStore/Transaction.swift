@@ -229,16 +229,7 @@ private func lookup(txn: OpaquePointer, dbi: MDB_dbi, key: [UInt8]) throws -> [U
     let rc = mdb_get(txn, dbi, &k, &v)
     if rc == MDB_NOTFOUND { return nil }
     try check(rc, "reading a record")
-    return copyBytes(v)
-  }
-}
-
-/// The bytes of an LMDB value, copied out in one `memcpy` (`Array(UnsafeRawBufferPointer)` goes
-/// through the generic sequence copy): every get and copying scan does this.
-private func copyBytes(_ value: MDB_val) -> [UInt8] {
-  [UInt8](unsafeUninitializedCapacity: value.mv_size) { buffer, count in
-    if value.mv_size > 0, let source = value.mv_data { buffer.baseAddress!.update(from: source.assumingMemoryBound(to: UInt8.self), count: value.mv_size) }
-    count = value.mv_size
+    return Array(UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
   }
 }
 
@@ -249,9 +240,7 @@ private func scanRecords(
   _ body: (_ key: [UInt8], _ value: [UInt8]) throws -> Bool
 ) throws {
   try scanRecordsInPlace(txn: txn, dbi: dbi, from: start) { key, value in
-    try body(
-      copyBytes(MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))),
-      copyBytes(MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))))
+    try body(Array(key), Array(value))
   }
 }
 

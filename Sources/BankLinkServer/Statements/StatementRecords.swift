@@ -333,23 +333,25 @@ enum StatementKeys {
     return (decoded.accountID, decoded.entry)
   }
 
+  static func skipped(_ reader: inout RecordReader) throws -> String {
+    try reader.skipString()
+    return ""
+  }
+
   static func decodeEntryRecord(
     _ bytes: [UInt8], matchingOnly: Bool = false
   ) throws -> (accountID: String, ordinal: UInt32, entry: StatementEntry) {
     var reader = RecordReader(bytes)
-    // A field reconciliation does not read: skipped without making a String.
-    func skippable() throws -> String {
-      guard matchingOnly else { return try reader.readString() }
-      try reader.skipString()
-      return ""
-    }
+    // `try matchingOnly ? Self.skipped(&reader) : reader.readString()`: a field reconciliation
+    // does not read, skipped without making a String. (Written out at each field rather than
+    // as a nested function over `reader`, which every full decode would call through.)
     guard try reader.readUInt8() == Self.entryFormat else {
       throw StoreError(code: .corrupted, message: "statement entry record of an unknown format")
     }
     let accountID = try reader.readString()
     let ordinal = try reader.readUInt32()
     var entry = StatementEntry()
-    entry.reference = try skippable()
+    entry.reference = try matchingOnly ? Self.skipped(&reader) : reader.readString()
     entry.amountMinor = try reader.readInt64()
     entry.currency = try reader.readString()
     entry.direction = try reader.readUInt8() == 1 ? .credit : .debit
@@ -357,7 +359,7 @@ enum StatementKeys {
     entry.status = try reader.readString()
     entry.bookingDate = try reader.readString()
     entry.valueDate = try reader.readString()
-    entry.accountServicerReference = try skippable()
+    entry.accountServicerReference = try matchingOnly ? Self.skipped(&reader) : reader.readString()
     entry.bankTransactionCode = try reader.readString()
     entry.customerReference = try reader.readString()
     entry.additionalInfo = try reader.readString()
@@ -369,30 +371,30 @@ enum StatementKeys {
     }
     for _ in 0..<details {
       var detail = TransactionDetails()
-      detail.messageID = try skippable()
-      detail.accountServicerReference = try skippable()
-      detail.paymentInformationID = try skippable()
-      detail.instructionID = try skippable()
+      detail.messageID = try matchingOnly ? Self.skipped(&reader) : reader.readString()
+      detail.accountServicerReference = try matchingOnly ? Self.skipped(&reader) : reader.readString()
+      detail.paymentInformationID = try matchingOnly ? Self.skipped(&reader) : reader.readString()
+      detail.instructionID = try matchingOnly ? Self.skipped(&reader) : reader.readString()
       detail.endToEndID = try reader.readString()
-      detail.uetr = try skippable()
-      detail.transactionID = try skippable()
+      detail.uetr = try matchingOnly ? Self.skipped(&reader) : reader.readString()
+      detail.transactionID = try matchingOnly ? Self.skipped(&reader) : reader.readString()
       let hasAmount = try reader.readUInt8() == 1
       let amount = try reader.readInt64()
       detail.amountMinor = hasAmount && !matchingOnly ? amount : nil
-      detail.currency = try skippable()
+      detail.currency = try matchingOnly ? Self.skipped(&reader) : reader.readString()
       detail.counterpartyName = try reader.readString()
-      detail.counterpartyAccount = try skippable()
-      detail.counterpartyBIC = try skippable()
+      detail.counterpartyAccount = try matchingOnly ? Self.skipped(&reader) : reader.readString()
+      detail.counterpartyBIC = try matchingOnly ? Self.skipped(&reader) : reader.readString()
       let lines = Int(try reader.readUInt32())
       guard lines <= FormatLimits.maxRemittanceLines else {
         throw StoreError(code: .corrupted, message: "statement entry with \(lines) remittance lines")
       }
       for _ in 0..<lines { detail.remittance.append(try reader.readString()) }
-      detail.creditorReference = try skippable()
+      detail.creditorReference = try matchingOnly ? Self.skipped(&reader) : reader.readString()
       detail.returnReason = try reader.readString()
       let charges = try reader.readInt64()
       detail.chargesMinor = matchingOnly ? 0 : charges
-      detail.additionalInfo = try skippable()
+      detail.additionalInfo = try matchingOnly ? Self.skipped(&reader) : reader.readString()
       entry.details.append(detail)
     }
     try reader.finish()
