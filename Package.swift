@@ -387,6 +387,21 @@ let package = Package(
       swiftSettings: swiftSettings
     ),
 
+    // The same unary answer straight from swift-nio-http2 over mutual TLS, no gRPC Swift: what an
+    // HTTP/2 handler of our own could at best cost per call (`make bench-grpc`).
+    .executableTarget(
+      name: "BareNIOHTTP2Server",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      ],
+      path: "Benchmarks/BareNIOHTTP2Server",
+      swiftSettings: swiftSettings
+    ),
+
     // Reconciliation at scale: 1,000,000 entries against 1,000,000 payments (`make bench-reconcile`).
     .executableTarget(
       name: "ReconcileBenchmark",

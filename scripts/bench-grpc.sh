@@ -5,6 +5,9 @@
 #   - the C++ no-op server (grpcload's noop_server): the baseline every ratio is taken against;
 #   - a bare grpc-swift-2 server (Benchmarks/BareGRPCServer: default transport configuration, no
 #     interceptors, raw bytes in and out): the framework's own cost;
+#   - a bare swift-nio-http2 server (Benchmarks/BareNIOHTTP2Server: the same answer from a NIO
+#     handler, no gRPC Swift, nothing parsed): the floor of any HTTP/2 handler of our own on this
+#     stack (NIO, swift-nio-http2, swift-nio-ssl);
 #   - banklinkd in each of VARIANTS (as shipped; with the unary fast path off; with the event loops
 #     as the executor; with metrics served — see below): Health/Check, WhoAmI, GetBalance and
 #     CreatePayment (the same request each call, so after the first call it measures the
@@ -42,6 +45,7 @@ fi
 swift build -c release --product banklinkd >/dev/null
 swift build -c release --product banklink >/dev/null
 swift build -c release --product BareGRPCServer >/dev/null
+swift build -c release --product BareNIOHTTP2Server >/dev/null
 bin=".build/release"
 work="$(mktemp -d)"
 pids=()
@@ -122,6 +126,10 @@ bare_port="$(free_port)"
 "${server_pin[@]}" "$bin/BareGRPCServer" --listen "127.0.0.1:$bare_port" --ca "$pki/ca.pem" --cert "$pki/server.pem" --key "$pki/server.key" \
   >"$work/bare.log" 2>&1 &
 bare_pid=$!; pids+=("$bare_pid")
+nio_port="$(free_port)"
+"${server_pin[@]}" "$bin/BareNIOHTTP2Server" --listen "127.0.0.1:$nio_port" --ca "$pki/ca.pem" --cert "$pki/server.pem" --key "$pki/server.key" \
+  >"$work/nio.log" 2>&1 &
+nio_pid=$!; pids+=("$nio_pid")
 # banklinkd variants (VARIANTS, default "default nofast"): default = as shipped (Swift's pool as the
 # executor, the unary fast path on); nofast = every call through gRPC Swift
 # (BANKLINK_UNARY_FAST_PATH=off); loops = the event loops as the executor (BANKLINK_GLOBAL_EXECUTOR=loops);
@@ -141,11 +149,11 @@ for variant in $variants; do
   env "${env_vars[@]}" "${server_pin[@]}" "$bin/banklinkd" --config "$work/$variant.json" 2>"$work/$variant.log" &
   vpid[$variant]=$!; pids+=("${vpid[$variant]}")
 done
-for port in "$cpp_port" "$bare_port" "${vport[@]}"; do wait_port "$port"; done
+for port in "$cpp_port" "$bare_port" "$nio_port" "${vport[@]}"; do wait_port "$port"; done
 sleep 1
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-idle_rss="bare grpc-swift-2 $(( $(rss_kib "$bare_pid") / 1024 )) MiB"
+idle_rss="bare grpc-swift-2 $(( $(rss_kib "$bare_pid") / 1024 )) MiB, bare swift-nio-http2 $(( $(rss_kib "$nio_pid") / 1024 )) MiB"
 for variant in $variants; do idle_rss="$idle_rss, banklinkd ($variant) $(( $(rss_kib "${vpid[$variant]}") / 1024 )) MiB"; done
 
 # measure NAME PID PORT METHOD DATA CERT CONCURRENCY: one run; its JSON (measure.sh's, plus the
@@ -173,6 +181,7 @@ health=/grpc.health.v1.Health/Check
 echo "server CPU per call, $concurrency in flight over $CONNECTIONS connections, $duration s a run (server on CPU 0, client on CPU 1)"
 measure cpp-noop "$cpp_pid" "$cpp_port" "$health" "$work/empty.bin" viewer "$concurrency"
 measure bare-grpc-swift "$bare_pid" "$bare_port" "$health" "$work/empty.bin" viewer "$concurrency"
+measure bare-nio-http2 "$nio_pid" "$nio_port" "$health" "$work/empty.bin" viewer "$concurrency"
 for variant in $variants; do
   pid="${vpid[$variant]}"; port="${vport[$variant]}"
   measure "$variant-health" "$pid" "$port" "$health" "$work/empty.bin" viewer "$concurrency"
@@ -186,6 +195,7 @@ for inflight in 8 32 128; do
     measure "$variant-balance-$inflight" "${vpid[$variant]}" "${vport[$variant]}" /banklink.v1.AccountService/GetBalance "$work/balance.bin" viewer "$inflight"
   done
   measure "bare-grpc-swift-$inflight" "$bare_pid" "$bare_port" "$health" "$work/empty.bin" viewer "$inflight"
+  measure "bare-nio-http2-$inflight" "$nio_pid" "$nio_port" "$health" "$work/empty.bin" viewer "$inflight"
   measure "cpp-noop-$inflight" "$cpp_pid" "$cpp_port" "$health" "$work/empty.bin" viewer "$inflight"
 done
 
