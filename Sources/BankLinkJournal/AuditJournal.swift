@@ -324,8 +324,10 @@ public struct AuditPayload: Sendable, Hashable, ExpressibleByDictionaryLiteral {
     for (key, value) in elements { self[key] = value }
   }
 
+  /// The fields by key. (Keys are told apart by their bytes here, by canonical equivalence in a
+  /// `Dictionary`: of two keys that differ only in Unicode normalisation, the later one's value.)
   public var fields: [String: String] {
-    Dictionary(uniqueKeysWithValues: zip(self.keys, self.values))
+    Dictionary(zip(self.keys, self.values), uniquingKeysWith: { _, later in later })
   }
 
   /// Where `key` is, or where it would go.
