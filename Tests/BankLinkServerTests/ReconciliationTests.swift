@@ -491,6 +491,17 @@ struct ReconciliationTests {
       let manualRecord = try #require(try store.withReadTransaction { try $0.get(manual.entryKey, in: .reconMatches) })
       #expect(manualRecord.first == 1)
       #expect(try reconciler.match(of: manual.entryID) == manual)
+      // A run's later pass deciding that entry after the clerk matched it (between the run's
+      // commits) leaves it alone: neither this run's match nor listed as unmatched.
+      var later = Reconciler.RunState(
+        header: ReconciliationReportHeader(sequence: report.sequence + 1, createdAt: now, createdBy: "auto", accountID: Self.account, fromDate: today, toDate: today))
+      let heuristic = Reconciler.match(
+        manual.entryKey, Self.account, "CNY", ["pay-line-1"], .heuristic, 700, "amount and date", at: now)
+      try store.withWriteTransaction { txn in
+        try Reconciler.record(.match(heuristic, settle: true, returned: false), at: now, run: &later, txn: &txn)
+      }
+      #expect(later.header.matched == 0 && later.header.unmatchedEntries == 0, "\(later.header)")
+      #expect(try reconciler.match(of: manual.entryID) == manual)
       // A record naming a line that holds another entry's match is refused as corrupt, never
       // taken for this entry's match.
       try store.withWriteTransaction { txn in

@@ -527,6 +527,9 @@ public final class Reconciler: Sendable {
         let applied = try Self.apply(
           match, settle: settle, returned: returned, at: time, raiseAlerts: alerts, verified: verified, line: run.nextLine, txn: &txn)
       else {
+        // The entry matched meanwhile (by a clerk, between the run's commits): that match stands,
+        // and the entry is neither this run's match nor unmatched.
+        if try txn.get(match.entryKey, in: .reconMatches) != nil { return }
         try run.record(
           .unmatchedEntry(entryKey: match.entryKey, classification: "unexplained", reason: "a candidate payment changed during the run; run again"),
           txn: &txn)
