@@ -7,7 +7,8 @@
 #   make bench   release build; noop vs balance, then rounds of balance and pay (group commit
 #                on/off, held), then alert fan-out; records docs/BENCHMARKS.md
 #   make bench-grpc  server CPU per call under the standard C++ gRPC client (../shared/tools/grpcload):
-#                    C++ no-op, bare grpc-swift-2, banklinkd with and without the unary fast path, RSS
+#                    C++ no-op, bare grpc-swift-2, bare swift-nio-http2, banklinkd with and without
+#                    the unary fast path, RSS
 #   make bench-alerts  alert fan-out alone: 1 subscriber, 1,000, 1,000 + 10 stalled at 500 alerts/s
 #   make bench-formats statement readers on a 1,000,000-entry camt.053 and MT940: entries/s, peak RSS
 #   make bench-reconcile reconciliation of ENTRIES (1,000,000) entries against as many payments
