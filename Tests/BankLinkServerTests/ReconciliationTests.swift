@@ -367,6 +367,17 @@ struct ReconciliationTests {
     }
   }
 
+  /// Imports `file` through the statement store alone (no run after it: the test runs its own).
+  static func importWithoutRun(_ server: TestServer, _ file: Data) async throws {
+    try await withTemporaryDirectory { directory in
+      let path = directory.appending("statement.xml")
+      try file.write(to: URL(fileURLWithPath: path))
+      _ = try await server.server.reconciliation.statements.importFile(
+        at: path, sha256: Hex.encode(Array(SHA256.hash(data: file))), bytes: Int64(file.count), fileName: "statement.xml", declared: nil,
+        importedBy: "clerk")
+    }
+  }
+
   @Test("a run larger than one commit: every entry decided once across chunks, and an EndToEndId wins over an amount that fits")
   func runAcrossCommits() async throws {
     try await withTestServer(principals: Self.principals) { server in
@@ -395,13 +406,7 @@ struct ReconciliationTests {
         Line(minor: minor(contested), reference: "H-0", counterparty: "CREDITOR \(contested) TRADING CO LTD", remittance: "Invoice \(contested)")
       ]
       for i in 0..<booked { lines.append(Line(minor: minor(i), endToEnd: endToEnd(i), reference: "R-\(i)")) }
-      let file = Self.camt053(date: today, lines: lines)
-      try await withTemporaryDirectory { directory in
-        let path = directory.appending("chunks.xml")
-        try file.write(to: URL(fileURLWithPath: path))
-        _ = try await server.server.reconciliation.statements.importFile(
-          at: path, sha256: String(repeating: "cd", count: 32), bytes: Int64(file.count), fileName: "chunks.xml", declared: nil, importedBy: "clerk")
-      }
+      try await Self.importWithoutRun(server, Self.camt053(date: today, lines: lines))
       let reconciler = server.server.reconciliation.reconciler
       let outcome = try reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk")
       #expect(outcome.report.matched == booked && outcome.report.settled == booked, "\(outcome.report)")
@@ -458,14 +463,10 @@ struct ReconciliationTests {
           try txn.put(Array(payment.endToEndID.utf8), Array(payment.id.utf8), in: .paymentsByEndToEnd)
         }
       }
-      let file = Self.camt053(
-        date: today, lines: [Line(minor: 10_000, endToEnd: "E2E-LINE-0", reference: "L-0"), Line(minor: 20_000, endToEnd: "E2E-LINE-1", reference: "L-1")])
-      try await withTemporaryDirectory { directory in
-        let path = directory.appending("lines.xml")
-        try file.write(to: URL(fileURLWithPath: path))
-        _ = try await server.server.reconciliation.statements.importFile(
-          at: path, sha256: String(repeating: "ef", count: 32), bytes: Int64(file.count), fileName: "lines.xml", declared: nil, importedBy: "clerk")
-      }
+      try await Self.importWithoutRun(
+        server,
+        Self.camt053(
+          date: today, lines: [Line(minor: 10_000, endToEnd: "E2E-LINE-0", reference: "L-0"), Line(minor: 20_000, endToEnd: "E2E-LINE-1", reference: "L-1")]))
       let reconciler = server.server.reconciliation.reconciler
       // The run matches both; its report's lines hold the matches whole.
       let report = try reconciler.reconcile(accountID: Self.account, fromDate: today, toDate: today, by: "clerk").report
