@@ -21,6 +21,20 @@ struct FileConnectorDaemonTests {
     return nil
   }
 
+  /// The first bank-file alert `matching`, asked for as `admin` until one is there (30 s).
+  static func fileAlert(
+    pki: TestPKI, address: String, admin: ClientIdentityFiles, matching: @escaping @Sendable (Banklink_V1_Alert) -> Bool
+  ) async throws -> Banklink_V1_Alert? {
+    try await Self.poll(seconds: 30) { () -> Banklink_V1_Alert? in
+      try await withBankLinkClient(pki.clientConfiguration(address: address, identity: admin)) { grpc in
+        try await Banklink_V1_MonitoringService.Client(wrapping: grpc).listAlerts(.with {
+          $0.pageSize = 1_000
+          $0.kinds = [.bankFileQuarantined]
+        }).alerts.first(where: matching)
+      }
+    }
+  }
+
   static func names(_ path: String) -> [String] {
     ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
   }
@@ -100,14 +114,7 @@ struct FileConnectorDaemonTests {
 
       // A file the connector cannot read: quarantined with its reason, and one alert.
       try Data("<Document><Nonsense/></Document>".utf8).write(to: URL(fileURLWithPath: inbox + "/broken.xml"))
-      let alert = try await Self.poll(seconds: 30) { () -> Banklink_V1_Alert? in
-        try await withBankLinkClient(pki.clientConfiguration(address: address, identity: admin)) { grpc in
-          try await Banklink_V1_MonitoringService.Client(wrapping: grpc).listAlerts(.with {
-            $0.pageSize = 1_000
-            $0.kinds = [.bankFileQuarantined]
-          }).alerts.first
-        }
-      }
+      let alert = try await Self.fileAlert(pki: pki, address: address, admin: admin) { _ in true }
       #expect(alert?.message.contains("broken.xml") == true, "\(String(describing: alert))")
       #expect(Self.names(inbox + "/quarantine").contains("broken.xml"))
       #expect(Self.names(inbox + "/quarantine").contains("broken.xml.reason"))
@@ -131,13 +138,8 @@ struct FileConnectorDaemonTests {
       try FileManager.default.removeItem(atPath: inbox + "/quarantine")
       try FileManager.default.createSymbolicLink(atPath: inbox + "/quarantine", withDestinationPath: directory.appending("nowhere"))
       try Data("<Document><Nonsense/></Document>".utf8).write(to: URL(fileURLWithPath: inbox + "/stuck.xml"))
-      let stuck = try await Self.poll(seconds: 30) { () -> Banklink_V1_Alert? in
-        try await withBankLinkClient(pki.clientConfiguration(address: address, identity: admin)) { grpc in
-          try await Banklink_V1_MonitoringService.Client(wrapping: grpc).listAlerts(.with {
-            $0.pageSize = 1_000
-            $0.kinds = [.bankFileQuarantined]
-          }).alerts.first { $0.message.contains("stuck.xml") && $0.message.contains("could not be processed") }
-        }
+      let stuck = try await Self.fileAlert(pki: pki, address: address, admin: admin) {
+        $0.message.contains("stuck.xml") && $0.message.contains("could not be processed")
       }
       #expect(stuck != nil)
       #expect(await daemon.stop())

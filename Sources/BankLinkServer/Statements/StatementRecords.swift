@@ -71,9 +71,7 @@ public enum StatementIDs {
 
   public static func statement(_ sequence: UInt64) -> String {
     var bytes: [UInt8] = []
-    bytes.reserveCapacity(Self.statementPrefix.utf8.count + 20)
-    bytes.append(contentsOf: Self.statementPrefix.utf8)
-    Self.appendPadded(sequence, Self.sequenceDigits, to: &bytes)
+    Self.appendStatement(sequence, to: &bytes)
     return String(decoding: bytes, as: UTF8.self)
   }
 
@@ -82,11 +80,15 @@ public enum StatementIDs {
   public static func entry(_ sequence: UInt64, _ index: UInt32) -> String {
     var bytes: [UInt8] = []
     bytes.reserveCapacity(Self.statementPrefix.utf8.count + 20 + 1 + 10)
-    bytes.append(contentsOf: Self.statementPrefix.utf8)
-    Self.appendPadded(sequence, Self.sequenceDigits, to: &bytes)
+    Self.appendStatement(sequence, to: &bytes)
     bytes.append(UInt8(ascii: "."))
     Self.appendPadded(UInt64(index), Self.indexDigits, to: &bytes)
     return String(decoding: bytes, as: UTF8.self)
+  }
+
+  private static func appendStatement(_ sequence: UInt64, to bytes: inout [UInt8]) {
+    bytes.append(contentsOf: Self.statementPrefix.utf8)
+    Self.appendPadded(sequence, Self.sequenceDigits, to: &bytes)
   }
 
   /// The sequence of `stm-…`, or nil when `id` is not a statement id.
@@ -106,20 +108,15 @@ public enum StatementIDs {
   }
 
   static func appendPadded(_ value: UInt64, _ width: Int, to bytes: inout [UInt8]) {
-    var count = 1
-    var rest = value / 10
-    while rest > 0 {
-      count += 1
-      rest /= 10
-    }
-    for _ in count..<max(count, width) { bytes.append(UInt8(ascii: "0")) }
+    // Digits from the last, zeros up to the width, then the whole put the right way round.
     let start = bytes.count
-    for _ in 0..<count { bytes.append(0) }
-    rest = value
-    for place in stride(from: start + count - 1, through: start, by: -1) {
-      bytes[place] = UInt8(ascii: "0") + UInt8(rest % 10)
+    var rest = value
+    repeat {
+      bytes.append(UInt8(ascii: "0") + UInt8(rest % 10))
       rest /= 10
-    }
+    } while rest > 0
+    while bytes.count - start < width { bytes.append(UInt8(ascii: "0")) }
+    bytes[start...].reverse()
   }
 }
 
@@ -333,6 +330,9 @@ enum StatementKeys {
     return (decoded.accountID, decoded.entry)
   }
 
+  /// A field reconciliation does not read, skipped without making a String: written out at each
+  /// field as `try matchingOnly ? Self.skipped(&reader) : reader.readString()` (a nested function
+  /// over `reader` would be called through by every full decode too).
   static func skipped(_ reader: inout RecordReader) throws -> String {
     try reader.skipString()
     return ""
@@ -342,9 +342,6 @@ enum StatementKeys {
     _ bytes: [UInt8], matchingOnly: Bool = false
   ) throws -> (accountID: String, ordinal: UInt32, entry: StatementEntry) {
     var reader = RecordReader(bytes)
-    // `try matchingOnly ? Self.skipped(&reader) : reader.readString()`: a field reconciliation
-    // does not read, skipped without making a String. (Written out at each field rather than
-    // as a nested function over `reader`, which every full decode would call through.)
     guard try reader.readUInt8() == Self.entryFormat else {
       throw StoreError(code: .corrupted, message: "statement entry record of an unknown format")
     }
