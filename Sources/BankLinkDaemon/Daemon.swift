@@ -121,8 +121,15 @@ public enum Daemon {
     )
     serverConfiguration.reconciliation = configuration.reconciliation
     serverConfiguration.crlPath = configuration.tls.crlPath
-    // For comparison only (make bench-grpc): every call through gRPC Swift.
+    // For comparison only (make bench-grpc): every call through gRPC Swift; grpc-swift-nio-transport.
     serverConfiguration.unaryFastPath = ProcessInfo.processInfo.environment["BANKLINK_UNARY_FAST_PATH"] != "off"
+    if let transport = ProcessInfo.processInfo.environment["BANKLINK_TRANSPORT"] {
+      guard let chosen = GatewayServer.Transport(rawValue: transport) else {
+        let known = GatewayServer.Transport.allCases.map(\.rawValue).joined(separator: ", ")
+        throw ConfigError(key: "BANKLINK_TRANSPORT", message: "must be one of \(known), not \(transport)")
+      }
+      serverConfiguration.transport = chosen
+    }
     let server: GatewayServer
     do {
       server = try GatewayServer(

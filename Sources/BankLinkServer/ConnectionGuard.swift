@@ -147,16 +147,19 @@ public final class ConnectionAdmission: Sendable {
   /// limit. Suited to `ChannelDebuggingCallbacks.onAcceptTCPConnection`, which the transport
   /// calls on the channel's event loop after building its pipeline (TLS, then HTTP/2).
   public func install(on channel: any Channel) -> EventLoopFuture<Void> {
-    channel.eventLoop.makeCompletedFuture {
-      let address = channel.remoteAddress?.ipAddress ?? "unknown"
-      if self.admit(channel, address: address) != nil {
-        channel.close(promise: nil)
-        return
-      }
-      let guardHandler = ConnectionGuard(admission: self, address: address)
-      let http2 = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)
-      try channel.pipeline.syncOperations.addHandler(guardHandler, position: .before(http2))
+    channel.eventLoop.makeCompletedFuture { try self.installSynchronously(on: channel) }
+  }
+
+  /// ``install(on:)`` from the channel's event loop.
+  func installSynchronously(on channel: any Channel) throws {
+    let address = channel.remoteAddress?.ipAddress ?? "unknown"
+    if self.admit(channel, address: address) != nil {
+      channel.close(promise: nil)
+      return
     }
+    let guardHandler = ConnectionGuard(admission: self, address: address)
+    let http2 = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self)
+    try channel.pipeline.syncOperations.addHandler(guardHandler, position: .before(http2))
   }
 }
 

@@ -8,6 +8,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import NIOCore
 import ServiceLifecycle
 import SwiftASN1
 import Synchronization
@@ -19,6 +20,19 @@ import X509
 /// It is a ``ServiceLifecycle/Service``: `run()` serves until graceful shutdown is triggered,
 /// then stops accepting connections, lets in-flight calls finish and returns.
 public final class GatewayServer: Service {
+  /// Which gRPC server transport serves the calls.
+  public enum Transport: String, Sendable, CaseIterable {
+    /// ``GatewayTransport``: a stream gets a task only when gRPC Swift serves its call.
+    case gateway
+    /// grpc-swift-nio-transport's `HTTP2ServerTransport` with ``GatewayListenerFactory``.
+    case grpcNIO = "grpc-nio"
+  }
+
+  /// The transport and the gRPC Swift server on it.
+  private enum Serving: Sendable {
+    case gateway(GatewayTransport, GRPCServer<GatewayTransport>)
+    case grpcNIO(HTTP2ServerTransport.Custom<GatewayListenerFactory>, GRPCServer<HTTP2ServerTransport.Custom<GatewayListenerFactory>>)
+  }
   public struct Configuration: Sendable {
     public var listen: ListenAddress
     /// PEM bundle of the CA(s) whose client certificates are accepted. Nothing else is trusted:
@@ -39,6 +53,9 @@ public final class GatewayServer: Service {
     /// Whether the hot unary methods are answered on the event loop (``UnaryFastPath``). Off:
     /// every call goes through gRPC Swift (for comparison: `BANKLINK_UNARY_FAST_PATH=off`).
     public var unaryFastPath = true
+    /// The gRPC transport: banklinkd's own (``GatewayTransport``), or grpc-swift-nio-transport's
+    /// (for comparison: `BANKLINK_TRANSPORT=grpc-nio`).
+    public var transport = Transport.gateway
 
     public init(
       listen: ListenAddress,
@@ -84,8 +101,7 @@ public final class GatewayServer: Service {
   private let fastPath: UnaryFastPath?
   /// Calls the unary fast path answered since start (tests, diagnostics).
   public var fastPathAnswered: Int { self.fastPath?.answered.load(ordering: .relaxed) ?? 0 }
-  private let transport: HTTP2ServerTransport.Custom<GatewayListenerFactory>
-  private let server: GRPCServer<HTTP2ServerTransport.Custom<GatewayListenerFactory>>
+  private let serving: Serving
   /// Each open connection's verified client certificate, for the calls on it.
   public let peers = ConnectionPeers()
   /// `listen` as configured, for messages.
@@ -210,36 +226,44 @@ public final class GatewayServer: Service {
     //   with swift-certificates' RFC 5280 policy (path length constraints included), and a
     //   reload replaces `trust`.
     self.listenAddress = configuration.listen.description
-    let listener = GatewayListenerFactory(
-      host: configuration.listen.host, port: configuration.listen.port,
-      sslContext: try GatewayListenerFactory.sslContext(certificate: certificate, caPath: configuration.caPath),
-      verifier: verifier, peers: self.peers)
-    self.transport = HTTP2ServerTransport.Custom(
-      listenerFactory: listener,
-      config: {
-        var config = HTTP2ServerTransport.Custom<GatewayListenerFactory>.Config.defaults
-        config.http2.maxConcurrentStreams = Limits.maxConcurrentStreamsPerConnection
-        // The transport's bound; RequestStreamGuard applies each method's own, smaller one.
-        config.rpc.maxRequestPayloadSize = Limits.maxRequestMessageBytes
-        config.connection.maxIdleTime = .milliseconds(Int64(limits.idleTimeoutMilliseconds))
-        // Admit connections within the limits, close those that do not start HTTP/2 in time.
-        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-          admission.install(on: channel)
-        }
-        // Refuse requests whose headers would trap inside grpc-swift (grpc-timeout: -1S) before
-        // grpc-swift parses them, and bound the request bytes each stream buffers.
-        // Then the unary fast path (UnaryFastPath.swift) answers the hot unary methods.
-        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
-          RequestStreamGuard.install(on: channel, limits: limits, fastPath: fastPath)
-        }
-        return config
-      }()
-    )
-    self.server = GRPCServer(
-      transport: self.transport,
-      services: services + [HealthServiceHandler(status: self.health), reflection, ReflectionServiceV1Alpha(v1: reflection)],
-      interceptors: [RequestIDInterceptor(), MetricsInterceptor(), interceptor]
-    )
+    let sslContext = try GatewayListenerFactory.sslContext(certificate: certificate, caPath: configuration.caPath)
+    let allServices = services + [HealthServiceHandler(status: self.health), reflection, ReflectionServiceV1Alpha(v1: reflection)]
+    let interceptors: [any ServerInterceptor] = [RequestIDInterceptor(), MetricsInterceptor(), interceptor]
+    switch configuration.transport {
+    case .gateway:
+      let transport = GatewayTransport(
+        configuration: .init(
+          host: configuration.listen.host, port: configuration.listen.port, sslContext: sslContext, verifier: verifier,
+          peers: self.peers, admission: admission, limits: limits, fastPath: fastPath,
+          connection: .init(maxIdleTime: .milliseconds(Int64(limits.idleTimeoutMilliseconds)))))
+      self.serving = .gateway(transport, GRPCServer(transport: transport, services: allServices, interceptors: interceptors))
+    case .grpcNIO:
+      let listener = GatewayListenerFactory(
+        host: configuration.listen.host, port: configuration.listen.port, sslContext: sslContext, verifier: verifier,
+        peers: self.peers)
+      let transport = HTTP2ServerTransport.Custom(
+        listenerFactory: listener,
+        config: {
+          var config = HTTP2ServerTransport.Custom<GatewayListenerFactory>.Config.defaults
+          config.http2.maxConcurrentStreams = Limits.maxConcurrentStreamsPerConnection
+          // The transport's bound; RequestStreamGuard applies each method's own, smaller one.
+          config.rpc.maxRequestPayloadSize = Limits.maxRequestMessageBytes
+          config.connection.maxIdleTime = .milliseconds(Int64(limits.idleTimeoutMilliseconds))
+          // Admit connections within the limits, close those that do not start HTTP/2 in time.
+          config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+            admission.install(on: channel)
+          }
+          // Refuse requests whose headers would trap inside grpc-swift (grpc-timeout: -1S) before
+          // grpc-swift parses them, and bound the request bytes each stream buffers.
+          // Then the unary fast path (UnaryFastPath.swift) answers the hot unary methods.
+          config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
+            RequestStreamGuard.install(on: channel, limits: limits, fastPath: fastPath)
+          }
+          return config
+        }()
+      )
+      self.serving = .grpcNIO(transport, GRPCServer(transport: transport, services: allServices, interceptors: interceptors))
+    }
     self.observeOwnCertificate()
   }
 
@@ -281,7 +305,21 @@ public final class GatewayServer: Service {
   /// The bound address, once listening (resolves port 0 to the real port).
   public var listeningAddress: GRPCNIOTransportCore.SocketAddress {
     get async throws {
-      guard let address = await self.transport.listeningAddress else {
+      let bound: GRPCNIOTransportCore.SocketAddress?
+      switch self.serving {
+      case .gateway(let transport, _):
+        let address = await transport.listeningAddress
+        if case .v4(let v4)? = address, let port = address?.port {
+          bound = .ipv4(host: v4.host, port: port)
+        } else if case .v6(let v6)? = address, let port = address?.port {
+          bound = .ipv6(host: v6.host, port: port)
+        } else {
+          bound = nil
+        }
+      case .grpcNIO(let transport, _):
+        bound = await transport.listeningAddress
+      }
+      guard let address = bound else {
         throw RuntimeError(
           code: .serverIsStopped,
           message: "not listening on \(self.listenAddress): the address may be in use or not this host's, or the server stopped")
@@ -292,7 +330,10 @@ public final class GatewayServer: Service {
 
   public func run() async throws {
     try await withGracefulShutdownHandler {
-      try await self.server.serve()
+      switch self.serving {
+      case .gateway(_, let server): try await server.serve()
+      case .grpcNIO(_, let server): try await server.serve()
+      }
     } onGracefulShutdown: {
       self.beginGracefulShutdown()
     }
@@ -308,7 +349,10 @@ public final class GatewayServer: Service {
     self.health.beginShutdown()
     // Alert streams end cleanly (their clients resume after the restart).
     self.alerts.shutDown()
-    self.server.beginGracefulShutdown()
+    switch self.serving {
+    case .gateway(_, let server): server.beginGracefulShutdown()
+    case .grpcNIO(_, let server): server.beginGracefulShutdown()
+    }
     let admission = self.admission
     let logger = self.logger
     let drain = Duration.milliseconds(self.configuration.connections.drainTimeoutMilliseconds)

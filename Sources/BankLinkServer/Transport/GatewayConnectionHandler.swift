@@ -1,0 +1,272 @@
+import NIOCore
+import NIOExtras
+import NIOHTTP2
+
+/// One HTTP/2 connection's life for ``GatewayTransport``, as grpc-swift-nio-transport's server
+/// connection handler manages it (and with its defaults):
+/// - **drain**: on the server's quiesce event, `GOAWAY` with the highest stream id and a PING;
+///   when the PING is acknowledged (the client has seen the first `GOAWAY` and opens no more
+///   streams), `GOAWAY` with the last stream id opened; the connection closes when its streams
+///   have. (The daemon's drain timeout closes connections whose streams never end.)
+/// - **idle**: a connection with no stream open for `maxIdleTime` is sent `GOAWAY` and closed.
+/// - **keepalive**: after `keepaliveTime` without a frame from the client, a PING; no frame
+///   within `keepaliveTimeout` after it, and the connection drains.
+/// - **client pings**: at most one per `minPingIntervalWithoutCalls` while streams are open, one
+///   per two hours while none are (gRFC A8); past ``maxPingStrikes`` too early, `GOAWAY`
+///   `ENHANCE_YOUR_CALM` ("too_many_pings") and the connection closes. swift-nio-http2 answers
+///   the PINGs themselves.
+///
+/// It sits behind `NIOHTTP2Handler`, which passes it the connection's own frames (PING, GOAWAY,
+/// SETTINGS) and its stream created/closed events.
+final class GatewayConnectionHandler: ChannelDuplexHandler {
+  typealias InboundIn = HTTP2Frame
+  typealias InboundOut = HTTP2Frame
+  typealias OutboundIn = HTTP2Frame
+  typealias OutboundOut = HTTP2Frame
+
+  struct Settings: Sendable {
+    var maxIdleTime: TimeAmount?
+    var keepaliveTime = Self.keepaliveTime
+    var keepaliveTimeout = Self.keepaliveTimeout
+    var minPingIntervalWithoutCalls = Self.minPingIntervalWithoutCalls
+    var allowPingsWithoutCalls = false
+
+    /// grpc-swift-nio-transport's defaults (`HTTP2ServerTransport.Config.Keepalive.defaults`).
+    static let keepaliveTime = TimeAmount.hours(2)
+    static let keepaliveTimeout = TimeAmount.seconds(20)
+    static let minPingIntervalWithoutCalls = TimeAmount.minutes(5)
+    /// The interval between client PINGs allowed while no call is open (gRFC A8).
+    static let pingIntervalWithoutCalls = TimeAmount.hours(2)
+  }
+
+  /// Client PINGs tolerated too early before the connection is closed (gRPC's value).
+  static let maxPingStrikes = 2
+  static let tooManyPings = "too_many_pings"
+
+  private let settings: Settings
+  private var context: ChannelHandlerContext?
+  private var openStreams = 0
+  private var lastStreamID = HTTP2StreamID.rootStream
+  private let keepalivePing: HTTP2PingData
+  private let drainPing: HTTP2PingData
+  private enum Drain { case none, firstGoAwaySent, secondGoAwaySent }
+  private var drain = Drain.none
+  private var closed = false
+  private var idleTimer: Scheduled<Void>?
+  private var keepaliveTimer: Scheduled<Void>?
+  private var keepaliveTimeoutTimer: Scheduled<Void>?
+  private var lastValidPing: NIODeadline?
+  private var pingStrikes = 0
+  private var inReadLoop = false
+  private var flushPending = false
+
+  init(settings: Settings) {
+    self.settings = settings
+    let data = UInt64.random(in: .min ... .max)
+    self.keepalivePing = HTTP2PingData(withInteger: data)
+    self.drainPing = HTTP2PingData(withInteger: ~data)
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    if context.channel.isActive { self.startIdleTimer() }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.cancelTimers()
+    self.context = nil
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    self.startIdleTimer()
+    context.fireChannelActive()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.closed = true
+    self.cancelTimers()
+    context.fireChannelInactive()
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    self.inReadLoop = true
+    // Any frame shows the client is there.
+    self.keepaliveTimer?.cancel()
+    self.keepaliveTimer = nil
+    self.keepaliveTimeoutTimer?.cancel()
+    self.keepaliveTimeoutTimer = nil
+    if case .ping(let data, let ack) = self.unwrapInboundIn(data).payload {
+      if ack {
+        self.pingAcknowledged(data, context: context)
+      } else {
+        self.pingReceived(context: context)
+      }
+    }
+    context.fireChannelRead(data)
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    self.inReadLoop = false
+    if self.flushPending {
+      self.flushPending = false
+      context.flush()
+    }
+    if self.keepaliveTimer == nil, !self.closed, self.drain == .none {
+      self.keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.keepaliveTime) { [weak self] in
+        self?.sendKeepalive()
+      }
+    }
+    context.fireChannelReadComplete()
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    switch event {
+    case is ChannelShouldQuiesceEvent:
+      self.beginDrain()
+    default:
+      break
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  // MARK: Streams
+
+  /// swift-nio-http2's stream multiplexer tells of streams through a delegate (its events do not
+  /// reach the handlers behind it). Called on the connection's event loop.
+  struct StreamDelegate: NIOHTTP2StreamDelegate {
+    let handler: NIOLoopBound<GatewayConnectionHandler>
+
+    func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
+      self.handler.value.streamCreated(id)
+    }
+
+    func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
+      self.handler.value.streamClosed()
+    }
+  }
+
+  private func streamCreated(_ id: HTTP2StreamID) {
+    self.openStreams += 1
+    if id > self.lastStreamID { self.lastStreamID = id }
+    self.idleTimer?.cancel()
+    self.idleTimer = nil
+  }
+
+  private func streamClosed() {
+    self.openStreams = max(0, self.openStreams - 1)
+    guard self.openStreams == 0, let context = self.context else { return }
+    if self.drain == .secondGoAwaySent {
+      // After the flush carrying the stream's last frame.
+      context.eventLoop.assumeIsolated().execute { [weak self] in self?.closeGracefully() }
+    } else if self.drain == .none {
+      self.startIdleTimer()
+    }
+  }
+
+  // MARK: Drain, idle, keepalive
+
+  private func beginDrain() {
+    guard let context = self.context, self.drain == .none, !self.closed else { return }
+    self.cancelTimers()
+    self.drain = .firstGoAwaySent
+    context.write(self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))), promise: nil)
+    context.write(self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(self.drainPing, ack: false))), promise: nil)
+    self.flush(context)
+  }
+
+  private func pingAcknowledged(_ data: HTTP2PingData, context: ChannelHandlerContext) {
+    guard self.drain == .firstGoAwaySent, data == self.drainPing else { return }
+    self.drain = .secondGoAwaySent
+    context.write(
+      self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: self.lastStreamID, errorCode: .noError, opaqueData: nil))),
+      promise: nil)
+    self.flush(context)
+    if self.openStreams == 0 { self.closeGracefully() }
+  }
+
+  private func pingReceived(context: ChannelHandlerContext) {
+    let now = NIODeadline.now()
+    let interval =
+      self.openStreams > 0 || self.settings.allowPingsWithoutCalls
+      ? self.settings.minPingIntervalWithoutCalls : Settings.pingIntervalWithoutCalls
+    if let last = self.lastValidPing, last + interval > now {
+      self.pingStrikes += 1
+      guard self.pingStrikes > Self.maxPingStrikes else { return }
+      self.closed = true
+      self.cancelTimers()
+      let goAway = HTTP2Frame(
+        streamID: .rootStream,
+        payload: .goAway(
+          lastStreamID: self.lastStreamID, errorCode: .enhanceYourCalm,
+          opaqueData: context.channel.allocator.buffer(string: Self.tooManyPings)))
+      context.write(self.wrapOutboundOut(goAway), promise: nil)
+      self.flush(context)
+      // A tick later, so the GOAWAY is flushed first.
+      context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
+    } else {
+      self.lastValidPing = now
+    }
+  }
+
+  private func sendKeepalive() {
+    guard let context = self.context, !self.closed else { return }
+    self.keepaliveTimer = nil
+    context.write(self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(self.keepalivePing, ack: false))), promise: nil)
+    self.flush(context)
+    self.keepaliveTimeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.keepaliveTimeout) { [weak self] in
+      self?.beginDrain()
+    }
+  }
+
+  private func startIdleTimer() {
+    guard let context = self.context, let maxIdle = self.settings.maxIdleTime, self.idleTimer == nil, self.openStreams == 0,
+      self.drain == .none, !self.closed
+    else { return }
+    self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: maxIdle) { [weak self] in
+      self?.idleTimedOut()
+    }
+  }
+
+  /// No stream for `maxIdleTime`: `GOAWAY` naming the last stream (a stream the client opens
+  /// meanwhile is refused, and a gRPC client retries it elsewhere), then close.
+  private func idleTimedOut() {
+    guard let context = self.context, self.openStreams == 0, !self.closed else { return }
+    self.idleTimer = nil
+    self.drain = .secondGoAwaySent
+    context.write(
+      self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: self.lastStreamID, errorCode: .noError, opaqueData: nil))),
+      promise: nil)
+    self.flush(context)
+    self.closeGracefully()
+  }
+
+  /// Closes after what is written has gone out: output first, then the whole channel.
+  private func closeGracefully() {
+    guard let context = self.context, !self.closed else { return }
+    self.closed = true
+    self.cancelTimers()
+    let promise = context.eventLoop.makePromise(of: Void.self)
+    context.close(mode: .output, promise: promise)
+    promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+  }
+
+  private func cancelTimers() {
+    self.idleTimer?.cancel()
+    self.idleTimer = nil
+    self.keepaliveTimer?.cancel()
+    self.keepaliveTimer = nil
+    self.keepaliveTimeoutTimer?.cancel()
+    self.keepaliveTimeoutTimer = nil
+  }
+
+  private func flush(_ context: ChannelHandlerContext) {
+    if self.inReadLoop {
+      self.flushPending = true
+    } else {
+      context.flush()
+    }
+  }
+}
+
+@available(*, unavailable)
+extension GatewayConnectionHandler: Sendable {}

@@ -1,0 +1,244 @@
+import BankLinkCore
+import GRPCCore
+import GRPCNIOTransportCore
+import NIOCore
+import NIOExtras
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// banklinkd's gRPC server transport: HTTP/2 over mutual TLS on swift-nio-http2, with the hot
+/// unary methods answered in each stream's pipeline (``UnaryFastPath``) and every other call
+/// handed to gRPC Swift's server as an `RPCStream`.
+///
+/// Why not grpc-swift-nio-transport's `HTTP2ServerTransport`: it gives every stream an async
+/// channel and a task before its HEADERS are read, so even a call answered in the pipeline pays
+/// for them — about half of the server's CPU per fast call (docs/architecture.md, "The gRPC
+/// transport"). Here a stream costs a task only when its HEADERS name a method gRPC Swift serves.
+///
+/// What it keeps of grpc-swift-nio-transport (``GatewayStreamHandler``,
+/// ``GatewayConnectionHandler``): the request checks and their statuses, trailers and
+/// trailers-only answers, percent-encoded `grpc-message`, metadata, cancellation of the handler
+/// when the client resets the stream or the connection goes, the HTTP/2 settings (window, frame
+/// size, header list size, concurrent streams), keepalive and client PING policing, idle
+/// connections closed, and the two-step `GOAWAY` on drain. `grpc-timeout` is enforced by gRPC
+/// Swift's executor (for calls it serves) and by the fast path. `GatewayServer.Configuration`
+/// `transport = .grpcNIO` (`BANKLINK_TRANSPORT=grpc-nio`) serves with grpc-swift-nio-transport
+/// instead, for comparison.
+public final class GatewayTransport: ServerTransport {
+  public typealias Bytes = GatewayBytes
+
+  struct Configuration: Sendable {
+    var host: String
+    var port: Int
+    var sslContext: NIOSSLContext
+    var verifier: ClientCertificateVerifier
+    var peers: ConnectionPeers
+    var admission: ConnectionAdmission
+    var limits: ConnectionLimits
+    var fastPath: UnaryFastPath?
+    var connection: GatewayConnectionHandler.Settings
+    var eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  }
+
+  /// HTTP/2 settings, as grpc-swift-nio-transport's defaults set them (a 64 KiB window, 16 KiB
+  /// frames, its header list bound) with banklinkd's stream limit.
+  static let targetWindowSize = (1 << 16) - 1
+  static let maxFrameSize = 1 << 14
+
+  private let configuration: Configuration
+  private let quiescing: ServerQuiescingHelper
+  private let descriptors = Mutex<[String: MethodDescriptor]>([:])
+  private let accepted: AsyncStream<AcceptedStream>
+  private let acceptor: AsyncStream<AcceptedStream>.Continuation
+  private let address: EventLoopPromise<NIOCore.SocketAddress?>
+  private let published = Atomic<Bool>(false)
+  private let shuttingDown = Atomic<Bool>(false)
+
+  init(configuration: Configuration) {
+    self.configuration = configuration
+    self.quiescing = ServerQuiescingHelper(group: configuration.eventLoopGroup)
+    // Unbounded: each element is a stream the HTTP/2 layer already admitted (within its
+    // concurrent-streams limit per connection and the connection limits), not a new buffer.
+    (self.accepted, self.acceptor) = AsyncStream.makeStream(of: AcceptedStream.self)
+    self.address = configuration.eventLoopGroup.any().makePromise()
+  }
+
+  deinit {
+    self.publish(nil)
+  }
+
+  /// The address listened on, once bound (nil if binding failed or the transport stopped).
+  var listeningAddress: NIOCore.SocketAddress? {
+    get async { try? await self.address.futureResult.get() }
+  }
+
+  public func configure(context: GRPCServerContext) {
+    self.descriptors.withLock { descriptors in
+      for method in context.methods { descriptors["/" + method.fullyQualifiedMethod] = method }
+    }
+  }
+
+  public func listen(
+    streamHandler: @escaping @Sendable (_ stream: RPCStream<Inbound, Outbound>, _ context: ServerContext) async -> Void
+  ) async throws {
+    let server: any Channel
+    do {
+      server = try await self.bind()
+    } catch {
+      self.publish(nil)
+      throw error
+    }
+    self.publish(server.localAddress)
+    await withDiscardingTaskGroup { group in
+      for await stream in self.accepted {
+        group.addTask { await Self.serve(stream, handler: streamHandler) }
+      }
+    }
+    // Drained (every connection closed after the shutdown began), or cancelled.
+    try? await server.close()
+  }
+
+  public func beginGracefulShutdown() {
+    guard !self.shuttingDown.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    // Closes the listener and sends each connection the quiesce event (GatewayConnectionHandler
+    // drains it); once every connection has closed, the listen loop ends. (Before `listen`
+    // bound, the helper fails the promise at once: the loop ends as soon as it starts.)
+    let drained = self.configuration.eventLoopGroup.any().makePromise(of: Void.self)
+    drained.futureResult.whenComplete { [acceptor = self.acceptor] _ in acceptor.finish() }
+    self.quiescing.initiateShutdown(promise: drained)
+  }
+
+  private func publish(_ address: NIOCore.SocketAddress?) {
+    guard !self.published.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    self.address.succeed(address)
+  }
+
+  // MARK: Listening
+
+  private func bind() async throws -> any Channel {
+    let configuration = self.configuration
+    let quiescing = self.quiescing
+    let shared = GatewayStreamHandler.Shared(
+      descriptorsByPath: self.descriptors.withLock { $0 },
+      maxRequestMessageBytes: Limits.maxRequestMessageBytes,
+      accept: { [acceptor = self.acceptor] stream in
+        if case .enqueued = acceptor.yield(stream) { return true }
+        return false
+      })
+    return try await ServerBootstrap(group: configuration.eventLoopGroup)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+        }
+      }
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try Self.configureConnection(channel, configuration: configuration, shared: shared)
+        }
+      }
+      .bind(host: configuration.host, port: configuration.port).get()
+  }
+
+  /// One accepted connection's pipeline: the peer registry and TLS as `GatewayListenerFactory`
+  /// sets them up, admission (``ConnectionAdmission``), then HTTP/2 and, per stream,
+  /// ``RequestStreamGuard``, ``UnaryFastPathHandler`` and ``GatewayStreamHandler``.
+  static func configureConnection(
+    _ channel: any Channel, configuration: Configuration, shared: GatewayStreamHandler.Shared
+  ) throws {
+    let sync = channel.pipeline.syncOperations
+    let peers = configuration.peers
+    let peer = peers.open(channel)
+    let callback = configuration.verifier.callback { leaf in
+      peer.certificate.withLock { $0 = leaf }
+      peers.rememberVerified(leaf)
+    }
+    try sync.addHandler(NIOSSLServerHandler(context: configuration.sslContext, customVerificationCallbackWithMetadata: callback))
+    if peer.registered { try sync.addHandler(ResumedSessionHandler(peer: peer, peers: peers)) }
+
+    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+    connection.targetWindowSize = Self.targetWindowSize
+    connection.initialSettings = [
+      HTTP2Setting(parameter: .initialWindowSize, value: Self.targetWindowSize),
+      HTTP2Setting(parameter: .maxFrameSize, value: Self.maxFrameSize),
+      HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
+      HTTP2Setting(parameter: .maxConcurrentStreams, value: Limits.maxConcurrentStreamsPerConnection),
+    ]
+    var stream = NIOHTTP2Handler.StreamConfiguration()
+    stream.targetWindowSize = Self.targetWindowSize
+    let limits = configuration.limits
+    let fastPath = configuration.fastPath
+    let registeredPeer = peer.registered ? peer : nil
+    let connectionHandler = GatewayConnectionHandler(settings: configuration.connection)
+    let delegate = GatewayConnectionHandler.StreamDelegate(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
+    _ = try sync.configureHTTP2Pipeline(
+      mode: .server, connectionConfiguration: connection, streamConfiguration: stream, streamDelegate: delegate
+    ) {
+      streamChannel in
+      streamChannel.eventLoop.makeCompletedFuture {
+        let streamSync = streamChannel.pipeline.syncOperations
+        let connectionGuard = try? streamChannel.parent?.pipeline.syncOperations.handler(type: ConnectionGuard.self)
+        try streamSync.addHandler(RequestStreamGuard(limits: limits, connection: connectionGuard))
+        if let fastPath { try streamSync.addHandler(UnaryFastPathHandler(fastPath: fastPath, peer: registeredPeer)) }
+        try streamSync.addHandler(GatewayStreamHandler(shared: shared))
+      }
+    }
+    try sync.addHandler(connectionHandler)
+    // Admission last: it places its guard in front of the HTTP/2 handler, or closes the channel.
+    try configuration.admission.installSynchronously(on: channel)
+  }
+
+  // MARK: Streams
+
+  /// Runs one call gRPC Swift serves, as grpc-swift-nio-transport's `handleStream` does.
+  private static func serve(
+    _ stream: AcceptedStream, handler: @Sendable (_ stream: RPCStream<Inbound, Outbound>, _ context: ServerContext) async -> Void
+  ) async {
+    try? await stream.channel.executeThenClose { inbound, outbound in
+      await withServerContextRPCCancellationHandle { handle in
+        let channel = stream.channel.channel
+        channel.eventLoop.execute {
+          let handler = try? channel.pipeline.syncOperations.handler(type: GatewayStreamHandler.self)
+          handler?.setCancellationHandle(handle)
+        }
+        let rpc = RPCStream(
+          descriptor: stream.descriptor,
+          inbound: RPCAsyncSequence(wrapping: inbound),
+          outbound: RPCWriter.Closable(wrapping: ResponseWriter(writer: outbound, channel: channel)))
+        let context = ServerContext(
+          descriptor: stream.descriptor, remotePeer: stream.remotePeer, localPeer: stream.localPeer, cancellation: handle)
+        await handler(rpc, context)
+      }
+      // Closing at once could drop the status still buffered: wait for the stream to end, unless
+      // the task was cancelled (then `executeThenClose` closes it).
+      if !Task.isCancelled { try await stream.channel.channel.closeFuture.get() }
+    }
+  }
+
+  /// The response side of a call: the async channel's writer; finishing with an error closes
+  /// the stream (the client sees it reset).
+  struct ResponseWriter: ClosableRPCWriterProtocol {
+    typealias Element = RPCResponsePart<GatewayBytes>
+    let writer: NIOAsyncChannelOutboundWriter<Element>
+    let channel: any Channel
+
+    func write(_ element: Element) async throws {
+      try await self.writer.write(element)
+    }
+
+    func write(contentsOf elements: some Sequence<Element>) async throws {
+      try await self.writer.write(contentsOf: elements)
+    }
+
+    func finish() {
+      self.writer.finish()
+    }
+
+    func finish(throwing error: any Error) {
+      self.channel.pipeline.fireErrorCaught(error)
+    }
+  }
+}
