@@ -132,7 +132,9 @@ nio_port="$(free_port)"
 nio_pid=$!; pids+=("$nio_pid")
 # banklinkd variants (VARIANTS, default "default nofast"): default = as shipped (Swift's pool as the
 # executor, the unary fast path on); nofast = every call through gRPC Swift
-# (BANKLINK_UNARY_FAST_PATH=off); loops = the event loops as the executor (BANKLINK_GLOBAL_EXECUTOR=loops);
+# (BANKLINK_UNARY_FAST_PATH=off); grpcnio = the fast path on grpc-swift-nio-transport instead of
+# banklinkd's own transport (BANKLINK_TRANSPORT=grpc-nio); loops = the event loops as the executor
+# (BANKLINK_GLOBAL_EXECUTOR=loops);
 # metrics = as shipped with metrics.listen set (the Prometheus backend counting every call).
 variants="${VARIANTS:-default nofast}"
 declare -A vpid vport
@@ -140,6 +142,7 @@ for variant in $variants; do
   case "$variant" in
     default) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default) ;;
     nofast) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default BANKLINK_UNARY_FAST_PATH=off) ;;
+    grpcnio) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default BANKLINK_TRANSPORT=grpc-nio) ;;
     loops) env_vars=(BANKLINK_GLOBAL_EXECUTOR=loops) ;;
     metrics) env_vars=(BANKLINK_GLOBAL_EXECUTOR=default) ;;
     *) echo "unknown variant $variant" >&2; exit 2 ;;

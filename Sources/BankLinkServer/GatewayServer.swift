@@ -99,6 +99,12 @@ public final class GatewayServer: Service {
   private let shutdownBegun = Mutex(false)
   /// The unary fast path, nil when `unaryFastPath` is off.
   private let fastPath: UnaryFastPath?
+  /// Streams banklinkd's transport handed to gRPC Swift, each with a task (nil on
+  /// grpc-swift-nio-transport, which gives every stream one).
+  public var streamsGivenToGRPCSwift: Int? {
+    if case .gateway(let transport, _) = self.serving { return transport.streamsAccepted }
+    return nil
+  }
   /// Calls the unary fast path answered since start (tests, diagnostics).
   public var fastPathAnswered: Int { self.fastPath?.answered.load(ordering: .relaxed) ?? 0 }
   private let serving: Serving

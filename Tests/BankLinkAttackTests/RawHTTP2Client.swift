@@ -4,6 +4,7 @@ import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// An attacker's HTTP/2 client: mutual TLS with a certificate the CA signed, then streams with
 /// whatever headers and bytes the test chooses — nothing a gRPC library would refuse to send.
@@ -23,12 +24,29 @@ final class RawHTTP2Client: Sendable {
     var httpStatus: String? { self.headers.first { $0.0 == ":status" }?.1 }
   }
 
+  /// A frame of the connection itself (stream 0) the server sent.
+  enum ConnectionFrame: Sendable, Equatable {
+    case goAway(lastStreamID: HTTP2StreamID, errorCode: HTTP2ErrorCode, debugData: String)
+    case ping(ack: Bool)
+  }
+
   let channel: any Channel
   let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+  private let recorder: ConnectionFrameRecorder
 
-  private init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer) {
+  /// The GOAWAY and PING frames received so far, in order.
+  var connectionFrames: [ConnectionFrame] { self.recorder.frames.withLock { $0 } }
+  var goAways: [ConnectionFrame] { self.connectionFrames.filter { if case .goAway = $0 { true } else { false } } }
+
+  private init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer, recorder: ConnectionFrameRecorder) {
     self.channel = channel
     self.multiplexer = multiplexer
+    self.recorder = recorder
+  }
+
+  /// Sends a PING on the connection.
+  func ping() {
+    self.channel.writeAndFlush(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: 42), ack: false)), promise: nil)
   }
 
   static func connect(
@@ -44,6 +62,7 @@ final class RawHTTP2Client: Sendable {
     let context = try NIOSSLContext(configuration: tls)
     // TLS and HTTP/2 go into the pipeline together, before the first byte is read: the
     // server's SETTINGS must reach the HTTP/2 handler, not the end of the pipeline.
+    let recorder = ConnectionFrameRecorder()
     let (channel, multiplexer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .connect(host: host, port: port) { channel in
         channel.eventLoop.makeCompletedFuture { () throws -> ((any Channel), NIOHTTP2Handler.StreamMultiplexer) in
@@ -55,10 +74,11 @@ final class RawHTTP2Client: Sendable {
           let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .client, connectionConfiguration: connection, streamConfiguration: .init()
           ) { $0.eventLoop.makeSucceededVoidFuture() }
+          try channel.pipeline.syncOperations.addHandler(recorder)
           return (channel, multiplexer)
         }
       }
-    return RawHTTP2Client(channel: channel, multiplexer: multiplexer)
+    return RawHTTP2Client(channel: channel, multiplexer: multiplexer, recorder: recorder)
   }
 
   /// Standard request headers of a unary gRPC call to `path`, in order, for tests to edit.
@@ -145,6 +165,25 @@ final class RawHTTP2Client: Sendable {
 
   func close() async {
     try? await self.channel.close()
+  }
+}
+
+/// Records the connection's own GOAWAY and PING frames (swift-nio-http2 passes stream 0's frames
+/// to the handler behind it).
+private final class ConnectionFrameRecorder: ChannelInboundHandler, Sendable {
+  typealias InboundIn = HTTP2Frame
+  let frames = Mutex<[RawHTTP2Client.ConnectionFrame]>([])
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch self.unwrapInboundIn(data).payload {
+    case .goAway(let lastStreamID, let errorCode, let opaqueData):
+      let debug = opaqueData.map { String(buffer: $0) } ?? ""
+      self.frames.withLock { $0.append(.goAway(lastStreamID: lastStreamID, errorCode: errorCode, debugData: debug)) }
+    case .ping(_, let ack):
+      self.frames.withLock { $0.append(.ping(ack: ack)) }
+    default:
+      break
+    }
   }
 }
 

@@ -56,6 +56,7 @@ public final class GatewayTransport: ServerTransport {
   private let address: EventLoopPromise<NIOCore.SocketAddress?>
   private let published = Atomic<Bool>(false)
   private let shuttingDown = Atomic<Bool>(false)
+  private let acceptedCount = Atomic<Int>(0)
 
   init(configuration: Configuration) {
     self.configuration = configuration
@@ -111,6 +112,15 @@ public final class GatewayTransport: ServerTransport {
     self.quiescing.initiateShutdown(promise: drained)
   }
 
+  /// Streams handed to gRPC Swift (each given a task) since the transport started.
+  var streamsAccepted: Int { self.acceptedCount.load(ordering: .relaxed) }
+
+  private func accept(_ stream: AcceptedStream) -> Bool {
+    guard case .enqueued = self.acceptor.yield(stream) else { return false }
+    self.acceptedCount.add(1, ordering: .relaxed)
+    return true
+  }
+
   private func publish(_ address: NIOCore.SocketAddress?) {
     guard !self.published.exchange(true, ordering: .acquiringAndReleasing) else { return }
     self.address.succeed(address)
@@ -124,10 +134,7 @@ public final class GatewayTransport: ServerTransport {
     let shared = GatewayStreamHandler.Shared(
       descriptorsByPath: self.descriptors.withLock { $0 },
       maxRequestMessageBytes: Limits.maxRequestMessageBytes,
-      accept: { [acceptor = self.acceptor] stream in
-        if case .enqueued = acceptor.yield(stream) { return true }
-        return false
-      })
+      accept: { [self] stream in self.accept(stream) })
     return try await ServerBootstrap(group: configuration.eventLoopGroup)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelInitializer { channel in

@@ -1,0 +1,128 @@
+import BankLinkCore
+import BankLinkProto
+import BankLinkServer
+import BankLinkTestSupport
+import Foundation
+import GRPCCore
+import NIOCore
+import NIOHTTP2
+import Testing
+
+/// banklinkd's own gRPC transport (GatewayTransport.swift): what it does beyond answering a call
+/// — which streams get a task, and the connection's life (drain, idle, client PINGs) — checked
+/// from the wire, on both transports where grpc-swift-nio-transport does the same.
+@Suite("gRPC transport")
+struct GatewayTransportTests {
+  static let principals = UnaryFastPathTests.principals
+
+  static func balance(_ account: String, refresh: Bool = false) throws -> [UInt8] {
+    RawHTTP2Client.frame(try UnaryFastPathTests.balance(account, refresh: refresh))
+  }
+
+  static func goAway(_ frame: RawHTTP2Client.ConnectionFrame) -> (HTTP2StreamID, HTTP2ErrorCode, String)? {
+    if case .goAway(let id, let code, let debug) = frame { return (id, code, debug) }
+    return nil
+  }
+
+  @Test("a call the fast path answers or the transport refuses gets no task; a call gRPC Swift serves gets one")
+  func tasks() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      for _ in 0..<5 {
+        let answer = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance), body: try Self.balance("icbc-cny-001"))
+        #expect(answer.grpcStatus == "0", "\(answer.all)")
+      }
+      // Refused at its HEADERS by the transport: a compression banklinkd does not accept.
+      let compressed = try await raw.call(
+        headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance) + [("grpc-encoding", "gzip")], body: try Self.balance("icbc-cny-001"))
+      #expect(compressed.grpcStatus == "12", "\(compressed.all)")
+      #expect(compressed.all.contains { $0 == ("grpc-accept-encoding", "identity") }, "\(compressed.all)")
+      #expect(server.server.fastPathAnswered == 5)
+      #expect(server.server.streamsGivenToGRPCSwift == 0)
+      // A refresh asks the bank: gRPC Swift serves it, on a task of its own.
+      let refreshed = try await raw.call(
+        headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance), body: try Self.balance("icbc-cny-001", refresh: true))
+      #expect(refreshed.grpcStatus == "0", "\(refreshed.all)")
+      #expect(server.server.streamsGivenToGRPCSwift == 1)
+      #expect(server.server.fastPathAnswered == 5)
+      await raw.close()
+    }
+  }
+
+  @Test(
+    "drain: GOAWAY naming the highest stream id and a PING, then GOAWAY naming the last stream opened; the call in flight is answered",
+    arguments: GatewayServer.Transport.allCases)
+  func drain(transport: GatewayServer.Transport) async throws {
+    try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      let first = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+      #expect(first.grpcStatus == "0")
+      // A refresh (gRPC Swift) sent in two parts, the drain beginning between them.
+      let message = try Self.balance("icbc-cny-001", refresh: true)
+      let stream = try await raw.start(
+        headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance), body: Array(message.prefix(3)), endStream: false)
+      try await Task.sleep(for: .milliseconds(200))
+      server.server.beginGracefulShutdown()
+      try await Task.sleep(for: .milliseconds(300))
+      stream.send(Array(message.dropFirst(3)), endStream: true)
+      let answer = try await stream.response.get()
+      #expect(answer.grpcStatus == "0", "\(answer.all)")
+      try await raw.channel.closeFuture.get()
+      let goAways = raw.goAways.compactMap(Self.goAway)
+      #expect(goAways.count == 2, "\(raw.connectionFrames)")
+      #expect(goAways.first?.0 == .maxID && goAways.first?.1 == .noError, "\(goAways)")
+      // Streams 1 and 3: the second GOAWAY names the call in flight.
+      #expect(goAways.last?.0 == HTTP2StreamID(3) && goAways.last?.1 == .noError, "\(goAways)")
+      #expect(raw.connectionFrames.contains(.ping(ack: false)))
+    }
+  }
+
+  @Test("a connection idle for connections.idle_timeout gets GOAWAY and is closed; one with a call open is not", arguments: GatewayServer.Transport.allCases)
+  func idle(transport: GatewayServer.Transport) async throws {
+    let idleMilliseconds = 300
+    try await withTestServer(
+      principals: Self.principals,
+      configure: {
+        $0.transport = transport
+        $0.connections = $0.connections.with { $0.idleTimeoutMilliseconds = idleMilliseconds }
+      }
+    ) { server in
+      let idle = try await UnaryFastPathTests.viewer(server)
+      let answer = try await idle.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+      #expect(answer.grpcStatus == "0")
+      // A second connection keeps a call open (a request not finished) past the idle time.
+      let busy = try await UnaryFastPathTests.viewer(server)
+      let message = try Self.balance("icbc-cny-001", refresh: true)
+      let open = try await busy.start(
+        headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance), body: Array(message.prefix(3)), endStream: false)
+      try await idle.channel.closeFuture.get()
+      let goAways = idle.goAways.compactMap(Self.goAway)
+      #expect(goAways.last?.0 == HTTP2StreamID(1) && goAways.last?.1 == .noError, "\(idle.connectionFrames)")
+      #expect(busy.channel.isActive, "a connection with a call open was closed as idle")
+      open.send(Array(message.dropFirst(3)), endStream: true)
+      let served = try await open.response.get()
+      #expect(served.grpcStatus == "0", "\(served.all)")
+      await busy.close()
+    }
+  }
+
+  @Test("a client that PINGs too often without a call open: GOAWAY ENHANCE_YOUR_CALM too_many_pings, then closed", arguments: GatewayServer.Transport.allCases)
+  func pingFlood(transport: GatewayServer.Transport) async throws {
+    try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      // The first PING is allowed; the three after it, sent at once, are strikes.
+      for _ in 0..<4 {
+        raw.ping()
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      try await raw.channel.closeFuture.get()
+      let goAways = raw.goAways.compactMap(Self.goAway)
+      #expect(goAways.count == 1 && goAways.first?.1 == .enhanceYourCalm && goAways.first?.2 == "too_many_pings", "\(raw.connectionFrames)")
+      // Others are still served.
+      let other = try await UnaryFastPathTests.viewer(server)
+      let answer = try await other.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+      #expect(answer.grpcStatus == "0")
+      await other.close()
+    }
+  }
+}
