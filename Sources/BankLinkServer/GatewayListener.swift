@@ -189,20 +189,33 @@ struct GatewayListenerFactory: HTTP2ServerTransport.ListenerFactory {
       .serverChannelInitializer { channel in listenerConfigurator.configure(channel: channel) }
       .bind(host: self.host, port: self.port) { channel in
         channel.eventLoop.makeCompletedFuture {
-          let peer = peers.open(channel)
-          let callback = verifier.callback { leaf in
-            peer.certificate.withLock { $0 = leaf }
-            peers.rememberVerified(leaf)
-          }
+          let peer = try Self.addTLS(to: channel, sslContext: sslContext, verifier: verifier, peers: peers)
           // The fast path finds the certificate here; an unregistered connection's calls are
           // gRPC Swift's, whose interceptor refuses them.
-          if peer.registered { try channel.pipeline.syncOperations.addHandler(ConnectionPeerHandler(peer: peer)) }
-          try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallbackWithMetadata: callback))
-          if peer.registered { try channel.pipeline.syncOperations.addHandler(ResumedSessionHandler(peer: peer, peers: peers)) }
+          if peer.registered { try channel.pipeline.syncOperations.addHandler(ConnectionPeerHandler(peer: peer), position: .first) }
         }.flatMap {
           connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: false))
         }
       }
+  }
+}
+
+extension GatewayListenerFactory {
+  /// Mutual TLS on an accepted connection, from its event loop: the connection registered in
+  /// `peers` (its verified client certificate kept there), the TLS handler verifying with
+  /// `verifier`, and the handler that takes a resumed session's certificate. Returns the
+  /// connection's peer.
+  static func addTLS(
+    to channel: any Channel, sslContext: NIOSSLContext, verifier: ClientCertificateVerifier, peers: ConnectionPeers
+  ) throws -> ConnectionPeers.Peer {
+    let peer = peers.open(channel)
+    let callback = verifier.callback { leaf in
+      peer.certificate.withLock { $0 = leaf }
+      peers.rememberVerified(leaf)
+    }
+    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallbackWithMetadata: callback))
+    if peer.registered { try channel.pipeline.syncOperations.addHandler(ResumedSessionHandler(peer: peer, peers: peers)) }
+    return peer
   }
 }
 

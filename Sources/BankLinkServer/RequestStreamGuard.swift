@@ -125,9 +125,14 @@ public final class RequestStreamGuard: ChannelDuplexHandler, RemovableChannelHan
   /// Whether the client has ended its side of the stream.
   private var clientFinished = false
 
-  init(limits: ConnectionLimits, connection: ConnectionGuard?) {
+  /// The connection's manager under banklinkd's transport, told of every HEADERS and DATA frame
+  /// the server writes (a client may PING again after them, as gRPC's servers allow).
+  private let connectionManager: GatewayConnectionHandler?
+
+  init(limits: ConnectionLimits, connection: ConnectionGuard?, connectionManager: GatewayConnectionHandler? = nil) {
     self.limits = limits
     self.connection = connection
+    self.connectionManager = connectionManager
   }
 
   public convenience init() {
@@ -275,8 +280,14 @@ public final class RequestStreamGuard: ChannelDuplexHandler, RemovableChannelHan
   }
 
   public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    if case .headers = self.unwrapOutboundIn(data) {
+    switch self.unwrapOutboundIn(data) {
+    case .headers:
       self.responseHeadersSent = true
+      self.connectionManager?.serverWroteHeadersOrData()
+    case .data:
+      self.connectionManager?.serverWroteHeadersOrData()
+    default:
+      break
     }
     context.write(data, promise: promise)
   }

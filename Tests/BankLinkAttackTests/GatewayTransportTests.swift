@@ -106,7 +106,9 @@ struct GatewayTransportTests {
     }
   }
 
-  @Test("a client that PINGs too often without a call open: GOAWAY ENHANCE_YOUR_CALM too_many_pings, then closed", arguments: GatewayServer.Transport.allCases)
+  @Test(
+    "a client that PINGs too often without a call open: GOAWAY ENHANCE_YOUR_CALM too_many_pings, then closed; one that PINGs after each answer is not",
+    arguments: GatewayServer.Transport.allCases)
   func pingFlood(transport: GatewayServer.Transport) async throws {
     try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
       let raw = try await UnaryFastPathTests.viewer(server)
@@ -118,6 +120,17 @@ struct GatewayTransportTests {
       try await raw.channel.closeFuture.get()
       let goAways = raw.goAways.compactMap(Self.goAway)
       #expect(goAways.count == 1 && goAways.first?.1 == .enhanceYourCalm && goAways.first?.2 == "too_many_pings", "\(raw.connectionFrames)")
+      // A client that PINGs after each answer (as C++ clients probe the bandwidth after data) is
+      // not counted against: the server's HEADERS and DATA let it PING again.
+      let prober = try await UnaryFastPathTests.viewer(server)
+      for _ in 0..<6 {
+        let answer = try await prober.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+        #expect(answer.grpcStatus == "0", "\(answer.all)")
+        prober.ping()
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      #expect(prober.channel.isActive && prober.goAways.isEmpty, "\(prober.connectionFrames)")
+      await prober.close()
       // Others are still served.
       let other = try await UnaryFastPathTests.viewer(server)
       let answer = try await other.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))

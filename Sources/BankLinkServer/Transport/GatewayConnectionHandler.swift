@@ -12,7 +12,8 @@ import NIOHTTP2
 /// - **keepalive**: after `keepaliveTime` without a frame from the client, a PING; no frame
 ///   within `keepaliveTimeout` after it, and the connection drains.
 /// - **client pings**: at most one per `minPingIntervalWithoutCalls` while streams are open, one
-///   per two hours while none are (gRFC A8); past ``maxPingStrikes`` too early, `GOAWAY`
+///   per two hours while none are (gRFC A8), counted afresh whenever the server writes HEADERS or
+///   DATA (``RequestStreamGuard`` tells it); past ``maxPingStrikes`` too early, `GOAWAY`
 ///   `ENHANCE_YOUR_CALM` ("too_many_pings") and the connection closes. swift-nio-http2 answers
 ///   the PINGs themselves.
 ///
@@ -161,6 +162,13 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
     } else if self.drain == .none {
       self.startIdleTimer()
     }
+  }
+
+  /// The server wrote HEADERS or DATA on a stream: the client may PING again at once (gRPC's
+  /// servers reset the PING policy then; C++ clients PING to probe the bandwidth after data).
+  func serverWroteHeadersOrData() {
+    self.pingStrikes = 0
+    self.lastValidPing = nil
   }
 
   // MARK: Drain, idle, keepalive

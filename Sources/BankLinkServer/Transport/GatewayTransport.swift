@@ -157,14 +157,8 @@ public final class GatewayTransport: ServerTransport {
     _ channel: any Channel, configuration: Configuration, shared: GatewayStreamHandler.Shared
   ) throws {
     let sync = channel.pipeline.syncOperations
-    let peers = configuration.peers
-    let peer = peers.open(channel)
-    let callback = configuration.verifier.callback { leaf in
-      peer.certificate.withLock { $0 = leaf }
-      peers.rememberVerified(leaf)
-    }
-    try sync.addHandler(NIOSSLServerHandler(context: configuration.sslContext, customVerificationCallbackWithMetadata: callback))
-    if peer.registered { try sync.addHandler(ResumedSessionHandler(peer: peer, peers: peers)) }
+    let peer = try GatewayListenerFactory.addTLS(
+      to: channel, sslContext: configuration.sslContext, verifier: configuration.verifier, peers: configuration.peers)
 
     var connection = NIOHTTP2Handler.ConnectionConfiguration()
     connection.targetWindowSize = Self.targetWindowSize
@@ -180,15 +174,17 @@ public final class GatewayTransport: ServerTransport {
     let fastPath = configuration.fastPath
     let registeredPeer = peer.registered ? peer : nil
     let connectionHandler = GatewayConnectionHandler(settings: configuration.connection)
-    let delegate = GatewayConnectionHandler.StreamDelegate(handler: NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop))
+    let manager = NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop)
+    // The connection's admission guard (its buffering budget), found once it is installed.
+    let connectionGuard = NIOLoopBoundBox<ConnectionGuard?>(nil, eventLoop: channel.eventLoop)
+    let delegate = GatewayConnectionHandler.StreamDelegate(handler: manager)
     _ = try sync.configureHTTP2Pipeline(
       mode: .server, connectionConfiguration: connection, streamConfiguration: stream, streamDelegate: delegate
     ) {
       streamChannel in
       streamChannel.eventLoop.makeCompletedFuture {
         let streamSync = streamChannel.pipeline.syncOperations
-        let connectionGuard = try? streamChannel.parent?.pipeline.syncOperations.handler(type: ConnectionGuard.self)
-        try streamSync.addHandler(RequestStreamGuard(limits: limits, connection: connectionGuard))
+        try streamSync.addHandler(RequestStreamGuard(limits: limits, connection: connectionGuard.value, connectionManager: manager.value))
         if let fastPath { try streamSync.addHandler(UnaryFastPathHandler(fastPath: fastPath, peer: registeredPeer)) }
         try streamSync.addHandler(GatewayStreamHandler(shared: shared))
       }
@@ -196,6 +192,7 @@ public final class GatewayTransport: ServerTransport {
     try sync.addHandler(connectionHandler)
     // Admission last: it places its guard in front of the HTTP/2 handler, or closes the channel.
     try configuration.admission.installSynchronously(on: channel)
+    connectionGuard.value = try? sync.handler(type: ConnectionGuard.self)
   }
 
   // MARK: Streams
