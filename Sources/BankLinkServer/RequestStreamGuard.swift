@@ -12,9 +12,9 @@ import NIOHTTP2
 /// `precondition((0 ... Timeout.maxAmount).contains(amount))` traps on a negative amount: one
 /// `grpc-timeout: -1S` from any client stops the daemon. That parse happens in the server RPC
 /// executor, long after the transport accepted the stream, so the check sits in front of it: this
-/// handler is put first in every stream channel's pipeline (``install(on:)``, the transport's
-/// `onAcceptHTTP2Stream` callback) and sees the request's HEADERS frame before gRPC's
-/// `GRPCServerStreamHandler` does. Such a request is answered trailers-only `INVALID_ARGUMENT`
+/// handler is put first in every stream channel's pipeline (by ``GatewayTransport``, or on
+/// grpc-swift-nio-transport by ``install(on:)`` from its `onAcceptHTTP2Stream` callback) and sees
+/// the request's HEADERS frame before the transport's gRPC stream handler does. Such a request is answered trailers-only `INVALID_ARGUMENT`
 /// and gRPC Swift never learns of it. The other request headers gRPC Swift parses
 /// (`content-type`, `:path`, `:scheme`, `:method`, `grpc-encoding`, `grpc-accept-encoding`, `te`,
 /// `-bin` metadata) are validated by swift-nio-http2 or refused by grpc-swift without trapping.

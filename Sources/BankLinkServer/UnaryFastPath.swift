@@ -18,7 +18,8 @@ import Synchronization
 /// not ours. See docs/architecture.md, "The unary fast path".
 ///
 /// How: a ``UnaryFastPathHandler`` sits in every HTTP/2 stream's pipeline behind
-/// ``RequestStreamGuard`` and ahead of gRPC Swift's stream handler. For a fast method it holds the
+/// ``RequestStreamGuard`` and ahead of the transport's gRPC stream handler
+/// (``GatewayStreamHandler``, or grpc-swift-nio-transport's). For a fast method it holds the
 /// request's frames until the request is complete, then answers it itself — or, when the request
 /// is anything but plain, hands the held frames to gRPC Swift as if it had never been there, so
 /// every unusual case keeps gRPC Swift's own behaviour:
@@ -49,9 +50,9 @@ import Synchronization
 ///   ``RequestStreamGuard`` in front; flow control, `GOAWAY` on drain and stream limits with
 ///   swift-nio-http2 and the transport's connection handler, which the fast path does not touch.
 ///
-/// The transport still runs a task per stream (it waits for a method descriptor gRPC Swift's
-/// handler never resolves for a stream answered here, and ends when the stream closes): that
-/// part of the framework's cost remains.
+/// On banklinkd's own transport (``GatewayTransport``) a stream answered here never gets an async
+/// channel or a task. On grpc-swift-nio-transport (`BANKLINK_TRANSPORT=grpc-nio`) it still does:
+/// that transport gives every stream both before its HEADERS are read.
 public final class UnaryFastPath: Sendable {
   /// One method the fast path serves.
   struct Method: Sendable {
@@ -181,11 +182,19 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
   typealias OutboundIn = HTTP2Frame.FramePayload
   typealias OutboundOut = HTTP2Frame.FramePayload
 
-  /// A fast method's call, authorized at its HEADERS, whose request is being read.
-  private struct Call {
-    var method: UnaryFastPath.Method
-    var caller: Caller
-    var requestID: String
+  /// A fast method's call, authorized at its HEADERS, whose request is being read. A class: the
+  /// state holding it is switched over on every frame, and a struct of this many references
+  /// would be copied (retained field by field) each time.
+  private final class Call {
+    let method: UnaryFastPath.Method
+    let caller: Caller
+    let requestID: String
+
+    init(method: UnaryFastPath.Method, caller: Caller, requestID: String) {
+      self.method = method
+      self.caller = caller
+      self.requestID = requestID
+    }
   }
 
   private enum State {

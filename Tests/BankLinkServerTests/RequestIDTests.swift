@@ -1,7 +1,7 @@
 import BankLinkClient
 import BankLinkCore
 import BankLinkProto
-import BankLinkServer
+@testable import BankLinkServer
 import BankLinkTestSupport
 import Foundation
 import GRPCCore
@@ -20,6 +20,22 @@ struct RequestIDTests {
     var metadata = Metadata()
     if let id { metadata.addString(id, forKey: "x-request-id") }
     return metadata
+  }
+
+  @Test("a made-up request id is a random version-4 UUID in lower case, a new one each time")
+  func madeUp() {
+    var seen = Set<String>()
+    for _ in 0..<1000 {
+      let id = RequestIDInterceptor.requestID(offered: nil)
+      #expect(id.count == 36 && id == id.lowercased(), "\(id)")
+      let uuid = UUID(uuidString: id)
+      #expect(uuid != nil, "\(id)")
+      // Version 4, variant 10xx (RFC 9562).
+      #expect(uuid.map { $0.uuid.6 >> 4 == 4 && $0.uuid.8 >> 6 == 0b10 } == true, "\(id)")
+      seen.insert(id)
+    }
+    #expect(seen.count == 1000)
+    #expect(RequestIDInterceptor.requestID(offered: "erp-42") == "erp-42")
   }
 
   @Test("the client's x-request-id comes back (a made-up one when it sends none or an odd one), also on a refusal, and is kept in the journal")

@@ -57,6 +57,7 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
   private var keepaliveTimer: Scheduled<Void>?
   private var keepaliveTimeoutTimer: Scheduled<Void>?
   private var lastValidPing: NIODeadline?
+  private var lastRead = NIODeadline.now()
   private var pingStrikes = 0
   private var inReadLoop = false
   private var flushPending = false
@@ -70,7 +71,7 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
 
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
-    if context.channel.isActive { self.startIdleTimer() }
+    if context.channel.isActive { self.started() }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
@@ -79,8 +80,14 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
   }
 
   func channelActive(context: ChannelHandlerContext) {
-    self.startIdleTimer()
+    self.started()
     context.fireChannelActive()
+  }
+
+  private func started() {
+    self.lastRead = .now()
+    self.startIdleTimer()
+    self.scheduleKeepalive(at: self.lastRead + self.settings.keepaliveTime)
   }
 
   func channelInactive(context: ChannelHandlerContext) {
@@ -91,11 +98,12 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     self.inReadLoop = true
-    // Any frame shows the client is there.
-    self.keepaliveTimer?.cancel()
-    self.keepaliveTimer = nil
-    self.keepaliveTimeoutTimer?.cancel()
-    self.keepaliveTimeoutTimer = nil
+    // Any frame shows the client is there (the keepalive timer checks the time of the last read
+    // when it fires, rather than being moved on every read).
+    if let timeout = self.keepaliveTimeoutTimer {
+      timeout.cancel()
+      self.keepaliveTimeoutTimer = nil
+    }
     if case .ping(let data, let ack) = self.unwrapInboundIn(data).payload {
       if ack {
         self.pingAcknowledged(data, context: context)
@@ -112,11 +120,7 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
       self.flushPending = false
       context.flush()
     }
-    if self.keepaliveTimer == nil, !self.closed, self.drain == .none {
-      self.keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.keepaliveTime) { [weak self] in
-        self?.sendKeepalive()
-      }
-    }
+    self.lastRead = .now()
     context.fireChannelReadComplete()
   }
 
@@ -158,7 +162,7 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
     guard self.openStreams == 0, let context = self.context else { return }
     if self.drain == .secondGoAwaySent {
       // After the flush carrying the stream's last frame.
-      context.eventLoop.assumeIsolated().execute { [weak self] in self?.closeGracefully() }
+      context.eventLoop.assumeIsolated().execute { self.closeGracefully() }
     } else if self.drain == .none {
       self.startIdleTimer()
     }
@@ -216,22 +220,36 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
     }
   }
 
-  private func sendKeepalive() {
-    guard let context = self.context, !self.closed else { return }
+  /// Timers capture the handler strongly (a weak reference would put every retain of it on the
+  /// slow path); ``cancelTimers()`` on close breaks the cycle.
+  private func scheduleKeepalive(at deadline: NIODeadline) {
+    guard let context = self.context, !self.closed, self.drain == .none else { return }
+    self.keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+      self.keepaliveTimerFired()
+    }
+  }
+
+  /// `keepaliveTime` after the last read: a PING, and `keepaliveTimeout` for any frame back.
+  private func keepaliveTimerFired() {
     self.keepaliveTimer = nil
+    guard let context = self.context, !self.closed, self.drain == .none else { return }
+    let due = self.lastRead + self.settings.keepaliveTime
+    if due > .now() { return self.scheduleKeepalive(at: due) }
     context.write(self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(self.keepalivePing, ack: false))), promise: nil)
     self.flush(context)
-    self.keepaliveTimeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.keepaliveTimeout) { [weak self] in
-      self?.beginDrain()
+    self.keepaliveTimeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.settings.keepaliveTimeout) {
+      self.keepaliveTimeoutTimer = nil
+      self.beginDrain()
     }
+    self.scheduleKeepalive(at: .now() + self.settings.keepaliveTime)
   }
 
   private func startIdleTimer() {
     guard let context = self.context, let maxIdle = self.settings.maxIdleTime, self.idleTimer == nil, self.openStreams == 0,
       self.drain == .none, !self.closed
     else { return }
-    self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: maxIdle) { [weak self] in
-      self?.idleTimedOut()
+    self.idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: maxIdle) {
+      self.idleTimedOut()
     }
   }
 
