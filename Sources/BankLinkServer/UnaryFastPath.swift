@@ -221,6 +221,7 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
   private var started = ContinuousClock.now
   private var deadline: NIODeadline?
   private var deadlineTimer: Scheduled<Void>?
+  private var deadlineCheckPending = false
 
   init(fastPath: UnaryFastPath, peer: ConnectionPeers.Peer?) {
     self.fastPath = fastPath
@@ -289,16 +290,28 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   func channelReadComplete(context: ChannelHandlerContext) {
-    // A request not complete in the read that brought its headers waits for its deadline.
-    if case .collecting = self.state, let deadline = self.deadline, self.deadlineTimer == nil {
-      self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-        guard let self, case .collecting(let call) = self.state else { return }
-        self.answer(call.method.descriptor, error: Self.deadlineExceeded, requestID: call.requestID, context: context)
-        // The client is still sending: ask it to stop (RFC 9113 § 8.1).
-        context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
+    // A request not complete in the read that brought its headers waits for its deadline. The
+    // timer is set only if the request is still incomplete once the connection's read is done
+    // (HEADERS and DATA usually come in one read, each stream read completing after each frame):
+    // setting and cancelling a timer for every call cost more than the rest of the check.
+    if case .collecting = self.state, self.deadline != nil, self.deadlineTimer == nil, !self.deadlineCheckPending {
+      self.deadlineCheckPending = true
+      context.eventLoop.assumeIsolated().execute {
+        self.deadlineCheckPending = false
+        self.startDeadlineTimer(context: context)
       }
     }
     context.fireChannelReadComplete()
+  }
+
+  private func startDeadlineTimer(context: ChannelHandlerContext) {
+    guard case .collecting = self.state, let deadline = self.deadline, self.deadlineTimer == nil else { return }
+    self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+      guard case .collecting(let call) = self.state else { return }
+      self.answer(call.method.descriptor, error: Self.deadlineExceeded, requestID: call.requestID, context: context)
+      // The client is still sending: ask it to stop (RFC 9113 § 8.1).
+      context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
+    }
   }
 
   func channelInactive(context: ChannelHandlerContext) {

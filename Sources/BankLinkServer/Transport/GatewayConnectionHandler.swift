@@ -138,15 +138,22 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
 
   /// swift-nio-http2's stream multiplexer tells of streams through a delegate (its events do not
   /// reach the handlers behind it). Called on the connection's event loop.
-  struct StreamDelegate: NIOHTTP2StreamDelegate {
-    let handler: NIOLoopBound<GatewayConnectionHandler>
+  ///
+  /// One reference, not a `NIOLoopBound` (which adds the event loop): swift-nio-http2 copies its
+  /// multiplexer state, delegate included, several times per frame, a retain each.
+  /// `@unchecked Sendable`: swift-nio-http2 calls it on the connection's event loop only, where
+  /// the handler lives (checked in debug builds).
+  struct StreamDelegate: NIOHTTP2StreamDelegate, @unchecked Sendable {
+    let handler: GatewayConnectionHandler
 
     func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
-      self.handler.value.streamCreated(id)
+      channel.eventLoop.assertInEventLoop()
+      self.handler.streamCreated(id)
     }
 
     func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
-      self.handler.value.streamClosed()
+      channel.eventLoop.assertInEventLoop()
+      self.handler.streamClosed()
     }
   }
 

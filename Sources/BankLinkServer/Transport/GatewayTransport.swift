@@ -177,7 +177,7 @@ public final class GatewayTransport: ServerTransport {
     let manager = NIOLoopBound(connectionHandler, eventLoop: channel.eventLoop)
     // The connection's admission guard (its buffering budget), found once it is installed.
     let connectionGuard = NIOLoopBoundBox<ConnectionGuard?>(nil, eventLoop: channel.eventLoop)
-    let delegate = GatewayConnectionHandler.StreamDelegate(handler: manager)
+    let delegate = GatewayConnectionHandler.StreamDelegate(handler: connectionHandler)
     _ = try sync.configureHTTP2Pipeline(
       mode: .server, connectionConfiguration: connection, streamConfiguration: stream, streamDelegate: delegate
     ) {
