@@ -90,15 +90,7 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
-    let caller: Caller
-    if let peer = self.peers?.peer(remotePeer: context.remotePeer, localPeer: context.localPeer) {
-      caller = try self.authorize(peer, method: context.descriptor, remotePeer: context.remotePeer)
-    } else {
-      let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
-      caller = try self.authorize(
-        certificate.map { ($0, PeerIdentity.derive(from: $0, policy: self.identityPolicy)) }, method: context.descriptor,
-        remotePeer: context.remotePeer)
-    }
+    let caller = try self.caller(of: context)
     let deadline = RequestDeadline.from(request.metadata)
     var response = try await Caller.$current.withValue(caller) {
       try await RequestDeadline.$current.withValue(deadline) {
@@ -116,6 +108,23 @@ public struct AuthorizationInterceptor: ServerInterceptor {
       response.accepted = .success(contents)
     }
     return response
+  }
+
+  /// The authorized caller of the call `context` describes, or the refusal (logged).
+  ///
+  /// Not inlined into `intercept`: the authorization's locals (certificates, identities, log
+  /// metadata) would then be part of that async function's frame, which lives in the call's task
+  /// for the whole call — 46 KB a call, measured (docs/BENCHMARKS.md), and with it the RSS at
+  /// 128 payments in flight. Here they live on the thread's stack for the check only.
+  @inline(never)
+  func caller(of context: ServerContext) throws(RPCError) -> Caller {
+    if let peer = self.peers?.peer(remotePeer: context.remotePeer, localPeer: context.localPeer) {
+      return try self.authorize(peer, method: context.descriptor, remotePeer: context.remotePeer)
+    }
+    let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate
+    return try self.authorize(
+      certificate.map { ($0, PeerIdentity.derive(from: $0, policy: self.identityPolicy)) }, method: context.descriptor,
+      remotePeer: context.remotePeer)
   }
 
   /// The caller of `method` on the connection of `peer` (its verified client certificate and the
