@@ -19,6 +19,11 @@ struct GatewayTransportTests {
     RawHTTP2Client.frame(try UnaryFastPathTests.balance(account, refresh: refresh))
   }
 
+  /// A WhoAmI call (the fast path answers it) on `raw`.
+  static func whoAmI(_ raw: RawHTTP2Client) async throws -> RawHTTP2Client.Response {
+    try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+  }
+
   static func goAway(_ frame: RawHTTP2Client.ConnectionFrame) -> (HTTP2StreamID, HTTP2ErrorCode, String)? {
     if case .goAway(let id, let code, let debug) = frame { return (id, code, debug) }
     return nil
@@ -55,7 +60,7 @@ struct GatewayTransportTests {
   func drain(transport: GatewayServer.Transport) async throws {
     try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
       let raw = try await UnaryFastPathTests.viewer(server)
-      let first = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+      let first = try await Self.whoAmI(raw)
       #expect(first.grpcStatus == "0")
       // A refresh (gRPC Swift) sent in two parts, the drain beginning between them.
       let message = try Self.balance("icbc-cny-001", refresh: true)
@@ -88,7 +93,7 @@ struct GatewayTransportTests {
       }
     ) { server in
       let idle = try await UnaryFastPathTests.viewer(server)
-      let answer = try await idle.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+      let answer = try await Self.whoAmI(idle)
       #expect(answer.grpcStatus == "0")
       // A second connection keeps a call open (a request not finished) past the idle time.
       let busy = try await UnaryFastPathTests.viewer(server)
@@ -124,7 +129,7 @@ struct GatewayTransportTests {
       // not counted against: the server's HEADERS and DATA let it PING again.
       let prober = try await UnaryFastPathTests.viewer(server)
       for _ in 0..<6 {
-        let answer = try await prober.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+        let answer = try await Self.whoAmI(prober)
         #expect(answer.grpcStatus == "0", "\(answer.all)")
         prober.ping()
         try await Task.sleep(for: .milliseconds(20))
@@ -133,7 +138,7 @@ struct GatewayTransportTests {
       await prober.close()
       // Others are still served.
       let other = try await UnaryFastPathTests.viewer(server)
-      let answer = try await other.call(headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.whoAmI), body: RawHTTP2Client.frame([]))
+      let answer = try await Self.whoAmI(other)
       #expect(answer.grpcStatus == "0")
       await other.close()
     }
