@@ -183,7 +183,7 @@ let package = Package(
     .target(
       name: "BankLinkDaemon",
       dependencies: [
-        "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkServer", "BankLinkPKI", "BankLinkBanks", "BankLinkFormats",
+        "CBankLinkThreads", "BankLinkCore", "BankLinkStore", "BankLinkJournal", "BankLinkServer", "BankLinkPKI", "BankLinkBanks", "BankLinkFormats",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -345,7 +345,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkDaemonTests",
       dependencies: [
-        "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks", "BankLinkFormats",
+        "CBankLinkThreads", "BankLinkDaemon", "BankLinkTestSupport", "BankLinkServer", "BankLinkPKI", "BankLinkCore", "BankLinkBanks", "BankLinkFormats",
         "BankLinkClient", "BankLinkProto", "BankLinkRuntime", "BankLinkJournal", "BankLinkStore",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "GRPCCore", package: "grpc-swift-2"),

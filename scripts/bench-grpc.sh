@@ -14,7 +14,7 @@
 #     idempotent replay: grpcload cannot vary a request; `make bench` measures creation with
 #     banklink-load's h2 driver, which makes a key per call);
 #   - GetBalance at 8, 32, 64 and 128 calls in flight for every variant;
-# and banklinkd's RSS idle, at the peak of each run, and 2 s after it.
+# and banklinkd's RSS idle, at the peak of each run, 2 s after it, and 12 s after the last run.
 #
 # Servers run on CPU 0, the load generator on CPU 1 (where the machine has two), so "server CPU
 # per call" (utime+stime of /proc/PID/stat over the measured window, divided by the calls) is the
@@ -202,9 +202,15 @@ for inflight in 8 32 128; do
   measure "cpp-noop-$inflight" "$cpp_pid" "$cpp_port" "$health" "$work/empty.bin" viewer "$inflight"
 done
 
-python3 - "$results" "$idle_rss" "$concurrency" "$CONNECTIONS" "$duration" <<'PY'
+# After the load ends: banklinkd gives a burst's heap back once a few seconds pass without calls
+# (HeapTrimService, every Limits.heapTrimCheckSeconds = 5 s).
+sleep 12
+settled_rss=""
+for variant in $variants; do settled_rss="$settled_rss${settled_rss:+, }banklinkd ($variant) $(( $(rss_kib "${vpid[$variant]}") / 1024 )) MiB"; done
+
+python3 - "$results" "$idle_rss" "$concurrency" "$CONNECTIONS" "$duration" "$settled_rss" <<'PY'
 import json, sys
-path, idle_rss, concurrency, connections, duration = sys.argv[1:]
+path, idle_rss, concurrency, connections, duration, settled_rss = sys.argv[1:]
 runs = {r["name"]: r for r in map(json.loads, open(path))}
 base = runs["cpp-noop"]["server_cpu_us_per_call"]
 bare = runs["bare-grpc-swift"]["server_cpu_us_per_call"]
@@ -227,4 +233,5 @@ for name, r in runs.items():
           f"{r['p50_us']:.0f} / {r['p99_us']:.0f} | {mib(r['rss_peak_kib'])} → {mib(r['rss_after_kib'])} | {errors} |")
 print()
 print(f"Idle RSS before the runs: {idle_rss}.")
+print(f"RSS 12 s after the last run: {settled_rss}.")
 PY

@@ -418,4 +418,10 @@ extension Limits {
   /// rejection finds at most half as many in the window (hysteresis).
   public static let rejectionBurstCount = 5
   public static let rejectionBurstWindowSeconds: Int64 = 600
+
+  /// How often the daemon looks whether a burst of calls has ended, to give the heap it grew back
+  /// to the system then (``HeapTrimService``): glibc keeps freed memory for reuse, so without this
+  /// the RSS after a burst stays at the burst's peak (docs/BENCHMARKS.md). Short enough that the
+  /// RSS returns soon after the load, long enough that a steady load is never trimmed under.
+  public static let heapTrimCheckSeconds = 5
 }

@@ -225,6 +225,7 @@ public enum Daemon {
         .init(service: submitter),
         .init(service: ApprovalExpiryService(ledger: payments, logger: logger)),
         .init(service: activity, successTerminationBehavior: .ignore),
+        .init(service: HeapTrimService(callsStarted: { server.callsStarted })),
       ] + connectorServices + watchdog + metrics + [
         .init(service: reload, successTerminationBehavior: .gracefullyShutdownGroup),
         // Last in the list, so it is told of shutdown first and reports STOPPING=1 before the

@@ -105,6 +105,10 @@ public final class GatewayServer: Service {
     if case .gateway(let transport, _) = self.serving { return transport.streamsAccepted }
     return nil
   }
+  /// Calls gRPC Swift's interceptors saw since start.
+  private let grpcSwiftCalls: RequestIDInterceptor.CallCount
+  /// Calls started since start, by either path (the daemon trims its heap when they stop coming).
+  public var callsStarted: Int { self.fastPathAnswered + self.grpcSwiftCalls.value.load(ordering: .relaxed) }
   /// Calls the unary fast path answered since start (tests, diagnostics).
   public var fastPathAnswered: Int { self.fastPath?.answered.load(ordering: .relaxed) ?? 0 }
   private let serving: Serving
@@ -232,9 +236,11 @@ public final class GatewayServer: Service {
     //   with swift-certificates' RFC 5280 policy (path length constraints included), and a
     //   reload replaces `trust`.
     self.listenAddress = configuration.listen.description
+    let grpcSwiftCalls = RequestIDInterceptor.CallCount()
+    self.grpcSwiftCalls = grpcSwiftCalls
     let sslContext = try GatewayListenerFactory.sslContext(certificate: certificate, caPath: configuration.caPath)
     let allServices = services + [HealthServiceHandler(status: self.health), reflection, ReflectionServiceV1Alpha(v1: reflection)]
-    let interceptors: [any ServerInterceptor] = [RequestIDInterceptor(), MetricsInterceptor(), interceptor]
+    let interceptors: [any ServerInterceptor] = [RequestIDInterceptor(counting: grpcSwiftCalls), MetricsInterceptor(), interceptor]
     switch configuration.transport {
     case .gateway:
       let transport = GatewayTransport(

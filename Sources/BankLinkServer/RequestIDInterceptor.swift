@@ -2,6 +2,7 @@ import BankLinkCore
 import BankLinkPKI
 import Foundation
 import GRPCCore
+import Synchronization
 import Logging
 
 /// Gives every call a request id (``RequestContext``): the client's `x-request-id` metadata when
@@ -11,7 +12,21 @@ import Logging
 public struct RequestIDInterceptor: ServerInterceptor {
   public static let metadataKey = "x-request-id"
 
-  public init() {}
+  /// Counts the calls it sees (nil: none), for ``GatewayServer/callsStarted``.
+  let calls: CallCount?
+
+  public init() {
+    self.calls = nil
+  }
+
+  init(counting calls: CallCount) {
+    self.calls = calls
+  }
+
+  /// A count of calls, shared between the interceptor and the server.
+  final class CallCount: Sendable {
+    let value = Atomic<Int>(0)
+  }
 
   /// The id of a call whose client offered `offered`: that one when acceptable, else a new UUID
   /// (also for the unary fast path, ``UnaryFastPath``).
@@ -59,6 +74,7 @@ public struct RequestIDInterceptor: ServerInterceptor {
     context: ServerContext,
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
+    self.calls?.value.add(1, ordering: .relaxed)
     let id = Self.requestID(offered: request.metadata[stringValues: Self.metadataKey].first { _ in true })
     var response: StreamingServerResponse<Output>
     do {

@@ -3,6 +3,9 @@
 #include <sched.h>
 #endif
 #include <errno.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,5 +86,13 @@ int banklink_name_current_thread(const char *name) {
   return pthread_setname_np(truncated);
 #else
   return pthread_setname_np(pthread_self(), truncated);
+#endif
+}
+
+int banklink_release_free_heap(void) {
+#if defined(__GLIBC__)
+  return malloc_trim(0);
+#else
+  return 0;
 #endif
 }

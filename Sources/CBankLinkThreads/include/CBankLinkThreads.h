@@ -20,4 +20,9 @@ int banklink_current_thread_cpus(int *cpus, int capacity);
 /// Returns 0, or an errno value.
 int banklink_name_current_thread(const char *name);
 
+/// Gives the free memory malloc holds back to the system (glibc's `malloc_trim(0)`: the top of
+/// each arena and whole free pages inside them). Returns 1 if any was released, else 0 (always
+/// 0 where malloc is not glibc's).
+int banklink_release_free_heap(void);
+
 #endif
