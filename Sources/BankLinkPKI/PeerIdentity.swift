@@ -15,11 +15,39 @@ public struct PeerIdentity: Sendable, Hashable {
     case commonName = "common_name"
   }
 
-  public var identity: String
-  public var source: Source
+  /// The fields, in one immutable object. An identity rides in every call's `Caller`, which is
+  /// copied into task-locals and the async frames of the interceptors for the whole call; inline,
+  /// the `Certificate` alone is 616 bytes, so a caller was 672 bytes a copy (docs/BENCHMARKS.md).
+  private final class Storage: Sendable {
+    let identity: String
+    let source: Source
+    let certificate: Certificate
+
+    init(identity: String, source: Source, certificate: Certificate) {
+      self.identity = identity
+      self.source = source
+      self.certificate = certificate
+    }
+  }
+
+  private let storage: Storage
+
+  public var identity: String { self.storage.identity }
+  public var source: Source { self.storage.source }
   /// The certificate the identity came from. Its descriptive fields below are derived on demand:
   /// the authorization of every call needs only the identity.
-  public var certificate: Certificate
+  public var certificate: Certificate { self.storage.certificate }
+
+  public static func == (lhs: PeerIdentity, rhs: PeerIdentity) -> Bool {
+    lhs.storage === rhs.storage
+      || (lhs.identity == rhs.identity && lhs.source == rhs.source && lhs.certificate == rhs.certificate)
+  }
+
+  public func hash(into hasher: inout Hasher) {
+    hasher.combine(self.identity)
+    hasher.combine(self.source)
+    hasher.combine(self.certificate)
+  }
 
   /// Serial number, lower-case hex.
   public var serialNumberHex: String { self.certificate.serialNumber.hex }
@@ -109,9 +137,7 @@ public struct PeerIdentity: Sendable, Hashable {
   }
 
   init(identity: String, source: Source, certificate: Certificate) {
-    self.identity = identity
-    self.source = source
-    self.certificate = certificate
+    self.storage = Storage(identity: identity, source: source, certificate: certificate)
   }
 }
 
