@@ -55,6 +55,28 @@ struct GatewayTransportTests {
   }
 
   @Test(
+    "a request refused at its HEADERS while the client is still sending: the answer, then the stream ends (it takes no more DATA)",
+    arguments: GatewayServer.Transport.allCases)
+  func refusedStreamEnds(transport: GatewayServer.Transport) async throws {
+    try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      let headers = RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance).filter { $0.0 != "content-type" } + [("content-type", "text/plain")]
+      let stream = try await raw.start(headers: headers, body: [0, 0, 0], endStream: false)
+      let answer = try await stream.response.get()
+      #expect(answer.httpStatus == "415", "\(answer.all)")
+      // Without a reset the stream would stay half-open until the client ends it.
+      var waited = 0
+      while stream.channel.isActive && waited < 40 {
+        try await Task.sleep(for: .milliseconds(50))
+        waited += 1
+      }
+      #expect(!stream.channel.isActive, "the refused stream is still open")
+      #expect(try await Self.whoAmI(raw).grpcStatus == "0")
+      await raw.close()
+    }
+  }
+
+  @Test(
     "drain: GOAWAY naming the highest stream id and a PING, then GOAWAY naming the last stream opened; the call in flight is answered",
     arguments: GatewayServer.Transport.allCases)
   func drain(transport: GatewayServer.Transport) async throws {

@@ -124,6 +124,25 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
     context.fireChannelReadComplete()
   }
 
+  /// swift-nio-http2 answers a connection error (a bad preface, HPACK, a reset or CONTINUATION
+  /// flood, a client that reads nothing while control frames pile up) with `GOAWAY` and passes the
+  /// error on, leaving the close to the handler behind it: this one, as grpc-swift-nio-transport's.
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    switch error {
+    case is NIOHTTP2Errors.StreamError:
+      // A stream's error, passed down the connection's pipeline too: not the connection's.
+      break
+    case is NIOHTTP2Errors.NoSuchStream where self.drain != .none:
+      // A client opening a stream while the GOAWAY is on its way (swift-nio-http2 reports it so).
+      break
+    default:
+      self.closed = true
+      self.cancelTimers()
+      context.close(promise: nil)
+    }
+    context.fireErrorCaught(error)
+  }
+
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
     switch event {
     case is ChannelShouldQuiesceEvent:

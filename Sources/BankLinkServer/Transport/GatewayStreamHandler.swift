@@ -185,10 +185,12 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
-    // The call's writer finished with an error (`finish(throwing:)`): the async channel's
-    // handler ends the inbound side with it, and closing the channel resets the stream.
-    if self.phase == .open, !self.statusSent { self.cancelCall() }
-    context.fireErrorCaught(error)
+    // The call's writer finished with an error (`finish(throwing:)`), or the stream failed (a
+    // reset while reads were paused): the call is cancelled and its request ends with an
+    // `RPCError`, not the raw error; closing the channel then resets the stream. After the
+    // status, or for a stream gRPC Swift never saw, there is nothing to tell.
+    guard self.phase == .open, !self.statusSent else { return }
+    self.unexpectedClose(context: context)
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -305,10 +307,14 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   /// Answers a refused request with `trailers` (trailers-only) and reads nothing more of it.
+  /// A client still sending is then asked to stop (`RST_STREAM(NO_ERROR)`, RFC 9113 § 8.1), so
+  /// the stream does not stay open, counted against the connection's streams and taking DATA,
+  /// for as long as the client likes.
   private func refuse(_ trailers: HPACKHeaders, context: ChannelHandlerContext) {
     self.phase = .done
     self.statusSent = true
     context.write(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
+    if !self.clientClosed { context.write(self.wrapOutboundOut(.rstStream(.noError)), promise: nil) }
     self.flushPending = true
   }
 

@@ -98,8 +98,10 @@ public final class GatewayTransport: ServerTransport {
         group.addTask { await Self.serve(stream, handler: streamHandler) }
       }
     }
-    // Drained (every connection closed after the shutdown began), or cancelled.
+    // Drained (every connection closed after the shutdown began), or cancelled: then the
+    // connections still open are closed too, not left serving refusals.
     try? await server.close()
+    if !self.shuttingDown.load(ordering: .acquiring) { self.configuration.admission.closeAll() }
   }
 
   public func beginGracefulShutdown() {
