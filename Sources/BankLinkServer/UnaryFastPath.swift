@@ -353,7 +353,7 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     guard let response else { return self.pass(context: context) }
     self.state = .answered
     self.held = []
-    var headers: HPACKHeaders = [":status": RequestStreamGuard.httpStatusOK, "content-type": RequestStreamGuard.grpcContentType]
+    var headers = GatewayStreamHandler.responseHeaders
     headers.add(name: RequestIDInterceptor.metadataKey, value: call.requestID)
     var message = context.channel.allocator.buffer(capacity: RequestStreamGuard.messagePrefixBytes + response.count)
     message.writeInteger(UInt8(0))
@@ -374,9 +374,7 @@ final class UnaryFastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.deadlineTimer?.cancel()
     self.deadlineTimer = nil
     var trailers = RequestStreamGuard.trailers(for: error.message, status: error.code.rawValue)
-    for (key, value) in error.metadata {
-      trailers.add(name: key.lowercased(), value: value.encoded())
-    }
+    GatewayStreamHandler.add(error.metadata, to: &trailers)
     trailers.add(name: RequestIDInterceptor.metadataKey, value: requestID)
     context.writeAndFlush(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
     MetricsInterceptor.record(method, error.code, since: self.started)
