@@ -6,6 +6,7 @@ import Foundation
 import GRPCCore
 import NIOCore
 import NIOHTTP2
+import SwiftProtobuf
 import Testing
 
 /// banklinkd's own gRPC transport (GatewayTransport.swift): what it does beyond answering a call
@@ -71,6 +72,60 @@ struct GatewayTransportTests {
         waited += 1
       }
       #expect(!stream.channel.isActive, "the refused stream is still open")
+      #expect(try await Self.whoAmI(raw).grpcStatus == "0")
+      await raw.close()
+    }
+  }
+
+  static let subscribeAlerts = "/banklink.v1.MonitoringService/SubscribeAlerts"
+  static let importStatement = "/banklink.v1.ReconciliationService/ImportStatement"
+
+  @Test(
+    "a call gRPC Swift serves is cancelled when its grpc-timeout passes: an alert watch, which never ends by itself, ends",
+    arguments: GatewayServer.Transport.allCases)
+  func deadline(transport: GatewayServer.Transport) async throws {
+    try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      // Without a deadline the watch stays open (here until the raw client gives up after 1 s).
+      let open = try await raw.call(headers: RawHTTP2Client.grpcHeaders(path: Self.subscribeAlerts), body: RawHTTP2Client.frame([]), timeout: .seconds(1))
+      #expect(open.grpcStatus == nil, "\(open.all)")
+      // With one, the handler is cancelled and the watch ends as a watch does (OK), well before
+      // the raw client would give up (20 s).
+      let watch = try await raw.call(
+        headers: RawHTTP2Client.grpcHeaders(path: Self.subscribeAlerts) + [("grpc-timeout", "300m")],
+        body: RawHTTP2Client.frame([]), timeout: .seconds(20))
+      #expect(watch.reset == nil, "\(watch.all)")
+      #expect(watch.grpcStatus == "0", "\(watch.all)")
+      // A deadline that has not passed changes nothing.
+      let met = try await raw.call(
+        headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance) + [("grpc-timeout", "5S")],
+        body: try Self.balance("icbc-cny-001", refresh: true))
+      #expect(met.grpcStatus == "0", "\(met.all)")
+      await raw.close()
+    }
+  }
+
+  /// (grpc-swift-nio-transport leaves such a stream open until the client ends it.)
+  @Test("a call gRPC Swift answers while the client is still sending: the answer, then RST_STREAM(NO_ERROR) ends the stream")
+  func answeredStreamEnds() async throws {
+    try await withTestServer(principals: Self.principals) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      // A viewer may not import statements: refused before the request is read, mid-upload.
+      var chunk = Banklink_V1_ImportStatementRequest()
+      chunk.requestID = "upload-1"
+      chunk.content = Data(repeating: UInt8(ascii: "x"), count: 1024)
+      let stream = try await raw.start(
+        headers: RawHTTP2Client.grpcHeaders(path: Self.importStatement), body: RawHTTP2Client.frame(try chunk.serializedBytes() as [UInt8]),
+        endStream: false)
+      let answer = try await stream.response.get()
+      #expect(answer.grpcStatus == "7", "\(answer.all)")
+      #expect(answer.reset == nil || answer.reset == .noError, "\(answer.all)")
+      var waited = 0
+      while stream.channel.isActive && waited < 40 {
+        try await Task.sleep(for: .milliseconds(50))
+        waited += 1
+      }
+      #expect(!stream.channel.isActive, "the answered stream is still open")
       #expect(try await Self.whoAmI(raw).grpcStatus == "0")
       await raw.close()
     }

@@ -36,8 +36,15 @@ public struct GatewayBytes: GRPCContiguousBytes, Hashable, Sendable {
 /// A stream ``GatewayStreamHandler`` accepted for gRPC Swift: what the transport's listen loop
 /// runs a task for.
 struct AcceptedStream: Sendable {
-  typealias Channel = NIOAsyncChannel<RPCRequestPart<GatewayBytes>, RPCResponsePart<GatewayBytes>>
-  let channel: Channel
+  /// The request's parts, as the stream's handler reads them (with back-pressure on reading).
+  typealias Requests = NIOThrowingAsyncSequenceProducer<
+    RPCRequestPart<GatewayBytes>, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark,
+    GatewayStreamHandler.RequestDemand
+  >
+  let requests: Requests
+  /// The HTTP/2 stream: the call's responses are written to it.
+  let channel: any Channel
+  let handler: NIOLoopBound<GatewayStreamHandler>
   let descriptor: MethodDescriptor
   let remotePeer: String
   let localPeer: String
@@ -51,12 +58,17 @@ struct AcceptedStream: Sendable {
 /// It sits behind ``RequestStreamGuard`` (size limits, buffering budget, malformed
 /// `grpc-timeout`) and ``UnaryFastPathHandler`` (which answers the hot unary methods itself and
 /// hands this handler only the calls it does not answer). The stream is given to gRPC Swift —
-/// wrapped in an async channel and passed to the transport's listen loop, which runs a task for
-/// it — only when HEADERS name a method it serves: a stream answered by the fast path or refused
-/// here never costs a task.
+/// passed to the transport's listen loop, which runs a task for it — only when HEADERS name a
+/// method it serves: a stream answered by the fast path or refused here never costs a task.
+///
+/// The call's task reads the request parts from an async sequence this handler feeds (reading
+/// from the stream pauses while it holds ``requestPartsHighWatermark`` parts), writes its
+/// responses straight into the stream's pipeline, and tells the handler when it has ended
+/// (``callEnded()``). The task does not wait for the stream to close: the handler ends the stream
+/// itself once the status is out, so a task lives exactly as long as its call's handler.
 final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
-  typealias InboundOut = RPCRequestPart<GatewayBytes>
+  typealias InboundOut = Never
   typealias OutboundIn = RPCResponsePart<GatewayBytes>
   typealias OutboundOut = HTTP2Frame.FramePayload
 
@@ -88,6 +100,11 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
   /// The only `grpc-encoding` banklinkd reads or writes (no compression is enabled).
   static let identityEncoding = "identity"
+  /// Request parts buffered for the call's task: reading from the stream pauses at the high
+  /// watermark and resumes once the task has taken the buffer down to the low one (the bounds
+  /// NIO's async channels use by default).
+  static let requestPartsHighWatermark = 10
+  static let requestPartsLowWatermark = 2
   /// `:status` and `content-type` of every gRPC response.
   static let responseHeaders: HPACKHeaders = [":status": RequestStreamGuard.httpStatusOK, "content-type": RequestStreamGuard.grpcContentType]
 
@@ -116,6 +133,15 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   private var flushPending = false
   private var cancellation: ServerContext.RPCCancellationHandle?
   private var cancelled = false
+  /// Feeds the request parts to the call's task (nil before the call is accepted and after its
+  /// request ended).
+  private var requests: AcceptedStream.Requests.Source?
+  /// The task holds as many request parts as it may: `read` is held back.
+  private var readPaused = false
+  private var readHeld = false
+  private var context: ChannelHandlerContext?
+  /// Cancels the call when its `grpc-timeout` passes.
+  private var deadlineTimer: Scheduled<Void>?
 
   init(shared: Shared) {
     self.shared = shared
@@ -135,6 +161,114 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.cancelled = true
     self.cancellation?.cancel()
     self.cancellation = nil
+  }
+
+  /// The call's task has ended (gRPC Swift's handler returned); everything it wrote is already
+  /// in the pipeline, ahead of this. The stream is ended here, not by the task: after the
+  /// status, a client still sending is asked to stop (`RST_STREAM(NO_ERROR)`, as a refused
+  /// request is); without a status (the call was cancelled or failed) the stream is reset.
+  /// A call whose client had finished closes on its own once the trailers are out.
+  func callEnded() {
+    self.finishRequests(nil)
+    self.stopDeadlineTimer()
+    self.cancellation = nil
+    guard self.phase == .open, let context = self.context else { return }
+    self.phase = .done
+    if !self.statusSent {
+      context.close(promise: nil)
+    } else if !self.clientClosed {
+      context.write(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
+      self.flushSoon(context: context)
+    }
+  }
+
+  // MARK: Request parts
+
+  /// Tells the stream's handler when the call's task wants more request parts, on its event loop.
+  struct RequestDemand: NIOAsyncSequenceProducerDelegate {
+    let handler: NIOLoopBound<GatewayStreamHandler>
+    let eventLoop: any EventLoop
+
+    func produceMore() {
+      self.eventLoop.execute { [handler] in handler.value.resumeReading() }
+    }
+
+    func didTerminate() {
+      // The task stopped reading (its call ended, or it has all it wants): what is still sent
+      // is read and dropped rather than left to stall the stream.
+      self.eventLoop.execute { [handler] in
+        handler.value.requests = nil
+        handler.value.resumeReading()
+      }
+    }
+  }
+
+  private func yieldRequest(_ part: RPCRequestPart<GatewayBytes>) {
+    guard let requests = self.requests else { return }
+    switch requests.yield(part) {
+    case .produceMore: break
+    case .stopProducing: self.readPaused = true
+    case .dropped: self.requests = nil
+    }
+  }
+
+  private func finishRequests(_ error: (any Error)?) {
+    guard let requests = self.requests else { return }
+    self.requests = nil
+    if let error { requests.finish(error) } else { requests.finish() }
+  }
+
+  private func resumeReading() {
+    self.readPaused = false
+    if self.readHeld, let context = self.context {
+      self.readHeld = false
+      context.read()
+    }
+  }
+
+  func read(context: ChannelHandlerContext) {
+    if self.readPaused {
+      self.readHeld = true
+    } else {
+      context.read()
+    }
+  }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.finishRequests(nil)
+    self.stopDeadlineTimer()
+    self.context = nil
+  }
+
+  // MARK: Deadline
+
+  /// Runs the call's deadline on the stream's event loop, from its HEADERS. When it passes the
+  /// call is cancelled through its cancellation handle — what gRPC Swift's executor does with a
+  /// `grpc-timeout` it reads, but without the timer task and task group it runs beside every such
+  /// call (which kept each call's task alive until the pool had also run the cancelled timer).
+  /// gRPC Swift therefore gets the request's metadata without `grpc-timeout` (``metadata(_:)``).
+  private func startDeadlineTimer(_ timeout: TimeAmount, context: ChannelHandlerContext) {
+    self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+      self.deadlineTimer = nil
+      self.cancelCall()
+    }
+  }
+
+  private func stopDeadlineTimer() {
+    self.deadlineTimer?.cancel()
+    self.deadlineTimer = nil
+  }
+
+  private func flushSoon(context: ChannelHandlerContext) {
+    if self.isReading {
+      self.flushPending = true
+    } else {
+      context.flush()
+    }
   }
 
   // MARK: Inbound
@@ -161,6 +295,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
       // Trailers or a second HEADERS from the client: a protocol violation for gRPC.
       self.phase = .done
       self.cancelCall()
+      self.finishRequests(Self.closedEarly)
       context.writeAndFlush(self.wrapOutboundOut(.rstStream(.protocolError)), promise: nil)
       context.close(promise: nil)
     case (.open, .rstStream):
@@ -181,6 +316,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
   func channelInactive(context: ChannelHandlerContext) {
     self.unexpectedClose(context: context)
+    self.finishRequests(nil)
     context.fireChannelInactive()
   }
 
@@ -191,6 +327,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     // status, or for a stream gRPC Swift never saw, there is nothing to tell.
     guard self.phase == .open, !self.statusSent else { return }
     self.unexpectedClose(context: context)
+    // (A stream that failed is closed by the pipeline; one whose writer failed, when its task ends.)
   }
 
   func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -209,9 +346,12 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   private func unexpectedClose(context: ChannelHandlerContext) {
     guard self.phase == .open else { return }
     self.phase = .done
+    self.stopDeadlineTimer()
     if !self.statusSent {
       self.cancelCall()
-      context.fireErrorCaught(Self.closedEarly)
+      self.finishRequests(Self.closedEarly)
+    } else {
+      self.finishRequests(nil)
     }
   }
 
@@ -244,25 +384,26 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
       return self.refuse(Self.trailersOnly(.unimplemented, Self.unknownPathMessage), context: context)
     }
     let channel = context.channel
-    let accepted: AcceptedStream.Channel
-    do {
-      accepted = try AcceptedStream.Channel(wrappingChannelSynchronously: channel)
-    } catch {
-      return self.refuse(Self.trailersOnly(.unavailable, Self.notListeningMessage), context: context)
-    }
+    let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+    let produced = AcceptedStream.Requests.makeSequence(
+      backPressureStrategy: .init(lowWatermark: Self.requestPartsLowWatermark, highWatermark: Self.requestPartsHighWatermark),
+      finishOnDeinit: true,
+      delegate: RequestDemand(handler: handler, eventLoop: context.eventLoop))
     let connection = channel.parent
     let stream = AcceptedStream(
-      channel: accepted, descriptor: descriptor,
+      requests: produced.sequence, channel: channel, handler: handler, descriptor: descriptor,
       remotePeer: ConnectionPeers.key(connection?.remoteAddress) ?? "unknown",
       localPeer: ConnectionPeers.key(connection?.localAddress) ?? "unknown")
     guard self.shared.accept(stream) else {
       return self.refuse(Self.trailersOnly(.unavailable, Self.notListeningMessage), context: context)
     }
+    self.requests = produced.source
     self.phase = .open
     self.descriptor = descriptor
     self.unaryResponse = descriptor.type == .unary || descriptor.type == .clientStreaming
-    context.fireChannelRead(self.wrapInboundOut(.metadata(Self.metadata(headers))))
-    if frame.endStream { context.fireUserInboundEventTriggered(ChannelEvent.inputClosed) }
+    if let timeout = UnaryFastPath.timeout(in: headers) { self.startDeadlineTimer(timeout, context: context) }
+    self.yieldRequest(.metadata(Self.metadata(headers)))
+    if frame.endStream { self.finishRequests(nil) }
   }
 
   /// Cuts the messages out of a DATA frame's bytes.
@@ -287,13 +428,12 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
       guard bytes.readableBytes >= RequestStreamGuard.messagePrefixBytes + length else { break }
       bytes.moveReaderIndex(forwardBy: RequestStreamGuard.messagePrefixBytes)
       let message = bytes.readSlice(length: length)!
-      context.fireChannelRead(self.wrapInboundOut(.message(GatewayBytes(message))))
-      guard self.phase == .open else { return }
+      self.yieldRequest(.message(GatewayBytes(message)))
     }
     if bytes.readableBytes > 0 { self.partial = bytes }
     if endStream {
       self.clientClosed = true
-      context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+      self.finishRequests(nil)
     }
   }
 
@@ -302,7 +442,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.phase = .done
     self.partial = nil
     self.cancelCall()
-    context.fireErrorCaught(error)
+    self.finishRequests(error)
     context.close(promise: nil)
   }
 
@@ -315,7 +455,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.statusSent = true
     context.write(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: nil)
     if !self.clientClosed { context.write(self.wrapOutboundOut(.rstStream(.noError)), promise: nil) }
-    self.flushPending = true
+    self.flushSoon(context: context)
   }
 
   // MARK: Outbound
@@ -350,11 +490,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   func flush(context: ChannelHandlerContext) {
     // A unary response goes out in one flush, with its status.
     if self.unaryResponse { return }
-    if self.isReading {
-      self.flushPending = true
-    } else {
-      context.flush()
-    }
+    self.flushSoon(context: context)
   }
 
   // MARK: Helpers
@@ -375,11 +511,13 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   /// The request's headers as gRPC Swift's metadata (every header, pseudo-headers included, as
-  /// grpc-swift-nio-transport hands them; `-bin` values base64-decoded when they decode).
+  /// grpc-swift-nio-transport hands them; `-bin` values base64-decoded when they decode), except
+  /// `grpc-timeout`, which this handler enforces itself (``startDeadlineTimer(_:context:)``).
   static func metadata(_ headers: HPACKHeaders) -> Metadata {
     var metadata = Metadata()
     metadata.reserveCapacity(headers.count)
     for header in headers {
+      if header.name == RequestStreamGuard.timeoutHeader { continue }
       if header.name.hasSuffix("-bin"), let decoded = Self.base64Decoded(header.value) {
         metadata.addBinary(decoded, forKey: header.name)
       } else {

@@ -199,48 +199,52 @@ public final class GatewayTransport: ServerTransport {
 
   // MARK: Streams
 
-  /// Runs one call gRPC Swift serves, as grpc-swift-nio-transport's `handleStream` does.
+  /// Runs one call gRPC Swift serves. The task ends when gRPC Swift's handler returns; it does
+  /// not wait for the stream to close (``GatewayStreamHandler/callEnded()`` ends the stream on its
+  /// event loop). Waiting there kept every finished call's task, its frames and its stream alive
+  /// until the cooperative pool came back to it — under load, two to three times as many tasks as
+  /// calls in flight, and most of the heap that load grew (docs/BENCHMARKS.md).
   private static func serve(
     _ stream: AcceptedStream, handler: @Sendable (_ stream: RPCStream<Inbound, Outbound>, _ context: ServerContext) async -> Void
   ) async {
-    try? await stream.channel.executeThenClose { inbound, outbound in
-      await withServerContextRPCCancellationHandle { handle in
-        let channel = stream.channel.channel
-        channel.eventLoop.execute {
-          let handler = try? channel.pipeline.syncOperations.handler(type: GatewayStreamHandler.self)
-          handler?.setCancellationHandle(handle)
-        }
-        let rpc = RPCStream(
-          descriptor: stream.descriptor,
-          inbound: RPCAsyncSequence(wrapping: inbound),
-          outbound: RPCWriter.Closable(wrapping: ResponseWriter(writer: outbound, channel: channel)))
-        let context = ServerContext(
-          descriptor: stream.descriptor, remotePeer: stream.remotePeer, localPeer: stream.localPeer, cancellation: handle)
-        await handler(rpc, context)
-      }
-      // Closing at once could drop the status still buffered: wait for the stream to end, unless
-      // the task was cancelled (then `executeThenClose` closes it).
-      if !Task.isCancelled { try await stream.channel.channel.closeFuture.get() }
+    let channel = stream.channel
+    let streamHandler = stream.handler
+    await withServerContextRPCCancellationHandle { handle in
+      channel.eventLoop.execute { streamHandler.value.setCancellationHandle(handle) }
+      let rpc = RPCStream(
+        descriptor: stream.descriptor,
+        inbound: RPCAsyncSequence(wrapping: stream.requests),
+        outbound: RPCWriter.Closable(wrapping: ResponseWriter(channel: channel)))
+      let context = ServerContext(
+        descriptor: stream.descriptor, remotePeer: stream.remotePeer, localPeer: stream.localPeer, cancellation: handle)
+      await handler(rpc, context)
     }
+    channel.eventLoop.execute { streamHandler.value.callEnded() }
   }
 
-  /// The response side of a call: the async channel's writer; finishing with an error closes
-  /// the stream (the client sees it reset).
+  /// The response side of a call: parts are written into the stream's pipeline without waiting,
+  /// while the stream is writable; once it is not (the client reads slowly), each write waits
+  /// until its part has gone out, which bounds what a call can buffer to one part past the
+  /// stream's watermark. Finishing with an error fails the call (the stream is reset).
   struct ResponseWriter: ClosableRPCWriterProtocol {
     typealias Element = RPCResponsePart<GatewayBytes>
-    let writer: NIOAsyncChannelOutboundWriter<Element>
     let channel: any Channel
 
     func write(_ element: Element) async throws {
-      try await self.writer.write(element)
+      guard self.channel.isActive else { throw GatewayStreamHandler.closedEarly }
+      if self.channel.isWritable {
+        self.channel.writeAndFlush(element, promise: nil)
+      } else {
+        try await self.channel.writeAndFlush(element).get()
+      }
     }
 
     func write(contentsOf elements: some Sequence<Element>) async throws {
-      try await self.writer.write(contentsOf: elements)
+      for element in elements { try await self.write(element) }
     }
 
     func finish() {
-      self.writer.finish()
+      // Nothing to do: the stream ends when the call's task does (`callEnded`).
     }
 
     func finish(throwing error: any Error) {
