@@ -13,7 +13,7 @@
 #     CreatePayment (the same request each call, so after the first call it measures the
 #     idempotent replay: grpcload cannot vary a request; `make bench` measures creation with
 #     banklink-load's h2 driver, which makes a key per call);
-#   - GetBalance at 8, 32, 64 and 128 calls in flight for every variant;
+#   - GetBalance at 8, 32, 64 and 128 calls in flight for every variant, and CreatePayment at 128;
 # and banklinkd's RSS idle, at the peak of each run, 2 s after it, and 12 s after the last run.
 #
 # Servers run on CPU 0, the load generator on CPU 1 (where the machine has two), so "server CPU
@@ -200,6 +200,10 @@ for inflight in 8 32 128; do
   measure "bare-grpc-swift-$inflight" "$bare_pid" "$bare_port" "$health" "$work/empty.bin" viewer "$inflight"
   measure "bare-nio-http2-$inflight" "$nio_pid" "$nio_port" "$health" "$work/empty.bin" viewer "$inflight"
   measure "cpp-noop-$inflight" "$cpp_pid" "$cpp_port" "$health" "$work/empty.bin" viewer "$inflight"
+done
+echo "CreatePayment (replay) at 128 in flight: the RSS while gRPC Swift serves the most calls at once"
+for variant in $variants; do
+  measure "$variant-pay-replay-128" "${vpid[$variant]}" "${vport[$variant]}" /banklink.v1.PaymentService/CreatePayment "$work/pay.bin" erp 128
 done
 
 # After the load ends: banklinkd gives a burst's heap back once a few seconds pass without calls
