@@ -308,7 +308,7 @@ let package = Package(
     .testTarget(
       name: "BankLinkAttackTests",
       dependencies: [
-        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkCore", "BankLinkPKI",
+        "BankLinkServer", "BankLinkTestSupport", "BankLinkProto", "BankLinkClient", "BankLinkCore", "BankLinkPKI", "BankLinkBanks",
         .product(name: "GRPCCore", package: "grpc-swift-2"),
         .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
         .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),

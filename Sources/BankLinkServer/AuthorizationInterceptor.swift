@@ -91,7 +91,9 @@ public struct AuthorizationInterceptor: ServerInterceptor {
     next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
   ) async throws -> StreamingServerResponse<Output> {
     let caller = try self.caller(of: context)
-    let deadline = RequestDeadline.from(request.metadata)
+    // From the request's `grpc-timeout`, or, on banklinkd's own transport (which enforces the
+    // deadline itself and keeps the header from gRPC Swift), as the transport bound it.
+    let deadline = RequestDeadline.from(request.metadata) ?? RequestDeadline.current
     var response = try await Caller.$current.withValue(caller) {
       try await RequestDeadline.$current.withValue(deadline) {
         try await next(request, context)

@@ -2,7 +2,9 @@ import GRPCCore
 
 /// The deadline of the current call, from its `grpc-timeout` header; set by
 /// ``AuthorizationInterceptor`` so a handler can answer before it (e.g. fall back to the cache
-/// when a bank is slow) instead of being cancelled at it.
+/// when a bank is slow) instead of being cancelled at it. On ``GatewayTransport`` the transport
+/// binds it around the call (from the HEADERS), since gRPC Swift's metadata there has no
+/// `grpc-timeout`.
 public enum RequestDeadline {
   @TaskLocal public static var current: ContinuousClock.Instant?
 

@@ -1,3 +1,4 @@
+import BankLinkBanks
 import BankLinkCore
 import BankLinkProto
 import BankLinkServer
@@ -101,6 +102,27 @@ struct GatewayTransportTests {
         headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance) + [("grpc-timeout", "5S")],
         body: try Self.balance("icbc-cny-001", refresh: true))
       #expect(met.grpcStatus == "0", "\(met.all)")
+      await raw.close()
+    }
+  }
+
+  @Test(
+    "a call's grpc-timeout reaches its handler: a refresh gives up on a slow bank before the deadline and answers from the cache",
+    arguments: GatewayServer.Transport.allCases)
+  func deadlineReachesHandler(transport: GatewayServer.Transport) async throws {
+    try await withTestServer(principals: Self.principals, configure: { $0.transport = transport }) { server in
+      let raw = try await UnaryFastPathTests.viewer(server)
+      // The bank takes 1.7 s. Knowing the 1.9 s deadline, the handler waits for the bank until a
+      // fifth of it is left (1.52 s) and answers from the cache; not knowing it, it would wait up
+      // to 2 s and get the bank's answer. (The raw client enforces no deadline of its own.)
+      server.simulator.setFaults(.init(latencyMilliseconds: 1_700))
+      let answer = try await raw.call(
+        headers: RawHTTP2Client.grpcHeaders(path: UnaryFastPathTests.getBalance) + [("grpc-timeout", "1900m")],
+        body: try Self.balance("boc-usd-002", refresh: true))
+      #expect(answer.grpcStatus == "0", "\(answer.all)")
+      let balance = try Banklink_V1_Balance(serializedBytes: Array(answer.body.dropFirst(5)))
+      #expect(balance.source == .cache)
+      #expect(balance.stale)
       await raw.close()
     }
   }

@@ -45,6 +45,9 @@ struct AcceptedStream: Sendable {
   /// The HTTP/2 stream: the call's responses are written to it.
   let channel: any Channel
   let handler: NIOLoopBound<GatewayStreamHandler>
+  /// The call's deadline, from its `grpc-timeout` (the handler enforces it; the listen loop's
+  /// task binds it as ``RequestDeadline/current`` for handlers that answer before it).
+  let deadline: ContinuousClock.Instant?
   let descriptor: MethodDescriptor
   let remotePeer: String
   let localPeer: String
@@ -250,7 +253,8 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   /// call is cancelled through its cancellation handle — what gRPC Swift's executor does with a
   /// `grpc-timeout` it reads, but without the timer task and task group it runs beside every such
   /// call (which kept each call's task alive until the pool had also run the cancelled timer).
-  /// gRPC Swift therefore gets the request's metadata without `grpc-timeout` (``metadata(_:)``).
+  /// gRPC Swift therefore gets the request's metadata without `grpc-timeout` (``metadata(_:)``);
+  /// handlers still learn the deadline, as ``RequestDeadline/current`` (``AcceptedStream/deadline``).
   private func startDeadlineTimer(_ timeout: TimeAmount, context: ChannelHandlerContext) {
     self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
       self.deadlineTimer = nil
@@ -389,9 +393,11 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
       backPressureStrategy: .init(lowWatermark: Self.requestPartsLowWatermark, highWatermark: Self.requestPartsHighWatermark),
       finishOnDeinit: true,
       delegate: RequestDemand(handler: handler, eventLoop: context.eventLoop))
+    let timeout = UnaryFastPath.timeout(in: headers)
     let connection = channel.parent
     let stream = AcceptedStream(
-      requests: produced.sequence, channel: channel, handler: handler, descriptor: descriptor,
+      requests: produced.sequence, channel: channel, handler: handler,
+      deadline: timeout.map { ContinuousClock.now.advanced(by: .nanoseconds($0.nanoseconds)) }, descriptor: descriptor,
       remotePeer: ConnectionPeers.key(connection?.remoteAddress) ?? "unknown",
       localPeer: ConnectionPeers.key(connection?.localAddress) ?? "unknown")
     guard self.shared.accept(stream) else {
@@ -401,7 +407,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.phase = .open
     self.descriptor = descriptor
     self.unaryResponse = descriptor.type == .unary || descriptor.type == .clientStreaming
-    if let timeout = UnaryFastPath.timeout(in: headers) { self.startDeadlineTimer(timeout, context: context) }
+    if let timeout { self.startDeadlineTimer(timeout, context: context) }
     self.yieldRequest(.metadata(Self.metadata(headers)))
     if frame.endStream { self.finishRequests(nil) }
   }

@@ -217,7 +217,11 @@ public final class GatewayTransport: ServerTransport {
         outbound: RPCWriter.Closable(wrapping: ResponseWriter(channel: channel)))
       let context = ServerContext(
         descriptor: stream.descriptor, remotePeer: stream.remotePeer, localPeer: stream.localPeer, cancellation: handle)
-      await handler(rpc, context)
+      if let deadline = stream.deadline {
+        await RequestDeadline.$current.withValue(deadline) { await handler(rpc, context) }
+      } else {
+        await handler(rpc, context)
+      }
     }
     channel.eventLoop.execute { streamHandler.value.callEnded() }
   }
