@@ -175,11 +175,14 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.finishRequests(nil)
     self.stopDeadlineTimer()
     self.cancellation = nil
-    guard self.phase == .open, let context = self.context else { return }
+    guard let context = self.context else { return }
+    let wasOpen = self.phase == .open
     self.phase = .done
     if !self.statusSent {
+      // Also after the call's writer finished with an error (`errorCaught` ended the phase but
+      // left the stream open); closing a stream already closed does nothing.
       context.close(promise: nil)
-    } else if !self.clientClosed {
+    } else if wasOpen && !self.clientClosed {
       context.write(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
       self.flushSoon(context: context)
     }
