@@ -98,6 +98,7 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   static let decodeFailure = RPCError(code: .internalError, message: "Failed to decode message")
   static let closedEarly = RPCError(code: .unavailable, message: "the stream closed before the call ended")
   static let writeAfterStatus = RPCError(code: .internalError, message: "Can't write status, stream has already closed")
+  static let deadlineExceeded = RPCError(code: .deadlineExceeded, message: UnaryFastPath.deadlineExceededMessage)
   static func unsupportedEncodingMessage(_ encoding: String) -> String {
     "\(encoding) compression is not supported; supported algorithms are listed in grpc-accept-encoding"
   }
@@ -145,6 +146,8 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
   private var context: ChannelHandlerContext?
   /// Cancels the call when its `grpc-timeout` passes.
   private var deadlineTimer: Scheduled<Void>?
+  /// Completes when the status written while the client was still sending has gone out.
+  private var statusWritten: EventLoopFuture<Void>?
 
   init(shared: Shared) {
     self.shared = shared
@@ -183,8 +186,19 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
       // left the stream open); closing a stream already closed does nothing.
       context.close(promise: nil)
     } else if wasOpen && !self.clientClosed {
-      context.write(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
-      self.flushSoon(context: context)
+      self.resetAfterStatus(context: context)
+    }
+  }
+
+  /// `RST_STREAM(NO_ERROR)` once the status has gone out: a reset drops whatever of the stream
+  /// swift-nio-http2 still queues (trailers wait behind DATA that waits for flow control), so
+  /// sent earlier it could cost the client its status.
+  private func resetAfterStatus(context: ChannelHandlerContext) {
+    guard let written = self.statusWritten else { return }
+    self.statusWritten = nil
+    written.assumeIsolated().whenSuccess {
+      guard let context = self.context, context.channel.isActive else { return }
+      context.writeAndFlush(self.wrapOutboundOut(.rstStream(.noError)), promise: nil)
     }
   }
 
@@ -262,6 +276,9 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.deadlineTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
       self.deadlineTimer = nil
       self.cancelCall()
+      // A handler still reading the request (a client that never finishes it) is not left
+      // waiting: the rest of the request fails, and gRPC Swift answers with that status.
+      self.finishRequests(Self.deadlineExceeded)
     }
   }
 
@@ -492,7 +509,14 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
       Self.add(metadata, to: &trailers)
       self.statusSent = true
       self.unaryResponse = false
-      context.write(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: promise)
+      if self.clientClosed {
+        context.write(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: promise)
+      } else {
+        // The client is still sending: it is asked to stop once this has gone out (`callEnded`).
+        let written = promise ?? context.eventLoop.makePromise()
+        self.statusWritten = written.futureResult
+        context.write(self.wrapOutboundOut(.headers(.init(headers: trailers, endStream: true))), promise: written)
+      }
     }
   }
 

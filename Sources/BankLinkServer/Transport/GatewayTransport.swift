@@ -214,7 +214,8 @@ public final class GatewayTransport: ServerTransport {
       let rpc = RPCStream(
         descriptor: stream.descriptor,
         inbound: RPCAsyncSequence(wrapping: stream.requests),
-        outbound: RPCWriter.Closable(wrapping: ResponseWriter(channel: channel)))
+        outbound: RPCWriter.Closable(
+          wrapping: ResponseWriter(channel: channel, streamsResponses: stream.descriptor.type?.streamsResponses ?? true)))
       let context = ServerContext(
         descriptor: stream.descriptor, remotePeer: stream.remotePeer, localPeer: stream.localPeer, cancellation: handle)
       if let deadline = stream.deadline {
@@ -226,17 +227,21 @@ public final class GatewayTransport: ServerTransport {
     channel.eventLoop.execute { streamHandler.value.callEnded() }
   }
 
-  /// The response side of a call: parts are written into the stream's pipeline without waiting,
-  /// while the stream is writable; once it is not (the client reads slowly), each write waits
-  /// until its part has gone out, which bounds what a call can buffer to one part past the
-  /// stream's watermark. Finishing with an error fails the call (the stream is reset).
+  /// The response side of a call: parts are written into the stream's pipeline without waiting.
+  /// A streaming response waits, once the stream is found not writable (the client reads
+  /// slowly), until each part has gone out, so a call buffers at most what it wrote before the
+  /// event loop marked the stream unwritable, plus one part. A single response (unary,
+  /// client-streaming) never waits: it is one message and its status, and its writes are only
+  /// flushed with the status (``GatewayStreamHandler``), so waiting for one before the status
+  /// would never end. Finishing with an error fails the call (the stream is reset).
   struct ResponseWriter: ClosableRPCWriterProtocol {
     typealias Element = RPCResponsePart<GatewayBytes>
     let channel: any Channel
+    let streamsResponses: Bool
 
     func write(_ element: Element) async throws {
       guard self.channel.isActive else { throw GatewayStreamHandler.closedEarly }
-      if self.channel.isWritable {
+      if !self.streamsResponses || self.channel.isWritable {
         self.channel.writeAndFlush(element, promise: nil)
       } else {
         try await self.channel.writeAndFlush(element).get()
@@ -253,6 +258,16 @@ public final class GatewayTransport: ServerTransport {
 
     func finish(throwing error: any Error) {
       self.channel.pipeline.fireErrorCaught(error)
+    }
+  }
+}
+
+extension MethodDescriptor.RPCType {
+  /// Whether the server answers with a stream of messages.
+  var streamsResponses: Bool {
+    switch self {
+    case .serverStreaming, .bidirectionalStreaming: true
+    case .unary, .clientStreaming: false
     }
   }
 }
