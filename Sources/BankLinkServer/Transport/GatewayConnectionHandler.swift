@@ -237,10 +237,12 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
         payload: .goAway(
           lastStreamID: self.lastStreamID, errorCode: .enhanceYourCalm,
           opaqueData: context.channel.allocator.buffer(string: Self.tooManyPings)))
-      context.write(self.wrapOutboundOut(goAway), promise: nil)
+      // Closed once the GOAWAY has gone out: a close fails the writes still pending in the
+      // channel, so closing a tick later lost the GOAWAY whenever the socket was briefly full.
+      let written = context.eventLoop.makePromise(of: Void.self)
+      context.write(self.wrapOutboundOut(goAway), promise: written)
       self.flush(context)
-      // A tick later, so the GOAWAY is flushed first.
-      context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
+      written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     } else {
       self.lastValidPing = now
     }
