@@ -43,6 +43,9 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
   /// Client PINGs tolerated too early before the connection is closed (gRPC's value).
   static let maxPingStrikes = 2
   static let tooManyPings = "too_many_pings"
+  /// How long a closing connection may take to send what is still pending (a last GOAWAY)
+  /// before it is closed regardless.
+  static let closeGraceTime = TimeAmount.seconds(5)
 
   private let settings: Settings
   private var context: ChannelHandlerContext?
@@ -230,19 +233,17 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
     if let last = self.lastValidPing, last + interval > now {
       self.pingStrikes += 1
       guard self.pingStrikes > Self.maxPingStrikes else { return }
-      self.closed = true
-      self.cancelTimers()
       let goAway = HTTP2Frame(
         streamID: .rootStream,
         payload: .goAway(
           lastStreamID: self.lastStreamID, errorCode: .enhanceYourCalm,
           opaqueData: context.channel.allocator.buffer(string: Self.tooManyPings)))
-      // Closed once the GOAWAY has gone out: a close fails the writes still pending in the
-      // channel, so closing a tick later lost the GOAWAY whenever the socket was briefly full.
-      let written = context.eventLoop.makePromise(of: Void.self)
-      context.write(self.wrapOutboundOut(goAway), promise: written)
-      self.flush(context)
-      written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+      // Flushed now, not at the end of the read, so that the close after it waits for it: a
+      // plain close fails the writes still pending in the channel, and closing a tick later lost
+      // the GOAWAY whenever the socket was briefly full.
+      context.write(self.wrapOutboundOut(goAway), promise: nil)
+      context.flush()
+      self.closeGracefully()
     } else {
       self.lastValidPing = now
     }
@@ -294,14 +295,20 @@ final class GatewayConnectionHandler: ChannelDuplexHandler {
     self.closeGracefully()
   }
 
-  /// Closes after what is written has gone out: output first, then the whole channel.
+  /// Closes after what is written has gone out: output first, then the whole channel. A client
+  /// that reads nothing would hold the output open for ever, so the channel is closed outright
+  /// after ``closeGraceTime`` whatever is still pending.
   private func closeGracefully() {
     guard let context = self.context, !self.closed else { return }
     self.closed = true
     self.cancelTimers()
     let promise = context.eventLoop.makePromise(of: Void.self)
     context.close(mode: .output, promise: promise)
-    promise.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    let outright = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeGraceTime) { context.close(promise: nil) }
+    promise.futureResult.assumeIsolated().whenComplete { _ in
+      outright.cancel()
+      context.close(promise: nil)
+    }
   }
 
   private func cancelTimers() {

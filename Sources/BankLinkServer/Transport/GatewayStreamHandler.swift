@@ -287,14 +287,6 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.deadlineTimer = nil
   }
 
-  private func flushSoon(context: ChannelHandlerContext) {
-    if self.isReading {
-      self.flushPending = true
-    } else {
-      context.flush()
-    }
-  }
-
   // MARK: Inbound
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -524,6 +516,15 @@ final class GatewayStreamHandler: ChannelDuplexHandler, RemovableChannelHandler 
     // A unary response goes out in one flush, with its status.
     if self.unaryResponse { return }
     self.flushSoon(context: context)
+  }
+
+  /// Flushes now, or at the end of the read in progress (one flush for what it brought about).
+  private func flushSoon(context: ChannelHandlerContext) {
+    if self.isReading {
+      self.flushPending = true
+    } else {
+      context.flush()
+    }
   }
 
   // MARK: Helpers
